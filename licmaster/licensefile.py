@@ -1,0 +1,343 @@
+"""License files (TOML): reading, validating every entry, and the checks over a whole installation.
+
+```toml
+[[license]]
+type = "PBX-Port13"          # a technical name, or a reference number
+count = 100
+[[license]]
+type = "Relay-Channels"
+count = 30
+bind = "00:90:33:12:34:56"   # required for Relay-* and PBX-IPVA (R-HW-1, R-IPVA-2)
+```
+Optional keys: `version` (for a name printed without one, or a reference number; default 13),
+`ssa_until = 2027-06-30` (a Software-Service-Agreement, R-SSA-1), `rented = true` (iSC, R-RENT-1).
+
+Every problem is reported at once, each with its file, line and entry, and its rule ID.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import rules
+from .catalog import (
+    CURRENT_VERSION,
+    FAMILIES,
+    SMB_PORT,
+    SMB_SIZES,
+    SMB_UPGRADE_TIER,
+    TIER_THRESHOLDS,
+    CatalogError,
+    LicenseType,
+    parse_license_type,
+)
+
+KNOWN_KEYS = frozenset({"type", "count", "bind", "version", "ssa_until", "rented"})
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledLicense:
+    """`count` licenses of one technical type, as installed."""
+
+    type: LicenseType
+    count: int
+    bind: str | None = None
+    ssa_until: dt.date | None = None
+    rented: bool = False
+    source: str = ""  # "file.toml:12 (entry 3)", for messages
+
+    @property
+    def family(self) -> str:
+        return self.type.family
+
+    @property
+    def version(self) -> int | None:
+        return self.type.version
+
+    @property
+    def tier(self) -> str:
+        return self.type.tier
+
+    def __str__(self) -> str:
+        bound = f" bound to {self.bind}" if self.bind else ""
+        return f"{self.count} × {self.type.technical_name}{bound}"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    severity: str  # "error" or "warning"
+    message: str
+    rule: str | None = None
+    where: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"severity": self.severity, "rule": self.rule, "where": self.where, "message": self.message}
+
+    def __str__(self) -> str:
+        where = f"{self.where}: " if self.where else ""
+        rule = f" [{self.rule}]" if self.rule else ""
+        return f"{self.severity}: {where}{self.message}{rule}"
+
+
+def error(message: str, rule: str | None = None, where: str = "") -> Problem:
+    return Problem("error", message, rule, where)
+
+
+def warning(message: str, rule: str | None = None, where: str = "") -> Problem:
+    return Problem("warning", message, rule, where)
+
+
+@dataclass(slots=True)
+class LoadResult:
+    licenses: list[InstalledLicense]
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+_HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*license[ \t]*\]\]", re.MULTILINE)
+
+
+def _entry_lines(text: str) -> list[int]:
+    """Line number of each `[[license]]` header, so that problems can point at a line."""
+    return [text.count("\n", 0, m.start()) + 1 for m in _HEADER_RE.finditer(text)]
+
+
+def load_files(paths: Iterable[str | Path]) -> LoadResult:
+    """Read every file; per-entry problems, then the installation-wide ones (R-SMB, R-PORT-4, ...)."""
+    licenses: list[InstalledLicense] = []
+    problems: list[Problem] = []
+    for path in paths:
+        result = load_file(path, installation_checks=False)
+        licenses += result.licenses
+        problems += result.problems
+    problems += installation_problems(licenses)
+    return LoadResult(licenses, problems)
+
+
+def load_file(path: str | Path, *, installation_checks: bool = True) -> LoadResult:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        return LoadResult([], [error(f"cannot read license file: {exc.strerror or exc}", where=str(p))])
+    except UnicodeDecodeError:
+        return LoadResult([], [error("license file is not UTF-8 text", where=str(p))])
+    return parse_text(text, name=str(p), installation_checks=installation_checks)
+
+
+def parse_text(text: str, *, name: str = "<licenses>", installation_checks: bool = True) -> LoadResult:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return LoadResult([], [error(f"not valid TOML: {exc}", where=name)])
+    problems: list[Problem] = []
+    unknown_top = sorted(set(doc) - {"license"})
+    if unknown_top:
+        problems.append(error(f"unknown top-level key(s) {', '.join(unknown_top)}: expected only [[license]] tables", where=name))
+    entries = doc.get("license", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        problems.append(error("`license` must be an array of tables, written [[license]]", where=name))
+        return LoadResult([], problems)
+    lines = _entry_lines(text)
+    licenses: list[InstalledLicense] = []
+    for i, entry in enumerate(entries):
+        line = lines[i] if i < len(lines) else None
+        where = f"{name}:{line} (entry {i + 1})" if line else f"{name} (entry {i + 1})"
+        lic, entry_problems = parse_entry(entry, where)
+        problems += entry_problems
+        if lic is not None:
+            licenses.append(lic)
+    if installation_checks:
+        problems += installation_problems(licenses)
+    return LoadResult(licenses, problems)
+
+
+def parse_entry(entry: dict[str, Any], where: str) -> tuple[InstalledLicense | None, list[Problem]]:
+    """One [[license]] table; returns the license when it has no error, and every problem found."""
+    problems: list[Problem] = []
+    for key in sorted(set(entry) - KNOWN_KEYS):
+        problems.append(error(f"unknown key {key!r} (known: {', '.join(sorted(KNOWN_KEYS))})", where=where))
+
+    raw_type = entry.get("type")
+    bind_raw = entry.get("bind")
+    count = entry.get("count")
+    if not isinstance(count, int) or isinstance(count, bool):
+        problems.append(error("`count` is required and must be a whole number", where=where))
+        count = None
+    elif count <= 0:
+        problems.append(error(f"`count` must be at least 1, not {count}", where=where))
+        count = None
+
+    if not isinstance(raw_type, str):
+        problems.append(error("`type` is required: a technical license name or a reference number", where=where))
+        return None, problems
+
+    version_override = entry.get("version")
+    if version_override is not None and (not isinstance(version_override, int) or isinstance(version_override, bool) or version_override < 1):
+        problems.append(error("`version` must be a positive whole number, e.g. 13", where=where))
+        version_override = None
+    try:
+        parsed = parse_license_type(
+            raw_type, bound=bind_raw is not None, default_version=version_override or CURRENT_VERSION
+        )
+    except CatalogError as exc:
+        problems.append(error(str(exc), where=where))
+        return None, problems
+    if parsed.warning:
+        problems.append(warning(parsed.warning, where=where))
+    ltype = parsed.license_type
+    family = FAMILIES[ltype.family]
+    if family.klass.value == "free":
+        problems.append(error(f"{family.name} needs no license of its own (seed {family.section}); remove this entry", where=where))
+        return None, problems
+
+    if family.versioned:
+        if ltype.version is None:
+            if version_override is None:
+                problems.append(error(f"{ltype.family} is a software license and needs a version: write e.g. '{ltype.family}13' or add version = 13", "R-HW-2", where))
+                return None, problems
+            ltype = replace(ltype, version=version_override)
+        elif version_override is not None and version_override != ltype.version:
+            problems.append(error(f"`version = {version_override}` contradicts the name {raw_type!r}", where=where))
+    elif version_override is not None:
+        problems.append(error(f"{ltype.family} is a hardware license and has no version", "R-HW-1", where))
+
+    bind = None
+    if bind_raw is not None:
+        if not family.bindable:
+            problems.append(error(f"{ltype.family} is not bound to a device; remove `bind` (software licenses move freely)", "R-HW-2", where))
+        elif not isinstance(bind_raw, str) or (bind := rules.normalize_mac(bind_raw)) is None:
+            problems.append(error(f"`bind` must be a MAC address xx:xx:xx:xx:xx:xx, not {bind_raw!r}", _bind_rule(ltype.family), where))
+    elif family.bindable:
+        problems.append(error(f"{ltype.family} is bound to one device: add bind = \"xx:xx:xx:xx:xx:xx\"", _bind_rule(ltype.family), where))
+
+    ssa = entry.get("ssa_until")
+    if ssa is not None:
+        if family.is_hardware:
+            problems.append(error("hardware licenses cannot be under SSA", "R-HW-1", where))
+            ssa = None
+        elif not isinstance(ssa, dt.date) or isinstance(ssa, dt.datetime):
+            problems.append(error("`ssa_until` must be a date, e.g. ssa_until = 2027-06-30", "R-SSA-1", where))
+            ssa = None
+    rented = entry.get("rented", False)
+    if not isinstance(rented, bool):
+        problems.append(error("`rented` must be true or false", "R-RENT-1", where))
+        rented = False
+    elif rented and family.is_hardware:
+        problems.append(error("hardware licenses cannot be rented (iSC is for software licenses only)", "R-RENT-1", where))
+
+    if any(p.severity == "error" for p in problems) or count is None:
+        return None, problems
+    return InstalledLicense(ltype, count, bind, ssa, rented, where), problems
+
+
+def _bind_rule(family: str) -> str:
+    return "R-IPVA-2" if family == "PBX-IPVA" else "R-HW-1"
+
+
+def installation_problems(licenses: list[InstalledLicense]) -> list[Problem]:
+    """Checks over the whole installation: SMB (R-SMB-1/2), tiers (R-PORT-4), channels (R-APP-2)."""
+    problems: list[Problem] = []
+    smb = [lic for lic in licenses if lic.family == SMB_PORT and lic.tier != SMB_UPGRADE_TIER]
+    upgrades = [lic for lic in licenses if lic.family == SMB_PORT and lic.tier == SMB_UPGRADE_TIER]
+    standard = [lic for lic in licenses if lic.family == "PBX-Port"]
+
+    smb_by_version: dict[int | None, list[InstalledLicense]] = defaultdict(list)
+    for lic in smb:
+        smb_by_version[lic.version].append(lic)
+    for version, lics in sorted(smb_by_version.items(), key=lambda kv: kv[0] or 0):
+        total = sum(lic.count for lic in lics)
+        if total > 1:
+            names = ", ".join(str(lic) for lic in lics)
+            problems.append(error(
+                f"SMB-Port licenses do not add up ({names}): an installation holds one SMB-Port of a fixed size; "
+                f"to grow past it, convert to standard Port licenses with Port{version}$$", "R-SMB-2", lics[-1].source))
+    if len(smb_by_version) > 1:
+        problems.append(error("SMB-Port licenses of different versions cannot be combined", "R-SMB-2", smb[-1].source))
+    for up in upgrades:
+        if not any(lic.version == up.version for lic in smb):
+            problems.append(error(f"{up.type} converts an SMB-Port of version {up.version} to standard Ports, but none is installed", "R-SMB-2", up.source))
+    converted = any(up.version == lic.version for up in upgrades for lic in smb)
+    if smb and standard and not converted:
+        problems.append(error(
+            f"SMB-Port ({smb[0].type}) cannot be combined with standard Port licenses ({standard[0].type}); "
+            "convert it with the upgrade Port13$$ first", "R-SMB-1", standard[0].source))
+    if smb and not converted and any(lic.family == "PBX-Standby" for lic in licenses):
+        problems.append(warning("Standby licenses are installed beside SMB-Port: the standby function is not available with SMB-Port", "R-STBY-3"))
+
+    problems += tier_warnings(licenses)
+    has_channels = any(lic.family in rules.CHANNEL_FAMILIES for lic in licenses)
+    if not has_channels and any(lic.family == rules.CONFERENCE_APP for lic in licenses):
+        problems.append(warning("Conference App licenses are installed but no conference channels (PBX-Channels or Relay-Channels): the app will have no channels to use", "R-APP-2"))
+    return problems
+
+
+def tier_warnings(licenses: list[InstalledLicense]) -> list[Problem]:
+    """R-PORT-4 (Reading): a price-band tier installed below its threshold is valid but earns a warning."""
+    total = sum(lic.count for lic in port_equivalents(licenses) if lic.family == "PBX-Port")
+    out = []
+    for lic in licenses:
+        if lic.family in ("PBX-Port", "PBX-Standby") and rules.tier_below_threshold(lic.tier, total, TIER_THRESHOLDS):
+            out.append(warning(
+                f"{lic.type} is the price band from {TIER_THRESHOLDS[lic.tier]:,} ports, but the installation has {total:,} Port licenses",
+                "R-PORT-4", lic.source))
+    return out
+
+
+def port_equivalents(licenses: list[InstalledLicense]) -> list[InstalledLicense]:
+    """R-SMB-2: an SMB-Port serves its fixed size of Ports (never more, however many are
+    installed); converted by its `$$` upgrade it counts as standard PBX-Port licenses of its size."""
+    upgraded_versions = {lic.version for lic in licenses if lic.family == SMB_PORT and lic.tier == SMB_UPGRADE_TIER}
+    out = []
+    for lic in licenses:
+        if lic.family != SMB_PORT:
+            out.append(lic)
+        elif lic.tier == SMB_UPGRADE_TIER:
+            continue
+        elif lic.version in upgraded_versions:
+            size = SMB_SIZES[lic.tier] * lic.count
+            out.append(replace(lic, type=LicenseType("PBX-Port", lic.version), count=size))
+        else:
+            out.append(replace(lic, count=SMB_SIZES[lic.tier]))  # one license, its fixed size
+    return out
+
+
+def effective_licenses(licenses: list[InstalledLicense], today: dt.date | None = None) -> list[InstalledLicense]:
+    """What the pool serves: SMB upgrades applied (R-SMB-2), SSA upgrades (R-SSA-1), R-OP-2 bonuses.
+
+    R-SSA-1 (Reading): while its SSA runs, a license counts as the newest released version.
+    R-OP-2 (Reading): each PBX-Operator of version 13 or newer under a running SSA brings
+    3 App(innovaphone-switchboard) licenses of its version.
+    """
+    today = today or dt.date.today()
+    out: list[InstalledLicense] = []
+    for lic in port_equivalents(licenses):
+        under_ssa = lic.ssa_until is not None and lic.ssa_until >= today
+        if under_ssa and lic.version is not None and lic.version < CURRENT_VERSION:
+            lic = replace(lic, type=replace(lic.type, version=CURRENT_VERSION))
+        out.append(lic)
+        if lic.family == "PBX-Operator" and under_ssa and (lic.version or 0) >= 13:
+            out.append(InstalledLicense(
+                LicenseType("App(innovaphone-switchboard)", lic.version),
+                rules.SWITCHBOARD_PER_OPERATOR_V13 * lic.count,
+                source=f"R-OP-2: brought by {lic.type} ({lic.source})",
+            ))
+    return out

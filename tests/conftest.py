@@ -1,0 +1,41 @@
+"""Shared helpers: build license sets from short TOML, and pools from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from licmaster.licensefile import InstalledLicense, parse_text
+from licmaster.pool import Node, Pool
+
+MAC_A = "00:90:33:00:00:0a"
+MAC_B = "00:90:33:00:00:0b"
+TODAY = dt.date(2026, 11, 27)
+
+
+def licenses(*entries: tuple) -> list[InstalledLicense]:
+    """licenses(("PBX-Port13", 10), ("PBX-IPVA13", 5, MAC_A)) -> validated InstalledLicense list."""
+    lines = []
+    for entry in entries:
+        lines.append("[[license]]")
+        lines.append(f"type = {entry[0]!r}")
+        lines.append(f"count = {entry[1]}")
+        if len(entry) > 2 and entry[2]:
+            lines.append(f"bind = {entry[2]!r}")
+    result = parse_text("\n".join(lines))
+    assert result.ok, result.errors
+    return result.licenses
+
+
+def pool_of(*entries: tuple, nodes: tuple[Node, ...] = ()) -> Pool:
+    pool = Pool(licenses(*entries), today=TODAY)
+    for node in nodes:
+        pool.set_node(node)
+    return pool
+
+
+@pytest.fixture
+def office() -> Pool:
+    return pool_of(("PBX-Port13", 10), ("PBX-Standby13", 10), ("PBX-Channels13", 4), ("PBX-Operator13", 1),
+                   nodes=(Node("pbx1", mac=MAC_A), Node("pbx2", mac=MAC_B)))

@@ -1,0 +1,425 @@
+"""The pool enforces the rules of RULES.md §2; each test names the rule it shows."""
+
+from licmaster.errors import Denial
+from licmaster.licensefile import InstalledLicense
+from licmaster.catalog import LicenseType
+from licmaster.pool import Grant, Node, Pool, SyncEntry
+
+from .conftest import MAC_A, MAC_B, licenses, pool_of
+
+
+def granted(outcome) -> Grant:
+    assert isinstance(outcome, Grant), outcome
+    return outcome
+
+
+def denied(outcome, code: str, rule: str | None = None) -> Denial:
+    assert isinstance(outcome, Denial), outcome
+    assert outcome.code == code, outcome
+    if rule:
+        assert outcome.rule == rule, outcome
+    return outcome
+
+
+def in_use(pool: Pool, family: str) -> int:
+    return sum(b.in_use for b in pool.buckets() if b.family == family)
+
+
+# ---------------------------------------------------------------- Port
+
+
+def test_one_port_per_object_and_idempotent_retries_R_PORT_1(office: Pool) -> None:
+    first = granted(office.checkout("pbx1", "port", "alice"))
+    again = granted(office.checkout("pbx1", "port", "alice"))
+    assert again.lease is first.lease and not again.new
+    assert first.lease.took_wire() == [{"family": "PBX-Port", "version": 13, "count": 1}]
+    assert in_use(office, "PBX-Port") == 1
+
+
+def test_port_is_floating_taken_and_released_R_PORT_3(office: Pool) -> None:
+    leases = [granted(office.checkout("pbx1", "port", f"u{i}")).lease for i in range(10)]
+    denied(office.checkout("pbx1", "port", "u10"), "exhausted", "R-PORT-1")
+    office.checkin("pbx1", leases[0].id)
+    granted(office.checkout("pbx2", "port", "u10"))  # R-HW-2: software licenses serve any device
+
+
+def test_exhausted_says_which_family_and_how_many_are_free(office: Pool) -> None:
+    for i in range(10):
+        office.checkout("pbx1", "port", f"u{i}")
+    d = denied(office.checkout("pbx1", "port", "late"), "exhausted")
+    assert d.details == {"family": "PBX-Port", "free": 0, "needed": 1}
+    assert "0 free of 10 installed" in d.message
+
+
+def test_checkin_of_unknown_or_foreign_lease_changes_nothing(office: Pool) -> None:
+    lease = granted(office.checkout("pbx1", "port", "alice")).lease
+    assert office.checkin("pbx2", lease.id) is None  # another node's lease: no harm done
+    assert office.checkin("pbx1", "no-such-lease") is None
+    assert office.checkin("pbx1", lease.id) is lease
+    assert office.checkin("pbx1", lease.id) is None
+    assert in_use(office, "PBX-Port") == 0
+
+
+# ---------------------------------------------------------------- central / decentral
+
+
+def test_central_pbxs_draw_from_the_master_R_MODE_1(office: Pool) -> None:
+    granted(office.checkout("pbx1", "port", "a"))
+    granted(office.checkout("pbx2", "port", "b"))
+    assert in_use(office, "PBX-Port") == 2
+
+
+def test_a_decentral_pbx_is_refused_whatever_it_asks_R_MODE_2(office: Pool) -> None:
+    office.set_node(Node("branch", licensing="decentral"))
+    for resource in ("port", "conference", "operator"):
+        d = denied(office.checkout("branch", resource, "x"), "decentral", "R-MODE-2")
+    assert "locally" in d.message
+    denied(office.assign("branch", "bob", ["PBX-UC"]), "decentral", "R-MODE-2")
+
+
+def test_a_decentral_pbx_does_not_fall_back_on_the_master_when_short_R_MODE_3(office: Pool) -> None:
+    office.set_node(Node("branch", licensing="decentral"))
+    assert sum(b.free for b in office.buckets() if b.family == "PBX-Port") == 10  # plenty on the master
+    denied(office.checkout("branch", "port", "overflow"), "decentral", "R-MODE-2")
+
+
+# ---------------------------------------------------------------- versions
+
+
+def test_a_license_runs_its_version_and_older_only_R_VER_1() -> None:
+    pool = pool_of(("PBX-Port12", 5), nodes=(Node("v11", firmware=11), Node("v13", firmware=13)))
+    granted(pool.checkout("v11", "port", "a"))
+    d = denied(pool.checkout("v13", "port", "b"), "version", "R-VER-2")
+    assert "5 × PBX-Port12" in d.message
+
+
+def test_the_lowest_version_decides_for_the_installation_R_VER_2() -> None:
+    # The seed's example: 100 V11 + 100 V13 run a V11 installation with 200 ports ...
+    pool = pool_of(("PBX-Port11", 100), ("PBX-Port13", 100), nodes=(Node("v11", firmware=11), Node("v13", firmware=13)))
+    for i in range(200):
+        granted(pool.checkout("v11", "port", f"u{i}"))
+    denied(pool.checkout("v11", "port", "u200"), "exhausted")
+    # ... after the upgrade to V13 nothing runs while the V11 licenses are installed ...
+    d = denied(pool.checkout("v13", "port", "x"), "version", "R-VER-2")
+    assert "capped at V11 by 100 × PBX-Port11" in d.message
+    pool.release_node("v11")
+    # ... and once they are removed, the 100 V13 licenses run.
+    pool.install(licenses(("PBX-Port13", 100)))
+    for i in range(100):
+        granted(pool.checkout("v13", "port", f"u{i}"))
+    denied(pool.checkout("v13", "port", "u100"), "exhausted")
+
+
+def test_v13_voicemail_does_not_run_on_v9_or_older_R_VER_3() -> None:
+    pool = pool_of(("PBX-VoicemailUser13", 5), nodes=(Node("old", firmware=9), Node("v10", firmware=10)))
+    denied(pool.assign("old", "ann", ["PBX-VoicemailUser"]), "version", "R-VER-3")
+    assert pool.assign("v10", "ann", ["PBX-VoicemailUser"]).took == [{"family": "PBX-VoicemailUser", "version": 13, "count": 1}]
+
+
+def test_queue_monitor_needs_v9_or_newer_R_VER_4_one_per_queue_R_QM_1() -> None:
+    pool = pool_of(("PBX-QueueMonitor13", 1), nodes=(Node("v8", firmware=8), Node("v13")))
+    denied(pool.checkout("v8", "queue-monitor", "sales"), "version", "R-VER-4")
+    granted(pool.checkout("v13", "queue-monitor", "sales"))
+    denied(pool.checkout("v13", "queue-monitor", "support"), "exhausted", "R-QM-1")
+
+
+# ---------------------------------------------------------------- IPVA and hardware
+
+
+def test_a_port_on_an_ipva_takes_an_ipva_license_too_both_or_neither_R_IPVA_1() -> None:
+    pool = pool_of(("PBX-Port13", 3), ("PBX-IPVA13", 1, MAC_A), nodes=(Node("vm", platform="ipva", mac=MAC_A),))
+    lease = granted(pool.checkout("vm", "port", "alice")).lease
+    assert sorted(t["family"] for t in lease.took_wire()) == ["PBX-IPVA", "PBX-Port"]
+    denied(pool.checkout("vm", "port", "bob"), "exhausted", "R-IPVA-1")
+    assert in_use(pool, "PBX-Port") == 1  # all or nothing: the Port was not taken alone
+    pool.checkin("vm", lease.id)
+    assert in_use(pool, "PBX-IPVA") == 0 and in_use(pool, "PBX-Port") == 0
+
+
+def test_ipva_licenses_serve_only_the_ipva_they_are_bound_to_R_IPVA_2() -> None:
+    pool = pool_of(("PBX-Port13", 3), ("PBX-IPVA13", 3, MAC_A), nodes=(Node("other", platform="ipva", mac=MAC_B),))
+    d = denied(pool.checkout("other", "port", "alice"), "bound_elsewhere", "R-IPVA-2")
+    assert MAC_A in d.message
+
+
+def test_hardware_licenses_are_bound_and_can_never_be_removed_R_HW_1() -> None:
+    pool = pool_of(("Relay-Channels", 30, MAC_A), ("PBX-Port13", 1))
+    lic = InstalledLicense(LicenseType("Relay-Channels", None), 30, MAC_A)
+    denied(pool.remove_license(lic), "bad_request", "R-HW-1")
+    report = pool.install(licenses(("PBX-Port13", 1)))  # a reload that forgot them
+    assert [p.rule for p in report.problems] == ["R-HW-1"]
+    assert sum(b.installed for b in pool.buckets() if b.family == "Relay-Channels") == 30
+    assert isinstance(pool.remove_license(InstalledLicense(LicenseType("PBX-Port", 13), 1)), object)
+
+
+def test_software_licenses_move_between_devices_R_HW_2() -> None:
+    pool = pool_of(("PBX-Port13", 1), nodes=(Node("a", mac=MAC_A), Node("b", mac=MAC_B)))
+    lease = granted(pool.checkout("a", "port", "x")).lease
+    pool.checkin("a", lease.id)
+    granted(pool.checkout("b", "port", "x"))
+
+
+def test_isdn_takes_interface_and_channel_licenses_bound_to_the_gateway_R_HW_3() -> None:
+    pool = pool_of(("Relay-PRIs", 1, MAC_A), ("Relay-Channels", 30, MAC_A), ("Relay-BRIs", 2, MAC_B),
+                   ("Relay-Channels", 4, MAC_B),
+                   nodes=(Node("gw", mac=MAC_A, model="IP1130"), Node("ip811", mac=MAC_B, model="IP811"),
+                          Node("ip305", mac=MAC_B, model="IP305")))
+    pri = granted(pool.checkout("gw", "isdn", "t2-1", count=30, interface="pri")).lease
+    assert sorted((t["family"], t["count"]) for t in pri.took_wire()) == [("Relay-Channels", 30), ("Relay-PRIs", 1)]
+    denied(pool.checkout("gw", "isdn", "t2-1b", count=31, interface="pri"), "bad_request", "R-HW-3")
+    bri = granted(pool.checkout("ip811", "isdn", "t0-1", count=2, interface="bri")).lease
+    assert sorted((t["family"], t["count"]) for t in bri.took_wire()) == [("Relay-BRIs", 1), ("Relay-Channels", 2)]
+    denied(pool.checkout("ip811", "isdn", "t0-1b", count=3, interface="bri"), "bad_request", "R-HW-3")
+    # Only the IP811 needs BRI licenses; other gateways still need their B-channels.
+    other = granted(pool.checkout("ip305", "isdn", "t0-2", count=2, interface="bri")).lease
+    assert other.took_wire() == [{"family": "Relay-Channels", "version": None, "count": 2}]
+
+
+def test_ip311_ip411_ip511_need_no_hardware_license_R_HW_4() -> None:
+    pool = pool_of(("PBX-Port13", 1), nodes=(Node("small", model="IP411", mac=MAC_A),))
+    lease = granted(pool.checkout("small", "isdn", "t0", count=2, interface="bri")).lease
+    assert lease.took == ()
+
+
+# ---------------------------------------------------------------- standby
+
+
+def test_standby_licenses_live_on_the_master_and_count_for_any_standby_R_STBY_1() -> None:
+    pool = pool_of(("PBX-Port13", 4), ("PBX-Standby13", 4),
+                   nodes=(Node("slave"), Node("slave-stby", role="standby", standby_for="slave")))
+    granted(pool.checkout("slave", "port", "a"))
+    moved = pool.takeover("slave-stby", "slave")
+    assert isinstance(moved, list) and [lease.holder for lease in moved] == ["a"]
+    assert in_use(pool, "PBX-Standby") == 0  # a count rule: never drawn
+
+
+def test_takeover_moves_every_lease_at_once_nothing_counted_twice_R_STBY_2() -> None:
+    pool = pool_of(("PBX-Port13", 4), ("PBX-Standby13", 4),
+                   nodes=(Node("slave"), Node("stby", role="standby", standby_for="slave")))
+    for holder in ("a", "b", "c"):
+        granted(pool.checkout("slave", "port", holder))
+    granted(pool.checkout("stby", "port", "a"))  # the standby already re-registered "a"
+    moved = pool.takeover("stby", "slave")
+    assert sorted(lease.holder for lease in moved) == ["b", "c"]
+    assert in_use(pool, "PBX-Port") == 3
+    assert pool.node_leases("slave") == []
+
+
+def test_takeover_refused_when_standby_fewer_than_ports_R_STBY_2() -> None:
+    pool = pool_of(("PBX-Port13", 10), ("PBX-Standby13", 9),
+                   nodes=(Node("slave"), Node("stby", role="standby", standby_for="slave")))
+    granted(pool.checkout("slave", "port", "a"))
+    d = denied(pool.takeover("stby", "slave"), "standby_unlicensed", "R-STBY-2")
+    assert "9 usable Standby" in d.message and "10 Port" in d.message
+    assert [lease.holder for lease in pool.node_leases("slave")] == ["a"]  # nothing moved
+
+
+def test_standby_licenses_below_the_firmware_do_not_count_R_STBY_2() -> None:
+    pool = pool_of(("PBX-Port13", 5), ("PBX-Standby12", 5),
+                   nodes=(Node("slave"), Node("stby", role="standby", standby_for="slave", firmware=13)))
+    d = denied(pool.takeover("stby", "slave"), "standby_unlicensed", "R-STBY-2")
+    assert "PBX-Standby12" in d.message
+
+
+def test_takeover_only_by_the_named_standby() -> None:
+    pool = pool_of(("PBX-Port13", 5), ("PBX-Standby13", 5),
+                   nodes=(Node("slave"), Node("stby", role="standby", standby_for="other"), Node("pbx")))
+    denied(pool.takeover("stby", "slave"), "bad_request")
+    denied(pool.takeover("pbx", "slave"), "bad_request")
+
+
+def test_standby_does_not_work_with_smb_port_R_STBY_3() -> None:
+    pool = pool_of(("Port13$20", 1), nodes=(Node("office"), Node("stby", role="standby", standby_for="office")))
+    denied(pool.takeover("stby", "office"), "standby_unlicensed", "R-STBY-3")
+
+
+# ---------------------------------------------------------------- SMB
+
+
+def test_smb_port_serves_ports_up_to_its_fixed_size_R_SMB_2() -> None:
+    pool = pool_of(("Port13$20", 1), nodes=(Node("office"),))
+    for i in range(20):
+        lease = granted(pool.checkout("office", "port", f"u{i}")).lease
+    assert lease.took_wire() == [{"family": "Port", "version": 13, "count": 1}]
+    denied(pool.checkout("office", "port", "u20"), "exhausted", "R-SMB-2")
+
+
+def test_smb_port_serves_only_the_pbx_that_holds_it_R_SMB_3() -> None:
+    pool = pool_of(("Port13$20", 1), nodes=(Node("office"), Node("slave")))
+    lease = granted(pool.checkout("office", "port", "a")).lease
+    denied(pool.checkout("slave", "port", "b"), "smb", "R-SMB-3")
+    pool.checkin("office", lease.id)
+    granted(pool.checkout("slave", "port", "b"))
+
+
+def test_smb_converted_by_its_upgrade_acts_as_standard_ports_R_SMB_1() -> None:
+    pool = pool_of(("Port13$20", 1), ("Port13$$", 1), ("PBX-Port13", 5), nodes=(Node("a"), Node("b")))
+    assert not pool.smb_installation
+    granted(pool.checkout("a", "port", "x"))
+    granted(pool.checkout("b", "port", "y"))
+    assert sum(b.installed for b in pool.buckets() if b.family == "PBX-Port") == 25
+
+
+# ---------------------------------------------------------------- conference channels
+
+
+def test_channels_float_one_per_conference_channel_R_CHAN_1(office: Pool) -> None:
+    lease = granted(office.checkout("pbx1", "conference", "room1", count=4)).lease
+    denied(office.checkout("pbx2", "conference", "room2", count=1), "exhausted", "R-CHAN-1")
+    office.checkin("pbx1", lease.id)
+    granted(office.checkout("pbx2", "conference", "room2", count=4))
+
+
+def test_conference_channels_of_a_bridge_device_come_first_R_CHAN_3() -> None:
+    pool = pool_of(("Relay-Channels", 2, MAC_A), ("PBX-Channels13", 4), nodes=(Node("bridge", mac=MAC_A), Node("other", mac=MAC_B)))
+    lease = granted(pool.checkout("bridge", "conference", "room", count=5)).lease
+    assert [(t["family"], t["count"]) for t in lease.took_wire()] == [("Relay-Channels", 2), ("PBX-Channels", 3)]
+    # another device cannot use the bridge's own channels
+    denied(pool.checkout("other", "conference", "room2", count=2), "exhausted")
+
+
+# ---------------------------------------------------------------- operators
+
+
+def test_operator_floats_more_desks_than_licenses_R_OP_1(office: Pool) -> None:
+    first = granted(office.checkout("pbx1", "operator", "desk1")).lease
+    denied(office.checkout("pbx1", "operator", "desk2"), "exhausted", "R-OP-1")
+    office.checkin("pbx1", first.id)
+    granted(office.checkout("pbx1", "operator", "desk2"))
+
+
+# ---------------------------------------------------------------- user licenses
+
+
+def test_user_licenses_are_configured_not_floating_R_USER_1() -> None:
+    pool = pool_of(("App(phone)13", 2), nodes=(Node("pbx"),))
+    assert pool.assign("pbx", "ann", ["App(phone)"]).took == [{"family": "App(phone)", "version": 13, "count": 1}]
+    pool.release_node("pbx")  # a disconnect does not free user licenses
+    assert in_use(pool, "App(phone)") == 1
+    denied(pool.assign("pbx", "x", ["PBX-Port"]), "bad_request")
+    denied(pool.assign("pbx", "x", ["PBX-Nope"]), "unknown_license")
+
+
+def test_softphone_video_appsharing_need_the_phone_app_R_USER_2() -> None:
+    pool = pool_of(("App(phone)13", 1), ("App(softphone)13", 1), ("PBX-Video13", 1), nodes=(Node("pbx"),))
+    for family in ("App(softphone)", "PBX-Video", "PBX-AppSharing"):
+        d = denied(pool.assign("pbx", "ann", [family]), "prerequisite", "R-USER-2")
+        assert d.details["missing"] == ["App(phone)"]
+    assert not isinstance(pool.assign("pbx", "ann", ["App(phone)", "App(softphone)"]), Denial)
+    d = denied(pool.unassign("pbx", "ann", ["App(phone)"]), "prerequisite", "R-USER-2")
+    assert "would lose" in d.message
+
+
+def test_uc_holds_its_modules_for_one_user_R_UC_1() -> None:
+    pool = pool_of(("PBX-UC13", 1), nodes=(Node("pbx"),))
+    result = pool.assign("pbx", "ann", ["PBX-UC", "App(softphone)", "PBX-Video", "App(rcc)"])
+    assert not isinstance(result, Denial)
+    assert result.took == [{"family": "PBX-UC", "version": 13, "count": 1}]  # modules take nothing more
+    denied(pool.assign("pbx", "bob", ["PBX-UC"]), "exhausted")  # one UC, one user: no splitting
+    denied(pool.assign("pbx", "bob", ["App(softphone)"]), "prerequisite")  # ann's UC does not help bob
+    denied(pool.assign("pbx", "carl", ["App(chat)"]), "exhausted")  # UC does not include Premium Chat
+
+
+def test_free_apps_need_their_feature_licenses_R_APP_1() -> None:
+    pool = pool_of(("PBX-Mobility13", 1), ("App(phone)13", 1), ("PBX-VoicemailUser13", 1), nodes=(Node("pbx"),))
+    d = denied(pool.assign("pbx", "ann", ["App(rcc)", "PBX-Mobility"]), "prerequisite", "R-APP-1")
+    assert d.details["missing"] == ["App(phone)"]
+    ok = pool.assign("pbx", "ann", ["App(rcc)", "PBX-Mobility", "App(phone)"])
+    assert not isinstance(ok, Denial) and len(ok.took) == 2
+    for app, feature in (("App(voicemail)", "PBX-VoicemailUser"), ("App(fax)", "Fax"),
+                         ("App(recordings)", "App(innovaphone-recorder)"), ("App(reports)", "PBX-Reporting")):
+        assert denied(pool.assign("pbx", "bob", [app]), "prerequisite", "R-APP-1").details["missing"] == [feature]
+
+
+def test_conference_app_without_channels_is_granted_with_a_warning_R_APP_2() -> None:
+    pool = pool_of(("App(innovaphone-pbx-conference)13", 1), nodes=(Node("pbx"),))
+    result = pool.assign("pbx", "ann", ["App(innovaphone-pbx-conference)"])
+    assert not isinstance(result, Denial) and [w.rule for w in result.warnings] == ["R-APP-2"]
+
+
+def test_recording_queues_needs_a_user_with_the_recorder_R_REC_1() -> None:
+    pool = pool_of(("App(innovaphone-recorder)13", 1), nodes=(Node("pbx"),))
+    denied(pool.recording_allowed(), "prerequisite", "R-REC-1")
+    pool.assign("pbx", "ann", ["App(innovaphone-recorder)"])
+    assert pool.recording_allowed() is None
+
+
+def test_switchboard_licenses_from_operators_under_ssa_R_OP_2() -> None:
+    from licmaster.licensefile import parse_text
+    import datetime as dt
+    loaded = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 1\nssa_until = 2030-01-01')
+    pool = Pool(loaded.licenses, today=dt.date(2026, 1, 1))
+    for user in ("a", "b", "c"):
+        assert not isinstance(pool.assign("x", user, ["App(innovaphone-switchboard)"]), Denial)
+    denied(pool.assign("x", "d", ["App(innovaphone-switchboard)"]), "exhausted")
+
+
+def test_ssa_lets_an_old_license_run_new_software_R_SSA_1() -> None:
+    from licmaster.licensefile import parse_text
+    import datetime as dt
+    loaded = parse_text('[[license]]\ntype = "PBX-Port11"\ncount = 1\nssa_until = 2027-01-01')
+    running = Pool(loaded.licenses, today=dt.date(2026, 12, 1))
+    expired = Pool(loaded.licenses, today=dt.date(2027, 2, 1))
+    for pool in (running, expired):
+        pool.set_node(Node("v13"))
+    granted(running.checkout("v13", "port", "a"))
+    denied(expired.checkout("v13", "port", "a"), "version", "R-VER-2")
+
+
+def test_rented_software_licenses_serve_like_bought_ones_R_RENT_1() -> None:
+    from licmaster.licensefile import parse_text
+    loaded = parse_text('[[license]]\ntype = "PBX-Channels13"\ncount = 2\nrented = true')
+    pool = Pool(loaded.licenses)
+    granted(pool.checkout("x", "conference", "room", count=2))
+
+
+# ---------------------------------------------------------------- sync, release, reload
+
+
+def test_sync_makes_the_nodes_leases_exactly_the_listed_set(office: Pool) -> None:
+    keep = granted(office.checkout("pbx1", "port", "keep")).lease
+    granted(office.checkout("pbx1", "port", "drop"))
+    result = office.sync("pbx1", [SyncEntry("port", "keep"), SyncEntry("port", "new"),
+                                  SyncEntry("conference", "room", count=9)])
+    assert [lease.holder for lease in result.released] == ["drop"]
+    assert [lease.holder for lease in result.granted] == ["keep", "new"]
+    assert result.granted[0] is keep  # kept, not re-taken
+    assert [(i, d.code) for i, _, d in result.denied] == [(2, "exhausted")]
+    assert sorted(lease.holder for lease in office.node_leases("pbx1")) == ["keep", "new"]
+
+
+def test_release_node_frees_every_floating_lease(office: Pool) -> None:
+    for i in range(5):
+        office.checkout("pbx1", "port", f"u{i}")
+    office.checkout("pbx1", "conference", "room", count=3)
+    assert len(office.release_node("pbx1")) == 6
+    assert all(b.in_use == 0 for b in office.buckets())
+
+
+def test_reload_never_revokes_a_lease_silently(office: Pool) -> None:
+    for i in range(8):
+        office.checkout("pbx1", "port", f"u{i}")
+    report = office.install(licenses(("PBX-Port13", 5)))
+    assert report.overcommitted == [{"family": "PBX-Port", "version": 13, "bound": None, "installed": 5, "in_use": 8, "over": 3}]
+    assert len(office.node_leases("pbx1")) == 8
+    denied(office.checkout("pbx1", "port", "late"), "exhausted")
+
+
+def test_unknown_resource_and_bad_count_are_named(office: Pool) -> None:
+    assert "expected one of" in denied(office.checkout("pbx1", "fax-machine", "x"), "unknown_resource").message
+    assert denied(office.checkout("pbx1", "conference", "x", count=0), "bad_request").details == {"field": "count"}
+    assert denied(office.checkout("pbx1", "isdn", "x", interface="t1"), "bad_request").details == {"field": "interface"}
+
+
+def test_an_observer_cannot_check_out(office: Pool) -> None:
+    office.set_node(Node("monitor", role="observer"))
+    denied(office.checkout("monitor", "port", "x"), "bad_request")
+
+
+def test_hello_with_new_attributes_recomputes_the_plan() -> None:
+    pool = pool_of(("PBX-Port13", 1), ("PBX-IPVA13", 1, MAC_A), nodes=(Node("vm", platform="gateway"),))
+    lease = granted(pool.checkout("vm", "port", "a")).lease
+    assert len(lease.took) == 1
+    pool.checkin("vm", lease.id)
+    pool.set_node(Node("vm", platform="ipva", mac=MAC_A))
+    assert len(granted(pool.checkout("vm", "port", "a")).lease.took) == 2
