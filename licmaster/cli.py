@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .catalog import CURRENT_VERSION
+from . import serve
 from .licensefile import load_files
 from .verdict import render_text, verdict
 
@@ -23,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print one JSON object: families, errors, warnings")
     check.add_argument("--today", type=dt.date.fromisoformat, default=None, help="date for SSA terms (YYYY-MM-DD; default today)")
     check.set_defaults(run=_check)
+
+    serve.add_parser(sub)
 
     args = parser.parse_args(argv)
     return int(args.run(args))

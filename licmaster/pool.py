@@ -163,6 +163,7 @@ class Assignment:
 class AssignResult:
     took: list[dict[str, Any]]
     warnings: list[Problem]
+    changed: list[tuple[str, int | None]] = field(default_factory=list)  # (family, version) recorded or removed
 
 
 @dataclass(slots=True)
@@ -184,6 +185,7 @@ class Pool:
         self.installed: list[InstalledLicense] = []
         self.nodes: dict[str, Node] = {}
         self._held: dict[str, _Held] = {}
+        self._wire: dict[tuple[tuple[Bucket, int], ...], tuple[list[dict[str, Any]], str]] = {}
         self._lease_count = 0
         self._smb = False  # Ports come from an unconverted SMB-Port license
         self._ids = itertools.count(1)
@@ -255,6 +257,7 @@ class Pool:
         for held in self._held.values():
             held.plans.clear()
         self._smb = bool(self._family_buckets.get(SMB_PORT))
+        self._wire.clear()
 
     @property
     def smb_installation(self) -> bool:
@@ -269,6 +272,18 @@ class Pool:
     @property
     def lease_count(self) -> int:
         return self._lease_count
+
+    def took_view(self, lease: Lease) -> tuple[list[dict[str, Any]], str]:
+        """The lease's `took` as the wire lists it, and as a short label for the journal; cached
+        per distinct `took` (shared by every lease of a single-bucket plan)."""
+        view = self._wire.get(lease.took)
+        if view is None:
+            if len(self._wire) > 4096:
+                self._wire.clear()
+            wire = lease.took_wire()
+            label = " ".join(f"{b.label()}:{n}" for b, n in lease.took)
+            view = self._wire[lease.took] = (wire, label)
+        return view
 
     def find_lease(self, node: str, resource: str, holder: str) -> Lease | None:
         held = self._held.get(node)
@@ -629,17 +644,19 @@ class Pool:
                 return bucket
             draws.append((family, bucket))
         took = []
+        changed: list[tuple[str, int | None]] = []
         record = self.users.setdefault(user, {})
         for family, bucket in draws:
             if bucket is not None:
                 bucket.in_use += 1
                 took.append({"family": family, "version": bucket.version, "count": 1})
             record[family] = Assignment(family, bucket, node)
+            changed.append((family, bucket.version if bucket else None))
         warnings = []
         if rules.CONFERENCE_APP in families and not any(
                 b.installed for f in rules.CHANNEL_FAMILIES for b in self._buckets.values() if b.family == f):
             warnings.append(Problem("warning", "the Conference App is useful only with conference channels licensed; none are installed", "R-APP-2"))
-        return AssignResult(took, warnings)
+        return AssignResult(took, warnings, changed)
 
     def _check_user_families(self, node: Node, families: Sequence[str]) -> Denial | None:
         if node.licensing == "decentral":
@@ -682,14 +699,18 @@ class Pool:
         if missing:
             return _prerequisite_denial(user, missing, removing=True)
         returned = []
+        changed: list[tuple[str, int | None]] = []
         for family in dict.fromkeys(families):
             assignment = held.pop(family, None)
-            if assignment is not None and assignment.bucket is not None:
+            if assignment is None:
+                continue
+            changed.append((family, assignment.bucket.version if assignment.bucket else None))
+            if assignment.bucket is not None:
                 assignment.bucket.in_use -= 1
                 returned.append({"family": family, "version": assignment.bucket.version, "count": 1})
         if not held:
             self.users.pop(user, None)
-        return AssignResult(returned, [])
+        return AssignResult(returned, [], changed)
 
     def restore_assignment(self, user: str, family: str, version: int | None, node: str) -> None:
         """Re-apply a durable assignment after a restart, exactly as it was (even past capacity:

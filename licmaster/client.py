@@ -1,0 +1,407 @@
+"""An asyncio client of the master, for any PBX integration (and the simulator).
+
+    client = MasterClient(["127.0.0.1:4460", "127.0.0.1:4470"], node="pbx1", mac="00:90:33:00:00:01")
+    await client.connect()
+    lease = await client.checkout("port", "alice")        # raises LicenseError when refused
+    await client.checkin("port", "alice")
+    await client.close()
+
+- several master addresses: it connects to whichever serves, and moves on when one fails,
+  says `shutdown`, answers `not_master`, or shows an epoch lower than one seen before;
+- pipelining: `send()` returns a future at once; replies come in request order;
+- heartbeats are automatic; after a reconnect it `sync`s the leases it holds;
+- `grace` and `busy` answers are retried after `retry_ms` (bounded), other refusals raise
+  `LicenseError` with the code, the rule and the sentence;
+- events (`fenced`, `epoch`, `shutdown`, and the client's own `reconnected`/`lost`) go to
+  `client.events` (an asyncio.Queue) and to `on_event` if given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl as ssl_module
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode
+
+RETRYABLE = ("grace", "busy")
+
+
+class LicenseError(Exception):
+    """The master said no: `code` (PROTOCOL.md), `rule` (RULES.md) and `message` for a person."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        self.reply = reply
+        self.code: str = reply.get("error", "unknown")
+        self.rule: str | None = reply.get("rule")
+        self.message: str = reply.get("message", "")
+        super().__init__(f"{self.code}: {self.message}" + (f" ({self.rule})" if self.rule else ""))
+
+
+class NotConnected(ConnectionError):
+    pass
+
+
+@dataclass
+class HeldLease:
+    resource: str
+    holder: str
+    lease: str
+    count: int = 1
+    interface: str | None = None
+    took: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(address, tuple):
+        return address
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Wire(asyncio.Protocol):
+    def __init__(self, client: MasterClient) -> None:
+        self.client = client
+        self.decoder = FrameDecoder(client.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except FrameError:
+            if self.transport:
+                self.transport.close()
+            return
+        for message in messages:
+            self.client._on_message(self, message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        self.client._on_lost(self)
+
+
+class MasterClient:
+    def __init__(
+        self,
+        masters: Sequence[str | tuple[str, int]],
+        node: str,
+        *,
+        role: str = "pbx",
+        firmware: int = 13,
+        platform: str = "gateway",
+        mac: str | None = None,
+        licensing: str = "central",
+        model: str | None = None,
+        standby_for: str | None = None,
+        auth: dict[str, Any] | None = None,
+        reconnect: bool = True,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        connect_timeout: float = 2.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_retry_s: float = 30.0,
+    ) -> None:
+        if not masters:
+            raise ValueError("at least one master address is needed")
+        self.masters = [parse_address(m) for m in masters]
+        self.node = node
+        self.hello_fields: dict[str, Any] = {"node": node, "role": role}
+        if role != "observer":
+            self.hello_fields.update(firmware=firmware, platform=platform, mac=mac or "00:00:00:00:00:00", licensing=licensing)
+            if model:
+                self.hello_fields["model"] = model
+            if standby_for:
+                self.hello_fields["standby_for"] = standby_for
+        if auth is not None:
+            self.hello_fields["auth"] = auth
+        self.reconnect = reconnect
+        self.on_event = on_event
+        self.ssl = ssl
+        self.connect_timeout = connect_timeout
+        self.max_frame = max_frame
+        self.max_retry_s = max_retry_s
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.leases: dict[tuple[str, str], HeldLease] = {}
+        self.session: dict[str, Any] = {}
+        self.epoch = 0
+        self.master_index = 0
+        self.connected = asyncio.Event()
+        self._wire: _Wire | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._last_sent = 0.0
+
+    # ================================================================ connection
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.masters[self.master_index]
+
+    async def connect(self) -> dict[str, Any]:
+        """Connect to the first master that serves and say hello. Raises OSError if none does."""
+        last: Exception | None = None
+        for _ in range(len(self.masters)):
+            try:
+                return await self._connect_once()
+            except (OSError, asyncio.TimeoutError, LicenseError) as exc:
+                if isinstance(exc, LicenseError) and exc.code not in ("not_master", "busy"):
+                    raise
+                last = exc
+                self.master_index = (self.master_index + 1) % len(self.masters)
+        raise NotConnected(f"no master answered: {last}")
+
+    async def _connect_once(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        host, port = self.address
+        _, wire = await asyncio.wait_for(
+            loop.create_connection(lambda: _Wire(self), host, port, ssl=self.ssl), self.connect_timeout)
+        self._wire = wire
+        try:
+            reply = await asyncio.wait_for(self._request("hello", self.hello_fields), self.connect_timeout)
+        except BaseException:
+            self._drop_wire()
+            raise
+        self._check_epoch(reply)
+        self.session = reply
+        self.connected.set()
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = loop.create_task(self._heartbeats(), name=f"heartbeat-{self.node}")
+        return reply
+
+    def _drop_wire(self) -> None:
+        wire, self._wire = self._wire, None
+        self.connected.clear()
+        if wire and wire.transport:
+            wire.transport.close()
+
+    async def close(self, *, bye: bool = True) -> None:
+        """`bye` (gives every floating lease back) and close. Safe to call twice."""
+        if self._closed:
+            return
+        if bye and self._wire is not None:
+            try:
+                await asyncio.wait_for(self.call("bye"), self.connect_timeout)
+            except (LicenseError, ConnectionError, asyncio.TimeoutError):
+                pass
+            self.leases.clear()
+        self._closed = True
+        for task in (self._heartbeat_task, self._reconnect_task):
+            if task:
+                task.cancel()
+        self._drop_wire()
+        self._fail_pending(NotConnected("client closed"))
+
+    def abort(self) -> None:
+        """Drop the connection at once, as a crash would (no bye, no reconnect)."""
+        self._closed = True
+        for task in (self._heartbeat_task, self._reconnect_task):
+            if task:
+                task.cancel()
+        if self._wire and self._wire.transport:
+            self._wire.transport.abort()
+        self._wire = None
+        self.connected.clear()
+        self._fail_pending(NotConnected("client aborted"))
+
+    # ================================================================ requests
+
+    def send(self, op: str, **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        """Send now, answer later (pipelining). The future holds the reply, ok or not."""
+        return self._request(op, fields)
+
+    def _request(self, op: str, fields: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        wire = self._wire
+        if wire is None or wire.transport is None:
+            future.set_exception(NotConnected(f"{self.node}: not connected to a master"))
+            return future
+        rid = next(self._ids)
+        message = {"op": op, "id": rid}
+        message.update(fields)
+        self._pending[rid] = future
+        wire.transport.write(encode(message))
+        self._last_sent = asyncio.get_running_loop().time()
+        return future
+
+    async def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One request; raises LicenseError if refused. `grace`/`busy` are retried after retry_ms."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_retry_s
+        while True:
+            if self._wire is None and self.reconnect and not self._closed:
+                await asyncio.wait_for(self.connected.wait(), max(0.01, deadline - loop.time()))
+            reply = await self._request(op, fields)
+            if reply.get("ok"):
+                return reply
+            if reply.get("error") in RETRYABLE and loop.time() < deadline:
+                await asyncio.sleep(min(reply.get("retry_ms", 100), 1000) / 1000)
+                continue
+            raise LicenseError(reply)
+
+    async def checkout(self, resource: str, holder: str, count: int = 1, interface: str | None = None) -> HeldLease:
+        fields: dict[str, Any] = {"resource": resource, "holder": holder}
+        if count != 1:
+            fields["count"] = count
+        if interface:
+            fields["interface"] = interface
+        reply = await self.call("checkout", **fields)
+        held = HeldLease(resource, holder, reply["lease"], count, interface, reply.get("took", []))
+        self.leases[(resource, holder)] = held
+        return held
+
+    async def checkin(self, resource: str, holder: str) -> None:
+        held = self.leases.pop((resource, holder), None)
+        if held is not None:
+            await self.call("checkin", lease=held.lease)
+
+    async def sync(self) -> dict[str, Any]:
+        """Make the master's view of this node's leases exactly `self.leases`."""
+        entries = []
+        for held in self.leases.values():
+            entry: dict[str, Any] = {"resource": held.resource, "holder": held.holder}
+            if held.count != 1:
+                entry["count"] = held.count
+            if held.interface:
+                entry["interface"] = held.interface
+            entries.append(entry)
+        reply = await self.call("sync", leases=entries)
+        for granted in reply.get("leases", []):
+            held = self.leases.get((granted["resource"], granted["holder"]))
+            if held is not None:
+                held.lease, held.took = granted["lease"], granted.get("took", [])
+        for denied in reply.get("denied", []):
+            lost = self.leases.pop((denied["resource"], denied["holder"]), None)
+            if lost is not None:
+                self._emit({"event": "lost", "resource": lost.resource, "holder": lost.holder,
+                            "error": denied.get("error"), "rule": denied.get("rule"), "message": denied.get("message")})
+        return reply
+
+    async def takeover(self, failed: str) -> dict[str, Any]:
+        reply = await self.call("takeover", failed=failed)
+        for moved in reply.get("leases", []):
+            self.leases[(moved["resource"], moved["holder"])] = HeldLease(
+                moved["resource"], moved["holder"], moved["lease"], took=moved.get("took", []))
+        return reply
+
+    async def assign(self, user: str, families: Sequence[str]) -> dict[str, Any]:
+        return await self.call("assign", user=user, families=list(families))
+
+    async def unassign(self, user: str, families: Sequence[str]) -> dict[str, Any]:
+        return await self.call("unassign", user=user, families=list(families))
+
+    async def usage(self) -> dict[str, Any]:
+        return await self.call("usage")
+
+    # ================================================================ incoming
+
+    def _on_message(self, wire: _Wire, message: dict[str, Any]) -> None:
+        if "event" in message and "id" not in message:
+            self._on_event(wire, message)
+            return
+        rid = message.get("id")
+        future = self._pending.pop(rid, None) if rid is not None else None
+        if future is None:
+            if rid is None:  # bad_frame: the master could not read us; everything pending fails
+                self._fail_pending(LicenseError(message))
+            return
+        if message.get("ok") and "epoch" in message and message["epoch"] < self.epoch:
+            # A deposed master: go elsewhere (PROTOCOL.md "epoch").
+            future.set_exception(NotConnected(f"master at epoch {message['epoch']} < {self.epoch}: deposed"))
+            self._switch_master(wire)
+            return
+        if not future.done():
+            future.set_result(message)
+
+    def _check_epoch(self, reply: dict[str, Any]) -> None:
+        epoch = reply.get("epoch", 0)
+        if epoch > self.epoch:
+            self.epoch = epoch
+
+    def _on_event(self, wire: _Wire, event: dict[str, Any]) -> None:
+        name = event.get("event")
+        if name == "epoch":
+            self._check_epoch(event)
+        self._emit(event)
+        if name == "shutdown":
+            if event.get("master"):
+                try:
+                    address = parse_address(event["master"])
+                    if address not in self.masters:
+                        self.masters.append(address)
+                    self.master_index = self.masters.index(address)
+                except (ValueError, TypeError):
+                    pass
+            else:
+                self.master_index = (self.master_index + 1) % len(self.masters)
+        elif name == "fenced" and not str(event.get("reason", "")).startswith("expired"):
+            self._closed = True  # another connection or a standby is this node now: do not come back
+            self.leases.clear()
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self.events.put_nowait(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _switch_master(self, wire: _Wire) -> None:
+        self.master_index = (self.master_index + 1) % len(self.masters)
+        if wire.transport:
+            wire.transport.close()
+
+    def _on_lost(self, wire: _Wire) -> None:
+        if wire is not self._wire:
+            return
+        self._wire = None
+        self.connected.clear()
+        self._fail_pending(NotConnected(f"{self.node}: connection to the master lost"))
+        if self.reconnect and not self._closed and (self._reconnect_task is None or self._reconnect_task.done()):
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(), name=f"reconnect-{self.node}")
+
+    def _fail_pending(self, exc: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            try:
+                await self._connect_once()
+            except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError):
+                self.master_index = (self.master_index + 1) % len(self.masters)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            try:
+                await self.sync()
+            except (LicenseError, ConnectionError, asyncio.TimeoutError):
+                continue
+            self._emit({"event": "reconnected", "master": f"{self.address[0]}:{self.address[1]}", "epoch": self.epoch})
+            return
+
+    async def _heartbeats(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            interval = self.session.get("heartbeat_ms", 1000) / 1000
+            await asyncio.sleep(interval / 2)
+            if self._wire is None or loop.time() - self._last_sent < interval / 2:
+                continue
+            future = self._request("heartbeat", {})
+            future.add_done_callback(_ignore_result)
+
+
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

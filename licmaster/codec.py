@@ -1,0 +1,108 @@
+"""Frames and messages to and from bytes (PROTOCOL.md "Framing"). Pure: no sockets.
+
+A frame is a 4-byte unsigned big-endian length L, then L bytes holding exactly one MessagePack
+map with string keys, 1 <= L <= max_frame.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+DEFAULT_MAX_FRAME = 65_536
+HEADER = struct.Struct(">I")
+_HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
+
+
+class FrameError(ValueError):
+    """The byte stream is broken: the connection cannot go on (answer `bad_frame`, close)."""
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame holding `message`."""
+    payload = _packer.pack(message)
+    return _pack_header(len(payload)) + payload
+
+
+def encode_many(messages: list[dict[str, Any]]) -> bytes:
+    """Frames for several messages, joined: one write for a batch of replies."""
+    pack = _packer.pack
+    parts = []
+    for message in messages:
+        payload = pack(message)
+        parts.append(_pack_header(len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def decode_payload(payload: bytes | memoryview) -> dict[str, Any]:
+    """Exactly one MessagePack map with string keys, or FrameError saying what is wrong."""
+    try:
+        message = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+    except msgpack.ExtraData:
+        raise FrameError("trailing bytes after the MessagePack map") from None
+    except (ValueError, msgpack.UnpackException) as exc:  # FormatError, StackError, bad UTF-8, ...
+        raise FrameError(f"not a MessagePack map: {exc.__class__.__name__}") from None
+    if message.__class__ is not dict:
+        raise FrameError(f"a frame must hold a map, not {type(message).__name__}")
+    for key in message:
+        if key.__class__ is not str:
+            raise FrameError("map keys must be strings")
+    return message
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes as they arrive, get whole messages out.
+
+    Holds at most one partial frame (<= max_frame + 4 bytes), so a client cannot grow the
+    server's memory by sending.
+    """
+
+    __slots__ = ("max_frame", "_buf")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Every whole message in the bytes so far. Raises FrameError at the first broken frame;
+        the messages before it are in `FrameError.decoded`."""
+        buf = self._buf
+        if buf:
+            buf += data
+            view = memoryview(buf)
+        else:
+            view = memoryview(data)
+        messages: list[dict[str, Any]] = []
+        pos, end, max_frame = 0, len(view), self.max_frame
+        try:
+            while end - pos >= _HEADER_SIZE:
+                (length,) = _unpack_header(view, pos)
+                if length == 0 or length > max_frame:
+                    raise FrameError(f"frame length {length} outside 1..{max_frame}")
+                stop = pos + _HEADER_SIZE + length
+                if stop > end:
+                    break
+                messages.append(decode_payload(view[pos + _HEADER_SIZE:stop]))
+                pos = stop
+        except FrameError as exc:
+            exc.decoded = messages  # type: ignore[attr-defined]
+            view.release()
+            self._buf = bytearray()
+            raise
+        rest = bytes(view[pos:]) if pos < end else b""
+        view.release()
+        self._buf = bytearray(rest)
+        return messages
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame waiting for the rest."""
+        return len(self._buf)

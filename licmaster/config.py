@@ -1,0 +1,154 @@
+"""The master's configuration (TOML). Every key has a default; docs/operations.md documents them.
+
+```toml
+listen = "127.0.0.1:4460"       # the PBXs' TCP listener
+http = "127.0.0.1:4461"         # the admin HTTP listener
+data_dir = "licmaster-data"     # SQLite files: state.sqlite3, journal.sqlite3
+licenses = ["licenses.toml"]    # license files, relative to this file
+heartbeat_ms = 1000
+lease_ttl_ms = 3000
+grace_ms = 3000                 # after a restart: checkouts wait this long for PBXs to re-sync
+hello_timeout_ms = 5000
+max_frame = 65536
+max_connections = 10000
+journal_flush_ms = 200
+fsync = false                   # true: survive power loss too (an fsync per durable change)
+auth_token = ""                 # when set, hello must carry auth = {token = "..."}
+tls_cert = ""                   # both set: the PBX listener speaks TLS
+tls_key = ""
+log_format = "kv"               # or "json"
+log_level = "info"
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:4460"
+    http: str = "127.0.0.1:4461"
+    data_dir: Path = Path("licmaster-data")
+    licenses: tuple[Path, ...] = field(default_factory=tuple)
+    heartbeat_ms: int = 1000
+    lease_ttl_ms: int = 3000
+    grace_ms: int | None = None  # None: lease_ttl_ms
+    hello_timeout_ms: int = 5000
+    max_frame: int = 65_536
+    max_connections: int = 10_000
+    journal_flush_ms: int = 200
+    fsync: bool = False
+    auth_token: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    log_format: str = "kv"
+    log_level: str = "info"
+
+    @property
+    def effective_grace_ms(self) -> int:
+        return self.lease_ttl_ms if self.grace_ms is None else self.grace_ms
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return split_address(self.listen, "listen")
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        return split_address(self.http, "http")
+
+
+_INT_RANGES = {
+    "heartbeat_ms": (10, 3_600_000),
+    "lease_ttl_ms": (20, 86_400_000),
+    "grace_ms": (0, 86_400_000),
+    "hello_timeout_ms": (10, 600_000),
+    "max_frame": (64, 64 * 1024 * 1024),
+    "max_connections": (1, 1_000_000),
+    "journal_flush_ms": (1, 60_000),
+}
+
+
+def split_address(text: str, key: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: expected \"host:port\", not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> Config:
+    """Read a config file (or none: every default), then apply command-line overrides."""
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        base = p.resolve().parent
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(raw, base)
+
+
+def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _INT_RANGES:
+            lo, hi = _INT_RANGES[key]
+            if value.__class__ is not int or not lo <= value <= hi:
+                raise ConfigError(f"{key}: expected a whole number from {lo} to {hi}, not {value!r}")
+            values[key] = value
+        elif key == "fsync":
+            if value.__class__ is not bool:
+                raise ConfigError(f"fsync: expected true or false, not {value!r}")
+            values[key] = value
+        elif key == "data_dir":
+            values[key] = _path(value, base, key)
+        elif key == "licenses":
+            if isinstance(value, (str, Path)):
+                value = [value]
+            if not isinstance(value, list):
+                raise ConfigError("licenses: expected a list of license file paths")
+            values[key] = tuple(_path(v, base, key) for v in value)
+        elif key == "log_format":
+            if value not in ("kv", "json"):
+                raise ConfigError(f"log_format: expected \"kv\" or \"json\", not {value!r}")
+            values[key] = value
+        elif key == "log_level":
+            if value not in ("debug", "info", "warning", "error"):
+                raise ConfigError(f"log_level: expected debug, info, warning or error, not {value!r}")
+            values[key] = value
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{key}: expected a string, not {value!r}")
+            values[key] = value
+    config = Config(**values)
+    config.listen_address  # noqa: B018 - validate now, not at bind time
+    config.http_address  # noqa: B018
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: set both or neither")
+    if config.heartbeat_ms >= config.lease_ttl_ms:
+        raise ConfigError(f"heartbeat_ms ({config.heartbeat_ms}) must be below lease_ttl_ms ({config.lease_ttl_ms})")
+    return config
+
+
+def _path(value: Any, base: Path, key: str) -> Path:
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ConfigError(f"{key}: expected a path, not {value!r}")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p

@@ -1,0 +1,168 @@
+"""Requests of PROTOCOL.md: validation of the envelope and of each op's fields. Pure.
+
+Every validator answers plain values or a `Denial` with code `bad_request` naming the field.
+Unknown extra fields are ignored (forward compatibility: other people's clients may send more).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors as E
+from .errors import Denial, bad_request
+from .pool import LICENSING, PLATFORMS, RESOURCES, ROLES, Node, SyncEntry
+from .rules import normalize_mac
+
+PROTOCOL_VERSION = 1
+MAX_ID = 2**64 - 1
+MAX_TEXT = 256
+MAX_COUNT = 10_000
+MAX_FAMILIES = 64
+_NODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+OPS = frozenset({"hello", "heartbeat", "bye", "checkout", "checkin", "sync", "takeover", "assign", "unassign", "usage"})
+
+
+def envelope(msg: dict[str, Any]) -> tuple[int, str] | tuple[int | None, Denial]:
+    """(id, op), or (id if readable, Denial)."""
+    rid = msg.get("id")
+    if rid.__class__ is not int or not 0 <= rid <= MAX_ID:  # bool is not int by class
+        return None, bad_request("id", "must be an unsigned integer")
+    v = msg.get("v", PROTOCOL_VERSION)
+    if v != PROTOCOL_VERSION or v.__class__ is not int:
+        return rid, bad_request("v", f"protocol version {v!r} is not supported (this server speaks 1)")
+    op = msg.get("op")
+    if op.__class__ is not str:
+        return rid, bad_request("op", "must be a string")
+    if op not in OPS:
+        return rid, Denial(E.UNKNOWN_OP, f"unknown op {op[:64]!r}: this server knows {', '.join(sorted(OPS))}")
+    return rid, op
+
+
+def _text(msg: dict[str, Any], name: str, *, required: bool = True, most: int = MAX_TEXT) -> str | None | Denial:
+    value = msg.get(name)
+    if value is None:
+        return bad_request(name, "is required") if required else None
+    if value.__class__ is not str or not 1 <= len(value) <= most:
+        return bad_request(name, f"must be a string of 1 to {most} characters")
+    return value
+
+
+def _choice(msg: dict[str, Any], name: str, allowed: tuple[str, ...], default: str | None = None) -> str | Denial:
+    value = msg.get(name, default)
+    if value not in allowed or value.__class__ is not str:
+        return bad_request(name, f"must be one of {', '.join(allowed)}")
+    return value
+
+
+def _count(msg: dict[str, Any], name: str = "count") -> int | Denial:
+    value = msg.get(name, 1)
+    if value.__class__ is not int or not 1 <= value <= MAX_COUNT:
+        return bad_request(name, f"must be a whole number from 1 to {MAX_COUNT}")
+    return value
+
+
+def node_name(msg: dict[str, Any], name: str) -> str | Denial:
+    value = msg.get(name)
+    if value.__class__ is not str or not _NODE_RE.match(value):
+        return bad_request(name, "must be 1 to 64 of A-Z a-z 0-9 . _ -")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    node: Node
+    auth: dict[str, Any] | None
+
+
+def hello(msg: dict[str, Any]) -> Hello | Denial:
+    name = node_name(msg, "node")
+    if isinstance(name, Denial):
+        return name
+    role = _choice(msg, "role", ROLES)
+    if isinstance(role, Denial):
+        return role
+    auth = msg.get("auth")
+    if auth is not None and auth.__class__ is not dict:
+        return bad_request("auth", "must be a map")
+    if role == "observer":
+        return Hello(Node(name, role="observer"), auth)
+    firmware = msg.get("firmware")
+    if firmware.__class__ is not int or not 1 <= firmware <= 99:
+        return bad_request("firmware", "must be the PBX software's major version, a whole number from 1 to 99")
+    platform = _choice(msg, "platform", PLATFORMS)
+    if isinstance(platform, Denial):
+        return platform
+    licensing = _choice(msg, "licensing", LICENSING)
+    if isinstance(licensing, Denial):
+        return licensing
+    mac_raw = msg.get("mac")
+    mac = normalize_mac(mac_raw) if mac_raw.__class__ is str else None
+    if mac is None:
+        return bad_request("mac", "must be the device's MAC, xx:xx:xx:xx:xx:xx")
+    model = _text(msg, "model", required=False, most=32)
+    if isinstance(model, Denial):
+        return model
+    standby_for = None
+    if role == "standby":
+        standby_for = node_name(msg, "standby_for")
+        if isinstance(standby_for, Denial):
+            return standby_for
+    elif "standby_for" in msg:
+        return bad_request("standby_for", "only a standby says which node it may take over")
+    return Hello(Node(name, role, firmware, platform, mac, licensing, model, standby_for), auth)
+
+
+def checkout(msg: dict[str, Any]) -> tuple[str, str, int, str | None] | Denial:
+    """(resource, holder, count, interface)."""
+    resource = msg.get("resource")
+    if resource.__class__ is not str:
+        return bad_request("resource", f"is required: one of {', '.join(RESOURCES)}")
+    holder = msg.get("holder")
+    if holder.__class__ is not str or not 1 <= len(holder) <= MAX_TEXT:
+        return bad_request("holder", f"must be a string of 1 to {MAX_TEXT} characters")
+    count = msg.get("count", 1)
+    if count.__class__ is not int or not 1 <= count <= MAX_COUNT:
+        return bad_request("count", f"must be a whole number from 1 to {MAX_COUNT}")
+    interface = msg.get("interface")
+    if interface is not None and interface not in ("bri", "pri"):
+        return bad_request("interface", "must be \"bri\" or \"pri\"")
+    return resource, holder, count, interface
+
+
+def checkin(msg: dict[str, Any]) -> str | Denial:
+    lease = msg.get("lease")
+    if lease.__class__ is not str or not 1 <= len(lease) <= 64:
+        return bad_request("lease", "must be the lease string a checkout returned")
+    return lease
+
+
+def sync(msg: dict[str, Any]) -> list[SyncEntry] | Denial:
+    leases = msg.get("leases")
+    if leases.__class__ is not list:
+        return bad_request("leases", "must be a list of {resource, holder, count?, interface?}")
+    entries = []
+    for i, item in enumerate(leases):
+        if item.__class__ is not dict:
+            return bad_request(f"leases[{i}]", "must be a map")
+        parsed = checkout(item)
+        if isinstance(parsed, Denial):
+            return bad_request(f"leases[{i}].{parsed.details['field']}", parsed.message.split(": ", 1)[1])
+        entries.append(SyncEntry(*parsed))
+    return entries
+
+
+def takeover(msg: dict[str, Any]) -> str | Denial:
+    return node_name(msg, "failed")
+
+
+def assignment(msg: dict[str, Any]) -> tuple[str, list[str]] | Denial:
+    user = _text(msg, "user")
+    if isinstance(user, Denial):
+        return user
+    families = msg.get("families")
+    if families.__class__ is not list or not 1 <= len(families) <= MAX_FAMILIES or any(f.__class__ is not str for f in families):
+        return bad_request("families", f"must be a list of 1 to {MAX_FAMILIES} license family names")
+    return user, families  # type: ignore[return-value]

@@ -1,0 +1,63 @@
+"""`licmaster serve`: run the master until SIGTERM/SIGINT; SIGHUP reloads the license files."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from . import logs
+from .config import ConfigError, load_config
+from .server import Master, StartError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser("serve", help="run the license master")
+    serve.add_argument("--config", type=Path, help="TOML config file (every key has a default)")
+    serve.add_argument("--listen", help="host:port for PBXs (overrides the config)")
+    serve.add_argument("--http", help="host:port for the admin API (overrides the config)")
+    serve.add_argument("--data-dir", dest="data_dir", help="data directory (overrides the config)")
+    serve.add_argument("--licenses", nargs="+", metavar="FILE", help="license files (override the config)")
+    serve.add_argument("--name", default=socket.gethostname(), help="this master's name, told to PBXs (default: host name)")
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, listen=args.listen, http=args.http, data_dir=args.data_dir,
+                             licenses=[str(Path(p).resolve()) for p in args.licenses] if args.licenses else None)
+    except ConfigError as exc:
+        print(f"licmaster: config: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_format, config.log_level)
+    if not config.licenses:
+        logs.event("no_license_files", hint="pass --licenses FILE or set licenses = [...] in the config; serving an empty pool")
+    try:
+        return asyncio.run(_serve(config, args.name))
+    except StartError as exc:
+        print(f"licmaster: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(config, name: str) -> int:  # noqa: ANN001 - Config
+    master = Master(config, name=name)
+    await master.start()
+    host, port = master.address or ("?", 0)
+    print(f"licmaster: serving on {host}:{port}, data in {Path(config.data_dir).resolve()}", file=sys.stderr, flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason = {"why": "stopping"}
+
+    def on_stop(sig: signal.Signals) -> None:
+        reason["why"] = f"signal {sig.name}"
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, master.reload)
+    await stop.wait()
+    await master.stop(reason["why"])
+    return 0

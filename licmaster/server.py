@@ -1,0 +1,445 @@
+"""The master: sessions and leases over the wire, durability, expiry, reload, shutdown.
+
+Thin by design: every license decision is the pool's (pool.py); this module validates requests
+(messages.py), keeps sessions alive or expires them, writes what must last (store.py) and what
+happened (journal.py), and answers. `Master` is also the controller tests and the simulator use:
+`await master.start()` / `await master.stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import ssl
+from pathlib import Path
+from typing import Any, Callable
+
+from . import errors as E
+from . import logs, messages
+from .config import Config
+from .errors import Denial
+from .journal import Journal
+from .licensefile import load_files
+from .pool import Pool, ReloadReport, SyncEntry
+from .recovery import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, TAKEOVER, held_at_end
+from .session import Connection, Session
+from .store import Store
+
+Reply = dict[str, Any]
+
+
+class StartError(RuntimeError):
+    """The master cannot start (license files with errors, a port in use, ...)."""
+
+
+def error_reply(rid: int | None, denial: Denial) -> Reply:
+    reply: Reply = {"id": rid, "ok": False}
+    reply.update(denial.to_wire())
+    return reply
+
+
+class Master:
+    def __init__(self, config: Config, *, name: str = "licmaster") -> None:
+        self.config = config
+        self.name = name
+        self.pool = Pool()
+        self.sessions: dict[str, Session] = {}
+        self.connections: set[Connection] = set()
+        self.epoch = 0
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.store: Store | None = None
+        self.journal: Journal | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._grace_until = 0.0
+        self._held_before: dict[str, set[tuple[str, str]]] = {}
+        self._ops: dict[str, Callable[[Session, int, dict[str, Any]], Reply]] = {
+            "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
+            "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
+            "assign": self.op_assign, "unassign": self.op_unassign, "usage": self.op_usage,
+        }
+        self.stats = {"requests": 0, "denials": 0, "bad_frames": 0, "expired": 0, "connections": 0}
+        self.address: tuple[str, int] | None = None
+
+    # ================================================================ lifecycle
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.loop = asyncio.get_running_loop()
+        loaded = load_files(cfg.licenses)
+        if not loaded.ok:
+            raise StartError("license files have errors:\n" + "\n".join(f"  {p}" for p in loaded.errors))
+        data = Path(cfg.data_dir)
+        self.store = Store(data / "state.sqlite3", fsync=cfg.fsync)
+        self.journal = Journal(data / "journal.sqlite3", flush_ms=cfg.journal_flush_ms)
+        self.epoch = self.store.next_epoch()
+        self.pool = Pool(self.store.hardware())
+        report = self.pool.install([*loaded.licenses])
+        self._report("licenses", report, loaded.problems)
+        self.store.remember_hardware(self.pool.installed)
+        for user, family, version, node in self.store.assignments():
+            self.pool.restore_assignment(user, family, version, node)
+        had_run, rows = self.journal.begin_run()
+        self._held_before = held_at_end(rows)
+        if had_run and cfg.effective_grace_ms > 0:
+            self._grace_until = self.loop.time() + cfg.effective_grace_ms / 1000
+        self.journal.start()
+        self.journal.record("start", detail=f"epoch={self.epoch}")
+        host, port = cfg.listen_address
+        try:
+            self._server = await self.loop.create_server(
+                lambda: Connection(self), host, port, ssl=self._tls(), backlog=1024, reuse_address=True)
+        except OSError as exc:
+            await self._close_storage()
+            raise StartError(f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None
+        sock = self._server.sockets[0].getsockname()
+        self.address = (sock[0], sock[1])
+        self._reaper = self.loop.create_task(self._reap(), name="session-reaper")
+        logs.event("started", master=self.name, listen=f"{sock[0]}:{sock[1]}", epoch=self.epoch,
+                   data_dir=str(data.resolve()), licenses=len(self.pool.installed),
+                   grace_ms=int(max(0.0, self._grace_until - self.loop.time()) * 1000),
+                   users=len(self.pool.users), held_before=sum(len(v) for v in self._held_before.values()))
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self.config.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return ctx
+
+    async def stop(self, reason: str = "stopping") -> None:
+        """The `shutdown` event to every session, then a clean close of everything."""
+        if self._reaper:
+            self._reaper.cancel()
+        if self._server:
+            self._server.close()
+        event = {"event": "shutdown", "reason": reason}
+        for conn in list(self.connections):
+            conn.close(event)
+        if self._server:
+            await self._server.wait_closed()
+        await asyncio.sleep(0)  # let the transports flush and close
+        if self.journal:
+            self.journal.record("stop", detail=reason)
+        await self._close_storage()
+        logs.event("stopped", master=self.name, reason=reason)
+
+    async def _close_storage(self) -> None:
+        if self.journal:
+            await self.journal.close()
+            self.journal = None
+        if self.store:
+            self.store.close()
+            self.store = None
+
+    def reload(self) -> ReloadReport | None:
+        """Re-read the license files (SIGHUP). A set with errors is refused whole; the old one stays."""
+        loaded = load_files(self.config.licenses)
+        if not loaded.ok:
+            for problem in loaded.errors:
+                logs.event("reload_refused", logging.ERROR, problem=str(problem))
+            self._journal("reload_refused", detail="; ".join(str(p) for p in loaded.errors)[:2000])
+            return None
+        report = self.pool.install(loaded.licenses)
+        if self.store:
+            self.store.remember_hardware(self.pool.installed)
+        self._report("reload", report, loaded.problems)
+        self._journal("reload", detail=f"licenses={len(self.pool.installed)} problems={len(report.problems)}")
+        return report
+
+    def _report(self, what: str, report: ReloadReport, file_problems: list[Any]) -> None:
+        for problem in [*file_problems, *report.problems]:
+            level = logging.WARNING if problem.severity == "warning" else logging.ERROR
+            logs.event(f"{what}_problem", level, rule=problem.rule or "-", where=problem.where or "-", message=problem.message)
+        logs.event(what, licenses=sum(lic.count for lic in self.pool.installed), overcommitted=len(report.overcommitted))
+
+    # ================================================================ connections
+
+    def connection_made(self, conn: Connection) -> None:
+        self.stats["connections"] += 1
+        if len(self.connections) >= self.config.max_connections:
+            conn.shed = True
+        self.connections.add(conn)
+
+    def connection_lost(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        session = conn.session
+        if session is not None and session.conn is conn:
+            session.conn = None  # the session waits for a reconnect until its lease TTL runs out
+
+    def note_bad_frame(self, conn: Connection, why: str) -> None:
+        self.stats["bad_frames"] += 1
+        logs.event("bad_frame", logging.WARNING, peer=conn.peer, node=conn.session.node if conn.session else "-", why=why)
+
+    def note_hello_timeout(self, conn: Connection) -> None:
+        logs.event("hello_timeout", logging.WARNING, peer=conn.peer)
+
+    # ================================================================ requests
+
+    def handle(self, conn: Connection, msg: dict[str, Any], now: float) -> Reply | None:
+        self.stats["requests"] += 1
+        rid, op = messages.envelope(msg)
+        if op.__class__ is not str:
+            return error_reply(rid, op)  # type: ignore[arg-type]
+        if conn.shed:
+            conn.closing = True
+            return error_reply(rid, Denial(E.BUSY, f"this master serves at most {self.config.max_connections} connections",
+                                           details={"retry_ms": self.config.heartbeat_ms}))
+        session = conn.session
+        try:
+            if op == "hello":
+                return self.op_hello(conn, rid, msg, now)  # type: ignore[arg-type]
+            if session is None:
+                return error_reply(rid, Denial(E.NOT_HELLO, "say hello first: it must be the first request on a connection"))
+            session.last_seen = now
+            return self._ops[op](session, rid, msg)  # type: ignore[index, arg-type]
+        except Exception:  # a fault of ours must never end the daemon nor touch another session
+            logs.log.exception("internal_error id=%s op=%s node=%s", rid, op, session.node if session else "-")
+            return error_reply(rid, Denial(E.INTERNAL, f"internal error, logged with request id {rid}"))
+
+    def _ok(self, rid: int) -> Reply:
+        return {"id": rid, "ok": True, "epoch": self.epoch}
+
+    def _deny(self, session: Session, rid: int, denial: Denial, resource: str | None = None, holder: str | None = None) -> Reply:
+        self.stats["denials"] += 1
+        self._journal("deny", session.node, resource, holder, None, denial.code, denial.rule)
+        return error_reply(rid, denial)
+
+    def _journal(self, event: str, node: str | None = None, resource: str | None = None, holder: str | None = None,
+                 lease: str | None = None, detail: str | None = None, rule: str | None = None) -> None:
+        if self.journal is not None:
+            self.journal.record(event, node, resource, holder, lease, detail, rule)
+
+    # ---------------------------------------------------------------- session ops
+
+    def op_hello(self, conn: Connection, rid: int, msg: dict[str, Any], now: float) -> Reply:
+        parsed = messages.hello(msg)
+        if isinstance(parsed, Denial):
+            return error_reply(rid, parsed)
+        if self.config.auth_token:
+            token = (parsed.auth or {}).get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.config.auth_token.encode()):
+                conn.closing = True
+                logs.event("auth_failed", logging.WARNING, peer=conn.peer, node=parsed.node.name)
+                return error_reply(rid, Denial(E.AUTH_FAILED, "credentials missing or wrong: hello needs auth = {token}"))
+        info = parsed.node
+        if conn.session is not None and conn.session.node != info.name:
+            return error_reply(rid, E.bad_request("node", f"this connection is already {conn.session.node!r}"))
+        session = self.sessions.get(info.name)
+        if session is not None and session.conn is not None and session.conn is not conn:
+            # A reconnect, or a new connection while the old one hangs: the new one takes the
+            # session and every lease in it; the old connection is told and closed.
+            session.conn.session = None
+            session.conn.close({"event": "fenced", "reason": "replaced by a new connection of the same node"})
+        if session is None:
+            session = Session(info.name, "", conn, now, info)
+            self.sessions[info.name] = session
+        session.id = secrets.token_hex(8)
+        session.conn = conn
+        session.info = info
+        session.last_seen = now
+        conn.session = session
+        conn.hello_done()
+        self.pool.set_node(info)
+        logs.event("hello", node=info.name, role=info.role, firmware=info.firmware, platform=info.platform,
+                   licensing=info.licensing, peer=conn.peer)
+        reply = self._ok(rid)
+        reply.update(session=session.id, heartbeat_ms=self.config.heartbeat_ms, lease_ttl_ms=self.config.lease_ttl_ms,
+                     master=self.name)
+        grace = self.grace_left_ms()
+        if grace:
+            reply["grace_ms"] = grace
+        return reply
+
+    def op_heartbeat(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        return {"id": rid, "ok": True, "epoch": self.epoch}
+
+    def op_bye(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        released = self.pool.release_node(session.node)
+        self._journal(BYE, session.node, detail=str(len(released)))
+        self._end_session(session)
+        if session.conn is not None:
+            session.conn.closing = True
+        logs.event("bye", node=session.node, released=len(released))
+        return self._ok(rid)
+
+    def _end_session(self, session: Session) -> None:
+        if self.sessions.get(session.node) is session:
+            del self.sessions[session.node]
+        self._held_before.pop(session.node, None)
+
+    # ---------------------------------------------------------------- floating licenses
+
+    def grace_left_ms(self) -> int:
+        if not self._grace_until:
+            return 0
+        left = self._grace_until - self.loop.time()
+        if left <= 0:
+            self._grace_until = 0.0
+            self._held_before.clear()
+            logs.event("grace_over")
+            return 0
+        return int(left * 1000) + 1
+
+    def _grace_denial(self, node: str, resource: str, holder: str) -> Denial | None:
+        """During grace a node may only re-take what it held before the restart."""
+        if not self._grace_until or not self.grace_left_ms():
+            return None
+        if (resource, holder) in self._held_before.get(node, ()):
+            return None
+        return Denial(E.GRACE, "a new master is waiting for PBXs to re-sync what they held; try again",
+                      details={"retry_ms": self.grace_left_ms()})
+
+    def op_checkout(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        parsed = messages.checkout(msg)
+        if parsed.__class__ is Denial:
+            return error_reply(rid, parsed)  # type: ignore[arg-type]
+        resource, holder, count, interface = parsed  # type: ignore[misc]
+        node = session.node
+        if self._grace_until:
+            denial = self._grace_denial(node, resource, holder)
+            if denial is not None:
+                return error_reply(rid, denial)
+        outcome = self.pool.checkout(node, resource, holder, count, interface)
+        if outcome.__class__ is Denial:
+            return self._deny(session, rid, outcome, resource, holder)  # type: ignore[arg-type]
+        lease = outcome.lease  # type: ignore[union-attr]
+        wire, label = self.pool.took_view(lease)
+        if outcome.new and self.journal is not None:  # type: ignore[union-attr]
+            self.journal.record(GRANT, node, resource, holder, lease.id, label)
+        return {"id": rid, "ok": True, "epoch": self.epoch, "lease": lease.id, "took": wire}
+
+    def op_checkin(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        lease_id = messages.checkin(msg)
+        if lease_id.__class__ is Denial:
+            return error_reply(rid, lease_id)  # type: ignore[arg-type]
+        lease = self.pool.checkin(session.node, lease_id)  # type: ignore[arg-type]
+        if lease is not None and self.journal is not None:
+            self.journal.record(CHECKIN, session.node, lease.resource, lease.holder, lease.id)
+        return {"id": rid, "ok": True, "epoch": self.epoch}
+
+    def op_sync(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        entries = messages.sync(msg)
+        if isinstance(entries, Denial):
+            return error_reply(rid, entries)
+        # During grace, entries the node did not hold before the restart wait (`grace`).
+        denied_early: list[tuple[int, SyncEntry, Denial]] = []
+        allowed: list[tuple[int, SyncEntry]] = []
+        for i, entry in enumerate(entries):
+            denial = self._grace_denial(session.node, entry.resource, entry.holder) if self._grace_until else None
+            if denial is None:
+                allowed.append((i, entry))
+            else:
+                denied_early.append((i, entry, denial))
+        result = self.pool.sync(session.node, [entry for _, entry in allowed])
+        self._held_before.pop(session.node, None)  # what it did not re-take is free from now on
+        for lease in result.released:
+            self._journal(RELEASE, session.node, lease.resource, lease.holder, lease.id)
+        granted = []
+        for lease in result.granted:
+            wire, label = self.pool.took_view(lease)
+            self._journal(GRANT, session.node, lease.resource, lease.holder, lease.id, label)
+            granted.append({"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": wire})
+        denied = [{"index": allowed[i][0], "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in result.denied]
+        denied += [{"index": i, "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in denied_early]
+        for item in denied:
+            self._journal("deny", session.node, item["resource"], item["holder"], None, item["error"], item.get("rule"))
+        denied.sort(key=lambda d: d["index"])
+        reply = self._ok(rid)
+        reply.update(leases=granted, denied=denied, released=len(result.released))
+        return reply
+
+    def op_takeover(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        failed = messages.takeover(msg)
+        if isinstance(failed, Denial):
+            return error_reply(rid, failed)
+        moved = self.pool.takeover(session.node, failed)
+        if isinstance(moved, Denial):
+            return self._deny(session, rid, moved, "takeover", failed)
+        self._journal(TAKEOVER, session.node, detail=failed)
+        if failed in self._held_before:
+            self._held_before.setdefault(session.node, set()).update(self._held_before.pop(failed))
+        old = self.sessions.pop(failed, None)
+        if old is not None and old.conn is not None:
+            old.conn.session = None
+            old.conn.close({"event": "fenced", "reason": f"taken over by {session.node}"})
+        logs.event("takeover", standby=session.node, failed=failed, moved=len(moved))
+        reply = self._ok(rid)
+        reply.update(moved=len(moved), leases=[
+            {"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": self.pool.took_view(lease)[0]}
+            for lease in moved])
+        return reply
+
+    # ---------------------------------------------------------------- user licenses
+
+    def op_assign(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        return self._configure(session, rid, msg, assign=True)
+
+    def op_unassign(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        return self._configure(session, rid, msg, assign=False)
+
+    def _configure(self, session: Session, rid: int, msg: dict[str, Any], *, assign: bool) -> Reply:
+        parsed = messages.assignment(msg)
+        if isinstance(parsed, Denial):
+            return error_reply(rid, parsed)
+        user, families = parsed
+        op = self.pool.assign if assign else self.pool.unassign
+        result = op(session.node, user, families)
+        if isinstance(result, Denial):
+            return self._deny(session, rid, result, "assign" if assign else "unassign", user)
+        assert self.store is not None
+        try:  # durable before the PBX hears "ok"
+            if assign:
+                self.store.save_assignments([(user, f, v, session.node) for f, v in result.changed])
+            else:
+                self.store.delete_assignments(user, [f for f, _ in result.changed])
+        except Exception:
+            undo = self.pool.unassign if assign else self.pool.assign
+            undo(session.node, user, [f for f, _ in result.changed])
+            raise
+        for family, version in result.changed:
+            self._journal("assign" if assign else "unassign", session.node, family, user, None, str(version))
+        reply = self._ok(rid)
+        reply.update(took=result.took, warnings=[{"rule": w.rule, "message": w.message} for w in result.warnings])
+        return reply
+
+    # ---------------------------------------------------------------- reading
+
+    def op_usage(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        reply = self._ok(rid)
+        reply.update(pools=self.pool.usage(), nodes=self.node_list(), master=self.name, grace_ms=self.grace_left_ms())
+        return reply
+
+    def node_list(self) -> list[dict[str, Any]]:
+        now = self.loop.time()
+        return [{"node": s.node, "role": s.info.role, "firmware": s.info.firmware, "platform": s.info.platform,
+                 "licensing": s.info.licensing, "connected": s.conn is not None,
+                 "leases": len(self.pool.node_leases(s.node)), "idle_ms": int((now - s.last_seen) * 1000)}
+                for s in sorted(self.sessions.values(), key=lambda s: s.node)]
+
+    # ================================================================ expiry
+
+    async def _reap(self) -> None:
+        """Sessions silent for lease_ttl_ms have failed: their floating leases go back."""
+        ttl = self.config.lease_ttl_ms / 1000
+        tick = min(self.config.heartbeat_ms, self.config.lease_ttl_ms / 8) / 1000
+        while True:
+            await asyncio.sleep(tick)
+            now = self.loop.time()
+            for session in [s for s in self.sessions.values() if now - s.last_seen > ttl]:
+                self.expire(session, now - session.last_seen)
+            if self._grace_until:
+                self.grace_left_ms()
+
+    def expire(self, session: Session, silent_s: float) -> None:
+        released = self.pool.release_node(session.node)
+        self.stats["expired"] += 1
+        self._journal(EXPIRE, session.node, detail=str(len(released)))
+        self._end_session(session)
+        if session.conn is not None:
+            session.conn.session = None
+            session.conn.close({"event": "fenced", "reason": "expired: nothing heard within lease_ttl_ms"})
+        logs.event("expire", logging.WARNING, node=session.node, released=len(released), silent_ms=int(silent_s * 1000))
+

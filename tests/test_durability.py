@@ -1,0 +1,123 @@
+"""`kill -9` and restart: nothing durable lost, and no window with more in use than installed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from licmaster.journal import read_journal
+
+from .daemon import Daemon, Raw
+
+LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 2\n[[license]]\ntype = "App(phone)13"\ncount = 2\n' \
+           '[[license]]\ntype = "Relay-Channels"\ncount = 4\nbind = "00:90:33:00:00:01"\n'
+
+
+async def keep_alive(seconds: float, *conns: Raw) -> None:
+    """Wait while heart-beating, as live PBXs do (the lease TTL here is 600 ms)."""
+    for _ in range(int(seconds / 0.1)):
+        await asyncio.sleep(0.1)
+        for conn in conns:
+            assert (await conn.request("heartbeat"))["ok"]
+
+
+def port_in_use(usage: dict) -> int:
+    return next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"]
+
+
+async def test_kill9_restart_keeps_assignments_and_never_over_allocates(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", LICENSES, grace_ms=1500).start()
+    try:
+        a = await Raw.open(d.address)
+        await a.hello("pbx-a")
+        assert (await a.request("assign", user="ann", families=["App(phone)"]))["ok"]
+        assert (await a.request("checkout", resource="port", holder="alice"))["ok"]
+        assert (await a.request("checkout", resource="port", holder="bob"))["ok"]
+        await asyncio.sleep(0.1)  # let the journal batch reach the disk (journal_flush_ms = 20)
+        d.kill9()
+        d.restart_same_port()
+
+        # A newcomer right after the restart must wait: pbx-a still believes it holds both Ports.
+        newcomer = await Raw.open(d.address)
+        hello = await newcomer.hello("pbx-new")
+        assert hello["epoch"] == 2 and hello["grace_ms"] > 0
+        early = await newcomer.request("checkout", resource="port", holder="carol")
+        assert early["error"] == "grace" and early["retry_ms"] > 0
+
+        # pbx-a comes back and re-syncs what it held: granted during grace.
+        a2 = await Raw.open(d.address)
+        await a2.hello("pbx-a")
+        synced = await a2.request("sync", leases=[{"resource": "port", "holder": "alice"}, {"resource": "port", "holder": "bob"}])
+        assert synced["ok"] and synced["denied"] == [] and len(synced["leases"]) == 2
+        usage = await a2.request("usage")
+        assert port_in_use(usage) == 2
+
+        # The user assignment survived the kill: ann still holds App(phone), and only one is left.
+        phone = next(p for p in usage["pools"] if p["family"] == "App(phone)")
+        assert phone["in_use"] == 1
+        assert (await a2.request("assign", user="ann", families=["App(phone)"]))["took"] == []
+        assert (await a2.request("assign", user="bea", families=["App(phone)"]))["ok"]
+        assert (await a2.request("assign", user="cid", families=["App(phone)"]))["error"] == "exhausted"
+
+        # After grace the newcomer is served normally, and is refused because both Ports are in use.
+        await keep_alive(1.6, newcomer, a2)
+        late = await newcomer.request("checkout", resource="port", holder="carol")
+        assert late["error"] == "exhausted"
+    finally:
+        d.stop()
+
+
+async def test_what_a_pbx_does_not_resync_is_free_after_grace(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", LICENSES, grace_ms=800).start()
+    try:
+        a = await Raw.open(d.address)
+        await a.hello("pbx-a")
+        await a.request("checkout", resource="port", holder="alice")
+        await asyncio.sleep(0.1)
+        d.kill9()
+        d.restart_same_port()
+        b = await Raw.open(d.address)
+        await b.hello("pbx-b")
+        await keep_alive(0.9, b)  # pbx-a never came back
+        assert (await b.request("checkout", resource="port", holder="x"))["ok"]
+        assert (await b.request("checkout", resource="port", holder="y"))["ok"]
+    finally:
+        d.stop()
+
+
+async def test_hardware_licenses_survive_a_license_file_that_forgot_them(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", LICENSES).start()
+    d.stop()
+    d.license_file.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 2\n')
+    d.start()
+    try:
+        obs = await Raw.open(d.address)
+        await obs.hello("obs", role="observer")
+        usage = await obs.request("usage")
+        relay = [p for p in usage["pools"] if p["family"] == "Relay-Channels"]
+        assert relay == [{"family": "Relay-Channels", "version": None, "bound": "00:90:33:00:00:01", "installed": 4, "in_use": 0}]
+        assert "R-HW-1" in d.log
+    finally:
+        d.stop()
+
+
+async def test_the_journal_records_grants_checkins_and_denials_with_rules(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", LICENSES).start()
+    try:
+        a = await Raw.open(d.address)
+        await a.hello("pbx-a")
+        lease = (await a.request("checkout", resource="port", holder="alice"))["lease"]
+        await a.request("checkin", lease=lease)
+        await a.request("assign", user="ann", families=["App(softphone)"])
+        await a.request("bye")
+    finally:
+        assert d.stop() == 0
+    rows = read_journal(d.workdir / "data" / "journal.sqlite3")
+    events = [(r["event"], r["node"], r["holder"], r["detail"], r["rule"]) for r in rows if r["event"] != "start"]
+    assert events == [
+        ("grant", "pbx-a", "alice", "PBX-Port13:1", None),
+        ("checkin", "pbx-a", "alice", None, None),
+        ("deny", "pbx-a", "ann", "prerequisite", "R-USER-2"),
+        ("bye", "pbx-a", None, "0", None),
+        ("stop", None, None, "signal SIGTERM", None),
+    ]

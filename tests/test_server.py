@@ -1,0 +1,297 @@
+"""The daemon as a PBX sees it: a real `licmaster serve` process over 127.0.0.1.
+
+Every op and error code of PROTOCOL.md, sessions (reconnect, expiry, bye), events, bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import struct
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from licmaster.journal import read_journal
+
+from .daemon import Daemon, Raw
+
+LICENSES = """
+[[license]]
+type = "PBX-Port13"
+count = 3
+[[license]]
+type = "PBX-Standby13"
+count = 3
+[[license]]
+type = "PBX-Channels13"
+count = 4
+[[license]]
+type = "PBX-IPVA13"
+count = 2
+bind = "00:90:33:00:00:0a"
+[[license]]
+type = "App(phone)13"
+count = 2
+[[license]]
+type = "App(softphone)13"
+count = 2
+[[license]]
+type = "PBX-QueueMonitor13"
+count = 1
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    d = Daemon(tmp_path / "master", LICENSES).start()
+    yield d
+    d.stop()
+
+
+async def test_hello_heartbeat_usage_bye(daemon: Daemon) -> None:
+    pbx = await Raw.open(daemon.address)
+    hello = await pbx.hello("pbx1")
+    assert hello["ok"] and hello["heartbeat_ms"] == 100 and hello["lease_ttl_ms"] == 600
+    assert hello["master"] == "test-master" and hello["epoch"] == 1 and isinstance(hello["session"], str)
+    assert (await pbx.request("heartbeat"))["ok"]
+    usage = await pbx.request("usage")
+    ports = next(p for p in usage["pools"] if p["family"] == "PBX-Port")
+    assert ports == {"family": "PBX-Port", "version": 13, "bound": None, "installed": 3, "in_use": 0}
+    assert [n["node"] for n in usage["nodes"]] == ["pbx1"]
+    assert (await pbx.request("bye"))["ok"]
+    assert await pbx.closed()
+
+
+async def test_not_hello_unknown_op_bad_request(daemon: Daemon) -> None:
+    pbx = await Raw.open(daemon.address)
+    assert (await pbx.request("checkout", resource="port", holder="a"))["error"] == "not_hello"
+    await pbx.hello("pbx1")
+    unknown = await pbx.request("teleport")
+    assert unknown["error"] == "unknown_op" and "teleport" in unknown["message"]
+    bad = await pbx.request("checkout", resource="port")
+    assert bad["error"] == "bad_request" and bad["field"] == "holder"
+    bad_count = await pbx.request("checkout", resource="conference", holder="r", count="many")
+    assert bad_count["field"] == "count"
+    assert (await pbx.request("checkout", resource="radio", holder="x"))["error"] == "unknown_resource"
+    assert (await pbx.request("assign", user="u", families=["PBX-Nope"]))["error"] == "unknown_license"
+
+
+async def test_bad_hello_names_the_field(daemon: Daemon) -> None:
+    pbx = await Raw.open(daemon.address)
+    reply = await pbx.hello("bad name!")
+    assert reply["error"] == "bad_request" and reply["field"] == "node"
+    reply = await pbx.hello("pbx1", mac="zz")
+    assert reply["field"] == "mac"
+    reply = await pbx.hello("pbx1", role="standby")
+    assert reply["field"] == "standby_for"
+
+
+async def test_checkout_checkin_exhausted_idempotent_pipelined(daemon: Daemon) -> None:
+    pbx = await Raw.open(daemon.address)
+    await pbx.hello("pbx1")
+    for i in range(5):  # pipelined: all sent before any reply is read
+        pbx.send({"op": "checkout", "id": 100 + i, "resource": "port", "holder": f"u{i % 4}"})
+    replies = [await pbx.recv() for _ in range(5)]
+    assert [r["id"] for r in replies] == [100, 101, 102, 103, 104]  # in request order
+    assert [r["ok"] for r in replies] == [True, True, True, False, True]
+    assert replies[3]["error"] == "exhausted" and replies[3]["rule"] == "R-PORT-1" and replies[3]["free"] == 0
+    assert replies[4]["lease"] == replies[0]["lease"]  # same (node, resource, holder): same lease
+    assert replies[0]["took"] == [{"family": "PBX-Port", "version": 13, "count": 1}]
+    assert (await pbx.request("checkin", lease=replies[0]["lease"]))["ok"]
+    assert (await pbx.request("checkin", lease=replies[0]["lease"]))["ok"]  # again: ok, nothing happens
+    assert (await pbx.request("checkin", lease="nope"))["ok"]
+    assert (await pbx.request("checkout", resource="port", holder="u3"))["ok"]
+
+
+async def test_rule_errors_on_the_wire(daemon: Daemon) -> None:
+    v11 = await Raw.open(daemon.address)
+    await v11.hello("old", firmware=8)
+    qm = await v11.request("checkout", resource="queue-monitor", holder="q")
+    assert (qm["error"], qm["rule"]) == ("version", "R-VER-4")
+    dec = await Raw.open(daemon.address)
+    await dec.hello("branch", licensing="decentral")
+    d = await dec.request("checkout", resource="port", holder="a")
+    assert (d["error"], d["rule"]) == ("decentral", "R-MODE-2")
+    vm = await Raw.open(daemon.address)
+    await vm.hello("vm", platform="ipva", mac="00:90:33:00:00:0b")
+    b = await vm.request("checkout", resource="port", holder="a")
+    assert (b["error"], b["rule"]) == ("bound_elsewhere", "R-IPVA-2")
+    pre = await vm.request("assign", user="ann", families=["App(softphone)"])
+    assert (pre["error"], pre["rule"], pre["missing"]) == ("prerequisite", "R-USER-2", ["App(phone)"])
+    ok = await vm.request("assign", user="ann", families=["App(phone)", "App(softphone)"])
+    assert ok["ok"] and len(ok["took"]) == 2
+    assert (await vm.request("unassign", user="ann", families=["App(softphone)"]))["ok"]
+
+
+async def test_takeover_moves_leases_and_fences_the_failed_node(daemon: Daemon) -> None:
+    slave = await Raw.open(daemon.address)
+    await slave.hello("slave")
+    lease = (await slave.request("checkout", resource="port", holder="alice"))["lease"]
+    stby = await Raw.open(daemon.address)
+    await stby.hello("slave-stby", role="standby", standby_for="slave")
+    wrong = await stby.request("takeover", failed="other")
+    assert wrong["error"] == "bad_request"
+    moved = await stby.request("takeover", failed="slave")
+    assert moved["ok"] and moved["moved"] == 1 and moved["leases"][0]["lease"] == lease
+    fenced = await slave.recv()
+    assert fenced["event"] == "fenced" and "slave-stby" in fenced["reason"]
+    usage = await stby.request("usage")
+    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1
+
+
+async def test_standby_unlicensed_on_the_wire(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 5\n[[license]]\ntype = "PBX-Standby13"\ncount = 4\n').start()
+    try:
+        stby = await Raw.open(d.address)
+        await stby.hello("s", role="standby", standby_for="x")
+        reply = await stby.request("takeover", failed="x")
+        assert (reply["error"], reply["rule"]) == ("standby_unlicensed", "R-STBY-2")
+    finally:
+        d.stop()
+
+
+async def test_smb_error_on_the_wire(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", '[[license]]\ntype = "Port13$20"\ncount = 1\n').start()
+    try:
+        a, b = await Raw.open(d.address), await Raw.open(d.address)
+        await a.hello("office")
+        await b.hello("slave")
+        assert (await a.request("checkout", resource="port", holder="x"))["ok"]
+        reply = await b.request("checkout", resource="port", holder="y")
+        assert (reply["error"], reply["rule"]) == ("smb", "R-SMB-3")
+    finally:
+        d.stop()
+
+
+async def test_reconnect_takes_over_the_session_without_double_counting(daemon: Daemon) -> None:
+    first = await Raw.open(daemon.address)
+    await first.hello("pbx1")
+    lease = (await first.request("checkout", resource="port", holder="alice"))["lease"]
+    second = await Raw.open(daemon.address)
+    await second.hello("pbx1")
+    fenced = await first.recv()
+    assert fenced["event"] == "fenced"
+    assert await first.closed()
+    again = await second.request("checkout", resource="port", holder="alice")
+    assert again["lease"] == lease
+    usage = await second.request("usage")
+    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1
+
+
+async def test_sync_makes_the_sessions_leases_exactly_the_set(daemon: Daemon) -> None:
+    pbx = await Raw.open(daemon.address)
+    await pbx.hello("pbx1")
+    await pbx.request("checkout", resource="port", holder="gone")
+    reply = await pbx.request("sync", leases=[{"resource": "port", "holder": "a"}, {"resource": "port", "holder": "b"},
+                                              {"resource": "conference", "holder": "room", "count": 9}])
+    assert reply["ok"] and reply["released"] == 1
+    assert [x["holder"] for x in reply["leases"]] == ["a", "b"]
+    assert [(x["index"], x["error"]) for x in reply["denied"]] == [(2, "exhausted")]
+    bad = await pbx.request("sync", leases=[{"resource": "port"}])
+    assert bad["error"] == "bad_request" and bad["field"] == "leases[0].holder"
+
+
+async def test_a_silent_pbx_expires_and_its_leases_come_back(daemon: Daemon) -> None:
+    silent = await Raw.open(daemon.address)
+    await silent.hello("silent")
+    for holder in ("a", "b", "c"):
+        assert (await silent.request("checkout", resource="port", holder=holder))["ok"]
+    watcher = await Raw.open(daemon.address)
+    await watcher.hello("watcher", role="observer")
+    for _ in range(40):  # the TTL is 600 ms here; keep the watcher alive while waiting
+        await asyncio.sleep(0.05)
+        usage = await watcher.request("usage")
+        if next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 0:
+            break
+    else:
+        pytest.fail("the silent PBX's leases were never reclaimed")
+    assert "silent" not in [n["node"] for n in usage["nodes"]]
+    event = await silent.recv()
+    assert event["event"] == "fenced" and event["reason"].startswith("expired")
+    await asyncio.sleep(0.1)
+    expiries = read_journal(daemon.workdir / "data" / "journal.sqlite3", event="expire")
+    assert [(e["node"], e["detail"]) for e in expiries] == [("silent", "3")]
+
+
+async def test_broken_frames_close_only_their_connection(daemon: Daemon) -> None:
+    good = await Raw.open(daemon.address)
+    await good.hello("good")
+    for garbage in (struct.pack(">I", 0), struct.pack(">I", 10_000_000), struct.pack(">I", 3) + b"\xc1\xc1\xc1",
+                    struct.pack(">I", 2) + msgpack.packb([1]), struct.pack(">I", 3) + msgpack.packb({}) + b"xx",
+                    struct.pack(">I", 4) + msgpack.packb({1: 2}) + b"\x00"):
+        bad = await Raw.open(daemon.address)
+        bad.send_bytes(garbage)
+        reply = await bad.recv()
+        assert reply["error"] == "bad_frame" and reply["id"] is None
+        assert await bad.closed()
+    assert (await good.request("checkout", resource="port", holder="a"))["ok"]
+
+
+async def test_a_connection_that_never_says_hello_is_closed(daemon: Daemon) -> None:
+    idle = await Raw.open(daemon.address)
+    assert await idle.closed(timeout=5)  # hello_timeout_ms = 1000 here
+
+
+async def test_auth_token(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", LICENSES, auth_token="s3cret").start()
+    try:
+        anon = await Raw.open(d.address)
+        assert (await anon.hello("pbx1"))["error"] == "auth_failed"
+        assert await anon.closed()
+        wrong = await Raw.open(d.address)
+        assert (await wrong.hello("pbx1", auth={"token": "guess"}))["error"] == "auth_failed"
+        good = await Raw.open(d.address)
+        assert (await good.hello("pbx1", auth={"token": "s3cret"}))["ok"]
+    finally:
+        d.stop()
+
+
+async def test_max_connections_sheds_with_busy(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", LICENSES, max_connections=2).start()
+    try:
+        a, b = await Raw.open(d.address), await Raw.open(d.address)
+        await a.hello("a")
+        await b.hello("b")
+        c = await Raw.open(d.address)
+        reply = await c.hello("c")
+        assert reply["error"] == "busy" and reply["retry_ms"] > 0
+        assert await c.closed()
+        assert (await a.request("heartbeat"))["ok"]
+    finally:
+        d.stop()
+
+
+async def test_sigterm_sends_shutdown_and_exits_cleanly(daemon: Daemon) -> None:
+    pbx = await Raw.open(daemon.address)
+    await pbx.hello("pbx1")
+    daemon.signal(signal.SIGTERM)
+    event = await pbx.recv()
+    assert event["event"] == "shutdown"
+    assert await pbx.closed()
+    assert daemon.proc is not None and daemon.proc.wait(10) == 0
+
+
+async def test_sighup_reloads_licenses_without_revoking(daemon: Daemon) -> None:
+    pbx = await Raw.open(daemon.address)
+    await pbx.hello("pbx1")
+    for holder in ("a", "b", "c"):
+        await pbx.request("checkout", resource="port", holder=holder)
+    daemon.license_file.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 2\n[[license]]\ntype = "PBX-IPVA13"\ncount = 2\nbind = "00:90:33:00:00:0a"\n')
+    daemon.signal(signal.SIGHUP)
+    for _ in range(100):
+        usage = await pbx.request("usage")
+        port = next(p for p in usage["pools"] if p["family"] == "PBX-Port")
+        if port["installed"] == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert (port["installed"], port["in_use"]) == (2, 3)  # nothing revoked, the overflow reported
+    assert "reload_problem" in daemon.log
+    assert (await pbx.request("checkout", resource="port", holder="d"))["error"] == "exhausted"
+    daemon.license_file.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 0\n')  # broken: refused whole
+    daemon.signal(signal.SIGHUP)
+    await asyncio.sleep(0.3)
+    assert "reload_refused" in daemon.log
+    usage = await pbx.request("usage")
+    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["installed"] == 2
