@@ -1,9 +1,12 @@
 """The journal: grants, check-ins, denials (with code and rule), expiries, takeovers, reloads.
 
-Written in batches by one background thread into its own SQLite file, so that the event loop
-never waits on disk: `record` only appends a tuple. A batch is flushed every `flush_ms`. The
-journal is history for reports; it is not what makes licenses durable (see store.py), so a
-`kill -9` may lose its last fraction of a second, never a license.
+`record` only appends a tuple; every `flush_ms` the batch is packed (MessagePack, in C) and
+written as one row by a background thread into its own SQLite file. One row per batch instead
+of one per event is what keeps the journal off the hot path: at 100,000 operations a second a
+row per event cost a third of the master's CPU. `read_journal` gives the events back one by one.
+
+The journal is history for reports and for recovery after a restart; it is not what makes
+licenses durable (store.py), so a `kill -9` may lose its last `flush_ms`, never a license.
 """
 
 from __future__ import annotations
@@ -11,21 +14,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from .recovery import STATE_EVENTS
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY, ts REAL NOT NULL, event TEXT NOT NULL, node TEXT,
-    resource TEXT, holder TEXT, lease TEXT, detail TEXT, rule TEXT
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY, first_ts REAL NOT NULL, last_ts REAL NOT NULL, count INTEGER NOT NULL, events BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS journal_ts ON journal (ts);
-CREATE TABLE IF NOT EXISTS runs (run INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL, started REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (run INTEGER PRIMARY KEY, after_seq INTEGER NOT NULL, started REAL NOT NULL);
 """
-INSERT = "INSERT INTO journal (ts, event, node, resource, holder, lease, detail, rule) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+COLUMNS = ("ts", "event", "node", "resource", "holder", "lease", "detail", "rule")
 
 Row = tuple[float, str, str | None, str | None, str | None, str | None, str | None, str | None]
 
@@ -35,7 +39,7 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.flush_s = flush_ms / 1000
-        self._pending: list[Row] = []
+        self.rows: list[Row] = []  # pending; the server may append Row tuples directly (hot path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._db: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
@@ -50,26 +54,25 @@ class Journal:
 
     def begin_run(self) -> tuple[bool, list[tuple[Any, ...]]]:
         """Mark the start of a run. Returns (whether an earlier run exists, the earlier run's
-        state-changing rows, oldest first) for recovery.held_at_end."""
+        state-changing events as (event, node, resource, holder, lease, detail), oldest first)."""
         return self._executor.submit(self._begin_run).result()
 
     def _begin_run(self) -> tuple[bool, list[tuple[Any, ...]]]:
         assert self._db is not None
-        last = self._db.execute("SELECT MAX(first_seq) FROM runs").fetchone()[0]
+        last = self._db.execute("SELECT MAX(after_seq) FROM runs").fetchone()[0]
         rows: list[tuple[Any, ...]] = []
         if last is not None:
-            marks = ",".join("?" * len(STATE_EVENTS))
-            rows = self._db.execute(
-                f"SELECT event, node, resource, holder, lease, detail FROM journal WHERE seq > ? AND event IN ({marks}) ORDER BY seq",
-                (last, *STATE_EVENTS)).fetchall()
-        first = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()[0]
+            for row in _events(self._db, after_seq=last):
+                if row[1] in STATE_EVENTS:
+                    rows.append(row[1:7])
+        newest = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
         with self._db:
-            self._db.execute("INSERT INTO runs (first_seq, started) VALUES (?, ?)", (first, time.time()))
+            self._db.execute("INSERT INTO runs (after_seq, started) VALUES (?, ?)", (newest, time.time()))
         return last is not None, rows
 
     def record(self, event: str, node: str | None = None, resource: str | None = None, holder: str | None = None,
                lease: str | None = None, detail: str | None = None, rule: str | None = None) -> None:
-        self._pending.append((time.time(), event, node, resource, holder, lease, detail, rule))
+        self.rows.append((time.time(), event, node, resource, holder, lease, detail, rule))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flusher(), name="journal-flusher")
@@ -81,15 +84,17 @@ class Journal:
             await self.flush(loop)
 
     async def flush(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        if not self._pending:
+        if not self.rows:
             return
-        batch, self._pending = self._pending, []
+        batch, self.rows = self.rows, []
         await (loop or asyncio.get_running_loop()).run_in_executor(self._executor, self._write, batch)
 
     def _write(self, batch: list[Row]) -> None:
         assert self._db is not None
+        blob = msgpack.packb(batch, use_bin_type=True)
         with self._db:
-            self._db.executemany(INSERT, batch)
+            self._db.execute("INSERT INTO batches (first_ts, last_ts, count, events) VALUES (?, ?, ?, ?)",
+                             (batch[0][0], batch[-1][0], len(batch), blob))
         self.written += len(batch)
 
     async def close(self) -> None:
@@ -109,12 +114,22 @@ class Journal:
             self._db = None
 
 
-def read_journal(path: Path, *, event: str | None = None) -> list[dict[str, Any]]:
-    """The journal's rows as dicts, oldest first (for reports and tests)."""
+def _events(db: sqlite3.Connection, *, after_seq: int = 0, since: float | None = None) -> Iterator[tuple[Any, ...]]:
+    """(ts, event, node, resource, holder, lease, detail, rule) of every batch after `after_seq`."""
+    sql = "SELECT events FROM batches WHERE seq > ?" + (" AND last_ts >= ?" if since is not None else "") + " ORDER BY seq"
+    for (blob,) in db.execute(sql, (after_seq,) if since is None else (after_seq, since)):
+        for row in msgpack.unpackb(blob, raw=False, use_list=False):
+            yield (row[0], *row[1:])
+
+
+def read_journal(path: Path, *, event: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+    """The journal's events as dicts (ts, event, node, resource, holder, lease, detail, rule), oldest first."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        db.row_factory = sqlite3.Row
-        sql = "SELECT * FROM journal" + (" WHERE event = ?" if event else "") + " ORDER BY seq"
-        return [dict(r) for r in db.execute(sql, (event,) if event else ())]
+        out = []
+        for row in _events(db, since=since):
+            if (event is None or row[1] == event) and (since is None or row[0] >= since):
+                out.append(dict(zip(COLUMNS, row)))
+        return out
     finally:
         db.close()

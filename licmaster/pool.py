@@ -137,6 +137,18 @@ class _Held:
         self.plans: dict[Any, Plan | Denial] = {}
 
 
+class TookView:
+    """What a lease took, as the wire lists it and as a journal label; `packed` is for the
+    codec layer to fill once (the model does not encode)."""
+
+    __slots__ = ("wire", "label", "packed")
+
+    def __init__(self, lease: Lease) -> None:
+        self.wire = lease.took_wire()
+        self.label = " ".join(f"{b.label()}:{n}" for b, n in lease.took)
+        self.packed: bytes | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SyncEntry:
     resource: str
@@ -185,7 +197,7 @@ class Pool:
         self.installed: list[InstalledLicense] = []
         self.nodes: dict[str, Node] = {}
         self._held: dict[str, _Held] = {}
-        self._wire: dict[tuple[tuple[Bucket, int], ...], tuple[list[dict[str, Any]], str]] = {}
+        self._wire: dict[tuple[tuple[Bucket, int], ...], TookView] = {}
         self._lease_count = 0
         self._smb = False  # Ports come from an unconverted SMB-Port license
         self._ids = itertools.count(1)
@@ -273,16 +285,14 @@ class Pool:
     def lease_count(self) -> int:
         return self._lease_count
 
-    def took_view(self, lease: Lease) -> tuple[list[dict[str, Any]], str]:
+    def took_view(self, lease: Lease) -> TookView:
         """The lease's `took` as the wire lists it, and as a short label for the journal; cached
         per distinct `took` (shared by every lease of a single-bucket plan)."""
         view = self._wire.get(lease.took)
         if view is None:
             if len(self._wire) > 4096:
                 self._wire.clear()
-            wire = lease.took_wire()
-            label = " ".join(f"{b.label()}:{n}" for b, n in lease.took)
-            view = self._wire[lease.took] = (wire, label)
+            view = self._wire[lease.took] = TookView(lease)
         return view
 
     def find_lease(self, node: str, resource: str, holder: str) -> Lease | None:

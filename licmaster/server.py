@@ -13,11 +13,13 @@ import hmac
 import logging
 import secrets
 import ssl
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from . import errors as E
 from . import logs, messages
+from .codec import ReplyEncoder
 from .config import Config
 from .errors import Denial
 from .journal import Journal
@@ -27,7 +29,7 @@ from .recovery import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, TAKEOVER, held_at_en
 from .session import Connection, Session
 from .store import Store
 
-Reply = dict[str, Any]
+Reply = dict[str, Any] | bytes  # a map, or a payload the ReplyEncoder already packed
 
 
 class StartError(RuntimeError):
@@ -62,6 +64,8 @@ class Master:
         }
         self.stats = {"requests": 0, "denials": 0, "bad_frames": 0, "expired": 0, "connections": 0}
         self.address: tuple[str, int] | None = None
+        self.replies = ReplyEncoder(0)
+        self.wall = time.time()  # wall clock of the batch being handled (set per read by Connection)
 
     # ================================================================ lifecycle
 
@@ -75,6 +79,7 @@ class Master:
         self.store = Store(data / "state.sqlite3", fsync=cfg.fsync)
         self.journal = Journal(data / "journal.sqlite3", flush_ms=cfg.journal_flush_ms)
         self.epoch = self.store.next_epoch()
+        self.replies = ReplyEncoder(self.epoch)
         self.pool = Pool(self.store.hardware())
         report = self.pool.install([*loaded.licenses])
         self._report("licenses", report, loaded.problems)
@@ -254,7 +259,7 @@ class Master:
         return reply
 
     def op_heartbeat(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
-        return {"id": rid, "ok": True, "epoch": self.epoch}
+        return self.replies.ok(rid)
 
     def op_bye(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         released = self.pool.release_node(session.node)
@@ -306,10 +311,13 @@ class Master:
         if outcome.__class__ is Denial:
             return self._deny(session, rid, outcome, resource, holder)  # type: ignore[arg-type]
         lease = outcome.lease  # type: ignore[union-attr]
-        wire, label = self.pool.took_view(lease)
+        view = self.pool.took_view(lease)
         if outcome.new and self.journal is not None:  # type: ignore[union-attr]
-            self.journal.record(GRANT, node, resource, holder, lease.id, label)
-        return {"id": rid, "ok": True, "epoch": self.epoch, "lease": lease.id, "took": wire}
+            self.journal.rows.append((self.wall, GRANT, node, resource, holder, lease.id, view.label, None))
+        packed = view.packed
+        if packed is None:
+            packed = view.packed = self.replies.pack_value(view.wire)
+        return self.replies.grant(rid, lease.id, packed)
 
     def op_checkin(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         lease_id = messages.checkin(msg)
@@ -317,8 +325,8 @@ class Master:
             return error_reply(rid, lease_id)  # type: ignore[arg-type]
         lease = self.pool.checkin(session.node, lease_id)  # type: ignore[arg-type]
         if lease is not None and self.journal is not None:
-            self.journal.record(CHECKIN, session.node, lease.resource, lease.holder, lease.id)
-        return {"id": rid, "ok": True, "epoch": self.epoch}
+            self.journal.rows.append((self.wall, CHECKIN, session.node, lease.resource, lease.holder, lease.id, None, None))
+        return self.replies.ok(rid)
 
     def op_sync(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         entries = messages.sync(msg)
@@ -339,9 +347,9 @@ class Master:
             self._journal(RELEASE, session.node, lease.resource, lease.holder, lease.id)
         granted = []
         for lease in result.granted:
-            wire, label = self.pool.took_view(lease)
-            self._journal(GRANT, session.node, lease.resource, lease.holder, lease.id, label)
-            granted.append({"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": wire})
+            view = self.pool.took_view(lease)
+            self._journal(GRANT, session.node, lease.resource, lease.holder, lease.id, view.label)
+            granted.append({"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": view.wire})
         denied = [{"index": allowed[i][0], "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in result.denied]
         denied += [{"index": i, "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in denied_early]
         for item in denied:
@@ -368,7 +376,7 @@ class Master:
         logs.event("takeover", standby=session.node, failed=failed, moved=len(moved))
         reply = self._ok(rid)
         reply.update(moved=len(moved), leases=[
-            {"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": self.pool.took_view(lease)[0]}
+            {"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": self.pool.took_view(lease).wire}
             for lease in moved])
         return reply
 

@@ -9,6 +9,7 @@ nothing else is touched.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
@@ -62,6 +63,7 @@ class Connection(asyncio.Protocol):
         except FrameError as exc:
             messages, broken = exc.decoded, exc  # type: ignore[attr-defined]
         now = self.master.loop.time()
+        self.master.wall = time.time()
         handle = self.master.handle
         replies = []
         for message in messages:

@@ -1,0 +1,227 @@
+"""Wire throughput and latency of a real `licmaster serve` process, loaded from separate processes.
+
+    python bench/wire.py                      # saturation, then 10,000 ops/s offered
+    python bench/wire.py --connections 32 --depth 64 --seconds 5 --workers 1
+    python bench/wire.py --rate 10000 --only-rate
+
+Each connection is a PBX session doing mixed checkout/checkin of Ports: every checkout reply is
+followed by the checkin of its lease, every checkin by a new checkout. Saturation keeps `depth`
+requests in flight per connection (closed loop); the rate mode paces checkouts so that
+checkouts + checkins offered = --rate per second (open loop), and measures each request's
+latency from its send to its reply. Prints one JSON object.
+
+Targets (issue 3, on the 2-core machine): >= 100,000 ops/s at saturation; p99 <= 5 ms at
+10,000 ops/s offered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from licmaster.codec import FrameDecoder, encode  # noqa: E402
+
+
+def start_master(workdir: Path, ports: int) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+    (workdir / "licenses.toml").write_text(f'[[license]]\ntype = "PBX-Port13"\ncount = {ports}\n')
+    (workdir / "licmaster.toml").write_text(
+        'listen = "127.0.0.1:0"\ndata_dir = "data"\nlicenses = ["licenses.toml"]\n'
+        "heartbeat_ms = 5000\nlease_ttl_ms = 60000\nmax_connections = 100000\nlog_level = \"warning\"\n")
+    log = open(workdir / "master.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "licmaster.cli", "serve", "--config", "licmaster.toml"],
+                            cwd=workdir, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for _ in range(500):
+        m = re.search(r"serving on ([\d.]+):(\d+)", (workdir / "master.log").read_text())
+        if m:
+            return proc, (m.group(1), int(m.group(2)))
+        time.sleep(0.02)
+    raise RuntimeError("master did not start: " + (workdir / "master.log").read_text())
+
+
+class LoadConnection(asyncio.Protocol):
+    """One PBX session of the load: keeps requests flowing, times each one."""
+
+    def __init__(self, name: str, stats: dict, depth: int, paced: bool) -> None:
+        self.name, self.stats, self.depth, self.paced = name, stats, depth, paced
+        self.decoder = FrameDecoder(1 << 20)
+        self.transport: asyncio.Transport | None = None
+        self.sent_at: dict[int, float] = {}
+        self.ids = 0
+        self.holder = 0
+        self.ready = asyncio.get_running_loop().create_future()
+        self.running = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(encode({"op": "hello", "id": 0, "node": self.name, "role": "pbx", "firmware": 13,
+                                     "platform": "gateway", "mac": "00:90:33:00:00:01", "licensing": "central"}))
+
+    def _frame(self, op: str, now: float, **fields: object) -> bytes:
+        self.ids += 1
+        self.sent_at[self.ids] = now
+        return encode({"op": op, "id": self.ids, **fields})
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.running = False
+        self.transport = None
+
+    def checkouts(self, n: int) -> None:
+        if self.transport is None:
+            return
+        now = time.perf_counter()
+        frames = []
+        for _ in range(n):
+            self.holder += 1
+            frames.append(self._frame("checkout", now, resource="port", holder=f"h{self.holder}"))
+        assert self.transport is not None
+        self.transport.write(b"".join(frames))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        out = []
+        latencies = self.stats["lat"]
+        for reply in self.decoder.feed(data):
+            rid = reply.get("id")
+            if rid is None:  # an event (e.g. shutdown): the run is over for this connection
+                self.running = False
+                continue
+            if rid == 0:
+                self.ready.set_result(reply)
+                continue
+            sent = self.sent_at.pop(rid, None)
+            if sent is None:
+                continue
+            latencies.append(now - sent)
+            self.stats["ops"] += 1
+            if not reply["ok"]:
+                self.stats["errors"] += 1
+                continue
+            if not self.running:
+                continue
+            if "lease" in reply:
+                out.append(self._frame("checkin", now, lease=reply["lease"]))
+            elif not self.paced:
+                self.holder += 1
+                out.append(self._frame("checkout", now, resource="port", holder=f"h{self.holder}"))
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+
+async def run_worker(address: tuple[str, int], worker: int, connections: int, depth: int, seconds: float,
+                     rate: float | None) -> dict:
+    loop = asyncio.get_running_loop()
+    stats = {"ops": 0, "errors": 0, "lat": []}
+    conns: list[LoadConnection] = []
+    for c in range(connections):
+        _, proto = await loop.create_connection(
+            lambda c=c: LoadConnection(f"load{worker}-{c}", stats, depth, rate is not None), *address)
+        conns.append(proto)
+    await asyncio.gather(*(c.ready for c in conns))
+    warmup = min(1.0, seconds / 4)
+    start = time.perf_counter()
+    if rate is None:
+        for c in conns:
+            c.checkouts(depth)
+    measured_from = start + warmup
+    ops_at_mark = None
+    tick = 0.001
+    while True:
+        now = time.perf_counter()
+        if ops_at_mark is None and now >= measured_from:
+            ops_at_mark, lat_mark = stats["ops"], len(stats["lat"])
+        if now >= start + warmup + seconds:
+            break
+        if rate is not None:
+            # checkouts at rate/2, each answered by a checkin: rate ops/s offered in all
+            due = int((now - start) * rate / 2) - sum(c.holder for c in conns)
+            i = 0
+            while due > 0:
+                conns[i % len(conns)].checkouts(1)
+                i += 1
+                due -= 1
+        await asyncio.sleep(tick)
+    end = time.perf_counter()
+    ops = stats["ops"] - (ops_at_mark or 0)
+    lat = stats["lat"][lat_mark:] if ops_at_mark is not None else stats["lat"]
+    for c in conns:
+        c.running = False
+        if c.transport:
+            c.transport.close()
+    return {"ops": ops, "seconds": end - measured_from, "errors": stats["errors"], "lat": lat}
+
+
+def worker_main(args: tuple) -> dict:
+    return asyncio.run(run_worker(*args))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def measure(address: tuple[str, int], workers: int, connections: int, depth: int, seconds: float, rate: float | None) -> dict:
+    per_worker_rate = rate / workers if rate else None
+    with mp.get_context("spawn").Pool(workers) as pool:
+        results = pool.map(worker_main, [(address, w, connections, depth, seconds, per_worker_rate) for w in range(workers)])
+    ops = sum(r["ops"] for r in results)
+    secs = statistics.mean(r["seconds"] for r in results)
+    lat = [x for r in results for x in r["lat"]]
+    return {"ops_per_s": round(ops / secs), "errors": sum(r["errors"] for r in results),
+            "p50_ms": round(percentile(lat, 0.50) * 1000, 3), "p99_ms": round(percentile(lat, 0.99) * 1000, 3),
+            "samples": len(lat)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=16, help="connections per worker process")
+    parser.add_argument("--depth", type=int, default=64, help="requests in flight per connection (saturation)")
+    parser.add_argument("--workers", type=int, default=1, help="load generator processes")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=10_000, help="ops/s offered in the latency run")
+    parser.add_argument("--runs", type=int, default=3, help="saturation runs; the median is reported")
+    parser.add_argument("--only-rate", action="store_true")
+    parser.add_argument("--master", help="host:port of a running master (default: start one)")
+    args = parser.parse_args()
+
+    proc = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.master:
+            host, _, port = args.master.rpartition(":")
+            address = (host, int(port))
+        else:
+            proc, address = start_master(Path(tmp), ports=1_000_000)
+        try:
+            out: dict = {"bench": "wire", "connections": args.connections * args.workers, "depth": args.depth,
+                         "workers": args.workers, "seconds": args.seconds, "cpus": os.cpu_count()}
+            if not args.only_rate:
+                runs = [measure(address, args.workers, args.connections, args.depth, args.seconds, None) for _ in range(args.runs)]
+                best = sorted(runs, key=lambda r: r["ops_per_s"])[len(runs) // 2]
+                out["saturation"] = {**best, "runs_ops_per_s": [r["ops_per_s"] for r in runs]}
+            out["at_rate"] = {"offered_ops_per_s": args.rate,
+                              **measure(address, args.workers, max(1, args.connections // 4), 1, args.seconds, args.rate)}
+            out["target"] = {"saturation_ops_per_s": 100_000, "p99_ms_at_10k": 5.0}
+            print(json.dumps(out, indent=2))
+        finally:
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

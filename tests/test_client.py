@@ -1,0 +1,130 @@
+"""licmaster.client against the real daemon: what a PBX integration relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from licmaster.client import LicenseError, MasterClient, NotConnected
+
+from .daemon import Daemon
+
+LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n' \
+           '[[license]]\ntype = "PBX-Channels13"\ncount = 8\n'
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    d = Daemon(tmp_path / "master", LICENSES, grace_ms=1500).start()
+    yield d
+    d.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def next_event(client: MasterClient, name: str, timeout: float = 10.0) -> dict:
+    while True:
+        event = await asyncio.wait_for(client.events.get(), timeout)
+        if event.get("event") == name:
+            return event
+
+
+async def test_checkout_checkin_and_typed_errors(daemon: Daemon) -> None:
+    client = MasterClient([daemon.master], "pbx1", mac="00:90:33:00:00:01")
+    hello = await client.connect()
+    assert hello["master"] == "test-master"
+    held = await client.checkout("conference", "room1", count=5)
+    assert held.took == [{"family": "PBX-Channels", "version": 13, "count": 5}]
+    with pytest.raises(LicenseError) as refused:
+        await client.checkout("conference", "room2", count=4)
+    assert refused.value.code == "exhausted" and refused.value.rule == "R-CHAN-1"
+    await client.checkin("conference", "room1")
+    assert client.leases == {}
+    await client.checkout("conference", "room2", count=4)
+    await client.close()
+
+
+async def test_pipelined_sends_resolve_in_order(daemon: Daemon) -> None:
+    client = MasterClient([daemon.master], "pbx1")
+    await client.connect()
+    futures = [client.send("checkout", resource="port", holder=f"u{i}") for i in range(4)]
+    replies = await asyncio.gather(*futures)
+    assert [r["ok"] for r in replies] == [True, True, True, False]
+    await client.close()
+
+
+async def test_heartbeats_keep_a_quiet_client_alive(daemon: Daemon) -> None:
+    client = MasterClient([daemon.master], "quiet")
+    await client.connect()
+    await client.checkout("port", "alice")
+    await asyncio.sleep(1.5)  # well past lease_ttl_ms = 600
+    usage = await client.usage()
+    assert [n["node"] for n in usage["nodes"]] == ["quiet"]
+    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1
+    await client.close()
+
+
+async def test_first_master_down_the_second_serves(daemon: Daemon) -> None:
+    client = MasterClient([f"127.0.0.1:{free_port()}", daemon.master], "pbx1", connect_timeout=1)
+    await client.connect()
+    assert client.address == daemon.address
+    await client.close()
+
+
+async def test_no_master_at_all_says_so() -> None:
+    client = MasterClient([f"127.0.0.1:{free_port()}"], "pbx1", connect_timeout=1)
+    with pytest.raises(NotConnected, match="no master answered"):
+        await client.connect()
+
+
+async def test_reconnects_after_a_master_restart_and_resyncs(daemon: Daemon) -> None:
+    client = MasterClient([daemon.master], "pbx1")
+    await client.connect()
+    await client.checkout("port", "alice")
+    await client.checkout("port", "bob")
+    await asyncio.sleep(0.1)  # the journal reaches the disk
+    daemon.kill9()
+    daemon.restart_same_port()
+    event = await next_event(client, "reconnected")
+    assert event["epoch"] == 2
+    usage = await client.usage()
+    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 2
+    assert set(client.leases) == {("port", "alice"), ("port", "bob")}
+    # during grace a new holder waits, and is served when grace ends (the client retries `grace`)
+    held = await client.checkout("port", "carol")
+    assert held.lease
+    await client.close()
+
+
+async def test_a_standby_takes_over_and_the_failed_node_is_fenced(daemon: Daemon) -> None:
+    slave = MasterClient([daemon.master], "slave")
+    await slave.connect()
+    await slave.checkout("port", "alice")
+    standby = MasterClient([daemon.master], "slave-stby", role="standby", standby_for="slave")
+    await standby.connect()
+    reply = await standby.takeover("slave")
+    assert reply["moved"] == 1 and ("port", "alice") in standby.leases
+    fenced = await next_event(slave, "fenced")
+    assert "slave-stby" in fenced["reason"]
+    await standby.close()
+    await slave.close(bye=False)
+
+
+async def test_bye_on_close_gives_everything_back(daemon: Daemon) -> None:
+    client = MasterClient([daemon.master], "pbx1")
+    await client.connect()
+    for holder in ("a", "b", "c"):
+        await client.checkout("port", holder)
+    await client.close()
+    other = MasterClient([daemon.master], "pbx2")
+    await other.connect()
+    for holder in ("a", "b", "c"):
+        await other.checkout("port", holder)
+    await other.close()

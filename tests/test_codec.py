@@ -1,0 +1,75 @@
+"""Frames and messages to and from bytes (PROTOCOL.md "Framing")."""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, strategies as st
+
+from licmaster.codec import FrameDecoder, FrameError, ReplyEncoder, decode_payload, encode, encode_many
+
+
+def frames_of(data: bytes, max_frame: int = 65536) -> list[dict]:
+    return FrameDecoder(max_frame).feed(data)
+
+
+def test_a_frame_is_a_length_then_one_map() -> None:
+    data = encode({"op": "heartbeat", "id": 7})
+    assert struct.unpack(">I", data[:4])[0] == len(data) - 4
+    assert frames_of(data) == [{"op": "heartbeat", "id": 7}]
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=8), st.integers(-2**63, 2**64 - 1) | st.text(max_size=8), max_size=5), max_size=8),
+       st.integers(1, 50))
+def test_any_split_of_the_stream_gives_the_same_messages(messages: list[dict], chunk: int) -> None:
+    stream = encode_many(messages)
+    decoder = FrameDecoder()
+    out: list[dict] = []
+    for i in range(0, len(stream), chunk):
+        out += decoder.feed(stream[i:i + chunk])
+    assert out == messages and decoder.pending == 0
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    (struct.pack(">I", 0), "outside 1..65536"),
+    (struct.pack(">I", 65537), "outside 1..65536"),
+    (struct.pack(">I", 1) + b"\xc1", "not a MessagePack map"),
+    (struct.pack(">I", 2) + msgpack.packb([1]), "must hold a map"),
+    (struct.pack(">I", 3) + msgpack.packb({}) + b"\x01\x02", "trailing bytes"),
+    (struct.pack(">I", 3) + msgpack.packb({1: 2}), "not a MessagePack map"),
+])
+def test_broken_frames_are_named(data: bytes, says: str) -> None:
+    with pytest.raises(FrameError, match=says):
+        frames_of(data)
+
+
+def test_messages_before_a_broken_frame_are_kept() -> None:
+    good = encode({"id": 1, "op": "heartbeat"})
+    with pytest.raises(FrameError) as err:
+        frames_of(good + struct.pack(">I", 0))
+    assert err.value.decoded == [{"id": 1, "op": "heartbeat"}]  # type: ignore[attr-defined]
+
+
+def test_the_decoder_holds_at_most_one_partial_frame() -> None:
+    decoder = FrameDecoder(100)
+    decoder.feed(struct.pack(">I", 100) + b"\x80" * 50)
+    assert decoder.pending == 54
+
+
+def test_non_string_keys_are_refused() -> None:
+    with pytest.raises(FrameError):
+        decode_payload(msgpack.packb({b"op": 1}, use_bin_type=True))
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(1, 10**6), st.text(min_size=1, max_size=64),
+       st.lists(st.fixed_dictionaries({"family": st.text(max_size=20), "version": st.none() | st.integers(0, 99),
+                                       "count": st.integers(0, 10_000)}), max_size=3))
+def test_pre_encoded_replies_decode_to_the_plain_maps(rid: int, epoch: int, lease: str, took: list) -> None:
+    replies = ReplyEncoder(epoch)
+    assert decode_payload(replies.ok(rid)) == {"id": rid, "ok": True, "epoch": epoch}
+    grant = decode_payload(replies.grant(rid, lease, replies.pack_value(took)))
+    assert grant == {"id": rid, "ok": True, "epoch": epoch, "lease": lease, "took": took}
+    framed = encode_many([replies.ok(rid), {"id": rid, "ok": False}])
+    assert frames_of(framed, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch}, {"id": rid, "ok": False}]
