@@ -30,10 +30,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgpack
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from licmaster.codec import FrameDecoder, encode  # noqa: E402
+from licmaster.codec import HEADER, FrameDecoder, encode  # noqa: E402
+
+_pack = msgpack.Packer().pack
+_header = HEADER.pack
+_CHECKOUT_HEAD = b"\x84" + _pack("op") + _pack("checkout") + _pack("resource") + _pack("port") + _pack("holder")
+_CHECKIN_HEAD = b"\x83" + _pack("op") + _pack("checkin") + _pack("lease")
+_ID_KEY = _pack("id")
 
 
 def start_master(workdir: Path, ports: int) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
@@ -70,10 +78,20 @@ class LoadConnection(asyncio.Protocol):
         self.transport.write(encode({"op": "hello", "id": 0, "node": self.name, "role": "pbx", "firmware": 13,
                                      "platform": "gateway", "mac": "00:90:33:00:00:01", "licensing": "central"}))
 
-    def _frame(self, op: str, now: float, **fields: object) -> bytes:
+    # Requests are assembled from pre-packed parts: the generator must stay cheaper than the
+    # server it loads (both share this machine's two cores).
+    def _checkout(self, now: float) -> bytes:
+        self.ids += 1
+        self.holder += 1
+        self.sent_at[self.ids] = now
+        payload = b"".join((_CHECKOUT_HEAD, _pack(f"h{self.holder}"), _ID_KEY, _pack(self.ids)))
+        return _header(len(payload)) + payload
+
+    def _checkin(self, now: float, lease: str) -> bytes:
         self.ids += 1
         self.sent_at[self.ids] = now
-        return encode({"op": op, "id": self.ids, **fields})
+        payload = b"".join((_CHECKIN_HEAD, _pack(lease), _ID_KEY, _pack(self.ids)))
+        return _header(len(payload)) + payload
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.running = False
@@ -83,12 +101,7 @@ class LoadConnection(asyncio.Protocol):
         if self.transport is None:
             return
         now = time.perf_counter()
-        frames = []
-        for _ in range(n):
-            self.holder += 1
-            frames.append(self._frame("checkout", now, resource="port", holder=f"h{self.holder}"))
-        assert self.transport is not None
-        self.transport.write(b"".join(frames))
+        self.transport.write(b"".join([self._checkout(now) for _ in range(n)]))
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -112,11 +125,11 @@ class LoadConnection(asyncio.Protocol):
                 continue
             if not self.running:
                 continue
-            if "lease" in reply:
-                out.append(self._frame("checkin", now, lease=reply["lease"]))
+            lease = reply.get("lease")
+            if lease is not None:
+                out.append(self._checkin(now, lease))
             elif not self.paced:
-                self.holder += 1
-                out.append(self._frame("checkout", now, resource="port", holder=f"h{self.holder}"))
+                out.append(self._checkout(now))
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
 
@@ -175,16 +188,40 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def measure(address: tuple[str, int], workers: int, connections: int, depth: int, seconds: float, rate: float | None) -> dict:
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(address: tuple[str, int], workers: int, connections: int, depth: int, seconds: float, rate: float | None,
+            master_pid: int | None = None) -> dict:
     per_worker_rate = rate / workers if rate else None
     with mp.get_context("spawn").Pool(workers) as pool:
-        results = pool.map(worker_main, [(address, w, connections, depth, seconds, per_worker_rate) for w in range(workers)])
+        pending = pool.map_async(worker_main, [(address, w, connections, depth, seconds, per_worker_rate) for w in range(workers)])
+        # the master's CPU over the measured window (after the workers' warm-up)
+        time.sleep(min(1.0, seconds / 4) + 0.5)
+        cpu0, t0 = cpu_seconds(master_pid), time.perf_counter()
+        time.sleep(max(0.1, seconds - 1.0))
+        cpu1, t1 = cpu_seconds(master_pid), time.perf_counter()
+        results = pending.get()
     ops = sum(r["ops"] for r in results)
     secs = statistics.mean(r["seconds"] for r in results)
     lat = [x for r in results for x in r["lat"]]
-    return {"ops_per_s": round(ops / secs), "errors": sum(r["errors"] for r in results),
-            "p50_ms": round(percentile(lat, 0.50) * 1000, 3), "p99_ms": round(percentile(lat, 0.99) * 1000, 3),
-            "samples": len(lat)}
+    out = {"ops_per_s": round(ops / secs), "errors": sum(r["errors"] for r in results),
+           "p50_ms": round(percentile(lat, 0.50) * 1000, 3), "p99_ms": round(percentile(lat, 0.99) * 1000, 3),
+           "samples": len(lat)}
+    if cpu0 is not None and cpu1 is not None:
+        busy = (cpu1 - cpu0) / (t1 - t0)
+        out["master_cpu_busy"] = round(busy, 3)  # 1.0 = one core fully used
+        if busy > 0:
+            out["ops_per_master_cpu_second"] = round(out["ops_per_s"] / busy)
+    return out
 
 
 def main() -> None:
@@ -206,15 +243,16 @@ def main() -> None:
             address = (host, int(port))
         else:
             proc, address = start_master(Path(tmp), ports=1_000_000)
+        pid = proc.pid if proc is not None else None
         try:
             out: dict = {"bench": "wire", "connections": args.connections * args.workers, "depth": args.depth,
                          "workers": args.workers, "seconds": args.seconds, "cpus": os.cpu_count()}
             if not args.only_rate:
-                runs = [measure(address, args.workers, args.connections, args.depth, args.seconds, None) for _ in range(args.runs)]
+                runs = [measure(address, args.workers, args.connections, args.depth, args.seconds, None, pid) for _ in range(args.runs)]
                 best = sorted(runs, key=lambda r: r["ops_per_s"])[len(runs) // 2]
                 out["saturation"] = {**best, "runs_ops_per_s": [r["ops_per_s"] for r in runs]}
             out["at_rate"] = {"offered_ops_per_s": args.rate,
-                              **measure(address, args.workers, max(1, args.connections // 4), 1, args.seconds, args.rate)}
+                              **measure(address, args.workers, max(1, args.connections // 4), 1, args.seconds, args.rate, pid)}
             out["target"] = {"saturation_ops_per_s": 100_000, "p99_ms_at_10k": 5.0}
             print(json.dumps(out, indent=2))
         finally:

@@ -77,10 +77,13 @@ _LEASE_KEY = _packer.pack("lease")
 _ID_KEY = _packer.pack("id")
 
 
+_unpackb = msgpack.unpackb  # msgpack >= 1.0 defaults: raw=False, strict_map_key=True, use_list=True
+
+
 def decode_payload(payload: bytes | memoryview) -> dict[str, Any]:
     """Exactly one MessagePack map with string keys, or FrameError saying what is wrong."""
     try:
-        message = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+        message = _unpackb(payload)
     except msgpack.ExtraData:
         raise FrameError("trailing bytes after the MessagePack map") from None
     except (ValueError, msgpack.UnpackException) as exc:  # FormatError, StackError, bad UTF-8, ...
@@ -88,7 +91,7 @@ def decode_payload(payload: bytes | memoryview) -> dict[str, Any]:
     if message.__class__ is not dict:
         raise FrameError(f"a frame must hold a map, not {type(message).__name__}")
     for key in message:
-        if key.__class__ is not str:
+        if key.__class__ is not str:  # strict_map_key lets bytes keys through
             raise FrameError("map keys must be strings")
     return message
 
@@ -116,7 +119,7 @@ class FrameDecoder:
         else:
             view = memoryview(data)
         messages: list[dict[str, Any]] = []
-        pos, end, max_frame = 0, len(view), self.max_frame
+        pos, end, max_frame, decode = 0, len(view), self.max_frame, decode_payload
         try:
             while end - pos >= _HEADER_SIZE:
                 (length,) = _unpack_header(view, pos)
@@ -125,7 +128,7 @@ class FrameDecoder:
                 stop = pos + _HEADER_SIZE + length
                 if stop > end:
                     break
-                messages.append(decode_payload(view[pos + _HEADER_SIZE:stop]))
+                messages.append(decode(view[pos + _HEADER_SIZE:stop]))
                 pos = stop
         except FrameError as exc:
             exc.decoded = messages  # type: ignore[attr-defined]

@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS runs (run INTEGER PRIMARY KEY, after_seq INTEGER NOT 
 """
 COLUMNS = ("ts", "event", "node", "resource", "holder", "lease", "detail", "rule")
 
-Row = tuple[float, str, str | None, str | None, str | None, str | None, str | None, str | None]
+# (ts, event, node, resource, holder, lease, detail, rule); trailing fields may be left off
+Row = tuple[Any, ...]
+_PAD: tuple[None, ...] = (None,) * len(COLUMNS)
 
 
 class Journal:
@@ -119,7 +121,7 @@ def _events(db: sqlite3.Connection, *, after_seq: int = 0, since: float | None =
     sql = "SELECT events FROM batches WHERE seq > ?" + (" AND last_ts >= ?" if since is not None else "") + " ORDER BY seq"
     for (blob,) in db.execute(sql, (after_seq,) if since is None else (after_seq, since)):
         for row in msgpack.unpackb(blob, raw=False, use_list=False):
-            yield (row[0], *row[1:])
+            yield row + _PAD[len(row):]
 
 
 def read_journal(path: Path, *, event: str | None = None, since: float | None = None) -> list[dict[str, Any]]:

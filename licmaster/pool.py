@@ -82,7 +82,7 @@ Step = tuple[tuple[Bucket, ...], int]
 
 
 class Lease:
-    __slots__ = ("id", "node", "resource", "holder", "took", "count", "interface")
+    __slots__ = ("id", "node", "resource", "holder", "took", "count", "interface", "view")
 
     def __init__(self, lease_id: str, node: str, resource: str, holder: str,
                  took: tuple[tuple[Bucket, int], ...], count: int, interface: str | None) -> None:
@@ -93,9 +93,11 @@ class Lease:
         self.took = took
         self.count = count
         self.interface = interface
+        self.view: TookView | None = None  # set from the plan on the fast path, else on demand
 
     def took_wire(self) -> list[dict[str, Any]]:
         return [{"family": b.family, "version": b.version, "count": n} for b, n in self.took]
+
 
 
 class Grant:
@@ -115,7 +117,7 @@ class Grant:
 class Plan:
     """How a node draws a resource: the steps, and shortcuts for the common single-bucket case."""
 
-    __slots__ = ("steps", "single", "took_one")
+    __slots__ = ("steps", "single", "took_one", "view")
 
     def __init__(self, steps: list[Step]) -> None:
         self.steps = steps
@@ -123,6 +125,7 @@ class Plan:
         self.single: Bucket | None = steps[0][0][0] if only else None
         # a fixed single unit (per == 1): the `took` tuple can be shared by every lease
         self.took_one = ((self.single, 1),) if only and steps[0][1] == 1 else None
+        self.view = TookView(self.took_one) if self.took_one else None
 
 
 class _Held:
@@ -143,9 +146,9 @@ class TookView:
 
     __slots__ = ("wire", "label", "packed")
 
-    def __init__(self, lease: Lease) -> None:
-        self.wire = lease.took_wire()
-        self.label = " ".join(f"{b.label()}:{n}" for b, n in lease.took)
+    def __init__(self, took: tuple[tuple[Bucket, int], ...]) -> None:
+        self.wire = [{"family": b.family, "version": b.version, "count": n} for b, n in took]
+        self.label = " ".join(f"{b.label()}:{n}" for b, n in took)
         self.packed: bytes | None = None
 
 
@@ -200,7 +203,7 @@ class Pool:
         self._wire: dict[tuple[tuple[Bucket, int], ...], TookView] = {}
         self._lease_count = 0
         self._smb = False  # Ports come from an unconverted SMB-Port license
-        self._ids = itertools.count(1)
+        self._ids = map(str, itertools.count(1))  # lease ids, as the wire carries them
         self.users: dict[str, dict[str, Assignment]] = {}
         self._smb_holder: str | None = None
         self._smb_leases = 0
@@ -288,11 +291,14 @@ class Pool:
     def took_view(self, lease: Lease) -> TookView:
         """The lease's `took` as the wire lists it, and as a short label for the journal; cached
         per distinct `took` (shared by every lease of a single-bucket plan)."""
-        view = self._wire.get(lease.took)
+        view = lease.view
         if view is None:
-            if len(self._wire) > 4096:
-                self._wire.clear()
-            view = self._wire[lease.took] = TookView(lease)
+            view = self._wire.get(lease.took)
+            if view is None:
+                if len(self._wire) > 4096:
+                    self._wire.clear()
+                view = self._wire[lease.took] = TookView(lease.took)
+            lease.view = view
         return view
 
     def find_lease(self, node: str, resource: str, holder: str) -> Lease | None:
@@ -365,12 +371,15 @@ class Pool:
                 return self._exhausted(node, resource, plan.steps, count)  # type: ignore[union-attr]
             single.in_use += 1
             took = plan.took_one or ((single, 1),)  # type: ignore[union-attr]
+            view = plan.view  # type: ignore[union-attr]
         else:
             took_or_denial = self._allocate(node, resource, plan.steps, count)  # type: ignore[union-attr]
             if took_or_denial.__class__ is Denial:
                 return took_or_denial  # type: ignore[return-value]
             took = took_or_denial  # type: ignore[assignment]
-        lease = Lease(str(next(self._ids)), node, resource, holder, took, count, interface)
+            view = None
+        lease = Lease(next(self._ids), node, resource, holder, took, count, interface)
+        lease.view = view
         held.by_id[lease.id] = lease
         by_holder[holder] = lease
         self._lease_count += 1

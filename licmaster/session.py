@@ -62,8 +62,10 @@ class Connection(asyncio.Protocol):
             messages = self.decoder.feed(data)
         except FrameError as exc:
             messages, broken = exc.decoded, exc  # type: ignore[attr-defined]
-        now = self.master.loop.time()
-        self.master.wall = time.time()
+        master = self.master
+        now = master.loop.time()
+        master.wall = time.time()
+        master.stats["requests"] += len(messages)
         handle = self.master.handle
         replies = []
         for message in messages:
