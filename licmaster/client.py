@@ -142,6 +142,7 @@ class MasterClient:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
         self._last_sent = 0.0
+        self._frozen = False
 
     # ================================================================ connection
 
@@ -203,6 +204,18 @@ class MasterClient:
         self._drop_wire()
         self._fail_pending(NotConnected("client closed"))
 
+    def freeze(self) -> None:
+        """Stop all traffic but keep the connection open, as a PBX cut off by the network would
+        look to the master: no heartbeat, nothing read, nothing sent, no reconnect."""
+        self._closed = True
+        for task in (self._heartbeat_task, self._reconnect_task):
+            if task:
+                task.cancel()
+        if self._wire and self._wire.transport:
+            self._wire.transport.pause_reading()
+        self._frozen = True
+        self._fail_pending(NotConnected("client frozen"))
+
     def abort(self) -> None:
         """Drop the connection at once, as a crash would (no bye, no reconnect)."""
         self._closed = True
@@ -224,7 +237,7 @@ class MasterClient:
     def _request(self, op: str, fields: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         wire = self._wire
-        if wire is None or wire.transport is None:
+        if wire is None or wire.transport is None or self._frozen:
             future.set_exception(NotConnected(f"{self.node}: not connected to a master"))
             return future
         rid = next(self._ids)

@@ -444,7 +444,7 @@ class Pool:
                 families = " or ".join(sorted({b.family for b in buckets}))
                 return Denial(E.EXHAUSTED, f"not enough free {families} for {resource} on {node}: "
                               f"{want} needed, {free} free of {sum(b.installed for b in buckets)} installed",
-                              _exhausted_rule(family), {"family": family, "free": free, "needed": want})
+                              _exhausted_rule(family, resource), {"family": family, "free": free, "needed": want})
         return Denial(E.EXHAUSTED, f"not enough free licenses for {resource} on {node}", None, {"needed": needed})
 
     def checkin(self, node: str, lease_id: str) -> Lease | None:
@@ -784,7 +784,9 @@ def _bad_count(resource: str, interface: str | None, count: int) -> Denial:
                   "R-HW-3", {"field": "count"})
 
 
-def _exhausted_rule(family: str) -> str | None:
+def _exhausted_rule(family: str, resource: str) -> str | None:
+    if resource == "conference":
+        return "R-CHAN-1"  # whether the bridge's own Relay-Channels or pooled PBX-Channels ran out
     return {"PBX-Port": "R-PORT-1", SMB_PORT: "R-SMB-2", "PBX-IPVA": "R-IPVA-1", "PBX-Channels": "R-CHAN-1",
             "Relay-Channels": "R-HW-3", "Relay-BRIs": "R-HW-3", "Relay-PRIs": "R-HW-3",
             "PBX-Operator": "R-OP-1", "PBX-QueueMonitor": "R-QM-1"}.get(family)

@@ -1,0 +1,75 @@
+"""The auditor: all through the run, the master's `usage` against what the simulated network
+believes it holds. Never more in use than installed; after quiet periods, the two views agree
+exactly. Any disagreement is a failed run, with the evidence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from licmaster.client import LicenseError, MasterClient
+
+from .metrics import Recorder
+
+
+def totals(usage: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """(in use, installed) per family, summed over versions and bindings."""
+    in_use: dict[str, int] = {}
+    installed: dict[str, int] = {}
+    for pool in usage.get("pools", []):
+        in_use[pool["family"]] = in_use.get(pool["family"], 0) + pool["in_use"]
+        installed[pool["family"]] = installed.get(pool["family"], 0) + pool["installed"]
+    return in_use, installed
+
+
+class Auditor:
+    def __init__(self, masters: list[str], recorder: Recorder, belief: Callable[[], dict[str, int]],
+                 interval: float = 0.2) -> None:
+        self.client = MasterClient(masters, "slave-sim-auditor", role="observer", connect_timeout=5.0)
+        self.recorder = recorder
+        self.belief = belief
+        self.interval = interval
+        self.installed: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.client.connect()
+        await self.sample()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="auditor")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.client.close()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sample()
+            except (LicenseError, ConnectionError, asyncio.TimeoutError):
+                continue  # the master may be restarting; the client reconnects
+
+    async def sample(self) -> dict[str, int]:
+        usage = await self.client.usage()
+        in_use, installed = totals(usage)
+        self.installed = installed
+        self.recorder.samples.append({"t": round(self.recorder.now(), 3), "in_use": in_use, "installed": installed})
+        for pool in usage["pools"]:
+            if pool["in_use"] > pool["installed"]:
+                self.recorder.violations.append({"t": round(self.recorder.now(), 3), "what": "over-allocation", "pool": pool})
+        return in_use
+
+    async def check_agreement(self, label: str) -> bool:
+        """At a quiet point: the master's in-use counts equal the network's belief, family by family."""
+        master_view = {f: n for f, n in (await self.sample()).items() if n}
+        network_view = {f: n for f, n in self.belief().items() if n}
+        agrees = master_view == network_view
+        finding = {"t": round(self.recorder.now(), 3), "at": label, "agrees": agrees,
+                   "master": master_view, "network": network_view}
+        self.recorder.audits.append(finding)
+        if not agrees:
+            self.recorder.violations.append({"t": finding["t"], "what": "disagreement", "at": label,
+                                             "master": master_view, "network": network_view})
+        return agrees

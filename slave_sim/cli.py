@@ -1,0 +1,80 @@
+"""`slave-sim run SCENARIO [--master host:port] [--size ci|full] [--report-dir DIR]`.
+
+Without --master it starts its own master (a real `licmaster serve` process on the scenario's
+license files, in a temporary data directory). Exit status 0 when every expectation holds,
+1 when one fails, 2 when the scenario or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from .metrics import Recorder
+from .report import console, write_reports
+from .runner import Runner
+from .scenario import ACTIONS, ScenarioError, load_scenario
+
+
+class ProgressLine:
+    """A progress bar on a terminal; plain lines otherwise (CI logs, pipes)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int, what: str, recorder: Recorder) -> None:
+        elapsed = time.perf_counter() - self.started
+        stats = f"grants {recorder.grants}  denials {recorder.denial_total}"
+        if self.tty:
+            width = 24
+            filled = round(width * done / max(1, total))
+            line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {elapsed:6.1f}s  {what[:40]:<40} {stats}"
+            self.stream.write(line[:160])
+            if done == total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"[{done}/{total}] {elapsed:6.1f}s {what}  ({stats})\n")
+        self.stream.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="slave-sim", description="Simulated PBX networks around a license master.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario and report")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--master", help="host:port of a running master (default: start one)")
+    run.add_argument("--size", default="ci", help="scenario size: ci (default) or one of its [sizes.*], e.g. full")
+    run.add_argument("--report-dir", type=Path, default=Path("reports"), help="where the JSON and HTML reports go")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    sub.add_parser("actions", help="list the timeline actions a scenario may use")
+    args = parser.parse_args(argv)
+    if args.command == "actions":
+        for name, what in ACTIONS.items():
+            print(f"{name:<16} {what}")
+        return 0
+    try:
+        scenario = load_scenario(args.scenario, args.size)
+        runner = Runner(scenario, args.master, None if args.quiet else ProgressLine(sys.stderr))
+    except (ScenarioError, ValueError) as exc:
+        print(f"slave-sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(runner.run())
+    except RuntimeError as exc:
+        print(f"slave-sim: {exc}", file=sys.stderr)
+        return 2
+    print(console(result))
+    json_path, html_path = write_reports(result, args.report_dir)
+    print(f"  reports: {json_path}  {html_path}")
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""What a run measured: every operation's latency and outcome, denials by code and rule, the
+faults and what followed, the master's usage over time, and the auditor's findings."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Recorder:
+    start: float = field(default_factory=time.perf_counter)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (op, "ok" | code)
+    denials: Counter[tuple[str, str]] = field(default_factory=Counter)  # (code, rule)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # {t, in_use: {family: n}, installed: {...}}
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    audits: list[dict[str, Any]] = field(default_factory=list)
+    takeover_ms: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start
+
+    def op(self, op: str, pbx: str, seconds: float, error: str | None = None, rule: str | None = None) -> None:
+        if error is None:
+            self.latencies[op].append(seconds)
+        self.outcomes[(op, error or "ok")] += 1
+
+    def denial(self, op: str, pbx: str, code: str, rule: str | None) -> None:
+        self.denials[(code, rule or "-")] += 1
+
+    def fault(self, what: str) -> None:
+        self.timeline.append({"t": round(self.now(), 3), "event": what})
+
+    def step(self, what: str) -> None:
+        self.timeline.append({"t": round(self.now(), 3), "step": what})
+
+    @property
+    def grants(self) -> int:
+        return sum(n for (op, outcome), n in self.outcomes.items() if outcome == "ok" and op in ("checkout", "local-checkout"))
+
+    @property
+    def denial_total(self) -> int:
+        return sum(self.denials.values())
+
+    def denials_by_code(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (code, _), n in self.denials.items():
+            out[code] += n
+        return dict(out)
+
+    def denials_by_rule(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (_, rule), n in self.denials.items():
+            out[rule] += n
+        return dict(out)
+
+    def latency_table(self) -> dict[str, dict[str, float]]:
+        return {op: {"count": len(v), "p50_ms": round(percentile(v, 0.5) * 1000, 3),
+                     "p90_ms": round(percentile(v, 0.9) * 1000, 3), "p99_ms": round(percentile(v, 0.99) * 1000, 3),
+                     "max_ms": round(max(v) * 1000, 3)}
+                for op, v in sorted(self.latencies.items()) if v}
+
+    def peak_in_use(self) -> dict[str, int]:
+        peak: dict[str, int] = {}
+        for sample in self.samples:
+            for family, n in sample["in_use"].items():
+                peak[family] = max(peak.get(family, 0), n)
+        return peak

@@ -1,0 +1,322 @@
+"""A simulated PBX: its objects and devices, and a real client of the master.
+
+Users, executives and trunks take a Port when their first device registers and give it back
+with the last (R-PORT-1/3, through licmaster.objects); group numbers and waiting queues take
+none (R-PORT-2). Conference rooms, ISDN interfaces, operator desks and queue monitors check
+their licenses out as they come into use. A decentral PBX serves itself from its own local
+license file and never draws on the master (R-MODE-2/3): when it runs short, it asks the master
+once, as a misconfigured PBX would, and records the refusal the master gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from licmaster import rules
+from licmaster.client import HeldLease, LicenseError, MasterClient
+from licmaster.errors import Denial
+from licmaster.licensefile import load_files
+from licmaster.objects import DeviceRegistry, ObjectKind, PortAction
+from licmaster.pool import Node, Pool
+
+from .metrics import Recorder
+from .scenario import PbxSpec
+
+Device = tuple[str, ObjectKind, str]  # (object, kind, device)
+
+
+class SimPBX:
+    def __init__(self, spec: PbxSpec, masters: list[str], recorder: Recorder, *, role: str = "pbx",
+                 standby_for: str | None = None, name: str | None = None) -> None:
+        self.spec = spec
+        self.name = name or spec.name
+        self.role = role
+        self.standby_for = standby_for
+        self.masters = masters
+        self.recorder = recorder
+        self.firmware = spec.firmware
+        self.registry = DeviceRegistry()
+        self.devices: list[Device] = self._devices()
+        self.registered: set[tuple[str, str]] = set()
+        self.state = "down"  # up, dead (killed), cut (hangs), fenced (taken over)
+        self.client: MasterClient | None = None
+        self.assigned: dict[str, list[dict[str, Any]]] = {}  # user -> took
+        self.local: Pool | None = None
+        self.local_leases: dict[tuple[str, str], Any] = {}
+        if spec.licensing == "decentral" and spec.local_licenses is not None:
+            loaded = load_files([spec.local_licenses])
+            self.local = Pool(loaded.licenses)
+            self.local.set_node(Node(self.name, firmware=self.firmware, platform=spec.platform, mac=spec.mac, model=spec.model))
+
+    # ---------------------------------------------------------------- the network it has
+
+    def _devices(self) -> list[Device]:
+        s, out = self.spec, []
+        for u in range(s.users):
+            for d in range(s.devices_per_user):
+                out.append((f"{self.name}/user{u}", ObjectKind.USER, f"dev{d}"))
+        out += [(f"{self.name}/exec{e}", ObjectKind.EXECUTIVE, "dev0") for e in range(s.executives)]
+        out += [(f"{self.name}/trunk{t}", ObjectKind.TRUNK, "sip") for t in range(s.trunks)]
+        out += [(f"{self.name}/group{g}", ObjectKind.GROUP, "member") for g in range(s.groups)]
+        out += [(f"{self.name}/queue{q}", ObjectKind.QUEUE, "agent") for q in range(s.queues)]
+        # interleave devices of one user with other users' (a real morning: not all devices at once)
+        return sorted(out, key=lambda d: (d[2], d[0]))
+
+    @property
+    def users(self) -> list[str]:
+        return [f"{self.name}/user{u}" for u in range(self.spec.users)]
+
+    @property
+    def alive(self) -> bool:
+        return self.state == "up"
+
+    # ---------------------------------------------------------------- life cycle
+
+    async def start(self) -> None:
+        self.client = self._new_client()
+        await self._timed("hello", self.client.connect)
+        self.state = "up"
+
+    def _new_client(self) -> MasterClient:
+        s = self.spec
+        return MasterClient(self.masters, self.name, role=self.role, firmware=self.firmware, platform=s.platform,
+                            mac=s.mac, licensing=s.licensing, model=s.model, standby_for=self.standby_for,
+                            on_event=self._on_event, connect_timeout=5.0)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        name = event.get("event")
+        if name == "fenced" and self.state == "up":
+            self.state = "fenced"
+            self.recorder.fault(f"{self.name} fenced: {event.get('reason')}")
+        elif name == "lost":
+            self.recorder.denial("sync", self.name, event.get("error") or "?", event.get("rule"))
+        elif name == "reconnected":
+            self.recorder.fault(f"{self.name} reconnected (epoch {event.get('epoch')})")
+
+    async def stop(self) -> None:
+        if self.client is not None and self.state == "up":
+            await self.client.close()
+        self.state = "down"
+
+    def kill(self) -> None:
+        """Dies: the connection drops, nothing more is sent (no bye)."""
+        if self.client is not None:
+            self.client.abort()
+        self.state = "dead"
+
+    def cut(self) -> None:
+        """Cut off: the connection stays open but nothing goes through, in either direction."""
+        if self.client is not None:
+            self.client.freeze()
+        self.state = "cut"
+
+    async def restore(self) -> None:
+        """Back after a kill or a cut: a new connection, and a sync of what it believes it holds."""
+        held = dict(self.client.leases) if self.client else {}
+        if self.client is not None:
+            self.client.abort()
+        self.client = self._new_client()
+        await self._timed("hello", self.client.connect)
+        self.client.leases.update(held)
+        await self._timed("sync", self.client.sync)
+        self._forget_lost()
+        self.state = "up"
+
+    async def upgrade(self, firmware: int) -> None:
+        """A new PBX software version: a new hello with it, and a sync of what it held (R-VER)."""
+        held = dict(self.client.leases) if self.client else {}
+        if self.client is not None:
+            await self.client.close(bye=False)
+        self.firmware = firmware
+        if self.local is not None:
+            self.local.set_node(Node(self.name, firmware=firmware, platform=self.spec.platform, mac=self.spec.mac))
+        self.client = self._new_client()
+        await self._timed("hello", self.client.connect)
+        self.client.leases.update(held)
+        try:
+            await self._timed("sync", self.client.sync)
+        except LicenseError:
+            pass
+        self._forget_lost()
+
+    def _forget_lost(self) -> None:
+        """Objects whose Port the master did not re-grant lose their registrations."""
+        assert self.client is not None
+        for obj, kind, device in self.devices:
+            if (obj, device) in self.registered and kind.needs_port and ("port", obj) not in self.client.leases \
+                    and self.local is None:
+                self.registered.discard((obj, device))
+                self.registry.unregister(obj, device)
+
+    async def _timed(self, op: str, call: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            result = await call()
+        except LicenseError as exc:
+            self.recorder.op(op, self.name, time.perf_counter() - start, exc.code, exc.rule)
+            raise
+        self.recorder.op(op, self.name, time.perf_counter() - start)
+        return result
+
+    # ---------------------------------------------------------------- licenses
+
+    async def _checkout(self, resource: str, holder: str, count: int = 1, interface: str | None = None) -> bool:
+        if self.local is not None:
+            return await self._checkout_local(resource, holder, count, interface)
+        assert self.client is not None
+        try:
+            await self._timed("checkout", lambda: self.client.checkout(resource, holder, count, interface))  # type: ignore[union-attr]
+        except LicenseError as exc:
+            self.recorder.denial("checkout", self.name, exc.code, exc.rule)
+            return False
+        except ConnectionError:
+            self.recorder.op("checkout", self.name, 0.0, "no_connection", None)
+            return False
+        return True
+
+    async def _checkout_local(self, resource: str, holder: str, count: int, interface: str | None) -> bool:
+        """R-MODE-3: a decentral PBX is self-sufficient; the master refuses it when it runs short."""
+        assert self.local is not None
+        outcome = self.local.checkout(self.name, resource, holder, count, interface)
+        if not isinstance(outcome, Denial):
+            self.local_leases[(resource, holder)] = outcome.lease
+            self.recorder.op("local-checkout", self.name, 0.0)
+            return True
+        self.recorder.denial("local-checkout", self.name, outcome.code, outcome.rule)
+        if self.client is not None and self.state == "up":
+            try:
+                await self._timed("checkout", lambda: self.client.checkout(resource, holder, count, interface))  # type: ignore[union-attr]
+            except LicenseError as exc:
+                self.recorder.denial("checkout", self.name, exc.code, exc.rule)
+        return False
+
+    async def _checkin(self, resource: str, holder: str) -> None:
+        if self.local is not None:
+            lease = self.local_leases.pop((resource, holder), None)
+            if lease is not None:
+                self.local.checkin(self.name, lease.id)
+            return
+        if self.client is None or (resource, holder) not in self.client.leases:
+            return
+        try:
+            await self._timed("checkin", lambda: self.client.checkin(resource, holder))  # type: ignore[union-attr]
+        except ConnectionError:
+            self.client.leases.pop((resource, holder), None)
+
+    # ---------------------------------------------------------------- actions (each one unit of work)
+
+    def to_register(self, fraction: float) -> list[Device]:
+        waiting = [d for d in self.devices if (d[0], d[2]) not in self.registered]
+        return waiting[: round(len(self.devices) * fraction)] if fraction < 1 else waiting
+
+    def to_unregister(self, fraction: float) -> list[Device]:
+        present = [d for d in self.devices if (d[0], d[2]) in self.registered]
+        return present[: round(len(self.devices) * fraction)] if fraction < 1 else present
+
+    async def register(self, device: Device) -> None:
+        obj, kind, dev = device
+        if (obj, dev) in self.registered:
+            return
+        action = self.registry.register(obj, kind, dev)
+        if action is PortAction.CHECKOUT and not await self._checkout("port", obj):
+            self.registry.unregister(obj, dev)  # refused: the device stays unregistered
+            return
+        self.registered.add((obj, dev))
+
+    async def unregister(self, device: Device) -> None:
+        obj, _, dev = device
+        if (obj, dev) not in self.registered:
+            return
+        self.registered.discard((obj, dev))
+        if self.registry.unregister(obj, dev) is PortAction.CHECKIN:
+            await self._checkin("port", obj)
+
+    async def configure_user(self, user: str) -> None:
+        if not self.spec.template or user in self.assigned or self.client is None:
+            return
+        try:
+            reply = await self._timed("assign", lambda: self.client.assign(user, self.spec.template))  # type: ignore[union-attr]
+        except LicenseError as exc:
+            self.recorder.denial("assign", self.name, exc.code, exc.rule)
+            return
+        self.assigned[user] = reply.get("took", [])
+
+    def rooms(self) -> list[str]:
+        return [f"{self.name}/room{r}" for r in range(self.spec.rooms)]
+
+    async def start_conference(self, room: str, participants: int) -> None:
+        channels = rules.conference_channels(participants)  # R-CHAN-2: 3 or fewer take none
+        if channels:
+            await self._checkout("conference", room, channels)
+
+    async def end_conference(self, room: str) -> None:
+        await self._checkin("conference", room)
+
+    def desks(self) -> list[str]:
+        return [f"{self.name}/desk{d}" for d in range(self.spec.operators)]
+
+    async def operator_login(self, desk: str) -> None:
+        await self._checkout("operator", desk)
+
+    async def operator_logout(self, desk: str) -> None:
+        await self._checkin("operator", desk)
+
+    def queues(self) -> list[str]:
+        return [f"{self.name}/queue{q}" for q in range(self.spec.queues)]
+
+    async def monitor_queue(self, queue: str) -> None:
+        await self._checkout("queue-monitor", queue)
+
+    def interfaces(self) -> list[tuple[str, str, int]]:
+        return [(f"{self.name}/{i.interface}{n}", i.interface, i.channels) for n, i in enumerate(self.spec.isdn)]
+
+    async def isdn_up(self, interface: tuple[str, str, int]) -> None:
+        await self._checkout("isdn", interface[0], interface[2], interface[1])
+
+    async def isdn_down(self, interface: tuple[str, str, int]) -> None:
+        await self._checkin("isdn", interface[0])
+
+    async def takeover(self) -> bool:
+        """As a standby: take over the failed PBX's leases (R-STBY-2, R-STBY-3)."""
+        assert self.client is not None and self.standby_for is not None
+        try:
+            reply = await self._timed("takeover", lambda: self.client.takeover(self.standby_for))  # type: ignore[union-attr, arg-type]
+        except LicenseError as exc:
+            self.recorder.denial("takeover", self.name, exc.code, exc.rule)
+            return False
+        self.recorder.fault(f"{self.name} took over {self.standby_for}: {reply.get('moved', 0)} leases moved")
+        return True
+
+    # ---------------------------------------------------------------- what this PBX believes it holds
+
+    def belief(self) -> dict[str, int]:
+        """Licenses in use on the master by this PBX, per family, as the PBX believes."""
+        out: dict[str, int] = {}
+        if self.client is None or self.state not in ("up",):
+            return out
+        held: list[HeldLease] = list(self.client.leases.values())
+        for lease in held:
+            for took in lease.took:
+                out[took["family"]] = out.get(took["family"], 0) + took["count"]
+        return out
+
+    def assigned_belief(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for took in self.assigned.values():
+            for t in took:
+                out[t["family"]] = out.get(t["family"], 0) + t["count"]
+        return out
+
+
+async def gather_limited(coros: list[Any], limit: int = 256) -> None:
+    """Run coroutines with at most `limit` in flight (the client pipelines them)."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coro: Any) -> None:
+        async with semaphore:
+            await coro
+
+    await asyncio.gather(*(one(c) for c in coros))

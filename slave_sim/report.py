@@ -1,0 +1,165 @@
+"""Reports of a run: a console summary, a JSON document, and a self-contained HTML page
+(inline CSS and SVG, no script, no font, nothing fetched: it opens offline)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from .runner import RunResult
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
+
+
+def to_dict(result: RunResult) -> dict[str, Any]:
+    r, s = result.recorder, result.scenario
+    return {
+        "scenario": s.name, "description": s.description, "size": s.size, "passed": result.passed,
+        "seconds": round(result.seconds, 3), "master": result.master,
+        "network": {"pbxs": len(s.pbxs), "devices": s.device_count,
+                    "standbys": sum(1 for p in s.pbxs if p.standby)},
+        "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in result.checks],
+        "grants": r.grants, "denials": {"total": r.denial_total, "by_code": r.denials_by_code(), "by_rule": r.denials_by_rule()},
+        "latency": r.latency_table(), "takeover_ms": [round(t, 3) for t in r.takeover_ms],
+        "peak_in_use": r.peak_in_use(), "installed": result.installed, "final_in_use": result.final_in_use,
+        "timeline": r.timeline, "audits": r.audits, "violations": r.violations, "samples": r.samples,
+        "journal": result.journal,
+    }
+
+
+def console(result: RunResult) -> str:
+    d = to_dict(result)
+    lines = [f"Scenario {d['scenario']} ({d['size']}): {'PASSED' if d['passed'] else 'FAILED'} in {d['seconds']:.1f} s",
+             f"  network: {d['network']['pbxs']} PBXs, {d['network']['devices']} devices, {d['network']['standbys']} standbys",
+             f"  grants: {d['grants']}   denials: {d['denials']['total']}"
+             + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(d['denials']['by_code'].items())) + ")" if d['denials']['total'] else ""),
+             ]
+    if d["denials"]["by_rule"]:
+        lines.append("  denials by rule: " + ", ".join(f"{k} {v}" for k, v in sorted(d["denials"]["by_rule"].items())))
+    peak = ", ".join(f"{f} {n}/{d['installed'].get(f, 0)}" for f, n in sorted(d["peak_in_use"].items()) if n)
+    if peak:
+        lines.append(f"  peak in use / installed: {peak}")
+    for op, lat in d["latency"].items():
+        lines.append(f"  {op:<15} {lat['count']:>7}  p50 {lat['p50_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms")
+    if d["takeover_ms"]:
+        lines.append(f"  takeovers answered in: {', '.join(f'{t:.1f} ms' for t in d['takeover_ms'])}")
+    lines.append("  checks:")
+    for c in d["checks"]:
+        lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    return "\n".join(lines)
+
+
+def write_reports(result: RunResult, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    d = to_dict(result)
+    stem = f"{d['scenario']}-{d['size']}"
+    json_path = directory / f"{stem}.json"
+    json_path.write_text(json.dumps(d, indent=2))
+    html_path = directory / f"{stem}.html"
+    html_path.write_text(render_html(d))
+    return json_path, html_path
+
+
+# ---------------------------------------------------------------- HTML
+
+def render_html(d: dict[str, Any]) -> str:
+    e = html.escape
+    verdict = "PASSED" if d["passed"] else "FAILED"
+    checks = "".join(f"<tr class={'ok' if c['passed'] else 'fail'}><td>{'✔' if c['passed'] else '✘'}</td>"
+                     f"<td>{e(c['name'])}</td><td>{e(c['detail'])}</td></tr>" for c in d["checks"])
+    lat = "".join(f"<tr><td>{e(op)}</td><td>{v['count']}</td><td>{v['p50_ms']:.2f}</td><td>{v['p90_ms']:.2f}</td>"
+                  f"<td>{v['p99_ms']:.2f}</td><td>{v['max_ms']:.2f}</td></tr>" for op, v in d["latency"].items())
+    timeline = "".join(f"<li><span class=t>{item['t']:8.3f} s</span> "
+                       + (f"<b>{e(item['step'])}</b>" if "step" in item else e(item["event"])) + "</li>" for item in d["timeline"])
+    audits = "".join(f"<tr class={'ok' if a['agrees'] else 'fail'}><td>{a['t']:.2f} s</td><td>{e(a['at'])}</td>"
+                     f"<td>{e(json.dumps(a['master']))}</td><td>{e(json.dumps(a['network']))}</td></tr>" for a in d["audits"])
+    violations = "".join(f"<li>{e(json.dumps(v))}</li>" for v in d["violations"][:50]) or "<li>none</li>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>slave-sim: {e(d['scenario'])} {verdict}</title>
+<style>
+body{{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}}
+h1{{font-size:1.5em}} h2{{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}}
+.verdict{{display:inline-block;padding:.1em .6em;border-radius:4px;color:#fff;background:{'#2a7d2a' if d['passed'] else '#b22222'}}}
+table{{border-collapse:collapse}} td,th{{padding:.25em .7em;border-bottom:1px solid #eee;text-align:left;vertical-align:top}}
+tr.fail td{{color:#b22222;font-weight:600}} tr.ok td:first-child{{color:#2a7d2a}}
+.t{{font-family:ui-monospace,monospace;color:#666}} ul.timeline{{list-style:none;padding-left:0;max-height:28em;overflow:auto}}
+.legend span{{margin-right:1.2em;white-space:nowrap}} .legend i{{display:inline-block;width:1em;height:.6em;margin-right:.3em}}
+svg text{{font:11px system-ui,sans-serif;fill:#444}}
+</style></head><body>
+<h1>{e(d['scenario'])} <span class="verdict">{verdict}</span></h1>
+<p>{e(d['description'])}</p>
+<p>Size <b>{e(d['size'])}</b>: {d['network']['pbxs']} PBXs, {d['network']['devices']} devices, {d['network']['standbys']} standbys;
+ran {d['seconds']:.1f} s against {e(str(d['master']))}. {d['grants']} grants, {d['denials']['total']} denials.</p>
+<h2>Expectations</h2><table>{checks}</table>
+<h2>Licenses in use over time</h2>{usage_chart(d)}
+<h2>Denials by reason and rule</h2>{denial_chart(d)}
+<h2>Latency (ms)</h2><table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>{lat}</table>
+<h2>Timeline: faults and what followed</h2><ul class="timeline">{timeline}</ul>
+<h2>Audits at quiet points</h2><table><tr><th>time</th><th>after</th><th>master in use</th><th>network believes</th></tr>{audits}</table>
+<h2>Violations</h2><ul>{violations}</ul>
+</body></html>
+"""
+
+
+def usage_chart(d: dict[str, Any], width: int = 1000, height: int = 300) -> str:
+    samples = d["samples"]
+    families = sorted({f for s in samples for f, n in s["in_use"].items() if n} |
+                      {f for f, n in d["installed"].items() if n and any(f in s["in_use"] for s in samples)})
+    if not samples or not families:
+        return "<p>No license was in use.</p>"
+    pad_l, pad_b, pad_t = 50, 30, 10
+    t_max = max(s["t"] for s in samples) or 1.0
+    y_max = max([max((s["in_use"].get(f, 0) for s in samples), default=0) for f in families] +
+                [d["installed"].get(f, 0) for f in families] + [1])
+    w, h = width - pad_l - 10, height - pad_b - pad_t
+
+    def x(t: float) -> float:
+        return pad_l + t / t_max * w
+
+    def y(v: float) -> float:
+        return pad_t + h - v / y_max * h
+
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="licenses in use over time">',
+             f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" stroke="#999"/>',
+             f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}" stroke="#999"/>']
+    for k in range(5):
+        v = y_max * k / 4
+        parts.append(f'<text x="{pad_l - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
+        parts.append(f'<line x1="{pad_l}" y1="{y(v):.1f}" x2="{pad_l + w}" y2="{y(v):.1f}" stroke="#eee"/>')
+    for k in range(6):
+        t = t_max * k / 5
+        parts.append(f'<text x="{x(t):.1f}" y="{pad_t + h + 18}" text-anchor="middle">{t:.1f} s</text>')
+    legend = []
+    for i, family in enumerate(families):
+        color = PALETTE[i % len(PALETTE)]
+        points = " ".join(f"{x(s['t']):.1f},{y(s['in_use'].get(family, 0)):.1f}" for s in samples)
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{points}"/>')
+        inst = d["installed"].get(family, 0)
+        if inst:
+            parts.append(f'<line x1="{pad_l}" y1="{y(inst):.1f}" x2="{pad_l + w}" y2="{y(inst):.1f}" stroke="{color}" '
+                         f'stroke-dasharray="5,4" stroke-width="1"/>')
+        legend.append(f'<span><i style="background:{color}"></i>{html.escape(family)} (dashed: {inst} installed)</span>')
+    for item in d["timeline"]:
+        if "event" in item and any(w_ in item["event"] for w_ in ("killed", "cut off", "took over", "master killed", "refused")):
+            parts.append(f'<line x1="{x(item["t"]):.1f}" y1="{pad_t}" x2="{x(item["t"]):.1f}" y2="{pad_t + h}" '
+                         f'stroke="#b22222" stroke-dasharray="2,3"><title>{html.escape(item["event"])}</title></line>')
+    parts.append("</svg>")
+    return "".join(parts) + '<p class="legend">' + "".join(legend) + " <span>red dotted: faults</span></p>"
+
+
+def denial_chart(d: dict[str, Any]) -> str:
+    rows = sorted(d["denials"]["by_code"].items(), key=lambda kv: -kv[1])
+    if not rows:
+        return "<p>No denial.</p>"
+    top = max(n for _, n in rows)
+    bars = []
+    for i, (code, n) in enumerate(rows):
+        y0 = 10 + i * 26
+        bars.append(f'<text x="0" y="{y0 + 14}">{html.escape(code)}</text>'
+                    f'<rect x="140" y="{y0}" width="{max(2, n / top * 700):.1f}" height="18" fill="{PALETTE[i % len(PALETTE)]}"/>'
+                    f'<text x="{146 + n / top * 700:.1f}" y="{y0 + 14}">{n}</text>')
+    rules = ", ".join(f"{html.escape(rule)}: {n}" for rule, n in sorted(d["denials"]["by_rule"].items()))
+    return (f'<svg viewBox="0 0 1000 {20 + 26 * len(rows)}" width="100%" role="img" aria-label="denials by reason">'
+            + "".join(bars) + f"</svg><p>By rule: {rules}</p>")

@@ -1,0 +1,324 @@
+"""Scenario files (TOML): the network, the licenses, a timeline of steps, and expectations. Pure.
+
+docs/scenarios.md documents the format; `load_scenario` validates everything and names what
+is wrong (file, section, key) before anything runs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from licmaster.catalog import FAMILIES
+from licmaster.rules import normalize_mac
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+ACTIONS = {
+    "register": "devices register (Port per object, R-PORT-1/3)",
+    "unregister": "devices unregister",
+    "configure-users": "assign the PBX's user-license template to its users (R-USER, R-UC)",
+    "conference": "start conferences in bridge rooms (R-CHAN)",
+    "end-conference": "end conferences",
+    "operator-login": "operator desks log in (R-OP-1)",
+    "operator-logout": "operator desks log out",
+    "queue-monitor": "start monitoring the waiting queues (R-QM-1, R-VER-4)",
+    "isdn-up": "ISDN interfaces come up (R-HW-3/4)",
+    "isdn-down": "ISDN interfaces go down",
+    "upgrade": "PBXs move to another firmware version and say hello again (R-VER)",
+    "pause": "wait; with audit = true the master and the network must then agree exactly",
+    "kill": "a PBX dies: its connection drops, it sends nothing more",
+    "cut": "a PBX is cut off: the connection hangs, nothing goes through",
+    "restore": "a killed or cut-off PBX comes back, reconnects and re-syncs",
+    "takeover": "a standby PBX takes over its failed PBX (R-STBY)",
+    "restart-master": "the master is killed (kill -9) and started again",
+}
+TARGETED = {"register", "unregister", "configure-users", "conference", "end-conference", "operator-login",
+            "operator-logout", "queue-monitor", "isdn-up", "isdn-down", "upgrade", "kill", "cut", "restore"}
+
+
+@dataclass(frozen=True)
+class IsdnSpec:
+    interface: str
+    channels: int
+
+
+@dataclass(frozen=True)
+class PbxSpec:
+    name: str
+    platform: str = "gateway"
+    model: str | None = None
+    firmware: int = 13
+    mac: str = "00:90:33:00:00:01"
+    licensing: str = "central"
+    local_licenses: Path | None = None
+    standby: str | None = None
+    users: int = 0
+    devices_per_user: int = 1
+    executives: int = 0
+    trunks: int = 0
+    groups: int = 0
+    queues: int = 0
+    isdn: tuple[IsdnSpec, ...] = ()
+    rooms: int = 0
+    operators: int = 0
+    template: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    pbx: tuple[str, ...] = ()  # empty: every PBX
+    fraction: float = 1.0
+    rate: float = 0.0  # per second; 0: as fast as the master answers
+    seconds: float = 0.0
+    audit: bool = False
+    participants: int = 4
+    firmware: int = 13
+    standby: str = ""
+    label: str = ""
+
+    def describe(self) -> str:
+        target = ",".join(self.pbx) or "all"
+        extra = {"pause": f"{self.seconds:g}s", "takeover": self.standby, "upgrade": f"V{self.firmware}",
+                 "conference": f"{self.participants} participants"}.get(self.action, "")
+        return self.label or " ".join(x for x in (self.action, target if self.action in TARGETED else "", extra) if x)
+
+
+@dataclass(frozen=True)
+class Expectations:
+    no_over_allocation: bool = True
+    audit_agrees: bool = True
+    nothing_left: bool = False
+    denials: dict[str, tuple[int, int]] = field(default_factory=dict)
+    denial_rules: dict[str, tuple[int, int]] = field(default_factory=dict)
+    peak_in_use: dict[str, int | str] = field(default_factory=dict)
+    takeover_ms_max: float | None = None
+    takeovers: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    path: Path
+    licenses: tuple[Path, ...]
+    master: dict[str, Any]
+    pbxs: tuple[PbxSpec, ...]
+    steps: tuple[Step, ...]
+    expect: Expectations
+    size: str = "ci"
+
+    def pbx(self, name: str) -> PbxSpec:
+        for spec in self.pbxs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def device_count(self) -> int:
+        return sum(p.users * p.devices_per_user + p.executives + p.trunks + p.groups + p.queues for p in self.pbxs)
+
+
+_PBX_KEYS = {"name", "copies", "platform", "model", "firmware", "mac", "licensing", "local_licenses", "standby", "users",
+             "devices_per_user", "executives", "trunks", "groups", "queues", "isdn", "rooms", "operators", "template"}
+_STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "participants", "firmware", "standby", "label"}
+_EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
+                "takeover_ms_max", "takeovers"}
+_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "licenses"}
+_TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
+_SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "licenses", "pause_scale"}
+
+
+def load_scenario(path: str | Path, size: str = "ci") -> Scenario:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
+    return scenario_from_dict(raw, p, size)
+
+
+def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Scenario:
+    where = str(path)
+    _known(raw, _TOP_KEYS, where)
+    base = path.resolve().parent
+    sizes = raw.get("sizes", {})
+    if size != "ci" and size not in sizes:
+        raise ScenarioError(f"{where}: no [sizes.{size}] (sizes: ci{''.join(', ' + s for s in sizes)})")
+    sizing = sizes.get(size, {}) if size != "ci" else {}
+    _known(sizing, _SIZE_KEYS, f"{where} [sizes.{size}]")
+    master = dict(raw.get("master", {}))
+    _known(master, _MASTER_KEYS, f"{where} [master]")
+    license_list = sizing.get("licenses", master.pop("licenses", []))
+    master.pop("licenses", None)
+    licenses = tuple(_path(base, x, f"{where} licenses") for x in _list(license_list, f"{where} licenses"))
+    pbxs = _pbxs(raw.get("pbx", []), base, where, sizing)
+    names = [p.name for p in pbxs]
+    if len(set(names)) != len(names):
+        raise ScenarioError(f"{where}: PBX names must be unique: {names}")
+    standby_names = {p.standby for p in pbxs if p.standby}
+    clash = standby_names & set(names)
+    if clash:
+        raise ScenarioError(f"{where}: standby name(s) {sorted(clash)} are also PBX names")
+    steps = tuple(_step(s, i, where, set(names), standby_names, sizing) for i, s in enumerate(raw.get("step", [])))
+    expect = _expect(raw.get("expect", {}), f"{where} [expect]")
+    name = raw.get("name", path.stem)
+    return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
+                    master=master, pbxs=pbxs, steps=steps, expect=expect, size=size)
+
+
+def _known(table: dict[str, Any], keys: set[str], where: str) -> None:
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{where}: expected a table")
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(keys))})")
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if isinstance(value, (str, int)):
+        return [value]
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where}: expected a list")
+    return value
+
+
+def _path(base: Path, value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ScenarioError(f"{where}: expected a file path, not {value!r}")
+    p = base / value
+    if not p.is_file():
+        raise ScenarioError(f"{where}: no such file {p}")
+    return p
+
+
+def _int(table: dict[str, Any], key: str, default: int, where: str, lo: int = 0, hi: int = 1_000_000) -> int:
+    value = table.get(key, default)
+    if value.__class__ is not int or not lo <= value <= hi:
+        raise ScenarioError(f"{where}: {key} must be a whole number from {lo} to {hi}, not {value!r}")
+    return value
+
+
+def _num(table: dict[str, Any], key: str, default: float, where: str, lo: float = 0.0, hi: float = 1e9) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ScenarioError(f"{where}: {key} must be a number from {lo:g} to {hi:g}, not {value!r}")
+    return float(value)
+
+
+def _choice(table: dict[str, Any], key: str, default: str, allowed: tuple[str, ...], where: str) -> str:
+    value = table.get(key, default)
+    if value not in allowed:
+        raise ScenarioError(f"{where}: {key} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _pbxs(items: Any, base: Path, where: str, sizing: dict[str, Any]) -> tuple[PbxSpec, ...]:
+    if not isinstance(items, list) or not items:
+        raise ScenarioError(f"{where}: at least one [[pbx]] is needed")
+    users_scale = _num(sizing, "users_scale", 1.0, f"{where} sizes")
+    copies_scale = _num(sizing, "copies_scale", 1.0, f"{where} sizes")
+    out: list[PbxSpec] = []
+    for i, item in enumerate(items):
+        w = f"{where} [[pbx]] #{i + 1}"
+        _known(item, _PBX_KEYS, w)
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ScenarioError(f"{w}: name is required")
+        copies = max(1, round(_int(item, "copies", 1, w, 1, 1000) * copies_scale))
+        mac = normalize_mac(str(item.get("mac", "00:90:33:00:00:01")))
+        if mac is None:
+            raise ScenarioError(f"{w}: mac must be xx:xx:xx:xx:xx:xx")
+        licensing = _choice(item, "licensing", "central", ("central", "decentral"), w)
+        local = item.get("local_licenses")
+        if licensing == "decentral" and local is None:
+            raise ScenarioError(f"{w}: a decentral PBX needs local_licenses (R-MODE-2)")
+        if licensing == "central" and local is not None:
+            raise ScenarioError(f"{w}: local_licenses makes a PBX decentral: set licensing = \"decentral\"")
+        isdn = []
+        for j, spec in enumerate(item.get("isdn", [])):
+            sw = f"{w} isdn #{j + 1}"
+            interface = _choice(spec, "interface", "pri", ("bri", "pri"), sw)
+            isdn.append(IsdnSpec(interface, _int(spec, "channels", 2 if interface == "bri" else 30, sw, 1, 30)))
+        template = tuple(_list(item.get("template", []), f"{w} template"))
+        for family in template:
+            if family not in FAMILIES:
+                raise ScenarioError(f"{w}: template names unknown license family {family!r}")
+        spec = PbxSpec(
+            name=name, platform=_choice(item, "platform", "gateway", ("gateway", "ipva"), w), model=item.get("model"),
+            firmware=_int(item, "firmware", 13, w, 1, 99), mac=mac, licensing=licensing,
+            local_licenses=_path(base, local, f"{w} local_licenses") if local else None,
+            standby=item.get("standby"),
+            users=round(_int(item, "users", 0, w) * users_scale), devices_per_user=_int(item, "devices_per_user", 1, w, 1, 16),
+            executives=round(_int(item, "executives", 0, w) * users_scale), trunks=_int(item, "trunks", 0, w),
+            groups=_int(item, "groups", 0, w), queues=_int(item, "queues", 0, w), isdn=tuple(isdn),
+            rooms=_int(item, "rooms", 0, w), operators=_int(item, "operators", 0, w), template=template)
+        if copies == 1:
+            out.append(spec)
+        else:
+            for n in range(1, copies + 1):
+                octets = mac.split(":")
+                copy_mac = ":".join(octets[:4] + [f"{n // 256:02x}", f"{n % 256:02x}"])
+                out.append(replace(spec, name=f"{name}{n}", mac=copy_mac,
+                                   standby=f"{spec.standby}{n}" if spec.standby else None))
+    return tuple(out)
+
+
+def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], sizing: dict[str, Any]) -> Step:
+    w = f"{where} [[step]] #{i + 1}"
+    _known(item, _STEP_KEYS, w)
+    action = item.get("action")
+    if action not in ACTIONS:
+        raise ScenarioError(f"{w}: action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    targets = tuple(_list(item.get("pbx", []), f"{w} pbx"))
+    for t in targets:
+        if not any(n == t or n.startswith(t) and n[len(t):].isdigit() for n in names):
+            raise ScenarioError(f"{w}: no PBX named {t!r} (PBXs: {', '.join(sorted(names))})")
+    standby = item.get("standby", "")
+    if action == "takeover" and not any(s == standby or s.startswith(standby) and s[len(standby):].isdigit() for s in standbys):
+        raise ScenarioError(f"{w}: takeover needs standby = the name of a PBX's standby ({', '.join(sorted(standbys)) or 'none defined'})")
+    rate_scale = _num(sizing, "rate_scale", 1.0, f"{where} sizes")
+    pause_scale = _num(sizing, "pause_scale", 1.0, f"{where} sizes")
+    return Step(action=action, pbx=targets, fraction=_num(item, "fraction", 1.0, w, 0.0, 1.0),
+                rate=_num(item, "rate", 0.0, w) * rate_scale, seconds=_num(item, "seconds", 0.0, w, 0, 3600) * pause_scale,
+                audit=bool(item.get("audit", False)), participants=_int(item, "participants", 4, w, 1, 1000),
+                firmware=_int(item, "firmware", 13, w, 1, 99), standby=str(standby), label=str(item.get("label", "")))
+
+
+def _bounds(value: Any, where: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value) and value[0] <= value[1]:
+        return (value[0], value[1])
+    raise ScenarioError(f"{where}: expected a count or [min, max], not {value!r}")
+
+
+def _expect(raw: Any, where: str) -> Expectations:
+    _known(raw, _EXPECT_KEYS, where)
+    peak = raw.get("peak_in_use", {})
+    for family, value in peak.items():
+        if family not in FAMILIES or not (value == "installed" or isinstance(value, int)):
+            raise ScenarioError(f"{where}: peak_in_use.{family} must name a family and be a count or \"installed\"")
+    return Expectations(
+        no_over_allocation=bool(raw.get("no_over_allocation", True)),
+        audit_agrees=bool(raw.get("audit_agrees", True)),
+        nothing_left=bool(raw.get("nothing_left", False)),
+        denials={k: _bounds(v, f"{where} denials.{k}") for k, v in raw.get("denials", {}).items()},
+        denial_rules={k: _bounds(v, f"{where} denial_rules.{k}") for k, v in raw.get("denial_rules", {}).items()},
+        peak_in_use=dict(peak),
+        takeover_ms_max=_num(raw, "takeover_ms_max", 0, where) or None if "takeover_ms_max" in raw else None,
+        takeovers=_bounds(raw["takeovers"], f"{where} takeovers") if "takeovers" in raw else None,
+    )
+
+
+def matches(target: str, name: str) -> bool:
+    """A step's `pbx = "site"` names PBX "site" and its copies "site1", "site2", ..."""
+    return name == target or (name.startswith(target) and name[len(target):].isdigit())
