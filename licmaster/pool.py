@@ -328,12 +328,23 @@ class Pool:
 
     # ---------------------------------------------------------------- nodes
 
-    def set_node(self, node: Node) -> None:
-        """Register or update what a PBX said in `hello`; its cached plans are recomputed."""
+    def set_node(self, node: Node) -> list[Lease]:
+        """Register or update what a PBX said in `hello`.
+
+        A node that comes back *changed* (another firmware, platform, MAC, licensing or role)
+        loses its floating leases: they were granted under the rules for what it was (R-VER,
+        R-IPVA, R-MODE), and its `sync` takes back what the rules allow it now. The leases
+        released are returned. The same node saying hello again keeps everything.
+        """
         old = self.nodes.get(node.name)
         self.nodes[node.name] = node
-        if old is not None and old != node and node.name in self._held:
-            self._held[node.name].plans.clear()
+        if old is None or old == node:
+            return []
+        held = self._held.get(node.name)
+        if held is None:
+            return []
+        held.plans.clear()
+        return self.release_node(node.name)
 
     def _node(self, name: str) -> Node:
         node = self.nodes.get(name)

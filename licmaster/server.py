@@ -267,7 +267,8 @@ class Master:
         session.last_seen = now
         conn.session = session
         conn.hello_done()
-        self.pool.set_node(info)
+        for lease in self.pool.set_node(info):
+            self._journal(RELEASE, info.name, lease.resource, lease.holder, lease.id, "node changed")
         logs.event("hello", node=info.name, role=info.role, firmware=info.firmware, platform=info.platform,
                    licensing=info.licensing, peer=conn.peer)
         reply = self._ok(rid)

@@ -31,6 +31,7 @@ class Auditor:
         self.belief = belief
         self.interval = interval
         self.installed: dict[str, int] = {}
+        self.pools: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -55,6 +56,7 @@ class Auditor:
         usage = await self.client.usage()
         in_use, installed = totals(usage)
         self.installed = installed
+        self.pools = [{k: p[k] for k in ("family", "version", "bound", "installed")} for p in usage["pools"]]
         self.recorder.samples.append({"t": round(self.recorder.now(), 3), "in_use": in_use, "installed": installed})
         for pool in usage["pools"]:
             if pool["in_use"] > pool["installed"]:

@@ -19,7 +19,9 @@ class MasterProcess:
         self._tmp = tempfile.TemporaryDirectory(prefix="slave-sim-") if workdir is None else None
         self.workdir = Path(self._tmp.name) if self._tmp else workdir  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.licenses = licenses
+        # The master reads copies, so that a drill can replace them and reload (SIGHUP).
+        self.licenses = tuple(self.workdir / f"licenses-{i}.toml" for i in range(max(1, len(licenses))))
+        self._install(licenses)
         self.settings = {"heartbeat_ms": 1000, "lease_ttl_ms": 3000, **settings}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -32,6 +34,19 @@ class MasterProcess:
     @property
     def journal(self) -> Path:
         return self.workdir / "data" / "journal.sqlite3"
+
+    def _install(self, sources: tuple[Path, ...]) -> None:
+        for i, copy in enumerate(self.licenses):
+            copy.write_text(sources[i].read_text() if i < len(sources) else "")
+        extra = sources[len(self.licenses):]
+        if extra:  # more files than at start: append them to the last copy
+            self.licenses[-1].write_text(self.licenses[-1].read_text() + "\n" + "\n".join(p.read_text() for p in extra))
+
+    def reload(self, sources: tuple[Path, ...]) -> None:
+        """Replace the license files and have the master reload them (SIGHUP)."""
+        self._install(sources)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def _write_config(self) -> Path:
         lines = [f'listen = "127.0.0.1:{self.port}"', 'data_dir = "data"', "log_level = \"warning\"",

@@ -40,7 +40,7 @@ def console(result: RunResult) -> str:
         lines.append("  denials by rule: " + ", ".join(f"{k} {v}" for k, v in sorted(d["denials"]["by_rule"].items())))
     peak = ", ".join(f"{f} {n}/{d['installed'].get(f, 0)}" for f, n in sorted(d["peak_in_use"].items()) if n)
     if peak:
-        lines.append(f"  peak in use / installed: {peak}")
+        lines.append(f"  peak in use / installed at the end: {peak}")
     for op, lat in d["latency"].items():
         lines.append(f"  {op:<15} {lat['count']:>7}  p50 {lat['p50_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms")
     if d["takeover_ms"]:

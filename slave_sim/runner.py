@@ -55,8 +55,9 @@ class Runner:
         self.standbys: dict[str, SimPBX] = {}
         self.killed_at: dict[str, float] = {}
         self.auditor: Auditor | None = None
-        if master and any(s.action == "restart-master" for s in scenario.steps):
-            raise ValueError("this scenario restarts the master: run it without --master, so that slave-sim owns the master")
+        if master and any(s.action in ("restart-master", "reload-licenses") for s in scenario.steps):
+            raise ValueError("this scenario restarts the master or replaces its licenses: run it without --master, "
+                             "so that slave-sim owns the master")
 
     # ================================================================ the run
 
@@ -171,6 +172,8 @@ class Runner:
             await self.takeover(step.standby)
         elif action == "restart-master":
             await self.restart_master()
+        elif action == "reload-licenses":
+            await self.reload_licenses(step)
         await self.run_units(units, step.rate)
         if step.audit:
             await self.audit(step.describe())
@@ -226,6 +229,18 @@ class Runner:
                 break
             await asyncio.sleep(0.05)
         self.recorder.fault("every PBX re-synced")
+
+    async def reload_licenses(self, step: Step) -> None:
+        assert self.master_process is not None and self.auditor is not None
+        before = list(self.auditor.pools)
+        self.master_process.reload(step.licenses)
+        deadline = time.perf_counter() + 10
+        while time.perf_counter() < deadline:  # until the master shows the new installation
+            await asyncio.sleep(0.05)
+            await self.auditor.sample()
+            if self.auditor.pools != before:
+                break
+        self.recorder.fault("licenses reloaded: " + ", ".join(f"{f} {n}" for f, n in sorted(self.auditor.installed.items())))
 
     async def audit(self, label: str) -> None:
         assert self.auditor is not None

@@ -37,6 +37,7 @@ ACTIONS = {
     "restore": "a killed or cut-off PBX comes back, reconnects and re-syncs",
     "takeover": "a standby PBX takes over its failed PBX (R-STBY)",
     "restart-master": "the master is killed (kill -9) and started again",
+    "reload-licenses": "the master's license files are replaced and it reloads them (SIGHUP, no restart)",
 }
 TARGETED = {"register", "unregister", "configure-users", "conference", "end-conference", "operator-login",
             "operator-logout", "queue-monitor", "isdn-up", "isdn-down", "upgrade", "kill", "cut", "restore"}
@@ -82,6 +83,7 @@ class Step:
     firmware: int = 13
     standby: str = ""
     label: str = ""
+    licenses: tuple[Path, ...] = ()
 
     def describe(self) -> str:
         target = ",".join(self.pbx) or "all"
@@ -127,7 +129,8 @@ class Scenario:
 
 _PBX_KEYS = {"name", "copies", "platform", "model", "firmware", "mac", "licensing", "local_licenses", "standby", "users",
              "devices_per_user", "executives", "trunks", "groups", "queues", "isdn", "rooms", "operators", "template"}
-_STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "participants", "firmware", "standby", "label"}
+_STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "participants", "firmware", "standby", "label",
+              "licenses"}
 _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
                 "takeover_ms_max", "takeovers"}
 _MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "licenses"}
@@ -168,7 +171,7 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     clash = standby_names & set(names)
     if clash:
         raise ScenarioError(f"{where}: standby name(s) {sorted(clash)} are also PBX names")
-    steps = tuple(_step(s, i, where, set(names), standby_names, sizing) for i, s in enumerate(raw.get("step", [])))
+    steps = tuple(_step(s, i, where, set(names), standby_names, sizing, base) for i, s in enumerate(raw.get("step", [])))
     expect = _expect(raw.get("expect", {}), f"{where} [expect]")
     name = raw.get("name", path.stem)
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
@@ -272,7 +275,7 @@ def _pbxs(items: Any, base: Path, where: str, sizing: dict[str, Any]) -> tuple[P
     return tuple(out)
 
 
-def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], sizing: dict[str, Any]) -> Step:
+def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], sizing: dict[str, Any], base: Path) -> Step:
     w = f"{where} [[step]] #{i + 1}"
     _known(item, _STEP_KEYS, w)
     action = item.get("action")
@@ -285,12 +288,16 @@ def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], si
     standby = item.get("standby", "")
     if action == "takeover" and not any(s == standby or s.startswith(standby) and s[len(standby):].isdigit() for s in standbys):
         raise ScenarioError(f"{w}: takeover needs standby = the name of a PBX's standby ({', '.join(sorted(standbys)) or 'none defined'})")
+    licenses = tuple(_path(base, x, f"{w} licenses") for x in _list(item.get("licenses", []), f"{w} licenses"))
+    if action == "reload-licenses" and not licenses:
+        raise ScenarioError(f"{w}: reload-licenses needs licenses = [\"file.toml\", ...]")
     rate_scale = _num(sizing, "rate_scale", 1.0, f"{where} sizes")
     pause_scale = _num(sizing, "pause_scale", 1.0, f"{where} sizes")
     return Step(action=action, pbx=targets, fraction=_num(item, "fraction", 1.0, w, 0.0, 1.0),
                 rate=_num(item, "rate", 0.0, w) * rate_scale, seconds=_num(item, "seconds", 0.0, w, 0, 3600) * pause_scale,
                 audit=bool(item.get("audit", False)), participants=_int(item, "participants", 4, w, 1, 1000),
-                firmware=_int(item, "firmware", 13, w, 1, 99), standby=str(standby), label=str(item.get("label", "")))
+                firmware=_int(item, "firmware", 13, w, 1, 99), standby=str(standby), label=str(item.get("label", "")),
+                licenses=licenses)
 
 
 def _bounds(value: Any, where: str) -> tuple[int, int]:

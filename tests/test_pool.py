@@ -423,3 +423,15 @@ def test_hello_with_new_attributes_recomputes_the_plan() -> None:
     pool.checkin("vm", lease.id)
     pool.set_node(Node("vm", platform="ipva", mac=MAC_A))
     assert len(granted(pool.checkout("vm", "port", "a")).lease.took) == 2
+
+
+def test_a_node_that_comes_back_upgraded_resyncs_under_the_new_rules_R_VER_2() -> None:
+    pool = pool_of(("PBX-Port11", 2), ("PBX-Port13", 2), nodes=(Node("pbx", firmware=11),))
+    for holder in ("a", "b", "c"):
+        granted(pool.checkout("pbx", "port", holder))
+    assert pool.set_node(Node("pbx", firmware=11)) == []  # the same hello again keeps everything
+    released = pool.set_node(Node("pbx", firmware=13))
+    assert sorted(lease.holder for lease in released) == ["a", "b", "c"]
+    result = pool.sync("pbx", [SyncEntry("port", h) for h in ("a", "b", "c")])
+    assert [(d.code, d.rule) for _, _, d in result.denied] == [("version", "R-VER-2")] * 3
+    assert in_use(pool, "PBX-Port") == 0
