@@ -147,6 +147,11 @@ class MasterClient:
     # ================================================================ connection
 
     @property
+    def settled(self) -> bool:
+        """Connected, and not in the middle of a reconnect and re-sync."""
+        return self.connected.is_set() and (self._reconnect_task is None or self._reconnect_task.done())
+
+    @property
     def address(self) -> tuple[str, int]:
         return self.masters[self.master_index]
 

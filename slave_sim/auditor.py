@@ -5,7 +5,6 @@ exactly. Any disagreement is a failed run, with the evidence."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from licmaster.client import LicenseError, MasterClient
@@ -24,11 +23,9 @@ def totals(usage: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
 
 
 class Auditor:
-    def __init__(self, masters: list[str], recorder: Recorder, belief: Callable[[], dict[str, int]],
-                 interval: float = 0.2) -> None:
+    def __init__(self, masters: list[str], recorder: Recorder, interval: float = 0.2) -> None:
         self.client = MasterClient(masters, "slave-sim-auditor", role="observer", connect_timeout=5.0)
         self.recorder = recorder
-        self.belief = belief
         self.interval = interval
         self.installed: dict[str, int] = {}
         self.pools: list[dict[str, Any]] = []
@@ -63,10 +60,10 @@ class Auditor:
                 self.recorder.violations.append({"t": round(self.recorder.now(), 3), "what": "over-allocation", "pool": pool})
         return in_use
 
-    async def check_agreement(self, label: str) -> bool:
+    async def check_agreement(self, label: str, belief: dict[str, int]) -> bool:
         """At a quiet point: the master's in-use counts equal the network's belief, family by family."""
         master_view = {f: n for f, n in (await self.sample()).items() if n}
-        network_view = {f: n for f, n in self.belief().items() if n}
+        network_view = {f: n for f, n in belief.items() if n}
         agrees = master_view == network_view
         finding = {"t": round(self.recorder.now(), 3), "at": label, "agrees": agrees,
                    "master": master_view, "network": network_view}

@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--master", help="host:port of a running master (default: start one)")
     run.add_argument("--size", default="ci", help="scenario size: ci (default) or one of its [sizes.*], e.g. full")
     run.add_argument("--report-dir", type=Path, default=Path("reports"), help="where the JSON and HTML reports go")
+    run.add_argument("--workers", type=int, default=1, help="spread the PBXs over N processes (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
     sub.add_parser("actions", help="list the timeline actions a scenario may use")
     args = parser.parse_args(argv)
@@ -61,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         scenario = load_scenario(args.scenario, args.size)
-        runner = Runner(scenario, args.master, None if args.quiet else ProgressLine(sys.stderr))
+        if args.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        runner = Runner(scenario, args.master, None if args.quiet else ProgressLine(sys.stderr), workers=args.workers)
     except (ScenarioError, ValueError) as exc:
         print(f"slave-sim: {exc}", file=sys.stderr)
         return 2

@@ -71,6 +71,15 @@ class Recorder:
                      "max_ms": round(max(v) * 1000, 3)}
                 for op, v in sorted(self.latencies.items()) if v}
 
+    def merge(self, other: Recorder) -> None:
+        """Add a worker process's measurements (same clock: perf_counter is system-wide here)."""
+        for op, values in other.latencies.items():
+            self.latencies[op].extend(values)
+        self.outcomes.update(other.outcomes)
+        self.denials.update(other.denials)
+        self.takeover_ms.extend(other.takeover_ms)
+        self.timeline = sorted(self.timeline + other.timeline, key=lambda item: item["t"])
+
     def peak_in_use(self) -> dict[str, int]:
         peak: dict[str, int] = {}
         for sample in self.samples:

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from licmaster.catalog import FAMILIES, Consumption
 
 from .auditor import Auditor
 from .master_process import MasterProcess
 from .metrics import Recorder
-from .pbx import SimPBX
-from .scenario import Scenario, Step, matches
+from .network import Network
+from .scenario import Scenario, Step
+from .workers import RemoteNetwork
 
 Progress = Callable[[int, int, str, Recorder], None]
-IN_FLIGHT = 256  # concurrent operations when a step has no rate
 
 
 @dataclass
@@ -45,15 +44,16 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, scenario: Scenario, master: str | None = None, progress: Progress | None = None) -> None:
+    def __init__(self, scenario: Scenario, master: str | None = None, progress: Progress | None = None,
+                 workers: int = 1) -> None:
         self.scenario = scenario
         self.recorder = Recorder()
         self.progress = progress
         self.external_master = master
+        self.workers = max(1, workers)
         self.master_process: MasterProcess | None = None
-        self.pbxs: dict[str, SimPBX] = {}
-        self.standbys: dict[str, SimPBX] = {}
-        self.killed_at: dict[str, float] = {}
+        self.local: Network | None = None
+        self.remote: list[RemoteNetwork] = []
         self.auditor: Auditor | None = None
         if master and any(s.action in ("restart-master", "reload-licenses") for s in scenario.steps):
             raise ValueError("this scenario restarts the master or replaces its licenses: run it without --master, "
@@ -65,33 +65,39 @@ class Runner:
         start = time.perf_counter()
         address = self._start_master()
         masters = [address]
+        checks: list[Check] = []
+        final: dict[str, int] = {}
+        installed: dict[str, int] = {}
         try:
-            for spec in self.scenario.pbxs:
-                self.pbxs[spec.name] = SimPBX(spec, masters, self.recorder)
-                if spec.standby:
-                    standby_spec = replace(spec, mac=_standby_mac(spec.mac), licensing="central")
-                    self.standbys[spec.standby] = SimPBX(standby_spec, masters, self.recorder, role="standby",
-                                                         standby_for=spec.name, name=spec.standby)
-            everyone = [*self.pbxs.values(), *self.standbys.values()]
-            await asyncio.gather(*(p.start() for p in everyone))
-            self.auditor = Auditor(masters, self.recorder, self.belief)
+            if self.workers == 1:
+                self.local = Network(self.scenario, masters, self.recorder)
+                await self.local.start()
+            else:
+                self.remote = [RemoteNetwork(self.scenario.path, self.scenario.size, masters, w, self.workers,
+                                             self.recorder.start) for w in range(self.workers)]
+                await asyncio.gather(*(r.start() for r in self.remote))
+            self.auditor = Auditor(masters, self.recorder)
             await self.auditor.start()
-            self.recorder.fault(f"{len(self.pbxs)} PBXs and {len(self.standbys)} standbys up, "
-                                f"{self.scenario.device_count} devices configured")
+            standbys = sum(1 for p in self.scenario.pbxs if p.standby)
+            self.recorder.fault(f"{len(self.scenario.pbxs)} PBXs and {standbys} standbys up in {self.workers} "
+                                f"process(es), {self.scenario.device_count} devices configured")
             total = len(self.scenario.steps)
             for i, step in enumerate(self.scenario.steps):
                 self.recorder.step(step.describe())
                 if self.progress:
                     self.progress(i, total, step.describe(), self.recorder)
-                await self.play(step)
+                await self.play(i, step)
             if self.progress:
                 self.progress(total, total, "everyone leaves", self.recorder)
-            await asyncio.gather(*(p.stop() for p in everyone if p.alive))
+            await self._stop_networks()
             await asyncio.sleep(0.05)
-            final, installed = await self._final_usage()
+            final = await self.auditor.sample()
+            installed = dict(self.auditor.installed)
             checks = self.judge(final, installed)
             await self.auditor.stop()
         finally:
+            for remote in self.remote:
+                remote.kill()
             journal = str(self.master_process.journal) if self.master_process else None
             if self.master_process:
                 self.master_process.stop()
@@ -104,131 +110,49 @@ class Runner:
         self.master_process = MasterProcess(self.scenario.licenses, self.scenario.master)
         return self.master_process.start()
 
-    async def _final_usage(self) -> tuple[dict[str, int], dict[str, int]]:
-        assert self.auditor is not None
-        in_use = await self.auditor.sample()
-        return in_use, dict(self.auditor.installed)
+    async def _stop_networks(self) -> None:
+        if self.local is not None:
+            await self.local.stop()
+        for recorder in await asyncio.gather(*(r.stop() for r in self.remote)):
+            self.recorder.merge(recorder)
 
-    def belief(self) -> dict[str, int]:
+    async def belief(self) -> dict[str, int]:
         """What the whole simulated network believes it holds on the master, per family."""
+        parts = [self.local.belief()] if self.local else await asyncio.gather(*(r.fetch_belief() for r in self.remote))
         out: dict[str, int] = {}
-        for pbx in [*self.pbxs.values(), *self.standbys.values()]:
-            for part in (pbx.belief(), pbx.assigned_belief()):
-                for family, n in part.items():
-                    out[family] = out.get(family, 0) + n
+        for part in parts:
+            for family, n in part.items():
+                out[family] = out.get(family, 0) + n
         return out
 
     # ================================================================ steps
 
-    def targets(self, step: Step) -> list[SimPBX]:
-        if not step.pbx:
-            return list(self.pbxs.values())
-        return [p for name, p in self.pbxs.items() if any(matches(t, name) for t in step.pbx)]
-
-    async def play(self, step: Step) -> None:
-        action = step.action
-        pbxs = [p for p in self.targets(step) if p.alive or action == "restore"]
-        units: list[Callable[[], Awaitable[None]]] = []
-        if action == "register":
-            units = [_bind(p.register, d) for p in pbxs for d in p.to_register(step.fraction)]
-        elif action == "unregister":
-            units = [_bind(p.unregister, d) for p in pbxs for d in p.to_unregister(step.fraction)]
-        elif action == "configure-users":
-            units = [_bind(p.configure_user, u) for p in pbxs for u in p.users[: _part(len(p.users), step.fraction)]]
-        elif action == "conference":
-            units = [_bind(p.start_conference, r, step.participants) for p in pbxs for r in p.rooms()[: _part(len(p.rooms()), step.fraction)]]
-        elif action == "end-conference":
-            units = [_bind(p.end_conference, r) for p in pbxs for r in p.rooms()]
-        elif action == "operator-login":
-            units = [_bind(p.operator_login, d) for p in pbxs for d in p.desks()[: _part(len(p.desks()), step.fraction)]]
-        elif action == "operator-logout":
-            units = [_bind(p.operator_logout, d) for p in pbxs for d in p.desks()]
-        elif action == "queue-monitor":
-            units = [_bind(p.monitor_queue, q) for p in pbxs for q in p.queues()]
-        elif action == "isdn-up":
-            units = [_bind(p.isdn_up, i) for p in pbxs for i in p.interfaces()]
-        elif action == "isdn-down":
-            units = [_bind(p.isdn_down, i) for p in pbxs for i in p.interfaces()]
-        elif action == "upgrade":
-            units = [_bind(p.upgrade, step.firmware) for p in pbxs]
-        elif action == "pause":
+    async def play(self, index: int, step: Step) -> None:
+        if step.action == "pause":
             await asyncio.sleep(step.seconds)
-        elif action == "kill":
-            for p in pbxs:
-                p.kill()
-                self.killed_at[p.name] = time.perf_counter()
-                self.recorder.fault(f"{p.name} killed")
-        elif action == "cut":
-            for p in pbxs:
-                p.cut()
-                self.killed_at[p.name] = time.perf_counter()
-                self.recorder.fault(f"{p.name} cut off")
-        elif action == "restore":
-            for p in self.targets(step):
-                if p.state in ("dead", "cut"):
-                    await p.restore()
-                    self.recorder.fault(f"{p.name} back")
-        elif action == "takeover":
-            await self.takeover(step.standby)
-        elif action == "restart-master":
+        elif step.action == "restart-master":
             await self.restart_master()
-        elif action == "reload-licenses":
+        elif step.action == "reload-licenses":
             await self.reload_licenses(step)
-        await self.run_units(units, step.rate)
+        elif self.local is not None:
+            await self.local.play(step)
+        else:
+            await asyncio.gather(*(r.play_index(index) for r in self.remote))
         if step.audit:
             await self.audit(step.describe())
 
-    async def run_units(self, units: list[Callable[[], Awaitable[None]]], rate: float) -> None:
-        if not units:
-            return
-        if rate <= 0:
-            semaphore = asyncio.Semaphore(IN_FLIGHT)
-
-            async def limited(unit: Callable[[], Awaitable[None]]) -> None:
-                async with semaphore:
-                    await unit()
-
-            await asyncio.gather(*(limited(u) for u in units))
-            return
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        tasks = []
-        for i, unit in enumerate(units):
-            delay = t0 + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(loop.create_task(unit()))
-        await asyncio.gather(*tasks)
-
-    async def takeover(self, standby_name: str) -> None:
-        standbys = [s for name, s in self.standbys.items() if matches(standby_name, name)]
-        for standby in standbys:
-            start = time.perf_counter()
-            ok = await standby.takeover()
-            took = (time.perf_counter() - start) * 1000
-            failed = self.pbxs[standby.standby_for or ""]
-            if ok:
-                self.recorder.takeover_ms.append(took)
-                since = self.killed_at.get(failed.name)
-                gap = f", {(time.perf_counter() - since) * 1000:.0f} ms after the failure" if since else ""
-                self.recorder.fault(f"takeover by {standby.name} answered in {took:.1f} ms{gap}")
-                failed.state = "fenced"
-            else:
-                self.recorder.fault(f"takeover by {standby.name} refused")
-
     async def restart_master(self) -> None:
-        assert self.master_process is not None
+        assert self.master_process is not None and self.auditor is not None
+        epoch = self.auditor.client.epoch + 1
         self.recorder.fault("master killed (kill -9)")
         await asyncio.get_running_loop().run_in_executor(None, self.master_process.restart)
         self.recorder.fault("master started again")
-        # every live PBX reconnects and re-syncs by itself; wait until they have
-        deadline = time.perf_counter() + 30
-        while time.perf_counter() < deadline:
-            clients = [p.client for p in [*self.pbxs.values(), *self.standbys.values()] if p.alive and p.client]
-            if all(c.connected.is_set() and not (c._reconnect_task and not c._reconnect_task.done()) for c in clients):
-                break
-            await asyncio.sleep(0.05)
-        self.recorder.fault("every PBX re-synced")
+        # every live PBX reconnects and re-syncs by itself; wait until they all have
+        if self.local is not None:
+            settled = await self.local.settled(epoch)
+        else:
+            settled = all(await asyncio.gather(*(r.settled(epoch) for r in self.remote)))
+        self.recorder.fault("every PBX re-synced" if settled else "some PBXs did not re-sync within 30 s")
 
     async def reload_licenses(self, step: Step) -> None:
         assert self.master_process is not None and self.auditor is not None
@@ -245,7 +169,7 @@ class Runner:
     async def audit(self, label: str) -> None:
         assert self.auditor is not None
         await asyncio.sleep(0.05)  # replies in flight land first
-        await self.auditor.check_agreement(label)
+        await self.auditor.check_agreement(label, await self.belief())
 
     # ================================================================ verdict
 
@@ -287,17 +211,3 @@ class Runner:
             checks.append(Check(f"takeover within {e.takeover_ms_max:g} ms", bool(r.takeover_ms) and worst <= e.takeover_ms_max,
                                 f"slowest {worst:.1f} ms" if r.takeover_ms else "no takeover happened"))
         return checks
-
-
-def _bind(fn: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
-    return lambda: fn(*args)
-
-
-def _part(n: int, fraction: float) -> int:
-    return n if fraction >= 1 else round(n * fraction)
-
-
-def _standby_mac(mac: str) -> str:
-    octets = mac.split(":")
-    octets[3] = f"{(int(octets[3], 16) ^ 0x80):02x}"
-    return ":".join(octets)

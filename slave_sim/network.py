@@ -1,0 +1,170 @@
+"""The simulated PBXs of one process, and how a timeline step acts on them.
+
+The runner drives one Network in-process, or one per worker process (`--workers N`, PBX i in
+worker i mod N): the same class either way, so a drill means the same thing at any scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from .metrics import Recorder
+from .pbx import SimPBX
+from .scenario import Scenario, Step, matches
+
+IN_FLIGHT = 256  # concurrent operations when a step has no rate
+Unit = Callable[[], Awaitable[None]]
+
+
+class Network:
+    def __init__(self, scenario: Scenario, masters: list[str], recorder: Recorder, *, worker: int = 0, workers: int = 1) -> None:
+        self.scenario = scenario
+        self.recorder = recorder
+        self.workers = workers
+        self.pbxs: dict[str, SimPBX] = {}
+        self.standbys: dict[str, SimPBX] = {}
+        self.killed_at: dict[str, float] = {}
+        for i, spec in enumerate(scenario.pbxs):
+            if i % workers != worker:
+                continue
+            self.pbxs[spec.name] = SimPBX(spec, masters, recorder)
+            if spec.standby:
+                standby_spec = replace(spec, mac=standby_mac(spec.mac), licensing="central")
+                self.standbys[spec.standby] = SimPBX(standby_spec, masters, recorder, role="standby",
+                                                     standby_for=spec.name, name=spec.standby)
+
+    @property
+    def everyone(self) -> list[SimPBX]:
+        return [*self.pbxs.values(), *self.standbys.values()]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(p.start() for p in self.everyone))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.stop() for p in self.everyone if p.alive))
+
+    def belief(self) -> dict[str, int]:
+        """What these PBXs believe they hold on the master, per family (leases and user licenses)."""
+        out: dict[str, int] = {}
+        for pbx in self.everyone:
+            for part in (pbx.belief(), pbx.assigned_belief()):
+                for family, n in part.items():
+                    out[family] = out.get(family, 0) + n
+        return out
+
+    async def settled(self, epoch: int = 0, timeout: float = 30.0) -> bool:
+        """True once every live PBX is connected to a master of at least `epoch` (after a master
+        restart) and has re-synced."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            clients = [p.client for p in self.everyone if p.alive and p.client]
+            if all(c.settled and c.epoch >= epoch for c in clients):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def targets(self, step: Step) -> list[SimPBX]:
+        if not step.pbx:
+            return list(self.pbxs.values())
+        return [p for name, p in self.pbxs.items() if any(matches(t, name) for t in step.pbx)]
+
+    async def play(self, step: Step) -> None:
+        """A PBX-level step (everything but pause, restart-master and reload-licenses)."""
+        action = step.action
+        pbxs = [p for p in self.targets(step) if p.alive]
+        units: list[Unit] = []
+        if action == "register":
+            units = [_bind(p.register, d) for p in pbxs for d in p.to_register(step.fraction)]
+        elif action == "unregister":
+            units = [_bind(p.unregister, d) for p in pbxs for d in p.to_unregister(step.fraction)]
+        elif action == "configure-users":
+            units = [_bind(p.configure_user, u) for p in pbxs for u in _part(p.users, step.fraction)]
+        elif action == "conference":
+            units = [_bind(p.start_conference, r, step.participants) for p in pbxs for r in _part(p.rooms(), step.fraction)]
+        elif action == "end-conference":
+            units = [_bind(p.end_conference, r) for p in pbxs for r in p.rooms()]
+        elif action == "operator-login":
+            units = [_bind(p.operator_login, d) for p in pbxs for d in _part(p.desks(), step.fraction)]
+        elif action == "operator-logout":
+            units = [_bind(p.operator_logout, d) for p in pbxs for d in p.desks()]
+        elif action == "queue-monitor":
+            units = [_bind(p.monitor_queue, q) for p in pbxs for q in p.queues()]
+        elif action == "isdn-up":
+            units = [_bind(p.isdn_up, i) for p in pbxs for i in p.interfaces()]
+        elif action == "isdn-down":
+            units = [_bind(p.isdn_down, i) for p in pbxs for i in p.interfaces()]
+        elif action == "upgrade":
+            units = [_bind(p.upgrade, step.firmware) for p in pbxs]
+        elif action in ("kill", "cut"):
+            for p in pbxs:
+                p.kill() if action == "kill" else p.cut()
+                self.killed_at[p.name] = time.perf_counter()
+                self.recorder.fault(f"{p.name} {'killed' if action == 'kill' else 'cut off'}")
+        elif action == "restore":
+            for p in self.targets(step):
+                if p.state in ("dead", "cut"):
+                    await p.restore()
+                    self.recorder.fault(f"{p.name} back")
+        elif action == "takeover":
+            await self.takeover(step.standby)
+        await run_units(units, step.rate / self.workers)
+
+    async def takeover(self, standby_name: str) -> None:
+        for name, standby in self.standbys.items():
+            if not matches(standby_name, name):
+                continue
+            start = time.perf_counter()
+            ok = await standby.takeover()
+            took = (time.perf_counter() - start) * 1000
+            failed = self.pbxs[standby.standby_for or ""]
+            if ok:
+                self.recorder.takeover_ms.append(took)
+                since = self.killed_at.get(failed.name)
+                gap = f", {(time.perf_counter() - since) * 1000:.0f} ms after the failure" if since else ""
+                self.recorder.fault(f"takeover by {standby.name} answered in {took:.1f} ms{gap}")
+                failed.state = "fenced"
+            else:
+                self.recorder.fault(f"takeover by {standby.name} refused")
+
+
+async def run_units(units: list[Unit], rate: float) -> None:
+    """Every unit of a step: paced at `rate` per second, or as fast as the master answers."""
+    if not units:
+        return
+    if rate <= 0:
+        semaphore = asyncio.Semaphore(IN_FLIGHT)
+
+        async def limited(unit: Unit) -> None:
+            async with semaphore:
+                await unit()
+
+        await asyncio.gather(*(limited(u) for u in units))
+        return
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    tasks = []
+    for i, unit in enumerate(units):
+        delay = t0 + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(unit()))
+    await asyncio.gather(*tasks)
+
+
+def _bind(fn: Callable[..., Awaitable[None]], *args: Any) -> Unit:
+    return lambda: fn(*args)
+
+
+def _part(items: list[Any], fraction: float) -> list[Any]:
+    return items if fraction >= 1 else items[: round(len(items) * fraction)]
+
+
+def standby_mac(mac: str) -> str:
+    """A standby PBX is another device: its MAC differs from the PBX it stands by for."""
+    octets = mac.split(":")
+    octets[3] = f"{(int(octets[3], 16) ^ 0x80):02x}"
+    return ":".join(octets)

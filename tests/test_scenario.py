@@ -1,0 +1,73 @@
+"""Scenario files: every shipped one loads; mistakes are named before anything runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from slave_sim.scenario import ScenarioError, load_scenario, matches
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_scenario_loads(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.steps and scenario.pbxs and scenario.licenses
+    assert scenario.description
+
+
+def test_the_full_morning_rush_has_thousands_of_phones_on_ten_pbxs() -> None:
+    ci = load_scenario(ROOT / "scenarios" / "morning-rush.toml")
+    full = load_scenario(ROOT / "scenarios" / "morning-rush.toml", size="full")
+    assert len(full.pbxs) == 10 and full.device_count >= 4000
+    assert full.device_count > 5 * ci.device_count
+    assert full.licenses[0].name == "morning-rush-full.toml"
+    assert full.steps[0].rate == 10 * ci.steps[0].rate
+
+
+def test_copies_get_numbered_names_and_their_own_macs() -> None:
+    scenario = load_scenario(ROOT / "scenarios" / "morning-rush.toml")
+    names = [p.name for p in scenario.pbxs]
+    assert names[:3] == ["site1", "site2", "site3"]
+    assert len({p.mac for p in scenario.pbxs}) == 10
+    assert matches("site", "site10") and not matches("site", "sites")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "l.toml").write_text('[[license]]\ntype = "PBX-Port13"\ncount = 1\n')
+    path = tmp_path / "s.toml"
+    path.write_text('[master]\nlicenses = ["l.toml"]\n' + text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('[[pbx]]\nname = "a"\nusers = 1\ncolour = "red"\n', "unknown key(s) colour"),
+    ('[[pbx]]\nname = "a"\n[[step]]\naction = "dance"\n', "action must be one of"),
+    ('[[pbx]]\nname = "a"\n[[step]]\naction = "register"\npbx = "b"\n', "no PBX named 'b'"),
+    ('[[pbx]]\nname = "a"\nlicensing = "decentral"\n', "needs local_licenses (R-MODE-2)"),
+    ('[[pbx]]\nname = "a"\n[[step]]\naction = "takeover"\nstandby = "x"\n', "takeover needs standby"),
+    ('[[pbx]]\nname = "a"\nusers = -1\n', "users must be a whole number"),
+    ('[[pbx]]\nname = "a"\ntemplate = ["PBX-Nope"]\n', "unknown license family 'PBX-Nope'"),
+    ('[[pbx]]\nname = "a"\n[expect]\ndenials = { exhausted = [3, 1] }\n', "expected a count or [min, max]"),
+    ('', "at least one [[pbx]]"),
+    ('[[pbx]]\nname = "a"\n[[step]]\naction = "reload-licenses"\n', "reload-licenses needs licenses"),
+])
+def test_mistakes_are_named(tmp_path: Path, text: str, says: str) -> None:
+    with pytest.raises(ScenarioError, match=re.escape(says)):
+        load_scenario(write(tmp_path, text))
+
+
+def test_a_missing_license_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[master]\nlicenses = ["nope.toml"]\n[[pbx]]\nname = "a"\n')
+    with pytest.raises(ScenarioError, match="no such file"):
+        load_scenario(path)
+
+
+def test_an_unknown_size_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"no \[sizes.huge\]"):
+        load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n'), size="huge")

@@ -1,0 +1,121 @@
+"""slave-sim as a user runs it: real processes (slave-sim, and the master it starts), real
+sockets, every shipped scenario passing its own expectations at CI size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slave_sim.auditor import Auditor
+from slave_sim.cli import ProgressLine
+from slave_sim.metrics import Recorder
+
+from .daemon import Daemon
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
+
+
+def slave_sim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slave_sim.cli", "run", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_scenario_passes_its_expectations(path: Path, tmp_path: Path) -> None:
+    out = slave_sim(str(path), "--report-dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "PASSED" in out.stdout
+    report = json.loads((tmp_path / f"{path.stem}-ci.json").read_text())
+    assert report["passed"] and report["checks"] and all(c["passed"] for c in report["checks"])
+    assert report["samples"] and not report["violations"]
+    html = (tmp_path / f"{path.stem}-ci.html").read_text()
+    assert "<svg" in html and "PASSED" in html
+    # self-contained: users run this offline
+    assert "<script" not in html and "http://" not in html and "https://" not in html and "@import" not in html
+
+
+def test_workers_spread_the_pbxs_over_processes(tmp_path: Path) -> None:
+    out = slave_sim(str(ROOT / "scenarios" / "morning-rush.toml"), "--workers", "3", "--report-dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((tmp_path / "morning-rush-ci.json").read_text())
+    assert "in 3 process(es)" in report["timeline"][0]["event"]
+    assert report["grants"] > 0 and report["denials"]["by_rule"]["R-PORT-1"] > 0
+
+
+def test_against_a_master_someone_else_runs(tmp_path: Path) -> None:
+    licenses = (ROOT / "scenarios" / "licenses" / "quickstart.toml").read_text()
+    daemon = Daemon(tmp_path / "master", licenses, heartbeat_ms=200, lease_ttl_ms=1000).start()
+    try:
+        out = slave_sim(str(ROOT / "scenarios" / "quickstart.toml"), "--master", daemon.master,
+                        "--report-dir", str(tmp_path), cwd=tmp_path)
+    finally:
+        daemon.stop()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads((tmp_path / "quickstart-ci.json").read_text())["master"] == daemon.master
+
+
+def test_unmet_expectations_fail_the_run_with_the_evidence(tmp_path: Path) -> None:
+    scenario = (ROOT / "scenarios" / "ipva-site.toml").read_text().replace(
+        'denials = { exhausted = 4, bound_elsewhere = 3 }', 'denials = { exhausted = 0, bound_elsewhere = 3 }')
+    path = ROOT / "scenarios" / "ipva-site-wrong.tmp.toml"
+    path.write_text(scenario)
+    try:
+        out = slave_sim(str(path), "--report-dir", str(tmp_path), cwd=tmp_path)
+    finally:
+        path.unlink()
+    assert out.returncode == 1
+    assert "FAILED" in out.stdout and "[FAIL] denials exhausted: 4 (expected 0..0)" in out.stdout
+
+
+def test_a_broken_scenario_exits_2_naming_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[pbx]]\nname = "a"\n[[step]]\naction = "dance"\n')
+    out = slave_sim(str(path), cwd=tmp_path)
+    assert out.returncode == 2 and "action must be one of" in out.stderr
+
+
+async def test_the_auditor_reports_a_disagreement(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 5\n').start()
+    try:
+        recorder = Recorder()
+        auditor = Auditor([daemon.master], recorder)
+        await auditor.start()
+        assert await auditor.check_agreement("empty", {})
+        assert not await auditor.check_agreement("wrong", {"PBX-Port": 2})
+        await auditor.stop()
+    finally:
+        daemon.stop()
+    assert [v["what"] for v in recorder.violations] == ["disagreement"]
+    assert recorder.violations[0]["network"] == {"PBX-Port": 2} and recorder.violations[0]["master"] == {}
+
+
+class Sink:
+    def __init__(self, tty: bool) -> None:
+        self.text, self.tty = "", tty
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
+    recorder = Recorder()
+    bar, log = Sink(True), Sink(False)
+    for sink in (bar, log):
+        progress = ProgressLine(sink)  # type: ignore[arg-type]
+        progress(1, 4, "register all", recorder)
+        progress(4, 4, "everyone leaves", recorder)
+    assert bar.text.startswith("\r[######") and bar.text.endswith("\n") and "\r[########################] 4/4" in bar.text
+    assert log.text.splitlines()[0].startswith("[1/4]") and len(log.text.splitlines()) == 2
+
