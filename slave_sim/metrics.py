@@ -27,6 +27,7 @@ class Recorder:
     violations: list[dict[str, Any]] = field(default_factory=list)
     audits: list[dict[str, Any]] = field(default_factory=list)
     takeover_ms: list[float] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # per step: units of work, seconds, rate
 
     def now(self) -> float:
         return time.perf_counter() - self.start
@@ -44,6 +45,17 @@ class Recorder:
 
     def step(self, what: str) -> None:
         self.timeline.append({"t": round(self.now(), 3), "step": what})
+
+    def step_done(self, what: str, action: str, units: int, seconds: float) -> None:
+        self.steps.append({"step": what, "action": action, "units": units, "seconds": round(seconds, 3),
+                           "per_s": round(units / seconds, 1) if units and seconds > 0 else None})
+
+    def registrations(self) -> dict[str, float]:
+        """Device registrations over every register step: how many, how long, how fast."""
+        done = [s for s in self.steps if s["action"] == "register"]
+        units = sum(s["units"] for s in done)
+        seconds = sum(s["seconds"] for s in done)
+        return {"devices": units, "seconds": round(seconds, 3), "per_s": round(units / seconds, 1) if seconds else 0.0}
 
     @property
     def grants(self) -> int:

@@ -72,8 +72,9 @@ class Network:
             return list(self.pbxs.values())
         return [p for name, p in self.pbxs.items() if any(matches(t, name) for t in step.pbx)]
 
-    async def play(self, step: Step) -> None:
-        """A PBX-level step (everything but pause, restart-master and reload-licenses)."""
+    async def play(self, step: Step) -> int:
+        """A PBX-level step (everything but pause, restart-master and reload-licenses).
+        Returns how many units of work (registrations, log-ins, ...) it did."""
         action = step.action
         pbxs = [p for p in self.targets(step) if p.alive]
         units: list[Unit] = []
@@ -112,6 +113,7 @@ class Network:
         elif action == "takeover":
             await self.takeover(step.standby)
         await run_units(units, step.rate / self.workers)
+        return len(units)
 
     async def takeover(self, standby_name: str) -> None:
         for name, standby in self.standbys.items():

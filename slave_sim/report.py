@@ -22,7 +22,7 @@ def to_dict(result: RunResult) -> dict[str, Any]:
                     "standbys": sum(1 for p in s.pbxs if p.standby)},
         "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in result.checks],
         "grants": r.grants, "denials": {"total": r.denial_total, "by_code": r.denials_by_code(), "by_rule": r.denials_by_rule()},
-        "latency": r.latency_table(), "takeover_ms": [round(t, 3) for t in r.takeover_ms],
+        "latency": r.latency_table(), "steps": r.steps, "registrations": r.registrations(), "takeover_ms": [round(t, 3) for t in r.takeover_ms],
         "peak_in_use": r.peak_in_use(), "installed": result.installed, "final_in_use": result.final_in_use,
         "timeline": r.timeline, "audits": r.audits, "violations": r.violations, "samples": r.samples,
         "journal": result.journal,
@@ -41,6 +41,9 @@ def console(result: RunResult) -> str:
     peak = ", ".join(f"{f} {n}/{d['installed'].get(f, 0)}" for f, n in sorted(d["peak_in_use"].items()) if n)
     if peak:
         lines.append(f"  peak in use / installed at the end: {peak}")
+    reg = d["registrations"]
+    if reg["devices"]:
+        lines.append(f"  device registrations attempted: {reg['devices']} in {reg['seconds']:.2f} s ({reg['per_s']:.0f}/s sustained)")
     for op, lat in d["latency"].items():
         lines.append(f"  {op:<15} {lat['count']:>7}  p50 {lat['p50_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms")
     if d["takeover_ms"]:
@@ -75,6 +78,8 @@ def render_html(d: dict[str, Any]) -> str:
                        + (f"<b>{e(item['step'])}</b>" if "step" in item else e(item["event"])) + "</li>" for item in d["timeline"])
     audits = "".join(f"<tr class={'ok' if a['agrees'] else 'fail'}><td>{a['t']:.2f} s</td><td>{e(a['at'])}</td>"
                      f"<td>{e(json.dumps(a['master']))}</td><td>{e(json.dumps(a['network']))}</td></tr>" for a in d["audits"])
+    steps = "".join(f"<tr><td>{e(x['step'])}</td><td>{x['units']}</td><td>{x['seconds']:.3f}</td>"
+                    f"<td>{x['per_s'] if x['per_s'] is not None else ''}</td></tr>" for x in d["steps"])
     violations = "".join(f"<li>{e(json.dumps(v))}</li>" for v in d["violations"][:50]) or "<li>none</li>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>slave-sim: {e(d['scenario'])} {verdict}</title>
@@ -95,6 +100,7 @@ ran {d['seconds']:.1f} s against {e(str(d['master']))}. {d['grants']} grants, {d
 <h2>Expectations</h2><table>{checks}</table>
 <h2>Licenses in use over time</h2>{usage_chart(d)}
 <h2>Denials by reason and rule</h2>{denial_chart(d)}
+<h2>Steps</h2><table><tr><th>step</th><th>units of work</th><th>seconds</th><th>per second</th></tr>{steps}</table>
 <h2>Latency (ms)</h2><table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>{lat}</table>
 <h2>Timeline: faults and what followed</h2><ul class="timeline">{timeline}</ul>
 <h2>Audits at quiet points</h2><table><tr><th>time</th><th>after</th><th>master in use</th><th>network believes</th></tr>{audits}</table>
@@ -105,8 +111,7 @@ ran {d['seconds']:.1f} s against {e(str(d['master']))}. {d['grants']} grants, {d
 
 def usage_chart(d: dict[str, Any], width: int = 1000, height: int = 300) -> str:
     samples = d["samples"]
-    families = sorted({f for s in samples for f, n in s["in_use"].items() if n} |
-                      {f for f, n in d["installed"].items() if n and any(f in s["in_use"] for s in samples)})
+    families = sorted({f for s in samples for f, n in s["in_use"].items() if n})  # what was ever in use
     if not samples or not families:
         return "<p>No license was in use.</p>"
     pad_l, pad_b, pad_t = 50, 30, 10

@@ -128,6 +128,8 @@ class Runner:
     # ================================================================ steps
 
     async def play(self, index: int, step: Step) -> None:
+        started = time.perf_counter()
+        units = 0
         if step.action == "pause":
             await asyncio.sleep(step.seconds)
         elif step.action == "restart-master":
@@ -135,9 +137,10 @@ class Runner:
         elif step.action == "reload-licenses":
             await self.reload_licenses(step)
         elif self.local is not None:
-            await self.local.play(step)
+            units = await self.local.play(step)
         else:
-            await asyncio.gather(*(r.play_index(index) for r in self.remote))
+            units = sum(await asyncio.gather(*(r.play_index(index) for r in self.remote)))
+        self.recorder.step_done(step.describe(), step.action, units, time.perf_counter() - started)
         if step.audit:
             await self.audit(step.describe())
 

@@ -2,7 +2,7 @@
 by the runner over a pipe. Each command is one message and one answer:
 
     ("start",)            -> None            connect every PBX of this worker
-    ("play", step_index)  -> None            play that step of the timeline on this worker's PBXs
+    ("play", step_index)  -> int             play that step on this worker's PBXs; units of work done
     ("settled", epoch)    -> bool            wait until every live PBX re-synced with that epoch
     ("belief",)           -> {family: n}     what this worker's PBXs believe they hold
     ("stop",)             -> Recorder        everyone leaves; the measurements come back
@@ -38,7 +38,7 @@ async def _serve(conn: Connection, path: Path, size: str, masters: list[str], wo
             if command[0] == "start":
                 await network.start()
             elif command[0] == "play":
-                await network.play(scenario.steps[command[1]])
+                answer = await network.play(scenario.steps[command[1]])
             elif command[0] == "settled":
                 answer = await network.settled(command[1])
             elif command[0] == "belief":
@@ -75,8 +75,8 @@ class RemoteNetwork:
     async def start(self) -> None:
         await self.call("start")
 
-    async def play_index(self, index: int) -> None:
-        await self.call("play", index)
+    async def play_index(self, index: int) -> int:
+        return int(await self.call("play", index))
 
     async def settled(self, epoch: int) -> bool:
         return bool(await self.call("settled", epoch))
