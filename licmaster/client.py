@@ -202,20 +202,21 @@ class MasterClient:
             except (LicenseError, ConnectionError, asyncio.TimeoutError):
                 pass
             self.leases.clear()
+        self._stop_tasks()
+        self._drop_wire()
+        self._fail_pending(NotConnected("client closed"))
+
+    def _stop_tasks(self) -> None:
+        """No more heartbeats, and no reconnect from now on."""
         self._closed = True
         for task in (self._heartbeat_task, self._reconnect_task):
             if task:
                 task.cancel()
-        self._drop_wire()
-        self._fail_pending(NotConnected("client closed"))
 
     def freeze(self) -> None:
         """Stop all traffic but keep the connection open, as a PBX cut off by the network would
         look to the master: no heartbeat, nothing read, nothing sent, no reconnect."""
-        self._closed = True
-        for task in (self._heartbeat_task, self._reconnect_task):
-            if task:
-                task.cancel()
+        self._stop_tasks()
         if self._wire and self._wire.transport:
             self._wire.transport.pause_reading()
         self._frozen = True
@@ -223,10 +224,7 @@ class MasterClient:
 
     def abort(self) -> None:
         """Drop the connection at once, as a crash would (no bye, no reconnect)."""
-        self._closed = True
-        for task in (self._heartbeat_task, self._reconnect_task):
-            if task:
-                task.cancel()
+        self._stop_tasks()
         if self._wire and self._wire.transport:
             self._wire.transport.abort()
         self._wire = None

@@ -56,6 +56,7 @@ def test_negative_count_unknown_key_and_bad_toml_are_named() -> None:
 
 
 def test_a_software_license_printed_without_version_needs_one_R_HW_2() -> None:
+    """Enforces R-HW-2."""
     bad = parse_text('[[license]]\ntype = "App(innovaphone-recorder)"\ncount = 1')
     assert rules_of(bad) == ["R-HW-2"] and "needs a version" in bad.errors[0].message
     good = parse_text('[[license]]\ntype = "App(innovaphone-recorder)"\nversion = 13\ncount = 1')
@@ -63,17 +64,20 @@ def test_a_software_license_printed_without_version_needs_one_R_HW_2() -> None:
 
 
 def test_smb_mixed_with_standard_port_is_refused_R_SMB_1() -> None:
+    """Enforces R-SMB-1."""
     result = parse_text('[[license]]\ntype = "Port13$20"\ncount = 1\n[[license]]\ntype = "PBX-Port13"\ncount = 10')
     assert rules_of(result) == ["R-SMB-1"]
 
 
 def test_smb_sizes_do_not_add_up_R_SMB_2() -> None:
+    """Enforces R-SMB-2."""
     assert rules_of(parse_text('[[license]]\ntype = "Port13$20"\ncount = 2')) == ["R-SMB-2"]
     two_entries = parse_text('[[license]]\ntype = "Port13$20"\ncount = 1\n[[license]]\ntype = "Port13$30"\ncount = 1')
     assert rules_of(two_entries) == ["R-SMB-2"] and "do not add up" in two_entries.errors[0].message
 
 
 def test_smb_upgrade_converts_to_standard_ports_R_SMB_2() -> None:
+    """Enforces R-SMB-2."""
     result = parse_text('[[license]]\ntype = "Port13$30"\ncount = 1\n[[license]]\ntype = "Port13$$"\ncount = 1\n'
                         '[[license]]\ntype = "PBX-Port13"\ncount = 10')
     assert result.ok
@@ -84,6 +88,7 @@ def test_smb_upgrade_converts_to_standard_ports_R_SMB_2() -> None:
 
 
 def test_hardware_cannot_be_rented_R_RENT_1_nor_under_ssa_R_HW_1() -> None:
+    """Enforces R-RENT-1, R-HW-1."""
     rented = parse_text('[[license]]\ntype = "Relay-PRIs"\ncount = 1\nbind = "00:90:33:12:34:56"\nrented = true')
     assert rules_of(rented) == ["R-RENT-1"]
     ssa = parse_text('[[license]]\ntype = "Relay-PRIs"\ncount = 1\nbind = "00:90:33:12:34:56"\nssa_until = 2027-01-01')
@@ -92,6 +97,7 @@ def test_hardware_cannot_be_rented_R_RENT_1_nor_under_ssa_R_HW_1() -> None:
 
 
 def test_ssa_upgrades_a_license_to_the_current_version_while_it_runs_R_SSA_1() -> None:
+    """Enforces R-SSA-1."""
     result = parse_text('[[license]]\ntype = "PBX-Port11"\ncount = 10\nssa_until = 2027-06-30')
     before_end = effective_licenses(result.licenses, dt.date(2027, 6, 30))
     after_end = effective_licenses(result.licenses, dt.date(2027, 7, 1))
@@ -100,6 +106,7 @@ def test_ssa_upgrades_a_license_to_the_current_version_while_it_runs_R_SSA_1() -
 
 
 def test_operator_v13_under_ssa_brings_three_switchboard_licenses_R_OP_2() -> None:
+    """Enforces R-OP-2."""
     result = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 2\nssa_until = 2030-01-01')
     eff = effective_licenses(result.licenses, dt.date(2026, 1, 1))
     assert [(lic.family, lic.count) for lic in eff] == [("PBX-Operator", 2), ("App(innovaphone-switchboard)", 6)]
@@ -108,6 +115,7 @@ def test_operator_v13_under_ssa_brings_three_switchboard_licenses_R_OP_2() -> No
 
 
 def test_tier_below_its_threshold_earns_a_warning_R_PORT_4() -> None:
+    """Enforces R-PORT-4."""
     small = parse_text('[[license]]\ntype = "PBX-Port 13%500"\ncount = 100')
     assert small.ok and [w.rule for w in small.warnings] == ["R-PORT-4"]
     big = parse_text('[[license]]\ntype = "PBX-Port 13%500"\ncount = 600')
@@ -115,6 +123,7 @@ def test_tier_below_its_threshold_earns_a_warning_R_PORT_4() -> None:
 
 
 def test_conference_app_without_channels_earns_a_warning_R_APP_2() -> None:
+    """Enforces R-APP-2."""
     result = parse_text('[[license]]\ntype = "App(innovaphone-pbx-conference)13"\ncount = 1')
     assert [w.rule for w in result.warnings] == ["R-APP-2"]
 

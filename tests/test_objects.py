@@ -6,6 +6,7 @@ from licmaster.objects import DeviceRegistry, ObjectKind, PortAction
 
 
 def test_one_port_per_object_however_many_devices_R_PORT_1() -> None:
+    """Enforces R-PORT-1."""
     reg = DeviceRegistry()
     assert reg.register("alice", ObjectKind.USER, "dect") is PortAction.CHECKOUT
     assert reg.register("alice", ObjectKind.USER, "ip222") is PortAction.NONE
@@ -14,6 +15,7 @@ def test_one_port_per_object_however_many_devices_R_PORT_1() -> None:
 
 
 def test_groups_and_waiting_queues_take_no_port_R_PORT_2() -> None:
+    """Enforces R-PORT-2."""
     reg = DeviceRegistry()
     assert reg.register("sales", ObjectKind.GROUP, "d1") is PortAction.NONE
     assert reg.register("hotline", ObjectKind.QUEUE, "d2") is PortAction.NONE
@@ -22,6 +24,7 @@ def test_groups_and_waiting_queues_take_no_port_R_PORT_2() -> None:
 
 
 def test_port_taken_at_first_device_released_at_last_R_PORT_3() -> None:
+    """Enforces R-PORT-3."""
     reg = DeviceRegistry()
     reg.register("bob", ObjectKind.EXECUTIVE, "a")
     reg.register("bob", ObjectKind.EXECUTIVE, "b")

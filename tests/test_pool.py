@@ -29,6 +29,7 @@ def in_use(pool: Pool, family: str) -> int:
 
 
 def test_one_port_per_object_and_idempotent_retries_R_PORT_1(office: Pool) -> None:
+    """Enforces R-PORT-1."""
     first = granted(office.checkout("pbx1", "port", "alice"))
     again = granted(office.checkout("pbx1", "port", "alice"))
     assert again.lease is first.lease and not again.new
@@ -37,6 +38,7 @@ def test_one_port_per_object_and_idempotent_retries_R_PORT_1(office: Pool) -> No
 
 
 def test_port_is_floating_taken_and_released_R_PORT_3(office: Pool) -> None:
+    """Enforces R-PORT-3."""
     leases = [granted(office.checkout("pbx1", "port", f"u{i}")).lease for i in range(10)]
     denied(office.checkout("pbx1", "port", "u10"), "exhausted", "R-PORT-1")
     office.checkin("pbx1", leases[0].id)
@@ -64,12 +66,14 @@ def test_checkin_of_unknown_or_foreign_lease_changes_nothing(office: Pool) -> No
 
 
 def test_central_pbxs_draw_from_the_master_R_MODE_1(office: Pool) -> None:
+    """Enforces R-MODE-1."""
     granted(office.checkout("pbx1", "port", "a"))
     granted(office.checkout("pbx2", "port", "b"))
     assert in_use(office, "PBX-Port") == 2
 
 
 def test_a_decentral_pbx_is_refused_whatever_it_asks_R_MODE_2(office: Pool) -> None:
+    """Enforces R-MODE-2."""
     office.set_node(Node("branch", licensing="decentral"))
     for resource in ("port", "conference", "operator"):
         d = denied(office.checkout("branch", resource, "x"), "decentral", "R-MODE-2")
@@ -78,6 +82,7 @@ def test_a_decentral_pbx_is_refused_whatever_it_asks_R_MODE_2(office: Pool) -> N
 
 
 def test_a_decentral_pbx_does_not_fall_back_on_the_master_when_short_R_MODE_3(office: Pool) -> None:
+    """Enforces R-MODE-3."""
     office.set_node(Node("branch", licensing="decentral"))
     assert sum(b.free for b in office.buckets() if b.family == "PBX-Port") == 10  # plenty on the master
     denied(office.checkout("branch", "port", "overflow"), "decentral", "R-MODE-2")
@@ -87,6 +92,7 @@ def test_a_decentral_pbx_does_not_fall_back_on_the_master_when_short_R_MODE_3(of
 
 
 def test_a_license_runs_its_version_and_older_only_R_VER_1() -> None:
+    """Enforces R-VER-1."""
     pool = pool_of(("PBX-Port12", 5), nodes=(Node("v11", firmware=11), Node("v13", firmware=13)))
     granted(pool.checkout("v11", "port", "a"))
     d = denied(pool.checkout("v13", "port", "b"), "version", "R-VER-2")
@@ -94,6 +100,7 @@ def test_a_license_runs_its_version_and_older_only_R_VER_1() -> None:
 
 
 def test_the_lowest_version_decides_for_the_installation_R_VER_2() -> None:
+    """Enforces R-VER-2."""
     # The seed's example: 100 V11 + 100 V13 run a V11 installation with 200 ports ...
     pool = pool_of(("PBX-Port11", 100), ("PBX-Port13", 100), nodes=(Node("v11", firmware=11), Node("v13", firmware=13)))
     for i in range(200):
@@ -111,12 +118,14 @@ def test_the_lowest_version_decides_for_the_installation_R_VER_2() -> None:
 
 
 def test_v13_voicemail_does_not_run_on_v9_or_older_R_VER_3() -> None:
+    """Enforces R-VER-3."""
     pool = pool_of(("PBX-VoicemailUser13", 5), nodes=(Node("old", firmware=9), Node("v10", firmware=10)))
     denied(pool.assign("old", "ann", ["PBX-VoicemailUser"]), "version", "R-VER-3")
     assert pool.assign("v10", "ann", ["PBX-VoicemailUser"]).took == [{"family": "PBX-VoicemailUser", "version": 13, "count": 1}]
 
 
 def test_queue_monitor_needs_v9_or_newer_R_VER_4_one_per_queue_R_QM_1() -> None:
+    """Enforces R-VER-4, R-QM-1."""
     pool = pool_of(("PBX-QueueMonitor13", 1), nodes=(Node("v8", firmware=8), Node("v13")))
     denied(pool.checkout("v8", "queue-monitor", "sales"), "version", "R-VER-4")
     granted(pool.checkout("v13", "queue-monitor", "sales"))
@@ -127,6 +136,7 @@ def test_queue_monitor_needs_v9_or_newer_R_VER_4_one_per_queue_R_QM_1() -> None:
 
 
 def test_a_port_on_an_ipva_takes_an_ipva_license_too_both_or_neither_R_IPVA_1() -> None:
+    """Enforces R-IPVA-1."""
     pool = pool_of(("PBX-Port13", 3), ("PBX-IPVA13", 1, MAC_A), nodes=(Node("vm", platform="ipva", mac=MAC_A),))
     lease = granted(pool.checkout("vm", "port", "alice")).lease
     assert sorted(t["family"] for t in lease.took_wire()) == ["PBX-IPVA", "PBX-Port"]
@@ -137,12 +147,14 @@ def test_a_port_on_an_ipva_takes_an_ipva_license_too_both_or_neither_R_IPVA_1() 
 
 
 def test_ipva_licenses_serve_only_the_ipva_they_are_bound_to_R_IPVA_2() -> None:
+    """Enforces R-IPVA-2."""
     pool = pool_of(("PBX-Port13", 3), ("PBX-IPVA13", 3, MAC_A), nodes=(Node("other", platform="ipva", mac=MAC_B),))
     d = denied(pool.checkout("other", "port", "alice"), "bound_elsewhere", "R-IPVA-2")
     assert MAC_A in d.message
 
 
 def test_hardware_licenses_are_bound_and_can_never_be_removed_R_HW_1() -> None:
+    """Enforces R-HW-1."""
     pool = pool_of(("Relay-Channels", 30, MAC_A), ("PBX-Port13", 1))
     lic = InstalledLicense(LicenseType("Relay-Channels", None), 30, MAC_A)
     denied(pool.remove_license(lic), "bad_request", "R-HW-1")
@@ -153,6 +165,7 @@ def test_hardware_licenses_are_bound_and_can_never_be_removed_R_HW_1() -> None:
 
 
 def test_software_licenses_move_between_devices_R_HW_2() -> None:
+    """Enforces R-HW-2."""
     pool = pool_of(("PBX-Port13", 1), nodes=(Node("a", mac=MAC_A), Node("b", mac=MAC_B)))
     lease = granted(pool.checkout("a", "port", "x")).lease
     pool.checkin("a", lease.id)
@@ -160,6 +173,7 @@ def test_software_licenses_move_between_devices_R_HW_2() -> None:
 
 
 def test_isdn_takes_interface_and_channel_licenses_bound_to_the_gateway_R_HW_3() -> None:
+    """Enforces R-HW-3."""
     pool = pool_of(("Relay-PRIs", 1, MAC_A), ("Relay-Channels", 30, MAC_A), ("Relay-BRIs", 2, MAC_B),
                    ("Relay-Channels", 4, MAC_B),
                    nodes=(Node("gw", mac=MAC_A, model="IP1130"), Node("ip811", mac=MAC_B, model="IP811"),
@@ -176,6 +190,7 @@ def test_isdn_takes_interface_and_channel_licenses_bound_to_the_gateway_R_HW_3()
 
 
 def test_ip311_ip411_ip511_need_no_hardware_license_R_HW_4() -> None:
+    """Enforces R-HW-4."""
     pool = pool_of(("PBX-Port13", 1), nodes=(Node("small", model="IP411", mac=MAC_A),))
     lease = granted(pool.checkout("small", "isdn", "t0", count=2, interface="bri")).lease
     assert lease.took == ()
@@ -185,6 +200,7 @@ def test_ip311_ip411_ip511_need_no_hardware_license_R_HW_4() -> None:
 
 
 def test_standby_licenses_live_on_the_master_and_count_for_any_standby_R_STBY_1() -> None:
+    """Enforces R-STBY-1."""
     pool = pool_of(("PBX-Port13", 4), ("PBX-Standby13", 4),
                    nodes=(Node("slave"), Node("slave-stby", role="standby", standby_for="slave")))
     granted(pool.checkout("slave", "port", "a"))
@@ -194,6 +210,7 @@ def test_standby_licenses_live_on_the_master_and_count_for_any_standby_R_STBY_1(
 
 
 def test_takeover_moves_every_lease_at_once_nothing_counted_twice_R_STBY_2() -> None:
+    """Enforces R-STBY-2."""
     pool = pool_of(("PBX-Port13", 4), ("PBX-Standby13", 4),
                    nodes=(Node("slave"), Node("stby", role="standby", standby_for="slave")))
     for holder in ("a", "b", "c"):
@@ -206,6 +223,7 @@ def test_takeover_moves_every_lease_at_once_nothing_counted_twice_R_STBY_2() -> 
 
 
 def test_takeover_refused_when_standby_fewer_than_ports_R_STBY_2() -> None:
+    """Enforces R-STBY-2."""
     pool = pool_of(("PBX-Port13", 10), ("PBX-Standby13", 9),
                    nodes=(Node("slave"), Node("stby", role="standby", standby_for="slave")))
     granted(pool.checkout("slave", "port", "a"))
@@ -215,6 +233,7 @@ def test_takeover_refused_when_standby_fewer_than_ports_R_STBY_2() -> None:
 
 
 def test_standby_licenses_below_the_firmware_do_not_count_R_STBY_2() -> None:
+    """Enforces R-STBY-2."""
     pool = pool_of(("PBX-Port13", 5), ("PBX-Standby12", 5),
                    nodes=(Node("slave"), Node("stby", role="standby", standby_for="slave", firmware=13)))
     d = denied(pool.takeover("stby", "slave"), "standby_unlicensed", "R-STBY-2")
@@ -229,6 +248,7 @@ def test_takeover_only_by_the_named_standby() -> None:
 
 
 def test_standby_does_not_work_with_smb_port_R_STBY_3() -> None:
+    """Enforces R-STBY-3."""
     pool = pool_of(("Port13$20", 1), nodes=(Node("office"), Node("stby", role="standby", standby_for="office")))
     denied(pool.takeover("stby", "office"), "standby_unlicensed", "R-STBY-3")
 
@@ -237,6 +257,7 @@ def test_standby_does_not_work_with_smb_port_R_STBY_3() -> None:
 
 
 def test_smb_port_serves_ports_up_to_its_fixed_size_R_SMB_2() -> None:
+    """Enforces R-SMB-2."""
     pool = pool_of(("Port13$20", 1), nodes=(Node("office"),))
     for i in range(20):
         lease = granted(pool.checkout("office", "port", f"u{i}")).lease
@@ -245,6 +266,7 @@ def test_smb_port_serves_ports_up_to_its_fixed_size_R_SMB_2() -> None:
 
 
 def test_smb_port_serves_only_the_pbx_that_holds_it_R_SMB_3() -> None:
+    """Enforces R-SMB-3."""
     pool = pool_of(("Port13$20", 1), nodes=(Node("office"), Node("slave")))
     lease = granted(pool.checkout("office", "port", "a")).lease
     denied(pool.checkout("slave", "port", "b"), "smb", "R-SMB-3")
@@ -253,6 +275,7 @@ def test_smb_port_serves_only_the_pbx_that_holds_it_R_SMB_3() -> None:
 
 
 def test_smb_converted_by_its_upgrade_acts_as_standard_ports_R_SMB_1() -> None:
+    """Enforces R-SMB-1."""
     pool = pool_of(("Port13$20", 1), ("Port13$$", 1), ("PBX-Port13", 5), nodes=(Node("a"), Node("b")))
     assert not pool.smb_installation
     granted(pool.checkout("a", "port", "x"))
@@ -264,6 +287,7 @@ def test_smb_converted_by_its_upgrade_acts_as_standard_ports_R_SMB_1() -> None:
 
 
 def test_channels_float_one_per_conference_channel_R_CHAN_1(office: Pool) -> None:
+    """Enforces R-CHAN-1."""
     lease = granted(office.checkout("pbx1", "conference", "room1", count=4)).lease
     denied(office.checkout("pbx2", "conference", "room2", count=1), "exhausted", "R-CHAN-1")
     office.checkin("pbx1", lease.id)
@@ -271,6 +295,7 @@ def test_channels_float_one_per_conference_channel_R_CHAN_1(office: Pool) -> Non
 
 
 def test_conference_channels_of_a_bridge_device_come_first_R_CHAN_3() -> None:
+    """Enforces R-CHAN-3."""
     pool = pool_of(("Relay-Channels", 2, MAC_A), ("PBX-Channels13", 4), nodes=(Node("bridge", mac=MAC_A), Node("other", mac=MAC_B)))
     lease = granted(pool.checkout("bridge", "conference", "room", count=5)).lease
     assert [(t["family"], t["count"]) for t in lease.took_wire()] == [("Relay-Channels", 2), ("PBX-Channels", 3)]
@@ -282,6 +307,7 @@ def test_conference_channels_of_a_bridge_device_come_first_R_CHAN_3() -> None:
 
 
 def test_operator_floats_more_desks_than_licenses_R_OP_1(office: Pool) -> None:
+    """Enforces R-OP-1."""
     first = granted(office.checkout("pbx1", "operator", "desk1")).lease
     denied(office.checkout("pbx1", "operator", "desk2"), "exhausted", "R-OP-1")
     office.checkin("pbx1", first.id)
@@ -292,6 +318,7 @@ def test_operator_floats_more_desks_than_licenses_R_OP_1(office: Pool) -> None:
 
 
 def test_user_licenses_are_configured_not_floating_R_USER_1() -> None:
+    """Enforces R-USER-1."""
     pool = pool_of(("App(phone)13", 2), nodes=(Node("pbx"),))
     assert pool.assign("pbx", "ann", ["App(phone)"]).took == [{"family": "App(phone)", "version": 13, "count": 1}]
     pool.release_node("pbx")  # a disconnect does not free user licenses
@@ -301,6 +328,7 @@ def test_user_licenses_are_configured_not_floating_R_USER_1() -> None:
 
 
 def test_softphone_video_appsharing_need_the_phone_app_R_USER_2() -> None:
+    """Enforces R-USER-2."""
     pool = pool_of(("App(phone)13", 1), ("App(softphone)13", 1), ("PBX-Video13", 1), nodes=(Node("pbx"),))
     for family in ("App(softphone)", "PBX-Video", "PBX-AppSharing"):
         d = denied(pool.assign("pbx", "ann", [family]), "prerequisite", "R-USER-2")
@@ -311,6 +339,7 @@ def test_softphone_video_appsharing_need_the_phone_app_R_USER_2() -> None:
 
 
 def test_uc_holds_its_modules_for_one_user_R_UC_1() -> None:
+    """Enforces R-UC-1."""
     pool = pool_of(("PBX-UC13", 1), nodes=(Node("pbx"),))
     result = pool.assign("pbx", "ann", ["PBX-UC", "App(softphone)", "PBX-Video", "App(rcc)"])
     assert not isinstance(result, Denial)
@@ -321,6 +350,7 @@ def test_uc_holds_its_modules_for_one_user_R_UC_1() -> None:
 
 
 def test_free_apps_need_their_feature_licenses_R_APP_1() -> None:
+    """Enforces R-APP-1."""
     pool = pool_of(("PBX-Mobility13", 1), ("App(phone)13", 1), ("PBX-VoicemailUser13", 1), nodes=(Node("pbx"),))
     d = denied(pool.assign("pbx", "ann", ["App(rcc)", "PBX-Mobility"]), "prerequisite", "R-APP-1")
     assert d.details["missing"] == ["App(phone)"]
@@ -332,12 +362,14 @@ def test_free_apps_need_their_feature_licenses_R_APP_1() -> None:
 
 
 def test_conference_app_without_channels_is_granted_with_a_warning_R_APP_2() -> None:
+    """Enforces R-APP-2."""
     pool = pool_of(("App(innovaphone-pbx-conference)13", 1), nodes=(Node("pbx"),))
     result = pool.assign("pbx", "ann", ["App(innovaphone-pbx-conference)"])
     assert not isinstance(result, Denial) and [w.rule for w in result.warnings] == ["R-APP-2"]
 
 
 def test_recording_queues_needs_a_user_with_the_recorder_R_REC_1() -> None:
+    """Enforces R-REC-1."""
     pool = pool_of(("App(innovaphone-recorder)13", 1), nodes=(Node("pbx"),))
     denied(pool.recording_allowed(), "prerequisite", "R-REC-1")
     pool.assign("pbx", "ann", ["App(innovaphone-recorder)"])
@@ -345,6 +377,7 @@ def test_recording_queues_needs_a_user_with_the_recorder_R_REC_1() -> None:
 
 
 def test_switchboard_licenses_from_operators_under_ssa_R_OP_2() -> None:
+    """Enforces R-OP-2."""
     from licmaster.licensefile import parse_text
     import datetime as dt
     loaded = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 1\nssa_until = 2030-01-01')
@@ -355,6 +388,7 @@ def test_switchboard_licenses_from_operators_under_ssa_R_OP_2() -> None:
 
 
 def test_ssa_lets_an_old_license_run_new_software_R_SSA_1() -> None:
+    """Enforces R-SSA-1."""
     from licmaster.licensefile import parse_text
     import datetime as dt
     loaded = parse_text('[[license]]\ntype = "PBX-Port11"\ncount = 1\nssa_until = 2027-01-01')
@@ -367,6 +401,7 @@ def test_ssa_lets_an_old_license_run_new_software_R_SSA_1() -> None:
 
 
 def test_rented_software_licenses_serve_like_bought_ones_R_RENT_1() -> None:
+    """Enforces R-RENT-1."""
     from licmaster.licensefile import parse_text
     loaded = parse_text('[[license]]\ntype = "PBX-Channels13"\ncount = 2\nrented = true')
     pool = Pool(loaded.licenses)
@@ -426,6 +461,7 @@ def test_hello_with_new_attributes_recomputes_the_plan() -> None:
 
 
 def test_a_node_that_comes_back_upgraded_resyncs_under_the_new_rules_R_VER_2() -> None:
+    """Enforces R-VER-2."""
     pool = pool_of(("PBX-Port11", 2), ("PBX-Port13", 2), nodes=(Node("pbx", firmware=11),))
     for holder in ("a", "b", "c"):
         granted(pool.checkout("pbx", "port", holder))

@@ -9,6 +9,7 @@ def v(text: str, firmware: int = 13):
 
 
 def test_capped_family_says_by_which_licenses_R_VER_2() -> None:
+    """Enforces R-VER-2."""
     result = v('[[license]]\ntype = "PBX-Port11"\ncount = 100\n[[license]]\ntype = "PBX-Port13"\ncount = 100')
     port = result.families[0]
     assert (port.installed, port.usable, port.rule) == (200, 0, "R-VER-2")
@@ -18,6 +19,7 @@ def test_capped_family_says_by_which_licenses_R_VER_2() -> None:
 
 
 def test_standby_availability_R_STBY_2_R_STBY_3() -> None:
+    """Enforces R-STBY-2, R-STBY-3."""
     assert v('[[license]]\ntype = "PBX-Port13"\ncount = 10\n[[license]]\ntype = "PBX-Standby13"\ncount = 10').standby_available
     short = v('[[license]]\ntype = "PBX-Port13"\ncount = 10\n[[license]]\ntype = "PBX-Standby13"\ncount = 5')
     assert not short.standby_available and "R-STBY-2" in short.standby_reason
@@ -27,6 +29,7 @@ def test_standby_availability_R_STBY_2_R_STBY_3() -> None:
 
 
 def test_voicemail_and_queue_monitor_on_old_firmware_R_VER_3_R_VER_4() -> None:
+    """Enforces R-VER-3, R-VER-4."""
     result = v('[[license]]\ntype = "PBX-VoicemailUser13"\ncount = 3\n[[license]]\ntype = "PBX-QueueMonitor13"\ncount = 1', firmware=8)
     rules = {f.family: f.rule for f in result.families}
     assert rules == {"PBX-VoicemailUser": "R-VER-3", "PBX-QueueMonitor": "R-VER-4"}
