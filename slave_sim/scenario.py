@@ -135,7 +135,7 @@ _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials",
                 "takeover_ms_max", "takeovers"}
 _MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "licenses"}
 _TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
-_SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "licenses", "pause_scale"}
+_SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "rooms_scale", "licenses", "pause_scale", "expect", "files"}
 
 
 def load_scenario(path: str | Path, size: str = "ci") -> Scenario:
@@ -152,12 +152,13 @@ def load_scenario(path: str | Path, size: str = "ci") -> Scenario:
 def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Scenario:
     where = str(path)
     _known(raw, _TOP_KEYS, where)
-    base = path.resolve().parent
     sizes = raw.get("sizes", {})
     if size != "ci" and size not in sizes:
         raise ScenarioError(f"{where}: no [sizes.{size}] (sizes: ci{''.join(', ' + s for s in sizes)})")
     sizing = sizes.get(size, {}) if size != "ci" else {}
     _known(sizing, _SIZE_KEYS, f"{where} [sizes.{size}]")
+    # A size may swap any file the scenario names (master, step or local licenses) for another.
+    base = _Files(path.resolve().parent, sizing.get("files", {}), f"{where} [sizes.{size}] files")
     master = dict(raw.get("master", {}))
     _known(master, _MASTER_KEYS, f"{where} [master]")
     license_list = sizing.get("licenses", master.pop("licenses", []))
@@ -172,7 +173,9 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     if clash:
         raise ScenarioError(f"{where}: standby name(s) {sorted(clash)} are also PBX names")
     steps = tuple(_step(s, i, where, set(names), standby_names, sizing, base) for i, s in enumerate(raw.get("step", [])))
-    expect = _expect(raw.get("expect", {}), f"{where} [expect]")
+    expect_raw = dict(raw.get("expect", {}))
+    expect_raw.update(sizing.get("expect", {}))  # a larger size brings its own counts
+    expect = _expect(expect_raw, f"{where} [expect]")
     name = raw.get("name", path.stem)
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
                     master=master, pbxs=pbxs, steps=steps, expect=expect, size=size)
@@ -194,7 +197,19 @@ def _list(value: Any, where: str) -> list[Any]:
     return value
 
 
-def _path(base: Path, value: Any, where: str) -> Path:
+class _Files:
+    """The scenario's folder, with the file swaps of the chosen size."""
+
+    def __init__(self, folder: Path, swaps: Any, where: str) -> None:
+        if not isinstance(swaps, dict) or not all(isinstance(v, str) for v in swaps.values()):
+            raise ScenarioError(f"{where}: expected {{ \"old.toml\" = \"new.toml\" }}")
+        self.folder, self.swaps = folder, swaps
+
+    def __truediv__(self, name: str) -> Path:
+        return self.folder / self.swaps.get(name, name)
+
+
+def _path(base: _Files, value: Any, where: str) -> Path:
     if not isinstance(value, str) or not value:
         raise ScenarioError(f"{where}: expected a file path, not {value!r}")
     p = base / value
@@ -224,11 +239,12 @@ def _choice(table: dict[str, Any], key: str, default: str, allowed: tuple[str, .
     return value
 
 
-def _pbxs(items: Any, base: Path, where: str, sizing: dict[str, Any]) -> tuple[PbxSpec, ...]:
+def _pbxs(items: Any, base: _Files, where: str, sizing: dict[str, Any]) -> tuple[PbxSpec, ...]:
     if not isinstance(items, list) or not items:
         raise ScenarioError(f"{where}: at least one [[pbx]] is needed")
     users_scale = _num(sizing, "users_scale", 1.0, f"{where} sizes")
     copies_scale = _num(sizing, "copies_scale", 1.0, f"{where} sizes")
+    rooms_scale = _num(sizing, "rooms_scale", 1.0, f"{where} sizes")
     out: list[PbxSpec] = []
     for i, item in enumerate(items):
         w = f"{where} [[pbx]] #{i + 1}"
@@ -263,7 +279,8 @@ def _pbxs(items: Any, base: Path, where: str, sizing: dict[str, Any]) -> tuple[P
             users=round(_int(item, "users", 0, w) * users_scale), devices_per_user=_int(item, "devices_per_user", 1, w, 1, 16),
             executives=round(_int(item, "executives", 0, w) * users_scale), trunks=_int(item, "trunks", 0, w),
             groups=_int(item, "groups", 0, w), queues=_int(item, "queues", 0, w), isdn=tuple(isdn),
-            rooms=_int(item, "rooms", 0, w), operators=_int(item, "operators", 0, w), template=template)
+            rooms=round(_int(item, "rooms", 0, w) * rooms_scale), operators=round(_int(item, "operators", 0, w) * rooms_scale),
+            template=template)
         if copies == 1:
             out.append(spec)
         else:
@@ -275,7 +292,7 @@ def _pbxs(items: Any, base: Path, where: str, sizing: dict[str, Any]) -> tuple[P
     return tuple(out)
 
 
-def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], sizing: dict[str, Any], base: Path) -> Step:
+def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], sizing: dict[str, Any], base: _Files) -> Step:
     w = f"{where} [[step]] #{i + 1}"
     _known(item, _STEP_KEYS, w)
     action = item.get("action")

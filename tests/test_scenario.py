@@ -14,10 +14,13 @@ SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_every_shipped_scenario_loads(path: Path) -> None:
+def test_every_shipped_scenario_loads_with_a_larger_setting(path: Path) -> None:
     scenario = load_scenario(path)
     assert scenario.steps and scenario.pbxs and scenario.licenses
     assert scenario.description
+    full = load_scenario(path, size="full")
+    assert full.device_count > scenario.device_count
+    assert full.licenses != scenario.licenses
 
 
 def test_the_full_morning_rush_has_thousands_of_phones_on_ten_pbxs() -> None:

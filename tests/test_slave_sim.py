@@ -26,15 +26,18 @@ def slave_sim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           cwd=cwd, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_every_shipped_scenario_passes_its_expectations(path: Path, tmp_path: Path) -> None:
-    out = slave_sim(str(path), "--report-dir", str(tmp_path), cwd=tmp_path)
+RUNS = [(p, size) for p in SHIPPED for size in ("ci", "full")]
+
+
+@pytest.mark.parametrize(("path", "size"), RUNS, ids=[f"{p.stem}-{size}" for p, size in RUNS])
+def test_every_shipped_scenario_passes_its_expectations(path: Path, size: str, tmp_path: Path) -> None:
+    out = slave_sim(str(path), "--size", size, "--report-dir", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "PASSED" in out.stdout
-    report = json.loads((tmp_path / f"{path.stem}-ci.json").read_text())
+    report = json.loads((tmp_path / f"{path.stem}-{size}.json").read_text())
     assert report["passed"] and report["checks"] and all(c["passed"] for c in report["checks"])
     assert report["samples"] and not report["violations"]
-    html = (tmp_path / f"{path.stem}-ci.html").read_text()
+    html = (tmp_path / f"{path.stem}-{size}.html").read_text()
     assert "<svg" in html and "PASSED" in html
     # self-contained: users run this offline
     assert "<script" not in html and "http://" not in html and "https://" not in html and "@import" not in html
