@@ -64,13 +64,13 @@ class ReplyEncoder:
     def ok(self, rid: int) -> bytes:
         return self._ok_head + _packer.pack(rid)
 
-    def grant(self, rid: int, lease: str, took_packed: bytes) -> bytes:
-        pack = _packer.pack
-        return b"".join((self._grant_head, took_packed, _LEASE_KEY, pack(lease), _ID_KEY, pack(rid)))
+    def grant_prefix(self, took: list[dict[str, Any]]) -> bytes:
+        """Everything of a grant reply before the lease id: the same for every lease of one kind."""
+        return self._grant_head + _packer.pack(took) + _LEASE_KEY
 
-    @staticmethod
-    def pack_value(value: Any) -> bytes:
-        return _packer.pack(value)
+    def grant(self, rid: int, lease: str, prefix: bytes) -> bytes:
+        pack = _packer.pack
+        return b"".join((prefix, pack(lease), _ID_KEY, pack(rid)))
 
 
 _LEASE_KEY = _packer.pack("lease")

@@ -85,7 +85,8 @@ class Lease:
     __slots__ = ("id", "node", "resource", "holder", "took", "count", "interface", "view")
 
     def __init__(self, lease_id: str, node: str, resource: str, holder: str,
-                 took: tuple[tuple[Bucket, int], ...], count: int, interface: str | None) -> None:
+                 took: tuple[tuple[Bucket, int], ...], count: int, interface: str | None,
+                 view: TookView | None = None) -> None:
         self.id = lease_id
         self.node = node
         self.resource = resource
@@ -93,7 +94,7 @@ class Lease:
         self.took = took
         self.count = count
         self.interface = interface
-        self.view: TookView | None = None  # set from the plan on the fast path, else on demand
+        self.view = view  # shared from the plan on the fast path, else made on demand
 
     def took_wire(self) -> list[dict[str, Any]]:
         return [{"family": b.family, "version": b.version, "count": n} for b, n in self.took]
@@ -389,8 +390,7 @@ class Pool:
                 return took_or_denial  # type: ignore[return-value]
             took = took_or_denial  # type: ignore[assignment]
             view = None
-        lease = Lease(next(self._ids), node, resource, holder, took, count, interface)
-        lease.view = view
+        lease = Lease(next(self._ids), node, resource, holder, took, count, interface, view)
         held.by_id[lease.id] = lease
         by_holder[holder] = lease
         self._lease_count += 1

@@ -184,21 +184,36 @@ class Master:
 
     # ================================================================ requests
 
-    def handle(self, conn: Connection, msg: dict[str, Any], now: float) -> Reply | None:
-        # Fast path: an established session, a well-formed envelope, a known op.
-        session = conn.session
-        op = msg.get("op")
-        rid = msg.get("id")
-        if session is not None and op.__class__ is str and rid.__class__ is int and 0 <= rid <= messages.MAX_ID \
-                and "v" not in msg and not conn.shed:
-            handler = self._ops.get(op)
-            if handler is not None:
-                session.last_seen = now
-                try:
-                    return handler(session, rid, msg)
-                except Exception:
-                    return self._internal(rid, op, session)
-        return self._handle_slow(conn, msg, now)
+    def handle_batch(self, conn: Connection, batch: list[dict[str, Any]], now: float) -> list[Reply]:
+        """Answer every request a read brought, in order. The common case (an established
+        session, a well-formed envelope, a known op) is dispatched inline: at 100,000 requests a
+        second, one Python call per request is a measurable share of the CPU."""
+        replies: list[Reply] = []
+        append = replies.append
+        ops = self._ops
+        max_id = messages.MAX_ID
+        for msg in batch:
+            session = conn.session
+            op = msg.get("op")
+            rid = msg.get("id")
+            if session is not None and op.__class__ is str and rid.__class__ is int and 0 <= rid <= max_id \
+                    and "v" not in msg and not conn.shed:
+                handler = ops.get(op)
+                if handler is not None:
+                    session.last_seen = now
+                    try:
+                        append(handler(session, rid, msg))
+                    except Exception:
+                        append(self._internal(rid, op, session))
+                    if conn.closing:
+                        break
+                    continue
+            reply = self._handle_slow(conn, msg, now)
+            if reply is not None:
+                append(reply)
+            if conn.closing:
+                break
+        return replies
 
     def _handle_slow(self, conn: Connection, msg: dict[str, Any], now: float) -> Reply | None:
         rid, op = messages.envelope(msg)
@@ -332,13 +347,13 @@ class Master:
         if outcome.__class__ is Denial:
             return self._deny(session, rid, outcome, resource, holder)  # type: ignore[arg-type]
         lease = outcome.lease  # type: ignore[union-attr]
-        view = self.pool.took_view(lease)
+        view = lease.view or self.pool.took_view(lease)
         if outcome.new and self.journal is not None:  # type: ignore[union-attr]
             self.journal.rows.append((self.wall, GRANT, node, resource, holder, lease.id, view.label))
-        packed = view.packed
-        if packed is None:
-            packed = view.packed = self.replies.pack_value(view.wire)
-        return self.replies.grant(rid, lease.id, packed)
+        prefix = view.packed
+        if prefix is None:
+            prefix = view.packed = self.replies.grant_prefix(view.wire)
+        return self.replies.grant(rid, lease.id, prefix)
 
     def op_checkin(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         lease_id = checkin_fields(msg)

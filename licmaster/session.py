@@ -66,14 +66,7 @@ class Connection(asyncio.Protocol):
         now = master.loop.time()
         master.wall = time.time()
         master.stats["requests"] += len(messages)
-        handle = self.master.handle
-        replies = []
-        for message in messages:
-            reply = handle(self, message, now)
-            if reply is not None:
-                replies.append(reply)
-            if self.closing:
-                break
+        replies = master.handle_batch(self, messages, now)
         if broken is not None and not self.closing:
             replies.append({"id": None, "ok": False, "error": E.BAD_FRAME, "message": f"broken frame: {broken}"})
             self.master.note_bad_frame(self, str(broken))

@@ -69,7 +69,7 @@ def test_non_string_keys_are_refused() -> None:
 def test_pre_encoded_replies_decode_to_the_plain_maps(rid: int, epoch: int, lease: str, took: list) -> None:
     replies = ReplyEncoder(epoch)
     assert decode_payload(replies.ok(rid)) == {"id": rid, "ok": True, "epoch": epoch}
-    grant = decode_payload(replies.grant(rid, lease, replies.pack_value(took)))
+    grant = decode_payload(replies.grant(rid, lease, replies.grant_prefix(took)))
     assert grant == {"id": rid, "ok": True, "epoch": epoch, "lease": lease, "took": took}
     framed = encode_many([replies.ok(rid), {"id": rid, "ok": False}])
     assert frames_of(framed, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch}, {"id": rid, "ok": False}]
