@@ -95,8 +95,13 @@ class Master:
         self.journal.record("start", detail=f"epoch={self.epoch}")
         host, port = cfg.listen_address
         try:
+            tls = self._tls()
+        except (OSError, ssl.SSLError) as exc:
+            await self._close_storage()
+            raise StartError(f"cannot load tls_cert/tls_key: {exc}") from None
+        try:
             self._server = await self.loop.create_server(
-                lambda: Connection(self), host, port, ssl=self._tls(), backlog=1024, reuse_address=True)
+                lambda: Connection(self), host, port, ssl=tls, backlog=1024, reuse_address=True)
         except OSError as exc:
             await self._close_storage()
             raise StartError(f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None

@@ -128,3 +128,25 @@ async def test_bye_on_close_gives_everything_back(daemon: Daemon) -> None:
     for holder in ("a", "b", "c"):
         await other.checkout("port", holder)
     await other.close()
+
+
+async def test_tls_listener_and_client(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    d = Daemon(tmp_path / "m", LICENSES, tls_cert=str(cert), tls_key=str(key)).start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        client = MasterClient([d.master], "pbx1", ssl=context)
+        await client.connect()
+        assert (await client.checkout("port", "alice")).lease
+        await client.close()
+        plain = MasterClient([d.master], "pbx2", connect_timeout=1)
+        with pytest.raises((NotConnected, ConnectionError, OSError)):
+            await plain.connect()  # a client speaking plain TCP to a TLS listener gets nowhere
+    finally:
+        d.stop()

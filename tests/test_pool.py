@@ -3,7 +3,7 @@
 from licmaster.errors import Denial
 from licmaster.licensefile import InstalledLicense
 from licmaster.catalog import LicenseType
-from licmaster.pool import Grant, Node, Pool, SyncEntry
+from licmaster.pool import Grant, Node, Pool, ReloadReport, SyncEntry
 
 from .conftest import MAC_A, MAC_B, licenses, pool_of
 
@@ -161,7 +161,9 @@ def test_hardware_licenses_are_bound_and_can_never_be_removed_R_HW_1() -> None:
     report = pool.install(licenses(("PBX-Port13", 1)))  # a reload that forgot them
     assert [p.rule for p in report.problems] == ["R-HW-1"]
     assert sum(b.installed for b in pool.buckets() if b.family == "Relay-Channels") == 30
-    assert isinstance(pool.remove_license(InstalledLicense(LicenseType("PBX-Port", 13), 1)), object)
+    removed = pool.remove_license(InstalledLicense(LicenseType("PBX-Port", 13), 1))  # software: it can go
+    assert isinstance(removed, ReloadReport) and removed.problems == []
+    assert sum(b.installed for b in pool.buckets() if b.family == "PBX-Port") == 0
 
 
 def test_software_licenses_move_between_devices_R_HW_2() -> None:
