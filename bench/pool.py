@@ -40,8 +40,8 @@ def pairs_per_second(pool: Pool, pairs: int) -> float:
     gc.disable()
     try:
         start = time.perf_counter()
-        for i, holder in enumerate(holders):
-            node = "pbx7"
+        node = "pbx7"
+        for holder in holders:
             lease = checkout(node, "port", holder).lease
             checkin(node, lease.id)
         elapsed = time.perf_counter() - start

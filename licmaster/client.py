@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode
+import contextlib
 
 RETRYABLE = ("grace", "busy")
 
@@ -42,7 +43,7 @@ class LicenseError(Exception):
 
 
 class NotConnected(ConnectionError):
-    pass
+    """No master answered, or the connection to it is gone (requests in flight fail with this)."""
 
 
 @dataclass
@@ -161,7 +162,7 @@ class MasterClient:
         for _ in range(len(self.masters)):
             try:
                 return await self._connect_once()
-            except (OSError, asyncio.TimeoutError, LicenseError) as exc:
+            except (TimeoutError, OSError, LicenseError) as exc:
                 if isinstance(exc, LicenseError) and exc.code not in ("not_master", "busy"):
                     raise
                 last = exc
@@ -197,10 +198,8 @@ class MasterClient:
         if self._closed:
             return
         if bye and self._wire is not None:
-            try:
+            with contextlib.suppress(LicenseError, ConnectionError, asyncio.TimeoutError):
                 await asyncio.wait_for(self.call("bye"), self.connect_timeout)
-            except (LicenseError, ConnectionError, asyncio.TimeoutError):
-                pass
             self.leases.clear()
         self._stop_tasks()
         self._drop_wire()
@@ -358,7 +357,7 @@ class MasterClient:
                         self.masters.append(address)
                     self.master_index = self.masters.index(address)
                 except (ValueError, TypeError):
-                    pass
+                    self.master_index = (self.master_index + 1) % len(self.masters)  # unreadable: try the next
             else:
                 self.master_index = (self.master_index + 1) % len(self.masters)
         elif name == "fenced" and not str(event.get("reason", "")).startswith("expired"):
@@ -395,14 +394,14 @@ class MasterClient:
         while not self._closed:
             try:
                 await self._connect_once()
-            except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError):
+            except (TimeoutError, OSError, LicenseError, ConnectionError):
                 self.master_index = (self.master_index + 1) % len(self.masters)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             try:
                 await self.sync()
-            except (LicenseError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, LicenseError, ConnectionError):
                 continue
             self._emit({"event": "reconnected", "master": f"{self.address[0]}:{self.address[1]}", "epoch": self.epoch})
             return

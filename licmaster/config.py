@@ -30,7 +30,7 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    pass
+    """A config file or value that cannot be used; the message names the key."""
 
 
 @dataclass(frozen=True)

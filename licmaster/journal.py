@@ -24,6 +24,7 @@ import marshal
 import msgpack
 
 from .recovery import STATE_EVENTS
+import contextlib
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -110,10 +111,8 @@ class Journal:
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         await self.flush()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
         self._executor.shutdown(wait=True)

@@ -15,7 +15,8 @@ import secrets
 import ssl
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from . import errors as E
 from . import logs, messages

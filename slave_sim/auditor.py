@@ -46,7 +46,7 @@ class Auditor:
             await asyncio.sleep(self.interval)
             try:
                 await self.sample()
-            except (LicenseError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, LicenseError, ConnectionError):
                 continue  # the master may be restarting; the client reconnects
 
     async def sample(self) -> dict[str, int]:

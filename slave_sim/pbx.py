@@ -24,6 +24,7 @@ from licmaster.pool import Node, Pool
 
 from .metrics import Recorder
 from .scenario import PbxSpec
+import contextlib
 
 Device = tuple[str, ObjectKind, str]  # (object, kind, device)
 
@@ -136,10 +137,8 @@ class SimPBX:
         self.client = self._new_client()
         await self._timed("hello", self.client.connect)
         self.client.leases.update(held)
-        try:
+        with contextlib.suppress(LicenseError):
             await self._timed("sync", self.client.sync)
-        except LicenseError:
-            pass
         self._forget_lost()
 
     def _forget_lost(self) -> None:

@@ -16,7 +16,7 @@ from licmaster.rules import normalize_mac
 
 
 class ScenarioError(ValueError):
-    pass
+    """A scenario that cannot run; the message names the file, the section and the key."""
 
 
 ACTIONS = {

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from hypothesis import settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, precondition
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from licmaster.errors import Denial
 from licmaster.pool import Grant, Node, Pool, SyncEntry
