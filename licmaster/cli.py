@@ -7,9 +7,11 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .catalog import CURRENT_VERSION
 from . import serve
+from .journal import read_journal
 from .licensefile import load_files
 from .verdict import render_text, verdict
 
@@ -27,6 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve.add_parser(sub)
 
+    journal = sub.add_parser("journal", help="read the journal: grants, check-ins, denials, expiries, takeovers")
+    journal.add_argument("--data-dir", default="licmaster-data", type=Path, help="the master's data directory")
+    journal.add_argument("--event", help="only this event (grant, checkin, deny, expire, bye, takeover, ...)")
+    journal.add_argument("--node", help="only this node")
+    journal.add_argument("--last", type=int, default=0, help="only the last N events")
+    journal.add_argument("--json", action="store_true", help="one JSON object per line")
+    journal.set_defaults(run=_journal)
+
     args = parser.parse_args(argv)
     return int(args.run(args))
 
@@ -39,6 +49,24 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(render_text(v))
     return 0 if v.ok else 1
+
+
+def _journal(args: argparse.Namespace) -> int:
+    path = args.data_dir / "journal.sqlite3"
+    if not path.is_file():
+        print(f"licmaster: no journal at {path}", file=sys.stderr)
+        return 2
+    rows = [r for r in read_journal(path, event=args.event) if args.node is None or r["node"] == args.node]
+    if args.last:
+        rows = rows[-args.last:]
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+            continue
+        when = dt.datetime.fromtimestamp(row["ts"], dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        fields = " ".join(f"{k}={row[k]}" for k in ("node", "resource", "holder", "lease", "detail", "rule") if row[k] is not None)
+        print(f"{when} {row['event']:<9} {fields}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@
 - heartbeats are automatic; after a reconnect it `sync`s the leases it holds;
 - `grace` and `busy` answers are retried after `retry_ms` (bounded), other refusals raise
   `LicenseError` with the code, the rule and the sentence;
-- events (`fenced`, `epoch`, `shutdown`, and the client's own `reconnected`/`lost`) go to
-  `client.events` (an asyncio.Queue) and to `on_event` if given.
+- a master that answers nothing for a whole lease TTL is left (`unresponsive`) for the next one;
+- events (`fenced`, `epoch`, `shutdown`, and the client's own `reconnected`, `lost`,
+  `unresponsive`) go to `client.events` (an asyncio.Queue) and to `on_event` if given.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class MasterClient:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
         self._last_sent = 0.0
+        self._last_heard = 0.0
         self._frozen = False
 
     # ================================================================ connection
@@ -182,6 +184,7 @@ class MasterClient:
             raise
         self._check_epoch(reply)
         self.session = reply
+        self._last_heard = loop.time()
         self.connected.set()
         if self._heartbeat_task is None or self._heartbeat_task.done():
             self._heartbeat_task = loop.create_task(self._heartbeats(), name=f"heartbeat-{self.node}")
@@ -322,6 +325,7 @@ class MasterClient:
     # ================================================================ incoming
 
     def _on_message(self, wire: _Wire, message: dict[str, Any]) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
         if "event" in message and "id" not in message:
             self._on_event(wire, message)
             return
@@ -372,7 +376,7 @@ class MasterClient:
     def _switch_master(self, wire: _Wire) -> None:
         self.master_index = (self.master_index + 1) % len(self.masters)
         if wire.transport:
-            wire.transport.close()
+            wire.transport.abort()  # not close(): a hung master would never take the buffered bytes
 
     def _on_lost(self, wire: _Wire) -> None:
         if wire is not self._wire:
@@ -407,11 +411,22 @@ class MasterClient:
             return
 
     async def _heartbeats(self) -> None:
+        """Heartbeats when nothing else was sent; and a master that has answered nothing for a
+        whole lease TTL (hung, or the path to it broken) is left for the next one."""
         loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
         while not self._closed:
             interval = self.session.get("heartbeat_ms", 1000) / 1000
             await asyncio.sleep(interval / 2)
-            if self._wire is None or loop.time() - self._last_sent < interval / 2:
+            wire = self._wire
+            if wire is None:
+                continue
+            if loop.time() - self._last_heard > self.session.get("lease_ttl_ms", 3000) / 1000:
+                self._emit({"event": "unresponsive", "master": f"{self.address[0]}:{self.address[1]}"})
+                self._switch_master(wire)  # connection_lost follows: reconnect and sync
+                self._last_heard = loop.time()
+                continue
+            if loop.time() - self._last_sent < interval / 2:
                 continue
             future = self._request("heartbeat", {})
             future.add_done_callback(_ignore_result)

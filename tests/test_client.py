@@ -150,3 +150,24 @@ async def test_tls_listener_and_client(tmp_path: Path) -> None:
             await plain.connect()  # a client speaking plain TCP to a TLS listener gets nowhere
     finally:
         d.stop()
+
+
+async def test_a_hung_master_is_left_and_the_client_comes_back_when_it_answers(daemon: Daemon) -> None:
+    import signal
+
+    client = MasterClient([daemon.master], "pbx1", connect_timeout=0.5)
+    await client.connect()
+    await client.checkout("port", "alice")
+    daemon.signal(signal.SIGSTOP)  # the master hangs: the socket stays open, nothing is answered
+    try:
+        event = await next_event(client, "unresponsive", timeout=10)
+        assert event["master"] == daemon.master
+    finally:
+        daemon.signal(signal.SIGCONT)
+    await next_event(client, "reconnected", timeout=15)
+    usage = await client.usage()
+    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1  # not twice
+    await client.checkin("port", "alice")
+    usage = await client.usage()
+    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 0
+    await client.close()

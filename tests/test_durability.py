@@ -121,3 +121,28 @@ async def test_the_journal_records_grants_checkins_and_denials_with_rules(tmp_pa
         ("bye", "pbx-a", None, "0", None),
         ("stop", None, None, "signal SIGTERM", None),
     ]
+
+
+async def test_licmaster_journal_prints_what_happened(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    d = Daemon(tmp_path / "m", LICENSES).start()
+    try:
+        a = await Raw.open(d.address)
+        await a.hello("pbx-a")
+        await a.request("checkout", resource="port", holder="alice")
+        await a.request("assign", user="ann", families=["App(softphone)"])
+    finally:
+        d.stop()
+
+    def journal(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "licmaster.cli", "journal", "--data-dir", str(d.workdir / "data"), *args],
+                              capture_output=True, text=True)
+
+    text = journal().stdout
+    assert "grant     node=pbx-a resource=port holder=alice" in text
+    denials = [json.loads(line) for line in journal("--event", "deny", "--json").stdout.splitlines()]
+    assert [(r["node"], r["detail"], r["rule"]) for r in denials] == [("pbx-a", "prerequisite", "R-USER-2")]
+    assert journal("--data-dir", str(tmp_path / "nowhere")).returncode == 2
