@@ -18,6 +18,8 @@ tls_cert = ""                   # both set: the PBX listener speaks TLS
 tls_key = ""
 log_format = "kv"               # or "json"
 log_level = "info"
+standby_of = ""                 # "host:port": be the standby master of that master
+takeover_after_ms = 3000        # a standby takes over when the master is unreachable this long
 ```
 """
 
@@ -52,6 +54,12 @@ class Config:
     tls_key: str = ""
     log_format: str = "kv"
     log_level: str = "info"
+    standby_of: str = ""  # "host:port": this daemon is the standby master of that master
+    takeover_after_ms: int | None = None  # None: lease_ttl_ms
+
+    @property
+    def effective_takeover_after_ms(self) -> int:
+        return self.lease_ttl_ms if self.takeover_after_ms is None else self.takeover_after_ms
 
     @property
     def effective_grace_ms(self) -> int:
@@ -74,6 +82,7 @@ _INT_RANGES = {
     "max_frame": (64, 64 * 1024 * 1024),
     "max_connections": (1, 1_000_000),
     "journal_flush_ms": (1, 60_000),
+    "takeover_after_ms": (10, 3_600_000),
 }
 
 
@@ -140,6 +149,8 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
     config = Config(**values)
     config.listen_address  # noqa: B018 - validate now, not at bind time
     config.http_address  # noqa: B018
+    if config.standby_of:
+        split_address(config.standby_of, "standby_of")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("tls_cert and tls_key go together: set both or neither")
     if config.heartbeat_ms >= config.lease_ttl_ms:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ class Journal:
         self._executor.submit(self._open).result()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
+        self.on_batch: Callable[[list[Row]], None] | None = None  # sees each batch before it is written
 
     def _open(self) -> None:
         self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -98,6 +99,8 @@ class Journal:
         if not self.rows:
             return
         batch, self.rows = self.rows, []
+        if self.on_batch is not None:
+            self.on_batch(batch)
         await (loop or asyncio.get_running_loop()).run_in_executor(self._executor, self._write, batch)
 
     def _write(self, batch: list[Row]) -> None:

@@ -22,7 +22,8 @@ MAX_COUNT = 10_000
 MAX_FAMILIES = 64
 _NODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-OPS = frozenset({"hello", "heartbeat", "bye", "checkout", "checkin", "sync", "takeover", "assign", "unassign", "usage"})
+OPS = frozenset({"hello", "heartbeat", "bye", "checkout", "checkin", "sync", "takeover", "assign", "unassign", "usage",
+                 "replicate"})
 
 
 def envelope(msg: dict[str, Any]) -> tuple[int, str] | tuple[int | None, Denial]:

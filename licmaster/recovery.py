@@ -1,14 +1,17 @@
-"""What the PBXs held when the previous run of the master ended, rebuilt from its journal. Pure.
+"""Who holds which floating licenses, rebuilt from journal events. Pure.
 
 After a restart (or a `kill -9`) the pool starts empty while PBXs still believe they hold their
-leases. During the grace window a node may re-take only what it held then (by `sync` or
-`checkout`); anything new waits (`grace`). So no restart ever lets more licenses be in use than
-installed, and PBXs that come back find their licenses waiting for them.
+leases; a standby master that takes over starts the same way. During the grace window a node may
+re-take only what it held (by `sync` or `checkout`); anything new waits (`grace`). So no restart
+or failover ever lets more licenses be in use than installed, and PBXs that come back find their
+licenses waiting for them. The events come from the previous run's journal (restart) or from the
+master's replication stream (standby).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 # journal events that change who holds what
 GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER = "grant", "checkin", "release", "expire", "bye", "takeover"
@@ -17,33 +20,52 @@ STATE_EVENTS = (GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER)
 Key = tuple[str, str]  # (resource, holder)
 
 
-def held_at_end(rows: Iterable[tuple[str, str | None, str | None, str | None, str | None, str | None]]) -> dict[str, set[Key]]:
-    """Replay (event, node, resource, holder, lease, detail) rows, oldest first.
+class Holdings:
+    """Leases by node, kept up to date one event at a time."""
 
-    For `takeover` rows, `node` is the standby and `detail` the failed node.
-    """
-    by_node: dict[str, dict[str, Key]] = {}
-    lease_node: dict[str, str] = {}
-    for event, node, resource, holder, lease, detail in rows:
+    def __init__(self) -> None:
+        self.by_node: dict[str, dict[str, Key]] = {}
+        self.lease_node: dict[str, str] = {}
+
+    def apply(self, event: str, node: str | None, resource: str | None, holder: str | None,
+              lease: str | None, detail: str | None) -> None:
+        """One event. For `takeover`, `node` is the standby and `detail` the failed node."""
         if node is None:
-            continue
+            return
         if event == GRANT and lease and resource and holder:
-            by_node.setdefault(node, {})[lease] = (resource, holder)
-            lease_node[lease] = node
+            self.by_node.setdefault(node, {})[lease] = (resource, holder)
+            self.lease_node[lease] = node
         elif event in (CHECKIN, RELEASE) and lease:
-            owner = lease_node.pop(lease, None)
+            owner = self.lease_node.pop(lease, None)
             if owner is not None:
-                by_node.get(owner, {}).pop(lease, None)
+                self.by_node.get(owner, {}).pop(lease, None)
         elif event in (EXPIRE, BYE):
-            for lid in by_node.pop(node, {}):
-                lease_node.pop(lid, None)
+            for lid in self.by_node.pop(node, {}):
+                self.lease_node.pop(lid, None)
         elif event == TAKEOVER and detail:
-            moved = by_node.pop(detail, {})
-            target = by_node.setdefault(node, {})
+            moved = self.by_node.pop(detail, {})
+            target = self.by_node.setdefault(node, {})
+            held = set(target.values())
             for lid, key in moved.items():
-                if key in target.values():
-                    lease_node.pop(lid, None)
+                if key in held:  # the standby held it already: one of the two was checked in
+                    self.lease_node.pop(lid, None)
                     continue
                 target[lid] = key
-                lease_node[lid] = node
-    return {node: set(leases.values()) for node, leases in by_node.items() if leases}
+                self.lease_node[lid] = node
+
+    def apply_all(self, rows: Iterable[tuple[Any, ...]]) -> Holdings:
+        for row in rows:
+            self.apply(*row[:6])
+        return self
+
+    def held(self) -> dict[str, set[Key]]:
+        return {node: set(leases.values()) for node, leases in self.by_node.items() if leases}
+
+    def snapshot(self) -> list[list[str]]:
+        """[node, resource, holder, lease] for every lease: what a replica starts from."""
+        return [[node, key[0], key[1], lid] for node, leases in self.by_node.items() for lid, key in leases.items()]
+
+
+def held_at_end(rows: Iterable[tuple[Any, ...]]) -> dict[str, set[Key]]:
+    """Replay (event, node, resource, holder, lease, detail) rows, oldest first."""
+    return Holdings().apply_all(rows).held()

@@ -26,12 +26,14 @@ from .errors import Denial
 from .journal import Journal
 from .licensefile import load_files
 from .pool import Pool, ReloadReport, SyncEntry
-from .recovery import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, TAKEOVER, held_at_end
+from .recovery import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, STATE_EVENTS, TAKEOVER, Holdings, held_at_end
+from .replication import Follower
 from .session import Connection, Session
 from .store import Store
 
 Reply = dict[str, Any] | bytes  # a map, or a payload the ReplyEncoder already packed
-checkout_fields, checkin_fields = messages.checkout, messages.checkin  # module-level: no attribute lookup per request
+checkout_fields, checkin_fields = messages.checkout, messages.checkin
+REPLICATED = frozenset(STATE_EVENTS) | {"assign", "unassign"}  # module-level: no attribute lookup per request
 
 
 class StartError(RuntimeError):
@@ -68,6 +70,10 @@ class Master:
         self.address: tuple[str, int] | None = None
         self.replies = ReplyEncoder(0)
         self.wall = time.time()  # wall clock of the batch being handled (set per read by Connection)
+        self.standby_of = config.standby_of  # set: this daemon is a standby master (not serving PBXs)
+        self.replicas: set[Connection] = set()  # standby masters following this one
+        self.follower: Follower | None = None
+        self._ops["replicate"] = self.op_replicate
 
     # ================================================================ lifecycle
 
@@ -90,8 +96,9 @@ class Master:
             self.pool.restore_assignment(user, family, version, node)
         had_run, rows = self.journal.begin_run()
         self._held_before = held_at_end(rows)
-        if had_run and cfg.effective_grace_ms > 0:
+        if had_run and cfg.effective_grace_ms > 0 and not self.standby_of:
             self._grace_until = self.loop.time() + cfg.effective_grace_ms / 1000
+        self.journal.on_batch = self._replicate_batch
         self.journal.start()
         self.journal.record("start", detail=f"epoch={self.epoch}")
         host, port = cfg.listen_address
@@ -109,7 +116,10 @@ class Master:
         sock = self._server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
         self._reaper = self.loop.create_task(self._reap(), name="session-reaper")
-        logs.event("started", master=self.name, listen=f"{sock[0]}:{sock[1]}", epoch=self.epoch,
+        if self.standby_of:
+            self.follower = Follower(self.standby_of, self.name, self.store, cfg.effective_takeover_after_ms, self.promote)
+            self.follower.start()
+        logs.event("started", master=self.name, standby_of=self.standby_of or "-", listen=f"{sock[0]}:{sock[1]}", epoch=self.epoch,
                    data_dir=str(data.resolve()), licenses=len(self.pool.installed),
                    grace_ms=int(max(0.0, self._grace_until - self.loop.time()) * 1000),
                    users=len(self.pool.users), held_before=sum(len(v) for v in self._held_before.values()))
@@ -125,6 +135,8 @@ class Master:
         """The `shutdown` event to every session, then a clean close of everything."""
         if self._reaper:
             self._reaper.cancel()
+        if self.follower:
+            await self.follower.stop()
         if self._server:
             self._server.close()
         event = {"event": "shutdown", "reason": reason}
@@ -194,6 +206,8 @@ class Master:
         """Answer every request a read brought, in order. The common case (an established
         session, a well-formed envelope, a known op) is dispatched inline: at 100,000 requests a
         second, one Python call per request is a measurable share of the CPU."""
+        if self.standby_of:
+            return [self._standby_reply(conn, msg, now) for msg in batch]
         replies: list[Reply] = []
         append = replies.append
         ops = self._ops
@@ -220,6 +234,18 @@ class Master:
             if conn.closing:
                 break
         return replies
+
+    def _standby_reply(self, conn: Connection, msg: dict[str, Any], now: float) -> Reply:
+        """A standby master serves no PBX: `not_master`, with the master's address. Observers
+        may watch it (hello, heartbeat, usage) and hear the `epoch` event when it takes over."""
+        rid, op = messages.envelope(msg)
+        if op.__class__ is not str:
+            return error_reply(rid, op)  # type: ignore[arg-type]
+        observer = conn.session is not None and conn.session.info.role == "observer"
+        if (op == "hello" and msg.get("role") == "observer") or (observer and op in ("heartbeat", "usage")):
+            return self._handle_slow(conn, msg, now)  # type: ignore[return-value]
+        return error_reply(rid, Denial(E.NOT_MASTER, f"this is the standby master of {self.standby_of}; use that one",
+                                       details={"master": self.standby_of}))
 
     def _handle_slow(self, conn: Connection, msg: dict[str, Any], now: float) -> Reply | None:
         rid, op = messages.envelope(msg)
@@ -459,7 +485,8 @@ class Master:
 
     def op_usage(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         reply = self._ok(rid)
-        reply.update(pools=self.pool.usage(), nodes=self.node_list(), master=self.name, grace_ms=self.grace_left_ms())
+        reply.update(pools=self.pool.usage(), nodes=self.node_list(), master=self.name, grace_ms=self.grace_left_ms(),
+                     standby_of=self.standby_of or None, replicas=len(self.replicas))
         return reply
 
     def node_list(self) -> list[dict[str, Any]]:
@@ -468,6 +495,56 @@ class Master:
                  "licensing": s.info.licensing, "connected": s.conn is not None,
                  "leases": len(self.pool.node_leases(s.node)), "idle_ms": int((now - s.last_seen) * 1000)}
                 for s in sorted(self.sessions.values(), key=lambda s: s.node)]
+
+    # ================================================================ replication (master side)
+
+    def op_replicate(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        """A standby master asks to follow: a snapshot now, then each journal batch's changes."""
+        if session.info.role != "observer" or session.conn is None:
+            return error_reply(rid, E.bad_request("role", "only an observer (a standby master) may replicate"))
+        self.replicas.add(session.conn)
+        leases = [[lease.node, lease.resource, lease.holder, lease.id] for lease in self.pool.leases.values()]
+        assignments = [[user, family, a.bucket.version if a.bucket else None, a.node]
+                       for user, held in self.pool.users.items() for family, a in held.items()]
+        logs.event("replica_attached", node=session.node, leases=len(leases), assignments=len(assignments))
+        reply = self._ok(rid)
+        reply.update(leases=leases, assignments=assignments)
+        return reply
+
+    def _replicate_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        """Called with each journal batch before it is written: its state changes to every replica."""
+        if not self.replicas:
+            return
+        rows = [list(row[1:7]) + [None] * (7 - len(row)) for row in batch if row[1] in REPLICATED]
+        if not rows:
+            return
+        event = {"event": "replica", "rows": rows}
+        for conn in list(self.replicas):
+            if conn.closing or conn.transport is None:
+                self.replicas.discard(conn)
+            else:
+                conn.send_event(event)
+
+    def promote(self, holdings: Holdings, master_epoch: int) -> None:
+        """The master is gone: this standby takes over, with a higher epoch, the replicated user
+        assignments, and a grace window in which PBXs re-take what they held."""
+        assert self.store is not None
+        self.standby_of = ""
+        self.epoch = max(self.epoch, master_epoch) + 1
+        self.store.set_meta("epoch", str(self.epoch))
+        self.replies = ReplyEncoder(self.epoch)
+        self.pool = Pool(self.store.hardware())
+        self.pool.install(load_files(self.config.licenses).licenses)
+        for user, family, version, node in self.store.assignments():
+            self.pool.restore_assignment(user, family, version, node)
+        self._held_before = holdings.held()
+        grace = self.config.effective_grace_ms
+        self._grace_until = self.loop.time() + grace / 1000 if grace else 0.0
+        self._journal("promote", detail=f"epoch={self.epoch}")
+        for conn in list(self.connections):
+            conn.send_event({"event": "epoch", "epoch": self.epoch, "master": self.name})
+        logs.event("promoted", logging.WARNING, master=self.name, epoch=self.epoch, users=len(self.pool.users),
+                   held=sum(len(v) for v in self._held_before.values()), grace_ms=grace)
 
     # ================================================================ expiry
 

@@ -67,6 +67,22 @@ class Store:
         with self.db:
             self.db.executemany("INSERT OR REPLACE INTO assignments (user, family, version, node) VALUES (?, ?, ?, ?)", rows)
 
+    def replace_assignments(self, rows: list[tuple[str, str, int | None, str]]) -> None:
+        """A standby master's copy: exactly the master's assignments, in one transaction."""
+        with self.db:
+            self.db.execute("DELETE FROM assignments")
+            self.db.executemany("INSERT INTO assignments (user, family, version, node) VALUES (?, ?, ?, ?)", rows)
+
+    def apply_assignment_changes(self, changes: list[tuple[str, str, str, int | None, str]]) -> None:
+        """(event, user, family, version, node) from the master's replication stream, in order."""
+        with self.db:
+            for event, user, family, version, node in changes:
+                if event == "assign":
+                    self.db.execute("INSERT OR REPLACE INTO assignments (user, family, version, node) VALUES (?, ?, ?, ?)",
+                                    (user, family, version, node))
+                else:
+                    self.db.execute("DELETE FROM assignments WHERE user = ? AND family = ?", (user, family))
+
     def delete_assignments(self, user: str, families: list[str]) -> None:
         with self.db:
             self.db.executemany("DELETE FROM assignments WHERE user = ? AND family = ?", [(user, f) for f in families])

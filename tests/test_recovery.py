@@ -1,0 +1,35 @@
+"""Who held what, rebuilt from journal events (restart) or a replication stream (standby)."""
+
+from licmaster.recovery import Holdings, held_at_end
+
+
+def test_grants_checkins_and_expiry_replay_to_what_is_held() -> None:
+    rows = [
+        ("grant", "a", "port", "alice", "1", "PBX-Port13:1"),
+        ("grant", "a", "port", "bob", "2", "PBX-Port13:1"),
+        ("grant", "b", "port", "carl", "3", "PBX-Port13:1"),
+        ("checkin", "a", "port", "bob", "2", None),
+        ("grant", "c", "operator", "desk", "4", None),
+        ("expire", "c", None, None, None, "1"),
+        ("release", "b", "port", "carl", "3", "node changed"),
+    ]
+    assert held_at_end(rows) == {"a": {("port", "alice")}}
+
+
+def test_takeover_moves_holdings_and_counts_nothing_twice() -> None:
+    rows = [
+        ("grant", "slave", "port", "alice", "1", None),
+        ("grant", "slave", "port", "bob", "2", None),
+        ("grant", "stby", "port", "alice", "3", None),
+        ("takeover", "stby", None, None, None, "slave"),
+    ]
+    holdings = Holdings().apply_all(rows)
+    assert holdings.held() == {"stby": {("port", "alice"), ("port", "bob")}}
+    assert sorted(holdings.snapshot()) == [["stby", "port", "alice", "3"], ["stby", "port", "bob", "2"]]
+    holdings.apply("checkin", "stby", "port", "bob", "2", None)  # lease ids survive the move
+    assert holdings.held() == {"stby": {("port", "alice")}}
+
+
+def test_bye_and_unknown_leases_are_harmless() -> None:
+    holdings = Holdings().apply_all([("checkin", "a", "port", "x", "99", None), ("bye", "nobody", None, None, None, "0")])
+    assert holdings.held() == {}
