@@ -52,10 +52,11 @@ class Runner:
         self.external_master = master
         self.workers = max(1, workers)
         self.master_process: MasterProcess | None = None
+        self.standby_process: MasterProcess | None = None
         self.local: Network | None = None
         self.remote: list[RemoteNetwork] = []
         self.auditor: Auditor | None = None
-        if master and any(s.action in ("restart-master", "reload-licenses") for s in scenario.steps):
+        if master and any(s.action in ("restart-master", "reload-licenses", "fail-master") for s in scenario.steps):
             raise ValueError("this scenario restarts the master or replaces its licenses: run it without --master, "
                              "so that slave-sim owns the master")
 
@@ -65,6 +66,9 @@ class Runner:
         start = time.perf_counter()
         address = self._start_master()
         masters = [address]
+        if self.scenario.standby_master and self.master_process is not None:
+            self.standby_process = MasterProcess(self.scenario.licenses, {**self.scenario.master, "standby_of": f'"{address}"'})
+            masters.append(self.standby_process.start())
         checks: list[Check] = []
         final: dict[str, int] = {}
         installed: dict[str, int] = {}
@@ -78,6 +82,8 @@ class Runner:
                 await asyncio.gather(*(r.start() for r in self.remote))
             self.auditor = Auditor(masters, self.recorder)
             await self.auditor.start()
+            if self.standby_process is not None:
+                await self._standby_attached()
             standbys = sum(1 for p in self.scenario.pbxs if p.standby)
             self.recorder.fault(f"{len(self.scenario.pbxs)} PBXs and {standbys} standbys up in {self.workers} "
                                 f"process(es), {self.scenario.device_count} devices configured")
@@ -99,8 +105,9 @@ class Runner:
             for remote in self.remote:
                 remote.kill()
             journal = str(self.master_process.journal) if self.master_process else None
-            if self.master_process:
-                self.master_process.stop()
+            for process in (self.master_process, self.standby_process):
+                if process:
+                    process.stop()
         return RunResult(self.scenario, self.recorder, checks, time.perf_counter() - start, address,
                          installed, final, journal)
 
@@ -136,6 +143,8 @@ class Runner:
             await self.restart_master()
         elif step.action == "reload-licenses":
             await self.reload_licenses(step)
+        elif step.action == "fail-master":
+            await self.fail_master()
         elif self.local is not None:
             units = await self.local.play(step)
         else:
@@ -144,6 +153,31 @@ class Runner:
         if step.audit:
             await self.audit(step.describe())
 
+    async def _standby_attached(self, timeout: float = 15.0) -> None:
+        """The standby master follows the master before the drill begins."""
+        assert self.auditor is not None
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if (await self.auditor.client.usage()).get("replicas"):
+                self.recorder.fault("standby master following the master")
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the standby master did not attach to the master within 15 s")
+
+    async def fail_master(self) -> None:
+        assert self.master_process is not None and self.auditor is not None
+        epoch = self.auditor.client.epoch + 1
+        self.master_process.kill9()
+        self.recorder.fault("master killed (kill -9); its standby master takes over")
+        settled = await self._all_settled(epoch)
+        self.recorder.fault(f"every PBX re-synced on the standby master (epoch {epoch})" if settled
+                            else "some PBXs did not move to the standby master within 30 s")
+
+    async def _all_settled(self, epoch: int) -> bool:
+        if self.local is not None:
+            return await self.local.settled(epoch)
+        return all(await asyncio.gather(*(r.settled(epoch) for r in self.remote)))
+
     async def restart_master(self) -> None:
         assert self.master_process is not None and self.auditor is not None
         epoch = self.auditor.client.epoch + 1
@@ -151,10 +185,7 @@ class Runner:
         await asyncio.get_running_loop().run_in_executor(None, self.master_process.restart)
         self.recorder.fault("master started again")
         # every live PBX reconnects and re-syncs by itself; wait until they all have
-        if self.local is not None:
-            settled = await self.local.settled(epoch)
-        else:
-            settled = all(await asyncio.gather(*(r.settled(epoch) for r in self.remote)))
+        settled = await self._all_settled(epoch)
         self.recorder.fault("every PBX re-synced" if settled else "some PBXs did not re-sync within 30 s")
 
     async def reload_licenses(self, step: Step) -> None:

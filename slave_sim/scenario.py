@@ -38,6 +38,7 @@ ACTIONS = {
     "takeover": "a standby PBX takes over its failed PBX (R-STBY)",
     "restart-master": "the master is killed (kill -9) and started again",
     "reload-licenses": "the master's license files are replaced and it reloads them (SIGHUP, no restart)",
+    "fail-master": "the master is killed (kill -9) and its standby master takes over ([master] standby = true)",
 }
 TARGETED = {"register", "unregister", "configure-users", "conference", "end-conference", "operator-login",
             "operator-logout", "queue-monitor", "isdn-up", "isdn-down", "upgrade", "kill", "cut", "restore"}
@@ -115,6 +116,7 @@ class Scenario:
     steps: tuple[Step, ...]
     expect: Expectations
     size: str = "ci"
+    standby_master: bool = False
 
     def pbx(self, name: str) -> PbxSpec:
         for spec in self.pbxs:
@@ -133,7 +135,7 @@ _STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "particip
               "licenses"}
 _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
                 "takeover_ms_max", "takeovers"}
-_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "licenses"}
+_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "licenses", "standby"}
 _TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
 _SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "rooms_scale", "licenses", "pause_scale", "expect", "files"}
 
@@ -163,6 +165,9 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     _known(master, _MASTER_KEYS, f"{where} [master]")
     license_list = sizing.get("licenses", master.pop("licenses", []))
     master.pop("licenses", None)
+    standby_master = master.pop("standby", False)
+    if not isinstance(standby_master, bool):
+        raise ScenarioError(f"{where} [master]: standby must be true or false")
     licenses = tuple(_path(base, x, f"{where} licenses") for x in _list(license_list, f"{where} licenses"))
     pbxs = _pbxs(raw.get("pbx", []), base, where, sizing)
     names = [p.name for p in pbxs]
@@ -177,8 +182,10 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     expect_raw.update(sizing.get("expect", {}))  # a larger size brings its own counts
     expect = _expect(expect_raw, f"{where} [expect]")
     name = raw.get("name", path.stem)
+    if any(s.action == "fail-master" for s in steps) and not standby_master:
+        raise ScenarioError(f"{where}: fail-master needs a standby master: set standby = true in [master]")
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
-                    master=master, pbxs=pbxs, steps=steps, expect=expect, size=size)
+                    master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master)
 
 
 def _known(table: dict[str, Any], keys: set[str], where: str) -> None:
