@@ -73,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"slave-sim: {exc}", file=sys.stderr)
         return 2
+    json_path, html_path = write_reports(result, args.report_dir)  # first: the reports outlive a closed stdout
     print(console(result))
-    json_path, html_path = write_reports(result, args.report_dir)
     print(f"  reports: {json_path}  {html_path}")
     return 0 if result.passed else 1
 
