@@ -347,6 +347,16 @@ class Pool:
         held.plans.clear()
         return self.release_node(node.name)
 
+    def forget_node(self, name: str) -> bool:
+        """Drop what the pool knows of a node that holds no floating lease any more (its session
+        ended): node names come and go, and the pool must not grow with every name ever seen."""
+        held = self._held.get(name)
+        if held is not None and held.by_id:
+            return False
+        self._held.pop(name, None)
+        self.nodes.pop(name, None)
+        return True
+
     def _node(self, name: str) -> Node:
         node = self.nodes.get(name)
         if node is None:

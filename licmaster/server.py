@@ -341,6 +341,7 @@ class Master:
     def _end_session(self, session: Session) -> None:
         if self.sessions.get(session.node) is session:
             del self.sessions[session.node]
+            self.pool.forget_node(session.node)
         self._held_before.pop(session.node, None)
 
     # ---------------------------------------------------------------- floating licenses
@@ -438,6 +439,7 @@ class Master:
         if failed in self._held_before:
             self._held_before.setdefault(session.node, set()).update(self._held_before.pop(failed))
         old = self.sessions.pop(failed, None)
+        self.pool.forget_node(failed)
         if old is not None and old.conn is not None:
             old.conn.session = None
             old.conn.close({"event": "fenced", "reason": f"taken over by {session.node}"})

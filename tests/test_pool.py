@@ -473,3 +473,15 @@ def test_a_node_that_comes_back_upgraded_resyncs_under_the_new_rules_R_VER_2() -
     result = pool.sync("pbx", [SyncEntry("port", h) for h in ("a", "b", "c")])
     assert [(d.code, d.rule) for _, _, d in result.denied] == [("version", "R-VER-2")] * 3
     assert in_use(pool, "PBX-Port") == 0
+
+
+def test_a_node_that_holds_nothing_is_forgotten_so_the_pool_does_not_grow(office: Pool) -> None:
+    for i in range(100):
+        office.set_node(Node(f"passing{i}"))
+        lease = granted(office.checkout(f"passing{i}", "port", "x")).lease
+        office.checkin(f"passing{i}", lease.id)
+        assert office.forget_node(f"passing{i}")
+    assert not any(name.startswith("passing") for name in office.nodes)
+    granted(office.checkout("pbx1", "port", "kept"))
+    assert not office.forget_node("pbx1")  # it still holds a lease: kept
+    assert "pbx1" in office.nodes

@@ -295,3 +295,16 @@ async def test_sighup_reloads_licenses_without_revoking(daemon: Daemon) -> None:
     assert "reload_refused" in daemon.log
     usage = await pbx.request("usage")
     assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["installed"] == 2
+
+
+async def test_sessions_that_come_and_go_leave_nothing_behind(daemon: Daemon) -> None:
+    for i in range(30):
+        pbx = await Raw.open(daemon.address)
+        await pbx.hello(f"transient{i}")
+        await pbx.request("checkout", resource="port", holder="x")
+        assert (await pbx.request("bye"))["ok"]
+    watcher = await Raw.open(daemon.address)
+    await watcher.hello("watcher", role="observer")
+    usage = await watcher.request("usage")
+    assert [n["node"] for n in usage["nodes"]] == ["watcher"]
+    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 0
