@@ -51,6 +51,8 @@ class Auditor:
 
     async def sample(self) -> dict[str, int]:
         usage = await self.client.usage()
+        if usage.get("standby_of"):
+            return {}  # a standby master that has not taken over yet serves nothing: not a sample
         in_use, installed = totals(usage)
         self.installed = installed
         self.pools = [{k: p[k] for k in ("family", "version", "bound", "installed")} for p in usage["pools"]]
