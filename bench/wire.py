@@ -214,6 +214,15 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) jiffies of the whole machine: how much a hypervisor took from this VM."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
 def measure(address: tuple[str, int], workers: int, connections: int, depth: int, seconds: float, rate: float | None,
             master_pid: int | None = None) -> dict:
     per_worker_rate = rate / workers if rate else None
@@ -221,9 +230,9 @@ def measure(address: tuple[str, int], workers: int, connections: int, depth: int
         pending = pool.map_async(worker_main, [(address, w, connections, depth, seconds, per_worker_rate) for w in range(workers)])
         # the master's CPU over the measured window (after the workers' warm-up)
         time.sleep(min(1.0, seconds / 4) + 0.5)
-        cpu0, t0 = cpu_seconds(master_pid), time.perf_counter()
+        cpu0, t0, machine0 = cpu_seconds(master_pid), time.perf_counter(), cpu_times()
         time.sleep(max(0.1, seconds - 1.0))
-        cpu1, t1 = cpu_seconds(master_pid), time.perf_counter()
+        cpu1, t1, machine1 = cpu_seconds(master_pid), time.perf_counter(), cpu_times()
         results = pending.get()
     ops = sum(r["ops"] for r in results)
     secs = statistics.mean(r["seconds"] for r in results)
@@ -231,6 +240,9 @@ def measure(address: tuple[str, int], workers: int, connections: int, depth: int
     out = {"ops_per_s": round(ops / secs), "errors": sum(r["errors"] for r in results),
            "p50_ms": round(percentile(lat, 0.50) * 1000, 3), "p99_ms": round(percentile(lat, 0.99) * 1000, 3),
            "samples": len(lat)}
+    if machine0 and machine1 and machine1[1] > machine0[1]:
+        # CPU stolen by the hypervisor during the run: a noisy neighbour shows here
+        out["machine_steal_share"] = round((machine1[0] - machine0[0]) / (machine1[1] - machine0[1]), 3)
     if cpu0 is not None and cpu1 is not None:
         busy = (cpu1 - cpu0) / (t1 - t0)
         out["master_cpu_busy"] = round(busy, 3)  # 1.0 = one core fully used
