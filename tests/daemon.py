@@ -15,7 +15,9 @@ from typing import Any
 from licmaster.codec import FrameDecoder, encode
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = {"heartbeat_ms": 100, "lease_ttl_ms": 600, "grace_ms": 600, "hello_timeout_ms": 1000, "journal_flush_ms": 20}
+# Short enough for quick tests, long enough that a test process starved by a busy machine does
+# not see its session expire between two requests. Tests of expiry set a shorter TTL themselves.
+FAST = {"heartbeat_ms": 200, "lease_ttl_ms": 2000, "grace_ms": 600, "hello_timeout_ms": 1000, "journal_flush_ms": 20}
 
 
 def toml_value(value: Any) -> str:

@@ -60,15 +60,19 @@ async def test_pipelined_sends_resolve_in_order(daemon: Daemon) -> None:
     await client.close()
 
 
-async def test_heartbeats_keep_a_quiet_client_alive(daemon: Daemon) -> None:
-    client = MasterClient([daemon.master], "quiet")
-    await client.connect()
-    await client.checkout("port", "alice")
-    await asyncio.sleep(1.5)  # well past lease_ttl_ms = 600
-    usage = await client.usage()
-    assert [n["node"] for n in usage["nodes"]] == ["quiet"]
-    assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1
-    await client.close()
+async def test_heartbeats_keep_a_quiet_client_alive(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600).start()
+    try:
+        client = MasterClient([daemon.master], "quiet")
+        await client.connect()
+        await client.checkout("port", "alice")
+        await asyncio.sleep(1.5)  # well past lease_ttl_ms = 600
+        usage = await client.usage()
+        assert [n["node"] for n in usage["nodes"]] == ["quiet"]
+        assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1
+        await client.close()
+    finally:
+        daemon.stop()
 
 
 async def test_first_master_down_the_second_serves(daemon: Daemon) -> None:

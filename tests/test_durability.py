@@ -14,7 +14,7 @@ LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 2\n[[license]]\ntype = "Ap
 
 
 async def keep_alive(seconds: float, *conns: Raw) -> None:
-    """Wait while heart-beating, as live PBXs do (the lease TTL here is 600 ms)."""
+    """Wait while heart-beating, as live PBXs do."""
     for _ in range(int(seconds / 0.1)):
         await asyncio.sleep(0.1)
         for conn in conns:

@@ -53,7 +53,7 @@ def daemon(tmp_path: Path):
 async def test_hello_heartbeat_usage_bye(daemon: Daemon) -> None:
     pbx = await Raw.open(daemon.address)
     hello = await pbx.hello("pbx1")
-    assert hello["ok"] and hello["heartbeat_ms"] == 100 and hello["lease_ttl_ms"] == 600
+    assert hello["ok"] and hello["heartbeat_ms"] == 200 and hello["lease_ttl_ms"] == 2000
     assert hello["master"] == "test-master" and hello["epoch"] == 1 and isinstance(hello["session"], str)
     assert (await pbx.request("heartbeat"))["ok"]
     usage = await pbx.request("usage")
@@ -193,7 +193,15 @@ async def test_sync_makes_the_sessions_leases_exactly_the_set(daemon: Daemon) ->
     assert bad["error"] == "bad_request" and bad["field"] == "leases[0].holder"
 
 
-async def test_a_silent_pbx_expires_and_its_leases_come_back(daemon: Daemon) -> None:
+async def test_a_silent_pbx_expires_and_its_leases_come_back(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600).start()
+    try:
+        await silent_pbx_expires(daemon)
+    finally:
+        daemon.stop()
+
+
+async def silent_pbx_expires(daemon: Daemon) -> None:
     silent = await Raw.open(daemon.address)
     await silent.hello("silent")
     for holder in ("a", "b", "c"):
