@@ -98,6 +98,14 @@ class Daemon:
         return f"{self.address[0]}:{self.address[1]}"
 
 
+async def next_event(client: Any, name: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The next event of that name a MasterClient delivers (others are skipped)."""
+    while True:
+        event = await asyncio.wait_for(client.events.get(), timeout)
+        if event.get("event") == name:
+            return event
+
+
 class Raw:
     """A raw protocol connection: send maps, read maps (replies and events)."""
 

@@ -10,7 +10,7 @@ import pytest
 
 from licmaster.client import LicenseError, MasterClient, NotConnected
 
-from .daemon import Daemon
+from .daemon import Daemon, next_event
 
 LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n' \
            '[[license]]\ntype = "PBX-Channels13"\ncount = 8\n'
@@ -27,13 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-async def next_event(client: MasterClient, name: str, timeout: float = 10.0) -> dict:
-    while True:
-        event = await asyncio.wait_for(client.events.get(), timeout)
-        if event.get("event") == name:
-            return event
 
 
 async def test_checkout_checkin_and_typed_errors(daemon: Daemon) -> None:

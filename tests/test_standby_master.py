@@ -7,20 +7,13 @@ from pathlib import Path
 
 from licmaster.client import MasterClient
 
-from .daemon import Daemon, Raw
+from .daemon import Daemon, Raw, next_event
 
 LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "App(phone)13"\ncount = 2\n'
 
 
 def in_use(usage: dict, family: str) -> int:
     return sum(p["in_use"] for p in usage["pools"] if p["family"] == family)
-
-
-async def next_event(client: MasterClient, name: str, timeout: float = 15.0) -> dict:
-    while True:
-        event = await asyncio.wait_for(client.events.get(), timeout)
-        if event.get("event") == name:
-            return event
 
 
 async def test_the_standby_takes_over_with_leases_and_assignments(tmp_path: Path) -> None:
