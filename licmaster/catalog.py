@@ -154,8 +154,6 @@ for _fam in _FAMILY_LIST:
     for _tier, _ref in _fam.refs:
         REFERENCES[_ref] = REFERENCES.get(_ref, ()) + ((_fam.name, _tier),)
 
-AMBIGUOUS_REFERENCE = "02-00030-001"
-
 
 @dataclass(frozen=True, slots=True)
 class LicenseType:
@@ -268,14 +266,3 @@ def _parse_reference(ref: str, *, bound: bool | None, default_version: int) -> P
     fam = FAMILIES[family]
     version = default_version if fam.versioned else None
     return ParsedName(LicenseType(family, version, tier), warning)
-
-
-def family_of(name: str) -> Family | None:
-    """The family named by `name`, a bare family name ("PBX-UC") or a full technical name."""
-    fam = FAMILIES.get(name)
-    if fam is not None:
-        return fam
-    try:
-        return FAMILIES[parse_license_type(name).license_type.family]
-    except CatalogError:
-        return None

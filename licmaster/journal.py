@@ -55,7 +55,6 @@ class Journal:
         self._db: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
         self._task: asyncio.Task[None] | None = None
-        self.written = 0
         self.on_batch: Callable[[list[Row]], None] | None = None  # sees each batch before it is written
 
     def _open(self) -> None:
@@ -109,7 +108,6 @@ class Journal:
         with self._db:
             self._db.execute("INSERT INTO batches (first_ts, last_ts, count, events, format) VALUES (?, ?, ?, ?, ?)",
                              (batch[0][0], batch[-1][0], len(batch), blob, FORMAT))
-        self.written += len(batch)
 
     async def close(self) -> None:
         if self._task:

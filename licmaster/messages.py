@@ -58,13 +58,6 @@ def _choice(msg: dict[str, Any], name: str, allowed: tuple[str, ...], default: s
     return value
 
 
-def _count(msg: dict[str, Any], name: str = "count") -> int | Denial:
-    value = msg.get(name, 1)
-    if value.__class__ is not int or not 1 <= value <= MAX_COUNT:
-        return bad_request(name, f"must be a whole number from 1 to {MAX_COUNT}")
-    return value
-
-
 def node_name(msg: dict[str, Any], name: str) -> str | Denial:
     value = msg.get(name)
     if value.__class__ is not str or not _NODE_RE.match(value):

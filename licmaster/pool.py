@@ -97,7 +97,7 @@ class Lease:
         self.view = view  # shared from the plan on the fast path, else made on demand
 
     def took_wire(self) -> list[dict[str, Any]]:
-        return [{"family": b.family, "version": b.version, "count": n} for b, n in self.took]
+        return _took_wire(self.took)
 
 
 
@@ -148,7 +148,7 @@ class TookView:
     __slots__ = ("wire", "label", "packed")
 
     def __init__(self, took: tuple[tuple[Bucket, int], ...]) -> None:
-        self.wire = [{"family": b.family, "version": b.version, "count": n} for b, n in took]
+        self.wire = _took_wire(took)
         self.label = " ".join(f"{b.label()}:{n}" for b, n in took)
         self.packed: bytes | None = None
 
@@ -323,9 +323,6 @@ class Pool:
         if to_remove:
             return Denial(E.UNKNOWN_LICENSE, f"cannot remove {lic}: only {lic.count - to_remove} installed")
         return self.install(remaining)
-
-    def add_license(self, lic: InstalledLicense) -> ReloadReport:
-        return self.install([*self.installed, lic])
 
     # ---------------------------------------------------------------- nodes
 
@@ -778,6 +775,11 @@ class Pool:
 
     def buckets(self) -> list[Bucket]:
         return list(self._buckets.values())
+
+
+def _took_wire(took: tuple[tuple[Bucket, int], ...]) -> list[dict[str, Any]]:
+    """What a lease took, as the wire lists it."""
+    return [{"family": b.family, "version": b.version, "count": n} for b, n in took]
 
 
 def _count_by_key(licenses: list[InstalledLicense]) -> dict[tuple[str, int | None, str | None], tuple[int, dict[str, int]]]:

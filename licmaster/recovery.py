@@ -61,10 +61,6 @@ class Holdings:
     def held(self) -> dict[str, set[Key]]:
         return {node: set(leases.values()) for node, leases in self.by_node.items() if leases}
 
-    def snapshot(self) -> list[list[str]]:
-        """[node, resource, holder, lease] for every lease: what a replica starts from."""
-        return [[node, key[0], key[1], lid] for node, leases in self.by_node.items() for lid, key in leases.items()]
-
 
 def held_at_end(rows: Iterable[tuple[Any, ...]]) -> dict[str, set[Key]]:
     """Replay (event, node, resource, holder, lease, detail) rows, oldest first."""

@@ -66,7 +66,6 @@ class Master:
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
             "assign": self.op_assign, "unassign": self.op_unassign, "usage": self.op_usage,
         }
-        self.stats = {"requests": 0, "denials": 0, "bad_frames": 0, "expired": 0, "connections": 0}
         self.address: tuple[str, int] | None = None
         self.replies = ReplyEncoder(0)
         self.wall = time.time()  # wall clock of the batch being handled (set per read by Connection)
@@ -182,7 +181,6 @@ class Master:
     # ================================================================ connections
 
     def connection_made(self, conn: Connection) -> None:
-        self.stats["connections"] += 1
         if len(self.connections) >= self.config.max_connections:
             conn.shed = True
         self.connections.add(conn)
@@ -194,7 +192,6 @@ class Master:
             session.conn = None  # the session waits for a reconnect until its lease TTL runs out
 
     def note_bad_frame(self, conn: Connection, why: str) -> None:
-        self.stats["bad_frames"] += 1
         logs.event("bad_frame", logging.WARNING, peer=conn.peer, node=conn.session.node if conn.session else "-", why=why)
 
     def note_hello_timeout(self, conn: Connection) -> None:
@@ -275,7 +272,6 @@ class Master:
         return {"id": rid, "ok": True, "epoch": self.epoch}
 
     def _deny(self, session: Session, rid: int, denial: Denial, resource: str | None = None, holder: str | None = None) -> Reply:
-        self.stats["denials"] += 1
         self._journal("deny", session.node, resource, holder, None, denial.code, denial.rule)
         return error_reply(rid, denial)
 
@@ -564,7 +560,6 @@ class Master:
 
     def expire(self, session: Session, silent_s: float) -> None:
         released = self.pool.release_node(session.node)
-        self.stats["expired"] += 1
         self._journal(EXPIRE, session.node, detail=str(len(released)))
         self._end_session(session)
         if session.conn is not None:

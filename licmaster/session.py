@@ -65,7 +65,6 @@ class Connection(asyncio.Protocol):
         master = self.master
         now = master.loop.time()
         master.wall = time.time()
-        master.stats["requests"] += len(messages)
         replies = master.handle_batch(self, messages, now)
         if broken is not None and not self.closing:
             replies.append({"id": None, "ok": False, "error": E.BAD_FRAME, "message": f"broken frame: {broken}"})

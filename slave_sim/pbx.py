@@ -10,7 +10,6 @@ once, as a misconfigured PBX would, and records the refusal the master gives.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -308,14 +307,3 @@ class SimPBX:
             for t in took:
                 out[t["family"]] = out.get(t["family"], 0) + t["count"]
         return out
-
-
-async def gather_limited(coros: list[Any], limit: int = 256) -> None:
-    """Run coroutines with at most `limit` in flight (the client pipelines them)."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(coro: Any) -> None:
-        async with semaphore:
-            await coro
-
-    await asyncio.gather(*(one(c) for c in coros))

@@ -25,7 +25,7 @@ def test_takeover_moves_holdings_and_counts_nothing_twice() -> None:
     ]
     holdings = Holdings().apply_all(rows)
     assert holdings.held() == {"stby": {("port", "alice"), ("port", "bob")}}
-    assert sorted(holdings.snapshot()) == [["stby", "port", "alice", "3"], ["stby", "port", "bob", "2"]]
+    assert holdings.by_node == {"stby": {"3": ("port", "alice"), "2": ("port", "bob")}}
     holdings.apply("checkin", "stby", "port", "bob", "2", None)  # lease ids survive the move
     assert holdings.held() == {"stby": {("port", "alice")}}
 
