@@ -42,7 +42,7 @@ def pairs_per_second(pool: Pool, pairs: int) -> float:
         start = time.perf_counter()
         node = "pbx7"
         for holder in holders:
-            lease = checkout(node, "port", holder).lease
+            lease, _new = checkout(node, "port", holder)
             checkin(node, lease.id)
         elapsed = time.perf_counter() - start
     finally:

@@ -1,14 +1,20 @@
 """Wire throughput and latency of a real `licmaster serve` process, loaded from separate processes.
 
-    python bench/wire.py                      # saturation, then 10,000 ops/s offered
-    python bench/wire.py --connections 32 --depth 64 --seconds 5 --workers 1
+    python bench/wire.py                      # 10,000 ops/s offered, then saturation
+    python bench/wire.py --connections 32 --depths 64 --seconds 5 --workers 1
     python bench/wire.py --rate 10000 --only-rate
+    python bench/wire.py --only-saturation --runs 5
 
 Each connection is a PBX session doing mixed checkout/checkin of Ports: every checkout reply is
 followed by the checkin of its lease, every checkin by a new checkout. Saturation keeps `depth`
 requests in flight per connection (closed loop); the rate mode paces checkouts so that
 checkouts + checkins offered = --rate per second (open loop), and measures each request's
 latency from its send to its reply. Prints one JSON object.
+
+Saturation is measured at each pipeline depth of --depths (runs interleaved, so that a noisy
+minute of the machine hits every depth alike); `saturation` is the depth whose median is
+highest, and `saturation_by_depth` has them all: throughput rises with depth as the cost of
+each read and write (system calls, wake-ups) is shared by more requests, and so does latency.
 
 Targets (issue 3, on the 2-core machine): >= 100,000 ops/s at saturation; p99 <= 5 ms at
 10,000 ops/s offered.
@@ -254,12 +260,13 @@ def measure(address: tuple[str, int], workers: int, connections: int, depth: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=16, help="connections per worker process")
-    parser.add_argument("--depth", type=int, default=64, help="requests in flight per connection (saturation)")
+    parser.add_argument("--depths", default="64,256", help="requests in flight per connection at saturation, comma-separated")
     parser.add_argument("--workers", type=int, default=1, help="load generator processes")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=10_000, help="ops/s offered in the latency run")
     parser.add_argument("--runs", type=int, default=3, help="runs of each measurement; the median is reported")
-    parser.add_argument("--only-rate", action="store_true")
+    parser.add_argument("--only-rate", action="store_true", help="measure latency at --rate only")
+    parser.add_argument("--only-saturation", action="store_true", help="measure saturation only")
     parser.add_argument("--master", help="host:port of a running master (default: start one)")
     args = parser.parse_args()
 
@@ -272,17 +279,26 @@ def main() -> None:
             proc, address = start_master(Path(tmp), ports=1_000_000)
         pid = proc.pid if proc is not None else None
         try:
-            out: dict = {"bench": "wire", "connections": args.connections * args.workers, "depth": args.depth,
+            depths = [int(d) for d in args.depths.split(",")]
+            out: dict = {"bench": "wire", "connections": args.connections * args.workers, "depths": depths,
                          "workers": args.workers, "seconds": args.seconds, "cpus": os.cpu_count()}
             # the latency run first, on a master that has not yet been through saturation
-            rate_runs = [measure(address, args.workers, max(1, args.connections // 4), 1, args.seconds, args.rate, pid)
-                         for _ in range(args.runs)]
-            median = sorted(rate_runs, key=lambda r: r["p99_ms"])[len(rate_runs) // 2]
-            out["at_rate"] = {"offered_ops_per_s": args.rate, **median, "runs_p99_ms": [r["p99_ms"] for r in rate_runs]}
+            if not args.only_saturation:
+                rate_runs = [measure(address, args.workers, max(1, args.connections // 4), 1, args.seconds, args.rate, pid)
+                             for _ in range(args.runs)]
+                median = sorted(rate_runs, key=lambda r: r["p99_ms"])[len(rate_runs) // 2]
+                out["at_rate"] = {"offered_ops_per_s": args.rate, **median, "runs_p99_ms": [r["p99_ms"] for r in rate_runs]}
             if not args.only_rate:
-                runs = [measure(address, args.workers, args.connections, args.depth, args.seconds, None, pid) for _ in range(args.runs)]
-                median = sorted(runs, key=lambda r: r["ops_per_s"])[len(runs) // 2]
-                out["saturation"] = {**median, "runs_ops_per_s": [r["ops_per_s"] for r in runs]}
+                runs: dict[int, list[dict]] = {d: [] for d in depths}
+                for _ in range(args.runs):
+                    for depth in depths:
+                        runs[depth].append(measure(address, args.workers, args.connections, depth, args.seconds, None, pid))
+                by_depth = {}
+                for depth, measured in runs.items():
+                    median = sorted(measured, key=lambda r: r["ops_per_s"])[len(measured) // 2]
+                    by_depth[depth] = {"depth": depth, **median, "runs_ops_per_s": [r["ops_per_s"] for r in measured]}
+                out["saturation"] = max(by_depth.values(), key=lambda r: r["ops_per_s"])
+                out["saturation_by_depth"] = list(by_depth.values())
             out["target"] = {"saturation_ops_per_s": 100_000, "p99_ms_at_10k": 5.0}
             print(json.dumps(out, indent=2))
         finally:

@@ -101,18 +101,10 @@ class Lease:
 
 
 
-class Grant:
-    """A granted checkout. `new` is False when an identical checkout returned the existing lease.
-    (A plain slotted class: a frozen dataclass costs a microsecond on the hot path.)"""
-
-    __slots__ = ("lease", "new")
-
-    def __init__(self, lease: Lease, new: bool) -> None:
-        self.lease = lease
-        self.new = new
-
-    def __repr__(self) -> str:
-        return f"Grant(lease={self.lease.id}, new={self.new})"
+# A granted checkout: (lease, new), where `new` is False when an identical checkout returned the
+# existing lease. A plain tuple: an instance of a class costs ~2,000 CPU instructions more, and a
+# checkout is ~30,000 in all.
+Grant = tuple[Lease, bool]
 
 
 class Plan:
@@ -372,7 +364,7 @@ class Pool:
         else:
             lease = by_holder.get(holder)
             if lease is not None:
-                return Grant(lease, False)  # idempotent: a retried checkout takes nothing more
+                return lease, False  # idempotent: a retried checkout takes nothing more
         if count < 1 or (resource == "isdn" and count > rules.CHANNELS_PER_INTERFACE.get(interface or "", count)):
             return _bad_count(resource, interface, count)
         plan = held.plans.get(resource if interface is None else (resource, interface))
@@ -403,7 +395,7 @@ class Pool:
         self._lease_count += 1
         if self._smb:
             self._note_smb(lease, +1)
-        return Grant(lease, True)
+        return lease, True
 
     def _plan(self, held: _Held, node: str, resource: str, interface: str | None) -> Plan | Denial:
         steps = self._make_plan(self._node(node), resource, interface)
@@ -516,10 +508,10 @@ class Pool:
                 continue
             seen.add((entry.resource, entry.holder))
             outcome = self.checkout(node, entry.resource, entry.holder, entry.count, entry.interface)
-            if isinstance(outcome, Denial):
-                result.denied.append((i, entry, outcome))
+            if outcome.__class__ is Denial:
+                result.denied.append((i, entry, outcome))  # type: ignore[arg-type]
             else:
-                result.granted.append(outcome.lease)
+                result.granted.append(outcome[0])  # type: ignore[index]
         return result
 
     # ---------------------------------------------------------------- plans

@@ -31,7 +31,7 @@ from .replication import Follower
 from .session import Connection, Session
 from .store import Store
 
-Reply = dict[str, Any] | bytes  # a map, or a payload the ReplyEncoder already packed
+Reply = dict[str, Any] | bytes  # a map, or a whole frame the ReplyEncoder already packed
 checkout_fields, checkin_fields = messages.checkout, messages.checkin
 REPLICATED = frozenset(STATE_EVENTS) | {"assign", "unassign"}  # module-level: no attribute lookup per request
 
@@ -375,9 +375,9 @@ class Master:
         outcome = self.pool.checkout(node, resource, holder, count, interface)
         if outcome.__class__ is Denial:
             return self._deny(session, rid, outcome, resource, holder)  # type: ignore[arg-type]
-        lease = outcome.lease  # type: ignore[union-attr]
+        lease, new = outcome  # type: ignore[misc]
         view = lease.view or self.pool.took_view(lease)
-        if outcome.new and self.journal is not None:  # type: ignore[union-attr]
+        if new and self.journal is not None:
             self.journal.rows.append((self.wall, GRANT, node, resource, holder, lease.id, view.label))
         prefix = view.packed
         if prefix is None:

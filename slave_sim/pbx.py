@@ -180,7 +180,8 @@ class SimPBX:
         assert self.local is not None
         outcome = self.local.checkout(self.name, resource, holder, count, interface)
         if not isinstance(outcome, Denial):
-            self.local_leases[(resource, holder)] = outcome.lease
+            lease, _new = outcome
+            self.local_leases[(resource, holder)] = lease
             self.recorder.op("local-checkout", self.name, 0.0)
             return True
         self.recorder.denial("local-checkout", self.name, outcome.code, outcome.rule)

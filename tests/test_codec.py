@@ -58,18 +58,30 @@ def test_the_decoder_holds_at_most_one_partial_frame() -> None:
     assert decoder.pending == 54
 
 
-def test_non_string_keys_are_refused() -> None:
-    with pytest.raises(FrameError):
-        decode_payload(msgpack.packb({b"op": 1}, use_bin_type=True))
+@pytest.mark.parametrize("keys", [{b"op": 1}, {"op": "heartbeat", b"id": 1}])
+def test_non_string_keys_are_refused(keys: dict) -> None:
+    payload = msgpack.packb(keys, use_bin_type=True)
+    with pytest.raises(FrameError, match="keys must be strings"):
+        decode_payload(payload)
+    with pytest.raises(FrameError, match="keys must be strings"):
+        frames_of(struct.pack(">I", len(payload)) + payload)
+
+
+def test_a_frame_completed_by_a_later_read_leaves_nothing_pending() -> None:
+    decoder, frame = FrameDecoder(), encode({"id": 1, "op": "heartbeat"})
+    assert decoder.feed(frame[:3]) == [] and decoder.pending == 3
+    assert decoder.feed(frame[3:]) == [{"id": 1, "op": "heartbeat"}] and decoder.pending == 0
+    assert decoder.feed(frame) == [{"id": 1, "op": "heartbeat"}] and decoder.pending == 0
 
 
 @given(st.integers(0, 2**64 - 1), st.integers(1, 10**6), st.text(min_size=1, max_size=64),
        st.lists(st.fixed_dictionaries({"family": st.text(max_size=20), "version": st.none() | st.integers(0, 99),
                                        "count": st.integers(0, 10_000)}), max_size=3))
-def test_pre_encoded_replies_decode_to_the_plain_maps(rid: int, epoch: int, lease: str, took: list) -> None:
+def test_pre_encoded_replies_are_whole_frames_of_the_plain_maps(rid: int, epoch: int, lease: str, took: list) -> None:
     replies = ReplyEncoder(epoch)
-    assert decode_payload(replies.ok(rid)) == {"id": rid, "ok": True, "epoch": epoch}
-    grant = decode_payload(replies.grant(rid, lease, replies.grant_prefix(took)))
-    assert grant == {"id": rid, "ok": True, "epoch": epoch, "lease": lease, "took": took}
-    framed = encode_many([replies.ok(rid), {"id": rid, "ok": False}])
-    assert frames_of(framed, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch}, {"id": rid, "ok": False}]
+    ok, grant = replies.ok(rid), replies.grant(rid, lease, replies.grant_prefix(took))
+    assert frames_of(ok, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch}]
+    assert frames_of(grant, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch, "lease": lease, "took": took}]
+    framed = encode_many([ok, {"id": rid, "ok": False}, grant])
+    assert frames_of(framed, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch}, {"id": rid, "ok": False},
+                                          {"id": rid, "ok": True, "epoch": epoch, "lease": lease, "took": took}]

@@ -1,16 +1,23 @@
 """The pool enforces the rules of RULES.md §2; each test names the rule it shows."""
 
+from typing import NamedTuple
+
 from licmaster.errors import Denial
 from licmaster.licensefile import InstalledLicense
 from licmaster.catalog import LicenseType
-from licmaster.pool import Grant, Node, Pool, ReloadReport, SyncEntry
+from licmaster.pool import Lease, Node, Pool, ReloadReport, SyncEntry
 
 from .conftest import MAC_A, MAC_B, licenses, pool_of
 
 
-def granted(outcome) -> Grant:
-    assert isinstance(outcome, Grant), outcome
-    return outcome
+class Granted(NamedTuple):
+    lease: Lease
+    new: bool  # False: an identical checkout returned the lease it already had
+
+
+def granted(outcome) -> Granted:
+    assert outcome.__class__ is tuple, outcome  # a checkout grants (lease, new)
+    return Granted(*outcome)
 
 
 def denied(outcome, code: str, rule: str | None = None) -> Denial:
