@@ -1,0 +1,137 @@
+"""The master's cost per request, in-process and deterministic: CPU instructions (callgrind).
+
+    python bench/hotpath.py                 # under valgrind if it is installed, else wall time only
+    python bench/hotpath.py --requests 20480
+
+A real `Master` (licenses, store, journal) is fed batches of 64 pipelined checkouts, then the 64
+checkins of their leases, through `Connection.data_received`, exactly as a socket read would
+deliver them; replies go to a transport that drops them. No socket, no load generator: what is
+left is the master's own work per request (decoding, validation, the pool, the journal, reply
+encoding). Instructions per request are counted by running this script twice under callgrind,
+with no requests and with --requests, and dividing the difference: the same build gives the
+same figure to within a few instructions, where wall-clock figures on a shared machine move
+by ±30%. This is the figure to compare before and after a change to the hot path.
+
+Prints one JSON object. (Debian: `apt-get install valgrind`.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from licmaster.codec import encode  # noqa: E402
+from licmaster.config import Config  # noqa: E402
+from licmaster.server import Master  # noqa: E402
+from licmaster.session import Connection  # noqa: E402
+
+BATCH = 64
+
+
+class DroppingTransport:
+    """Stands in for the socket: the replies are counted, not sent."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self.bytes += len(data)
+
+    def close(self) -> None:
+        return None
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+    def pause_reading(self) -> None:
+        return None
+
+
+def batches(requests: int) -> tuple[list[bytes], list[bytes]]:
+    """Checkout reads and checkin reads; lease ids are the master's counter: 1, 2, 3, ..."""
+    pairs = max(requests // 2, BATCH)
+    checkouts, checkins = [], []
+    for first in range(1, pairs + 1, BATCH):
+        ids = range(first, first + BATCH)
+        checkouts.append(b"".join(encode({"op": "checkout", "resource": "port", "holder": f"h{i}", "id": i}) for i in ids))
+        checkins.append(b"".join(encode({"op": "checkin", "lease": str(i), "id": i}) for i in ids))
+    return checkouts, checkins
+
+
+async def run(requests: int, built: int) -> float:
+    """Seconds spent answering `requests` requests (half checkouts, half checkins), of `built`
+    prepared (preparing them is not measured, but callgrind counts it: keep it the same)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "licenses.toml").write_text('[[license]]\ntype = "PBX-Port13"\ncount = 1000000\n')
+        master = Master(Config(listen="127.0.0.1:0", data_dir=workdir / "data", licenses=(workdir / "licenses.toml",),
+                               lease_ttl_ms=60_000, heartbeat_ms=5_000))
+        await master.start()
+        conn = Connection(master)
+        conn.connection_made(DroppingTransport())  # type: ignore[arg-type]
+        conn.data_received(encode({"op": "hello", "id": 0, "node": "pbx", "role": "pbx", "firmware": 13,
+                                   "platform": "gateway", "mac": "00:90:33:00:00:01", "licensing": "central"}))
+        checkouts, checkins = batches(built)
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)  # as `licmaster serve` runs
+        start = time.perf_counter()
+        for k in range(requests // (2 * BATCH)):
+            conn.data_received(checkouts[k])
+            conn.data_received(checkins[k])
+        elapsed = time.perf_counter() - start
+        if master.pool.leases:
+            raise RuntimeError("leases left after the checkins: the harness is out of step with the master")
+        await master.stop()  # flushes the journal: its cost is counted too
+        return elapsed
+
+
+def instructions(requests: int) -> int | None:
+    """Instructions per request under callgrind, or None without valgrind."""
+    if shutil.which("valgrind") is None:
+        return None
+    counts = []
+    for n in (0, requests):
+        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                              __file__, "--inner", str(n), "--requests", str(requests)], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": "0"}, check=True)
+        found = re.search(r"Collected : (\d+)", out.stderr)
+        if found is None:
+            raise RuntimeError("callgrind printed no count:\n" + out.stderr[-2000:])
+        counts.append(int(found.group(1)))
+    return round((counts[1] - counts[0]) / requests)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20_480, help="requests measured (a multiple of 128)")
+    parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)  # one measured run, for callgrind
+    args = parser.parse_args()
+    requests = max(2 * BATCH, args.requests // (2 * BATCH) * 2 * BATCH)
+    if args.inner is not None:
+        asyncio.run(run(args.inner, requests))
+        return
+    walls = [asyncio.run(run(requests, requests)) / requests * 1e6 for _ in range(3)]
+    out: dict[str, Any] = {"bench": "hotpath", "requests": requests, "batch": BATCH,
+                           "us_per_request_wall_median": round(sorted(walls)[1], 3),
+                           "instructions_per_request": instructions(requests)}
+    if out["instructions_per_request"] is None:
+        out["note"] = "valgrind not found: instructions not counted (apt-get install valgrind)"
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

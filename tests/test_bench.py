@@ -1,0 +1,26 @@
+"""The benchmarks stay runnable: each is run at a tiny size (the figures themselves are not
+judged here; machines running tests are shared and noisy)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_the_hotpath_harness_answers_every_request_it_sends() -> None:
+    # --inner is the run callgrind measures; it raises if a checkin found no lease to return
+    out = run_bench("bench/hotpath.py", "--inner", "256", "--requests", "256")
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_pool_bench_prints_its_figures_as_json() -> None:
+    out = run_bench("bench/pool.py", "--pairs", "500", "--runs", "1", "--sizes", "100,1000")
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert set(figures["live_leases"]) == {"100", "1000"} and figures["ratio_1000_to_100"] > 0
