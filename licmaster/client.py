@@ -364,8 +364,10 @@ class MasterClient:
                     self.master_index = (self.master_index + 1) % len(self.masters)  # unreadable: try the next
             else:
                 self.master_index = (self.master_index + 1) % len(self.masters)
-        elif name == "fenced" and not str(event.get("reason", "")).startswith("expired"):
-            self._closed = True  # another connection or a standby is this node now: do not come back
+        elif name == "fenced" and wire is self._wire and not str(event.get("reason", "")).startswith("expired"):
+            # Another connection or a standby is this node now: do not come back. (On an older
+            # connection of ours, the newer one replacing it is us: nothing to do.)
+            self._closed = True
             self.leases.clear()
 
     def _emit(self, event: dict[str, Any]) -> None:
@@ -406,6 +408,9 @@ class MasterClient:
             try:
                 await self.sync()
             except (TimeoutError, LicenseError, ConnectionError):
+                self._drop_wire()  # e.g. a standby master that has not taken over yet: try again
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
                 continue
             self._emit({"event": "reconnected", "master": f"{self.address[0]}:{self.address[1]}", "epoch": self.epoch})
             return

@@ -20,6 +20,7 @@ log_format = "kv"               # or "json"
 log_level = "info"
 standby_of = ""                 # "host:port": be the standby master of that master
 takeover_after_ms = 3000        # a standby takes over when the master is unreachable this long
+peers = []                      # ["host:port", ...]: the other masters of this installation
 ```
 """
 
@@ -56,6 +57,9 @@ class Config:
     log_level: str = "info"
     standby_of: str = ""  # "host:port": this daemon is the standby master of that master
     takeover_after_ms: int | None = None  # None: lease_ttl_ms
+    # The other masters of the installation. A master asks them at start: if one of them is an
+    # acting master (its standby took over while this one was down), it follows that one.
+    peers: tuple[str, ...] = ()
 
     @property
     def effective_takeover_after_ms(self) -> int:
@@ -138,6 +142,12 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
             if value not in ("kv", "json"):
                 raise ConfigError(f"log_format: expected \"kv\" or \"json\", not {value!r}")
             values[key] = value
+        elif key == "peers":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"peers: expected a list of \"host:port\" strings, not {value!r}")
+            for address in value:
+                split_address(address, "peers")
+            values[key] = tuple(value)
         elif key == "log_level":
             if value not in ("debug", "info", "warning", "error"):
                 raise ConfigError(f"log_level: expected debug, info, warning or error, not {value!r}")

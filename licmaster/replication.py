@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import logs
@@ -32,10 +32,36 @@ if TYPE_CHECKING:
 ASSIGN, UNASSIGN = "assign", "unassign"
 
 
+async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any] | None,
+                        timeout_s: float) -> tuple[str, int] | None:
+    """The first of `peers` that answers as an acting master, not a standby: (address, epoch).
+
+    A master asks this at start. If its standby took over while it was down, serving again on
+    its own data would make two masters, the returning one at an epoch no higher than the new
+    one's, which PBXs could not tell apart; it must follow the new master instead. A peer that
+    does not answer within `timeout_s`, or refuses, is not a master to follow.
+    """
+    for peer in peers:
+        probe = MasterClient([peer], f"{name}-probe"[:64], role="observer", auth=auth, reconnect=False,
+                             connect_timeout=timeout_s)
+        try:
+            await probe.connect()
+            usage = await asyncio.wait_for(probe.usage(), timeout_s)
+        except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError) as exc:
+            logs.event("peer_unreachable", peer=peer, why=str(exc) or exc.__class__.__name__)
+            continue
+        finally:
+            await probe.close()
+        if not usage.get("standby_of"):
+            return peer, probe.epoch
+    return None
+
+
 class Follower:
     def __init__(self, master: str, name: str, store: Store, takeover_after_ms: int,
-                 on_takeover: Callable[[Holdings, int], None]) -> None:
+                 on_takeover: Callable[[Holdings, int], None], *, auth: dict[str, Any] | None = None) -> None:
         self.master = master
+        self.auth = auth
         self.store = store
         self.takeover_after = takeover_after_ms / 1000
         self.on_takeover = on_takeover
@@ -47,7 +73,7 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
 
     def _new_client(self) -> MasterClient:
-        return MasterClient([self.master], f"{self.name}-replica"[:64], role="observer", on_event=self._on_event,
+        return MasterClient([self.master], f"{self.name}-replica"[:64], role="observer", auth=self.auth, on_event=self._on_event,
                             reconnect=False, connect_timeout=max(0.2, min(2.0, self.takeover_after / 2)))
 
     def start(self) -> None:

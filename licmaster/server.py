@@ -27,7 +27,7 @@ from .journal import Journal
 from .licensefile import load_files
 from .pool import Pool, ReloadReport, SyncEntry
 from .recovery import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, STATE_EVENTS, TAKEOVER, Holdings, held_at_end
-from .replication import Follower
+from .replication import Follower, acting_master
 from .session import Connection, Session
 from .store import Store
 
@@ -82,6 +82,13 @@ class Master:
         loaded = load_files(cfg.licenses)
         if not loaded.ok:
             raise StartError("license files have errors:\n" + "\n".join(f"  {p}" for p in loaded.errors))
+        if cfg.peers and not self.standby_of:
+            timeout_s = min(2.0, max(0.2, cfg.effective_takeover_after_ms / 1000))
+            acting = await acting_master(cfg.peers, self.name, auth=self._peer_auth(), timeout_s=timeout_s)
+            if acting is not None:
+                self.standby_of, peer_epoch = acting
+                logs.event("peer_is_master", logging.WARNING, peer=self.standby_of, epoch=peer_epoch,
+                           action="following it as its standby master")
         data = Path(cfg.data_dir)
         self.store = Store(data / "state.sqlite3", fsync=cfg.fsync)
         self.journal = Journal(data / "journal.sqlite3", flush_ms=cfg.journal_flush_ms)
@@ -116,12 +123,17 @@ class Master:
         self.address = (sock[0], sock[1])
         self._reaper = self.loop.create_task(self._reap(), name="session-reaper")
         if self.standby_of:
-            self.follower = Follower(self.standby_of, self.name, self.store, cfg.effective_takeover_after_ms, self.promote)
+            self.follower = Follower(self.standby_of, self.name, self.store, cfg.effective_takeover_after_ms, self.promote,
+                                     auth=self._peer_auth())
             self.follower.start()
         logs.event("started", master=self.name, standby_of=self.standby_of or "-", listen=f"{sock[0]}:{sock[1]}", epoch=self.epoch,
                    data_dir=str(data.resolve()), licenses=len(self.pool.installed),
                    grace_ms=int(max(0.0, self._grace_until - self.loop.time()) * 1000),
                    users=len(self.pool.users), held_before=sum(len(v) for v in self._held_before.values()))
+
+    def _peer_auth(self) -> dict[str, Any] | None:
+        """Masters of one installation share its auth_token: the one this master asks of PBXs."""
+        return {"token": self.config.auth_token} if self.config.auth_token else None
 
     def _tls(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:

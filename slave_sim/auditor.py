@@ -49,6 +49,21 @@ class Auditor:
             except (TimeoutError, LicenseError, ConnectionError):
                 continue  # the master may be restarting; the client reconnects
 
+    async def reach(self, epoch: int, timeout: float = 30.0) -> bool:
+        """Wait until the auditor reads an acting master at `epoch` or later (after a failover its
+        client may first land on a master that is still a standby, or find none for a moment)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                usage = await self.client.usage()
+                if not usage.get("standby_of") and usage["epoch"] >= epoch:
+                    return True
+            except (TimeoutError, LicenseError, ConnectionError):
+                pass
+            await asyncio.sleep(0.05)
+        return False
+
     async def sample(self) -> dict[str, int]:
         usage = await self.client.usage()
         if usage.get("standby_of"):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from licmaster.catalog import FAMILIES, Consumption
+from licmaster.client import MasterClient
 
 from .auditor import Auditor
 from .master_process import MasterProcess
@@ -56,7 +57,8 @@ class Runner:
         self.local: Network | None = None
         self.remote: list[RemoteNetwork] = []
         self.auditor: Auditor | None = None
-        if master and any(s.action in ("restart-master", "reload-licenses", "fail-master") for s in scenario.steps):
+        if master and any(s.action in ("restart-master", "reload-licenses", "fail-master", "return-master")
+                          for s in scenario.steps):
             raise ValueError("this scenario restarts the master or replaces its licenses: run it without --master, "
                              "so that slave-sim owns the master")
 
@@ -145,6 +147,8 @@ class Runner:
             await self.reload_licenses(step)
         elif step.action == "fail-master":
             await self.fail_master()
+        elif step.action == "return-master":
+            await self.return_master()
         elif self.local is not None:
             units = await self.local.play(step)
         else:
@@ -169,9 +173,31 @@ class Runner:
         epoch = self.auditor.client.epoch + 1
         self.master_process.kill9()
         self.recorder.fault("master killed (kill -9); its standby master takes over")
-        settled = await self._all_settled(epoch)
+        settled = await self._all_settled(epoch) and await self.auditor.reach(epoch)
         self.recorder.fault(f"every PBX re-synced on the standby master (epoch {epoch})" if settled
                             else "some PBXs did not move to the standby master within 30 s")
+
+    async def return_master(self) -> None:
+        """The failed master starts again on its data with the acting master as a peer: it must
+        follow it, not serve. The two then swap roles, so that a later fail-master kills the
+        acting one and the returned one takes over in turn."""
+        failed, acting = self.master_process, self.standby_process
+        assert failed is not None and acting is not None and self.auditor is not None
+        epoch = self.auditor.client.epoch
+        failed.settings["peers"] = f'["{acting.address}"]'
+        failed.settings.pop("standby_of", None)
+        await asyncio.get_running_loop().run_in_executor(None, failed.start)
+        watcher = MasterClient([failed.address], "sim-return-watch", role="observer", reconnect=False)
+        await watcher.connect()
+        try:
+            standby_of = (await watcher.usage()).get("standby_of")
+        finally:
+            await watcher.close()
+        if standby_of != acting.address:
+            raise RuntimeError(f"the returned master serves instead of following {acting.address} (standby_of={standby_of})")
+        self.master_process, self.standby_process = acting, failed
+        await self._standby_attached()
+        self.recorder.fault(f"the failed master is back: it follows the acting master (epoch {epoch}) as its standby")
 
     async def _all_settled(self, epoch: int) -> bool:
         if self.local is not None:

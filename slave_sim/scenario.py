@@ -39,6 +39,8 @@ ACTIONS = {
     "restart-master": "the master is killed (kill -9) and started again",
     "reload-licenses": "the master's license files are replaced and it reloads them (SIGHUP, no restart)",
     "fail-master": "the master is killed (kill -9) and its standby master takes over ([master] standby = true)",
+    "return-master": "the master that failed starts again on its data, finds its standby acting as master "
+                     "and follows it as the new standby (the two swap roles)",
 }
 TARGETED = {"register", "unregister", "configure-users", "conference", "end-conference", "operator-login",
             "operator-logout", "queue-monitor", "isdn-up", "isdn-down", "upgrade", "kill", "cut", "restore"}
@@ -182,8 +184,8 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     expect_raw.update(sizing.get("expect", {}))  # a larger size brings its own counts
     expect = _expect(expect_raw, f"{where} [expect]")
     name = raw.get("name", path.stem)
-    if any(s.action == "fail-master" for s in steps) and not standby_master:
-        raise ScenarioError(f"{where}: fail-master needs a standby master: set standby = true in [master]")
+    if any(s.action in ("fail-master", "return-master") for s in steps) and not standby_master:
+        raise ScenarioError(f"{where}: fail-master and return-master need a standby master: set standby = true in [master]")
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
                     master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master)
 

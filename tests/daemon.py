@@ -38,10 +38,16 @@ class Daemon:
         self.license_file.write_text(licenses)
         self.config = {**FAST, "listen": "127.0.0.1:0", "data_dir": "data", "licenses": ["licenses.toml"], **config}
         self.config_file = workdir / "licmaster.toml"
-        self.config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in self.config.items()))
+        self.reconfigure()
         self.proc: subprocess.Popen[bytes] | None = None
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         self.runs = 0
+
+    def reconfigure(self, **changes: Any) -> Daemon:
+        """Change config keys for the next start."""
+        self.config.update(changes)
+        self.config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in self.config.items()))
+        return self
 
     @property
     def log_path(self) -> Path:
@@ -50,8 +56,7 @@ class Daemon:
     def start(self, listen: str | None = None) -> Daemon:
         self.runs += 1
         if listen:
-            self.config_file.write_text(self.config_file.read_text().replace(f'listen = "{self.config["listen"]}"', f'listen = "{listen}"'))
-            self.config["listen"] = listen
+            self.reconfigure(listen=listen)
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "licmaster.cli", "serve", "--config", str(self.config_file), "--name", "test-master"],
                                      cwd=self.workdir, stderr=log, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})

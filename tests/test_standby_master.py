@@ -16,6 +16,16 @@ def in_use(usage: dict, family: str) -> int:
     return sum(p["in_use"] for p in usage["pools"] if p["family"] == family)
 
 
+async def replicated(client: MasterClient) -> None:
+    """Until the master that client talks to has a standby attached, and a little more for the
+    changes made so far to reach it."""
+    for _ in range(100):
+        if (await client.usage())["replicas"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+
+
 async def test_the_standby_takes_over_with_leases_and_assignments(tmp_path: Path) -> None:
     master = Daemon(tmp_path / "master", LICENSES, grace_ms=1500).start()
     standby = Daemon(tmp_path / "standby", LICENSES, grace_ms=1500, standby_of=master.master).start()
@@ -35,11 +45,7 @@ async def test_the_standby_takes_over_with_leases_and_assignments(tmp_path: Path
         watcher = MasterClient([standby.master], "watcher", role="observer")
         await watcher.connect()
         assert (await watcher.usage())["standby_of"] == master.master
-        for _ in range(100):  # the standby has attached and the changes have flowed
-            if (await pbx.usage())["replicas"] == 1:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+        await replicated(pbx)  # the standby has attached and the changes have flowed
 
         master.kill9()
         promoted = await next_event(watcher, "epoch")
@@ -77,3 +83,92 @@ async def test_a_standby_refuses_pbx_requests_but_answers_observers(tmp_path: Pa
     finally:
         standby.stop()
         master.stop()
+
+
+async def test_a_master_back_after_a_failover_follows_the_new_master(tmp_path: Path) -> None:
+    old = Daemon(tmp_path / "old", LICENSES).start()
+    standby = Daemon(tmp_path / "standby", LICENSES, standby_of=old.master).start()
+    try:
+        pbx = MasterClient([old.master, standby.master], "pbx1", connect_timeout=0.5)
+        await pbx.connect()
+        await pbx.checkout("port", "alice")
+        watcher = MasterClient([standby.master], "watcher", role="observer")
+        await watcher.connect()
+        await replicated(pbx)
+        old.kill9()
+        promoted = await next_event(watcher, "epoch")
+        await next_event(pbx, "reconnected")
+
+        # The old master comes back on its own data, its standby named as a peer: it must not
+        # serve (two masters, the old one at an epoch PBXs could not tell from the new one's).
+        old.reconfigure(peers=[standby.master]).restart_same_port()
+        assert "peer_is_master" in old.log
+        refused = await (await Raw.open(old.address)).hello("pbx2")
+        assert (refused["error"], refused["master"]) == ("not_master", standby.master)
+        await replicated(pbx)  # it follows the new master as its standby
+        usage = await pbx.usage()
+        assert usage["replicas"] == 1 and usage["standby_of"] is None
+        assert pbx.epoch == promoted["epoch"] and in_use(usage, "PBX-Port") == 1
+        for client in (pbx, watcher):
+            await client.close()
+    finally:
+        old.stop()
+        standby.stop()
+
+
+async def test_a_master_whose_peer_is_still_its_standby_serves_after_a_restart(tmp_path: Path) -> None:
+    master = Daemon(tmp_path / "master", LICENSES).start()
+    standby = Daemon(tmp_path / "standby", LICENSES, standby_of=master.master, takeover_after_ms=60_000).start()
+    try:
+        master.kill9()
+        master.reconfigure(peers=[standby.master, "127.0.0.1:1"]).restart_same_port()
+        assert "peer_is_master" not in master.log
+        pbx = MasterClient([master.master], "pbx1")
+        await pbx.connect()
+        assert (await pbx.checkout("port", "alice")).lease
+        await pbx.close()
+        observer = await Raw.open(standby.address)
+        assert (await observer.hello("obs", role="observer"))["ok"]
+        assert (await observer.request("usage"))["standby_of"] == master.master
+    finally:
+        standby.stop()
+        master.stop()
+
+
+async def test_a_standby_follows_a_master_that_asks_for_a_token(tmp_path: Path) -> None:
+    master = Daemon(tmp_path / "master", LICENSES, auth_token="s3cret").start()
+    standby = Daemon(tmp_path / "standby", LICENSES, auth_token="s3cret", standby_of=master.master).start()
+    try:
+        pbx = MasterClient([master.master], "pbx1", auth={"token": "s3cret"})
+        await pbx.connect()
+        await replicated(pbx)
+        assert (await pbx.usage())["replicas"] == 1
+        await pbx.close()
+    finally:
+        standby.stop()
+        master.stop()
+
+
+async def test_an_observer_follows_both_failovers_there_and_back(tmp_path: Path) -> None:
+    # On its way to a standby that has not yet taken over, the client's reconnects are refused
+    # (`not_master` to its sync) and the master fences its older connections: none of that may
+    # stop it from reconnecting later.
+    first = Daemon(tmp_path / "first", LICENSES).start()
+    second = Daemon(tmp_path / "second", LICENSES, standby_of=first.master).start()
+    watcher = MasterClient([first.master, second.master], "watcher", role="observer", connect_timeout=2.0)
+    try:
+        await watcher.connect()
+        await replicated(watcher)
+        first.kill9()
+        assert (await next_event(watcher, "reconnected"))["master"] == second.master
+        first.reconfigure(peers=[second.master]).restart_same_port()
+        await replicated(watcher)  # the first master follows the second now
+        epoch = watcher.epoch
+        second.kill9()
+        back = await next_event(watcher, "reconnected")
+        usage = await watcher.usage()
+        assert back["master"] == first.master and usage["standby_of"] is None and usage["epoch"] > epoch
+    finally:
+        await watcher.close()
+        first.stop()
+        second.stop()

@@ -1,0 +1,59 @@
+"""The master's TOML configuration: defaults, every key checked, the key named when wrong."""
+
+from pathlib import Path
+
+import pytest
+
+from licmaster.config import Config, ConfigError, config_from_dict, load_config
+
+
+def test_no_config_file_gives_every_default() -> None:
+    config = load_config(None)
+    assert config == Config()
+    assert config.listen_address == ("127.0.0.1", 4460)
+    assert config.effective_grace_ms == config.lease_ttl_ms == 3000
+    assert config.peers == ()
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "licmaster.toml").write_text('data_dir = "data"\nlicenses = ["a.toml", "b.toml"]\n')
+    config = load_config(tmp_path / "licmaster.toml")
+    assert config.data_dir == tmp_path / "data"
+    assert config.licenses == (tmp_path / "a.toml", tmp_path / "b.toml")
+
+
+def test_command_line_overrides_win(tmp_path: Path) -> None:
+    (tmp_path / "licmaster.toml").write_text('listen = "127.0.0.1:5000"\n')
+    assert load_config(tmp_path / "licmaster.toml", listen="127.0.0.1:6000", data_dir=None).listen == "127.0.0.1:6000"
+
+
+def test_peers_are_addresses() -> None:
+    config = config_from_dict({"peers": ["10.0.0.2:4460", "[::1]:4460"]}, Path("."))
+    assert config.peers == ("10.0.0.2:4460", "[::1]:4460")
+
+
+@pytest.mark.parametrize("raw, names", [
+    ({"peers": "10.0.0.2:4460"}, "peers"),
+    ({"peers": ["10.0.0.2"]}, "peers"),
+    ({"peers": [4460]}, "peers"),
+    ({"standby_of": "nowhere"}, "standby_of"),
+    ({"listen": "127.0.0.1:99999"}, "listen"),
+    ({"lease_ttl_ms": 5}, "lease_ttl_ms"),
+    ({"max_frame": "big"}, "max_frame"),
+    ({"fsync": "yes"}, "fsync"),
+    ({"log_level": "loud"}, "log_level"),
+    ({"tls_cert": "cert.pem"}, "tls_cert"),
+    ({"heartbeat_ms": 3000, "lease_ttl_ms": 3000}, "heartbeat_ms"),
+    ({"listne": "127.0.0.1:1"}, "listne"),
+])
+def test_a_wrong_value_names_its_key(raw: dict, names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        config_from_dict(raw, Path("."))
+
+
+def test_an_unreadable_or_broken_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "broken.toml").write_text("listen = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "broken.toml")
