@@ -88,17 +88,10 @@ _unpackb = msgpack.unpackb  # msgpack >= 1.0 defaults: raw=False, strict_map_key
 
 
 def decode_payload(payload: bytes | memoryview) -> dict[str, Any]:
-    """Exactly one MessagePack map with string keys, or FrameError saying what is wrong."""
-    try:
-        message = _unpackb(payload)
-    except Exception as exc:
-        raise _not_a_map(exc) from None
-    if message.__class__ is not dict:
-        raise FrameError(f"a frame must hold a map, not {type(message).__name__}")
-    for key in message:
-        if key.__class__ is not str:  # strict_map_key lets bytes keys through
-            raise FrameError("map keys must be strings")
-    return message
+    """Exactly one MessagePack map with string keys, or FrameError saying what is wrong.
+    (The one implementation is `FrameDecoder.feed`'s loop, where it runs for every request.)"""
+    data = bytes(payload)
+    return FrameDecoder(max(len(data), 1)).feed(_pack_header(len(data)) + data)[0]
 
 
 def _not_a_map(exc: Exception) -> FrameError:
@@ -134,7 +127,7 @@ class FrameDecoder:
         append = messages.append
         pos, end, max_frame = 0, len(view), self.max_frame
         try:
-            # decode_payload, inlined: this loop runs once per request (100,000 times a second)
+            # Every request passes here (100,000 a second): the decoding is inline, not a call.
             while end - pos >= _HEADER_SIZE:
                 (length,) = _unpack_header(view, pos)
                 if length == 0 or length > max_frame:

@@ -204,16 +204,17 @@ class Pool:
 
     # ---------------------------------------------------------------- installation
 
-    def install(self, licenses: Iterable[InstalledLicense]) -> ReloadReport:
+    def install(self, licenses: Iterable[InstalledLicense], *, today: dt.date | None = None) -> ReloadReport:
         """Replace the installed licenses (load or reload) without touching leases or assignments.
 
         R-HW-1: a hardware license can never disappear; if the new set has fewer, the old count
         stays and the reload reports it. What is in use beyond the new capacity stays in use
-        (never revoked silently) and is listed in `overcommitted`.
+        (never revoked silently) and is listed in `overcommitted`. `today` decides which SSA
+        terms still run (R-SSA-1); by default the pool's date, or the real one.
         """
         new = list(licenses)
         problems: list[Problem] = []
-        new_counts = _count_by_key(effective_licenses(new, self._today))
+        new_counts = _count_by_key(effective_licenses(new, today or self._today))
         for key, bucket in self._buckets.items():
             family = FAMILIES[key[0]]
             if family.is_hardware and new_counts.get(key, (0, {}))[0] < bucket.installed:

@@ -9,6 +9,7 @@ happened (journal.py), and answers. `Master` is also the controller tests and th
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hmac
 import logging
 import secrets
@@ -73,6 +74,8 @@ class Master:
         self.replicas: set[Connection] = set()  # standby masters following this one
         self.follower: Follower | None = None
         self._ops["replicate"] = self.op_replicate
+        self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
+        self._licenses_valued_on = dt.date.min  # the day the installed licenses were last evaluated
 
     # ================================================================ lifecycle
 
@@ -95,7 +98,8 @@ class Master:
         self.epoch = self.store.next_epoch()
         self.replies = ReplyEncoder(self.epoch)
         self.pool = Pool(self.store.hardware())
-        report = self.pool.install([*loaded.licenses])
+        self._licenses_valued_on = self.today()
+        report = self.pool.install([*loaded.licenses], today=self._licenses_valued_on)
         self._report("licenses", report, loaded.problems)
         self.store.remember_hardware(self.pool.installed)
         for user, family, version, node in self.store.assignments():
@@ -177,11 +181,30 @@ class Master:
                 logs.event("reload_refused", logging.ERROR, problem=str(problem))
             self._journal("reload_refused", detail="; ".join(str(p) for p in loaded.errors)[:2000])
             return None
-        report = self.pool.install(loaded.licenses)
+        self._licenses_valued_on = self.today()
+        report = self.pool.install(loaded.licenses, today=self._licenses_valued_on)
         if self.store:
             self.store.remember_hardware(self.pool.installed)
         self._report("reload", report, loaded.problems)
         self._journal("reload", detail=f"licenses={len(self.pool.installed)} problems={len(report.problems)}")
+        return report
+
+    def revalue_at_date_change(self) -> ReloadReport | None:
+        """R-SSA-1: an SSA runs for a term. When one ends while the master runs, the licenses under
+        it are worth their own version again (a V12 Port no longer serves V13 PBXs): re-evaluate
+        the installed set, as a reload would, on the first check of a new day. Leases beyond the
+        new capacity stay (never revoked silently) and are reported, as after a reload."""
+        today = self.today()
+        since, self._licenses_valued_on = self._licenses_valued_on, today
+        if today <= since:
+            return None
+        ended = [lic for lic in self.pool.installed if lic.ssa_until is not None and since <= lic.ssa_until < today]
+        if not ended:
+            return None
+        report = self.pool.install(self.pool.installed, today=today)
+        self._report("ssa_ended", report, [])
+        self._journal("ssa_ended", detail="; ".join(f"{lic.count} × {lic.type} (SSA until {lic.ssa_until})" for lic in ended)[:2000],
+                      rule="R-SSA-1")
         return report
 
     def _report(self, what: str, report: ReloadReport, file_problems: list[Any]) -> None:
@@ -544,7 +567,8 @@ class Master:
         self.store.set_meta("epoch", str(self.epoch))
         self.replies = ReplyEncoder(self.epoch)
         self.pool = Pool(self.store.hardware())
-        self.pool.install(load_files(self.config.licenses).licenses)
+        self._licenses_valued_on = self.today()
+        self.pool.install(load_files(self.config.licenses).licenses, today=self._licenses_valued_on)
         for user, family, version, node in self.store.assignments():
             self.pool.restore_assignment(user, family, version, node)
         self._held_before = holdings.held()
@@ -569,6 +593,7 @@ class Master:
                 self.expire(session, now - session.last_seen)
             if self._grace_until:
                 self.grace_left_ms()
+            self.revalue_at_date_change()
 
     def expire(self, session: Session, silent_s: float) -> None:
         released = self.pool.release_node(session.node)

@@ -316,3 +316,39 @@ async def test_sessions_that_come_and_go_leave_nothing_behind(daemon: Daemon) ->
     usage = await watcher.request("usage")
     assert [n["node"] for n in usage["nodes"]] == ["watcher"]
     assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 0
+
+
+async def test_an_ssa_that_ends_while_the_master_runs_is_read_again_r_ssa_1(tmp_path: Path) -> None:
+    # In-process, for a calendar the test can turn: the real Master, socket and client.
+    import datetime as dt
+
+    from licmaster.client import LicenseError, MasterClient
+    from licmaster.config import Config
+    from licmaster.server import Master
+
+    term_ends = dt.date(2027, 6, 30)
+    (tmp_path / "licenses.toml").write_text(f'[[license]]\ntype = "PBX-Port12"\ncount = 2\nssa_until = {term_ends}\n')
+    master = Master(Config(listen="127.0.0.1:0", data_dir=tmp_path / "data", licenses=(tmp_path / "licenses.toml",),
+                           heartbeat_ms=100, lease_ttl_ms=2000, grace_ms=0))
+    calendar = [term_ends]
+    master.today = lambda: calendar[0]
+    await master.start()
+    pbx = MasterClient([master.address], "pbx13", firmware=13)
+    try:
+        await pbx.connect()
+        assert (await pbx.checkout("port", "alice")).lease  # under SSA: a V12 Port serves V13
+
+        calendar[0] = term_ends + dt.timedelta(days=1)  # midnight: the term is over
+        await asyncio.sleep(0.3)  # a few reaper ticks
+        with pytest.raises(LicenseError) as refused:
+            await pbx.checkout("port", "bob")
+        assert (refused.value.code, refused.value.rule) == ("version", "R-VER-2")
+        assert "alice" in {lease.holder for lease in pbx.leases.values()}  # kept: never revoked silently
+        ports = {p["version"]: (p["installed"], p["in_use"]) for p in (await pbx.usage())["pools"] if p["family"] == "PBX-Port"}
+        assert ports == {12: (2, 0), 13: (0, 1)}  # alice's V13 Port is over what is installed: reported
+        assert master.revalue_at_date_change() is None  # once a day, not at every tick
+    finally:
+        await pbx.close()
+        await master.stop()
+    ended = read_journal(tmp_path / "data" / "journal.sqlite3", event="ssa_ended")
+    assert len(ended) == 1 and ended[0]["rule"] == "R-SSA-1" and "PBX-Port12" in ended[0]["detail"]
