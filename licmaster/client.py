@@ -322,6 +322,11 @@ class MasterClient:
     async def usage(self) -> dict[str, Any]:
         return await self.call("usage")
 
+    async def may_record(self) -> None:
+        """Returns if recording queues, conference rooms or the gateway is licensed; raises
+        LicenseError (`prerequisite`, R-REC-1) if not."""
+        await self.call("recording")
+
     # ================================================================ incoming
 
     def _on_message(self, wire: _Wire, message: dict[str, Any]) -> None:

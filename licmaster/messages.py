@@ -23,7 +23,7 @@ MAX_FAMILIES = 64
 _NODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 OPS = frozenset({"hello", "heartbeat", "bye", "checkout", "checkin", "sync", "takeover", "assign", "unassign", "usage",
-                 "replicate"})
+                 "replicate", "recording"})
 
 
 def envelope(msg: dict[str, Any]) -> tuple[int, str] | tuple[int | None, Denial]:

@@ -66,6 +66,7 @@ class Master:
             "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
             "assign": self.op_assign, "unassign": self.op_unassign, "usage": self.op_usage,
+            "recording": self.op_recording,
         }
         self.address: tuple[str, int] | None = None
         self.replies = ReplyEncoder(0)
@@ -515,6 +516,14 @@ class Master:
         return reply
 
     # ---------------------------------------------------------------- reading
+
+    def op_recording(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        """May this PBX record waiting queues, conference rooms or its gateway? (R-REC-1; an
+        extension: a question, nothing is taken.)"""
+        denial = self.pool.recording_allowed()
+        if denial is not None:
+            return error_reply(rid, denial)
+        return self._ok(rid)
 
     def op_usage(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         reply = self._ok(rid)

@@ -41,6 +41,9 @@ async def test_checkout_checkin_and_typed_errors(daemon: Daemon) -> None:
     await client.checkin("conference", "room1")
     assert client.leases == {}
     await client.checkout("conference", "room2", count=4)
+    with pytest.raises(LicenseError) as no_recorder:
+        await client.may_record()  # nobody has the recorder license here
+    assert (no_recorder.value.code, no_recorder.value.rule) == ("prerequisite", "R-REC-1")
     await client.close()
 
 

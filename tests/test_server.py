@@ -40,6 +40,9 @@ count = 2
 [[license]]
 type = "PBX-QueueMonitor13"
 count = 1
+[[license]]
+type = "App(innovaphone-recorder)13"
+count = 1
 """
 
 
@@ -352,3 +355,14 @@ async def test_an_ssa_that_ends_while_the_master_runs_is_read_again_r_ssa_1(tmp_
         await master.stop()
     ended = read_journal(tmp_path / "data" / "journal.sqlite3", event="ssa_ended")
     assert len(ended) == 1 and ended[0]["rule"] == "R-SSA-1" and "PBX-Port12" in ended[0]["detail"]
+
+
+async def test_recording_is_allowed_once_a_user_has_the_recorder_license_r_rec_1(daemon: Daemon) -> None:
+    pbx = await Raw.open(daemon.address)
+    await pbx.hello("pbx1")
+    refused = await pbx.request("recording")
+    assert (refused["error"], refused["rule"], refused["missing"]) == ("prerequisite", "R-REC-1", ["App(innovaphone-recorder)"])
+    assert (await pbx.request("assign", user="rec", families=["App(innovaphone-recorder)"]))["ok"]
+    assert (await pbx.request("recording"))["ok"]
+    assert (await pbx.request("unassign", user="rec", families=["App(innovaphone-recorder)"]))["ok"]
+    assert (await pbx.request("recording"))["error"] == "prerequisite"
