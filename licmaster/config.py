@@ -12,6 +12,7 @@ hello_timeout_ms = 5000
 max_frame = 65536
 max_connections = 10000
 journal_flush_ms = 200
+journal_keep_days = 90          # older journal history is deleted (0: keep it all)
 fsync = false                   # true: survive power loss too (an fsync per durable change)
 auth_token = ""                 # when set, hello must carry auth = {token = "..."}
 tls_cert = ""                   # both set: the PBX listener speaks TLS
@@ -49,6 +50,7 @@ class Config:
     max_frame: int = 65_536
     max_connections: int = 10_000
     journal_flush_ms: int = 200
+    journal_keep_days: int = 90  # 0: keep forever
     fsync: bool = False
     auth_token: str = ""
     tls_cert: str = ""
@@ -86,6 +88,7 @@ _INT_RANGES = {
     "max_frame": (64, 64 * 1024 * 1024),
     "max_connections": (1, 1_000_000),
     "journal_flush_ms": (1, 60_000),
+    "journal_keep_days": (0, 36_500),
     "takeover_after_ms": (10, 3_600_000),
 }
 

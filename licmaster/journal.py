@@ -7,6 +7,11 @@ row per event cost a third of the master's CPU. `read_journal` gives the events 
 
 The journal is history for reports and for recovery after a restart; it is not what makes
 licenses durable (store.py), so a `kill -9` may lose its last `flush_ms`, never a license.
+
+Retention (`keep_s`): at most every `prune_every_s`, batches older than `keep_s` are deleted.
+Recovery still needs to know who holds what since the run began, however long ago that was, so
+a checkpoint is written first: every live lease at that batch (from `snapshot`), from which a
+restart replays instead of from the start of the run.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import marshal
 
 import msgpack
 
-from .recovery import STATE_EVENTS
+from .recovery import GRANT, STATE_EVENTS
 import contextlib
 
 SCHEMA = """
@@ -32,7 +37,12 @@ CREATE TABLE IF NOT EXISTS batches (
     format TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS runs (run INTEGER PRIMARY KEY, after_seq INTEGER NOT NULL, started REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run INTEGER PRIMARY KEY, seq INTEGER NOT NULL, ts REAL NOT NULL, leases BLOB NOT NULL, format TEXT NOT NULL
+);
 """
+# A run's latest checkpoint: `seq` is the last batch it sums up, `leases` holds (node, resource,
+# holder, lease) of every lease live at that point.
 # Batches are written with marshal (version 4: tuples of str, float and None), three times
 # cheaper than MessagePack here; the format is stored with each batch so a reader can tell
 # (and "msgpack" batches stay readable).
@@ -43,13 +53,23 @@ COLUMNS = ("ts", "event", "node", "resource", "holder", "lease", "detail", "rule
 # (ts, event, node, resource, holder, lease, detail, rule); trailing fields may be left off
 Row = tuple[Any, ...]
 _PAD: tuple[None, ...] = (None,) * len(COLUMNS)
+LeaseRow = tuple[str, str, str, str]  # (node, resource, holder, lease)
 
 
 class Journal:
-    def __init__(self, path: Path, *, flush_ms: int = 200) -> None:
+    def __init__(self, path: Path, *, flush_ms: int = 200, keep_s: float | None = None, prune_every_s: float = 3600.0,
+                 snapshot: Callable[[], list[LeaseRow] | None] | None = None) -> None:
+        """`snapshot` gives every live lease for a checkpoint, or None when there must be none
+        now (e.g. while a restarted master waits for PBXs to re-sync); without it, or without
+        `keep_s`, nothing is ever deleted."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.flush_s = flush_ms / 1000
+        self.keep_s = keep_s
+        self.prune_every_s = prune_every_s
+        self.snapshot = snapshot
+        self._last_prune = time.time()
+        self._run: int | None = None  # this run's row in `runs` (begin_run)
         self.rows: list[Row] = []  # pending; the server may append Row tuples directly (hot path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._db: sqlite3.Connection | None = None
@@ -70,16 +90,21 @@ class Journal:
 
     def _begin_run(self) -> tuple[bool, list[tuple[Any, ...]]]:
         assert self._db is not None
-        last = self._db.execute("SELECT MAX(after_seq) FROM runs").fetchone()[0]
+        last_run = self._db.execute("SELECT run, after_seq FROM runs ORDER BY run DESC LIMIT 1").fetchone()
         rows: list[tuple[Any, ...]] = []
-        if last is not None:
-            for row in _events(self._db, after_seq=last):
+        if last_run is not None:
+            replay_from = last_run[1]
+            checkpoint = self._db.execute("SELECT seq, leases, format FROM checkpoints WHERE run = ?", (last_run[0],)).fetchone()
+            if checkpoint is not None:  # who held what at that batch; the batches before may be gone
+                replay_from = checkpoint[0]
+                rows += [(GRANT, node, resource, holder, lease, None) for node, resource, holder, lease in _decode(*checkpoint[1:])]
+            for row in _events(self._db, after_seq=replay_from):
                 if row[1] in STATE_EVENTS:
                     rows.append(row[1:7])
         newest = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
         with self._db:
-            self._db.execute("INSERT INTO runs (after_seq, started) VALUES (?, ?)", (newest, time.time()))
-        return last is not None, rows
+            self._run = self._db.execute("INSERT INTO runs (after_seq, started) VALUES (?, ?)", (newest, time.time())).lastrowid
+        return last_run is not None, rows
 
     def record(self, event: str, node: str | None = None, resource: str | None = None, holder: str | None = None,
                lease: str | None = None, detail: str | None = None, rule: str | None = None) -> None:
@@ -95,12 +120,18 @@ class Journal:
             await self.flush(loop)
 
     async def flush(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        if not self.rows:
-            return
-        batch, self.rows = self.rows, []
-        if self.on_batch is not None:
-            self.on_batch(batch)
-        await (loop or asyncio.get_running_loop()).run_in_executor(self._executor, self._write, batch)
+        loop = loop or asyncio.get_running_loop()
+        if self.rows:
+            batch, self.rows = self.rows, []
+            if self.on_batch is not None:
+                self.on_batch(batch)
+            await loop.run_in_executor(self._executor, self._write, batch)
+        if self.keep_s is not None and self.snapshot is not None and self._run is not None \
+                and time.time() >= self._last_prune + self.prune_every_s:
+            self._last_prune = time.time()
+            leases = self.snapshot()  # here, between two batches: what every batch so far adds up to
+            if leases is not None:
+                await loop.run_in_executor(self._executor, self._prune, leases, time.time() - self.keep_s)
 
     def _write(self, batch: list[Row]) -> None:
         assert self._db is not None
@@ -108,6 +139,17 @@ class Journal:
         with self._db:
             self._db.execute("INSERT INTO batches (first_ts, last_ts, count, events, format) VALUES (?, ?, ?, ?, ?)",
                              (batch[0][0], batch[-1][0], len(batch), blob, FORMAT))
+
+    def _prune(self, leases: list[LeaseRow], cutoff: float) -> None:
+        """A checkpoint at the newest batch, then the batches before it that are older than `cutoff`."""
+        assert self._db is not None
+        with self._db:
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
+            self._db.execute("INSERT OR REPLACE INTO checkpoints (run, seq, ts, leases, format) VALUES (?, ?, ?, ?, ?)",
+                             (self._run, seq, time.time(), marshal.dumps(leases, MARSHAL_VERSION), FORMAT))
+            self._db.execute("DELETE FROM checkpoints WHERE run < ?", (self._run,))
+            # The newest batch stays: SQLite would give its seq again to the next one if it went.
+            self._db.execute("DELETE FROM batches WHERE seq < ? AND last_ts < ?", (seq, cutoff))
 
     async def close(self) -> None:
         if self._task:

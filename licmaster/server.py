@@ -95,7 +95,9 @@ class Master:
                            action="following it as its standby master")
         data = Path(cfg.data_dir)
         self.store = Store(data / "state.sqlite3", fsync=cfg.fsync)
-        self.journal = Journal(data / "journal.sqlite3", flush_ms=cfg.journal_flush_ms)
+        self.journal = Journal(data / "journal.sqlite3", flush_ms=cfg.journal_flush_ms,
+                               keep_s=cfg.journal_keep_days * 86_400 if cfg.journal_keep_days else None,
+                               snapshot=self._live_leases)
         self.epoch = self.store.next_epoch()
         self.replies = ReplyEncoder(self.epoch)
         self.pool = Pool(self.store.hardware())
@@ -135,6 +137,13 @@ class Master:
                    data_dir=str(data.resolve()), licenses=len(self.pool.installed),
                    grace_ms=int(max(0.0, self._grace_until - self.loop.time()) * 1000),
                    users=len(self.pool.users), held_before=sum(len(v) for v in self._held_before.values()))
+
+    def _live_leases(self) -> list[tuple[str, str, str, str]] | None:
+        """Every live lease, for a journal checkpoint; none while a grace window runs (the pool
+        does not yet hold what the PBXs will re-take) or on a standby (it holds no leases)."""
+        if self.standby_of or self.grace_left_ms():
+            return None
+        return [(lease.node, lease.resource, lease.holder, lease.id) for lease in self.pool.leases.values()]
 
     def _peer_auth(self) -> dict[str, Any] | None:
         """Masters of one installation share its auth_token: the one this master asks of PBXs."""

@@ -12,7 +12,7 @@ def test_no_config_file_gives_every_default() -> None:
     assert config == Config()
     assert config.listen_address == ("127.0.0.1", 4460)
     assert config.effective_grace_ms == config.lease_ttl_ms == 3000
-    assert config.peers == ()
+    assert config.peers == () and config.journal_keep_days == 90
 
 
 def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
@@ -39,6 +39,7 @@ def test_peers_are_addresses() -> None:
     ({"standby_of": "nowhere"}, "standby_of"),
     ({"listen": "127.0.0.1:99999"}, "listen"),
     ({"lease_ttl_ms": 5}, "lease_ttl_ms"),
+    ({"journal_keep_days": -1}, "journal_keep_days"),
     ({"max_frame": "big"}, "max_frame"),
     ({"fsync": "yes"}, "fsync"),
     ({"log_level": "loud"}, "log_level"),

@@ -146,3 +146,46 @@ async def test_licmaster_journal_prints_what_happened(tmp_path: Path) -> None:
     denials = [json.loads(line) for line in journal("--event", "deny", "--json").stdout.splitlines()]
     assert [(r["node"], r["detail"], r["rule"]) for r in denials] == [("pbx-a", "prerequisite", "R-USER-2")]
     assert journal("--data-dir", str(tmp_path / "nowhere")).returncode == 2
+
+
+async def test_a_restart_after_the_journal_was_pruned_still_waits_for_the_holders(tmp_path: Path) -> None:
+    # In-process, to have the hourly retention run now: the real Master, sockets and client.
+    from licmaster.client import MasterClient
+    from licmaster.config import Config
+    from licmaster.server import Master
+
+    (tmp_path / "licenses.toml").write_text('[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
+    config = Config(listen="127.0.0.1:0", data_dir=tmp_path / "data", licenses=(tmp_path / "licenses.toml",),
+                    heartbeat_ms=100, lease_ttl_ms=2000, grace_ms=1500, journal_flush_ms=20)
+    journal_path = tmp_path / "data" / "journal.sqlite3"
+    master = Master(config)
+    await master.start()
+    pbx = MasterClient([master.address], "pbx-a")
+    await pbx.connect()
+    await pbx.checkout("port", "alice")
+    await pbx.checkout("port", "bob")
+    await asyncio.sleep(0.1)
+    assert master.journal is not None
+    master.journal.keep_s, master.journal.prune_every_s = 0.0, 0.0  # keep nothing; prune at each flush
+    await pbx.checkout("port", "carol")  # newer batches, so that the grants' batch is an old one
+    await asyncio.sleep(0.05)
+    await pbx.checkin("port", "carol")
+    await asyncio.sleep(0.1)
+    assert not [r for r in read_journal(journal_path) if r["holder"] in ("alice", "bob")]  # their grants are gone
+    await pbx.close(bye=False)  # the PBX still believes it holds both Ports
+    await master.stop()
+
+    again = Master(config)
+    await again.start()
+    try:
+        newcomer = MasterClient([again.address], "pbx-b", max_retry_s=0.0)
+        await newcomer.connect()
+        assert (await newcomer.send("checkout", resource="port", holder="x"))["error"] == "grace"
+        back = MasterClient([again.address], "pbx-a")
+        await back.connect()
+        synced = await back.call("sync", leases=[{"resource": "port", "holder": "alice"}, {"resource": "port", "holder": "bob"}])
+        assert len(synced["leases"]) == 2 and synced["denied"] == []
+        for client in (newcomer, back):
+            await client.close()
+    finally:
+        await again.stop()

@@ -1,0 +1,59 @@
+"""The journal: events back in order, and a retention that never costs a restart its memory."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from licmaster.journal import Journal, read_journal
+from licmaster.recovery import held_at_end
+
+
+async def open_run(path: Path, **options) -> tuple[Journal, bool, dict]:
+    journal = Journal(path, flush_ms=10_000, **options)
+    had_run, rows = journal.begin_run()
+    return journal, had_run, held_at_end(rows)
+
+
+async def test_events_come_back_in_order_with_every_field(tmp_path: Path) -> None:
+    journal, had_run, _ = await open_run(tmp_path / "j.sqlite3")
+    journal.record("grant", "pbx1", "port", "alice", "1", "PBX-Port13")
+    journal.record("deny", "pbx1", "port", "bob", None, "exhausted", "R-PORT-1")
+    await journal.close()
+    rows = read_journal(tmp_path / "j.sqlite3")
+    assert not had_run
+    assert [(r["event"], r["holder"], r["rule"]) for r in rows] == [("grant", "alice", None), ("deny", "bob", "R-PORT-1")]
+    assert read_journal(tmp_path / "j.sqlite3", event="deny")[0]["detail"] == "exhausted"
+
+
+async def test_old_history_goes_but_a_restart_still_knows_who_holds_what(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    live: list[tuple[str, str, str, str]] | None = None  # None: no checkpoint now (as during grace)
+    journal, _, _ = await open_run(path, keep_s=0.0, prune_every_s=0.0, snapshot=lambda: live)
+    journal.record("grant", "pbx1", "port", "alice", "1")
+    journal.record("grant", "pbx1", "port", "bob", "2")
+    await journal.flush()
+    journal.record("checkin", "pbx1", "port", "bob", "2")
+    live = [("pbx1", "port", "alice", "1")]  # what the pool holds after those three
+    await asyncio.sleep(0.01)
+    await journal.flush()  # a checkpoint, then everything older than keep_s = 0 but the newest batch
+    assert [r["event"] for r in read_journal(path)] == ["checkin"]
+    live = None
+    journal.record("grant", "pbx2", "port", "carol", "3")  # after the checkpoint: replayed as an event
+    await journal.close()
+
+    again, had_run, held = await open_run(path)
+    assert had_run and held == {"pbx1": {("port", "alice")}, "pbx2": {("port", "carol")}}
+    await again.close()
+    third, _, held_after_a_quiet_run = await open_run(path)
+    assert held_after_a_quiet_run == {}  # the checkpoint belongs to an older run: not replayed
+    await third.close()
+
+
+async def test_nothing_is_deleted_without_a_keep_horizon(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal, _, _ = await open_run(path, prune_every_s=0.0, snapshot=lambda: [])
+    journal.record("grant", "pbx1", "port", "alice", "1")
+    await journal.flush()
+    await journal.close()
+    assert [r["holder"] for r in read_journal(path)] == ["alice"]
