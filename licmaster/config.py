@@ -17,6 +17,7 @@ fsync = false                   # true: survive power loss too (an fsync per dur
 auth_token = ""                 # when set, hello must carry auth = {token = "..."}
 tls_cert = ""                   # both set: the PBX listener speaks TLS
 tls_key = ""
+tls_ca = ""                     # CA file to verify the other masters (default: tls_cert itself)
 log_format = "kv"               # or "json"
 log_level = "info"
 standby_of = ""                 # "host:port": be the standby master of that master
@@ -55,6 +56,7 @@ class Config:
     auth_token: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    tls_ca: str = ""  # verifies the other masters (standby_of, peers); default tls_cert
     log_format: str = "kv"
     log_level: str = "info"
     standby_of: str = ""  # "host:port": this daemon is the standby master of that master
@@ -166,6 +168,8 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
         split_address(config.standby_of, "standby_of")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("tls_cert and tls_key go together: set both or neither")
+    if config.tls_ca and not config.tls_cert:
+        raise ConfigError("tls_ca verifies the other masters' TLS: it needs tls_cert and tls_key for this one")
     if config.heartbeat_ms >= config.lease_ttl_ms:
         raise ConfigError(f"heartbeat_ms ({config.heartbeat_ms}) must be below lease_ttl_ms ({config.lease_ttl_ms})")
     return config

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ ASSIGN, UNASSIGN = "assign", "unassign"
 
 
 async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any] | None,
-                        timeout_s: float) -> tuple[str, int] | None:
+                        tls: ssl.SSLContext | None, timeout_s: float) -> tuple[str, int] | None:
     """The first of `peers` that answers as an acting master, not a standby: (address, epoch).
 
     A master asks this at start. If its standby took over while it was down, serving again on
@@ -42,7 +43,7 @@ async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any]
     does not answer within `timeout_s`, or refuses, is not a master to follow.
     """
     for peer in peers:
-        probe = MasterClient([peer], f"{name}-probe"[:64], role="observer", auth=auth, reconnect=False,
+        probe = MasterClient([peer], f"{name}-probe"[:64], role="observer", auth=auth, ssl=tls, reconnect=False,
                              connect_timeout=timeout_s)
         try:
             await probe.connect()
@@ -59,9 +60,11 @@ async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any]
 
 class Follower:
     def __init__(self, master: str, name: str, store: Store, takeover_after_ms: int,
-                 on_takeover: Callable[[Holdings, int], None], *, auth: dict[str, Any] | None = None) -> None:
+                 on_takeover: Callable[[Holdings, int], None], *, auth: dict[str, Any] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.master = master
         self.auth = auth
+        self.tls = tls
         self.store = store
         self.takeover_after = takeover_after_ms / 1000
         self.on_takeover = on_takeover
@@ -71,9 +74,10 @@ class Follower:
         self.name = name
         self.client = self._new_client()
         self._task: asyncio.Task[None] | None = None
+        self._last_error = ""
 
     def _new_client(self) -> MasterClient:
-        return MasterClient([self.master], f"{self.name}-replica"[:64], role="observer", auth=self.auth, on_event=self._on_event,
+        return MasterClient([self.master], f"{self.name}-replica"[:64], role="observer", auth=self.auth, ssl=self.tls, on_event=self._on_event,
                             reconnect=False, connect_timeout=max(0.2, min(2.0, self.takeover_after / 2)))
 
     def start(self) -> None:
@@ -94,8 +98,12 @@ class Follower:
                 self.client = self._new_client()
                 try:
                     await self.client.connect()
-                except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError):
-                    pass
+                    self._last_error = ""
+                except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError) as exc:
+                    why = str(exc) or exc.__class__.__name__
+                    if why != self._last_error:  # once per kind of failure, not at every retry
+                        self._last_error = why
+                        logs.event("cannot_follow", logging.WARNING, master=self.master, why=why)
             if self.client.connected.is_set() and not self.synced:
                 await self._snapshot()
             if self.client.connected.is_set():

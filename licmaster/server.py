@@ -75,6 +75,7 @@ class Master:
         self.replicas: set[Connection] = set()  # standby masters following this one
         self.follower: Follower | None = None
         self._ops["replicate"] = self.op_replicate
+        self._peer_ssl: ssl.SSLContext | None = None  # how this master speaks to the others (see _peer_tls)
         self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
         self._licenses_valued_on = dt.date.min  # the day the installed licenses were last evaluated
 
@@ -86,9 +87,13 @@ class Master:
         loaded = load_files(cfg.licenses)
         if not loaded.ok:
             raise StartError("license files have errors:\n" + "\n".join(f"  {p}" for p in loaded.errors))
+        try:
+            self._peer_ssl = self._peer_tls()
+        except (OSError, ssl.SSLError) as exc:
+            raise StartError(f"cannot load tls_ca/tls_cert to verify the other masters: {exc}") from None
         if cfg.peers and not self.standby_of:
             timeout_s = min(2.0, max(0.2, cfg.effective_takeover_after_ms / 1000))
-            acting = await acting_master(cfg.peers, self.name, auth=self._peer_auth(), timeout_s=timeout_s)
+            acting = await acting_master(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl, timeout_s=timeout_s)
             if acting is not None:
                 self.standby_of, peer_epoch = acting
                 logs.event("peer_is_master", logging.WARNING, peer=self.standby_of, epoch=peer_epoch,
@@ -131,7 +136,7 @@ class Master:
         self._reaper = self.loop.create_task(self._reap(), name="session-reaper")
         if self.standby_of:
             self.follower = Follower(self.standby_of, self.name, self.store, cfg.effective_takeover_after_ms, self.promote,
-                                     auth=self._peer_auth())
+                                     auth=self._peer_auth(), tls=self._peer_ssl)
             self.follower.start()
         logs.event("started", master=self.name, standby_of=self.standby_of or "-", listen=f"{sock[0]}:{sock[1]}", epoch=self.epoch,
                    data_dir=str(data.resolve()), licenses=len(self.pool.installed),
@@ -148,6 +153,14 @@ class Master:
     def _peer_auth(self) -> dict[str, Any] | None:
         """Masters of one installation share its auth_token: the one this master asks of PBXs."""
         return {"token": self.config.auth_token} if self.config.auth_token else None
+
+    def _peer_tls(self) -> ssl.SSLContext | None:
+        """The masters of an installation speak TLS to each other when this one serves TLS; the
+        others' certificates are verified against tls_ca (default: tls_cert, one certificate for
+        all), and must name the address used in standby_of / peers."""
+        if not self.config.tls_cert:
+            return None
+        return ssl.create_default_context(cafile=self.config.tls_ca or self.config.tls_cert)
 
     def _tls(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:

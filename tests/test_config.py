@@ -44,6 +44,7 @@ def test_peers_are_addresses() -> None:
     ({"fsync": "yes"}, "fsync"),
     ({"log_level": "loud"}, "log_level"),
     ({"tls_cert": "cert.pem"}, "tls_cert"),
+    ({"tls_ca": "ca.pem"}, "tls_ca"),
     ({"heartbeat_ms": 3000, "lease_ttl_ms": 3000}, "heartbeat_ms"),
     ({"listne": "127.0.0.1:1"}, "listne"),
 ])

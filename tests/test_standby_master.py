@@ -172,3 +172,28 @@ async def test_an_observer_follows_both_failovers_there_and_back(tmp_path: Path)
         await watcher.close()
         first.stop()
         second.stop()
+
+
+async def test_over_tls_the_standby_follows_and_does_not_take_over_a_living_master(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"  # one certificate for both masters
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    tls = {"tls_cert": str(cert), "tls_key": str(key)}
+    master = Daemon(tmp_path / "master", LICENSES, **tls).start()
+    standby = Daemon(tmp_path / "standby", LICENSES, standby_of=master.master, takeover_after_ms=500, **tls).start()
+    try:
+        pbx = MasterClient([master.master, standby.master], "pbx1", ssl=ssl.create_default_context(cafile=str(cert)))
+        await pbx.connect()
+        await replicated(pbx)
+        await asyncio.sleep(1.0)  # twice takeover_after_ms: a standby that could not follow would have taken over
+        assert "promoted" not in standby.log
+        master.kill9()
+        assert (await next_event(pbx, "reconnected"))["master"] == standby.master
+        await pbx.close()
+    finally:
+        standby.stop()
+        master.stop()
