@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from licmaster.client import MasterClient
 
@@ -14,6 +17,21 @@ LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "Ap
 
 def in_use(usage: dict, family: str) -> int:
     return sum(p["in_use"] for p in usage["pools"] if p["family"] == family)
+
+
+@contextmanager
+def master_and_standby(tmp_path: Path, both: dict[str, Any] | None = None, **standby: Any) -> Iterator[tuple[Daemon, Daemon]]:
+    """A master and its standby master, real processes, stopped at the end whatever happens.
+    `both`: config keys for the two; the others for the standby only."""
+    master = Daemon(tmp_path / "master", LICENSES, **(both or {})).start()
+    try:
+        follower = Daemon(tmp_path / "standby", LICENSES, standby_of=master.master, **(both or {}), **standby).start()
+        try:
+            yield master, follower
+        finally:
+            follower.stop()
+    finally:
+        master.stop()
 
 
 async def replicated(client: MasterClient) -> None:
@@ -27,9 +45,7 @@ async def replicated(client: MasterClient) -> None:
 
 
 async def test_the_standby_takes_over_with_leases_and_assignments(tmp_path: Path) -> None:
-    master = Daemon(tmp_path / "master", LICENSES, grace_ms=1500).start()
-    standby = Daemon(tmp_path / "standby", LICENSES, grace_ms=1500, standby_of=master.master).start()
-    try:
+    with master_and_standby(tmp_path, {"grace_ms": 1500}) as (master, standby):
         # The standby serves no PBX: it says where the master is.
         stray = await Raw.open(standby.address)
         refused = await stray.hello("stray")
@@ -65,30 +81,20 @@ async def test_the_standby_takes_over_with_leases_and_assignments(tmp_path: Path
         assert in_use(await newcomer.usage(), "PBX-Port") == 3
         for client in (newcomer, pbx, watcher):
             await client.close()
-    finally:
-        standby.stop()
-        master.stop()
     assert "promoted" in standby.log
 
 
 async def test_a_standby_refuses_pbx_requests_but_answers_observers(tmp_path: Path) -> None:
-    master = Daemon(tmp_path / "master", LICENSES).start()
-    standby = Daemon(tmp_path / "standby", LICENSES, standby_of=master.master).start()
-    try:
+    with master_and_standby(tmp_path) as (master, standby):
         observer = await Raw.open(standby.address)
         assert (await observer.hello("obs", role="observer"))["ok"]
         usage = await observer.request("usage")
         assert usage["ok"] and usage["standby_of"] == master.master
         assert (await observer.request("checkout", resource="port", holder="x"))["error"] == "not_master"
-    finally:
-        standby.stop()
-        master.stop()
 
 
 async def test_a_master_back_after_a_failover_follows_the_new_master(tmp_path: Path) -> None:
-    old = Daemon(tmp_path / "old", LICENSES).start()
-    standby = Daemon(tmp_path / "standby", LICENSES, standby_of=old.master).start()
-    try:
+    with master_and_standby(tmp_path) as (old, standby):
         pbx = MasterClient([old.master, standby.master], "pbx1", connect_timeout=0.5)
         await pbx.connect()
         await pbx.checkout("port", "alice")
@@ -111,15 +117,10 @@ async def test_a_master_back_after_a_failover_follows_the_new_master(tmp_path: P
         assert pbx.epoch == promoted["epoch"] and in_use(usage, "PBX-Port") == 1
         for client in (pbx, watcher):
             await client.close()
-    finally:
-        old.stop()
-        standby.stop()
 
 
 async def test_a_master_whose_peer_is_still_its_standby_serves_after_a_restart(tmp_path: Path) -> None:
-    master = Daemon(tmp_path / "master", LICENSES).start()
-    standby = Daemon(tmp_path / "standby", LICENSES, standby_of=master.master, takeover_after_ms=60_000).start()
-    try:
+    with master_and_standby(tmp_path, takeover_after_ms=60_000) as (master, standby):
         master.kill9()
         master.reconfigure(peers=[standby.master, "127.0.0.1:1"]).restart_same_port()
         assert "peer_is_master" not in master.log
@@ -130,48 +131,37 @@ async def test_a_master_whose_peer_is_still_its_standby_serves_after_a_restart(t
         observer = await Raw.open(standby.address)
         assert (await observer.hello("obs", role="observer"))["ok"]
         assert (await observer.request("usage"))["standby_of"] == master.master
-    finally:
-        standby.stop()
-        master.stop()
 
 
 async def test_a_standby_follows_a_master_that_asks_for_a_token(tmp_path: Path) -> None:
-    master = Daemon(tmp_path / "master", LICENSES, auth_token="s3cret").start()
-    standby = Daemon(tmp_path / "standby", LICENSES, auth_token="s3cret", standby_of=master.master).start()
-    try:
+    with master_and_standby(tmp_path, {"auth_token": "s3cret"}) as (master, standby):
         pbx = MasterClient([master.master], "pbx1", auth={"token": "s3cret"})
         await pbx.connect()
         await replicated(pbx)
         assert (await pbx.usage())["replicas"] == 1
         await pbx.close()
-    finally:
-        standby.stop()
-        master.stop()
 
 
 async def test_an_observer_follows_both_failovers_there_and_back(tmp_path: Path) -> None:
     # On its way to a standby that has not yet taken over, the client's reconnects are refused
     # (`not_master` to its sync) and the master fences its older connections: none of that may
     # stop it from reconnecting later.
-    first = Daemon(tmp_path / "first", LICENSES).start()
-    second = Daemon(tmp_path / "second", LICENSES, standby_of=first.master).start()
-    watcher = MasterClient([first.master, second.master], "watcher", role="observer", connect_timeout=2.0)
-    try:
-        await watcher.connect()
-        await replicated(watcher)
-        first.kill9()
-        assert (await next_event(watcher, "reconnected"))["master"] == second.master
-        first.reconfigure(peers=[second.master]).restart_same_port()
-        await replicated(watcher)  # the first master follows the second now
-        epoch = watcher.epoch
-        second.kill9()
-        back = await next_event(watcher, "reconnected")
-        usage = await watcher.usage()
-        assert back["master"] == first.master and usage["standby_of"] is None and usage["epoch"] > epoch
-    finally:
-        await watcher.close()
-        first.stop()
-        second.stop()
+    with master_and_standby(tmp_path) as (first, second):
+        watcher = MasterClient([first.master, second.master], "watcher", role="observer", connect_timeout=2.0)
+        try:
+            await watcher.connect()
+            await replicated(watcher)
+            first.kill9()
+            assert (await next_event(watcher, "reconnected"))["master"] == second.master
+            first.reconfigure(peers=[second.master]).restart_same_port()
+            await replicated(watcher)  # the first master follows the second now
+            epoch = watcher.epoch
+            second.kill9()
+            back = await next_event(watcher, "reconnected")
+            usage = await watcher.usage()
+            assert back["master"] == first.master and usage["standby_of"] is None and usage["epoch"] > epoch
+        finally:
+            await watcher.close()
 
 
 async def test_over_tls_the_standby_follows_and_does_not_take_over_a_living_master(tmp_path: Path) -> None:
@@ -183,9 +173,7 @@ async def test_over_tls_the_standby_follows_and_does_not_take_over_a_living_mast
                     "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     tls = {"tls_cert": str(cert), "tls_key": str(key)}
-    master = Daemon(tmp_path / "master", LICENSES, **tls).start()
-    standby = Daemon(tmp_path / "standby", LICENSES, standby_of=master.master, takeover_after_ms=500, **tls).start()
-    try:
+    with master_and_standby(tmp_path, tls, takeover_after_ms=500) as (master, standby):
         pbx = MasterClient([master.master, standby.master], "pbx1", ssl=ssl.create_default_context(cafile=str(cert)))
         await pbx.connect()
         await replicated(pbx)
@@ -194,6 +182,3 @@ async def test_over_tls_the_standby_follows_and_does_not_take_over_a_living_mast
         master.kill9()
         assert (await next_event(pbx, "reconnected"))["master"] == standby.master
         await pbx.close()
-    finally:
-        standby.stop()
-        master.stop()
