@@ -58,6 +58,62 @@ async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any]
     return None
 
 
+class PeerWatch:
+    """An acting master keeps an observer session on each of its peers and reads their `usage`
+    every `interval_s`. A peer that is an acting master at a higher epoch won a failover this
+    master did not see (the two were cut apart, or this one was paused): `on_newer(peer,
+    epoch)` is called so that this one steps down, and the two heal into master and standby."""
+
+    def __init__(self, peers: Sequence[str], name: str, *, auth: dict[str, Any] | None, tls: ssl.SSLContext | None,
+                 interval_s: float, epoch: Callable[[], int], acting: Callable[[], bool],
+                 on_newer: Callable[[str, int], None]) -> None:
+        self.peers = list(peers)
+        self.name, self.auth, self.tls = name, auth, tls
+        self.interval_s = interval_s
+        self.epoch, self.acting, self.on_newer = epoch, acting, on_newer
+        self._clients: dict[str, MasterClient] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="peer-watch")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        for client in self._clients.values():
+            await client.close(bye=False)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            if not self.acting():
+                continue
+            for peer in self.peers:
+                newer = await self._newer_epoch(peer)
+                if newer is not None and self.acting():
+                    self.on_newer(peer, newer)
+
+    async def _newer_epoch(self, peer: str) -> int | None:
+        """The peer's epoch if it is an acting master at a higher one than this master's."""
+        client = self._clients.get(peer)
+        try:
+            if client is None or not client.connected.is_set():
+                if client is not None:
+                    await client.close(bye=False)
+                # One session kept open (heartbeats), a new one only when it was lost: the
+                # peer's log shows a hello per reconnect, not per look.
+                client = self._clients[peer] = MasterClient([peer], f"{self.name}-peer"[:64], role="observer",
+                                                            auth=self.auth, ssl=self.tls, reconnect=False,
+                                                            connect_timeout=min(2.0, self.interval_s))
+                await client.connect()
+            usage = await asyncio.wait_for(client.usage(), self.interval_s)
+        except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError):
+            return None  # unreachable or refusing: nothing to learn now
+        if usage.get("standby_of") or usage["epoch"] <= self.epoch():
+            return None
+        return int(usage["epoch"])
+
+
 class Follower:
     def __init__(self, master: str, name: str, store: Store, takeover_after_ms: int,
                  on_takeover: Callable[[Holdings, int], None], *, auth: dict[str, Any] | None = None,

@@ -28,7 +28,7 @@ from .journal import Journal
 from .licensefile import load_files
 from .pool import Pool, ReloadReport, SyncEntry
 from .recovery import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, STATE_EVENTS, TAKEOVER, Holdings, held_at_end
-from .replication import Follower, acting_master
+from .replication import Follower, PeerWatch, acting_master
 from .session import Connection, Session
 from .store import Store
 
@@ -74,6 +74,7 @@ class Master:
         self.standby_of = config.standby_of  # set: this daemon is a standby master (not serving PBXs)
         self.replicas: set[Connection] = set()  # standby masters following this one
         self.follower: Follower | None = None
+        self.peer_watch: PeerWatch | None = None
         self._ops["replicate"] = self.op_replicate
         self._peer_ssl: ssl.SSLContext | None = None  # how this master speaks to the others (see _peer_tls)
         self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
@@ -135,9 +136,12 @@ class Master:
         self.address = (sock[0], sock[1])
         self._reaper = self.loop.create_task(self._reap(), name="session-reaper")
         if self.standby_of:
-            self.follower = Follower(self.standby_of, self.name, self.store, cfg.effective_takeover_after_ms, self.promote,
-                                     auth=self._peer_auth(), tls=self._peer_ssl)
-            self.follower.start()
+            self._follow(self.standby_of)
+        if cfg.peers:
+            self.peer_watch = PeerWatch(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl,
+                                        interval_s=cfg.effective_takeover_after_ms / 1000, epoch=lambda: self.epoch,
+                                        acting=lambda: not self.standby_of, on_newer=self.step_down)
+            self.peer_watch.start()
         logs.event("started", master=self.name, standby_of=self.standby_of or "-", listen=f"{sock[0]}:{sock[1]}", epoch=self.epoch,
                    data_dir=str(data.resolve()), licenses=len(self.pool.installed),
                    grace_ms=int(max(0.0, self._grace_until - self.loop.time()) * 1000),
@@ -175,6 +179,8 @@ class Master:
             self._reaper.cancel()
         if self.follower:
             await self.follower.stop()
+        if self.peer_watch:
+            await self.peer_watch.stop()
         if self._server:
             self._server.close()
         event = {"event": "shutdown", "reason": reason}
@@ -588,6 +594,32 @@ class Master:
                 self.replicas.discard(conn)
             else:
                 conn.send_event(event)
+
+    def _follow(self, master: str) -> None:
+        assert self.store is not None
+        self.follower = Follower(master, self.name, self.store, self.config.effective_takeover_after_ms, self.promote,
+                                 auth=self._peer_auth(), tls=self._peer_ssl)
+        self.follower.start()
+
+    def step_down(self, peer: str, peer_epoch: int) -> None:
+        """A peer is the master at a higher epoch: this one was deposed without knowing (cut off
+        while its standby took over). Its PBXs are told `shutdown` with the master to use, its
+        sessions end, and it follows the peer as its standby master from now on."""
+        logs.event("stepping_down", logging.WARNING, peer=peer, epoch=peer_epoch, own_epoch=self.epoch,
+                   sessions=len(self.sessions))
+        self._journal("step_down", detail=f"{peer} is the master at epoch {peer_epoch} > {self.epoch}")
+        self.standby_of = peer
+        event = {"event": "shutdown", "reason": f"{peer} is the master (epoch {peer_epoch})", "master": peer}
+        for conn in list(self.connections):
+            if conn not in self.replicas:
+                conn.close(event)
+        for session in list(self.sessions.values()):
+            self.pool.release_node(session.node)
+            self._journal(BYE, session.node, detail="stepped down")
+            self._end_session(session)
+        self._grace_until = 0.0
+        self._held_before.clear()
+        self._follow(peer)
 
     def promote(self, holdings: Holdings, master_epoch: int) -> None:
         """The master is gone: this standby takes over, with a higher epoch, the replicated user
