@@ -33,6 +33,19 @@ if TYPE_CHECKING:
 ASSIGN, UNASSIGN = "assign", "unassign"
 
 
+def observer_of(master: str, node: str, *, auth: dict[str, Any] | None, tls: ssl.SSLContext | None,
+                connect_timeout: float, on_event: Callable[[dict[str, Any]], None] | None = None) -> MasterClient:
+    """A session on another master of the installation that only reads (its own reconnects are
+    the caller's business): the installation's token, TLS when this master speaks it."""
+    return MasterClient([master], node[:64], role="observer", auth=auth, ssl=tls, on_event=on_event, reconnect=False,
+                        connect_timeout=connect_timeout)
+
+
+def acting_epoch(usage: dict[str, Any]) -> int | None:
+    """A master's epoch from its `usage`, if it is acting (not a standby that has not taken over)."""
+    return None if usage.get("standby_of") else int(usage["epoch"])
+
+
 async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any] | None,
                         tls: ssl.SSLContext | None, timeout_s: float) -> tuple[str, int] | None:
     """The first of `peers` that answers as an acting master, not a standby: (address, epoch).
@@ -43,8 +56,7 @@ async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any]
     does not answer within `timeout_s`, or refuses, is not a master to follow.
     """
     for peer in peers:
-        probe = MasterClient([peer], f"{name}-probe"[:64], role="observer", auth=auth, ssl=tls, reconnect=False,
-                             connect_timeout=timeout_s)
+        probe = observer_of(peer, f"{name}-probe", auth=auth, tls=tls, connect_timeout=timeout_s)
         try:
             await probe.connect()
             usage = await asyncio.wait_for(probe.usage(), timeout_s)
@@ -53,8 +65,9 @@ async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any]
             continue
         finally:
             await probe.close()
-        if not usage.get("standby_of"):
-            return peer, probe.epoch
+        epoch = acting_epoch(usage)
+        if epoch is not None:
+            return peer, epoch
     return None
 
 
@@ -102,16 +115,14 @@ class PeerWatch:
                     await client.close(bye=False)
                 # One session kept open (heartbeats), a new one only when it was lost: the
                 # peer's log shows a hello per reconnect, not per look.
-                client = self._clients[peer] = MasterClient([peer], f"{self.name}-peer"[:64], role="observer",
-                                                            auth=self.auth, ssl=self.tls, reconnect=False,
-                                                            connect_timeout=min(2.0, self.interval_s))
+                client = self._clients[peer] = observer_of(peer, f"{self.name}-peer", auth=self.auth, tls=self.tls,
+                                                           connect_timeout=min(2.0, self.interval_s))
                 await client.connect()
             usage = await asyncio.wait_for(client.usage(), self.interval_s)
         except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError):
             return None  # unreachable or refusing: nothing to learn now
-        if usage.get("standby_of") or usage["epoch"] <= self.epoch():
-            return None
-        return int(usage["epoch"])
+        epoch = acting_epoch(usage)
+        return epoch if epoch is not None and epoch > self.epoch() else None
 
 
 class Follower:
@@ -133,8 +144,8 @@ class Follower:
         self._last_error = ""
 
     def _new_client(self) -> MasterClient:
-        return MasterClient([self.master], f"{self.name}-replica"[:64], role="observer", auth=self.auth, ssl=self.tls, on_event=self._on_event,
-                            reconnect=False, connect_timeout=max(0.2, min(2.0, self.takeover_after / 2)))
+        return observer_of(self.master, f"{self.name}-replica", auth=self.auth, tls=self.tls, on_event=self._on_event,
+                           connect_timeout=max(0.2, min(2.0, self.takeover_after / 2)))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="replication")
