@@ -4,7 +4,7 @@
     python bench/hotpath.py --requests 20480
 
 A real `Master` (licenses, store, journal) is fed batches of 64 pipelined checkouts, then the 64
-checkins of their leases, through `Connection.data_received`, exactly as a socket read would
+checkins of their leases, through the protocol's `data_received`, exactly as a socket read would
 deliver them; replies go to a transport that drops them. No socket, no load generator: what is
 left is the master's own work per request (decoding, validation, the pool, the journal, reply
 encoding). Instructions per request are counted by running this script twice under callgrind,
@@ -34,18 +34,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from licmaster.codec import encode  # noqa: E402
-from licmaster.config import Config  # noqa: E402
-from licmaster.server import Master  # noqa: E402
-from licmaster.session import Connection  # noqa: E402
+from licmaster.daemon.config import Config  # noqa: E402
+from licmaster.daemon.master import Master  # noqa: E402
+from licmaster.wire.codec import encode  # noqa: E402
 
 BATCH = 64
 
 
-class DroppingTransport:
+class DroppingTransport(asyncio.Transport):
     """Stands in for the socket: the replies are counted, not sent."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.bytes = 0
 
     def write(self, data: bytes) -> None:
@@ -80,9 +80,9 @@ async def run(requests: int, built: int) -> float:
         (workdir / "licenses.toml").write_text('[[license]]\ntype = "PBX-Port13"\ncount = 1000000\n')
         master = Master(Config(listen="127.0.0.1:0", data_dir=workdir / "data", licenses=(workdir / "licenses.toml",),
                                lease_ttl_ms=60_000, heartbeat_ms=5_000))
-        await master.start()
-        conn = Connection(master)
-        conn.connection_made(DroppingTransport())  # type: ignore[arg-type]
+        await master.start(listen=False)
+        conn = master.new_connection()
+        conn.connection_made(DroppingTransport())
         conn.data_received(encode({"op": "hello", "id": 0, "node": "pbx", "role": "pbx", "firmware": 13,
                                    "platform": "gateway", "mac": "00:90:33:00:00:01", "licensing": "central"}))
         checkouts, checkins = batches(built)

@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _master import BenchMaster  # noqa: E402
+from _master import bench_master  # noqa: E402
 
-from licmaster.codec import FrameDecoder, encode  # noqa: E402
+from licmaster.wire.codec import FrameDecoder, encode  # noqa: E402
 
 
 async def session(address: tuple[str, int], n: int, leases: int, loaded: asyncio.Queue, hold: asyncio.Event) -> None:
@@ -50,7 +50,7 @@ async def main() -> None:
     args = parser.parse_args()
     total = args.sessions * args.leases
     with tempfile.TemporaryDirectory() as tmp:
-        master = BenchMaster(Path(tmp), f'[[license]]\ntype = "PBX-Port13"\ncount = {total}\n',
+        master = bench_master(Path(tmp), f'[[license]]\ntype = "PBX-Port13"\ncount = {total}\n',
                              heartbeat_ms=30000, lease_ttl_ms=600000)
         try:
             rss_empty = master.rss_mb()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from licmaster.catalog import LicenseType  # noqa: E402
-from licmaster.licensefile import InstalledLicense  # noqa: E402
-from licmaster.pool import Node, Pool  # noqa: E402
+from licmaster.model.catalog import LicenseType  # noqa: E402
+from licmaster.model.pool import Pool  # noqa: E402
+from licmaster.model.types import InstalledLicense, Node  # noqa: E402
 
 NODES = 1000
 

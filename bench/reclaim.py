@@ -24,9 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _master import ROOT, BenchMaster  # noqa: E402
+from _master import ROOT, bench_master  # noqa: E402
 
 from licmaster.client import MasterClient  # noqa: E402
+from licmaster.testing import MasterProcess  # noqa: E402
 
 PBX = """
 import asyncio, sys
@@ -47,7 +48,7 @@ async def port_in_use(observer: MasterClient) -> int:
     return sum(p["in_use"] for p in usage["pools"] if p["family"] == "PBX-Port")
 
 
-async def one_run(master: BenchMaster, run: int, ports: int) -> float:
+async def one_run(master: MasterProcess, run: int, ports: int) -> float:
     pbx = subprocess.Popen([sys.executable, "-c", PBX, master.target, f"pbx{run}", str(ports)],
                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert pbx.stdout is not None
@@ -71,7 +72,7 @@ async def main() -> None:
     parser.add_argument("--ports", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        master = BenchMaster(Path(tmp), f'[[license]]\ntype = "PBX-Port13"\ncount = {args.ports}\n')
+        master = bench_master(Path(tmp), f'[[license]]\ntype = "PBX-Port13"\ncount = {args.ports}\n')
         try:
             times = [await one_run(master, run, args.ports) for run in range(args.runs)]
         finally:

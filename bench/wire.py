@@ -27,10 +27,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +38,10 @@ import msgpack
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from licmaster.codec import HEADER, encode  # noqa: E402
+from _master import bench_master  # noqa: E402
+
+from licmaster.testing import MasterProcess  # noqa: E402
+from licmaster.wire.codec import HEADER, encode  # noqa: E402
 
 _pack = msgpack.Packer().pack
 _unpackb = msgpack.unpackb
@@ -52,20 +52,9 @@ _CHECKIN_HEAD = b"\x83" + _pack("op") + _pack("checkin") + _pack("lease")
 _ID_KEY = _pack("id")
 
 
-def start_master(workdir: Path, ports: int) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
-    (workdir / "licenses.toml").write_text(f'[[license]]\ntype = "PBX-Port13"\ncount = {ports}\n')
-    (workdir / "licmaster.toml").write_text(
-        'listen = "127.0.0.1:0"\ndata_dir = "data"\nlicenses = ["licenses.toml"]\n'
-        "heartbeat_ms = 5000\nlease_ttl_ms = 60000\nmax_connections = 100000\nlog_level = \"warning\"\n")
-    log = open(workdir / "master.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "licmaster.cli", "serve", "--config", "licmaster.toml"],
-                            cwd=workdir, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    for _ in range(500):
-        m = re.search(r"serving on ([\d.]+):(\d+)", (workdir / "master.log").read_text())
-        if m:
-            return proc, (m.group(1), int(m.group(2)))
-        time.sleep(0.02)
-    raise RuntimeError("master did not start: " + (workdir / "master.log").read_text())
+def start_master(workdir: Path, ports: int) -> MasterProcess:
+    return bench_master(workdir, f'[[license]]\ntype = "PBX-Port13"\ncount = {ports}\n',
+                        heartbeat_ms=5000, lease_ttl_ms=60000, max_connections=100000)
 
 
 class LoadConnection(asyncio.Protocol):
@@ -276,8 +265,9 @@ def main() -> None:
             host, _, port = args.master.rpartition(":")
             address = (host, int(port))
         else:
-            proc, address = start_master(Path(tmp), ports=1_000_000)
-        pid = proc.pid if proc is not None else None
+            proc = start_master(Path(tmp), ports=1_000_000)
+            address = proc.address
+        pid = proc.proc.pid if proc is not None and proc.proc is not None else None
         try:
             depths = [int(d) for d in args.depths.split(",")]
             out: dict = {"bench": "wire", "connections": args.connections * args.workers, "depths": depths,
@@ -303,8 +293,7 @@ def main() -> None:
             print(json.dumps(out, indent=2))
         finally:
             if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
+                proc.stop(30)
 
 
 if __name__ == "__main__":

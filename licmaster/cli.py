@@ -9,11 +9,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .catalog import CURRENT_VERSION
-from . import serve
-from .journal import read_journal
-from .licensefile import load_files
-from .verdict import render_text, verdict
+from licmaster.daemon import serve
+from licmaster.daemon.journal import read_journal
+from licmaster.licenses.files import load_files
+from licmaster.licenses.verdict import render_text, verdict
+from licmaster.model.catalog import CURRENT_VERSION
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,7 +63,7 @@ def _journal(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(row))
             continue
-        when = dt.datetime.fromtimestamp(row["ts"], dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        when = dt.datetime.fromtimestamp(row["ts"], dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         fields = " ".join(f"{k}={row[k]}" for k in ("node", "resource", "holder", "lease", "detail", "rule") if row[k] is not None)
         print(f"{when} {row['event']:<9} {fields}")
     return 0

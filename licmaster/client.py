@@ -20,14 +20,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import ssl as ssl_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode
-import contextlib
+from licmaster.wire.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode
 
 RETRYABLE = ("grace", "busy")
 
@@ -350,8 +350,7 @@ class MasterClient:
 
     def _check_epoch(self, reply: dict[str, Any]) -> None:
         epoch = reply.get("epoch", 0)
-        if epoch > self.epoch:
-            self.epoch = epoch
+        self.epoch = max(self.epoch, epoch)
 
     def _on_event(self, wire: _Wire, event: dict[str, Any]) -> None:
         name = event.get("event")

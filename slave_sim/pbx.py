@@ -1,7 +1,7 @@
 """A simulated PBX: its objects and devices, and a real client of the master.
 
 Users, executives and trunks take a Port when their first device registers and give it back
-with the last (R-PORT-1/3, through licmaster.objects); group numbers and waiting queues take
+with the last (R-PORT-1/3, through slave_sim.objects); group numbers and waiting queues take
 none (R-PORT-2). Conference rooms, ISDN interfaces, operator desks and queue monitors check
 their licenses out as they come into use. A decentral PBX serves itself from its own local
 license file and never draws on the master (R-MODE-2/3): when it runs short, it asks the master
@@ -10,20 +10,21 @@ once, as a misconfigured PBX would, and records the refusal the master gives.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
-from licmaster import rules
 from licmaster.client import HeldLease, LicenseError, MasterClient
-from licmaster.errors import Denial
-from licmaster.licensefile import load_files
-from licmaster.objects import DeviceRegistry, ObjectKind, PortAction
-from licmaster.pool import Node, Pool
+from licmaster.licenses.files import load_files
+from licmaster.model import rules
+from licmaster.model.errors import Denial
+from licmaster.model.pool import Pool
+from licmaster.model.types import Node
 
 from .metrics import Recorder
+from .objects import DeviceRegistry, ObjectKind, PortAction
 from .scenario import PbxSpec
-import contextlib
 
 Device = tuple[str, ObjectKind, str]  # (object, kind, device)
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from licmaster.catalog import FAMILIES, Consumption
 from licmaster.client import MasterClient
+from licmaster.model.catalog import FAMILIES, Consumption
 
 from .auditor import Auditor
 from .master_process import MasterProcess
@@ -69,8 +69,8 @@ class Runner:
         address = self._start_master()
         masters = [address]
         if self.scenario.standby_master and self.master_process is not None:
-            self.standby_process = MasterProcess(self.scenario.licenses, {**self.scenario.master, "standby_of": f'"{address}"'})
-            masters.append(self.standby_process.start())
+            self.standby_process = MasterProcess(self.scenario.licenses, {**self.scenario.master, "standby_of": address})
+            masters.append(self.standby_process.start().target)
         checks: list[Check] = []
         final: dict[str, int] = {}
         installed: dict[str, int] = {}
@@ -117,7 +117,7 @@ class Runner:
         if self.external_master:
             return self.external_master
         self.master_process = MasterProcess(self.scenario.licenses, self.scenario.master)
-        return self.master_process.start()
+        return self.master_process.start().target
 
     async def _stop_networks(self) -> None:
         if self.local is not None:
@@ -184,17 +184,18 @@ class Runner:
         failed, acting = self.master_process, self.standby_process
         assert failed is not None and acting is not None and self.auditor is not None
         epoch = self.auditor.client.epoch
-        failed.settings["peers"] = f'["{acting.address}"]'
-        failed.settings.pop("standby_of", None)
-        await asyncio.get_running_loop().run_in_executor(None, failed.start)
-        watcher = MasterClient([failed.address], "sim-return-watch", role="observer", reconnect=False)
+        failed.config["peers"] = [acting.target]
+        failed.config.pop("standby_of", None)
+        failed.reconfigure()
+        await asyncio.get_running_loop().run_in_executor(None, failed.restart_same_port)
+        watcher = MasterClient([failed.target], "sim-return-watch", role="observer", reconnect=False)
         await watcher.connect()
         try:
             standby_of = (await watcher.usage()).get("standby_of")
         finally:
             await watcher.close()
-        if standby_of != acting.address:
-            raise RuntimeError(f"the returned master serves instead of following {acting.address} (standby_of={standby_of})")
+        if standby_of != acting.target:
+            raise RuntimeError(f"the returned master serves instead of following {acting.target} (standby_of={standby_of})")
         self.master_process, self.standby_process = acting, failed
         await self._standby_attached()
         self.recorder.fault(f"the failed master is back: it follows the acting master (epoch {epoch}) as its standby")

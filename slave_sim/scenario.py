@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from licmaster.catalog import FAMILIES
-from licmaster.rules import normalize_mac
+from licmaster.model.catalog import FAMILIES
+from licmaster.model.rules import normalize_mac
 
 
 class ScenarioError(ValueError):

@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
-from licmaster.licensefile import InstalledLicense, parse_text
-from licmaster.pool import Node, Pool
+from licmaster.licenses.files import parse_text
+from licmaster.model.pool import Pool
+from licmaster.model.types import InstalledLicense, Node
 
 MAC_A = "00:90:33:00:00:0a"
 MAC_B = "00:90:33:00:00:0b"

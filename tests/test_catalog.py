@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from licmaster.catalog import FAMILIES, REFERENCES, CatalogError, LicenseClass, LicenseType, parse_license_type
+from licmaster.model.catalog import FAMILIES, REFERENCES, CatalogError, LicenseClass, LicenseType, parse_license_type
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ import struct
 
 import msgpack
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from licmaster.codec import FrameDecoder, FrameError, ReplyEncoder, decode_payload, encode, encode_many
+from licmaster.wire.codec import FrameDecoder, FrameError, decode_payload, encode, encode_many
 
 
 def frames_of(data: bytes, max_frame: int = 65536) -> list[dict]:
@@ -72,16 +73,3 @@ def test_a_frame_completed_by_a_later_read_leaves_nothing_pending() -> None:
     assert decoder.feed(frame[:3]) == [] and decoder.pending == 3
     assert decoder.feed(frame[3:]) == [{"id": 1, "op": "heartbeat"}] and decoder.pending == 0
     assert decoder.feed(frame) == [{"id": 1, "op": "heartbeat"}] and decoder.pending == 0
-
-
-@given(st.integers(0, 2**64 - 1), st.integers(1, 10**6), st.text(min_size=1, max_size=64),
-       st.lists(st.fixed_dictionaries({"family": st.text(max_size=20), "version": st.none() | st.integers(0, 99),
-                                       "count": st.integers(0, 10_000)}), max_size=3))
-def test_pre_encoded_replies_are_whole_frames_of_the_plain_maps(rid: int, epoch: int, lease: str, took: list) -> None:
-    replies = ReplyEncoder(epoch)
-    ok, grant = replies.ok(rid), replies.grant(rid, lease, replies.grant_prefix(took))
-    assert frames_of(ok, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch}]
-    assert frames_of(grant, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch, "lease": lease, "took": took}]
-    framed = encode_many([ok, {"id": rid, "ok": False}, grant])
-    assert frames_of(framed, 1 << 20) == [{"id": rid, "ok": True, "epoch": epoch}, {"id": rid, "ok": False},
-                                          {"id": rid, "ok": True, "epoch": epoch, "lease": lease, "took": took}]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from licmaster.config import Config, ConfigError, config_from_dict, load_config
+from licmaster.daemon.config import Config, ConfigError, config_from_dict, load_config
 
 
 def test_no_config_file_gives_every_default() -> None:

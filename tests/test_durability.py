@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from licmaster.journal import read_journal
+from licmaster.daemon.journal import read_journal
 
 from .daemon import Daemon, Raw
 
@@ -113,7 +113,9 @@ async def test_the_journal_records_grants_checkins_and_denials_with_rules(tmp_pa
     finally:
         assert d.stop() == 0
     rows = read_journal(d.workdir / "data" / "journal.sqlite3")
-    events = [(r["event"], r["node"], r["holder"], r["detail"], r["rule"]) for r in rows if r["event"] != "start"]
+    roles = [r["detail"] for r in rows if r["event"] == "role"]
+    assert roles == ["starting -> acting: started", "acting -> stopped: signal SIGTERM"]  # every role change journaled
+    events = [(r["event"], r["node"], r["holder"], r["detail"], r["rule"]) for r in rows if r["event"] not in ("start", "role")]
     assert events == [
         ("grant", "pbx-a", "alice", "PBX-Port13:1", None),
         ("checkin", "pbx-a", "alice", None, None),
@@ -151,8 +153,8 @@ async def test_licmaster_journal_prints_what_happened(tmp_path: Path) -> None:
 async def test_a_restart_after_the_journal_was_pruned_still_waits_for_the_holders(tmp_path: Path) -> None:
     # In-process, to have the hourly retention run now: the real Master, sockets and client.
     from licmaster.client import MasterClient
-    from licmaster.config import Config
-    from licmaster.server import Master
+    from licmaster.daemon.config import Config
+    from licmaster.daemon.master import Master
 
     (tmp_path / "licenses.toml").write_text('[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
     config = Config(listen="127.0.0.1:0", data_dir=tmp_path / "data", licenses=(tmp_path / "licenses.toml",),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from licmaster.journal import Journal, read_journal
-from licmaster.recovery import held_at_end
+from licmaster.daemon.journal import Journal, read_journal
+from licmaster.daemon.recovery import held_at_end
 
 
 async def open_run(path: Path, **options) -> tuple[Journal, bool, dict]:

@@ -3,7 +3,8 @@
 import datetime as dt
 from pathlib import Path
 
-from licmaster.licensefile import effective_licenses, load_files, parse_text
+from licmaster.licenses.files import load_files, parse_text
+from licmaster.model.installation import effective_licenses
 
 
 def rules_of(result) -> list[str | None]:

@@ -2,10 +2,12 @@
 
 from typing import NamedTuple
 
-from licmaster.errors import Denial
-from licmaster.licensefile import InstalledLicense
-from licmaster.catalog import LicenseType
-from licmaster.pool import Lease, Node, Pool, ReloadReport, SyncEntry
+from licmaster.model.catalog import LicenseType
+from licmaster.model.errors import Denial
+from licmaster.model.inventory import ReloadReport
+from licmaster.model.leases import Lease
+from licmaster.model.pool import Pool
+from licmaster.model.types import InstalledLicense, Node, SyncEntry
 
 from .conftest import MAC_A, MAC_B, licenses, pool_of
 
@@ -387,8 +389,9 @@ def test_recording_queues_needs_a_user_with_the_recorder_R_REC_1() -> None:
 
 def test_switchboard_licenses_from_operators_under_ssa_R_OP_2() -> None:
     """Enforces R-OP-2."""
-    from licmaster.licensefile import parse_text
     import datetime as dt
+
+    from licmaster.licenses.files import parse_text
     loaded = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 1\nssa_until = 2030-01-01')
     pool = Pool(loaded.licenses, today=dt.date(2026, 1, 1))
     for user in ("a", "b", "c"):
@@ -398,8 +401,9 @@ def test_switchboard_licenses_from_operators_under_ssa_R_OP_2() -> None:
 
 def test_ssa_lets_an_old_license_run_new_software_R_SSA_1() -> None:
     """Enforces R-SSA-1."""
-    from licmaster.licensefile import parse_text
     import datetime as dt
+
+    from licmaster.licenses.files import parse_text
     loaded = parse_text('[[license]]\ntype = "PBX-Port11"\ncount = 1\nssa_until = 2027-01-01')
     running = Pool(loaded.licenses, today=dt.date(2026, 12, 1))
     expired = Pool(loaded.licenses, today=dt.date(2027, 2, 1))
@@ -411,7 +415,7 @@ def test_ssa_lets_an_old_license_run_new_software_R_SSA_1() -> None:
 
 def test_rented_software_licenses_serve_like_bought_ones_R_RENT_1() -> None:
     """Enforces R-RENT-1."""
-    from licmaster.licensefile import parse_text
+    from licmaster.licenses.files import parse_text
     loaded = parse_text('[[license]]\ntype = "PBX-Channels13"\ncount = 2\nrented = true')
     pool = Pool(loaded.licenses)
     granted(pool.checkout("x", "conference", "room", count=2))

@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from licmaster.errors import Denial
-from licmaster.pool import Node, Pool, SyncEntry
+from licmaster.model.errors import Denial
+from licmaster.model.pool import Pool
+from licmaster.model.types import Node, SyncEntry
 
 from .conftest import MAC_A, MAC_B, licenses
 

@@ -1,6 +1,6 @@
 """Pure rule functions."""
 
-from licmaster import rules
+from licmaster.model import rules
 
 
 def test_version_runs_same_or_older_software_R_VER_1() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from licmaster.journal import read_journal
+from licmaster.daemon.journal import read_journal
 
 from .daemon import Daemon, Raw
 
@@ -326,8 +326,8 @@ async def test_an_ssa_that_ends_while_the_master_runs_is_read_again_r_ssa_1(tmp_
     import datetime as dt
 
     from licmaster.client import LicenseError, MasterClient
-    from licmaster.config import Config
-    from licmaster.server import Master
+    from licmaster.daemon.config import Config
+    from licmaster.daemon.master import Master
 
     term_ends = dt.date(2027, 6, 30)
     (tmp_path / "licenses.toml").write_text(f'[[license]]\ntype = "PBX-Port12"\ncount = 2\nssa_until = {term_ends}\n')

@@ -9,10 +9,11 @@ import socket
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from licmaster.codec import FrameDecoder, encode
-from licmaster.messages import OPS
+from licmaster.wire.codec import FrameDecoder, encode
+from licmaster.wire.requests import OPS
 
 from .daemon import Daemon
 

@@ -1,7 +1,7 @@
 """The installation verdict of `licmaster check`."""
 
-from licmaster.licensefile import parse_text
-from licmaster.verdict import render_text, verdict
+from licmaster.licenses.files import parse_text
+from licmaster.licenses.verdict import render_text, verdict
 
 
 def v(text: str, firmware: int = 13):

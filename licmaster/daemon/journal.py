@@ -17,6 +17,8 @@ restart replays instead of from the start of the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import marshal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -24,12 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import marshal
-
 import msgpack
 
-from .recovery import GRANT, STATE_EVENTS
-import contextlib
+from licmaster.wire import events
+from licmaster.wire.events import FIELDS, GRANT, STATE_EVENTS, Change, Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -48,11 +48,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 # (and "msgpack" batches stay readable).
 MARSHAL_VERSION = 4
 FORMAT = f"marshal-{MARSHAL_VERSION}"
-COLUMNS = ("ts", "event", "node", "resource", "holder", "lease", "detail", "rule")
-
-# (ts, event, node, resource, holder, lease, detail, rule); trailing fields may be left off
-Row = tuple[Any, ...]
-_PAD: tuple[None, ...] = (None,) * len(COLUMNS)
 LeaseRow = tuple[str, str, str, str]  # (node, resource, holder, lease)
 
 
@@ -83,24 +78,24 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
-    def begin_run(self) -> tuple[bool, list[tuple[Any, ...]]]:
+    def begin_run(self) -> tuple[bool, list[Change]]:
         """Mark the start of a run. Returns (whether an earlier run exists, the earlier run's
-        state-changing events as (event, node, resource, holder, lease, detail), oldest first)."""
+        state-changing events, oldest first)."""
         return self._executor.submit(self._begin_run).result()
 
-    def _begin_run(self) -> tuple[bool, list[tuple[Any, ...]]]:
+    def _begin_run(self) -> tuple[bool, list[Change]]:
         assert self._db is not None
         last_run = self._db.execute("SELECT run, after_seq FROM runs ORDER BY run DESC LIMIT 1").fetchone()
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Change] = []
         if last_run is not None:
             replay_from = last_run[1]
             checkpoint = self._db.execute("SELECT seq, leases, format FROM checkpoints WHERE run = ?", (last_run[0],)).fetchone()
             if checkpoint is not None:  # who held what at that batch; the batches before may be gone
                 replay_from = checkpoint[0]
-                rows += [(GRANT, node, resource, holder, lease, None) for node, resource, holder, lease in _decode(*checkpoint[1:])]
+                rows += [Change(GRANT, node, resource, holder, lease, None) for node, resource, holder, lease in _decode(*checkpoint[1:])]
             for row in _events(self._db, after_seq=replay_from):
-                if row[1] in STATE_EVENTS:
-                    rows.append(row[1:7])
+                if row[events.EVENT] in STATE_EVENTS:
+                    rows.append(events.change_of(row))
         newest = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
         with self._db:
             self._run = self._db.execute("INSERT INTO runs (after_seq, started) VALUES (?, ?)", (newest, time.time())).lastrowid
@@ -171,7 +166,7 @@ def _events(db: sqlite3.Connection, *, after_seq: int = 0, since: float | None =
     sql = "SELECT events, format FROM batches WHERE seq > ?" + (" AND last_ts >= ?" if since is not None else "") + " ORDER BY seq"
     for blob, fmt in db.execute(sql, (after_seq,) if since is None else (after_seq, since)):
         for row in _decode(blob, fmt):
-            yield row + _PAD[len(row):]
+            yield events.full(row)
 
 
 def _decode(blob: bytes, fmt: str) -> list[tuple[Any, ...]]:
@@ -188,8 +183,8 @@ def read_journal(path: Path, *, event: str | None = None, since: float | None = 
     try:
         out = []
         for row in _events(db, since=since):
-            if (event is None or row[1] == event) and (since is None or row[0] >= since):
-                out.append(dict(zip(COLUMNS, row)))
+            if (event is None or row[events.EVENT] == event) and (since is None or row[events.TS] >= since):
+                out.append(dict(zip(FIELDS, row, strict=True)))
         return out
     finally:
         db.close()

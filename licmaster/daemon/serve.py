@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
+import os
 import resource
 import signal
 import socket
 import sys
 from pathlib import Path
 
-from . import logs
-from .config import ConfigError, load_config
-from .server import Master, StartError
+from licmaster.daemon import logs
+from licmaster.daemon.config import Config, ConfigError, load_config
+from licmaster.daemon.master import Master, StartError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     serve.add_argument("--data-dir", dest="data_dir", help="data directory (overrides the config)")
     serve.add_argument("--licenses", nargs="+", metavar="FILE", help="license files (override the config)")
     serve.add_argument("--name", default=socket.gethostname(), help="this master's name, told to PBXs (default: host name)")
+    serve.add_argument("--ready-file", dest="ready_file", type=Path,
+                       help="once serving, write JSON {listen, pid, epoch, role} here (for supervisors and tests)")
     serve.set_defaults(run=run)
 
 
@@ -39,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if not config.licenses:
         logs.event("no_license_files", hint="pass --licenses FILE or set licenses = [...] in the config; serving an empty pool")
     try:
-        return asyncio.run(_serve(config, args.name))
+        return asyncio.run(_serve(config, args.name, args.ready_file))
     except StartError as exc:
         print(f"licmaster: {exc}", file=sys.stderr)
         return 1
@@ -57,7 +61,16 @@ def _raise_fd_limit(connections: int) -> None:
                        hint="raise the hard limit (ulimit -Hn) to serve max_connections")
 
 
-async def _serve(config, name: str) -> int:  # noqa: ANN001 - Config
+def write_ready(path: Path, master: Master) -> None:
+    """The machine-readable "serving" signal: written whole (rename), so a reader never sees half."""
+    host, port = master.address or ("?", 0)
+    doc = {"listen": f"{host}:{port}", "pid": os.getpid(), "epoch": master.epoch, "role": master.role.state.value}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
+async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
     master = Master(config, name=name)
     await master.start()
     # Every request allocates a few short-lived dicts; the default gen-0 threshold (700) runs
@@ -67,6 +80,8 @@ async def _serve(config, name: str) -> int:  # noqa: ANN001 - Config
     gc.set_threshold(50_000, 20, 20)
     host, port = master.address or ("?", 0)
     print(f"licmaster: serving on {host}:{port}, data in {Path(config.data_dir).resolve()}", file=sys.stderr, flush=True)
+    if ready_file is not None:
+        write_ready(ready_file, master)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason = {"why": "stopping"}

@@ -20,78 +20,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import rules
-from .catalog import (
-    CURRENT_VERSION,
-    FAMILIES,
-    SMB_PORT,
-    SMB_SIZES,
-    SMB_UPGRADE_TIER,
-    TIER_THRESHOLDS,
-    CatalogError,
-    LicenseType,
-    parse_license_type,
-)
+from ..model import rules
+from ..model.catalog import CURRENT_VERSION, FAMILIES, CatalogError, parse_license_type
+from ..model.installation import installation_problems
+from ..model.types import InstalledLicense, Problem, error, warning
 
 KNOWN_KEYS = frozenset({"type", "count", "bind", "version", "ssa_until", "rented"})
-
-
-@dataclass(frozen=True, slots=True)
-class InstalledLicense:
-    """`count` licenses of one technical type, as installed."""
-
-    type: LicenseType
-    count: int
-    bind: str | None = None
-    ssa_until: dt.date | None = None
-    rented: bool = False
-    source: str = ""  # "file.toml:12 (entry 3)", for messages
-
-    @property
-    def family(self) -> str:
-        return self.type.family
-
-    @property
-    def version(self) -> int | None:
-        return self.type.version
-
-    @property
-    def tier(self) -> str:
-        return self.type.tier
-
-    def __str__(self) -> str:
-        bound = f" bound to {self.bind}" if self.bind else ""
-        return f"{self.count} × {self.type.technical_name}{bound}"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    severity: str  # "error" or "warning"
-    message: str
-    rule: str | None = None
-    where: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"severity": self.severity, "rule": self.rule, "where": self.where, "message": self.message}
-
-    def __str__(self) -> str:
-        where = f"{self.where}: " if self.where else ""
-        rule = f" [{self.rule}]" if self.rule else ""
-        return f"{self.severity}: {where}{self.message}{rule}"
-
-
-def error(message: str, rule: str | None = None, where: str = "") -> Problem:
-    return Problem("error", message, rule, where)
-
-
-def warning(message: str, rule: str | None = None, where: str = "") -> Problem:
-    return Problem("warning", message, rule, where)
 
 
 @dataclass(slots=True)
@@ -253,91 +192,3 @@ def _bind_rule(family: str) -> str:
     return "R-IPVA-2" if family == "PBX-IPVA" else "R-HW-1"
 
 
-def installation_problems(licenses: list[InstalledLicense]) -> list[Problem]:
-    """Checks over the whole installation: SMB (R-SMB-1/2), tiers (R-PORT-4), channels (R-APP-2)."""
-    problems: list[Problem] = []
-    smb = [lic for lic in licenses if lic.family == SMB_PORT and lic.tier != SMB_UPGRADE_TIER]
-    upgrades = [lic for lic in licenses if lic.family == SMB_PORT and lic.tier == SMB_UPGRADE_TIER]
-    standard = [lic for lic in licenses if lic.family == "PBX-Port"]
-
-    smb_by_version: dict[int | None, list[InstalledLicense]] = defaultdict(list)
-    for lic in smb:
-        smb_by_version[lic.version].append(lic)
-    for version, lics in sorted(smb_by_version.items(), key=lambda kv: kv[0] or 0):
-        total = sum(lic.count for lic in lics)
-        if total > 1:
-            names = ", ".join(str(lic) for lic in lics)
-            problems.append(error(
-                f"SMB-Port licenses do not add up ({names}): an installation holds one SMB-Port of a fixed size; "
-                f"to grow past it, convert to standard Port licenses with Port{version}$$", "R-SMB-2", lics[-1].source))
-    if len(smb_by_version) > 1:
-        problems.append(error("SMB-Port licenses of different versions cannot be combined", "R-SMB-2", smb[-1].source))
-    for up in upgrades:
-        if not any(lic.version == up.version for lic in smb):
-            problems.append(error(f"{up.type} converts an SMB-Port of version {up.version} to standard Ports, but none is installed", "R-SMB-2", up.source))
-    converted = any(up.version == lic.version for up in upgrades for lic in smb)
-    if smb and standard and not converted:
-        problems.append(error(
-            f"SMB-Port ({smb[0].type}) cannot be combined with standard Port licenses ({standard[0].type}); "
-            "convert it with the upgrade Port13$$ first", "R-SMB-1", standard[0].source))
-    if smb and not converted and any(lic.family == "PBX-Standby" for lic in licenses):
-        problems.append(warning("Standby licenses are installed beside SMB-Port: the standby function is not available with SMB-Port", "R-STBY-3"))
-
-    problems += tier_warnings(licenses)
-    has_channels = any(lic.family in rules.CHANNEL_FAMILIES for lic in licenses)
-    if not has_channels and any(lic.family == rules.CONFERENCE_APP for lic in licenses):
-        problems.append(warning("Conference App licenses are installed but no conference channels (PBX-Channels or Relay-Channels): the app will have no channels to use", "R-APP-2"))
-    return problems
-
-
-def tier_warnings(licenses: list[InstalledLicense]) -> list[Problem]:
-    """R-PORT-4 (Reading): a price-band tier installed below its threshold is valid but earns a warning."""
-    total = sum(lic.count for lic in port_equivalents(licenses) if lic.family == "PBX-Port")
-    out = []
-    for lic in licenses:
-        if lic.family in ("PBX-Port", "PBX-Standby") and rules.tier_below_threshold(lic.tier, total, TIER_THRESHOLDS):
-            out.append(warning(
-                f"{lic.type} is the price band from {TIER_THRESHOLDS[lic.tier]:,} ports, but the installation has {total:,} Port licenses",
-                "R-PORT-4", lic.source))
-    return out
-
-
-def port_equivalents(licenses: list[InstalledLicense]) -> list[InstalledLicense]:
-    """R-SMB-2: an SMB-Port serves its fixed size of Ports (never more, however many are
-    installed); converted by its `$$` upgrade it counts as standard PBX-Port licenses of its size."""
-    upgraded_versions = {lic.version for lic in licenses if lic.family == SMB_PORT and lic.tier == SMB_UPGRADE_TIER}
-    out = []
-    for lic in licenses:
-        if lic.family != SMB_PORT:
-            out.append(lic)
-        elif lic.tier == SMB_UPGRADE_TIER:
-            continue
-        elif lic.version in upgraded_versions:
-            size = SMB_SIZES[lic.tier] * lic.count
-            out.append(replace(lic, type=LicenseType("PBX-Port", lic.version), count=size))
-        else:
-            out.append(replace(lic, count=SMB_SIZES[lic.tier]))  # one license, its fixed size
-    return out
-
-
-def effective_licenses(licenses: list[InstalledLicense], today: dt.date | None = None) -> list[InstalledLicense]:
-    """What the pool serves: SMB upgrades applied (R-SMB-2), SSA upgrades (R-SSA-1), R-OP-2 bonuses.
-
-    R-SSA-1 (Reading): while its SSA runs, a license counts as the newest released version.
-    R-OP-2 (Reading): each PBX-Operator of version 13 or newer under a running SSA brings
-    3 App(innovaphone-switchboard) licenses of its version.
-    """
-    today = today or dt.date.today()
-    out: list[InstalledLicense] = []
-    for lic in port_equivalents(licenses):
-        under_ssa = lic.ssa_until is not None and lic.ssa_until >= today
-        if under_ssa and lic.version is not None and lic.version < CURRENT_VERSION:
-            lic = replace(lic, type=replace(lic.type, version=CURRENT_VERSION))
-        out.append(lic)
-        if lic.family == "PBX-Operator" and under_ssa and (lic.version or 0) >= 13:
-            out.append(InstalledLicense(
-                LicenseType("App(innovaphone-switchboard)", lic.version),
-                rules.SWITCHBOARD_PER_OPERATOR_V13 * lic.count,
-                source=f"R-OP-2: brought by {lic.type} ({lic.source})",
-            ))
-    return out

@@ -11,11 +11,8 @@ master's replication stream (standby).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-# journal events that change who holds what
-GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER = "grant", "checkin", "release", "expire", "bye", "takeover"
-STATE_EVENTS = (GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER)
+from licmaster.wire.events import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, TAKEOVER, Change
 
 Key = tuple[str, str]  # (resource, holder)
 
@@ -53,15 +50,15 @@ class Holdings:
                 target[lid] = key
                 self.lease_node[lid] = node
 
-    def apply_all(self, rows: Iterable[tuple[Any, ...]]) -> Holdings:
-        for row in rows:
-            self.apply(*row[:6])
+    def apply_all(self, changes: Iterable[Change]) -> Holdings:
+        for change in changes:
+            self.apply(*change)
         return self
 
     def held(self) -> dict[str, set[Key]]:
         return {node: set(leases.values()) for node, leases in self.by_node.items() if leases}
 
 
-def held_at_end(rows: Iterable[tuple[Any, ...]]) -> dict[str, set[Key]]:
-    """Replay (event, node, resource, holder, lease, detail) rows, oldest first."""
-    return Holdings().apply_all(rows).held()
+def held_at_end(changes: Iterable[Change]) -> dict[str, set[Key]]:
+    """Replay the changes, oldest first."""
+    return Holdings().apply_all(changes).held()

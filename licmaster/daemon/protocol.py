@@ -1,43 +1,39 @@
-"""One TCP connection of a PBX: framing, request order, back-pressure. No license rule here.
+"""One TCP connection: framing, request order, back-pressure. No license rule, no session logic.
 
-The protocol class reads every whole frame a `data_received` brings, has the master answer
-each in order, and writes all the replies with one `write` (pipelined requests cost one system
-call per batch, not one per request). A broken frame gets `bad_frame` and the connection closes;
-nothing else is touched.
+The protocol reads every whole frame a `data_received` brings, has its handler answer them in
+order, and writes all the replies with one `write` (pipelined requests cost one system call per
+batch, not one per request). A broken frame gets `bad_frame` and the connection closes; nothing
+else is touched. It knows its handler only through `Handler`, so request handling runs the same
+over a real socket and over the in-process test harness (licmaster.testing).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import errors as E
-from .codec import FrameDecoder, FrameError, encode, encode_many
-from .pool import Node
+from licmaster.wire.codec import FrameDecoder, FrameError, Reply, encode, encode_many
+from licmaster.wire.replies import broken_frame_reply
 
 if TYPE_CHECKING:
-    from .server import Master
+    from licmaster.daemon.sessions import Session
 
 
-class Session:
-    """A node's session: it outlives its connection until `bye`, expiry or takeover."""
+class Handler(Protocol):
+    """What a connection needs of the master."""
 
-    __slots__ = ("node", "id", "conn", "last_seen", "info", "since")
-
-    def __init__(self, node: str, session_id: str, conn: Connection, now: float, info: Node) -> None:
-        self.node = node
-        self.id = session_id
-        self.conn: Connection | None = conn
-        self.last_seen = now
-        self.info = info
-        self.since = now
+    def opened(self, conn: Connection) -> None: ...
+    def lost(self, conn: Connection) -> None: ...
+    def handle(self, conn: Connection, batch: list[dict[str, Any]]) -> list[Reply]: ...
+    def bad_frame(self, conn: Connection, why: str) -> None: ...
+    def hello_timeout(self, conn: Connection) -> None: ...
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, master: Master) -> None:
-        self.master = master
-        self.decoder = FrameDecoder(master.config.max_frame)
+    def __init__(self, handler: Handler, *, max_frame: int, hello_timeout_s: float) -> None:
+        self.handler = handler
+        self.decoder = FrameDecoder(max_frame)
+        self.hello_timeout_s = hello_timeout_s
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.closing = False
@@ -48,11 +44,11 @@ class Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         self.peer = transport.get_extra_info("peername")
-        loop = asyncio.get_running_loop()
-        self._hello_timer = loop.call_later(self.master.config.hello_timeout_ms / 1000, self._hello_timeout)
-        self.master.connection_made(self)
+        self._hello_timer = asyncio.get_running_loop().call_later(self.hello_timeout_s, self._hello_timeout)
+        self.handler.opened(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -61,14 +57,11 @@ class Connection(asyncio.Protocol):
         try:
             messages = self.decoder.feed(data)
         except FrameError as exc:
-            messages, broken = exc.decoded, exc  # type: ignore[attr-defined]
-        master = self.master
-        now = master.loop.time()
-        master.wall = time.time()
-        replies = master.handle_batch(self, messages, now)
+            messages, broken = exc.decoded, exc
+        replies = self.handler.handle(self, messages)
         if broken is not None and not self.closing:
-            replies.append({"id": None, "ok": False, "error": E.BAD_FRAME, "message": f"broken frame: {broken}"})
-            self.master.note_bad_frame(self, str(broken))
+            replies.append(broken_frame_reply(str(broken)))
+            self.handler.bad_frame(self, str(broken))
             self.closing = True
         transport = self.transport
         if transport is None:
@@ -83,7 +76,7 @@ class Connection(asyncio.Protocol):
             self._hello_timer.cancel()
         self.closing = True
         self.transport = None
-        self.master.connection_lost(self)
+        self.handler.lost(self)
 
     def pause_writing(self) -> None:
         # The peer does not read its replies: stop reading its requests (bounded memory).
@@ -94,7 +87,7 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.transport.resume_reading()
 
-    # ---------------------------------------------------------------- for the master
+    # ---------------------------------------------------------------- for the handler
 
     def hello_done(self) -> None:
         if self._hello_timer:
@@ -103,7 +96,7 @@ class Connection(asyncio.Protocol):
 
     def _hello_timeout(self) -> None:
         if self.session is None and not self.closing:
-            self.master.note_hello_timeout(self)
+            self.handler.hello_timeout(self)
             self.close()
 
     def send_event(self, event: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, final
 
 # The error codes of PROTOCOL.md, in one place so that nothing misspells one.
 BAD_FRAME = "bad_frame"
@@ -27,6 +27,7 @@ BUSY = "busy"
 INTERNAL = "internal"
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Denial:
     """Why the model said no. `rule` is a RULES.md ID, or None for plain input errors."""

@@ -1,10 +1,14 @@
-"""The rules of RULES.md §2 as pure functions and tables. The pool and the checks call these;
-every function names the rule it decides."""
+"""The rules of the license model (docs/rules.md) as pure functions and tables. The pool and the
+installation check call these; every function names the rule it decides, and a rule that refuses
+something is worded here, once, so that `licmaster check` and the master say the same thing."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+
+from . import errors as E
+from .errors import Denial
 
 # R-HW-4: these gateways include every hardware license.
 MODELS_WITH_HARDWARE_LICENSES = frozenset({"IP311", "IP411", "IP511"})
@@ -130,3 +134,42 @@ def tier_below_threshold(tier: str, total_ports: int, thresholds: Mapping[str, i
     """R-PORT-4 (Reading): a tier license installed below its price band's threshold earns a warning."""
     threshold = thresholds.get(tier)
     return threshold is not None and total_ports < threshold
+
+
+# ---------------------------------------------------------------- refusals, worded once
+
+
+def family_name(family: str, version: int | None) -> str:
+    """A family at a version as people write it: `PBX-Port11`, and `Port13` for SMB-Port."""
+    v = "" if version is None else str(version)
+    return f"Port{v}" if family == "Port" else f"{family}{v}"
+
+
+def capped_text(family: str, cap: list[tuple[int, int]]) -> str:
+    """R-VER-2: why a family serves nothing to a firmware: `capped at V11 by 100 × PBX-Port11`."""
+    what = ", ".join(f"{n} × {family_name(family, v)}" for v, n in cap)
+    return f"capped at V{cap[0][0]} by {what}"
+
+
+def version_capped(family: str, cap: list[tuple[int, int]], node: str, firmware: int) -> Denial:
+    """R-VER-1/R-VER-2 for one PBX."""
+    return Denial(E.VERSION, f"{family} is {capped_text(family, cap)}: {node} runs V{firmware}; "
+                  "the lowest version decides for the whole installation (remove or upgrade them)", "R-VER-2",
+                  {"family": family, "capped_at": cap[0][0]})
+
+
+def voicemail_text(firmware: int) -> str:
+    """R-VER-3."""
+    return (f"V{VOICEMAIL_V13} Voicemail User licenses do not run on PBX software V{firmware}: "
+            f"they do not downgrade to V{VOICEMAIL_OLDEST_FIRMWARE_FOR_V13 - 1} or older")
+
+
+def queue_monitor_text() -> str:
+    """R-VER-4."""
+    return f"Queue Monitor needs PBX software V{QUEUE_MONITOR_MIN_FIRMWARE} or newer"
+
+
+def decentral(node: str) -> Denial:
+    """R-MODE-2: a PBX with licenses installed locally uses none of the master's, for anything."""
+    return Denial(E.DECENTRAL, f"{node} has licenses installed locally (decentral): it cannot use any license of the "
+                  "master, and does not fall back on it when it runs short", "R-MODE-2")

@@ -10,10 +10,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors as E
-from .errors import Denial, bad_request
-from .pool import LICENSING, PLATFORMS, RESOURCES, ROLES, Node, SyncEntry
-from .rules import normalize_mac
+from licmaster.model import errors as E
+from licmaster.model.errors import Denial, bad_request
+from licmaster.model.rules import normalize_mac
+from licmaster.model.types import (
+    LICENSING,
+    PLATFORMS,
+    RESOURCES,
+    ROLES,
+    Node,
+    SyncEntry,
+)
 
 PROTOCOL_VERSION = 1
 MAX_ID = 2**64 - 1

@@ -10,9 +10,10 @@ assignments, and a grace window in which only what the PBXs held may be re-taken
 
 Replication is asynchronous (up to one journal flush behind): a grant made in the master's last
 moments may be unknown to the standby. It is never counted twice: the PBX's re-sync asks for it
-during grace, is told `grace`, and gets it after grace if there is room. DESIGN.md wanted grants
-confirmed only once the standby holds them; that costs a round trip per batch on the hot path and
-is left for later (docs/operations.md says so).
+during grace, is told `grace`, and gets it after grace if there is room (docs/operations.md).
+
+The stream's shape is wire/events.py's, with its version: a standby asks `replicate` with the
+version it reads, and a master of another version refuses with `version`.
 """
 
 from __future__ import annotations
@@ -23,14 +24,54 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import logs
-from .client import LicenseError, MasterClient
-from .recovery import Holdings
+from licmaster.client import LicenseError, MasterClient
+from licmaster.daemon import logs
+from licmaster.daemon.recovery import Holdings
+from licmaster.wire import events
+from licmaster.wire.events import (
+    ASSIGN,
+    GRANT,
+    STREAM_VERSION,
+    UNASSIGN,
+    Row,
+    StreamError,
+)
 
 if TYPE_CHECKING:
-    from .store import Store
+    from licmaster.daemon.protocol import Connection
+    from licmaster.daemon.store import Store
 
-ASSIGN, UNASSIGN = "assign", "unassign"
+
+class ReplicaFeed:
+    """The master's side: the standby masters following this one, and each journal batch's state
+    changes sent to them before the batch is written."""
+
+    def __init__(self) -> None:
+        self._replicas: set[Connection] = set()
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def attach(self, conn: Connection) -> None:
+        self._replicas.add(conn)
+
+    def detach(self, conn: Connection) -> None:
+        self._replicas.discard(conn)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._replicas
+
+    def on_batch(self, batch: list[Row]) -> None:
+        if not self._replicas:
+            return
+        event = events.replica_event(batch)
+        if event is None:
+            return
+        for conn in list(self._replicas):
+            if conn.closing or conn.transport is None:
+                self._replicas.discard(conn)
+            else:
+                conn.send_event(event)
 
 
 def observer_of(master: str, node: str, *, auth: dict[str, Any] | None, tls: ssl.SSLContext | None,
@@ -60,7 +101,7 @@ async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any]
         try:
             await probe.connect()
             usage = await asyncio.wait_for(probe.usage(), timeout_s)
-        except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError) as exc:
+        except (TimeoutError, OSError, LicenseError, ConnectionError) as exc:
             logs.event("peer_unreachable", peer=peer, why=str(exc) or exc.__class__.__name__)
             continue
         finally:
@@ -119,7 +160,7 @@ class PeerWatch:
                                                            connect_timeout=min(2.0, self.interval_s))
                 await client.connect()
             usage = await asyncio.wait_for(client.usage(), self.interval_s)
-        except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError):
+        except (TimeoutError, OSError, LicenseError, ConnectionError):
             return None  # unreachable or refusing: nothing to learn now
         epoch = acting_epoch(usage)
         return epoch if epoch is not None and epoch > self.epoch() else None
@@ -142,6 +183,7 @@ class Follower:
         self.client = self._new_client()
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
+        self.refused = ""  # the master refused this standby's stream version: nothing to replicate
 
     def _new_client(self) -> MasterClient:
         return observer_of(self.master, f"{self.name}-replica", auth=self.auth, tls=self.tls, on_event=self._on_event,
@@ -166,12 +208,12 @@ class Follower:
                 try:
                     await self.client.connect()
                     self._last_error = ""
-                except (OSError, asyncio.TimeoutError, LicenseError, ConnectionError) as exc:
+                except (TimeoutError, OSError, LicenseError, ConnectionError) as exc:
                     why = str(exc) or exc.__class__.__name__
                     if why != self._last_error:  # once per kind of failure, not at every retry
                         self._last_error = why
                         logs.event("cannot_follow", logging.WARNING, master=self.master, why=why)
-            if self.client.connected.is_set() and not self.synced:
+            if self.client.connected.is_set() and not self.synced and not self.refused:
                 await self._snapshot()
             if self.client.connected.is_set():
                 last_contact = loop.time()
@@ -185,15 +227,22 @@ class Follower:
 
     async def _snapshot(self) -> None:
         try:
-            reply = await self.client.call("replicate")
-        except (LicenseError, ConnectionError, asyncio.TimeoutError) as exc:
+            reply = await self.client.call("replicate", stream=STREAM_VERSION)
+        except LicenseError as exc:
+            if exc.code == "version":
+                self.refused = exc.message
+                logs.event("replica_version_refused", logging.ERROR, master=self.master, why=exc.message)
+            else:
+                logs.event("replicate_failed", logging.WARNING, master=self.master, why=str(exc))
+            return
+        except (TimeoutError, ConnectionError) as exc:
             logs.event("replicate_failed", logging.WARNING, master=self.master, why=str(exc))
             return
         holdings = Holdings()
         for node, resource, holder, lease in reply["leases"]:
-            holdings.apply("grant", node, resource, holder, lease, None)
+            holdings.apply(GRANT, node, resource, holder, lease, None)
         self.holdings = holdings
-        self.store.replace_assignments([tuple(a) for a in reply["assignments"]])  # type: ignore[misc]
+        self.store.replace_assignments([(user, family, version, node) for user, family, version, node in reply["assignments"]])
         self.master_epoch = max(self.master_epoch, reply["epoch"])
         self.synced = True
         logs.event("replicating", master=self.master, epoch=reply["epoch"], leases=len(reply["leases"]),
@@ -202,13 +251,19 @@ class Follower:
     def _on_event(self, event: dict[str, Any]) -> None:
         name = event.get("event")
         if name == "replica":
+            try:
+                rows = events.read_replica(event)
+            except StreamError as exc:
+                logs.event("replica_unreadable", logging.ERROR, master=self.master, why=str(exc))
+                self.synced = False  # a new snapshot on the next turn
+                return
             changes: list[tuple[str, str, str, int | None, str]] = []  # (event, user, family, version, node)
-            for event_name, node, resource, holder, lease, detail in event["rows"]:
-                if event_name in (ASSIGN, UNASSIGN):  # resource = family, holder = user, detail = version
-                    version = int(detail) if detail and detail.isdigit() else None
-                    changes.append((event_name, holder, resource, version, node))
+            for row in rows:
+                if row.event in (ASSIGN, UNASSIGN):  # resource = family, holder = user, detail = version
+                    version = int(row.detail) if row.detail and row.detail.isdigit() else None
+                    changes.append((row.event, row.holder or "", row.resource or "", version, row.node or ""))
                 else:
-                    self.holdings.apply(event_name, node, resource, holder, lease, detail)
+                    self.holdings.apply(*row)
             if changes:
                 self.store.apply_assignment_changes(changes)
         elif name == "epoch":

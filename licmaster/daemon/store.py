@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .catalog import LicenseType
-from .licensefile import InstalledLicense
+from licmaster.model.catalog import LicenseType
+from licmaster.model.types import InstalledLicense
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -7,10 +7,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import rules
-from .catalog import FAMILIES, SMB_PORT
-from .licensefile import LoadResult, Problem, effective_licenses, warning
-from .pool import Pool
+from licmaster.licenses.files import LoadResult
+from licmaster.model import rules
+from licmaster.model.catalog import FAMILIES, SMB_PORT
+from licmaster.model.installation import effective_licenses
+from licmaster.model.pool import Pool
+from licmaster.model.types import Problem, warning
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Frames and messages to and from bytes (PROTOCOL.md "Framing"). Pure: no sockets.
+"""Frames and messages to and from bytes (docs/protocol.md, "Framing"). Pure: no sockets.
 
 A frame is a 4-byte unsigned big-endian length L, then L bytes holding exactly one MessagePack
 map with string keys, 1 <= L <= max_frame.
@@ -19,7 +19,10 @@ _pack_header = HEADER.pack
 
 
 class FrameError(ValueError):
-    """The byte stream is broken: the connection cannot go on (answer `bad_frame`, close)."""
+    """The byte stream is broken: the connection cannot go on (answer `bad_frame`, close).
+    `decoded` holds the messages of the same read that came before the break."""
+
+    decoded: list[dict[str, Any]] = []
 
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -31,9 +34,12 @@ def encode(message: dict[str, Any]) -> bytes:
     return _pack_header(len(payload)) + payload
 
 
-def encode_many(messages: list[dict[str, Any] | bytes]) -> bytes:
+Reply = dict[str, Any] | bytes  # a map, or a whole frame already encoded (wire/replies.py)
+
+
+def encode_many(messages: list[Reply]) -> bytes:
     """Frames for several messages, joined: one write for a batch of replies. A message may be
-    a map, or a whole frame already encoded (see ReplyEncoder)."""
+    a map, or a whole frame already encoded (see replies.ReplyEncoder)."""
     pack = _packer.pack
     parts = []
     for message in messages:
@@ -44,44 +50,6 @@ def encode_many(messages: list[dict[str, Any] | bytes]) -> bytes:
             parts.append(_pack_header(len(payload)))
             parts.append(payload)
     return b"".join(parts)
-
-
-class ReplyEncoder:
-    """The two replies that make up most traffic, as whole frames, without building a dict.
-
-    `ok(rid)` is `{"ok": true, "epoch": E, "id": rid}` and `grant(...)` is
-    `{"ok": true, "epoch": E, "took": [...], "lease": L, "id": rid}`: the constant parts are
-    packed once (the epoch is fixed for a master's run, a `took` list is shared by every lease
-    of its kind), the variable ones with msgpack's own packer. Decodes to the same maps as
-    `encode` would give (tested).
-    """
-
-    __slots__ = ("_ok_frames", "_grant_head")
-
-    def __init__(self, epoch: int) -> None:
-        pack = _packer.pack
-        common = pack("ok") + pack(True) + pack("epoch") + pack(epoch)
-        ok_head = b"\x83" + common + pack("id")
-        # An id packs into 1, 2, 3, 5 or 9 bytes: the frame up to the id, for each of those sizes.
-        self._ok_frames = {size: _pack_header(len(ok_head) + size) + ok_head for size in (1, 2, 3, 5, 9)}
-        self._grant_head = b"\x85" + common + pack("took")
-
-    def ok(self, rid: int) -> bytes:
-        packed = _packer.pack(rid)
-        return self._ok_frames[len(packed)] + packed
-
-    def grant_prefix(self, took: list[dict[str, Any]]) -> bytes:
-        """Everything of a grant reply before the lease id: the same for every lease of one kind."""
-        return self._grant_head + _packer.pack(took) + _LEASE_KEY
-
-    def grant(self, rid: int, lease: str, prefix: bytes) -> bytes:
-        pack = _packer.pack
-        payload = b"".join((prefix, pack(lease), _ID_KEY, pack(rid)))
-        return _pack_header(len(payload)) + payload
-
-
-_LEASE_KEY = _packer.pack("lease")
-_ID_KEY = _packer.pack("id")
 
 
 _unpackb = msgpack.unpackb  # msgpack >= 1.0 defaults: raw=False, strict_map_key=True, use_list=True
@@ -108,7 +76,7 @@ class FrameDecoder:
     server's memory by sending.
     """
 
-    __slots__ = ("max_frame", "_buf")
+    __slots__ = ("_buf", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
@@ -147,7 +115,7 @@ class FrameDecoder:
                 append(message)
                 pos = stop
         except FrameError as exc:
-            exc.decoded = messages  # type: ignore[attr-defined]
+            exc.decoded = messages
             view.release()
             self._buf = bytearray()
             raise

@@ -1,0 +1,416 @@
+"""Requests in, replies out: admission (connection limit, hello, auth), the grace window, and the
+ops. Thin by design: every license decision is the pool's; this module validates (wire.requests),
+journals, makes user-license changes durable before it answers, and shapes the replies.
+
+It is the connection's `Handler`: a `Connection` hands it each read's requests and writes what it
+returns. The common case (an established session, a well-formed envelope, a known op) is
+dispatched inline in `handle`: at 100,000 requests a second, one Python call per request is a
+measurable share of the CPU.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from licmaster.daemon import logs
+from licmaster.daemon.config import Config
+from licmaster.daemon.role import Role, RoleMachine
+from licmaster.daemon.sessions import End, Session, Sessions
+from licmaster.daemon.store import Store
+from licmaster.model import errors as E
+from licmaster.model.errors import Denial
+from licmaster.model.pool import Pool
+from licmaster.model.types import SyncEntry
+from licmaster.wire import requests
+from licmaster.wire.codec import Reply
+from licmaster.wire.events import (
+    ASSIGN,
+    CHECKIN,
+    DENY,
+    GRANT,
+    RELEASE,
+    STREAM_VERSION,
+    TAKEOVER,
+    UNASSIGN,
+)
+from licmaster.wire.replies import ReplyEncoder, error_reply
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from licmaster.daemon.journal import Journal
+    from licmaster.daemon.protocol import Connection
+    from licmaster.daemon.replication import ReplicaFeed
+
+Op = Callable[[Session, int, dict[str, Any]], Reply]
+checkout_fields, checkin_fields = requests.checkout, requests.checkin
+
+
+class Dispatcher:
+    def __init__(self, config: Config, name: str, role: RoleMachine, loop: asyncio.AbstractEventLoop,
+                 feed: ReplicaFeed, record: Callable[..., None]) -> None:
+        self.config = config
+        self.name = name
+        self.role = role
+        self.loop = loop
+        self.feed = feed
+        self.record = record
+        self.pool = Pool()
+        self.book = self.pool.book  # the hot path calls the lease book itself, not through the facade
+        self.epoch = 0
+        self.replies = ReplyEncoder(0)
+        self.journal: Journal | None = None
+        self.store: Store | None = None
+        self.held_before: dict[str, set[tuple[str, str]]] = {}  # during grace: what each node may re-take
+        self.sessions = Sessions(self.pool, record, on_end=self._forget_held)
+        self.connections: set[Connection] = set()
+        self.wall = time.time()  # wall clock of the batch being handled, for journal rows
+        self._ops: dict[str, Op] = {
+            "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
+            "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
+            "assign": self.op_assign, "unassign": self.op_unassign, "usage": self.op_usage,
+            "recording": self.op_recording, "replicate": self.op_replicate,
+        }
+
+    def install(self, pool: Pool, epoch: int) -> None:
+        """Serve from this pool at this epoch (start, promote)."""
+        self.pool = self.sessions.pool = pool
+        self.book = pool.book
+        self.epoch = epoch
+        self.replies = ReplyEncoder(epoch)
+
+    # ================================================================ the connection's Handler
+
+    def opened(self, conn: Connection) -> None:
+        if len(self.connections) >= self.config.max_connections:
+            conn.shed = True
+        self.connections.add(conn)
+
+    def lost(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.feed.detach(conn)
+        session = conn.session
+        if session is not None and session.conn is conn:
+            session.conn = None  # the session waits for a reconnect until its lease TTL runs out
+
+    def bad_frame(self, conn: Connection, why: str) -> None:
+        logs.event("bad_frame", logging.WARNING, peer=conn.peer, node=conn.session.node if conn.session else "-", why=why)
+
+    def hello_timeout(self, conn: Connection) -> None:
+        logs.event("hello_timeout", logging.WARNING, peer=conn.peer)
+
+    def handle(self, conn: Connection, batch: list[dict[str, Any]]) -> list[Reply]:
+        """Answer every request a read brought, in order."""
+        now = self.loop.time()
+        self.wall = time.time()
+        if not self.role.serving:
+            return [self._not_serving_reply(conn, msg, now) for msg in batch]
+        replies: list[Reply] = []
+        append = replies.append
+        ops = self._ops
+        max_id = requests.MAX_ID
+        for msg in batch:
+            session = conn.session
+            op = msg.get("op")
+            rid = msg.get("id")
+            if session is not None and op.__class__ is str and rid.__class__ is int and 0 <= rid <= max_id \
+                    and "v" not in msg and not conn.shed:
+                handler = ops.get(op)
+                if handler is not None:
+                    session.last_seen = now
+                    try:
+                        append(handler(session, rid, msg))
+                    except Exception:
+                        append(self._internal(rid, op, session))
+                    if conn.closing:
+                        break
+                    continue
+            reply = self._handle_slow(conn, msg, now)
+            if reply is not None:
+                append(reply)
+            if conn.closing:
+                break
+        return replies
+
+    def _not_serving_reply(self, conn: Connection, msg: dict[str, Any], now: float) -> Reply:
+        """A standby master serves no PBX: `not_master`, with the master's address. Observers
+        may watch it (hello, heartbeat, usage) and hear the `epoch` event when it takes over."""
+        rid, op = requests.envelope(msg)
+        if type(op) is Denial:
+            return error_reply(rid, op)
+        observer = conn.session is not None and conn.session.info.role == "observer"
+        if (op == "hello" and msg.get("role") == "observer") or (observer and op in ("heartbeat", "usage")):
+            return self._handle_slow(conn, msg, now)
+        master = self.role.following
+        return error_reply(rid, Denial(E.NOT_MASTER, f"this is the standby master of {master or 'another master'}; use that one",
+                                       details={"master": master or None}))
+
+    def _handle_slow(self, conn: Connection, msg: dict[str, Any], now: float) -> Reply:
+        rid, op = requests.envelope(msg)
+        if type(op) is Denial:
+            return error_reply(rid, op)
+        assert rid is not None
+        if conn.shed:
+            conn.closing = True
+            return error_reply(rid, Denial(E.BUSY, f"this master serves at most {self.config.max_connections} connections",
+                                           details={"retry_ms": self.config.heartbeat_ms}))
+        session = conn.session
+        try:
+            if op == "hello":
+                return self.op_hello(conn, rid, msg, now)
+            if session is None:
+                return error_reply(rid, Denial(E.NOT_HELLO, "say hello first: it must be the first request on a connection"))
+            session.last_seen = now
+            return self._ops[op](session, rid, msg)
+        except Exception:
+            return self._internal(rid, op, session)
+
+    def _internal(self, rid: int, op: str, session: Session | None) -> Reply:
+        """A fault of ours: logged with the request id; it never ends the daemon nor touches another session."""
+        logs.log.exception("internal_error id=%s op=%s node=%s", rid, op, session.node if session else "-")
+        return error_reply(rid, Denial(E.INTERNAL, f"internal error, logged with request id {rid}"))
+
+    def _ok(self, rid: int) -> dict[str, Any]:
+        return {"id": rid, "ok": True, "epoch": self.epoch}
+
+    def _deny(self, session: Session, rid: int, denial: Denial, resource: str | None = None, holder: str | None = None) -> Reply:
+        self.record(DENY, session.node, resource, holder, None, denial.code, denial.rule)
+        return error_reply(rid, denial)
+
+    # ================================================================ session ops
+
+    def op_hello(self, conn: Connection, rid: int, msg: dict[str, Any], now: float) -> Reply:
+        parsed = requests.hello(msg)
+        if isinstance(parsed, Denial):
+            return error_reply(rid, parsed)
+        if self.config.auth_token:
+            token = (parsed.auth or {}).get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.config.auth_token.encode()):
+                conn.closing = True
+                logs.event("auth_failed", logging.WARNING, peer=conn.peer, node=parsed.node.name)
+                return error_reply(rid, Denial(E.AUTH_FAILED, "credentials missing or wrong: hello needs auth = {token}"))
+        info = parsed.node
+        if conn.session is not None and conn.session.node != info.name:
+            return error_reply(rid, E.bad_request("node", f"this connection is already {conn.session.node!r}"))
+        session = self.sessions.get(info.name)
+        if session is not None and session.conn is not None and session.conn is not conn:
+            # A reconnect, or a new connection while the old one hangs: the new one takes the
+            # session and every lease in it; the old connection is told and closed.
+            session.conn.session = None
+            session.conn.close({"event": "fenced", "reason": "replaced by a new connection of the same node"})
+        if session is None:
+            session = Session(info.name, "", conn, now, info)
+            self.sessions.by_node[info.name] = session
+        session.id = secrets.token_hex(8)
+        session.conn = conn
+        session.info = info
+        session.last_seen = now
+        conn.session = session
+        conn.hello_done()
+        for lease in self.pool.set_node(info):
+            self.record(RELEASE, info.name, lease.resource, lease.holder, lease.id, "node changed")
+        logs.event("hello", node=info.name, role=info.role, firmware=info.firmware, platform=info.platform,
+                   licensing=info.licensing, peer=conn.peer)
+        reply = self._ok(rid)
+        reply.update(session=session.id, heartbeat_ms=self.config.heartbeat_ms, lease_ttl_ms=self.config.lease_ttl_ms,
+                     master=self.name)
+        grace = self.grace_left_ms()
+        if grace:
+            reply["grace_ms"] = grace
+        return reply
+
+    def op_heartbeat(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        return self.replies.ok(rid)
+
+    def op_bye(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        self.sessions.end(session, End.BYE)
+        return self._ok(rid)
+
+    # ================================================================ grace
+
+    def grace_left_ms(self) -> int:
+        role = self.role
+        if role.state is not Role.GRACE:
+            return 0
+        left = role.grace_until - self.loop.time()
+        if left <= 0:
+            role.change(Role.ACTING, "grace over: every PBX had its lease TTL to re-sync")
+            self.held_before.clear()
+            return 0
+        return int(left * 1000) + 1
+
+    def _grace_denial(self, node: str, resource: str, holder: str) -> Denial | None:
+        """During grace a node may only re-take what it held before the restart or takeover."""
+        if not self.grace_left_ms():
+            return None
+        if (resource, holder) in self.held_before.get(node, ()):
+            return None
+        return Denial(E.GRACE, "a new master is waiting for PBXs to re-sync what they held; try again",
+                      details={"retry_ms": self.grace_left_ms()})
+
+    def _forget_held(self, node: str) -> None:
+        self.held_before.pop(node, None)
+
+    # ================================================================ floating licenses
+
+    def op_checkout(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        parsed = checkout_fields(msg)
+        if parsed.__class__ is Denial:
+            return error_reply(rid, parsed)
+        resource, holder, count, interface = parsed
+        node = session.node
+        if self.role.grace_until:
+            denial = self._grace_denial(node, resource, holder)
+            if denial is not None:
+                return error_reply(rid, denial)
+        outcome = self.book.checkout(node, resource, holder, count, interface)
+        if outcome.__class__ is Denial:
+            return self._deny(session, rid, outcome, resource, holder)
+        lease, new = outcome
+        view = lease.view or self.book.view(lease)
+        if new and self.journal is not None:
+            self.journal.rows.append((self.wall, GRANT, node, resource, holder, lease.id, view.label))
+        return self.replies.grant(rid, lease.id, view)
+
+    def op_checkin(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        lease_id = checkin_fields(msg)
+        if lease_id.__class__ is Denial:
+            return error_reply(rid, lease_id)
+        lease = self.book.checkin(session.node, lease_id)
+        if lease is not None and self.journal is not None:
+            self.journal.rows.append((self.wall, CHECKIN, session.node, lease.resource, lease.holder, lease.id))
+        return self.replies.ok(rid)
+
+    def op_sync(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        entries = requests.sync(msg)
+        if isinstance(entries, Denial):
+            return error_reply(rid, entries)
+        # During grace, entries the node did not hold before the restart wait (`grace`).
+        denied_early: list[tuple[int, SyncEntry, Denial]] = []
+        allowed: list[tuple[int, SyncEntry]] = []
+        for i, entry in enumerate(entries):
+            denial = self._grace_denial(session.node, entry.resource, entry.holder) if self.role.grace_until else None
+            if denial is None:
+                allowed.append((i, entry))
+            else:
+                denied_early.append((i, entry, denial))
+        result = self.pool.sync(session.node, [entry for _, entry in allowed])
+        self.held_before.pop(session.node, None)  # what it did not re-take is free from now on
+        for lease in result.released:
+            self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
+        granted = []
+        for lease in result.granted:
+            view = self.pool.took_view(lease)
+            self.record(GRANT, session.node, lease.resource, lease.holder, lease.id, view.label)
+            granted.append({"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": view.wire})
+        denied = [{"index": allowed[i][0], "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in result.denied]
+        denied += [{"index": i, "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in denied_early]
+        for item in denied:
+            self.record(DENY, session.node, item["resource"], item["holder"], None, item["error"], item.get("rule"))
+        denied.sort(key=lambda d: d["index"])
+        reply = self._ok(rid)
+        reply.update(leases=granted, denied=denied, released=len(result.released))
+        return reply
+
+    def op_takeover(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        failed = requests.takeover(msg)
+        if isinstance(failed, Denial):
+            return error_reply(rid, failed)
+        moved = self.pool.takeover(session.node, failed)
+        if isinstance(moved, Denial):
+            return self._deny(session, rid, moved, "takeover", failed)
+        self.record(TAKEOVER, session.node, detail=failed)
+        if failed in self.held_before:
+            self.held_before.setdefault(session.node, set()).update(self.held_before.pop(failed))
+        old = self.sessions.get(failed)
+        if old is not None:
+            self.sessions.end(old, End.TAKEOVER, event={"event": "fenced", "reason": f"taken over by {session.node}"},
+                              standby=session.node)
+        else:
+            self.pool.forget_node(failed)
+        logs.event("takeover", standby=session.node, failed=failed, moved=len(moved))
+        reply = self._ok(rid)
+        reply.update(moved=len(moved), leases=[
+            {"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": self.pool.took_view(lease).wire}
+            for lease in moved])
+        return reply
+
+    # ================================================================ user licenses
+
+    def op_assign(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        return self._configure(session, rid, msg, assign=True)
+
+    def op_unassign(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        return self._configure(session, rid, msg, assign=False)
+
+    def _configure(self, session: Session, rid: int, msg: dict[str, Any], *, assign: bool) -> Reply:
+        parsed = requests.assignment(msg)
+        if isinstance(parsed, Denial):
+            return error_reply(rid, parsed)
+        user, families = parsed
+        change = self.pool.assign if assign else self.pool.unassign
+        result = change(session.node, user, families)
+        if isinstance(result, Denial):
+            return self._deny(session, rid, result, "assign" if assign else "unassign", user)
+        assert self.store is not None
+        try:  # durable before the PBX hears "ok"
+            if assign:
+                self.store.save_assignments([(user, f, v, session.node) for f, v in result.changed])
+            else:
+                self.store.delete_assignments(user, [f for f, _ in result.changed])
+        except Exception:
+            undo = self.pool.unassign if assign else self.pool.assign
+            undo(session.node, user, [f for f, _ in result.changed])
+            raise
+        for family, version in result.changed:
+            self.record(ASSIGN if assign else UNASSIGN, session.node, family, user, None, str(version))
+        reply = self._ok(rid)
+        reply.update(took=result.took, warnings=[{"rule": w.rule, "message": w.message} for w in result.warnings])
+        return reply
+
+    # ================================================================ reading
+
+    def op_recording(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        """May this PBX record waiting queues, conference rooms or its gateway? (R-REC-1; an
+        extension: a question, nothing is taken.)"""
+        denial = self.pool.recording_allowed()
+        if denial is not None:
+            return error_reply(rid, denial)
+        return self._ok(rid)
+
+    def op_usage(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        reply = self._ok(rid)
+        reply.update(pools=self.pool.usage(), nodes=self.node_list(), master=self.name, grace_ms=self.grace_left_ms(),
+                     standby_of=self.role.following or None, role=self.role.state.value, replicas=len(self.feed))
+        return reply
+
+    def node_list(self) -> list[dict[str, Any]]:
+        now = self.loop.time()
+        return [{"node": s.node, "role": s.info.role, "firmware": s.info.firmware, "platform": s.info.platform,
+                 "licensing": s.info.licensing, "connected": s.conn is not None,
+                 "leases": len(self.pool.node_leases(s.node)), "idle_ms": int((now - s.last_seen) * 1000)}
+                for s in sorted(self.sessions.by_node.values(), key=lambda s: s.node)]
+
+    # ================================================================ replication (master side)
+
+    def op_replicate(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        """A standby master asks to follow: a snapshot now, then each journal batch's changes."""
+        if session.info.role != "observer" or session.conn is None:
+            return error_reply(rid, E.bad_request("role", "only an observer (a standby master) may replicate"))
+        stream = msg.get("stream")
+        if stream != STREAM_VERSION:
+            return error_reply(rid, Denial(E.VERSION, f"replica stream version {stream!r} asked; this master speaks "
+                                           f"{STREAM_VERSION}: run masters of one version", details={"stream": STREAM_VERSION}))
+        self.feed.attach(session.conn)
+        leases = [[lease.node, lease.resource, lease.holder, lease.id] for lease in self.pool.leases.values()]
+        assignments = [[user, family, a.bucket.version if a.bucket else None, a.node]
+                       for user, held in self.pool.users.items() for family, a in held.items()]
+        logs.event("replica_attached", node=session.node, leases=len(leases), assignments=len(assignments))
+        reply = self._ok(rid)
+        reply.update(leases=leases, assignments=assignments, stream=STREAM_VERSION)
+        return reply

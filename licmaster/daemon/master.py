@@ -1,0 +1,356 @@
+"""The master's lifecycle: start and stop, storage, the listener and TLS, the license set, role
+changes (promote, step down), peers, and the reaper. Requests are the dispatcher's (dispatch.py);
+the role is one state machine (role.py); sessions end one way (sessions.py).
+
+`Master` is also the controller the in-process harness uses: `await master.start()` /
+`await master.stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from licmaster.daemon import logs
+from licmaster.daemon.config import Config
+from licmaster.daemon.dispatch import Dispatcher
+from licmaster.daemon.journal import Journal
+from licmaster.daemon.protocol import Connection
+from licmaster.daemon.recovery import Holdings, held_at_end
+from licmaster.daemon.replication import Follower, PeerWatch, ReplicaFeed, acting_master
+from licmaster.daemon.role import Role, RoleMachine
+from licmaster.daemon.sessions import End
+from licmaster.daemon.store import Store
+from licmaster.licenses.files import LoadResult, load_files
+from licmaster.model.inventory import ReloadReport
+from licmaster.model.pool import Pool
+from licmaster.model.types import Problem
+from licmaster.wire import events
+
+
+class StartError(RuntimeError):
+    """The master cannot start (license files with errors, a port in use, ...)."""
+
+
+class Master:
+    def __init__(self, config: Config, *, name: str = "licmaster") -> None:
+        self.config = config
+        self.name = name
+        self.role = RoleMachine(on_change=self._role_changed)
+        self.feed = ReplicaFeed()
+        self.store: Store | None = None
+        self.journal: Journal | None = None
+        self.address: tuple[str, int] | None = None
+        self.follower: Follower | None = None
+        self.peer_watch: PeerWatch | None = None
+        self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
+        self._dispatch: Dispatcher | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._peer_ssl: ssl.SSLContext | None = None  # how this master speaks to the others (see _peer_tls)
+        self._licenses_valued_on = dt.date.min  # the day the installed licenses were last evaluated
+        self._last_good: LoadResult | None = None  # the license set in force: kept when a newer one is broken
+
+    @property
+    def dispatch(self) -> Dispatcher:
+        if self._dispatch is None:
+            raise RuntimeError("the master is not started")
+        return self._dispatch
+
+    @property
+    def pool(self) -> Pool:
+        return self.dispatch.pool
+
+    @property
+    def epoch(self) -> int:
+        return self.dispatch.epoch
+
+    # ================================================================ lifecycle
+
+    async def start(self, *, listen: bool = True) -> None:
+        """Open storage, build the pool, take a role, and (unless `listen` is False, as in the
+        in-process harness) listen for PBXs."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        loaded = load_files(cfg.licenses)
+        if not loaded.ok:
+            raise StartError("license files have errors:\n" + "\n".join(f"  {p}" for p in loaded.errors))
+        self._last_good = loaded
+        try:
+            self._peer_ssl = self._peer_tls()
+        except (OSError, ssl.SSLError) as exc:
+            raise StartError(f"cannot load tls_ca/tls_cert to verify the other masters: {exc}") from None
+        following = cfg.standby_of
+        if cfg.peers and not following:
+            timeout_s = min(2.0, max(0.2, cfg.effective_takeover_after_ms / 1000))
+            acting = await acting_master(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl, timeout_s=timeout_s)
+            if acting is not None:
+                following, peer_epoch = acting
+                logs.event("peer_is_master", logging.WARNING, peer=following, epoch=peer_epoch,
+                           action="following it as its standby master")
+        data = Path(cfg.data_dir)
+        self.store = Store(data / "state.sqlite3", fsync=cfg.fsync)
+        self.journal = Journal(data / "journal.sqlite3", flush_ms=cfg.journal_flush_ms,
+                               keep_s=cfg.journal_keep_days * 86_400 if cfg.journal_keep_days else None,
+                               snapshot=self._live_leases)
+        dispatch = self._dispatch = Dispatcher(cfg, self.name, self.role, loop, self.feed, self.record)
+        dispatch.journal, dispatch.store = self.journal, self.store
+        dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
+        had_run, changes = self.journal.begin_run()
+        dispatch.held_before = held_at_end(changes)
+        self.journal.on_batch = self.feed.on_batch
+        self.journal.start()
+        self.record(events.START, detail=f"epoch={self.epoch}")
+        if listen:
+            await self._listen()
+        self._reaper = loop.create_task(self._reap(), name="session-reaper")
+        if following:
+            self.role.change(Role.STANDBY, "configured as a standby master" if cfg.standby_of else "a peer is the master",
+                             following=following)
+            self._follow(following)
+        elif had_run and cfg.effective_grace_ms > 0:
+            self.role.change(Role.GRACE, "restarted: PBXs re-take what they held first",
+                             grace_until=loop.time() + cfg.effective_grace_ms / 1000)
+        else:
+            self.role.change(Role.ACTING, "started")
+        if cfg.peers:
+            self.peer_watch = PeerWatch(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl,
+                                        interval_s=cfg.effective_takeover_after_ms / 1000, epoch=lambda: self.epoch,
+                                        acting=lambda: self.role.serving, on_newer=self.step_down)
+            self.peer_watch.start()
+        listening = f"{self.address[0]}:{self.address[1]}" if self.address else "-"
+        logs.event("started", master=self.name, role=self.role.state.value, standby_of=following or "-", listen=listening,
+                   epoch=self.epoch, data_dir=str(data.resolve()), licenses=len(self.pool.installed),
+                   grace_ms=dispatch.grace_left_ms(), users=len(self.pool.users),
+                   held_before=sum(len(v) for v in dispatch.held_before.values()))
+
+    async def _listen(self) -> None:
+        cfg = self.config
+        host, port = cfg.listen_address
+        try:
+            tls = self._tls()
+        except (OSError, ssl.SSLError) as exc:
+            await self._close_storage()
+            raise StartError(f"cannot load tls_cert/tls_key: {exc}") from None
+        try:
+            self._server = await asyncio.get_running_loop().create_server(
+                self.new_connection, host, port, ssl=tls, backlog=1024, reuse_address=True)
+        except OSError as exc:
+            await self._close_storage()
+            raise StartError(f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None
+        sock = self._server.sockets[0].getsockname()
+        self.address = (sock[0], sock[1])
+
+    def new_connection(self) -> Connection:
+        """A connection's protocol object, for the listener or for the in-process harness."""
+        return Connection(self.dispatch, max_frame=self.config.max_frame, hello_timeout_s=self.config.hello_timeout_ms / 1000)
+
+    def _build_pool(self, loaded: LoadResult, what: str) -> Pool:
+        """The one way a pool is built (start, promote): the hardware ever installed (R-HW-1), the
+        license set, the durable user assignments."""
+        assert self.store is not None
+        pool = Pool(self.store.hardware())
+        self._licenses_valued_on = self.today()
+        report = pool.install(loaded.licenses, today=self._licenses_valued_on)
+        self._report(what, report, loaded.problems, pool)
+        self.store.remember_hardware(pool.installed)
+        for user, family, version, node in self.store.assignments():
+            pool.restore_assignment(user, family, version, node)
+        return pool
+
+    def _load_for_failover(self) -> LoadResult:
+        """The license files as they are now, or the last good set if they have errors: a
+        failover must not turn one broken entry into a silent partial pool."""
+        loaded = load_files(self.config.licenses)
+        if loaded.ok:
+            self._last_good = loaded
+            return loaded
+        for problem in loaded.errors:
+            logs.event("licenses_refused", logging.ERROR, problem=str(problem), action="keeping the last good license set")
+        self.record(events.LICENSES_REFUSED, detail="; ".join(str(p) for p in loaded.errors)[:2000])
+        assert self._last_good is not None
+        return self._last_good
+
+    def record(self, event: str, node: str | None = None, resource: str | None = None, holder: str | None = None,
+               lease: str | None = None, detail: str | None = None, rule: str | None = None) -> None:
+        """Journal an event (nothing before the journal is open)."""
+        if self.journal is not None:
+            self.journal.record(event, node, resource, holder, lease, detail, rule)
+
+    def _role_changed(self, old: Role, new: Role, why: str) -> None:
+        level = logging.WARNING if new in (Role.STEPPING_DOWN, Role.STANDBY) and old is not Role.STARTING else logging.INFO
+        logs.event("role", level, old=old.value, new=new.value, why=why, following=self.role.following or "-")
+        self.record(events.ROLE, detail=f"{old.value} -> {new.value}: {why}")
+
+    def _live_leases(self) -> list[tuple[str, str, str, str]] | None:
+        """Every live lease, for a journal checkpoint; none while a grace window runs (the pool
+        does not yet hold what the PBXs will re-take) or on a standby (it holds no leases)."""
+        if self.role.state is not Role.ACTING:
+            return None
+        return [(lease.node, lease.resource, lease.holder, lease.id) for lease in self.pool.leases.values()]
+
+    def _peer_auth(self) -> dict[str, Any] | None:
+        """Masters of one installation share its auth_token: the one this master asks of PBXs."""
+        return {"token": self.config.auth_token} if self.config.auth_token else None
+
+    def _peer_tls(self) -> ssl.SSLContext | None:
+        """The masters of an installation speak TLS to each other when this one serves TLS; the
+        others' certificates are verified against tls_ca (default: tls_cert, one certificate for
+        all), and must name the address used in standby_of / peers."""
+        if not self.config.tls_cert:
+            return None
+        return ssl.create_default_context(cafile=self.config.tls_ca or self.config.tls_cert)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self.config.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return ctx
+
+    async def stop(self, reason: str = "stopping") -> None:
+        """The `shutdown` event to every session, then a clean close of everything."""
+        if self._reaper:
+            self._reaper.cancel()
+        if self.follower:
+            await self.follower.stop()
+        if self.peer_watch:
+            await self.peer_watch.stop()
+        if self._server:
+            self._server.close()
+        if self.role.state is not Role.STOPPED:
+            self.role.change(Role.STOPPED, reason)
+        if self._dispatch is not None:
+            event = {"event": "shutdown", "reason": reason}
+            self._dispatch.sessions.end_all(End.SHUTDOWN, event=event)
+            for conn in list(self._dispatch.connections):
+                conn.close(event)
+        if self._server:
+            await self._server.wait_closed()
+        await asyncio.sleep(0)  # let the transports flush and close
+        self.record(events.STOP, detail=reason)
+        await self._close_storage()
+        logs.event("stopped", master=self.name, reason=reason)
+
+    async def _close_storage(self) -> None:
+        if self.journal:
+            await self.journal.close()
+            self.journal = None
+            if self._dispatch is not None:
+                self._dispatch.journal = None
+        if self.store:
+            self.store.close()
+            self.store = None
+
+    # ================================================================ the license set
+
+    def reload(self) -> ReloadReport | None:
+        """Re-read the license files (SIGHUP). A set with errors is refused whole; the old one stays."""
+        loaded = load_files(self.config.licenses)
+        if not loaded.ok:
+            for problem in loaded.errors:
+                logs.event("reload_refused", logging.ERROR, problem=str(problem))
+            self.record(events.RELOAD_REFUSED, detail="; ".join(str(p) for p in loaded.errors)[:2000])
+            return None
+        self._last_good = loaded
+        self._licenses_valued_on = self.today()
+        report = self.pool.install(loaded.licenses, today=self._licenses_valued_on)
+        if self.store:
+            self.store.remember_hardware(self.pool.installed)
+        self._report("reload", report, loaded.problems, self.pool)
+        self.record(events.RELOAD, detail=f"licenses={len(self.pool.installed)} problems={len(report.problems)}")
+        return report
+
+    def revalue_at_date_change(self) -> ReloadReport | None:
+        """R-SSA-1: an SSA runs for a term. When one ends while the master runs, the licenses under
+        it are worth their own version again (a V12 Port no longer serves V13 PBXs): re-evaluate
+        the installed set, as a reload would, on the first check of a new day. Leases beyond the
+        new capacity stay (never revoked silently) and are reported, as after a reload."""
+        today = self.today()
+        since, self._licenses_valued_on = self._licenses_valued_on, today
+        if today <= since:
+            return None
+        ended = [lic for lic in self.pool.installed if lic.ssa_until is not None and since <= lic.ssa_until < today]
+        if not ended:
+            return None
+        report = self.pool.install(self.pool.installed, today=today)
+        self._report("ssa_ended", report, [], self.pool)
+        self.record(events.SSA_ENDED, detail="; ".join(f"{lic.count} × {lic.type} (SSA until {lic.ssa_until})" for lic in ended)[:2000],
+                    rule="R-SSA-1")
+        return report
+
+    def _report(self, what: str, report: ReloadReport, file_problems: list[Problem], pool: Pool) -> None:
+        for problem in [*file_problems, *report.problems]:
+            level = logging.WARNING if problem.severity == "warning" else logging.ERROR
+            logs.event(f"{what}_problem", level, rule=problem.rule or "-", where=problem.where or "-", message=problem.message)
+        logs.event(what, licenses=sum(lic.count for lic in pool.installed), overcommitted=len(report.overcommitted))
+
+    # ================================================================ role changes
+
+    def _follow(self, master: str) -> None:
+        assert self.store is not None
+        self.follower = Follower(master, self.name, self.store, self.config.effective_takeover_after_ms, self.promote,
+                                 auth=self._peer_auth(), tls=self._peer_ssl)
+        self.follower.start()
+
+    def step_down(self, peer: str, peer_epoch: int) -> None:
+        """A peer is the master at a higher epoch: this one was deposed without knowing (cut off
+        while its standby took over). Its PBXs are told `shutdown` with the master to use, its
+        sessions end, and it follows the peer as its standby master from now on."""
+        dispatch = self.dispatch
+        self.role.change(Role.STEPPING_DOWN, f"{peer} is the master at epoch {peer_epoch} > {self.epoch}")
+        self.record(events.STEP_DOWN, detail=f"{peer} is the master at epoch {peer_epoch} > {self.epoch}")
+        event = {"event": "shutdown", "reason": f"{peer} is the master (epoch {peer_epoch})", "master": peer}
+        dispatch.sessions.end_all(End.STEP_DOWN, event=event, detail="stepped down")
+        for conn in list(dispatch.connections):
+            if conn not in self.feed:
+                conn.close(event)
+        dispatch.held_before.clear()
+        self.role.change(Role.STANDBY, "stepped down", following=peer)
+        self._follow(peer)
+
+    def promote(self, holdings: Holdings, master_epoch: int) -> None:
+        """The master is gone: this standby takes over, with a higher epoch, the replicated user
+        assignments, and a grace window in which PBXs re-take what they held."""
+        assert self.store is not None
+        dispatch = self.dispatch
+        epoch = max(self.epoch, master_epoch) + 1
+        self.store.set_meta("epoch", str(epoch))
+        dispatch.install(self._build_pool(self._load_for_failover(), "licenses"), epoch)
+        dispatch.held_before = holdings.held()
+        grace = self.config.effective_grace_ms
+        loop = asyncio.get_running_loop()
+        if grace:
+            self.role.change(Role.GRACE, "the master is gone: taking over", grace_until=loop.time() + grace / 1000)
+        else:
+            self.role.change(Role.ACTING, "the master is gone: taking over")
+        self.record(events.PROMOTE, detail=f"epoch={epoch}")
+        for conn in list(dispatch.connections):
+            conn.send_event({"event": "epoch", "epoch": epoch, "master": self.name})
+        logs.event("promoted", logging.WARNING, master=self.name, epoch=epoch, users=len(self.pool.users),
+                   held=sum(len(v) for v in dispatch.held_before.values()), grace_ms=grace)
+
+    # ================================================================ expiry
+
+    async def _reap(self) -> None:
+        """Sessions silent for lease_ttl_ms have failed: their floating leases go back."""
+        ttl = self.config.lease_ttl_ms / 1000
+        tick = min(self.config.heartbeat_ms, self.config.lease_ttl_ms / 8) / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            self.reap(loop.time(), ttl)
+            self.dispatch.grace_left_ms()  # ends a grace window that is over
+            self.revalue_at_date_change()
+
+    def reap(self, now: float, ttl: float) -> None:
+        sessions = self.dispatch.sessions
+        for session in [s for s in sessions.by_node.values() if now - s.last_seen > ttl]:
+            sessions.end(session, End.EXPIRE, event={"event": "fenced", "reason": "expired: nothing heard within lease_ttl_ms"},
+                         silent_ms=int((now - session.last_seen) * 1000))
+

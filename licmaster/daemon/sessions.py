@@ -1,0 +1,109 @@
+"""Sessions, and the one way a session ends.
+
+A session is a node's, not a connection's: it outlives a dropped connection until the node says
+`bye`, goes silent for a lease TTL, is taken over by its standby, is fenced by an operator, or the
+master steps down or shuts down. Each of those ends it through `Sessions.end`, which releases
+(or not), journals, forgets and closes in one place; what differs between them is data (ENDINGS).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from licmaster.daemon import logs
+from licmaster.model.leases import Lease
+from licmaster.model.pool import Pool
+from licmaster.model.types import Node
+from licmaster.wire import events
+
+if TYPE_CHECKING:
+    from licmaster.daemon.protocol import Connection
+
+
+class Session:
+    """A node's session: it outlives its connection until it ends (see End)."""
+
+    __slots__ = ("conn", "id", "info", "last_seen", "node", "since")
+
+    def __init__(self, node: str, session_id: str, conn: Connection, now: float, info: Node) -> None:
+        self.node = node
+        self.id = session_id
+        self.conn: Connection | None = conn
+        self.last_seen = now
+        self.info = info
+        self.since = now
+
+
+class End(enum.Enum):
+    BYE = "bye"  # the node said goodbye: its reply goes out, then the connection closes
+    EXPIRE = "expire"  # nothing heard for a lease TTL
+    TAKEOVER = "takeover"  # its standby took its leases over
+    FENCE = "fence"  # an operator released it
+    STEP_DOWN = "step_down"  # this master gives way to a newer one
+    SHUTDOWN = "shutdown"  # this master stops
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    release: bool  # its floating leases go back to the pool
+    journal: str | None  # the event recorded (TAKEOVER is recorded by the op, with both nodes)
+    level: int = logging.INFO
+
+
+ENDINGS: dict[End, Ending] = {
+    End.BYE: Ending(release=True, journal=events.BYE),
+    End.EXPIRE: Ending(release=True, journal=events.EXPIRE, level=logging.WARNING),
+    End.TAKEOVER: Ending(release=False, journal=None),  # the leases moved to the standby
+    End.FENCE: Ending(release=True, journal=events.BYE, level=logging.WARNING),
+    End.STEP_DOWN: Ending(release=True, journal=events.BYE, level=logging.WARNING),
+    # Leases stay recorded as held: the next run's grace window lets the PBXs re-take them.
+    End.SHUTDOWN: Ending(release=False, journal=None),
+}
+
+Record = Callable[..., None]  # Master.record(event, node, resource, holder, lease, detail, rule)
+
+
+class Sessions:
+    def __init__(self, pool: Pool, record: Record, on_end: Callable[[str], None] | None = None) -> None:
+        self.pool = pool  # replaced with the master's pool at start and at promote
+        self.record = record
+        self.on_end = on_end  # e.g. forget what a node held before a restart
+        self.by_node: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_node)
+
+    def get(self, node: str) -> Session | None:
+        return self.by_node.get(node)
+
+    def end(self, session: Session, why: End, *, event: dict[str, Any] | None = None, detail: str | None = None,
+            **log_fields: Any) -> list[Lease]:
+        """End a session: release its leases (or not), journal, forget it, close its connection
+        (after `event`, if given; for BYE after the reply to the bye). Returns what was released."""
+        ending = ENDINGS[why]
+        node = session.node
+        released = self.pool.release_node(node) if ending.release else []
+        if ending.journal is not None:
+            self.record(ending.journal, node, detail=detail if detail is not None else str(len(released)))
+        if self.by_node.get(node) is session:
+            del self.by_node[node]
+            self.pool.forget_node(node)
+        if self.on_end is not None:
+            self.on_end(node)
+        conn, session.conn = session.conn, None
+        if conn is not None:
+            conn.session = None
+            if why is End.BYE:
+                conn.closing = True  # the protocol closes it once the bye's reply is written
+            else:
+                conn.close(event)
+        logs.event(f"session_{why.value}", ending.level, node=node, released=len(released), **log_fields)
+        return released
+
+    def end_all(self, why: End, *, event: dict[str, Any] | None = None, detail: str | None = None) -> None:
+        for session in list(self.by_node.values()):
+            self.end(session, why, event=event, detail=detail)

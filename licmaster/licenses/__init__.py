@@ -1,0 +1,1 @@
+"""License files into the model, and the installation's verdict (`licmaster check`)."""

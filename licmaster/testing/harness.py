@@ -1,0 +1,128 @@
+"""A real master in this process and loop, its connections fed through a fake transport.
+
+Everything but the socket is the real thing: config parsing, the store and journal (SQLite in a
+temporary directory), the pool, the dispatcher, the protocol class, timers (hello timeout,
+expiry, grace). A test reads the reply bytes the master wrote, exactly as a client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+from typing import Any
+
+from licmaster.daemon.config import load_config
+from licmaster.daemon.master import Master
+from licmaster.daemon.protocol import Connection
+from licmaster.testing.peers import RawPeer
+from licmaster.testing.process import write_config
+
+_ports = itertools.count(40000)
+
+
+class FakeTransport(asyncio.Transport):
+    """What the protocol writes is kept for the peer; closing is reported the way asyncio does,
+    on the next loop turn."""
+
+    def __init__(self, protocol: Connection) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.buffer = bytearray()
+        self.written = asyncio.Event()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+        self._peername = ("127.0.0.1", next(_ports))
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closed:
+            return
+        self.buffer += data
+        self.written.set()
+
+    def close(self) -> None:
+        self._lose()
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.buffer.clear()
+        self._lose()
+
+    def _lose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.written.set()
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._peername if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.buffer)
+
+
+class InProcessPeer(RawPeer):
+    """A peer whose bytes go straight into the master's protocol object."""
+
+    def __init__(self, conn: Connection, transport: FakeTransport) -> None:
+        super().__init__()
+        self.conn, self.transport = conn, transport
+
+    def send_bytes(self, data: bytes) -> None:
+        if not self.transport.closed:
+            self.conn.data_received(data)
+
+    async def _read(self, timeout: float) -> bytes:
+        t = self.transport
+        async with asyncio.timeout(timeout):
+            while not t.buffer and not t.closed:
+                t.written.clear()
+                await t.written.wait()
+        data = bytes(t.buffer)
+        t.buffer.clear()
+        return data
+
+    def close(self) -> None:
+        self.transport._lose()
+
+
+class InProcessMaster:
+    """`Master` on a config written as for `licmaster serve`, without a listener."""
+
+    def __init__(self, workdir: Path, licenses: str, *, name: str = "test-master", **config: Any) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.license_file = workdir / "licenses.toml"
+        self.license_file.write_text(licenses)
+        self.config = {"data_dir": str(workdir / "data"), "licenses": [str(self.license_file)], **config}
+        self.name = name
+        self.master: Master | None = None
+
+    async def start(self) -> InProcessMaster:
+        path = write_config(self.workdir / "licmaster.toml", self.config)
+        self.master = Master(load_config(path), name=self.name)
+        await self.master.start(listen=False)
+        return self
+
+    async def connect(self) -> InProcessPeer:
+        assert self.master is not None
+        conn = self.master.new_connection()
+        transport = FakeTransport(conn)
+        conn.connection_made(transport)
+        return InProcessPeer(conn, transport)
+
+    async def stop(self, reason: str = "stopping") -> None:
+        if self.master is not None:
+            await self.master.stop(reason)
+            self.master = None
+            await asyncio.sleep(0)  # let the closed connections report it
