@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import ssl as ssl_module
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,7 +145,6 @@ class MasterClient:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._last_sent = 0.0
         self._last_heard = 0.0
-        self._frozen = False
 
     # ================================================================ connection
 
@@ -215,23 +214,11 @@ class MasterClient:
             if task:
                 task.cancel()
 
-    def freeze(self) -> None:
-        """Stop all traffic but keep the connection open, as a PBX cut off by the network would
-        look to the master: no heartbeat, nothing read, nothing sent, no reconnect."""
-        self._stop_tasks()
-        if self._wire and self._wire.transport:
-            self._wire.transport.pause_reading()
-        self._frozen = True
-        self._fail_pending(NotConnected("client frozen"))
-
-    def abort(self) -> None:
-        """Drop the connection at once, as a crash would (no bye, no reconnect)."""
-        self._stop_tasks()
-        if self._wire and self._wire.transport:
-            self._wire.transport.abort()
-        self._wire = None
-        self.connected.clear()
-        self._fail_pending(NotConnected("client aborted"))
+    def adopt(self, leases: Iterable[HeldLease]) -> None:
+        """Take over leases an earlier client of this node believed it held (the PBX process
+        restarted its client, say): the next `sync` asks the master for them."""
+        for held in leases:
+            self.leases[(held.resource, held.holder)] = held
 
     # ================================================================ requests
 
@@ -242,7 +229,7 @@ class MasterClient:
     def _request(self, op: str, fields: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         wire = self._wire
-        if wire is None or wire.transport is None or self._frozen:
+        if wire is None or wire.transport is None:
             future.set_exception(NotConnected(f"{self.node}: not connected to a master"))
             return future
         rid = next(self._ids)
@@ -296,9 +283,9 @@ class MasterClient:
             entries.append(entry)
         reply = await self.call("sync", leases=entries)
         for granted in reply.get("leases", []):
-            held = self.leases.get((granted["resource"], granted["holder"]))
-            if held is not None:
-                held.lease, held.took = granted["lease"], granted.get("took", [])
+            kept = self.leases.get((granted["resource"], granted["holder"]))
+            if kept is not None:
+                kept.lease, kept.took = granted["lease"], granted.get("took", [])
         for denied in reply.get("denied", []):
             lost = self.leases.pop((denied["resource"], denied["holder"]), None)
             if lost is not None:

@@ -148,12 +148,12 @@ async def run_units(units: list[Unit], rate: float) -> None:
         return
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    tasks = []
+    tasks: list[asyncio.Future[None]] = []
     for i, unit in enumerate(units):
         delay = t0 + i / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(loop.create_task(unit()))
+        tasks.append(asyncio.ensure_future(unit()))
     await asyncio.gather(*tasks)
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from licmaster.client import HeldLease, LicenseError, MasterClient
+from licmaster.client import HeldLease, LicenseError
 from licmaster.licenses.files import load_files
 from licmaster.model import rules
 from licmaster.model.errors import Denial
@@ -25,6 +25,7 @@ from licmaster.model.types import Node
 from .metrics import Recorder
 from .objects import DeviceRegistry, ObjectKind, PortAction
 from .scenario import PbxSpec
+from .sim_client import SimClient
 
 Device = tuple[str, ObjectKind, str]  # (object, kind, device)
 
@@ -43,7 +44,7 @@ class SimPBX:
         self.devices: list[Device] = self._devices()
         self.registered: set[tuple[str, str]] = set()
         self.state = "down"  # up, dead (killed), cut (hangs), fenced (taken over)
-        self.client: MasterClient | None = None
+        self.client: SimClient | None = None
         self.assigned: dict[str, list[dict[str, Any]]] = {}  # user -> took
         self.local: Pool | None = None
         self.local_leases: dict[tuple[str, str], Any] = {}
@@ -81,9 +82,9 @@ class SimPBX:
         await self._timed("hello", self.client.connect)
         self.state = "up"
 
-    def _new_client(self) -> MasterClient:
+    def _new_client(self) -> SimClient:
         s = self.spec
-        return MasterClient(self.masters, self.name, role=self.role, firmware=self.firmware, platform=s.platform,
+        return SimClient(self.masters, self.name, role=self.role, firmware=self.firmware, platform=s.platform,
                             mac=s.mac, licensing=s.licensing, model=s.model, standby_for=self.standby_for,
                             on_event=self._on_event, connect_timeout=5.0)
 
@@ -116,19 +117,19 @@ class SimPBX:
 
     async def restore(self) -> None:
         """Back after a kill or a cut: a new connection, and a sync of what it believes it holds."""
-        held = dict(self.client.leases) if self.client else {}
+        held = list(self.client.leases.values()) if self.client else []
         if self.client is not None:
             self.client.abort()
         self.client = self._new_client()
         await self._timed("hello", self.client.connect)
-        self.client.leases.update(held)
+        self.client.adopt(held)
         await self._timed("sync", self.client.sync)
         self._forget_lost()
         self.state = "up"
 
     async def upgrade(self, firmware: int) -> None:
         """A new PBX software version: a new hello with it, and a sync of what it held (R-VER)."""
-        held = dict(self.client.leases) if self.client else {}
+        held = list(self.client.leases.values()) if self.client else []
         if self.client is not None:
             await self.client.close(bye=False)
         self.firmware = firmware
@@ -136,7 +137,7 @@ class SimPBX:
             self.local.set_node(Node(self.name, firmware=firmware, platform=self.spec.platform, mac=self.spec.mac))
         self.client = self._new_client()
         await self._timed("hello", self.client.connect)
-        self.client.leases.update(held)
+        self.client.adopt(held)
         with contextlib.suppress(LicenseError):
             await self._timed("sync", self.client.sync)
         self._forget_lost()
@@ -201,10 +202,9 @@ class SimPBX:
             return
         if self.client is None or (resource, holder) not in self.client.leases:
             return
-        try:
-            await self._timed("checkin", lambda: self.client.checkin(resource, holder))  # type: ignore[union-attr]
-        except ConnectionError:
-            self.client.leases.pop((resource, holder), None)
+        client = self.client
+        with contextlib.suppress(ConnectionError):  # the client forgets the lease before it asks
+            await self._timed("checkin", lambda: client.checkin(resource, holder))
 
     # ---------------------------------------------------------------- actions (each one unit of work)
 

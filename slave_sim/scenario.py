@@ -209,7 +209,7 @@ def _list(value: Any, where: str) -> list[Any]:
 class _Files:
     """The scenario's folder, with the file swaps of the chosen size."""
 
-    def __init__(self, folder: Path, swaps: Any, where: str) -> None:
+    def __init__(self, folder: Path, swaps: dict[str, str], where: str) -> None:
         if not isinstance(swaps, dict) or not all(isinstance(v, str) for v in swaps.values()):
             raise ScenarioError(f"{where}: expected {{ \"old.toml\" = \"new.toml\" }}")
         self.folder, self.swaps = folder, swaps
@@ -245,7 +245,7 @@ def _choice(table: dict[str, Any], key: str, default: str, allowed: tuple[str, .
     value = table.get(key, default)
     if value not in allowed:
         raise ScenarioError(f"{where}: {key} must be one of {', '.join(allowed)}, not {value!r}")
-    return value
+    return str(value)
 
 
 def _pbxs(items: Any, base: _Files, where: str, sizing: dict[str, Any]) -> tuple[PbxSpec, ...]:

@@ -86,7 +86,7 @@ class RemoteNetwork:
         return self.last_belief
 
     async def stop(self) -> Recorder:
-        recorder = await self.call("stop")
+        recorder: Recorder = await self.call("stop")
         self.process.join(10)
         return recorder
 

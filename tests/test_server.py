@@ -1,6 +1,8 @@
-"""The daemon as a PBX sees it: a real `licmaster serve` process over 127.0.0.1.
+"""The daemon as a PBX sees it: every op and error code of docs/protocol.md, sessions
+(reconnect, expiry, bye), events, bad input.
 
-Every op and error code of PROTOCOL.md, sessions (reconnect, expiry, bye), events, bad input.
+Most tests run a real Master in this process, fed through the in-process harness (no socket,
+no process); signals need a real `licmaster serve` process and have one.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import msgpack
 import pytest
 
 from licmaster.daemon.journal import read_journal
+from licmaster.testing import InProcessMaster
 
-from .daemon import Daemon, Raw
+from .daemon import Daemon, in_process
 
 LICENSES = """
 [[license]]
@@ -47,14 +50,21 @@ count = 1
 
 
 @pytest.fixture
-def daemon(tmp_path: Path):
-    d = Daemon(tmp_path / "master", LICENSES).start()
+async def daemon(tmp_path: Path):
+    d = await in_process(tmp_path / "master", LICENSES)
+    yield d
+    await d.stop()
+
+
+@pytest.fixture
+def process(tmp_path: Path):
+    d = Daemon(tmp_path / "process", LICENSES).start()
     yield d
     d.stop()
 
 
-async def test_hello_heartbeat_usage_bye(daemon: Daemon) -> None:
-    pbx = await Raw.open(daemon.address)
+async def test_hello_heartbeat_usage_bye(daemon: InProcessMaster) -> None:
+    pbx = await daemon.connect()
     hello = await pbx.hello("pbx1")
     assert hello["ok"] and hello["heartbeat_ms"] == 200 and hello["lease_ttl_ms"] == 2000
     assert hello["master"] == "test-master" and hello["epoch"] == 1 and isinstance(hello["session"], str)
@@ -67,8 +77,8 @@ async def test_hello_heartbeat_usage_bye(daemon: Daemon) -> None:
     assert await pbx.closed()
 
 
-async def test_not_hello_unknown_op_bad_request(daemon: Daemon) -> None:
-    pbx = await Raw.open(daemon.address)
+async def test_not_hello_unknown_op_bad_request(daemon: InProcessMaster) -> None:
+    pbx = await daemon.connect()
     assert (await pbx.request("checkout", resource="port", holder="a"))["error"] == "not_hello"
     await pbx.hello("pbx1")
     unknown = await pbx.request("teleport")
@@ -81,8 +91,8 @@ async def test_not_hello_unknown_op_bad_request(daemon: Daemon) -> None:
     assert (await pbx.request("assign", user="u", families=["PBX-Nope"]))["error"] == "unknown_license"
 
 
-async def test_bad_hello_names_the_field(daemon: Daemon) -> None:
-    pbx = await Raw.open(daemon.address)
+async def test_bad_hello_names_the_field(daemon: InProcessMaster) -> None:
+    pbx = await daemon.connect()
     reply = await pbx.hello("bad name!")
     assert reply["error"] == "bad_request" and reply["field"] == "node"
     reply = await pbx.hello("pbx1", mac="zz")
@@ -91,8 +101,8 @@ async def test_bad_hello_names_the_field(daemon: Daemon) -> None:
     assert reply["field"] == "standby_for"
 
 
-async def test_checkout_checkin_exhausted_idempotent_pipelined(daemon: Daemon) -> None:
-    pbx = await Raw.open(daemon.address)
+async def test_checkout_checkin_exhausted_idempotent_pipelined(daemon: InProcessMaster) -> None:
+    pbx = await daemon.connect()
     await pbx.hello("pbx1")
     for i in range(5):  # pipelined: all sent before any reply is read
         pbx.send({"op": "checkout", "id": 100 + i, "resource": "port", "holder": f"u{i % 4}"})
@@ -108,16 +118,16 @@ async def test_checkout_checkin_exhausted_idempotent_pipelined(daemon: Daemon) -
     assert (await pbx.request("checkout", resource="port", holder="u3"))["ok"]
 
 
-async def test_rule_errors_on_the_wire(daemon: Daemon) -> None:
-    v11 = await Raw.open(daemon.address)
+async def test_rule_errors_on_the_wire(daemon: InProcessMaster) -> None:
+    v11 = await daemon.connect()
     await v11.hello("old", firmware=8)
     qm = await v11.request("checkout", resource="queue-monitor", holder="q")
     assert (qm["error"], qm["rule"]) == ("version", "R-VER-4")
-    dec = await Raw.open(daemon.address)
+    dec = await daemon.connect()
     await dec.hello("branch", licensing="decentral")
     d = await dec.request("checkout", resource="port", holder="a")
     assert (d["error"], d["rule"]) == ("decentral", "R-MODE-2")
-    vm = await Raw.open(daemon.address)
+    vm = await daemon.connect()
     await vm.hello("vm", platform="ipva", mac="00:90:33:00:00:0b")
     b = await vm.request("checkout", resource="port", holder="a")
     assert (b["error"], b["rule"]) == ("bound_elsewhere", "R-IPVA-2")
@@ -128,11 +138,11 @@ async def test_rule_errors_on_the_wire(daemon: Daemon) -> None:
     assert (await vm.request("unassign", user="ann", families=["App(softphone)"]))["ok"]
 
 
-async def test_takeover_moves_leases_and_fences_the_failed_node(daemon: Daemon) -> None:
-    slave = await Raw.open(daemon.address)
+async def test_takeover_moves_leases_and_fences_the_failed_node(daemon: InProcessMaster) -> None:
+    slave = await daemon.connect()
     await slave.hello("slave")
     lease = (await slave.request("checkout", resource="port", holder="alice"))["lease"]
-    stby = await Raw.open(daemon.address)
+    stby = await daemon.connect()
     await stby.hello("slave-stby", role="standby", standby_for="slave")
     wrong = await stby.request("takeover", failed="other")
     assert wrong["error"] == "bad_request"
@@ -145,34 +155,34 @@ async def test_takeover_moves_leases_and_fences_the_failed_node(daemon: Daemon) 
 
 
 async def test_standby_unlicensed_on_the_wire(tmp_path: Path) -> None:
-    d = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 5\n[[license]]\ntype = "PBX-Standby13"\ncount = 4\n').start()
+    d = await in_process(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 5\n[[license]]\ntype = "PBX-Standby13"\ncount = 4\n')
     try:
-        stby = await Raw.open(d.address)
+        stby = await d.connect()
         await stby.hello("s", role="standby", standby_for="x")
         reply = await stby.request("takeover", failed="x")
         assert (reply["error"], reply["rule"]) == ("standby_unlicensed", "R-STBY-2")
     finally:
-        d.stop()
+        await d.stop()
 
 
 async def test_smb_error_on_the_wire(tmp_path: Path) -> None:
-    d = Daemon(tmp_path / "m", '[[license]]\ntype = "Port13$20"\ncount = 1\n').start()
+    d = await in_process(tmp_path / "m", '[[license]]\ntype = "Port13$20"\ncount = 1\n')
     try:
-        a, b = await Raw.open(d.address), await Raw.open(d.address)
+        a, b = await d.connect(), await d.connect()
         await a.hello("office")
         await b.hello("slave")
         assert (await a.request("checkout", resource="port", holder="x"))["ok"]
         reply = await b.request("checkout", resource="port", holder="y")
         assert (reply["error"], reply["rule"]) == ("smb", "R-SMB-3")
     finally:
-        d.stop()
+        await d.stop()
 
 
-async def test_reconnect_takes_over_the_session_without_double_counting(daemon: Daemon) -> None:
-    first = await Raw.open(daemon.address)
+async def test_reconnect_takes_over_the_session_without_double_counting(daemon: InProcessMaster) -> None:
+    first = await daemon.connect()
     await first.hello("pbx1")
     lease = (await first.request("checkout", resource="port", holder="alice"))["lease"]
-    second = await Raw.open(daemon.address)
+    second = await daemon.connect()
     await second.hello("pbx1")
     fenced = await first.recv()
     assert fenced["event"] == "fenced"
@@ -183,8 +193,8 @@ async def test_reconnect_takes_over_the_session_without_double_counting(daemon: 
     assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1
 
 
-async def test_sync_makes_the_sessions_leases_exactly_the_set(daemon: Daemon) -> None:
-    pbx = await Raw.open(daemon.address)
+async def test_sync_makes_the_sessions_leases_exactly_the_set(daemon: InProcessMaster) -> None:
+    pbx = await daemon.connect()
     await pbx.hello("pbx1")
     await pbx.request("checkout", resource="port", holder="gone")
     reply = await pbx.request("sync", leases=[{"resource": "port", "holder": "a"}, {"resource": "port", "holder": "b"},
@@ -197,19 +207,19 @@ async def test_sync_makes_the_sessions_leases_exactly_the_set(daemon: Daemon) ->
 
 
 async def test_a_silent_pbx_expires_and_its_leases_come_back(tmp_path: Path) -> None:
-    daemon = Daemon(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600).start()
+    daemon = await in_process(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600)
     try:
         await silent_pbx_expires(daemon)
     finally:
-        daemon.stop()
+        await daemon.stop()
 
 
-async def silent_pbx_expires(daemon: Daemon) -> None:
-    silent = await Raw.open(daemon.address)
+async def silent_pbx_expires(daemon: InProcessMaster) -> None:
+    silent = await daemon.connect()
     await silent.hello("silent")
     for holder in ("a", "b", "c"):
         assert (await silent.request("checkout", resource="port", holder=holder))["ok"]
-    watcher = await Raw.open(daemon.address)
+    watcher = await daemon.connect()
     await watcher.hello("watcher", role="observer")
     for _ in range(40):  # the TTL is 600 ms here; keep the watcher alive while waiting
         await asyncio.sleep(0.05)
@@ -226,13 +236,13 @@ async def silent_pbx_expires(daemon: Daemon) -> None:
     assert [(e["node"], e["detail"]) for e in expiries] == [("silent", "3")]
 
 
-async def test_broken_frames_close_only_their_connection(daemon: Daemon) -> None:
-    good = await Raw.open(daemon.address)
+async def test_broken_frames_close_only_their_connection(daemon: InProcessMaster) -> None:
+    good = await daemon.connect()
     await good.hello("good")
     for garbage in (struct.pack(">I", 0), struct.pack(">I", 10_000_000), struct.pack(">I", 3) + b"\xc1\xc1\xc1",
                     struct.pack(">I", 2) + msgpack.packb([1]), struct.pack(">I", 3) + msgpack.packb({}) + b"xx",
                     struct.pack(">I", 4) + msgpack.packb({1: 2}) + b"\x00"):
-        bad = await Raw.open(daemon.address)
+        bad = await daemon.connect()
         bad.send_bytes(garbage)
         reply = await bad.recv()
         assert reply["error"] == "bad_frame" and reply["id"] is None
@@ -240,42 +250,43 @@ async def test_broken_frames_close_only_their_connection(daemon: Daemon) -> None
     assert (await good.request("checkout", resource="port", holder="a"))["ok"]
 
 
-async def test_a_connection_that_never_says_hello_is_closed(daemon: Daemon) -> None:
-    idle = await Raw.open(daemon.address)
+async def test_a_connection_that_never_says_hello_is_closed(daemon: InProcessMaster) -> None:
+    idle = await daemon.connect()
     assert await idle.closed(timeout=5)  # hello_timeout_ms = 1000 here
 
 
 async def test_auth_token(tmp_path: Path) -> None:
-    d = Daemon(tmp_path / "m", LICENSES, auth_token="s3cret").start()
+    d = await in_process(tmp_path / "m", LICENSES, auth_token="s3cret")
     try:
-        anon = await Raw.open(d.address)
+        anon = await d.connect()
         assert (await anon.hello("pbx1"))["error"] == "auth_failed"
         assert await anon.closed()
-        wrong = await Raw.open(d.address)
+        wrong = await d.connect()
         assert (await wrong.hello("pbx1", auth={"token": "guess"}))["error"] == "auth_failed"
-        good = await Raw.open(d.address)
+        good = await d.connect()
         assert (await good.hello("pbx1", auth={"token": "s3cret"}))["ok"]
     finally:
-        d.stop()
+        await d.stop()
 
 
 async def test_max_connections_sheds_with_busy(tmp_path: Path) -> None:
-    d = Daemon(tmp_path / "m", LICENSES, max_connections=2).start()
+    d = await in_process(tmp_path / "m", LICENSES, max_connections=2)
     try:
-        a, b = await Raw.open(d.address), await Raw.open(d.address)
+        a, b = await d.connect(), await d.connect()
         await a.hello("a")
         await b.hello("b")
-        c = await Raw.open(d.address)
+        c = await d.connect()
         reply = await c.hello("c")
         assert reply["error"] == "busy" and reply["retry_ms"] > 0
         assert await c.closed()
         assert (await a.request("heartbeat"))["ok"]
     finally:
-        d.stop()
+        await d.stop()
 
 
-async def test_sigterm_sends_shutdown_and_exits_cleanly(daemon: Daemon) -> None:
-    pbx = await Raw.open(daemon.address)
+async def test_sigterm_sends_shutdown_and_exits_cleanly(process: Daemon) -> None:
+    daemon = process
+    pbx = await daemon.connect()
     await pbx.hello("pbx1")
     daemon.signal(signal.SIGTERM)
     event = await pbx.recv()
@@ -284,8 +295,9 @@ async def test_sigterm_sends_shutdown_and_exits_cleanly(daemon: Daemon) -> None:
     assert daemon.proc is not None and daemon.proc.wait(10) == 0
 
 
-async def test_sighup_reloads_licenses_without_revoking(daemon: Daemon) -> None:
-    pbx = await Raw.open(daemon.address)
+async def test_sighup_reloads_licenses_without_revoking(process: Daemon) -> None:
+    daemon = process
+    pbx = await daemon.connect()
     await pbx.hello("pbx1")
     for holder in ("a", "b", "c"):
         await pbx.request("checkout", resource="port", holder=holder)
@@ -308,13 +320,13 @@ async def test_sighup_reloads_licenses_without_revoking(daemon: Daemon) -> None:
     assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["installed"] == 2
 
 
-async def test_sessions_that_come_and_go_leave_nothing_behind(daemon: Daemon) -> None:
+async def test_sessions_that_come_and_go_leave_nothing_behind(daemon: InProcessMaster) -> None:
     for i in range(30):
-        pbx = await Raw.open(daemon.address)
+        pbx = await daemon.connect()
         await pbx.hello(f"transient{i}")
         await pbx.request("checkout", resource="port", holder="x")
         assert (await pbx.request("bye"))["ok"]
-    watcher = await Raw.open(daemon.address)
+    watcher = await daemon.connect()
     await watcher.hello("watcher", role="observer")
     usage = await watcher.request("usage")
     assert [n["node"] for n in usage["nodes"]] == ["watcher"]
@@ -357,8 +369,8 @@ async def test_an_ssa_that_ends_while_the_master_runs_is_read_again_r_ssa_1(tmp_
     assert len(ended) == 1 and ended[0]["rule"] == "R-SSA-1" and "PBX-Port12" in ended[0]["detail"]
 
 
-async def test_recording_is_allowed_once_a_user_has_the_recorder_license_r_rec_1(daemon: Daemon) -> None:
-    pbx = await Raw.open(daemon.address)
+async def test_recording_is_allowed_once_a_user_has_the_recorder_license_r_rec_1(daemon: InProcessMaster) -> None:
+    pbx = await daemon.connect()
     await pbx.hello("pbx1")
     refused = await pbx.request("recording")
     assert (refused["error"], refused["rule"], refused["missing"]) == ("prerequisite", "R-REC-1", ["App(innovaphone-recorder)"])

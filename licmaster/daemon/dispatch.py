@@ -39,6 +39,7 @@ from licmaster.wire.events import (
     UNASSIGN,
 )
 from licmaster.wire.replies import ReplyEncoder, error_reply
+from licmaster.wire.requests import Refused
 
 if TYPE_CHECKING:
     import asyncio
@@ -259,17 +260,17 @@ class Dispatcher:
     # ================================================================ floating licenses
 
     def op_checkout(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
-        parsed = checkout_fields(msg)
-        if parsed.__class__ is Denial:
-            return error_reply(rid, parsed)
-        resource, holder, count, interface = parsed
+        try:
+            resource, holder, count, interface = checkout_fields(msg)
+        except Refused as refused:
+            return error_reply(rid, refused.denial)
         node = session.node
         if self.role.grace_until:
             denial = self._grace_denial(node, resource, holder)
             if denial is not None:
                 return error_reply(rid, denial)
         outcome = self.book.checkout(node, resource, holder, count, interface)
-        if outcome.__class__ is Denial:
+        if type(outcome) is Denial:
             return self._deny(session, rid, outcome, resource, holder)
         lease, new = outcome
         view = lease.view or self.book.view(lease)
@@ -278,9 +279,10 @@ class Dispatcher:
         return self.replies.grant(rid, lease.id, view)
 
     def op_checkin(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
-        lease_id = checkin_fields(msg)
-        if lease_id.__class__ is Denial:
-            return error_reply(rid, lease_id)
+        try:
+            lease_id = checkin_fields(msg)
+        except Refused as refused:
+            return error_reply(rid, refused.denial)
         lease = self.book.checkin(session.node, lease_id)
         if lease is not None and self.journal is not None:
             self.journal.rows.append((self.wall, CHECKIN, session.node, lease.resource, lease.holder, lease.id))

@@ -170,10 +170,13 @@ def _events(db: sqlite3.Connection, *, after_seq: int = 0, since: float | None =
 
 
 def _decode(blob: bytes, fmt: str) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]]
     if fmt == FORMAT:
-        return marshal.loads(blob)
+        rows = marshal.loads(blob)
+        return rows
     if fmt == "msgpack":
-        return msgpack.unpackb(blob, raw=False, use_list=False)
+        rows = msgpack.unpackb(blob, raw=False, use_list=False)
+        return rows
     raise ValueError(f"journal batch in unknown format {fmt!r}")
 
 

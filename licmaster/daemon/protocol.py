@@ -10,13 +10,11 @@ over a real socket and over the in-process test harness (licmaster.testing).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from licmaster.daemon.sessions import Session
 from licmaster.wire.codec import FrameDecoder, FrameError, Reply, encode, encode_many
 from licmaster.wire.replies import broken_frame_reply
-
-if TYPE_CHECKING:
-    from licmaster.daemon.sessions import Session
 
 
 class Handler(Protocol):
@@ -98,6 +96,11 @@ class Connection(asyncio.Protocol):
         if self.session is None and not self.closing:
             self.handler.hello_timeout(self)
             self.close()
+
+    @property
+    def open(self) -> bool:
+        """Still connected and not closing: events can reach the peer."""
+        return self.transport is not None and not self.closing
 
     def send_event(self, event: dict[str, Any]) -> None:
         if self.transport is not None and not self.closing:

@@ -38,7 +38,7 @@ from licmaster.wire.events import (
 )
 
 if TYPE_CHECKING:
-    from licmaster.daemon.protocol import Connection
+    from licmaster.daemon.sessions import Endpoint
     from licmaster.daemon.store import Store
 
 
@@ -47,15 +47,15 @@ class ReplicaFeed:
     changes sent to them before the batch is written."""
 
     def __init__(self) -> None:
-        self._replicas: set[Connection] = set()
+        self._replicas: set[Endpoint] = set()
 
     def __len__(self) -> int:
         return len(self._replicas)
 
-    def attach(self, conn: Connection) -> None:
+    def attach(self, conn: Endpoint) -> None:
         self._replicas.add(conn)
 
-    def detach(self, conn: Connection) -> None:
+    def detach(self, conn: Endpoint) -> None:
         self._replicas.discard(conn)
 
     def __contains__(self, conn: object) -> bool:
@@ -68,7 +68,7 @@ class ReplicaFeed:
         if event is None:
             return
         for conn in list(self._replicas):
-            if conn.closing or conn.transport is None:
+            if not conn.open:
                 self._replicas.discard(conn)
             else:
                 conn.send_event(event)

@@ -12,7 +12,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from licmaster.daemon import logs
 from licmaster.model.leases import Lease
@@ -20,8 +20,17 @@ from licmaster.model.pool import Pool
 from licmaster.model.types import Node
 from licmaster.wire import events
 
-if TYPE_CHECKING:
-    from licmaster.daemon.protocol import Connection
+
+class Endpoint(Protocol):
+    """What a session needs of its connection (daemon/protocol.py's Connection)."""
+
+    session: Session | None
+    closing: bool
+
+    @property
+    def open(self) -> bool: ...
+    def close(self, event: dict[str, Any] | None = None) -> None: ...
+    def send_event(self, event: dict[str, Any]) -> None: ...
 
 
 class Session:
@@ -29,10 +38,10 @@ class Session:
 
     __slots__ = ("conn", "id", "info", "last_seen", "node", "since")
 
-    def __init__(self, node: str, session_id: str, conn: Connection, now: float, info: Node) -> None:
+    def __init__(self, node: str, session_id: str, conn: Endpoint, now: float, info: Node) -> None:
         self.node = node
         self.id = session_id
-        self.conn: Connection | None = conn
+        self.conn: Endpoint | None = conn
         self.last_seen = now
         self.info = info
         self.since = now

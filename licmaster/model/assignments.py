@@ -66,12 +66,12 @@ class UserLicenses:
         took = []
         changed: list[tuple[str, int | None]] = []
         record = self.users.setdefault(user, {})
-        for family, bucket in draws:
-            if bucket is not None:
-                bucket.in_use += 1
-                took.append({"family": family, "version": bucket.version, "count": 1})
-            record[family] = Assignment(family, bucket, node.name)
-            changed.append((family, bucket.version if bucket else None))
+        for family, drawn in draws:
+            if drawn is not None:
+                drawn.in_use += 1
+                took.append({"family": family, "version": drawn.version, "count": 1})
+            record[family] = Assignment(family, drawn, node.name)
+            changed.append((family, drawn.version if drawn else None))
         warnings = []
         if rules.CONFERENCE_APP in families and not any(
                 b.installed for b in self.inventory.buckets.values() if b.family in rules.CHANNEL_FAMILIES):

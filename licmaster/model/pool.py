@@ -23,7 +23,7 @@ from .assignments import AssignResult, UserLicenses
 from .catalog import FAMILIES
 from .errors import Denial
 from .inventory import Bucket, Inventory, ReloadReport
-from .leases import Lease, LeaseBook, SyncResult
+from .leases import Grant, Lease, LeaseBook, SyncResult
 from .planning import Planner, TookView
 from .types import InstalledLicense, Node, SyncEntry
 

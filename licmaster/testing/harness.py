@@ -95,6 +95,24 @@ class InProcessPeer(RawPeer):
     def close(self) -> None:
         self.transport._lose()
 
+    def take(self) -> list[dict[str, Any]]:
+        """Every message the master has written so far (the handling is synchronous: a request
+        sent is answered before `send` returns)."""
+        data = bytes(self.transport.buffer)
+        self.transport.buffer.clear()
+        self.inbox += self.decoder.feed(data)
+        out, self.inbox = self.inbox, []
+        return out
+
+    def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        """A request answered at once, without awaiting: for hypothesis tests, which are not async."""
+        self.ids += 1
+        self.send({"op": op, "id": self.ids, **fields})
+        replies = [m for m in self.take() if m.get("id") == self.ids]
+        if len(replies) != 1:
+            raise AssertionError(f"expected one reply to {op} id {self.ids}, got {replies}")
+        return replies[0]
+
 
 class InProcessMaster:
     """`Master` on a config written as for `licmaster serve`, without a listener."""
@@ -115,6 +133,10 @@ class InProcessMaster:
         return self
 
     async def connect(self) -> InProcessPeer:
+        return self.connect_now()
+
+    def connect_now(self) -> InProcessPeer:
+        """A new connection, made at once (for tests that are not async, e.g. hypothesis)."""
         assert self.master is not None
         conn = self.master.new_connection()
         transport = FakeTransport(conn)

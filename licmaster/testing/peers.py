@@ -61,7 +61,7 @@ class RawPeer:
                 self.inbox += self.decoder.feed(data)
         except ConnectionError:
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
 

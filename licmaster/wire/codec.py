@@ -30,7 +30,7 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def encode(message: dict[str, Any]) -> bytes:
     """One frame holding `message`."""
-    payload = _packer.pack(message)
+    payload: bytes = _packer.pack(message)
     return _pack_header(len(payload)) + payload
 
 

@@ -106,37 +106,49 @@ def hello(msg: dict[str, Any]) -> Hello | Denial:
     model = _text(msg, "model", required=False, most=32)
     if isinstance(model, Denial):
         return model
-    standby_for = None
+    standby_for: str | None = None
     if role == "standby":
-        standby_for = node_name(msg, "standby_for")
-        if isinstance(standby_for, Denial):
-            return standby_for
+        named = node_name(msg, "standby_for")
+        if isinstance(named, Denial):
+            return named
+        standby_for = named
     elif "standby_for" in msg:
         return bad_request("standby_for", "only a standby says which node it may take over")
     return Hello(Node(name, role, firmware, platform, mac, licensing, model, standby_for), auth)
 
 
-def checkout(msg: dict[str, Any]) -> tuple[str, str, int, str | None] | Denial:
-    """(resource, holder, count, interface)."""
+class Refused(Exception):
+    """A request refused by validation, with its denial. The two hot validators (checkout,
+    checkin) raise it instead of returning a Denial: in CPython 3.11 a `try` costs nothing when
+    nothing is raised, and the caller needs no type test on the result."""
+
+    def __init__(self, denial: Denial) -> None:
+        super().__init__(denial.message)
+        self.denial = denial
+
+
+def checkout(msg: dict[str, Any]) -> tuple[str, str, int, str | None]:
+    """(resource, holder, count, interface), or Refused."""
     resource = msg.get("resource")
-    if resource.__class__ is not str:
-        return bad_request("resource", f"is required: one of {', '.join(RESOURCES)}")
+    if resource.__class__ is not str:  # its length is bounded by what names a resource (planning)
+        raise Refused(bad_request("resource", f"must be one of {', '.join(RESOURCES)}"))
     holder = msg.get("holder")
     if holder.__class__ is not str or not 1 <= len(holder) <= MAX_TEXT:
-        return bad_request("holder", f"must be a string of 1 to {MAX_TEXT} characters")
+        raise Refused(bad_request("holder", f"must be a string of 1 to {MAX_TEXT} characters"))
     count = msg.get("count", 1)
     if count.__class__ is not int or not 1 <= count <= MAX_COUNT:
-        return bad_request("count", f"must be a whole number from 1 to {MAX_COUNT}")
+        raise Refused(bad_request("count", f"must be a whole number from 1 to {MAX_COUNT}"))
     interface = msg.get("interface")
     if interface is not None and interface not in ("bri", "pri"):
-        return bad_request("interface", "must be \"bri\" or \"pri\"")
+        raise Refused(bad_request("interface", "must be \"bri\" or \"pri\""))
     return resource, holder, count, interface
 
 
-def checkin(msg: dict[str, Any]) -> str | Denial:
+def checkin(msg: dict[str, Any]) -> str:
+    """The lease id, or Refused."""
     lease = msg.get("lease")
     if lease.__class__ is not str or not 1 <= len(lease) <= 64:
-        return bad_request("lease", "must be the lease string a checkout returned")
+        raise Refused(bad_request("lease", "must be the lease string a checkout returned"))
     return lease
 
 
@@ -148,9 +160,11 @@ def sync(msg: dict[str, Any]) -> list[SyncEntry] | Denial:
     for i, item in enumerate(leases):
         if item.__class__ is not dict:
             return bad_request(f"leases[{i}]", "must be a map")
-        parsed = checkout(item)
-        if isinstance(parsed, Denial):
-            return bad_request(f"leases[{i}].{parsed.details['field']}", parsed.message.split(": ", 1)[1])
+        try:
+            parsed = checkout(item)
+        except Refused as refused:
+            denial = refused.denial
+            return bad_request(f"leases[{i}].{denial.details['field']}", denial.message.split(": ", 1)[1])
         entries.append(SyncEntry(*parsed))
     return entries
 

@@ -1,0 +1,92 @@
+"""Hypothesis-generated garbage fed to a real Master in this process, while a well-behaved PBX
+keeps working. Nothing a client sends may raise out of request handling, corrupt the pool, or
+disturb another session; every well-framed request is answered. In-process, so thousands of
+cases run in seconds (the live-socket version of these is test_serve_fuzz.py)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from licmaster.testing import InProcessMaster
+from licmaster.testing.harness import InProcessPeer
+from licmaster.wire.codec import encode
+
+from .daemon import in_process
+from .test_serve_fuzz import HELLO, LICENSES, requests
+
+GOOD_HELLO = {"node": "good", "role": "pbx", "firmware": 13, "platform": "gateway", "mac": "00:90:33:00:00:01",
+              "licensing": "central"}
+SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def well_behaved_still_works(good: InProcessPeer, steady: str) -> None:
+    reply = good.call("checkout", resource="port", holder="steady")
+    assert reply["ok"] and reply["lease"] == steady, reply
+    assert good.call("heartbeat")["ok"]
+    usage = good.call("usage")
+    assert "good" in [n["node"] for n in usage["nodes"]]
+    for pool in usage["pools"]:
+        assert 0 <= pool["in_use"] <= pool["installed"], pool
+
+
+async def start(tmp_path: Path) -> tuple[InProcessMaster, InProcessPeer, str]:
+    d = await in_process(tmp_path / "m", LICENSES, lease_ttl_ms=30_000, heartbeat_ms=1000)
+    good = d.connect_now()
+    assert good.call("hello", **GOOD_HELLO)["ok"]
+    steady = good.call("checkout", resource="port", holder="steady")["lease"]
+    return d, good, steady
+
+
+async def test_random_requests_are_each_answered(tmp_path: Path) -> None:
+    d, good, steady = await start(tmp_path)
+
+    @SETTINGS
+    @given(say_hello=st.booleans(), batch=st.lists(requests, min_size=1, max_size=6))
+    def one(say_hello: bool, batch: list[dict]) -> None:
+        conn = d.connect_now()
+        frames = [encode(HELLO)] if say_hello else []
+        for message in batch:
+            try:
+                frames.append(encode(message))
+            except (TypeError, ValueError, OverflowError):
+                continue
+        conn.send_bytes(b"".join(frames))
+        replies = [m for m in conn.take() if "event" not in m]
+        # every frame answered, in order, unless the connection was closed with a reason
+        assert len(replies) == len(frames) or conn.transport.closed, (frames, replies)
+        for reply in replies:
+            assert isinstance(reply.get("ok"), bool), reply
+            if reply["ok"] is False:
+                assert isinstance(reply["error"], str) and isinstance(reply["message"], str), reply
+                assert reply["error"] != "internal", reply
+        conn.close()
+        well_behaved_still_works(good, steady)
+
+    try:
+        one()
+    finally:
+        await d.stop()
+
+
+async def test_random_bytes_and_frame_lengths_close_only_their_connection(tmp_path: Path) -> None:
+    d, good, steady = await start(tmp_path)
+
+    @SETTINGS
+    @given(data=st.binary(min_size=1, max_size=300) | st.builds(lambda n, t: struct.pack(">I", n) + t,
+                                                                   st.integers(0, 2**32 - 1), st.binary(max_size=64)))
+    def one(data: bytes) -> None:
+        conn = d.connect_now()
+        conn.send_bytes(data)
+        for reply in conn.take():
+            assert reply.get("ok") is False or "event" in reply, reply
+        conn.close()
+        well_behaved_still_works(good, steady)
+
+    try:
+        one()
+    finally:
+        await d.stop()

@@ -1,0 +1,96 @@
+"""The packages are layers, and imports only go down. Read from the source, not from a list:
+a new module is checked the day it is written.
+
+    licmaster.model        pure: nothing but itself
+    licmaster.licenses     license files -> model
+    licmaster.wire         codec, requests, replies, events: model only
+    licmaster.client       what PBX integrations import: wire (and model's error codes)
+    licmaster.daemon       the master: all of the above
+    licmaster.testing      runs masters: daemon, client
+    licmaster.cli          the command
+    slave_sim              the simulator: model, licenses, client, testing; never daemon internals
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ALLOWED: dict[str, set[str]] = {
+    "licmaster.model": {"licmaster.model"},
+    "licmaster.licenses": {"licmaster.model", "licmaster.licenses"},
+    "licmaster.wire": {"licmaster.model", "licmaster.wire"},
+    "licmaster.client": {"licmaster.wire", "licmaster.model"},
+    "licmaster.daemon": {"licmaster.model", "licmaster.licenses", "licmaster.wire", "licmaster.client", "licmaster.daemon"},
+    "licmaster.testing": {"licmaster.daemon", "licmaster.client", "licmaster.wire", "licmaster.testing"},
+    "licmaster.cli": {"licmaster.model", "licmaster.licenses", "licmaster.daemon", "licmaster.cli", "licmaster"},
+    "slave_sim": {"licmaster.model", "licmaster.licenses", "licmaster.client", "licmaster.testing", "slave_sim"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in ("licmaster", "slave_sim") for p in (ROOT / pkg).rglob("*.py")}
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """Project modules `name` imports, relative imports resolved (TYPE_CHECKING ones included:
+    a layer may not even name what is above it)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    known = modules()
+    return {m for m in found if m in known and m != name}
+
+
+def layer_of(name: str) -> str:
+    for layer in sorted(ALLOWED, key=len, reverse=True):
+        if name == layer or name.startswith(layer + "."):
+            return layer
+    return name
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_each_module_imports_only_from_its_layer_or_below(name: str) -> None:
+    layer = layer_of(name)
+    if layer == "licmaster":
+        return  # the package's own __init__
+    assert layer in ALLOWED, f"{name} is in no layer: add it to ALLOWED"
+    wrong = sorted(m for m in imports_of(name, modules()[name]) if layer_of(m) not in ALLOWED[layer] | {"licmaster"})
+    assert not wrong, f"{name} ({layer}) imports {wrong}"
+
+
+def test_no_import_cycles() -> None:
+    graph = {name: imports_of(name, path) for name, path in modules().items()}
+    done: set[str] = set()
+
+    def visit(node: str, stack: list[str]) -> None:
+        if node in stack:
+            pytest.fail("import cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
+        if node in done:
+            return
+        for nxt in graph.get(node, ()):
+            if not (nxt.startswith(node + ".") or node.startswith(nxt + ".") and nxt.count(".") < node.count(".")):
+                visit(nxt, stack + [node])
+        done.add(node)
+
+    for name in graph:
+        visit(name, [])
