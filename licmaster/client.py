@@ -33,7 +33,7 @@ RETRYABLE = ("grace", "busy")
 
 
 class LicenseError(Exception):
-    """The master said no: `code` (PROTOCOL.md), `rule` (RULES.md) and `message` for a person."""
+    """The master said no: `code` (docs/protocol.md), `rule` (docs/rules.md) and `message` for a person."""
 
     def __init__(self, reply: dict[str, Any]) -> None:
         self.reply = reply
@@ -328,7 +328,7 @@ class MasterClient:
                 self._fail_pending(LicenseError(message))
             return
         if message.get("ok") and "epoch" in message and message["epoch"] < self.epoch:
-            # A deposed master: go elsewhere (PROTOCOL.md "epoch").
+            # A deposed master: go elsewhere (docs/protocol.md, "epoch").
             future.set_exception(NotConnected(f"master at epoch {message['epoch']} < {self.epoch}: deposed"))
             self._switch_master(wire)
             return

@@ -1,4 +1,4 @@
-"""The catalog and the parser of technical names (RULES.md §1)."""
+"""The catalog and the parser of technical names (docs/rules.md, "Catalog")."""
 
 import re
 

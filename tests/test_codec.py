@@ -1,4 +1,4 @@
-"""Frames and messages to and from bytes (PROTOCOL.md "Framing")."""
+"""Frames and messages to and from bytes (docs/protocol.md, "Framing")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pool enforces the rules of RULES.md §2; each test names the rule it shows."""
+"""The pool enforces the rules of docs/rules.md; each test names the rule it shows."""
 
 from typing import NamedTuple
 

@@ -1,4 +1,4 @@
-"""The catalog of license families (RULES.md §1) and the parser of technical license names.
+"""The catalog of license families (docs/rules.md, "Catalog") and the parser of technical license names.
 
 Pure: no I/O. A *family* is the technical type name without its version; a parsed name is a
 `LicenseType` (family, version, tier). Names are accepted exactly as the seed prints them

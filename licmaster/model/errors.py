@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, final
 
-# The error codes of PROTOCOL.md, in one place so that nothing misspells one.
+# The error codes of docs/protocol.md, in one place so that nothing misspells one.
 BAD_FRAME = "bad_frame"
 BAD_REQUEST = "bad_request"
 UNKNOWN_OP = "unknown_op"
@@ -30,7 +30,7 @@ INTERNAL = "internal"
 @final
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """Why the model said no. `rule` is a RULES.md ID, or None for plain input errors."""
+    """Why the model said no. `rule` is a rule ID of docs/rules.md, or None for plain input errors."""
 
     code: str
     message: str

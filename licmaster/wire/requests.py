@@ -1,4 +1,4 @@
-"""Requests of PROTOCOL.md: validation of the envelope and of each op's fields. Pure.
+"""Requests of docs/protocol.md: validation of the envelope and of each op's fields. Pure.
 
 Every validator answers plain values or a `Denial` with code `bad_request` naming the field.
 Unknown extra fields are ignored (forward compatibility: other people's clients may send more).
