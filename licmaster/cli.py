@@ -14,6 +14,7 @@ from licmaster.daemon.journal import read_journal
 from licmaster.licenses.files import load_files
 from licmaster.licenses.verdict import render_text, verdict
 from licmaster.model.catalog import CURRENT_VERSION
+from licmaster.model.rules import normalize_mac
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,6 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--firmware", type=int, default=CURRENT_VERSION, help="PBX software version to check for (default %(default)s)")
     check.add_argument("--json", action="store_true", help="print one JSON object: families, errors, warnings")
     check.add_argument("--today", type=dt.date.fromisoformat, default=None, help="date for SSA terms (YYYY-MM-DD; default today)")
+    check.add_argument("--platform", choices=("gateway", "ipva"), default="gateway", help="the PBX's platform (default %(default)s)")
+    check.add_argument("--mac", type=_mac, default=None, help="the PBX's MAC: which device-bound licenses are its own")
+    check.add_argument("--model", default=None, help="the gateway model, e.g. IP811")
     check.set_defaults(run=_check)
 
     serve.add_parser(sub)
@@ -43,12 +47,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     loaded = load_files(args.files)
-    v = verdict(loaded, args.firmware, args.today)
+    v = verdict(loaded, args.firmware, args.today, platform=args.platform, mac=args.mac, model=args.model)
     if args.json:
         print(json.dumps(v.to_dict(), indent=2, ensure_ascii=False))
     else:
         print(render_text(v))
     return 0 if v.ok else 1
+
+
+def _mac(text: str) -> str:
+    mac = normalize_mac(text)
+    if mac is None:
+        raise argparse.ArgumentTypeError(f"not a MAC address (xx:xx:xx:xx:xx:xx): {text!r}")
+    return mac
 
 
 def _journal(args: argparse.Namespace) -> int:

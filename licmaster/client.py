@@ -55,6 +55,7 @@ class HeldLease:
     count: int = 1
     interface: str | None = None
     took: list[dict[str, Any]] = field(default_factory=list)
+    client_version: int | None = None  # R-OP-3: the Operator / Queue Monitor software's version
 
 
 def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
@@ -255,14 +256,19 @@ class MasterClient:
                 continue
             raise LicenseError(reply)
 
-    async def checkout(self, resource: str, holder: str, count: int = 1, interface: str | None = None) -> HeldLease:
+    async def checkout(self, resource: str, holder: str, count: int = 1, interface: str | None = None,
+                       client_version: int | None = None) -> HeldLease:
+        """`client_version`: for `operator` and `queue-monitor`, the version of the workstation
+        software asking (R-OP-3); without it the PBX's firmware stands in."""
         fields: dict[str, Any] = {"resource": resource, "holder": holder}
         if count != 1:
             fields["count"] = count
         if interface:
             fields["interface"] = interface
+        if client_version is not None:
+            fields["client_version"] = client_version
         reply = await self.call("checkout", **fields)
-        held = HeldLease(resource, holder, reply["lease"], count, interface, reply.get("took", []))
+        held = HeldLease(resource, holder, reply["lease"], count, interface, reply.get("took", []), client_version)
         self.leases[(resource, holder)] = held
         return held
 
@@ -280,6 +286,8 @@ class MasterClient:
                 entry["count"] = held.count
             if held.interface:
                 entry["interface"] = held.interface
+            if held.client_version is not None:
+                entry["client_version"] = held.client_version
             entries.append(entry)
         reply = await self.call("sync", leases=entries)
         for granted in reply.get("leases", []):

@@ -58,10 +58,10 @@ def test_negative_count_unknown_key_and_bad_toml_are_named() -> None:
 
 def test_a_software_license_printed_without_version_needs_one_R_HW_2() -> None:
     """Enforces R-HW-2."""
-    bad = parse_text('[[license]]\ntype = "App(innovaphone-recorder)"\ncount = 1')
+    bad = parse_text('[[license]]\ntype = "App(softphone)"\ncount = 1')
     assert rules_of(bad) == ["R-HW-2"] and "needs a version" in bad.errors[0].message
-    good = parse_text('[[license]]\ntype = "App(innovaphone-recorder)"\nversion = 13\ncount = 1')
-    assert good.ok and good.licenses[0].version == 13
+    good = parse_text('[[license]]\ntype = "App(softphone)"\nversion = 12\ncount = 1')
+    assert good.ok and good.licenses[0].version == 12
 
 
 def test_smb_mixed_with_standard_port_is_refused_R_SMB_1() -> None:
@@ -70,20 +70,24 @@ def test_smb_mixed_with_standard_port_is_refused_R_SMB_1() -> None:
     assert rules_of(result) == ["R-SMB-1"]
 
 
-def test_smb_sizes_do_not_add_up_R_SMB_2() -> None:
-    """Enforces R-SMB-2."""
-    assert rules_of(parse_text('[[license]]\ntype = "Port13$20"\ncount = 2')) == ["R-SMB-2"]
-    two_entries = parse_text('[[license]]\ntype = "Port13$20"\ncount = 1\n[[license]]\ntype = "Port13$30"\ncount = 1')
-    assert rules_of(two_entries) == ["R-SMB-2"] and "do not add up" in two_entries.errors[0].message
+def test_smb_licenses_add_up_to_their_variants_ceiling_and_no_further_R_SMB_2() -> None:
+    """Enforces R-SMB-2: $20 licenses add up, one Port each, to 20 at most; variants do not mix."""
+    twenty = parse_text('[[license]]\ntype = "Port13$20"\ncount = 12\n[[license]]\ntype = "Port13$20"\ncount = 8')
+    assert twenty.ok, twenty.errors
+    assert sum(lic.count for lic in effective_licenses(twenty.licenses) if lic.family == "Port") == 20
+    over = parse_text('[[license]]\ntype = "Port13$20"\ncount = 21')
+    assert rules_of(over) == ["R-SMB-2"] and "stops at 20" in over.errors[0].message
+    mixed = parse_text('[[license]]\ntype = "Port13$20"\ncount = 1\n[[license]]\ntype = "Port13$30"\ncount = 1')
+    assert rules_of(mixed) == ["R-SMB-2"] and "do not combine" in mixed.errors[0].message
 
 
 def test_smb_upgrade_converts_to_standard_ports_R_SMB_2() -> None:
     """Enforces R-SMB-2."""
-    result = parse_text('[[license]]\ntype = "Port13$30"\ncount = 1\n[[license]]\ntype = "Port13$$"\ncount = 1\n'
+    result = parse_text('[[license]]\ntype = "Port13$30"\ncount = 30\n[[license]]\ntype = "Port13$$"\ncount = 1\n'
                         '[[license]]\ntype = "PBX-Port13"\ncount = 10')
     assert result.ok
     ports = [lic for lic in effective_licenses(result.licenses) if lic.family == "PBX-Port"]
-    assert sum(lic.count for lic in ports) == 40
+    assert sum(lic.count for lic in ports) == 40  # the 30 SMB licenses, one Port each, and 10 standard
     lonely = parse_text('[[license]]\ntype = "Port13$$"\ncount = 1')
     assert rules_of(lonely) == ["R-SMB-2"] and "none is installed" in lonely.errors[0].message
 
@@ -106,12 +110,16 @@ def test_ssa_upgrades_a_license_to_the_current_version_while_it_runs_R_SSA_1() -
     assert after_end[0].version == 11
 
 
-def test_operator_v13_under_ssa_brings_three_switchboard_licenses_R_OP_2() -> None:
-    """Enforces R-OP-2."""
-    result = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 2\nssa_until = 2030-01-01')
-    eff = effective_licenses(result.licenses, dt.date(2026, 1, 1))
-    assert [(lic.family, lic.count) for lic in eff] == [("PBX-Operator", 2), ("App(innovaphone-switchboard)", 6)]
-    without_ssa = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 2')
+def test_an_operator_updated_to_v13_under_ssa_brings_three_switchboard_licenses_R_OP_2() -> None:
+    """Enforces R-OP-2 (reading in docs/model.md)."""
+    result = parse_text('[[license]]\ntype = "PBX-Operator12"\ncount = 2\nssa_until = 2027-01-01')
+    for today in (dt.date(2026, 1, 1), dt.date(2028, 1, 1)):  # under the SSA, and once it ended: they stay
+        eff = effective_licenses(result.licenses, today)
+        assert [(lic.family, lic.version, lic.count) for lic in eff if lic.family != "PBX-Operator"] == [
+            ("App(innovaphone-switchboard)", 13, 6)]
+    bought_v13 = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 2\nssa_until = 2030-01-01')
+    assert len(effective_licenses(bought_v13.licenses, dt.date(2026, 1, 1))) == 1  # not updated: none
+    without_ssa = parse_text('[[license]]\ntype = "PBX-Operator12"\ncount = 2')
     assert len(effective_licenses(without_ssa.licenses)) == 1
 
 
@@ -140,3 +148,12 @@ def test_load_files_checks_the_installation_across_files(tmp_path: Path) -> None
     assert rules_of(result) == ["R-SMB-1"]
     missing = load_files([tmp_path / "nope.toml"])
     assert "cannot read license file" in missing.errors[0].message
+
+
+def test_the_recorder_written_as_the_model_prints_it_is_version_13() -> None:
+    """The model prints App(innovaphone-recorder) without a version: read as V13."""
+    result = parse_text('[[license]]\ntype = "App(innovaphone-recorder)"\ncount = 2')
+    assert result.ok, result.errors
+    assert [(lic.family, lic.version) for lic in result.licenses] == [("App(innovaphone-recorder)", 13)]
+    other = parse_text('[[license]]\ntype = "App(phone)"\ncount = 2')  # any other still needs its version
+    assert rules_of(other) == ["R-HW-2"]

@@ -267,13 +267,16 @@ def test_standby_does_not_work_with_smb_port_R_STBY_3() -> None:
 # ---------------------------------------------------------------- SMB
 
 
-def test_smb_port_serves_ports_up_to_its_fixed_size_R_SMB_2() -> None:
-    """Enforces R-SMB-2."""
-    pool = pool_of(("Port13$20", 1), nodes=(Node("office"),))
-    for i in range(20):
+def test_each_smb_port_license_is_one_port_R_SMB_2() -> None:
+    """Enforces R-SMB-2: one Port per SMB-Port license, the variant being only a ceiling."""
+    pool = pool_of(("Port13$20", 12), nodes=(Node("office"),))
+    for i in range(12):
         lease = granted(pool.checkout("office", "port", f"u{i}")).lease
     assert lease.took_wire() == [{"family": "Port", "version": 13, "count": 1}]
-    denied(pool.checkout("office", "port", "u20"), "exhausted", "R-SMB-2")
+    denied(pool.checkout("office", "port", "u12"), "exhausted", "R-SMB-2")
+    one = pool_of(("Port13$50", 1), nodes=(Node("office"),))
+    granted(one.checkout("office", "port", "a"))
+    denied(one.checkout("office", "port", "b"), "exhausted", "R-SMB-2")  # one license, one Port: not 50
 
 
 def test_smb_port_serves_only_the_pbx_that_holds_it_R_SMB_3() -> None:
@@ -287,11 +290,11 @@ def test_smb_port_serves_only_the_pbx_that_holds_it_R_SMB_3() -> None:
 
 def test_smb_converted_by_its_upgrade_acts_as_standard_ports_R_SMB_1() -> None:
     """Enforces R-SMB-1."""
-    pool = pool_of(("Port13$20", 1), ("Port13$$", 1), ("PBX-Port13", 5), nodes=(Node("a"), Node("b")))
+    pool = pool_of(("Port13$20", 20), ("Port13$$", 1), ("PBX-Port13", 5), nodes=(Node("a"), Node("b")))
     assert not pool.smb_installation
     granted(pool.checkout("a", "port", "x"))
     granted(pool.checkout("b", "port", "y"))
-    assert sum(b.installed for b in pool.buckets() if b.family == "PBX-Port") == 25
+    assert sum(b.installed for b in pool.buckets() if b.family == "PBX-Port") == 25  # 20 converted, one Port each
 
 
 # ---------------------------------------------------------------- conference channels
@@ -387,16 +390,21 @@ def test_recording_queues_needs_a_user_with_the_recorder_R_REC_1() -> None:
     assert pool.recording_allowed() is None
 
 
-def test_switchboard_licenses_from_operators_under_ssa_R_OP_2() -> None:
-    """Enforces R-OP-2."""
+def test_switchboard_licenses_from_operators_updated_under_ssa_R_OP_2() -> None:
+    """Enforces R-OP-2 (reading in docs/model.md): an Operator updated to V13 under its SSA brings
+    3 Switchboard App licenses, which stay when the SSA ends; a newly bought V13 Operator, not
+    updated, brings none."""
     import datetime as dt
 
     from licmaster.licenses.files import parse_text
-    loaded = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 1\nssa_until = 2030-01-01')
-    pool = Pool(loaded.licenses, today=dt.date(2026, 1, 1))
-    for user in ("a", "b", "c"):
-        assert not isinstance(pool.assign("x", user, ["App(innovaphone-switchboard)"]), Denial)
-    denied(pool.assign("x", "d", ["App(innovaphone-switchboard)"]), "exhausted")
+    updated = parse_text('[[license]]\ntype = "PBX-Operator12"\ncount = 1\nssa_until = 2027-01-01').licenses
+    for today in (dt.date(2026, 1, 1), dt.date(2028, 1, 1)):  # during the SSA, and after it ended
+        pool = Pool(updated, today=today)
+        for user in ("a", "b", "c"):
+            assert not isinstance(pool.assign("x", user, ["App(innovaphone-switchboard)"]), Denial)
+        denied(pool.assign("x", "d", ["App(innovaphone-switchboard)"]), "exhausted")
+    bought = parse_text('[[license]]\ntype = "PBX-Operator13"\ncount = 1\nssa_until = 2030-01-01').licenses
+    denied(Pool(bought, today=dt.date(2026, 1, 1)).assign("x", "a", ["App(innovaphone-switchboard)"]), "exhausted")
 
 
 def test_ssa_lets_an_old_license_run_new_software_R_SSA_1() -> None:
@@ -496,3 +504,55 @@ def test_a_node_that_holds_nothing_is_forgotten_so_the_pool_does_not_grow(office
     granted(office.checkout("pbx1", "port", "kept"))
     assert not office.forget_node("pbx1")  # it still holds a lease: kept
     assert "pbx1" in office.nodes
+
+
+# ---------------------------------------------------------------- readings of the model (docs/model.md)
+
+
+def test_an_ipva_draws_its_ipva_licenses_of_every_version_R_IPVA_2() -> None:
+    """Enforces R-IPVA-2: V12 and V13 IPVA licenses bound to one IPVA all serve it on V12."""
+    pool = pool_of(("PBX-Port12", 10), ("PBX-IPVA12", 2, MAC_A), ("PBX-IPVA13", 2, MAC_A),
+                   nodes=(Node("ipva", firmware=12, platform="ipva", mac=MAC_A),))
+    took = [granted(pool.checkout("ipva", "port", f"u{i}")).lease.took_wire() for i in range(4)]
+    assert sorted(t[1]["version"] for t in took) == [12, 12, 13, 13]
+    denied(pool.checkout("ipva", "port", "u4"), "exhausted", "R-IPVA-1")
+    v13 = pool_of(("PBX-Port13", 10), ("PBX-IPVA12", 2, MAC_A), ("PBX-IPVA13", 2, MAC_A),
+                  nodes=(Node("ipva", firmware=13, platform="ipva", mac=MAC_A),))
+    denied(v13.checkout("ipva", "port", "u"), "version", "R-VER-2")  # the V12 ones cap the family
+
+
+def test_on_v9_only_v13_voicemail_licenses_are_blocked_R_VER_3() -> None:
+    """Enforces R-VER-3 (reading in docs/model.md): older VoicemailUser licenses still serve."""
+    pool = pool_of(("PBX-VoicemailUser12", 2), ("PBX-VoicemailUser13", 3), nodes=(Node("old", firmware=9),))
+    for user in ("a", "b"):
+        result = pool.assign("old", user, ["PBX-VoicemailUser"])
+        assert not isinstance(result, Denial) and result.took == [{"family": "PBX-VoicemailUser", "version": 12, "count": 1}]
+    denied(pool.assign("old", "c", ["PBX-VoicemailUser"]), "exhausted", "R-USER-1")
+    only_v13 = pool_of(("PBX-VoicemailUser13", 3), nodes=(Node("old", firmware=9),))
+    assert "do not downgrade" in denied(only_v13.assign("old", "a", ["PBX-VoicemailUser"]), "version", "R-VER-3").message
+
+
+def test_an_operator_license_is_compared_with_the_workstation_software_R_OP_3() -> None:
+    """Enforces R-OP-3 (reading in docs/model.md): the checkout may name the Operator software's
+    version; without it, the PBX firmware stands in."""
+    pool = pool_of(("PBX-Operator12", 2), ("PBX-QueueMonitor12", 1), nodes=(Node("pbx", firmware=13),))
+    denied(pool.checkout("pbx", "operator", "desk1"), "version", "R-VER-2")  # firmware V13 > V12
+    granted(pool.checkout("pbx", "operator", "desk1", client_version=12))  # an Operator V12 workstation
+    assert "software" in denied(pool.checkout("pbx", "operator", "desk2", client_version=13), "version", "R-OP-3").message
+    granted(pool.checkout("pbx", "queue-monitor", "q1", client_version=11))
+
+
+def test_built_in_hardware_licenses_of_an_ip411_do_not_serve_conferences_R_HW_4() -> None:
+    """Enforces R-HW-4 (reading in docs/model.md): the IP311/411/511's included licenses enable
+    its own ISDN interfaces, not a pool of conference channels."""
+    pool = pool_of(("PBX-Port13", 1), nodes=(Node("gw", model="IP411", mac=MAC_A),))
+    assert granted(pool.checkout("gw", "isdn", "pri1", count=30, interface="pri")).lease.took == ()
+    denied(pool.checkout("gw", "conference", "room", count=4), "exhausted", "R-CHAN-1")
+
+
+def test_a_refused_checkout_of_an_unknown_resource_keeps_nothing() -> None:
+    pool = pool_of(("PBX-Port13", 1), nodes=(Node("pbx"),))
+    for i in range(100):
+        denied(pool.checkout("pbx", "resource-" + "x" * 1000 + str(i), "h"), "unknown_resource")
+    held = pool.book.held["pbx"]
+    assert held.by_resource == {} and held.plans == {}

@@ -378,3 +378,21 @@ async def test_recording_is_allowed_once_a_user_has_the_recorder_license_r_rec_1
     assert (await pbx.request("recording"))["ok"]
     assert (await pbx.request("unassign", user="rec", families=["App(innovaphone-recorder)"]))["ok"]
     assert (await pbx.request("recording"))["error"] == "prerequisite"
+
+
+async def test_an_operator_checkout_may_name_its_software_version_r_op_3(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", '[[license]]\ntype = "PBX-Operator12"\ncount = 1\n')
+    try:
+        pbx = await d.connect()
+        await pbx.hello("pbx13", firmware=13)
+        assert (await pbx.request("checkout", resource="operator", holder="desk"))["rule"] == "R-VER-2"
+        reply = await pbx.request("checkout", resource="operator", holder="desk", client_version=12)
+        assert reply["ok"] and reply["took"] == [{"family": "PBX-Operator", "version": 12, "count": 1}]
+        for bad in ({"resource": "port", "client_version": 12}, {"resource": "operator", "client_version": "12"},
+                    {"resource": "operator", "client_version": 0}):
+            refused = await pbx.request("checkout", holder="x", **bad)
+            assert refused["error"] == "bad_request" and refused["field"] == "client_version", refused
+        synced = await pbx.request("sync", leases=[{"resource": "operator", "holder": "desk", "client_version": 12}])
+        assert synced["ok"] and synced["denied"] == [] and len(synced["leases"]) == 1
+    finally:
+        await d.stop()

@@ -261,7 +261,7 @@ class Dispatcher:
 
     def op_checkout(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         try:
-            resource, holder, count, interface = checkout_fields(msg)
+            resource, holder, count, interface, client_version = checkout_fields(msg)
         except Refused as refused:
             return error_reply(rid, refused.denial)
         node = session.node
@@ -269,7 +269,7 @@ class Dispatcher:
             denial = self._grace_denial(node, resource, holder)
             if denial is not None:
                 return error_reply(rid, denial)
-        outcome = self.book.checkout(node, resource, holder, count, interface)
+        outcome = self.book.checkout(node, resource, holder, count, interface, client_version)
         if type(outcome) is Denial:
             return self._deny(session, rid, outcome, resource, holder)
         lease, new = outcome

@@ -149,6 +149,8 @@ def parse_entry(entry: dict[str, Any], where: str) -> tuple[InstalledLicense | N
         return None, problems
 
     if family.versioned:
+        if ltype.version is None and version_override is None and ltype.family in rules.PRINTED_WITHOUT_VERSION:
+            ltype = replace(ltype, version=CURRENT_VERSION)  # as the model prints it: read as V13
         if ltype.version is None:
             if version_override is None:
                 problems.append(error(f"{ltype.family} is a software license and needs a version: write e.g. '{ltype.family}13' or add version = 13", "R-HW-2", where))

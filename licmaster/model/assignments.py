@@ -135,15 +135,19 @@ class UserLicenses:
 
     def _bucket(self, family: str, node: Node) -> Bucket | Denial:
         inv = self.inventory
-        if family == "PBX-VoicemailUser":
-            versions = inv.versions.get(family, {})
-            blocked = sorted(v for v in versions if not rules.voicemail_runs(v, node.firmware) and v >= rules.VOICEMAIL_V13)
-            if blocked:
-                return Denial(E.VERSION, f"PBX-VoicemailUser{blocked[0]}: {rules.voicemail_text(node.firmware)}", "R-VER-3")
         denial = self.planner.version_denial(family, node.firmware, node.name)
         if denial:
             return denial
-        for bucket in inv.family_buckets.get(family, ()):
+        buckets = inv.family_buckets.get(family, [])
+        if family == "PBX-VoicemailUser":
+            # R-VER-3 (reading, docs/model.md): on V9 or older only the V13 ones are blocked;
+            # older VoicemailUser licenses there still serve.
+            runs = [b for b in buckets if b.version is None or rules.voicemail_runs(b.version, node.firmware)]
+            if not any(b.installed for b in runs) and any(b.installed for b in buckets):
+                blocked = min(b.version or 0 for b in buckets if b not in runs)
+                return Denial(E.VERSION, f"PBX-VoicemailUser{blocked}: {rules.voicemail_text(node.firmware)}", "R-VER-3")
+            buckets = runs
+        for bucket in buckets:
             if bucket.free > 0:
                 return bucket
         return Denial(E.EXHAUSTED, f"no free {family}: all {inv.installed_in(family)} installed are configured on users", "R-USER-1",

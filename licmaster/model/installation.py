@@ -31,12 +31,19 @@ def installation_problems(licenses: list[InstalledLicense]) -> list[Problem]:
     for lic in smb:
         smb_by_version[lic.version].append(lic)
     for version, lics in sorted(smb_by_version.items(), key=lambda kv: kv[0] or 0):
-        total = sum(lic.count for lic in lics)
-        if total > 1:
-            names = ", ".join(str(lic) for lic in lics)
+        variants = sorted({lic.tier for lic in lics}, key=lambda t: SMB_SIZES[t])
+        if len(variants) > 1:
             problems.append(error(
-                f"SMB-Port licenses do not add up ({names}): an installation holds one SMB-Port of a fixed size; "
-                f"to grow past it, convert to standard Port licenses with Port{version}$$", "R-SMB-2", lics[-1].source))
+                f"SMB-Port variants do not combine ({', '.join(str(lic) for lic in lics)}): an installation grows within "
+                f"the one variant it chose; to go past it, convert to standard Ports with Port{version}$$", "R-SMB-2", lics[-1].source))
+            continue
+        ceiling = SMB_SIZES[variants[0]]
+        total = sum(lic.count for lic in lics)
+        if total > ceiling:
+            problems.append(error(
+                f"{total} × Port{version}{variants[0]}: each SMB-Port license is one Port, and the {variants[0]} variant "
+                f"stops at {ceiling}; to grow past it, convert to standard Port licenses with Port{version}$$",
+                "R-SMB-2", lics[-1].source))
     if len(smb_by_version) > 1:
         problems.append(error("SMB-Port licenses of different versions cannot be combined", "R-SMB-2", smb[-1].source))
     for up in upgrades:
@@ -70,8 +77,9 @@ def tier_warnings(licenses: list[InstalledLicense]) -> list[Problem]:
 
 
 def port_equivalents(licenses: list[InstalledLicense]) -> list[InstalledLicense]:
-    """R-SMB-2: an SMB-Port serves its fixed size of Ports (never more, however many are
-    installed); converted by its `$$` upgrade it counts as standard PBX-Port licenses of its size."""
+    """R-SMB-2: each SMB-Port license is one Port (its variant is a ceiling, checked by
+    installation_problems); converted by the `$$` upgrade of its version, each counts as one
+    standard PBX-Port."""
     upgraded_versions = {lic.version for lic in licenses if lic.family == SMB_PORT and lic.tier == SMB_UPGRADE_TIER}
     out = []
     for lic in licenses:
@@ -80,10 +88,9 @@ def port_equivalents(licenses: list[InstalledLicense]) -> list[InstalledLicense]
         elif lic.tier == SMB_UPGRADE_TIER:
             continue
         elif lic.version in upgraded_versions:
-            size = SMB_SIZES[lic.tier] * lic.count
-            out.append(replace(lic, type=LicenseType("PBX-Port", lic.version), count=size))
+            out.append(replace(lic, type=LicenseType("PBX-Port", lic.version)))
         else:
-            out.append(replace(lic, count=SMB_SIZES[lic.tier]))  # one license, its fixed size
+            out.append(lic)
     return out
 
 
@@ -91,20 +98,24 @@ def effective_licenses(licenses: list[InstalledLicense], today: dt.date | None =
     """What the pool serves: SMB upgrades applied (R-SMB-2), SSA upgrades (R-SSA-1), R-OP-2 bonuses.
 
     R-SSA-1 (Reading): while its SSA runs, a license counts as the newest released version.
-    R-OP-2 (Reading): each PBX-Operator of version 13 or newer under a running SSA brings
-    3 App(innovaphone-switchboard) licenses of its version.
+    R-OP-2 (Reading, docs/model.md): a PBX-Operator of a version below 13 with an SSA was updated
+    to V13 under it, and brings 3 App(innovaphone-switchboard)13 per license; they are the
+    customer's from then on, so they stay when the SSA ends. A newly bought V13 Operator was not
+    updated and brings none.
     """
     today = today or dt.date.today()
     out: list[InstalledLicense] = []
     for lic in port_equivalents(licenses):
         under_ssa = lic.ssa_until is not None and lic.ssa_until >= today
+        updated_operator = (lic.family == "PBX-Operator" and lic.ssa_until is not None
+                            and lic.version is not None and lic.version < rules.SWITCHBOARD_FROM_VERSION)
         if under_ssa and lic.version is not None and lic.version < CURRENT_VERSION:
             lic = replace(lic, type=replace(lic.type, version=CURRENT_VERSION))
         out.append(lic)
-        if lic.family == "PBX-Operator" and under_ssa and (lic.version or 0) >= 13:
+        if updated_operator:
             out.append(InstalledLicense(
-                LicenseType("App(innovaphone-switchboard)", lic.version),
+                LicenseType("App(innovaphone-switchboard)", rules.SWITCHBOARD_FROM_VERSION),
                 rules.SWITCHBOARD_PER_OPERATOR_V13 * lic.count,
-                source=f"R-OP-2: brought by {lic.type} ({lic.source})",
+                source=f"R-OP-2: brought by {lic.count} × PBX-Operator updated to V13 under SSA ({lic.source})",
             ))
     return out

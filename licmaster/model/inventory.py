@@ -67,7 +67,9 @@ class Inventory:
         self.today = today  # the calendar for SSA terms; None: the real date
         self.buckets: dict[BucketKey, Bucket] = {}
         self.family_buckets: dict[str, list[Bucket]] = defaultdict(list)  # unbound, by version
-        self.bound_buckets: dict[tuple[str, str], Bucket] = {}  # (family, mac)
+        # (family, mac) -> that device's buckets, oldest version first: an IPVA may hold IPVA
+        # licenses of several versions (R-IPVA-2), and each of them serves it
+        self.bound_buckets: dict[tuple[str, str], list[Bucket]] = defaultdict(list)
         self.bound_macs: dict[str, set[str]] = defaultdict(set)
         self.versions: dict[str, dict[int, int]] = defaultdict(dict)  # family -> version -> installed
         self.installed: list[InstalledLicense] = []
@@ -121,7 +123,7 @@ class Inventory:
             if bucket.bound is None:
                 self.family_buckets[bucket.family].append(bucket)
             else:
-                self.bound_buckets[(bucket.family, bucket.bound)] = bucket
+                self.bound_buckets[(bucket.family, bucket.bound)].append(bucket)
                 self.bound_macs[bucket.family].add(bucket.bound)
             if bucket.version is not None and bucket.installed:
                 versions = self.versions[bucket.family]

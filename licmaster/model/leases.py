@@ -43,7 +43,7 @@ class Lease:
 # existing lease. A plain tuple: an instance of a class costs ~2,000 CPU instructions more, and a
 # checkout is ~30,000 in all.
 Grant = tuple[Lease, bool]
-PlanKey = str | tuple[str, str]  # resource, or (resource, interface) for isdn
+PlanKey = str | tuple[str, str] | tuple[str, int]  # resource; (resource, interface) for isdn; (resource, client_version)
 
 
 class Held:
@@ -83,7 +83,8 @@ class LeaseBook:
             held.plans.clear()
         self._views.clear()
 
-    def checkout(self, node: str, resource: str, holder: str, count: int = 1, interface: str | None = None) -> Grant | Denial:
+    def checkout(self, node: str, resource: str, holder: str, count: int = 1, interface: str | None = None,
+                 client_version: int | None = None) -> Grant | Denial:
         held = self.held.get(node)
         if held is None:
             held = self.held[node] = Held()
@@ -96,9 +97,12 @@ class LeaseBook:
                 return lease, False  # idempotent: a retried checkout takes nothing more
         if count < 1 or (resource == "isdn" and count > rules.CHANNELS_PER_INTERFACE.get(interface or "", count)):
             return _bad_count(interface, count)
-        plan = held.plans.get(resource if interface is None else (resource, interface))
+        key: PlanKey = resource if interface is None else (resource, interface)
+        if client_version is not None:
+            key = (resource, client_version)
+        plan = held.plans.get(key)
         if plan is None:
-            plan = self._plan(held, node, resource, interface)
+            plan = self._plan(held, key, node, resource, interface, client_version)
         # `type(x) is C` (C final) narrows for mypy and is the cheapest test CPython 3.11 has.
         if type(plan) is Denial:
             if not by_holder:
@@ -130,12 +134,13 @@ class LeaseBook:
             self._note_smb(lease, +1)
         return lease, True
 
-    def _plan(self, held: Held, node: str, resource: str, interface: str | None) -> Plan | Denial:
+    def _plan(self, held: Held, key: PlanKey, node: str, resource: str, interface: str | None,
+              client_version: int | None) -> Plan | Denial:
         known = self.nodes.get(node) or Node(node)
-        plan = self.planner.plan(known, resource, interface)
+        plan = self.planner.plan(known, resource, interface, client_version)
         if type(plan) is Plan or resource in _KNOWN_RESOURCES:
             # A refusal for an unknown resource is not cached: nothing is kept per unknown name.
-            held.plans[resource if interface is None else (resource, interface)] = plan
+            held.plans[key] = plan
         return plan
 
     def view(self, lease: Lease) -> TookView:
@@ -221,7 +226,7 @@ class LeaseBook:
             if (entry.resource, entry.holder) in seen:
                 continue
             seen.add((entry.resource, entry.holder))
-            outcome = self.checkout(node, entry.resource, entry.holder, entry.count, entry.interface)
+            outcome = self.checkout(node, entry.resource, entry.holder, entry.count, entry.interface, entry.client_version)
             if isinstance(outcome, Denial):
                 result.denied.append((i, entry, outcome))
             else:

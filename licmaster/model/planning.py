@@ -57,11 +57,19 @@ class Planner:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
 
-    def plan(self, node: Node, resource: str, interface: str | None) -> Plan | Denial:
-        steps = self._steps(node, resource, interface)
+    def plan(self, node: Node, resource: str, interface: str | None = None, client_version: int | None = None) -> Plan | Denial:
+        steps = self._steps(node, resource, interface, client_version)
         return steps if isinstance(steps, Denial) else Plan(steps)
 
-    def _steps(self, node: Node, resource: str, interface: str | None) -> list[Step] | Denial:
+    def capacity(self, node: Node, resource: str, client_version: int | None = None) -> int | Denial:
+        """How many of `resource` (one unit each) this node could draw from what is free now: the
+        figure `licmaster check` reports, computed from the same plan a checkout draws by."""
+        plan = self.plan(node, resource, None, client_version)
+        if isinstance(plan, Denial):
+            return plan
+        return min((sum(max(0, b.free) for b in buckets) // (per or 1) for buckets, per in plan.steps), default=0)
+
+    def _steps(self, node: Node, resource: str, interface: str | None, client_version: int | None) -> list[Step] | Denial:
         if node.licensing == "decentral":
             return rules.decentral(node.name)
         if node.role == "observer":
@@ -72,21 +80,24 @@ class Planner:
             return self._conference(node)
         if resource == "isdn":
             return self._isdn(node, interface)
-        if resource == "operator":
-            return self._floating(node, "PBX-Operator", 1)
+        if resource == "operator":  # R-OP-3: against the workstation software's version, or the firmware's
+            return self._floating(node, "PBX-Operator", 1, client_version)
         if resource == "queue-monitor":
             if not rules.queue_monitor_supported(node.firmware):
                 return Denial(E.VERSION, f"{rules.queue_monitor_text()}; {node.name} runs V{node.firmware}", "R-VER-4")
-            return self._floating(node, "PBX-QueueMonitor", 1)
+            return self._floating(node, "PBX-QueueMonitor", 1, client_version)
         return Denial(E.UNKNOWN_RESOURCE, f"unknown resource {resource[:64]!r}: expected one of {', '.join(RESOURCES)}")
 
-    def version_denial(self, family: str, firmware: int, node: str) -> Denial | None:
-        """R-VER-1/R-VER-2: the family serves nothing to this firmware if any license caps it."""
+    def version_denial(self, family: str, firmware: int, node: str, rule: str = "R-VER-2") -> Denial | None:
+        """R-VER-1/R-VER-2: the family serves nothing to this version if any license caps it."""
         cap = rules.capping_versions(self.inventory.versions.get(family, {}), firmware)
-        return rules.version_capped(family, cap, node, firmware) if cap else None
+        return rules.version_capped(family, cap, node, firmware, rule) if cap else None
 
-    def _floating(self, node: Node, family: str, per: int) -> list[Step] | Denial:
-        denial = self.version_denial(family, node.firmware, node.name)
+    def _floating(self, node: Node, family: str, per: int, client_version: int | None = None) -> list[Step] | Denial:
+        if client_version is not None:
+            denial = self.version_denial(family, client_version, f"{node.name}'s {family.removeprefix('PBX-')} software", "R-OP-3")
+        else:
+            denial = self.version_denial(family, node.firmware, node.name)
         if denial:
             return denial
         return [(tuple(self.inventory.family_buckets.get(family, ())), per)]
@@ -108,19 +119,18 @@ class Planner:
 
     def _bound(self, node: Node, family: str, per: int, rule: str) -> list[Step] | Denial:
         """A device-bound license: only the device with that MAC draws it (R-HW-1, R-IPVA-2)."""
-        bucket = self.inventory.bound_buckets.get((family, node.mac or ""))
-        if bucket is None:
+        buckets = self.inventory.bound_buckets.get((family, node.mac or ""))
+        if not buckets:
             others = self.inventory.bound_macs.get(family)
             if others:
                 return Denial(E.BOUND_ELSEWHERE, f"every {family} license is bound to another device "
                               f"({', '.join(sorted(others))}); {node.name} ({node.mac}) has none", rule, {"family": family})
             return [((), per)]
-        return [((bucket,), per)]
+        return [(tuple(buckets), per)]
 
     def _conference(self, node: Node) -> list[Step] | Denial:
         """R-CHAN-3 (Policy): the bridge's own Relay-Channels first, then pooled PBX-Channels."""
-        own = self.inventory.bound_buckets.get(("Relay-Channels", node.mac or ""))
-        buckets: tuple[Bucket, ...] = (own,) if own else ()
+        buckets = tuple(self.inventory.bound_buckets.get(("Relay-Channels", node.mac or ""), ()))
         denial = self.version_denial("PBX-Channels", node.firmware, node.name)
         if denial is None:
             buckets += tuple(self.inventory.family_buckets.get("PBX-Channels", ()))

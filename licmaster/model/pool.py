@@ -115,10 +115,11 @@ class Pool:
     def lease_count(self) -> int:
         return self.book.count
 
-    def checkout(self, node: str, resource: str, holder: str, count: int = 1, interface: str | None = None) -> Grant | Denial:
+    def checkout(self, node: str, resource: str, holder: str, count: int = 1, interface: str | None = None,
+                 client_version: int | None = None) -> Grant | Denial:
         """A floating license for `holder` (see LeaseBook.checkout: the daemon calls that one
         directly, one Python call less per request)."""
-        return self.book.checkout(node, resource, holder, count, interface)
+        return self.book.checkout(node, resource, holder, count, interface, client_version)
 
     def checkin(self, node: str, lease_id: str) -> Lease | None:
         return self.book.checkin(node, lease_id)

@@ -29,6 +29,7 @@ QUEUE_MONITOR_MIN_FIRMWARE = 9
 
 # R-OP-2: an Operator updated to V13 under SSA brings 3 Switchboard App licenses.
 SWITCHBOARD_PER_OPERATOR_V13 = 3
+SWITCHBOARD_FROM_VERSION = 13
 
 # R-UC-1: what one PBX-UC holds for its user (not Premium Chat).
 UC_MODULES = frozenset(
@@ -48,6 +49,9 @@ PREREQUISITES: Mapping[str, tuple[tuple[str, ...], str]] = {
 }
 
 RECORDER = "App(innovaphone-recorder)"
+# The model prints this one software license without a version; written so, it is read as V13
+# (the model's own version), as a reference number is.
+PRINTED_WITHOUT_VERSION = frozenset({RECORDER})
 CONFERENCE_APP = "App(innovaphone-pbx-conference)"
 CHANNEL_FAMILIES = ("Relay-Channels", "PBX-Channels")
 
@@ -151,10 +155,10 @@ def capped_text(family: str, cap: list[tuple[int, int]]) -> str:
     return f"capped at V{cap[0][0]} by {what}"
 
 
-def version_capped(family: str, cap: list[tuple[int, int]], node: str, firmware: int) -> Denial:
-    """R-VER-1/R-VER-2 for one PBX."""
-    return Denial(E.VERSION, f"{family} is {capped_text(family, cap)}: {node} runs V{firmware}; "
-                  "the lowest version decides for the whole installation (remove or upgrade them)", "R-VER-2",
+def version_capped(family: str, cap: list[tuple[int, int]], node: str, version: int, rule: str = "R-VER-2") -> Denial:
+    """R-VER-1/R-VER-2 for one PBX (or, R-OP-3, for the workstation software asking)."""
+    return Denial(E.VERSION, f"{family} is {capped_text(family, cap)}: {node} runs V{version}; "
+                  "the lowest version decides for the whole installation (remove or upgrade them)", rule,
                   {"family": family, "capped_at": cap[0][0]})
 
 

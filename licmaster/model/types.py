@@ -90,3 +90,4 @@ class SyncEntry:
     holder: str
     count: int = 1
     interface: str | None = None
+    client_version: int | None = None  # R-OP-3

@@ -26,6 +26,7 @@ PROTOCOL_VERSION = 1
 MAX_ID = 2**64 - 1
 MAX_TEXT = 256
 MAX_COUNT = 10_000
+VERSIONED_CLIENTS = frozenset({"operator", "queue-monitor"})  # R-OP-3: their software has a version of its own
 MAX_FAMILIES = 64
 _NODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -127,8 +128,8 @@ class Refused(Exception):
         self.denial = denial
 
 
-def checkout(msg: dict[str, Any]) -> tuple[str, str, int, str | None]:
-    """(resource, holder, count, interface), or Refused."""
+def checkout(msg: dict[str, Any]) -> tuple[str, str, int, str | None, int | None]:
+    """(resource, holder, count, interface, client_version), or Refused."""
     resource = msg.get("resource")
     if resource.__class__ is not str:  # its length is bounded by what names a resource (planning)
         raise Refused(bad_request("resource", f"must be one of {', '.join(RESOURCES)}"))
@@ -141,7 +142,12 @@ def checkout(msg: dict[str, Any]) -> tuple[str, str, int, str | None]:
     interface = msg.get("interface")
     if interface is not None and interface not in ("bri", "pri"):
         raise Refused(bad_request("interface", "must be \"bri\" or \"pri\""))
-    return resource, holder, count, interface
+    client_version = msg.get("client_version")
+    if client_version is not None and (client_version.__class__ is not int or not 1 <= client_version <= 99
+                                       or resource not in VERSIONED_CLIENTS):
+        raise Refused(bad_request("client_version", "is the Operator or Queue Monitor software's major version (1 to 99), "
+                                  "for resource operator or queue-monitor only"))
+    return resource, holder, count, interface, client_version
 
 
 def checkin(msg: dict[str, Any]) -> str:
