@@ -1,4 +1,5 @@
-"""The `licmaster` command: `check` an installation's license files, `serve` the master."""
+"""The `licmaster` command: `check` license files, `serve` the master, read its `journal`, print
+this machine's `id`, and the vendor's `license keygen` / `license sign`."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import argparse
 import datetime as dt
 import json
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
 from licmaster.daemon import serve
+from licmaster.daemon.config import ConfigError, load_config
 from licmaster.daemon.journal import read_journal
 from licmaster.licenses.files import load_files
+from licmaster.licenses.identity import installation_id
+from licmaster.licenses.signing import TABLE as SIGNATURE_TABLE
+from licmaster.licenses.signing import SigningError, Verifier, keygen, load_private_key, signature_table
 from licmaster.licenses.verdict import render_text, verdict
 from licmaster.model.catalog import CURRENT_VERSION
 from licmaster.model.rules import normalize_mac
@@ -29,7 +35,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--platform", choices=("gateway", "ipva"), default="gateway", help="the PBX's platform (default %(default)s)")
     check.add_argument("--mac", type=_mac, default=None, help="the PBX's MAC: which device-bound licenses are its own")
     check.add_argument("--model", default=None, help="the gateway model, e.g. IP811")
+    check.add_argument("--vendor-key", dest="vendor_keys", action="append", default=[], metavar="PUB",
+                       help="verify the files' signatures with this vendor public key (repeatable)")
+    check.add_argument("--installation", default=None,
+                       help="with --vendor-key: the installation the files must be bound to (default: this machine's id)")
     check.set_defaults(run=_check)
+
+    ident = sub.add_parser("id", help="print this machine's installation id (what signed license files are bound to)")
+    ident.add_argument("--config", type=Path, help="a master's config: its hardware_id, if set, is the id")
+    ident.set_defaults(run=_id)
+
+    lic = sub.add_parser("license", help="vendor tools: make a key pair, sign license files")
+    lic_sub = lic.add_subparsers(dest="license_command", required=True)
+    keygen = lic_sub.add_parser("keygen", help="write a vendor key pair NAME.key (private) and NAME.pub")
+    keygen.add_argument("--out", required=True, metavar="NAME")
+    keygen.set_defaults(run=_keygen)
+    sign = lic_sub.add_parser("sign", help="sign a license file for one or more installations")
+    sign.add_argument("file", type=Path, metavar="FILE")
+    sign.add_argument("--key", required=True, type=Path, help="the vendor's private key (NAME.key)")
+    sign.add_argument("--installation", action="append", required=True, metavar="ID",
+                      help="an installation id it is bound to (licmaster id on the master; repeat for its standby)")
+    sign.add_argument("--out", required=True, type=Path, help="the signed license file to write")
+    sign.set_defaults(run=_sign)
 
     serve.add_parser(sub)
 
@@ -46,13 +73,63 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    loaded = load_files(args.files)
+    verifier = None
+    if args.vendor_keys:
+        try:
+            verifier = Verifier.from_files(args.vendor_keys, args.installation or installation_id())
+        except SigningError as exc:
+            print(f"licmaster: {exc}", file=sys.stderr)
+            return 2
+    loaded = load_files(args.files, verifier=verifier)
     v = verdict(loaded, args.firmware, args.today, platform=args.platform, mac=args.mac, model=args.model)
     if args.json:
         print(json.dumps(v.to_dict(), indent=2, ensure_ascii=False))
     else:
         print(render_text(v))
     return 0 if v.ok else 1
+
+
+def _id(args: argparse.Namespace) -> int:
+    hardware_id = ""
+    if args.config is not None:
+        try:
+            hardware_id = load_config(args.config).hardware_id
+        except ConfigError as exc:
+            print(f"licmaster: config: {exc}", file=sys.stderr)
+            return 2
+    print(installation_id(hardware_id))
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        key, pub = keygen(args.out)
+    except SigningError as exc:
+        print(f"licmaster: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {key} (private: keep it with the vendor) and {pub} (public: vendor_keys on the masters)")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    """Sign only a file that loads without error, and that is not signed already."""
+    loaded = load_files([args.file])
+    if not loaded.ok:
+        print("licmaster: not signed, the file has errors:\n" + "\n".join(f"  {p}" for p in loaded.errors), file=sys.stderr)
+        return 1
+    text = args.file.read_text(encoding="utf-8")
+    doc = tomllib.loads(text)
+    if SIGNATURE_TABLE in doc:
+        print(f"licmaster: {args.file} is signed already: sign the unsigned file", file=sys.stderr)
+        return 1
+    try:
+        table = signature_table(doc.get("license", []), load_private_key(args.key), args.installation)
+    except SigningError as exc:
+        print(f"licmaster: {exc}", file=sys.stderr)
+        return 2
+    args.out.write_text(text.rstrip("\n") + "\n" + table, encoding="utf-8")
+    print(f"wrote {args.out}: {sum(lic.count for lic in loaded.licenses)} licenses, bound to {', '.join(args.installation)}")
+    return 0
 
 
 def _mac(text: str) -> str:

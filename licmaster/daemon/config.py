@@ -23,6 +23,8 @@ log_level = "info"
 standby_of = ""                 # "host:port": be the standby master of that master
 takeover_after_ms = 3000        # a standby takes over when the master is unreachable this long
 peers = []                      # ["host:port", ...]: the other masters of this installation
+vendor_keys = []                # ["vendor.pub", ...]: license files must be signed by one of these
+hardware_id = ""                # this installation's id for signed files (default: the host's MAC)
 ```
 """
 
@@ -64,6 +66,11 @@ class Config:
     # The other masters of the installation. A master asks them at start: if one of them is an
     # acting master (its standby took over while this one was down), it follows that one.
     peers: tuple[str, ...] = ()
+    # Signed license files: the vendor's public keys (several, for key rotation). Set, every
+    # license file must be signed by one of them for this installation; empty, unsigned files
+    # load and the master logs that they are unverified.
+    vendor_keys: tuple[Path, ...] = ()
+    hardware_id: str = ""  # this installation's id; default: the host's MAC (licmaster id)
 
     @property
     def effective_takeover_after_ms(self) -> int:
@@ -137,6 +144,10 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
             values[key] = value
         elif key == "data_dir":
             values[key] = _path(value, base, key)
+        elif key == "vendor_keys":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"vendor_keys: expected a list of public key files, not {value!r}")
+            values[key] = tuple(_path(v, base, key) for v in value)
         elif key == "licenses":
             if isinstance(value, (str, Path)):
                 value = [value]

@@ -27,6 +27,8 @@ from licmaster.daemon.role import Role, RoleMachine
 from licmaster.daemon.sessions import End
 from licmaster.daemon.store import Store
 from licmaster.licenses.files import LoadResult, load_files
+from licmaster.licenses.identity import installation_id
+from licmaster.licenses.signing import SigningError, Verifier
 from licmaster.model.inventory import ReloadReport
 from licmaster.model.pool import Pool
 from licmaster.model.types import Problem
@@ -55,6 +57,7 @@ class Master:
         self._peer_ssl: ssl.SSLContext | None = None  # how this master speaks to the others (see _peer_tls)
         self._licenses_valued_on = dt.date.min  # the day the installed licenses were last evaluated
         self._last_good: LoadResult | None = None  # the license set in force: kept when a newer one is broken
+        self._verifier: Verifier | None = None  # with vendor_keys: every license file signed for this installation
 
     @property
     def dispatch(self) -> Dispatcher:
@@ -77,7 +80,15 @@ class Master:
         in-process harness) listen for PBXs."""
         cfg = self.config
         loop = asyncio.get_running_loop()
-        loaded = load_files(cfg.licenses)
+        if cfg.vendor_keys:
+            try:
+                self._verifier = Verifier.from_files(cfg.vendor_keys, installation_id(cfg.hardware_id))
+            except SigningError as exc:
+                raise StartError(f"vendor_keys: {exc}") from None
+        else:
+            logs.event("licenses_unverified", logging.WARNING,
+                       hint="no vendor_keys configured: license files are loaded unsigned, as anyone may edit them")
+        loaded = self._load_licenses()
         if not loaded.ok:
             raise StartError("license files have errors:\n" + "\n".join(f"  {p}" for p in loaded.errors))
         self._last_good = loaded
@@ -166,7 +177,7 @@ class Master:
     def _load_for_failover(self) -> LoadResult:
         """The license files as they are now, or the last good set if they have errors: a
         failover must not turn one broken entry into a silent partial pool."""
-        loaded = load_files(self.config.licenses)
+        loaded = self._load_licenses()
         if loaded.ok:
             self._last_good = loaded
             return loaded
@@ -175,6 +186,9 @@ class Master:
         self.record(events.LICENSES_REFUSED, detail="; ".join(str(p) for p in loaded.errors)[:2000])
         assert self._last_good is not None
         return self._last_good
+
+    def _load_licenses(self) -> LoadResult:
+        return load_files(self.config.licenses, verifier=self._verifier)
 
     def record(self, event: str, node: str | None = None, resource: str | None = None, holder: str | None = None,
                lease: str | None = None, detail: str | None = None, rule: str | None = None) -> None:
@@ -250,8 +264,9 @@ class Master:
     # ================================================================ the license set
 
     def reload(self) -> ReloadReport | None:
-        """Re-read the license files (SIGHUP). A set with errors is refused whole; the old one stays."""
-        loaded = load_files(self.config.licenses)
+        """Re-read the license files (SIGHUP). A set with errors (a bad signature among them) is
+        refused whole; the old one stays."""
+        loaded = self._load_licenses()
         if not loaded.ok:
             for problem in loaded.errors:
                 logs.event("reload_refused", logging.ERROR, problem=str(problem))

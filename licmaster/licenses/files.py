@@ -29,6 +29,7 @@ from ..model import rules
 from ..model.catalog import CURRENT_VERSION, FAMILIES, CatalogError, parse_license_type
 from ..model.installation import installation_problems
 from ..model.types import InstalledLicense, Problem, error, warning
+from .signing import TABLE, Verifier
 
 KNOWN_KEYS = frozenset({"type", "count", "bind", "version", "ssa_until", "rented"})
 
@@ -59,19 +60,21 @@ def _entry_lines(text: str) -> list[int]:
     return [text.count("\n", 0, m.start()) + 1 for m in _HEADER_RE.finditer(text)]
 
 
-def load_files(paths: Iterable[str | Path]) -> LoadResult:
-    """Read every file; per-entry problems, then the installation-wide ones (R-SMB, R-PORT-4, ...)."""
+def load_files(paths: Iterable[str | Path], *, verifier: Verifier | None = None) -> LoadResult:
+    """Read every file; per-entry problems, then the installation-wide ones (R-SMB, R-PORT-4, ...).
+    With a verifier, a file that is not signed by a vendor key for this installation is an error
+    naming the file and why, and none of its licenses is loaded."""
     licenses: list[InstalledLicense] = []
     problems: list[Problem] = []
     for path in paths:
-        result = load_file(path, installation_checks=False)
+        result = load_file(path, installation_checks=False, verifier=verifier)
         licenses += result.licenses
         problems += result.problems
     problems += installation_problems(licenses)
     return LoadResult(licenses, problems)
 
 
-def load_file(path: str | Path, *, installation_checks: bool = True) -> LoadResult:
+def load_file(path: str | Path, *, installation_checks: bool = True, verifier: Verifier | None = None) -> LoadResult:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -79,18 +82,24 @@ def load_file(path: str | Path, *, installation_checks: bool = True) -> LoadResu
         return LoadResult([], [error(f"cannot read license file: {exc.strerror or exc}", where=str(p))])
     except UnicodeDecodeError:
         return LoadResult([], [error("license file is not UTF-8 text", where=str(p))])
-    return parse_text(text, name=str(p), installation_checks=installation_checks)
+    return parse_text(text, name=str(p), installation_checks=installation_checks, verifier=verifier)
 
 
-def parse_text(text: str, *, name: str = "<licenses>", installation_checks: bool = True) -> LoadResult:
+def parse_text(text: str, *, name: str = "<licenses>", installation_checks: bool = True,
+               verifier: Verifier | None = None) -> LoadResult:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return LoadResult([], [error(f"not valid TOML: {exc}", where=name)])
     problems: list[Problem] = []
-    unknown_top = sorted(set(doc) - {"license"})
+    if verifier is not None:
+        refused = verifier.problem(doc)
+        if refused is not None:
+            return LoadResult([], [error(f"license file refused: {refused}", where=name)])
+    unknown_top = sorted(set(doc) - {"license", TABLE})
     if unknown_top:
-        problems.append(error(f"unknown top-level key(s) {', '.join(unknown_top)}: expected only [[license]] tables", where=name))
+        problems.append(error(f"unknown top-level key(s) {', '.join(unknown_top)}: expected [[license]] tables "
+                              f"and one [{TABLE}]", where=name))
     entries = doc.get("license", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         problems.append(error("`license` must be an array of tables, written [[license]]", where=name))
