@@ -154,3 +154,13 @@ def test_the_shipped_signed_example_verifies_with_the_demo_key() -> None:
     examples = Path(__file__).resolve().parent.parent / "examples"
     verifier = Verifier.from_files([examples / "demo-vendor.pub"], "00:90:33:de:00:02")
     assert load_files([examples / "office-signed.toml"], verifier=verifier).ok
+
+
+async def test_without_vendor_keys_unsigned_files_load_and_the_master_says_they_are_unverified(tmp_path: Path, caplog) -> None:
+    caplog.set_level("WARNING", logger="licmaster")
+    d = await in_process(tmp_path / "m", UNSIGNED)
+    try:
+        assert d.master is not None and sum(lic.count for lic in d.master.pool.installed) == 110
+        assert [r.getMessage() for r in caplog.records if r.getMessage() == "licenses_unverified"]
+    finally:
+        await d.stop()
