@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from licmaster.daemon import logs  # noqa: E402
 from licmaster.daemon.config import Config  # noqa: E402
 from licmaster.daemon.master import Master  # noqa: E402
 from licmaster.wire.codec import encode  # noqa: E402
@@ -57,6 +58,9 @@ class DroppingTransport(asyncio.Transport):
     def get_extra_info(self, name: str) -> Any:
         return None
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
     def pause_reading(self) -> None:
         return None
 
@@ -78,6 +82,7 @@ async def run(requests: int, built: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "licenses.toml").write_text('[[license]]\ntype = "PBX-Port13"\ncount = 1000000\n')
+        logs.setup("kv", "error")
         master = Master(Config(listen="127.0.0.1:0", data_dir=workdir / "data", licenses=(workdir / "licenses.toml",),
                                lease_ttl_ms=60_000, heartbeat_ms=5_000))
         await master.start(listen=False)

@@ -14,9 +14,21 @@ from hypothesis import strategies as st
 from licmaster.testing import InProcessMaster
 from licmaster.testing.harness import InProcessPeer
 from licmaster.wire.codec import encode
+from licmaster.wire.requests import OPS
 
 from .daemon import in_process
-from .test_serve_fuzz import HELLO, LICENSES, requests
+from .test_serve_fuzz import FIELDS, HELLO, LICENSES, json_like
+
+# Every msgpack type, deep nesting (up to msgpack's own packing limit; deeper is in
+# test_dispatch.py, built by hand) and huge sizes, in every field of every op.
+deep = st.integers(1, 500).map(lambda depth: __import__("functools").reduce(lambda inner, _: [inner], range(depth), None))
+huge = st.integers(1, 60_000).map(lambda n: "x" * n) | st.integers(1, 60_000).map(lambda n: b"\0" * n) \
+    | st.integers(1, 5_000).map(lambda n: list(range(n))) | st.integers(1, 2_000).map(lambda n: {str(i): i for i in range(n)})
+value = json_like | deep | huge | st.integers(-2**63, 2**64 - 1) | st.sampled_from(["port", "operator", "isdn", "bri", "pbx", 13, 0])
+requests = st.fixed_dictionaries(
+    {"op": st.sampled_from(sorted(OPS)) | value, "id": st.integers(-3, 2**64 + 3) | value},
+    optional={f: value for f in [*FIELDS, "client_version", "stream", "interface"]},
+)
 
 GOOD_HELLO = {"node": "good", "role": "pbx", "firmware": 13, "platform": "gateway", "mac": "00:90:33:00:00:01",
               "licensing": "central"}
@@ -55,6 +67,7 @@ async def test_random_requests_are_each_answered(tmp_path: Path) -> None:
             except (TypeError, ValueError, OverflowError):
                 continue
         conn.send_bytes(b"".join(frames))
+        conn.settle()
         replies = [m for m in conn.take() if "event" not in m]
         # every frame answered, in order, unless the connection was closed with a reason
         assert len(replies) == len(frames) or conn.transport.closed, (frames, replies)
@@ -81,6 +94,7 @@ async def test_random_bytes_and_frame_lengths_close_only_their_connection(tmp_pa
     def one(data: bytes) -> None:
         conn = d.connect_now()
         conn.send_bytes(data)
+        conn.settle()
         for reply in conn.take():
             assert reply.get("ok") is False or "event" in reply, reply
         conn.close()

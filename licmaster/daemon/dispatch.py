@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from licmaster.daemon import logs
 from licmaster.daemon.config import Config
+from licmaster.daemon.denials import DenialJournal
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.daemon.sessions import End, Session, Sessions
 from licmaster.daemon.store import Store
@@ -31,7 +32,6 @@ from licmaster.wire.codec import Reply
 from licmaster.wire.events import (
     ASSIGN,
     CHECKIN,
-    DENY,
     GRANT,
     RELEASE,
     STREAM_VERSION,
@@ -69,6 +69,7 @@ class Dispatcher:
         self.store: Store | None = None
         self.held_before: dict[str, set[tuple[str, str]]] = {}  # during grace: what each node may re-take
         self.sessions = Sessions(self.pool, record, on_end=self._forget_held)
+        self.denials = DenialJournal(record)
         self.connections: set[Connection] = set()
         self.wall = time.time()  # wall clock of the batch being handled, for journal rows
         self._ops: dict[str, Op] = {
@@ -131,9 +132,10 @@ class Dispatcher:
                     if conn.closing:
                         break
                     continue
-            reply = self._handle_slow(conn, msg, now)
-            if reply is not None:
-                append(reply)
+            try:
+                append(self._handle_slow(conn, msg, now))
+            except Exception:  # a fault even before the op (the envelope): answered, never raised out
+                append(self._internal(rid if rid.__class__ is int else None, str(op)[:32], session))
             if conn.closing:
                 break
         return replies
@@ -171,16 +173,16 @@ class Dispatcher:
         except Exception:
             return self._internal(rid, op, session)
 
-    def _internal(self, rid: int, op: str, session: Session | None) -> Reply:
+    def _internal(self, rid: int | None, op: str, session: Session | None) -> Reply:
         """A fault of ours: logged with the request id; it never ends the daemon nor touches another session."""
-        logs.log.exception("internal_error id=%s op=%s node=%s", rid, op, session.node if session else "-")
+        logs.log.exception("internal_error id=%s op=%s node=%s", rid, requests.describe(op), session.node if session else "-")
         return error_reply(rid, Denial(E.INTERNAL, f"internal error, logged with request id {rid}"))
 
     def _ok(self, rid: int) -> dict[str, Any]:
         return {"id": rid, "ok": True, "epoch": self.epoch}
 
     def _deny(self, session: Session, rid: int, denial: Denial, resource: str | None = None, holder: str | None = None) -> Reply:
-        self.record(DENY, session.node, resource, holder, None, denial.code, denial.rule)
+        self.denials.deny(session.node, denial, resource, holder, self.loop.time())
         return error_reply(rid, denial)
 
     # ================================================================ session ops
@@ -312,8 +314,9 @@ class Dispatcher:
             granted.append({"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": view.wire})
         denied = [{"index": allowed[i][0], "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in result.denied]
         denied += [{"index": i, "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in denied_early]
-        for item in denied:
-            self.record(DENY, session.node, item["resource"], item["holder"], None, item["error"], item.get("rule"))
+        now = self.loop.time()
+        for (_, entry, denial) in [*result.denied, *denied_early]:
+            self.denials.deny(session.node, denial, entry.resource, entry.holder, now)
         denied.sort(key=lambda d: d["index"])
         reply = self._ok(rid)
         reply.update(leases=granted, denied=denied, released=len(result.released))
@@ -406,7 +409,7 @@ class Dispatcher:
             return error_reply(rid, E.bad_request("role", "only an observer (a standby master) may replicate"))
         stream = msg.get("stream")
         if stream != STREAM_VERSION:
-            return error_reply(rid, Denial(E.VERSION, f"replica stream version {stream!r} asked; this master speaks "
+            return error_reply(rid, Denial(E.VERSION, f"replica stream version {requests.describe(stream)} asked; this master speaks "
                                            f"{STREAM_VERSION}: run masters of one version", details={"stream": STREAM_VERSION}))
         self.feed.attach(session.conn)
         leases = [[lease.node, lease.resource, lease.holder, lease.id] for lease in self.pool.leases.values()]

@@ -17,13 +17,20 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
         log.log(level, name, extra={"fields": fields})
 
 
+def escape(text: str) -> str:
+    """A value as one token of a key=value line: quoted (JSON) when it holds a space, `=`, a
+    quote, a backslash or anything unprintable, so no value can split a line or forge a key."""
+    if text and text.isprintable() and not any(c in text for c in ' ="\\'):
+        return text
+    return json.dumps(text)
+
+
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
         parts = [f"ts={ts}", f"level={record.levelname.lower()}", f"event={record.getMessage()}"]
         for key, value in getattr(record, "fields", {}).items():
-            text = str(value)
-            parts.append(f"{key}={json.dumps(text) if (' ' in text or '=' in text or not text) else text}")
+            parts.append(f"{key}={escape(str(value))}")
         if record.exc_info:
             parts.append(f"exc={json.dumps(self.formatException(record.exc_info))}")
         return " ".join(parts)

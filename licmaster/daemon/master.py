@@ -240,6 +240,8 @@ class Master:
         if self.role.state is not Role.STOPPED:
             self.role.change(Role.STOPPED, reason)
         if self._dispatch is not None:
+            self._dispatch.denials.flush(asyncio.get_running_loop().time())
+        if self._dispatch is not None:
             event = {"event": "shutdown", "reason": reason}
             self._dispatch.sessions.end_all(End.SHUTDOWN, event=event)
             for conn in list(self._dispatch.connections):
@@ -364,8 +366,18 @@ class Master:
             self.revalue_at_date_change()
 
     def reap(self, now: float, ttl: float) -> None:
-        sessions = self.dispatch.sessions
+        """Expire silent sessions; abort connections that leave their replies unread for a lease
+        TTL (a graceful close would wait for them for ever); close the denial journal's window."""
+        dispatch = self.dispatch
+        sessions = dispatch.sessions
         for session in [s for s in sessions.by_node.values() if now - s.last_seen > ttl]:
             sessions.end(session, End.EXPIRE, event={"event": "fenced", "reason": "expired: nothing heard within lease_ttl_ms"},
                          silent_ms=int((now - session.last_seen) * 1000))
+        for conn in [c for c in dispatch.connections if c.stalled_for(now) > ttl]:
+            node = conn.session.node if conn.session else None
+            why = f"replies unread for {int(conn.stalled_for(now) * 1000)} ms"
+            logs.event("connection_aborted", logging.WARNING, peer=conn.peer, node=node or "-", why=why)
+            self.record(events.ABORT, node, detail=why)
+            conn.abort()
+        dispatch.denials.tick(now)
 

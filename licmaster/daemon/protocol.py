@@ -1,15 +1,24 @@
 """One TCP connection: framing, request order, back-pressure. No license rule, no session logic.
 
 The protocol reads every whole frame a `data_received` brings, has its handler answer them in
-order, and writes all the replies with one `write` (pipelined requests cost one system call per
+order, and writes the replies with one `write` (pipelined requests cost one system call per
 batch, not one per request). A broken frame gets `bad_frame` and the connection closes; nothing
 else is touched. It knows its handler only through `Handler`, so request handling runs the same
 over a real socket and over the in-process test harness (licmaster.testing).
+
+Bounds, so that one connection cannot hold the loop or the memory:
+- at most `CHUNK` requests go to the handler at a time, and a loop turn spends at most
+  `TURN_BUDGET_S` on one connection; what is left waits (reading paused) for the next turn;
+- while the replies not yet sent exceed the transport's high-water mark (`pause_writing`), no
+  request is handled and nothing is read; handling resumes below the low-water mark;
+- a connection whose replies stay unsent (`stalled_for`) is aborted by the master's reaper.
+The common case — a read of at most `CHUNK` requests, nothing waiting — is the unchanged fast path.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any, Protocol
 
 from licmaster.daemon.sessions import Session
@@ -27,6 +36,12 @@ class Handler(Protocol):
     def hello_timeout(self, conn: Connection) -> None: ...
 
 
+CHUNK = 64  # requests per handler call (one call per read in the common case)
+TURN_BUDGET_S = 0.002  # a connection's share of one loop turn
+HIGH_WATER = 256 * 1024  # unsent reply bytes that stop handling, and the level that resumes it
+LOW_WATER = 64 * 1024
+
+
 class Connection(asyncio.Protocol):
     def __init__(self, handler: Handler, *, max_frame: int, hello_timeout_s: float) -> None:
         self.handler = handler
@@ -38,6 +53,10 @@ class Connection(asyncio.Protocol):
         self.shed = False  # over max_connections: the first request is answered `busy`
         self.peer: Any = None
         self._hello_timer: asyncio.TimerHandle | None = None
+        self._pending: deque[dict[str, Any]] = deque()  # decoded, not yet handled (bounds above)
+        self._broken: FrameError | None = None  # a broken frame after the pending requests
+        self._scheduled = False
+        self.stalled_since: float | None = None  # loop time the peer stopped taking its replies
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -45,6 +64,7 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
+        transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         self._hello_timer = asyncio.get_running_loop().call_later(self.hello_timeout_s, self._hello_timeout)
         self.handler.opened(self)
 
@@ -56,7 +76,16 @@ class Connection(asyncio.Protocol):
             messages = self.decoder.feed(data)
         except FrameError as exc:
             messages, broken = exc.decoded, exc
+        if len(messages) > CHUNK or self._pending or self.stalled_since is not None:
+            self._pending.extend(messages)
+            self._broken = broken
+            self._pump()
+            return
         replies = self.handler.handle(self, messages)
+        self._finish(replies, broken)
+
+    def _finish(self, replies: list[Reply], broken: FrameError | None) -> None:
+        """Write the replies; after a broken frame, say so and close."""
         if broken is not None and not self.closing:
             replies.append(broken_frame_reply(str(broken)))
             self.handler.bad_frame(self, str(broken))
@@ -69,6 +98,36 @@ class Connection(asyncio.Protocol):
         if self.closing:
             transport.close()  # after the replies already written
 
+    def _pump(self) -> None:
+        """Handle what is pending, a chunk at a time, within this turn's budget and while the
+        peer takes its replies; then read again, or come back on a later turn."""
+        self._scheduled = False
+        transport = self.transport
+        if transport is None or self.closing:
+            self._pending.clear()
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TURN_BUDGET_S
+        replies: list[Reply] = []
+        pending = self._pending
+        while pending and self.stalled_since is None and not self.closing:
+            chunk = [pending.popleft() for _ in range(min(CHUNK, len(pending)))]
+            replies += self.handler.handle(self, chunk)
+            if loop.time() >= deadline:
+                break
+        if pending and not self.closing:
+            if replies:
+                transport.write(encode_many(replies))
+            transport.pause_reading()
+            if self.stalled_since is None and not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._pump)  # the rest on the next turn: other connections go first
+            return
+        broken, self._broken = self._broken, None
+        self._finish(replies, broken)
+        if self.transport is not None and not self.closing and self.stalled_since is None:
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._hello_timer:
             self._hello_timer.cancel()
@@ -77,13 +136,29 @@ class Connection(asyncio.Protocol):
         self.handler.lost(self)
 
     def pause_writing(self) -> None:
-        # The peer does not read its replies: stop reading its requests (bounded memory).
+        # The peer does not take its replies: handle and read nothing more until it does.
+        self.stalled_since = asyncio.get_running_loop().time()
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.closing:
+        self.stalled_since = None
+        if self.transport is None or self.closing:
+            return
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+        elif not self._pending:
             self.transport.resume_reading()
+
+    @property
+    def has_pending(self) -> bool:
+        """Requests read but not yet handled (more than a turn's worth came, or the peer stalled)."""
+        return bool(self._pending)
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the peer has left its replies unread (0 when it takes them)."""
+        return 0.0 if self.stalled_since is None else now - self.stalled_since
 
     # ---------------------------------------------------------------- for the handler
 
@@ -107,9 +182,21 @@ class Connection(asyncio.Protocol):
             self.transport.write(encode(event))
 
     def close(self, event: dict[str, Any] | None = None) -> None:
-        """Close after what was written; an event (e.g. `fenced`) goes out first."""
+        """Close after what was written; an event (e.g. `fenced`) goes out first. A peer that is
+        not taking what was written would hold a graceful close open for ever: it is aborted."""
         if event is not None:
             self.send_event(event)
         self.closing = True
+        transport = self.transport
+        if transport is None:
+            return
+        if self.stalled_since is not None:
+            transport.abort()
+        else:
+            transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once (RST), whatever is unsent."""
+        self.closing = True
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()

@@ -19,11 +19,13 @@ from licmaster.testing.peers import RawPeer
 from licmaster.testing.process import write_config
 
 _ports = itertools.count(40000)
+READ_SIZE = 65536  # what one socket read hands the protocol at most
 
 
 class FakeTransport(asyncio.Transport):
-    """What the protocol writes is kept for the peer; closing is reported the way asyncio does,
-    on the next loop turn."""
+    """What the protocol writes is kept for the peer until it reads it; flow control as asyncio
+    does it (pause_writing above the high-water mark, resume_writing below the low one once the
+    peer has read); closing is reported the way asyncio does, on the next loop turn."""
 
     def __init__(self, protocol: Connection) -> None:
         super().__init__()
@@ -33,13 +35,29 @@ class FakeTransport(asyncio.Transport):
         self.closed = False
         self.aborted = False
         self.reading = True
+        self.high, self.low = 64 * 1024, 16 * 1024
+        self.inbound = bytearray()  # sent by the peer, not yet read by the protocol
+        self.writing_paused = False
         self._peername = ("127.0.0.1", next(_ports))
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.high = high if high is not None else self.high
+        self.low = low if low is not None else self.high // 4
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.closed:
             return
         self.buffer += data
         self.written.set()
+        if not self.writing_paused and len(self.buffer) > self.high:
+            self.writing_paused = True
+            self.protocol.pause_writing()
+
+    def drained(self) -> None:
+        """The peer read what was written: below the low-water mark, writing resumes."""
+        if self.writing_paused and len(self.buffer) <= self.low:
+            self.writing_paused = False
+            self.protocol.resume_writing()
 
     def close(self) -> None:
         self._lose()
@@ -65,7 +83,24 @@ class FakeTransport(asyncio.Transport):
         self.reading = False
 
     def resume_reading(self) -> None:
-        self.reading = True
+        if not self.reading:
+            self.reading = True
+            asyncio.get_running_loop().call_soon(self.deliver)
+
+    def receive(self, data: bytes) -> None:
+        """Bytes from the peer, handed to the protocol as a socket would: in reads of at most
+        64 KiB, and not while the protocol has paused reading (they wait, like a socket buffer)."""
+        self.inbound += data
+        self.deliver()
+
+    def deliver(self) -> None:
+        """One read now; the next on a later loop turn, as the event loop does for a socket."""
+        if self.inbound and self.reading and not self.closed:
+            data = bytes(self.inbound[:READ_SIZE])
+            del self.inbound[:READ_SIZE]
+            self.protocol.data_received(data)
+            if self.inbound:
+                asyncio.get_running_loop().call_soon(self.deliver)
 
     def get_write_buffer_size(self) -> int:
         return len(self.buffer)
@@ -80,7 +115,7 @@ class InProcessPeer(RawPeer):
 
     def send_bytes(self, data: bytes) -> None:
         if not self.transport.closed:
-            self.conn.data_received(data)
+            self.transport.receive(data)
 
     async def _read(self, timeout: float) -> bytes:
         t = self.transport
@@ -90,16 +125,32 @@ class InProcessPeer(RawPeer):
                 await t.written.wait()
         data = bytes(t.buffer)
         t.buffer.clear()
+        t.drained()
         return data
 
     def close(self) -> None:
         self.transport._lose()
+
+    def settle(self) -> None:
+        """Do now what the loop would do over its next turns for this connection: every read
+        the peer's bytes make, every pending request (for tests that cannot await)."""
+        t, conn = self.transport, self.conn
+        for _ in range(100_000):
+            if t.closed or conn.stalled_since is not None:
+                return
+            if conn.has_pending:
+                conn._pump()
+            elif t.inbound and t.reading:
+                t.deliver()
+            else:
+                return
 
     def take(self) -> list[dict[str, Any]]:
         """Every message the master has written so far (the handling is synchronous: a request
         sent is answered before `send` returns)."""
         data = bytes(self.transport.buffer)
         self.transport.buffer.clear()
+        self.transport.drained()
         self.inbox += self.decoder.feed(data)
         out, self.inbox = self.inbox, []
         return out

@@ -19,7 +19,8 @@ STREAM_VERSION = 1
 # Journal event kinds. The first six change who holds which floating license.
 GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER = "grant", "checkin", "release", "expire", "bye", "takeover"
 ASSIGN, UNASSIGN = "assign", "unassign"  # user licenses: resource = family, holder = user, detail = version
-DENY = "deny"
+DENY, DENY_REPEATED = "deny", "deny_repeated"  # deny_repeated: detail = "<code> x<count>" (daemon/denials.py)
+ABORT = "abort"  # a connection dropped for its behaviour (replies left unread): detail says why
 START, STOP, PROMOTE, STEP_DOWN, ROLE = "start", "stop", "promote", "step_down", "role"
 RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED = "reload", "reload_refused", "ssa_ended", "licenses_refused"
 
@@ -73,7 +74,7 @@ def read_replica(event: dict[str, Any]) -> list[Change]:
     """The changes of a `replica` event; StreamError if its version or shape is not this one's."""
     version = event.get("v")
     if version != STREAM_VERSION:
-        raise StreamError(f"replica stream version {version!r}, this master reads {STREAM_VERSION}")
+        raise StreamError(f"replica stream version {str(version)[:16]}, this master reads {STREAM_VERSION}")
     rows = event.get("rows")
     if not isinstance(rows, list):
         raise StreamError("replica event without rows")

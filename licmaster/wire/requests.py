@@ -1,7 +1,13 @@
 """Requests of docs/protocol.md: validation of the envelope and of each op's fields. Pure.
 
-Every validator answers plain values or a `Denial` with code `bad_request` naming the field.
-Unknown extra fields are ignored (forward compatibility: other people's clients may send more).
+Every validator answers plain values or a `Denial` with code `bad_request` naming the field and
+its bound (the two hot ones raise `Refused` instead, see there). Unknown extra fields are ignored
+(forward compatibility: other people's clients may send more).
+
+Untrusted values are never rendered whole: `describe` names a value by its type and a bounded
+prefix, without recursing into containers (a map nested a thousand deep must not cost a
+RecursionError, nor a 60 KB string a 60 KB log line). Text that reaches logs or the journal
+(node names, holders, users, models) must be printable: no control or format characters.
 """
 
 from __future__ import annotations
@@ -28,7 +34,19 @@ MAX_TEXT = 256
 MAX_COUNT = 10_000
 VERSIONED_CLIENTS = frozenset({"operator", "queue-monitor"})  # R-OP-3: their software has a version of its own
 MAX_FAMILIES = 64
-_NODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_NODE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # matched with fullmatch: no trailing newline slips through
+
+
+def describe(value: Any, most: int = 32) -> str:
+    """A bounded, non-recursive rendering of an untrusted value, for messages and logs."""
+    if value.__class__ in (int, bool, float) or value is None:
+        text = repr(value)
+        return text if len(text) <= most else text[:most] + "..."
+    if value.__class__ is str:
+        return repr(value[:most]) + ("..." if len(value) > most else "")
+    if value.__class__ in (list, dict, bytes):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
 
 OPS = frozenset({"hello", "heartbeat", "bye", "checkout", "checkin", "sync", "takeover", "assign", "unassign", "usage",
                  "replicate", "recording"})
@@ -41,7 +59,7 @@ def envelope(msg: dict[str, Any]) -> tuple[int, str] | tuple[int | None, Denial]
         return None, bad_request("id", "must be an unsigned integer")
     v = msg.get("v", PROTOCOL_VERSION)
     if v != PROTOCOL_VERSION or v.__class__ is not int:
-        return rid, bad_request("v", f"protocol version {v!r} is not supported (this server speaks 1)")
+        return rid, bad_request("v", f"protocol version {describe(v)} is not supported (this server speaks 1)")
     op = msg.get("op")
     if op.__class__ is not str:
         return rid, bad_request("op", "must be a string")
@@ -54,8 +72,8 @@ def _text(msg: dict[str, Any], name: str, *, required: bool = True, most: int = 
     value = msg.get(name)
     if value is None:
         return bad_request(name, "is required") if required else None
-    if value.__class__ is not str or not 1 <= len(value) <= most:
-        return bad_request(name, f"must be a string of 1 to {most} characters")
+    if value.__class__ is not str or not 1 <= len(value) <= most or not value.isprintable():
+        return bad_request(name, f"must be 1 to {most} printable characters")
     return value
 
 
@@ -68,8 +86,8 @@ def _choice(msg: dict[str, Any], name: str, allowed: tuple[str, ...], default: s
 
 def node_name(msg: dict[str, Any], name: str) -> str | Denial:
     value = msg.get(name)
-    if value.__class__ is not str or not _NODE_RE.match(value):
-        return bad_request(name, "must be 1 to 64 of A-Z a-z 0-9 . _ -")
+    if value.__class__ is not str or not _NODE_RE.fullmatch(value):
+        return bad_request(name, "must be 1 to 64 of A-Z a-z 0-9 . _ - (nothing else, not even a trailing newline)")
     return value
 
 
@@ -134,8 +152,8 @@ def checkout(msg: dict[str, Any]) -> tuple[str, str, int, str | None, int | None
     if resource.__class__ is not str:  # its length is bounded by what names a resource (planning)
         raise Refused(bad_request("resource", f"must be one of {', '.join(RESOURCES)}"))
     holder = msg.get("holder")
-    if holder.__class__ is not str or not 1 <= len(holder) <= MAX_TEXT:
-        raise Refused(bad_request("holder", f"must be a string of 1 to {MAX_TEXT} characters"))
+    if holder.__class__ is not str or not 1 <= len(holder) <= MAX_TEXT or not holder.isprintable():
+        raise Refused(bad_request("holder", f"must be 1 to {MAX_TEXT} printable characters"))
     count = msg.get("count", 1)
     if count.__class__ is not int or not 1 <= count <= MAX_COUNT:
         raise Refused(bad_request("count", f"must be a whole number from 1 to {MAX_COUNT}"))

@@ -1,0 +1,110 @@
+"""Hostile input, in-process: every request answered, strict names, nothing kept for a refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from licmaster.daemon import logs
+from licmaster.daemon.journal import read_journal
+from licmaster.wire.codec import HEADER, encode
+
+from .daemon import in_process
+
+LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 5\n[[license]]\ntype = "PBX-Standby13"\ncount = 5\n'
+PBX = {"role": "pbx", "firmware": 13, "platform": "gateway", "mac": "00:90:33:00:00:01", "licensing": "central"}
+
+
+def nested_frame(fields: bytes, depth: int) -> bytes:
+    """A request map whose last value is an array nested `depth` deep (built by hand: msgpack's
+    own packer refuses that depth)."""
+    payload = fields + b"\x91" * depth + b"\xc0"
+    return HEADER.pack(len(payload)) + payload
+
+
+@pytest.mark.parametrize("field", ["v", "id", "op", "node", "resource", "holder", "count", "lease", "families"])
+async def test_a_value_nested_a_thousand_deep_is_answered_and_the_rest_of_the_read_too(tmp_path: Path, field: str) -> None:
+    d = await in_process(tmp_path / "m", LICENSES)
+    try:
+        pbx = d.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        head = {"op": "checkout", "id": 2, "resource": "port", "holder": "b"}
+        head.pop(field, None)
+        packed_head = encode(head)[HEADER.size:]
+        fields = bytes([packed_head[0] + 1]) + packed_head[1:] + encode(field)[HEADER.size:]  # one more key: the deep one
+        pbx.send_bytes(encode({"op": "checkout", "id": 1, "resource": "port", "holder": "a"})
+                       + nested_frame(fields, 1000) + encode({"op": "checkout", "id": 3, "resource": "port", "holder": "c"}))
+        replies = pbx.take()
+        assert [r.get("id") for r in replies][0] == 1 and replies[0]["ok"]  # granted, and the PBX learns its lease
+        assert replies[-1]["id"] == 3 and replies[-1]["ok"]
+        middle = replies[1]
+        if field in ("v", "id", "op", "resource", "holder", "count"):  # read by checkout: refused, bounded
+            assert middle["ok"] is False and middle["error"] == "bad_request" and len(middle["message"]) < 300, middle
+            assert middle["id"] == (None if field == "id" else 2)
+        else:  # a field checkout does not read is ignored, however deep
+            assert middle["id"] == 2 and middle["ok"], middle
+    finally:
+        await d.stop()
+
+
+@pytest.mark.parametrize(("op", "fields"), [
+    ("hello", {"node": "pbx-1\n", **PBX}),
+    ("hello", {"node": "stby", **PBX, "role": "standby", "standby_for": "pbx-1\n"}),
+    ("hello", {"node": "pbx-1\x00", **PBX}),
+])
+async def test_names_with_a_trailing_newline_or_control_characters_are_refused(tmp_path: Path, op: str, fields: dict) -> None:
+    d = await in_process(tmp_path / "m", LICENSES)
+    try:
+        reply = d.connect_now().call(op, **fields)
+        assert reply["error"] == "bad_request" and reply["field"] in ("node", "standby_for"), reply
+    finally:
+        await d.stop()
+
+
+async def test_takeover_failed_and_holders_must_be_printable(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", LICENSES)
+    try:
+        stby = d.connect_now()
+        assert stby.call("hello", node="stby", **{**PBX, "role": "standby"}, standby_for="pbx-1")["ok"]
+        assert stby.call("takeover", failed="pbx-1\n")["field"] == "failed"
+        assert stby.call("checkout", resource="port", holder="alice\nlevel=error")["field"] == "holder"
+        assert stby.call("assign", user="bob\x1b[31m", families=["App(phone)"])["field"] == "user"
+    finally:
+        await d.stop()
+
+
+def test_log_values_are_escaped_so_none_can_split_a_line_or_forge_a_key() -> None:
+    record = logging.LogRecord("licmaster", logging.INFO, __file__, 1, "hello", None, None)
+    record.fields = {"node": "pbx1\nts=forged level=error", "peer": "plain", "note": 'say "hi"'}  # type: ignore[attr-defined]
+    line = logs.KeyValueFormatter().format(record)
+    assert "\n" not in line and 'node="pbx1\\nts=forged level=error"' in line and "peer=plain" in line
+    assert 'note="say \\"hi\\""' in line
+
+
+async def test_a_flood_of_refusals_with_huge_names_keeps_nothing_and_a_bounded_journal(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", LICENSES)
+    try:
+        assert d.master is not None
+        pbx = d.connect_now()
+        assert pbx.call("hello", node="flooder", **PBX)["ok"]
+        for i in range(1000):
+            reply = pbx.call("checkout", resource=f"{i}-" + "x" * 60_000, holder="h")
+            assert reply["error"] == "unknown_resource" and len(reply["message"]) < 300
+        for i in range(1000):
+            assert pbx.call("checkout", resource="port", holder=f"u{i}")["ok"] is (i < 5)  # 995 exhausted
+        held = d.master.pool.book.held["flooder"]
+        assert set(held.by_resource) == {"port"} and set(held.plans) == {"port"}  # nothing per unknown name
+        d.master.dispatch.denials.flush(0.0)
+        await asyncio.sleep(0.1)
+        rows = read_journal(tmp_path / "m" / "data" / "journal.sqlite3")
+        denials = [r for r in rows if r["event"] in ("deny", "deny_repeated")]
+        assert len(denials) <= 2 * 33 * 2  # at most two windows' worth for one node (docs/protocol.md)
+        assert max(len(r["resource"] or "") for r in denials) <= 40
+        repeated = {r["detail"] for r in denials if r["event"] == "deny_repeated"}
+        assert "exhausted x994" in repeated  # counted, not lost
+        assert (tmp_path / "m" / "data" / "journal.sqlite3").stat().st_size < 1_000_000
+    finally:
+        await d.stop()
