@@ -24,3 +24,11 @@ def test_the_pool_bench_prints_its_figures_as_json() -> None:
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
     assert set(figures["live_leases"]) == {"100", "1000"} and figures["ratio_1000_to_100"] > 0
+
+
+def test_the_abuse_bench_measures_an_attack_beside_the_canary() -> None:
+    out = run_bench("bench/abuse.py", "--only", "quiet,never-reads", "--seconds", "0.5")
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert [a["attack"] for a in figures["attacks"]] == ["quiet", "never-reads"]
+    assert figures["canary_round_trips"] > 0 and figures["attacks"][1]["descriptors_left"] == 0

@@ -108,3 +108,18 @@ async def test_a_flood_of_refusals_with_huge_names_keeps_nothing_and_a_bounded_j
         assert (tmp_path / "m" / "data" / "journal.sqlite3").stat().st_size < 1_000_000
     finally:
         await d.stop()
+
+
+async def test_sync_lists_and_credentials_are_bounded(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", LICENSES, max_frame=1 << 20)
+    try:
+        pbx = d.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        too_many = [{"resource": "port", "holder": f"h{i}"} for i in range(10_001)]
+        reply = pbx.call("sync", leases=too_many)
+        assert reply["field"] == "leases" and "at most 10000" in reply["message"]
+        other = d.connect_now()
+        assert other.call("hello", node="pbx2", **PBX, auth={"token": "t" * 257})["field"] == "auth.token"
+        assert other.call("hello", node="pbx2", **PBX, auth={str(i): i for i in range(9)})["field"] == "auth"
+    finally:
+        await d.stop()

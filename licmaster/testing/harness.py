@@ -159,6 +159,7 @@ class InProcessPeer(RawPeer):
         """A request answered at once, without awaiting: for hypothesis tests, which are not async."""
         self.ids += 1
         self.send({"op": op, "id": self.ids, **fields})
+        self.settle()
         replies = [m for m in self.take() if m.get("id") == self.ids]
         if len(replies) != 1:
             raise AssertionError(f"expected one reply to {op} id {self.ids}, got {replies}")

@@ -34,6 +34,7 @@ MAX_TEXT = 256
 MAX_COUNT = 10_000
 VERSIONED_CLIENTS = frozenset({"operator", "queue-monitor"})  # R-OP-3: their software has a version of its own
 MAX_FAMILIES = 64
+MAX_SYNC = 10_000  # entries of one sync: more than any PBX holds
 _NODE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # matched with fullmatch: no trailing newline slips through
 
 
@@ -105,8 +106,11 @@ def hello(msg: dict[str, Any]) -> Hello | Denial:
     if isinstance(role, Denial):
         return role
     auth = msg.get("auth")
-    if auth is not None and auth.__class__ is not dict:
-        return bad_request("auth", "must be a map")
+    if auth is not None and (auth.__class__ is not dict or len(auth) > 8):
+        return bad_request("auth", "must be a map of at most 8 entries, e.g. {token}")
+    token = auth.get("token") if auth else None
+    if token is not None and (token.__class__ is not str or len(token) > MAX_TEXT):
+        return bad_request("auth.token", f"must be a string of at most {MAX_TEXT} characters")
     if role == "observer":
         return Hello(Node(name, role="observer"), auth)
     firmware = msg.get("firmware")
@@ -178,8 +182,8 @@ def checkin(msg: dict[str, Any]) -> str:
 
 def sync(msg: dict[str, Any]) -> list[SyncEntry] | Denial:
     leases = msg.get("leases")
-    if leases.__class__ is not list:
-        return bad_request("leases", "must be a list of {resource, holder, count?, interface?}")
+    if leases.__class__ is not list or len(leases) > MAX_SYNC:
+        return bad_request("leases", f"must be a list of at most {MAX_SYNC} {{resource, holder, count?, interface?}}")
     entries = []
     for i, item in enumerate(leases):
         if item.__class__ is not dict:
