@@ -14,5 +14,6 @@ from licmaster.testing import MasterProcess  # noqa: E402
 
 def bench_master(workdir: Path, licenses: str, **config: Any) -> MasterProcess:
     """Started on `licenses` (TOML text), logging warnings only."""
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "licenses.toml").write_text(licenses)
     return MasterProcess(workdir, {"licenses": ["licenses.toml"], "log_level": "warning", **config}, name="bench-master").start()

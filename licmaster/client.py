@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import ssl as ssl_module
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 from licmaster.wire.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode
 
 RETRYABLE = ("grace", "busy")
+RETRY_CAP_S = 0.25  # the longest wait between two rounds of reconnect attempts
 
 
 class LicenseError(Exception):
@@ -159,16 +161,30 @@ class MasterClient:
         return self.masters[self.master_index]
 
     async def connect(self) -> dict[str, Any]:
-        """Connect to the first master that serves and say hello. Raises OSError if none does."""
+        """Connect to the master that serves and say hello. Raises NotConnected if none does.
+
+        One round: each address at most once, in order from the current one, and a standby's
+        `not_master` sends the client straight to the master it names (added to the list if it
+        is new). No waiting within a round: a backoff is only for when every address refused."""
         last: Exception | None = None
-        for _ in range(len(self.masters)):
+        tried: set[tuple[str, int]] = set()
+        while len(tried) < len(self.masters):
+            tried.add(self.address)
             try:
                 return await self._connect_once()
             except (TimeoutError, OSError, LicenseError) as exc:
                 if isinstance(exc, LicenseError) and exc.code not in ("not_master", "busy"):
                     raise
                 last = exc
-                self.master_index = (self.master_index + 1) % len(self.masters)
+                named = _named_master(exc)
+                if named is not None and named not in tried:
+                    if named not in self.masters:
+                        self.masters.append(named)
+                    self.master_index = self.masters.index(named)
+                    continue
+                untried = [i for i, address in enumerate(self.masters) if address not in tried]
+                if untried:
+                    self.master_index = min(untried, key=lambda i: (i - self.master_index) % len(self.masters))
         raise NotConnected(f"no master answered: {last}")
 
     async def _connect_once(self) -> dict[str, Any]:
@@ -182,6 +198,9 @@ class MasterClient:
         except BaseException:
             self._drop_wire()
             raise
+        if not reply.get("ok"):  # a standby master (`not_master`), `busy`, ...: no session here
+            self._drop_wire()
+            raise LicenseError(reply)
         self._check_epoch(reply)
         self.session = reply
         self._last_heard = loop.time()
@@ -253,6 +272,16 @@ class MasterClient:
                 return reply
             if reply.get("error") in RETRYABLE and loop.time() < deadline:
                 await asyncio.sleep(min(reply.get("retry_ms", 100), 1000) / 1000)
+                continue
+            if reply.get("error") == "not_master" and self.reconnect and not self._closed and loop.time() < deadline:
+                # This master gave way (or was started as a standby): go where it says, then ask again.
+                named = _named_master(LicenseError(reply))
+                if named is not None:
+                    if named not in self.masters:
+                        self.masters.append(named)
+                    self.master_index = self.masters.index(named)
+                if self._wire is not None and self._wire.transport is not None:
+                    self._wire.transport.abort()  # connection_lost: reconnect and sync
                 continue
             raise LicenseError(reply)
 
@@ -395,21 +424,23 @@ class MasterClient:
                 future.set_exception(exc)
 
     async def _reconnect(self) -> None:
+        """A round over the addresses at once (connect), then a short, jittered backoff only when
+        every one refused: a standby master that takes over is found within RETRY_CAP_S of it."""
         delay = 0.05
         while not self._closed:
             try:
-                await self._connect_once()
+                await self.connect()
             except (TimeoutError, OSError, LicenseError, ConnectionError):
                 self.master_index = (self.master_index + 1) % len(self.masters)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, RETRY_CAP_S)
                 continue
             try:
                 await self.sync()
             except (TimeoutError, LicenseError, ConnectionError):
                 self._drop_wire()  # e.g. a standby master that has not taken over yet: try again
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, RETRY_CAP_S)
                 continue
             self._emit({"event": "reconnected", "master": f"{self.address[0]}:{self.address[1]}", "epoch": self.epoch})
             return
@@ -434,6 +465,16 @@ class MasterClient:
                 continue
             future = self._request("heartbeat", {})
             future.add_done_callback(_ignore_result)
+
+
+def _named_master(exc: BaseException) -> tuple[str, int] | None:
+    """The address a `not_master` answer names, if it names one that can be read."""
+    if not isinstance(exc, LicenseError) or exc.code != "not_master":
+        return None
+    try:
+        return parse_address(exc.reply["master"]) if exc.reply.get("master") else None
+    except (ValueError, TypeError):
+        return None
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:

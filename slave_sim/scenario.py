@@ -137,7 +137,7 @@ _STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "particip
               "licenses"}
 _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
                 "takeover_ms_max", "takeovers"}
-_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "licenses", "standby"}
+_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "journal_flush_ms", "takeover_after_ms", "licenses", "standby"}
 _TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
 _SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "rooms_scale", "licenses", "pause_scale", "expect", "files"}
 

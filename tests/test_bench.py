@@ -32,3 +32,10 @@ def test_the_abuse_bench_measures_an_attack_beside_the_canary() -> None:
     figures = json.loads(out.stdout)
     assert [a["attack"] for a in figures["attacks"]] == ["quiet", "never-reads"]
     assert figures["canary_round_trips"] > 0 and figures["attacks"][1]["descriptors_left"] == 0
+
+
+def test_the_failover_bench_times_a_kill_and_counts_what_was_lost() -> None:
+    out = run_bench("bench/failover.py", "--runs", "1", "--pbxs", "2", "--ports", "2")
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["lost_total"] == 0 and len(figures["runs_s"]) == 1 and figures["runs_s"][0] > 0

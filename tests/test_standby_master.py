@@ -203,12 +203,10 @@ async def test_a_master_that_finds_a_peer_master_at_a_higher_epoch_steps_down(tm
         newer.start()
         told = await next_event(pbx, "shutdown")
         assert told["master"] == newer_address
-        # The newer master restarted: in its grace window only what its own PBXs held may be
-        # re-taken, so the re-sync loses alice's Port for now; checked out again, it waits out grace.
-        lost = await next_event(pbx, "lost")
-        assert (lost["holder"], lost["error"]) == ("alice", "grace")
+        # The newer master restarted, in its grace window: a re-sync is taken whole up to the
+        # installed count, so alice keeps her Port (nothing lost); new checkouts would wait.
         assert (await next_event(pbx, "reconnected"))["master"] == newer_address
-        await pbx.checkout("port", "alice")
+        assert ("port", "alice") in pbx.leases
         usage = await pbx.usage()
         assert usage["epoch"] == 3 and in_use(usage, "PBX-Port") == 1
         observer = await Raw.open(older.address)
@@ -219,3 +217,122 @@ async def test_a_master_that_finds_a_peer_master_at_a_higher_epoch_steps_down(tm
         older.stop()
         newer.stop()
     assert "stepping_down" in older.log
+
+
+# ---------------------------------------------------------------- clients always find the acting master
+
+
+async def test_a_client_listing_the_standby_first_is_served_by_the_master(tmp_path: Path) -> None:
+    with master_and_standby(tmp_path) as (master, standby):
+        pbx = MasterClient([standby.master, master.master], "pbx1", connect_timeout=0.5)
+        await pbx.connect()
+        assert pbx.address == master.address and pbx.session["ok"]
+        await pbx.checkout("port", "alice")  # served, not `not_master` for ever
+        await pbx.close()
+
+
+async def test_a_client_listing_only_the_standby_is_sent_to_the_master_and_served_after_a_failover(tmp_path: Path) -> None:
+    with master_and_standby(tmp_path, {"grace_ms": 300}) as (master, standby):
+        pbx = MasterClient([standby.master], "pbx1", connect_timeout=0.5)
+        await pbx.connect()  # the standby's not_master names the master: the client goes there
+        assert pbx.address == master.address
+        await pbx.checkout("port", "alice")
+        await replicated(pbx)
+        master.kill9()
+        reconnected = await next_event(pbx, "reconnected")
+        assert reconnected["master"] == standby.master and ("port", "alice") in pbx.leases
+        await pbx.checkout("port", "bob")
+        await pbx.close()
+
+
+async def test_no_grant_is_lost_when_the_master_dies_right_after_granting(tmp_path: Path) -> None:
+    """kill -9 within one journal flush of the grants: the standby never saw them, and every
+    PBX's re-sync gets them back anyway (taken up to the installed count)."""
+    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 300\n'
+    master = Daemon(tmp_path / "master", licenses, journal_flush_ms=5000).start()
+    standby = Daemon(tmp_path / "standby", licenses, standby_of=master.master, journal_flush_ms=5000).start()
+    try:
+        pbxs = [MasterClient([master.master, standby.master], f"pbx{n}", connect_timeout=0.5) for n in range(4)]
+        for pbx in pbxs:
+            await pbx.connect()
+        await asyncio.sleep(0.5)  # the standby has attached (its snapshot: no lease yet)
+        for pbx in pbxs:
+            await asyncio.gather(*(pbx.checkout("port", f"u{i}") for i in range(50)))
+        master.kill9()  # the 200 grants are in no journal flush and no replica event
+        for pbx in pbxs:
+            await next_event(pbx, "reconnected")
+        assert all(len(pbx.leases) == 50 for pbx in pbxs)  # 200 of 200 re-synced, 0 lost
+        usage = await pbxs[0].usage()
+        assert in_use(usage, "PBX-Port") == 200 and usage["master"] and usage["epoch"] > pbxs[0].epoch - 1
+        for pbx in pbxs:
+            seen = [pbx.events.get_nowait() for _ in range(pbx.events.qsize())]
+            assert [e for e in seen if e.get("event") == "lost"] == []
+            await pbx.close()
+    finally:
+        standby.stop()
+        master.stop()
+
+
+async def test_a_pbx_restarted_after_a_failback_with_its_usual_list_is_served(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        a_address = f"127.0.0.1:{s.getsockname()[1]}"
+    a = Daemon(tmp_path / "a", LICENSES, listen=a_address).start()
+    b = Daemon(tmp_path / "b", LICENSES, standby_of=a_address, grace_ms=300).start()
+    try:
+        first = MasterClient([a_address, b.master], "pbx1", connect_timeout=0.5)
+        await first.connect()
+        await first.checkout("port", "alice")
+        await asyncio.sleep(0.5)
+        a.kill9()
+        await next_event(first, "reconnected")  # on b, which took over
+        a.reconfigure(peers=[b.master]).restart_same_port()  # a returns, finds b acting: follows it
+        await first.close(bye=False)
+        restarted = MasterClient([a_address, b.master], "pbx1", connect_timeout=0.5)  # its usual list, a first
+        await restarted.connect()
+        assert restarted.address == b.address
+        await restarted.checkout("port", "alice")
+        await restarted.close()
+    finally:
+        b.stop()
+        a.stop()
+
+
+async def test_without_its_standby_the_master_serves_on_degraded_and_says_so(tmp_path: Path) -> None:
+    with master_and_standby(tmp_path) as (master, standby):
+        pbx = MasterClient([master.master], "pbx1", connect_timeout=0.5)
+        await pbx.connect()
+        await replicated(pbx)
+        assert (await pbx.usage())["replication"] == {"standbys": 1, "degraded": False}
+        standby.kill9()
+        for _ in range(50):
+            usage = await pbx.usage()
+            if usage["replication"]["degraded"]:
+                break
+            await asyncio.sleep(0.05)
+        assert usage["replication"] == {"standbys": 0, "degraded": True}
+        await pbx.checkout("port", "alice")  # serving on
+        await pbx.close()
+    assert "replication_degraded" in master.log
+
+
+async def test_a_master_paused_half_a_second_keeps_its_role(tmp_path: Path) -> None:
+    """No flapping: with the defaults (takeover_after_ms 1000) a pause of 0.5 s is not a death."""
+    import signal
+
+    defaults = {"heartbeat_ms": 1000, "lease_ttl_ms": 3000, "grace_ms": 3000}
+    with master_and_standby(tmp_path, defaults) as (master, standby):
+        pbx = MasterClient([master.master, standby.master], "pbx1", connect_timeout=0.5)
+        await pbx.connect()
+        await replicated(pbx)
+        epoch = pbx.epoch
+        master.signal(signal.SIGSTOP)
+        await asyncio.sleep(0.5)
+        master.signal(signal.SIGCONT)
+        await asyncio.sleep(1.5)  # past takeover_after_ms from the pause's start
+        await pbx.checkout("port", "alice")
+        assert pbx.address == master.address and pbx.epoch == epoch
+        watcher = await Raw.open(standby.address)
+        assert (await watcher.hello("obs", role="observer"))["ok"]
+        assert (await watcher.request("usage"))["standby_of"] == master.master  # still the standby
+        await pbx.close()

@@ -294,16 +294,14 @@ class Dispatcher:
         entries = requests.sync(msg)
         if isinstance(entries, Denial):
             return error_reply(rid, entries)
-        # During grace, entries the node did not hold before the restart wait (`grace`).
+        # A re-sync is taken whole, during grace too, up to the installed count: what PBXs re-sync
+        # was granted by the one master before (at most installed, all together), so every
+        # re-sync fits, even one the journal or the standby never saw (a grant of the master's
+        # last moments before kill -9). During grace only *new* checkouts wait, so that the
+        # re-syncs still to come find their capacity. (docs/operations.md, "Failover".)
         denied_early: list[tuple[int, SyncEntry, Denial]] = []
-        allowed: list[tuple[int, SyncEntry]] = []
-        for i, entry in enumerate(entries):
-            denial = self._grace_denial(session.node, entry.resource, entry.holder) if self.role.grace_until else None
-            if denial is None:
-                allowed.append((i, entry))
-            else:
-                denied_early.append((i, entry, denial))
-        result = self.pool.sync(session.node, [entry for _, entry in allowed])
+        allowed = list(enumerate(entries))
+        result = self.pool.sync(session.node, entries)
         self.held_before.pop(session.node, None)  # what it did not re-take is free from now on
         for lease in result.released:
             self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
@@ -391,7 +389,8 @@ class Dispatcher:
     def op_usage(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         reply = self._ok(rid)
         reply.update(pools=self.pool.usage(), nodes=self.node_list(), master=self.name, grace_ms=self.grace_left_ms(),
-                     standby_of=self.role.following or None, role=self.role.state.value, replicas=len(self.feed))
+                     standby_of=self.role.following or None, role=self.role.state.value, replicas=len(self.feed),
+                     replication={"standbys": len(self.feed), "degraded": self.feed.degraded})
         return reply
 
     def node_list(self) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ class Master:
         self.config = config
         self.name = name
         self.role = RoleMachine(on_change=self._role_changed)
-        self.feed = ReplicaFeed()
+        self.feed = ReplicaFeed(on_change=self._standbys_changed)
         self.store: Store | None = None
         self.journal: Journal | None = None
         self.address: tuple[str, int] | None = None
@@ -200,6 +200,16 @@ class Master:
         level = logging.WARNING if new in (Role.STEPPING_DOWN, Role.STANDBY) and old is not Role.STARTING else logging.INFO
         logs.event("role", level, old=old.value, new=new.value, why=why, following=self.role.following or "-")
         self.record(events.ROLE, detail=f"{old.value} -> {new.value}: {why}")
+
+    def _standbys_changed(self, standbys: int, why: str) -> None:
+        """Replication to the standby is not on the grant path: without one the master keeps
+        serving, degraded (a failover now would find no standby), and says so."""
+        if standbys == 0:
+            logs.event("replication_degraded", logging.WARNING, why=why, standbys=0,
+                       action="serving on; a failover now would find no standby master")
+            self.record(events.REPLICA_LOST, detail=why)
+        else:
+            logs.event("replicating_to", standbys=standbys, why=why)
 
     def _live_leases(self) -> list[tuple[str, str, str, str]] | None:
         """Every live lease, for a journal checkpoint; none while a grace window runs (the pool

@@ -46,17 +46,30 @@ class ReplicaFeed:
     """The master's side: the standby masters following this one, and each journal batch's state
     changes sent to them before the batch is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int, str], None] | None = None) -> None:
         self._replicas: set[Endpoint] = set()
+        self.had_standby = False  # once a standby followed, its absence is a degraded state
+        self.on_change = on_change  # (standbys now, why): the master logs and journals it
 
     def __len__(self) -> int:
         return len(self._replicas)
 
+    @property
+    def degraded(self) -> bool:
+        """A standby followed this master and none does now: a failover would find nobody."""
+        return self.had_standby and not self._replicas
+
     def attach(self, conn: Endpoint) -> None:
         self._replicas.add(conn)
+        self.had_standby = True
+        if self.on_change is not None:
+            self.on_change(len(self._replicas), "a standby master attached")
 
     def detach(self, conn: Endpoint) -> None:
-        self._replicas.discard(conn)
+        if conn in self._replicas:
+            self._replicas.discard(conn)
+            if self.on_change is not None:
+                self.on_change(len(self._replicas), "a standby master's connection was lost")
 
     def __contains__(self, conn: object) -> bool:
         return conn in self._replicas

@@ -20,6 +20,7 @@ STREAM_VERSION = 1
 GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER = "grant", "checkin", "release", "expire", "bye", "takeover"
 ASSIGN, UNASSIGN = "assign", "unassign"  # user licenses: resource = family, holder = user, detail = version
 DENY, DENY_REPEATED = "deny", "deny_repeated"  # deny_repeated: detail = "<code> x<count>" (daemon/denials.py)
+REPLICA_LOST = "replica_lost"  # the last standby master following this one is gone: degraded
 ABORT = "abort"  # a connection dropped for its behaviour (replies left unread): detail says why
 START, STOP, PROMOTE, STEP_DOWN, ROLE = "start", "stop", "promote", "step_down", "role"
 RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED = "reload", "reload_refused", "ssa_ended", "licenses_refused"
