@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
+from licmaster import console_cli
 from licmaster.daemon import serve
 from licmaster.daemon.config import ConfigError, load_config
 from licmaster.daemon.journal import read_journal
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sign.set_defaults(run=_sign)
 
     serve.add_parser(sub)
+    console_cli.add_parsers(sub)
 
     journal = sub.add_parser("journal", help="read the journal: grants, check-ins, denials, expiries, takeovers")
     journal.add_argument("--data-dir", default="licmaster-data", type=Path, help="the master's data directory")

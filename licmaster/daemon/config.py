@@ -2,7 +2,7 @@
 
 ```toml
 listen = "127.0.0.1:4460"       # the PBXs' TCP listener
-http = "127.0.0.1:4461"         # the admin HTTP listener
+http = "127.0.0.1:4461"         # the console (admin API, metrics); "" for none
 data_dir = "licmaster-data"     # SQLite files: state.sqlite3, journal.sqlite3
 licenses = ["licenses.toml"]    # license files, relative to this file
 heartbeat_ms = 1000
@@ -25,6 +25,7 @@ takeover_after_ms = 1000        # a standby takes over when the master is unreac
 peers = []                      # ["host:port", ...]: the other masters of this installation
 vendor_keys = []                # ["vendor.pub", ...]: license files must be signed by one of these
 hardware_id = ""                # this installation's id for signed files (default: the host's MAC)
+admin_tokens = []               # [{token = "...", role = "view" | "manage", name = "..."}]: the console's access
 ```
 """
 
@@ -36,6 +37,18 @@ from pathlib import Path
 from typing import Any
 
 TAKEOVER_AFTER_MS = 1000
+ADMIN_ROLES = ("view", "manage")
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    token: str
+    role: str  # "view": read; "manage": read, reload, release
+    name: str = ""  # who, in the journal (default: the role and the token's first 4 characters)
+
+    @property
+    def who(self) -> str:
+        return self.name or f"{self.role}:{self.token[:4]}..."
 
 
 class ConfigError(ValueError):
@@ -72,6 +85,9 @@ class Config:
     # license file must be signed by one of them for this installation; empty, unsigned files
     # load and the master logs that they are unverified.
     vendor_keys: tuple[Path, ...] = ()
+    # The console (docs/admin-api.md): bearer tokens with a role, "view" or "manage". None:
+    # the API is read-only and answers only on loopback.
+    admin_tokens: tuple[AdminToken, ...] = ()
     hardware_id: str = ""  # this installation's id; default: the host's MAC (licmaster id)
 
     @property
@@ -153,6 +169,8 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"vendor_keys: expected a list of public key files, not {value!r}")
             values[key] = tuple(_path(v, base, key) for v in value)
+        elif key == "admin_tokens":
+            values[key] = _admin_tokens(value)
         elif key == "licenses":
             if isinstance(value, (str, Path)):
                 value = [value]
@@ -179,7 +197,8 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
             values[key] = value
     config = Config(**values)
     config.listen_address  # noqa: B018 - validate now, not at bind time
-    config.http_address  # noqa: B018
+    if config.http:  # "" turns the console off
+        config.http_address  # noqa: B018
     if config.standby_of:
         split_address(config.standby_of, "standby_of")
     if bool(config.tls_cert) != bool(config.tls_key):
@@ -189,6 +208,24 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
     if config.heartbeat_ms >= config.lease_ttl_ms:
         raise ConfigError(f"heartbeat_ms ({config.heartbeat_ms}) must be below lease_ttl_ms ({config.lease_ttl_ms})")
     return config
+
+
+def _admin_tokens(value: Any) -> tuple[AdminToken, ...]:
+    if not isinstance(value, list):
+        raise ConfigError('admin_tokens: expected a list of {token = "...", role = "view" | "manage"}')
+    tokens = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - {"token", "role", "name"}:
+            raise ConfigError(f"admin_tokens[{i}]: expected {{token, role, name?}}, not {item!r}")
+        token, role, name = item.get("token"), item.get("role"), item.get("name", "")
+        if not isinstance(token, str) or len(token) < 16:
+            raise ConfigError(f"admin_tokens[{i}].token: expected a secret of at least 16 characters")
+        if role not in ADMIN_ROLES:
+            raise ConfigError(f"admin_tokens[{i}].role: expected \"view\" or \"manage\", not {role!r}")
+        if not isinstance(name, str):
+            raise ConfigError(f"admin_tokens[{i}].name: expected a string")
+        tokens.append(AdminToken(token, role, name))
+    return tuple(tokens)
 
 
 def _path(value: Any, base: Path, key: str) -> Path:

@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from licmaster.daemon import logs
@@ -23,6 +24,7 @@ from licmaster.daemon.denials import DenialJournal
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.daemon.sessions import End, Session, Sessions
 from licmaster.daemon.store import Store
+from licmaster.daemon.timing import BatchTimer
 from licmaster.model import errors as E
 from licmaster.model.errors import Denial
 from licmaster.model.pool import Pool
@@ -70,6 +72,7 @@ class Dispatcher:
         self.held_before: dict[str, set[tuple[str, str]]] = {}  # during grace: what each node may re-take
         self.sessions = Sessions(self.pool, record, on_end=self._forget_held)
         self.denials = DenialJournal(record)
+        self.timer = BatchTimer()
         self.connections: set[Connection] = set()
         self.wall = time.time()  # wall clock of the batch being handled, for journal rows
         self._ops: dict[str, Op] = {
@@ -107,7 +110,13 @@ class Dispatcher:
         logs.event("hello_timeout", logging.WARNING, peer=conn.peer)
 
     def handle(self, conn: Connection, batch: list[dict[str, Any]]) -> list[Reply]:
-        """Answer every request a read brought, in order."""
+        """Answer every request a read brought, in order (timed as one batch for the metrics)."""
+        started = perf_counter()
+        replies = self._answer(conn, batch)
+        self.timer.observe(perf_counter() - started, len(batch))
+        return replies
+
+    def _answer(self, conn: Connection, batch: list[dict[str, Any]]) -> list[Reply]:
         now = self.loop.time()
         self.wall = time.time()
         if not self.role.serving:

@@ -180,6 +180,33 @@ def _decode(blob: bytes, fmt: str) -> list[tuple[Any, ...]]:
     raise ValueError(f"journal batch in unknown format {fmt!r}")
 
 
+def page(path: Path, *, event: str | None = None, node: str | None = None, since: float | None = None,
+         limit: int = 100, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Events oldest first, `limit` at most, from `cursor` (as returned, "seq.index": the position
+    after the last event of the previous page); the next cursor, or None at the end."""
+    after_seq, skip = 0, 0
+    if cursor:
+        seq_text, _, index_text = cursor.partition(".")
+        after_seq, skip = int(seq_text) - 1, int(index_text)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        out: list[dict[str, Any]] = []
+        sql = "SELECT seq, events, format FROM batches WHERE seq > ?" + (" AND last_ts >= ?" if since is not None else "") + " ORDER BY seq"
+        for seq, blob, fmt in db.execute(sql, (after_seq,) if since is None else (after_seq, since)):
+            rows = _decode(blob, fmt)
+            start = skip if seq == after_seq + 1 else 0
+            for index in range(start, len(rows)):
+                row = events.full(rows[index])
+                if (event is None or row[events.EVENT] == event) and (node is None or row[events.NODE] == node) \
+                        and (since is None or row[events.TS] >= since):
+                    out.append(dict(zip(FIELDS, row, strict=True)))
+                    if len(out) == limit:
+                        return out, f"{seq}.{index + 1}"
+        return out, None
+    finally:
+        db.close()
+
+
 def read_journal(path: Path, *, event: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
     """The journal's events as dicts (ts, event, node, resource, holder, lease, detail, rule), oldest first."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

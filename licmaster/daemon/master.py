@@ -77,7 +77,7 @@ class Master:
 
     async def start(self, *, listen: bool = True) -> None:
         """Open storage, build the pool, take a role, and (unless `listen` is False, as in the
-        in-process harness) listen for PBXs."""
+        in-process harness) listen for PBXs. (The console is started beside it: daemon/serve.py.)"""
         cfg = self.config
         loop = asyncio.get_running_loop()
         if cfg.vendor_keys:
@@ -157,6 +157,15 @@ class Master:
         sock = self._server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
 
+    @property
+    def license_set(self) -> LoadResult | None:
+        """The license files in force (the last set loaded without error)."""
+        return self._last_good
+
+    def peer_states(self) -> list[dict[str, Any]]:
+        """What this master last saw of each peer (the console's HA view)."""
+        return self.peer_watch.states() if self.peer_watch else []
+
     def new_connection(self) -> Connection:
         """A connection's protocol object, for the listener or for the in-process harness."""
         return Connection(self.dispatch, max_frame=self.config.max_frame, hello_timeout_s=self.config.hello_timeout_ms / 1000)
@@ -229,6 +238,10 @@ class Master:
         if not self.config.tls_cert:
             return None
         return ssl.create_default_context(cafile=self.config.tls_ca or self.config.tls_cert)
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The server side of TLS, for the PBX listener and the console; None without tls_cert."""
+        return self._tls()
 
     def _tls(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:

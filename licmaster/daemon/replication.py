@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -140,9 +141,14 @@ class PeerWatch:
         self.epoch, self.acting, self.on_newer = epoch, acting, on_newer
         self._clients: dict[str, MasterClient] = {}
         self._task: asyncio.Task[None] | None = None
+        self._seen: dict[str, dict[str, Any]] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._watch(), name="peer-watch")
+
+    def states(self) -> list[dict[str, Any]]:
+        """Each peer as last seen: reachable, its role and epoch, when (wall clock)."""
+        return [self._seen.get(peer, {"peer": peer, "reachable": None}) for peer in self.peers]
 
     async def stop(self) -> None:
         if self._task:
@@ -173,8 +179,11 @@ class PeerWatch:
                                                            connect_timeout=min(2.0, self.interval_s))
                 await client.connect()
             usage = await asyncio.wait_for(client.usage(), self.interval_s)
-        except (TimeoutError, OSError, LicenseError, ConnectionError):
+        except (TimeoutError, OSError, LicenseError, ConnectionError) as exc:
+            self._seen[peer] = {"peer": peer, "reachable": False, "why": str(exc) or exc.__class__.__name__, "at": time.time()}
             return None  # unreachable or refusing: nothing to learn now
+        self._seen[peer] = {"peer": peer, "reachable": True, "role": usage.get("role"), "epoch": usage.get("epoch"),
+                            "standby_of": usage.get("standby_of"), "at": time.time()}
         epoch = acting_epoch(usage)
         return epoch if epoch is not None and epoch > self.epoch() else None
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from licmaster.daemon import logs
 from licmaster.daemon.config import Config, ConfigError, load_config
+from licmaster.daemon.console.api import Console
 from licmaster.daemon.master import Master, StartError
 
 
@@ -61,10 +62,12 @@ def _raise_fd_limit(connections: int) -> None:
                        hint="raise the hard limit (ulimit -Hn) to serve max_connections")
 
 
-def write_ready(path: Path, master: Master) -> None:
+def write_ready(path: Path, master: Master, console: Console | None) -> None:
     """The machine-readable "serving" signal: written whole (rename), so a reader never sees half."""
     host, port = master.address or ("?", 0)
-    doc = {"listen": f"{host}:{port}", "pid": os.getpid(), "epoch": master.epoch, "role": master.role.state.value}
+    http = console.address if console else None
+    doc = {"listen": f"{host}:{port}", "pid": os.getpid(), "epoch": master.epoch, "role": master.role.state.value,
+           "http": f"{http[0]}:{http[1]}" if http else None}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc))
     tmp.replace(path)
@@ -73,6 +76,13 @@ def write_ready(path: Path, master: Master) -> None:
 async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
     master = Master(config, name=name)
     await master.start()
+    console = Console(master) if config.http else None
+    if console is not None:
+        try:
+            await console.start()
+        except StartError:
+            await master.stop("the console could not start")
+            raise
     # Every request allocates a few short-lived dicts; the default gen-0 threshold (700) runs
     # the collector every ~70 requests. Leases hold no cycles, so collect far less often, and
     # keep what start-up built out of the collector's way.
@@ -81,7 +91,7 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
     host, port = master.address or ("?", 0)
     print(f"licmaster: serving on {host}:{port}, data in {Path(config.data_dir).resolve()}", file=sys.stderr, flush=True)
     if ready_file is not None:
-        write_ready(ready_file, master)
+        write_ready(ready_file, master, console)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason = {"why": "stopping"}
@@ -94,5 +104,7 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
         loop.add_signal_handler(sig, on_stop, sig)
     loop.add_signal_handler(signal.SIGHUP, master.reload)
     await stop.wait()
+    if console is not None:
+        await console.stop()
     await master.stop(reason["why"])
     return 0

@@ -69,6 +69,7 @@ class UserLicenses:
         for family, drawn in draws:
             if drawn is not None:
                 drawn.in_use += 1
+                drawn.peak = max(drawn.peak, drawn.in_use)
                 took.append({"family": family, "version": drawn.version, "count": 1})
             record[family] = Assignment(family, drawn, node.name)
             changed.append((family, drawn.version if drawn else None))

@@ -25,7 +25,7 @@ BucketKey = tuple[str, int | None, str | None]  # (family, version, bound MAC)
 class Bucket:
     """Licenses of one family, version and binding: the unit of counting."""
 
-    __slots__ = ("bound", "family", "in_use", "installed", "tiers", "version")
+    __slots__ = ("bound", "family", "in_use", "installed", "peak", "tiers", "version")
 
     def __init__(self, family: str, version: int | None, bound: str | None) -> None:
         self.family = family
@@ -33,6 +33,7 @@ class Bucket:
         self.bound = bound
         self.installed = 0
         self.in_use = 0
+        self.peak = 0  # the most in use at once since this bucket was made (the console shows it)
         self.tiers: dict[str, int] = {}
 
     @property
@@ -50,6 +51,10 @@ class Bucket:
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "version": self.version, "bound": self.bound,
                 "installed": self.installed, "in_use": self.in_use}
+
+    def usage(self) -> dict[str, Any]:
+        """As `usage` shows it: with the peak."""
+        return {**self.to_dict(), "peak": self.peak}
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ every dict the hot path touches stays small whatever the installation's size.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,9 +74,15 @@ class LeaseBook:
         self.held: dict[str, Held] = {}
         self.count = 0
         self._views: dict[Took, TookView] = {}
-        self._ids = map(str, itertools.count(1))  # lease ids, as the wire carries them
+        self._counter = itertools.count(1)
+        self._ids = map(str, self._counter)  # lease ids, as the wire carries them
         self._smb_holder: str | None = None  # R-SMB-3: the one PBX an SMB-Port serves
         self._smb_leases = 0
+
+    def issued(self) -> int:
+        """Leases granted by this book (ids count from 1; read from a copy of the counter, so
+        counting grants costs the hot path nothing)."""
+        return next(copy.copy(self._counter)) - 1
 
     def forget_plans(self) -> None:
         """The installation changed: every cached plan and view is stale."""
@@ -115,9 +122,12 @@ class LeaseBook:
         took: Took
         if single is not None and (plan.took_one is not None or count == 1):
             # Fast path: one unit from one bucket (a Port on a gateway, an operator, ...).
-            if single.installed - single.in_use < 1:
+            in_use = single.in_use + 1
+            if in_use > single.installed:
                 return _exhausted(node, resource, plan.steps, count)
-            single.in_use += 1
+            single.in_use = in_use
+            if in_use > single.peak:
+                single.peak = in_use
             took = plan.took_one or ((single, 1),)
             view = plan.view
         else:
@@ -298,6 +308,7 @@ def _allocate(node: str, resource: str, steps: list[Step], count: int) -> Took |
             return _exhausted(node, resource, [(buckets, per)], per if per else count)
     for bucket, n in draws:
         bucket.in_use += n
+        bucket.peak = max(bucket.peak, bucket.in_use)
     return tuple(draws)
 
 

@@ -23,6 +23,8 @@ def toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -37,13 +39,14 @@ class MasterProcess:
     def __init__(self, workdir: Path, config: dict[str, Any], *, name: str = "test-master", start_timeout: float = 30.0) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.config = {"listen": "127.0.0.1:0", "data_dir": "data", **config}
+        self.config = {"listen": "127.0.0.1:0", "http": "127.0.0.1:0", "data_dir": "data", **config}
         self.config_file = workdir / "licmaster.toml"
         self.name = name
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         self.ready: dict[str, Any] = {}
+        self.http: str | None = None
         self.runs = 0
         self.reconfigure()
 
@@ -86,6 +89,7 @@ class MasterProcess:
                 self.ready = json.loads(ready_file.read_text())
                 host, _, port = self.ready["listen"].rpartition(":")
                 self.address = (host, int(port))
+                self.http = self.ready.get("http")  # "host:port" of the console, or None
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"licmaster exited {self.proc.returncode}:\n{self.log}")

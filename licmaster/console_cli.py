@@ -1,0 +1,83 @@
+"""`licmaster status` and `licmaster release`: the console from a terminal, like rlmstat."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:4461"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for name, help_text in (("status", "pools and nodes of a running master, as tables"),
+                            ("release", "force-release a stuck PBX's floating licenses (needs a manage token)")):
+        p = sub.add_parser(name, help=help_text)
+        if name == "release":
+            p.add_argument("node")
+        p.add_argument("--url", default=DEFAULT_URL, help="the master's console (default %(default)s)")
+        p.add_argument("--token", help="a console token (admin_tokens); none needed on loopback for reading")
+        p.add_argument("--cafile", help="CA certificate to verify an https console")
+        p.add_argument("--json", action="store_true", help="print the API's JSON")
+        p.set_defaults(run=_status if name == "status" else _release)
+
+
+def _call(args: argparse.Namespace, path: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(args.url.rstrip("/") + path, method=method)
+    if args.token:
+        request.add_header("Authorization", f"Bearer {args.token}")
+    context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+            raise SystemExit(f"licmaster: {exc.code} {body.get('error')}: {body.get('message')}") from None
+        except (ValueError, AttributeError):
+            raise SystemExit(f"licmaster: {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"licmaster: cannot reach the console at {args.url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def _status(args: argparse.Namespace) -> int:
+    usage, nodes = _call(args, "/api/v1/usage"), _call(args, "/api/v1/nodes")
+    if args.json:
+        print(json.dumps({"usage": usage, "nodes": nodes["nodes"]}, indent=2))
+        return 0
+    print(f"master {usage['master']}: {usage['role']}, epoch {usage['epoch']}, {usage['grants']} grants since start")
+    print()
+    print(table(["family", "version", "bound", "installed", "usable", "in use", "peak"],
+                [[p["family"], p["version"], p["bound"], p["installed"], p["usable"], p["in_use"], p["peak"]] for p in usage["pools"]]))
+    if usage["denials"]:
+        print()
+        print("denials since start: " + ", ".join(f"{k}: {n}" for k, n in usage["denials"].items()))
+    print()
+    now = time.time()
+    print(table(["node", "role", "firmware", "platform", "address", "connected", "leases", "last seen"],
+                [[n["node"], n["role"], n["firmware"], n["platform"], n["address"], "yes" if n["connected"] else "no",
+                  n["leases"], f"{now - n['last_seen']:.1f} s ago"] for n in nodes["nodes"]]) if nodes["nodes"] else "(no sessions)")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    node = urllib.parse.quote(args.node, safe="")
+    result = _call(args, f"/api/v1/nodes/{node}/release", method="POST")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['node']}: {result['released']} floating license(s) released, its session fenced (by {result['by']})")
+    return 0
+
+

@@ -1,0 +1,305 @@
+"""The console's JSON API (docs/admin-api.md) and /metrics, as an aiohttp application.
+
+Every handler reads the master's state at the moment it is asked (or the journal, for history);
+the two that change something go through the master's own paths (reload, the one way a session
+ends). Errors are JSON, `{"error": code, "message": ...}`, with an HTTP status; nothing a client
+sends can raise out of a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from licmaster.daemon import logs
+from licmaster.daemon.console.access import decide
+from licmaster.daemon.console.metrics import MasterCollector, usable
+from licmaster.daemon.journal import page
+from licmaster.daemon.master import StartError
+from licmaster.daemon.sessions import End
+from licmaster.licenses.verdict import verdict
+from licmaster.model.catalog import CURRENT_VERSION
+from licmaster.wire import events
+
+if TYPE_CHECKING:
+    from licmaster.daemon.master import Master
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MASTER: web.AppKey[Master] = web.AppKey("master", object)  # type: ignore[arg-type]
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
+WHO: web.RequestKey[str] = web.RequestKey("who", str)  # who asked: a token's name, or "loopback"
+
+
+class Refused(Exception):
+    """A request the API answers with an error status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Access first (docs/admin-api.md, "Access"); then any fault answers 500, never more."""
+    master = request.app[MASTER]
+    decision = decide(master.config.admin_tokens, request.headers.get("Authorization"), request.remote,
+                      mutation=request.method not in ("GET", "HEAD"))
+    if not decision.allowed:
+        return error(decision.status, "forbidden" if decision.status == 403 else "unauthorized", decision.reason)
+    request[WHO] = decision.who
+    try:
+        return await handler(request)
+    except Refused as refused:
+        return error(refused.status, refused.code, refused.message)
+    except web.HTTPException:
+        raise
+    except Exception:
+        logs.log.exception("console_error path=%s", request.path)
+        return error(500, "internal", "internal error, logged")
+
+
+def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise Refused(400, "bad_request", f"{name} must be a whole number from {lo} to {hi}")
+    return int(text)
+
+
+def _seconds_ago(request: web.Request, name: str) -> float | None:
+    """`since` as epoch seconds, or as an age: 90s, 15m, 2h, 7d."""
+    text = request.query.get(name)
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return time.time() - float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise Refused(400, "bad_request", f"{name} must be epoch seconds or an age such as 15m, 2h, 7d") from None
+
+
+# ---------------------------------------------------------------- reading
+
+
+async def usage(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    totals = master.dispatch.denials.totals
+    by_family: dict[str, int] = {}
+    for (code, _rule), n in totals.items():
+        by_family[code] = by_family.get(code, 0) + n
+    pools = []
+    for bucket in sorted(master.pool.buckets(), key=lambda b: (b.family, b.version or 0, b.bound or "")):
+        pools.append({**bucket.usage(), "usable": usable(master, bucket.family, bucket.version, bucket.installed)})
+    return web.json_response({"master": master.name, "role": master.role.state.value, "epoch": master.epoch,
+                              "pools": pools, "denials": {f"{c}" + (f" ({r})" if r else ""): n for (c, r), n in sorted(
+                                  totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
+                              "grants": master.pool.book.issued()})
+
+
+def _node(master: Master, name: str, *, leases: bool) -> dict[str, Any]:
+    session = master.dispatch.sessions.get(name)
+    if session is None:
+        raise Refused(404, "unknown_node", f"no session of node {name[:64]!r}")
+    loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
+    info, conn = session.info, session.conn
+    peer = getattr(conn, "peer", None)
+    out: dict[str, Any] = {
+        "node": session.node, "role": info.role, "firmware": info.firmware if info.role != "observer" else None,
+        "platform": info.platform if info.role != "observer" else None, "model": info.model, "mac": info.mac,
+        "licensing": info.licensing, "address": f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None,
+        "connected": conn is not None, "connected_since": wall_now - (loop_now - session.since),
+        "last_seen": wall_now - (loop_now - session.last_seen), "leases": len(master.pool.node_leases(name)),
+    }
+    if leases:
+        since = _grant_times(master, name)
+        out["held"] = [{"resource": lease.resource, "holder": lease.holder, "lease": lease.id,
+                        "took": master.pool.took_view(lease).wire, "since": since.get(lease.id)}
+                       for lease in master.pool.node_leases(name)]
+    return out
+
+
+def _grant_times(master: Master, node: str) -> dict[str, float]:
+    """When each of a node's leases was granted, from the journal (written and pending rows)."""
+    times: dict[str, float] = {}
+    path = Path(master.config.data_dir) / "journal.sqlite3"
+    cursor: str | None = None
+    while True:
+        rows, cursor = page(path, event=events.GRANT, node=node, limit=10_000, cursor=cursor)
+        times.update({r["lease"]: r["ts"] for r in rows})
+        if cursor is None:
+            break
+    for row in list(master.journal.rows if master.journal else []):
+        if row[events.EVENT] == events.GRANT and row[events.NODE] == node:
+            times[row[events.LEASE]] = row[events.TS]
+    return times
+
+
+async def nodes(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    names = sorted(master.dispatch.sessions.by_node)
+    return web.json_response({"nodes": [_node(master, n, leases=False) for n in names]})
+
+
+async def node(request: web.Request) -> web.Response:
+    return web.json_response(_node(request.app[MASTER], request.match_info["node"], leases=True))
+
+
+async def journal(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    limit = _int(request, "limit", 100, 1, 10_000)
+    cursor = request.query.get("cursor") or None
+    if cursor is not None:
+        seq, _, index = cursor.partition(".")
+        if not (seq.isdigit() and index.isdigit()):
+            raise Refused(400, "bad_request", "cursor must be the next_cursor of an earlier page")
+    path = Path(master.config.data_dir) / "journal.sqlite3"
+    await master.journal.flush() if master.journal else None  # what happened up to now, not up to the last flush
+    rows, next_cursor = await asyncio.get_running_loop().run_in_executor(None, lambda: page(
+        path, event=request.query.get("event") or None, node=request.query.get("node") or None,
+        since=_seconds_ago(request, "since"), limit=limit, cursor=cursor))
+    return web.json_response({"events": rows, "next_cursor": next_cursor})
+
+
+async def denials(request: web.Request) -> web.Response:
+    """Counts by code, rule and node over a window (`window` seconds, default an hour), from the
+    journal: its `deny` rows and the counts its `deny_repeated` rows carry."""
+    master = request.app[MASTER]
+    window = _int(request, "window", 3600, 1, 366 * 86400)
+    since = time.time() - window
+    path = Path(master.config.data_dir) / "journal.sqlite3"
+    if master.journal:
+        master.dispatch.denials.flush(asyncio.get_running_loop().time())
+        await master.journal.flush()
+    counts: dict[tuple[str, str, str], int] = {}
+    cursor: str | None = None
+    while True:
+        rows, cursor = page(path, since=since, limit=10_000, cursor=cursor)
+        for r in rows:
+            if r["event"] == events.DENY:
+                key, n = (r["detail"] or "?", r["rule"] or "", r["node"] or ""), 1
+            elif r["event"] == events.DENY_REPEATED:
+                code, _, times = (r["detail"] or "? x0").rpartition(" x")
+                key, n = (code, r["rule"] or "", r["node"] or ""), int(times) if times.isdigit() else 0
+            else:
+                continue
+            counts[key] = counts.get(key, 0) + n
+        if cursor is None:
+            break
+    return web.json_response({"window_s": window, "denials": [
+        {"code": c, "rule": r or None, "node": n, "count": k} for (c, r, n), k in sorted(counts.items())]})
+
+
+async def check(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    firmware = _int(request, "firmware", CURRENT_VERSION, 1, 99)
+    loaded = master.license_set
+    if loaded is None:
+        raise Refused(503, "not_ready", "no license set loaded yet")
+    return web.json_response(verdict(loaded, firmware, master.today()).to_dict())
+
+
+async def ha(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    journal_rows = master.journal.rows if master.journal else []
+    return web.json_response({
+        "master": master.name, "role": master.role.state.value, "epoch": master.epoch,
+        "following": master.role.following or None, "grace_ms": master.dispatch.grace_left_ms(),
+        "peers": master.peer_states(),
+        "replication": {"standbys": len(master.feed), "degraded": master.feed.degraded,
+                        "lag_s": max(0.0, time.time() - journal_rows[0][0]) if journal_rows else 0.0,
+                        "pending_rows": len(journal_rows)},
+        "coordination": {"mode": "two-node", "note": "leadership by watching the peer; see docs/operations.md"},
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# ---------------------------------------------------------------- changing
+
+
+async def reload(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    logs.event("console_reload", who=request[WHO])
+    report = master.reload()
+    if report is None:
+        raise Refused(422, "reload_refused", "the license files have errors: the set in force stays (see the journal's reload_refused)")
+    return web.json_response({"licenses": sum(lic.count for lic in master.pool.installed),
+                              "problems": [p.to_dict() for p in report.problems], "overcommitted": report.overcommitted})
+
+
+async def release(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    name = request.match_info["node"]
+    session = master.dispatch.sessions.get(name)
+    if session is None:
+        raise Refused(404, "unknown_node", f"no session of node {name[:64]!r}")
+    who = request[WHO]
+    released = master.dispatch.sessions.end(
+        session, End.FENCE, event={"event": "fenced", "reason": f"released by an operator ({who})"},
+        detail=f"released by {who}", who=who)
+    logs.event("console_release", logging.WARNING, node=name, who=who, released=len(released))
+    return web.json_response({"node": name, "released": len(released), "by": who})
+
+
+def application(master: Master) -> web.Application:
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    app[MASTER] = master
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MasterCollector(master))
+    app[REGISTRY] = registry
+    api = "/api/v1"
+    app.add_routes([
+        web.get(f"{api}/usage", usage), web.get(f"{api}/nodes", nodes), web.get(f"{api}/nodes/{{node}}", node),
+        web.get(f"{api}/journal", journal), web.get(f"{api}/denials", denials), web.get(f"{api}/check", check),
+        web.get(f"{api}/ha", ha), web.post(f"{api}/reload", reload), web.post(f"{api}/nodes/{{node}}/release", release),
+        web.get("/metrics", metrics),
+    ])
+    return app
+
+
+class Console:
+    """The console's HTTP(S) server, started and stopped with the master."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.runner: web.AppRunner | None = None
+        self.address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        """On the config's `http`, HTTPS when the master serves TLS. Raises StartError."""
+        host, port = self.master.config.http_address
+        self.runner = web.AppRunner(application(self.master), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, ssl_context=self.master.tls(), reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            raise StartError(f"cannot listen on http {self.master.config.http}: {exc.strerror or exc}") from None
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        name = sockets[0].getsockname() if sockets else (host, port)
+        self.address = (name[0], name[1])
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None

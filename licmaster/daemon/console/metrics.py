@@ -1,0 +1,91 @@
+"""Prometheus metrics of a running master, read from its state at each scrape (a collector, not
+counters on the request path): licenses per family and version, grants and denials, sessions,
+request latency per batch, journal and replication lag, epoch and role."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from licmaster.daemon.role import Role
+from licmaster.daemon.timing import BATCH_BOUNDS
+
+if TYPE_CHECKING:
+    from licmaster.daemon.master import Master
+
+
+
+def usable(master: Master, family: str, version: int | None, installed: int) -> int:
+    """What of a bucket serves the newest firmware among the PBXs connected now (R-VER-2: any
+    older license of the family caps it); with no PBX connected, all of it."""
+    firmwares = [s.info.firmware for s in master.dispatch.sessions.by_node.values() if s.info.role != "observer"]
+    if not firmwares or version is None:
+        return installed
+    return 0 if master.pool.planner.version_denial(family, max(firmwares), "") else installed
+
+
+class MasterCollector(Collector):
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    def collect(self) -> Iterator[Metric]:
+        master = self.master
+        if master._dispatch is None:
+            return
+        dispatch = master.dispatch
+        labels = ["family", "version"]
+        installed = GaugeMetricFamily("licmaster_licenses_installed", "Licenses installed", labels=labels)
+        in_use = GaugeMetricFamily("licmaster_licenses_in_use", "Licenses in use now", labels=labels)
+        serving = GaugeMetricFamily("licmaster_licenses_usable", "Licenses that serve the newest firmware connected", labels=labels)
+        peak = GaugeMetricFamily("licmaster_licenses_peak", "Most in use at once since the master started", labels=labels)
+        totals: dict[tuple[str, str], list[int]] = {}
+        for bucket in master.pool.buckets():
+            key = (bucket.family, "" if bucket.version is None else str(bucket.version))
+            row = totals.setdefault(key, [0, 0, 0, 0])
+            row[0] += bucket.installed
+            row[1] += bucket.in_use
+            row[2] += usable(master, bucket.family, bucket.version, bucket.installed)
+            row[3] = max(row[3], bucket.peak)
+        for key, (i, u, s, p) in sorted(totals.items()):
+            installed.add_metric(list(key), i)
+            in_use.add_metric(list(key), u)
+            serving.add_metric(list(key), s)
+            peak.add_metric(list(key), p)
+        yield from (installed, in_use, serving, peak)
+        yield CounterMetricFamily("licmaster_grants", "Floating licenses granted by this master's pool",
+                                  value=master.pool.book.issued())
+        denials = CounterMetricFamily("licmaster_denials", "Requests refused, by error code and rule", labels=["code", "rule"])
+        for (code, rule), n in sorted(dispatch.denials.totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            denials.add_metric([code, rule or ""], n)
+        yield denials
+        sessions = GaugeMetricFamily("licmaster_sessions", "Sessions, by role", labels=["role"])
+        by_role: dict[str, int] = {"pbx": 0, "standby": 0, "observer": 0}
+        for session in dispatch.sessions.by_node.values():
+            by_role[session.info.role] = by_role.get(session.info.role, 0) + 1
+        for role_name, n in sorted(by_role.items()):
+            sessions.add_metric([role_name], n)
+        yield sessions
+        yield GaugeMetricFamily("licmaster_connections", "Open connections", value=len(dispatch.connections))
+        timer = dispatch.timer
+        buckets = [(str(bound), sum(timer.counts[: i + 1])) for i, bound in enumerate(BATCH_BOUNDS)] + [("+Inf", timer.count)]
+        yield HistogramMetricFamily("licmaster_request_batch_seconds", "Time to answer one read's requests (a batch)",
+                                    buckets=buckets, sum_value=timer.sum)
+        yield CounterMetricFamily("licmaster_requests", "Requests answered", value=timer.requests)
+        journal = master.journal
+        pending = journal.rows if journal is not None else []
+        yield GaugeMetricFamily("licmaster_journal_pending_rows", "Journal rows not yet written", value=len(pending))
+        yield GaugeMetricFamily("licmaster_journal_lag_seconds", "Age of the oldest journal row not yet written",
+                                value=max(0.0, time.time() - pending[0][0]) if pending else 0.0)
+        yield GaugeMetricFamily("licmaster_replication_standbys", "Standby masters following this one", value=len(master.feed))
+        yield GaugeMetricFamily("licmaster_replication_degraded", "1 when the standby that followed is gone",
+                                value=int(master.feed.degraded))
+        yield GaugeMetricFamily("licmaster_epoch", "This master's epoch", value=dispatch.epoch)
+        role = GaugeMetricFamily("licmaster_role", "1 for this master's role", labels=["role"])
+        for state in Role:
+            role.add_metric([state.value], int(master.role.state is state))
+        yield role
+        yield GaugeMetricFamily("licmaster_grace_seconds", "Left of the grace window", value=dispatch.grace_left_ms() / 1000)

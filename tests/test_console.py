@@ -1,0 +1,237 @@
+"""The operator's console: the JSON API, access, metrics. A real Master in this process, its
+console on a real port of 127.0.0.1, asked with a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from licmaster.daemon.config import AdminToken
+from licmaster.daemon.console.access import decide
+from licmaster.daemon.console.api import Console
+from licmaster.testing import InProcessMaster
+
+from .daemon import Daemon, in_process
+
+LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Operator12"\ncount = 1\n'
+PBX = {"role": "pbx", "firmware": 13, "platform": "gateway", "mac": "00:90:33:00:00:01", "licensing": "central"}
+VIEW, MANAGE = "view-token-0123456789", "manage-token-0123456789"
+TOKENS = [{"token": VIEW, "role": "view"}, {"token": MANAGE, "role": "manage", "name": "alice"}]
+
+
+class Console_:
+    """A started master with its console, and an HTTP client on it."""
+
+    def __init__(self, master: InProcessMaster, console: Console, http: aiohttp.ClientSession) -> None:
+        self.master, self.console, self.http = master, console, http
+        assert console.address is not None
+        self.base = f"http://{console.address[0]}:{console.address[1]}"
+
+    async def get(self, path: str, token: str | None = None, status: int = 200) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.get(self.base + path, headers=headers) as response:
+            assert response.status == status, (response.status, await response.text())
+            return await response.json() if response.content_type == "application/json" else await response.text()
+
+    async def post(self, path: str, token: str | None = None, status: int = 200) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.post(self.base + path, headers=headers) as response:
+            assert response.status == status, (response.status, await response.text())
+            return await response.json()
+
+
+async def open_console(tmp_path: Path, **config: Any) -> Console_:
+    d = await in_process(tmp_path / "m", LICENSES, http="127.0.0.1:0", **config)
+    assert d.master is not None
+    console = Console(d.master)
+    await console.start()
+    return Console_(d, console, aiohttp.ClientSession())
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[Console_]:
+    c = await open_console(tmp_path)
+    yield c
+    await c.http.close()
+    await c.console.stop()
+    await c.master.stop()
+
+
+@pytest.fixture
+async def guarded(tmp_path: Path) -> AsyncIterator[Console_]:
+    c = await open_console(tmp_path, admin_tokens=TOKENS)
+    yield c
+    await c.http.close()
+    await c.console.stop()
+    await c.master.stop()
+
+
+async def test_usage_follows_checkouts_with_peak_and_denials(console: Console_) -> None:
+    pbx = console.master.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+    leases = [pbx.call("checkout", resource="port", holder=h)["lease"] for h in ("a", "b", "c")]
+    assert pbx.call("checkout", resource="port", holder="d")["error"] == "exhausted"
+    pbx.call("checkin", lease=leases[0])
+    usage = await console.get("/api/v1/usage")
+    port = next(p for p in usage["pools"] if p["family"] == "PBX-Port")
+    assert (port["installed"], port["in_use"], port["peak"], port["usable"]) == (3, 2, 3, 3)
+    operator = next(p for p in usage["pools"] if p["family"] == "PBX-Operator")
+    assert operator["usable"] == 0  # a V12 license does not serve the V13 PBX connected (R-VER-2)
+    assert usage["denials"] == {"exhausted (R-PORT-1)": 1} and usage["grants"] == 3
+
+
+async def test_nodes_and_one_node_with_what_it_holds_since_when(console: Console_) -> None:
+    pbx = console.master.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX, model="IP811")["ok"]
+    pbx.call("checkout", resource="port", holder="alice")
+    listed = (await console.get("/api/v1/nodes"))["nodes"]
+    assert [(n["node"], n["role"], n["leases"], n["connected"]) for n in listed] == [("pbx1", "pbx", 1, True)]
+    one = await console.get("/api/v1/nodes/pbx1")
+    assert (one["firmware"], one["model"], one["mac"]) == (13, "IP811", "00:90:33:00:00:01")
+    assert [(h["resource"], h["holder"]) for h in one["held"]] == [("port", "alice")]
+    assert one["held"][0]["since"] is not None and one["last_seen"] >= one["connected_since"]
+    missing = await console.get("/api/v1/nodes/nobody", status=404)
+    assert missing["error"] == "unknown_node"
+
+
+async def test_the_journal_pages_with_a_cursor_and_filters(console: Console_) -> None:
+    pbx = console.master.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+    for holder in ("a", "b", "c"):
+        pbx.call("checkout", resource="port", holder=holder)
+    first = await console.get("/api/v1/journal?event=grant&limit=2")
+    assert [e["holder"] for e in first["events"]] == ["a", "b"] and first["next_cursor"]
+    rest = await console.get(f"/api/v1/journal?event=grant&limit=2&cursor={first['next_cursor']}")
+    assert [e["holder"] for e in rest["events"]] == ["c"] and rest["next_cursor"] is None
+    assert (await console.get("/api/v1/journal?node=nobody"))["events"] == []
+    for bad in ("limit=0", "limit=abc", "cursor=x.y", "since=yesterday"):
+        assert (await console.get(f"/api/v1/journal?{bad}", status=400))["error"] == "bad_request"
+
+
+async def test_denials_by_code_rule_and_node_over_a_window(console: Console_) -> None:
+    pbx = console.master.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+    for holder in ("a", "b", "c", "d", "e", "f"):
+        pbx.call("checkout", resource="port", holder=holder)
+    counts = (await console.get("/api/v1/denials?window=600"))["denials"]
+    assert counts == [{"code": "exhausted", "rule": "R-PORT-1", "node": "pbx1", "count": 3}]
+
+
+async def test_check_and_ha(console: Console_) -> None:
+    check = await console.get("/api/v1/check")
+    assert [w["rule"] for w in check["warnings"]] == ["R-VER-2"]  # the V12 Operator license on V13
+    assert (await console.get("/api/v1/check?firmware=12"))["ok"] is True
+    ha = await console.get("/api/v1/ha")
+    assert (ha["role"], ha["replication"]["standbys"], ha["peers"]) == ("acting", 0, [])
+
+
+async def test_reload_and_release_need_a_manage_token_and_say_who(guarded: Console_) -> None:
+    pbx = guarded.master.connect_now()
+    assert pbx.call("hello", node="stuck", **PBX)["ok"]
+    pbx.call("checkout", resource="port", holder="alice")
+    assert (await guarded.post("/api/v1/nodes/stuck/release", VIEW, status=403))["error"] == "forbidden"
+    released = await guarded.post("/api/v1/nodes/stuck/release", MANAGE)
+    assert released == {"node": "stuck", "released": 1, "by": "alice"}
+    await asyncio.sleep(0)
+    assert {"event": "fenced", "reason": "released by an operator (alice)"} in pbx.take()
+    assert guarded.master.master is not None and guarded.master.master.pool.lease_count == 0
+    await guarded.master.master.journal.flush()  # type: ignore[union-attr]
+    journal = await guarded.get("/api/v1/journal?node=stuck&event=bye", VIEW)
+    assert journal["events"][0]["detail"] == "released by alice"
+    report = await guarded.post("/api/v1/reload", MANAGE)
+    assert report["licenses"] == 4
+    guarded.master.license_file.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 0\n')
+    assert (await guarded.post("/api/v1/reload", MANAGE, status=422))["error"] == "reload_refused"
+
+
+async def test_with_tokens_every_request_needs_one(guarded: Console_) -> None:
+    assert (await guarded.get("/api/v1/usage", status=401))["error"] == "unauthorized"
+    assert (await guarded.get("/api/v1/usage", "not-a-token", status=401))["error"] == "unauthorized"
+    assert (await guarded.get("/api/v1/usage", VIEW))["role"] == "acting"
+    assert "licmaster_epoch" in await guarded.get("/metrics", VIEW)
+
+
+async def test_without_tokens_the_console_is_read_only(console: Console_) -> None:
+    assert (await console.post("/api/v1/reload", status=403))["message"].startswith("no admin_tokens configured")
+
+
+def test_without_tokens_only_loopback_may_read() -> None:
+    assert decide((), None, "127.0.0.1", mutation=False).allowed
+    assert decide((), None, "::1", mutation=False).allowed
+    off_host = decide((), None, "192.0.2.7", mutation=False)
+    assert (off_host.allowed, off_host.status) == (False, 403)
+    tokens = (AdminToken(VIEW, "view"),)
+    assert decide(tokens, f"Bearer {VIEW}", "192.0.2.7", mutation=False).allowed  # a token works from anywhere
+    assert decide(tokens, f"Basic {VIEW}", "127.0.0.1", mutation=False).status == 401
+
+
+async def test_metrics_parse_and_match_the_pool(console: Console_) -> None:
+    pbx = console.master.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+    pbx.call("checkout", resource="port", holder="a")
+    pbx.call("checkout", resource="operator", holder="desk")  # refused: R-VER-2
+    text = await console.get("/metrics")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    port = (("family", "PBX-Port"), ("version", "13"))
+    assert samples[("licmaster_licenses_installed", port)] == 3
+    assert samples[("licmaster_licenses_in_use", port)] == 1
+    assert samples[("licmaster_grants_total", ())] == 1
+    assert samples[("licmaster_denials_total", (("code", "version"), ("rule", "R-VER-2")))] == 1
+    assert samples[("licmaster_sessions", (("role", "pbx"),))] == 1
+    assert samples[("licmaster_role", (("role", "acting"),))] == 1
+    assert samples[("licmaster_request_batch_seconds_count", ())] >= 3
+
+
+async def test_the_console_speaks_https_when_the_master_serves_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    d = Daemon(tmp_path / "m", LICENSES, tls_cert=str(cert), tls_key=str(key)).start()
+    try:
+        assert d.http is not None
+        context = ssl.create_default_context(cafile=str(cert))
+        async with aiohttp.ClientSession() as http, http.get(f"https://{d.http}/api/v1/ha", ssl=context) as response:
+            assert response.status == 200 and (await response.json())["role"] == "acting"
+    finally:
+        d.stop()
+
+
+async def test_status_and_release_from_the_command_line(tmp_path: Path) -> None:
+    """`licmaster status` and `licmaster release` against a real `licmaster serve`."""
+    import sys
+
+    from licmaster.client import MasterClient
+
+    d = Daemon(tmp_path / "m", LICENSES, admin_tokens=TOKENS).start()
+    try:
+        pbx = MasterClient([d.master], "stuck-pbx")
+        await pbx.connect()
+        await pbx.checkout("port", "alice")
+
+        def licmaster(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "licmaster.cli", *args, "--url", f"http://{d.http}"],
+                                  capture_output=True, text=True, timeout=30)
+
+        status = await asyncio.to_thread(licmaster, "status", "--token", VIEW)
+        assert status.returncode == 0, status.stderr
+        assert "stuck-pbx" in status.stdout and "PBX-Port" in status.stdout
+        refused = await asyncio.to_thread(licmaster, "release", "stuck-pbx", "--token", VIEW)
+        assert refused.returncode != 0 and "403 forbidden" in refused.stderr
+        released = await asyncio.to_thread(licmaster, "release", "stuck-pbx", "--token", MANAGE)
+        assert released.returncode == 0 and "1 floating license(s) released" in released.stdout
+        as_json = await asyncio.to_thread(licmaster, "status", "--token", VIEW, "--json")
+        assert json.loads(as_json.stdout)["nodes"] == []
+        await pbx.close(bye=False)
+    finally:
+        d.stop()
