@@ -44,12 +44,15 @@ class DenialJournal:
         self._windows: dict[str, _Window] = {}
         self._opened = 0.0
         self.totals: dict[tuple[str, str | None], int] = {}  # (code, rule) -> denials since start, every one
+        self.listeners: list[Callable[[str, Denial, str | None], None]] = []  # the console's live feed
 
     def deny(self, node: str, denial: Denial, resource: str | None, holder: str | None, now: float) -> None:
         if now - self._opened >= self.window_s:
             self.flush(now)
         total_key = (denial.code, denial.rule)
         self.totals[total_key] = self.totals.get(total_key, 0) + 1
+        for listener in self.listeners:
+            listener(node, denial, resource)
         known = resource in KNOWN_RESOURCES
         resource = resource if known else bounded(resource)
         kind: Kind = (denial.code, denial.rule, (resource or "-") if known else "?")  # unknown names: one kind, not one each

@@ -162,6 +162,13 @@ class Master:
         """The license files in force (the last set loaded without error)."""
         return self._last_good
 
+    def console_urls(self) -> list[str]:
+        """The consoles of this installation's masters this one knows: its own first, then its
+        peers' as they last told it (the dashboard goes to them when this master is gone)."""
+        own = [self.dispatch.console_url] if self._dispatch is not None and self.dispatch.console_url else []
+        peers = [str(p["http"]) for p in self.peer_states() if p.get("http")]
+        return [*own, *(url for url in peers if url not in own)]
+
     def peer_states(self) -> list[dict[str, Any]]:
         """What this master last saw of each peer (the console's HA view)."""
         return self.peer_watch.states() if self.peer_watch else []

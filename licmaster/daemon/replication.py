@@ -183,7 +183,7 @@ class PeerWatch:
             self._seen[peer] = {"peer": peer, "reachable": False, "why": str(exc) or exc.__class__.__name__, "at": time.time()}
             return None  # unreachable or refusing: nothing to learn now
         self._seen[peer] = {"peer": peer, "reachable": True, "role": usage.get("role"), "epoch": usage.get("epoch"),
-                            "standby_of": usage.get("standby_of"), "at": time.time()}
+                            "standby_of": usage.get("standby_of"), "http": usage.get("http"), "at": time.time()}
         epoch = acting_epoch(usage)
         return epoch if epoch is not None and epoch > self.epoch() else None
 

@@ -30,6 +30,15 @@ def loopback(address: str | None) -> bool:
         return False
 
 
+def allowed_origin(origin: str | None, masters: list[str]) -> bool:
+    """A page of another master's console may read this one (the dashboard follows a failover):
+    an origin on loopback, or on the host of a master this one knows (standby_of, peers)."""
+    if not origin:
+        return False
+    host = origin.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return loopback(host) or host == "localhost" or host in {m.rsplit(":", 1)[0].strip("[]") for m in masters}
+
+
 def decide(tokens: tuple[AdminToken, ...], authorization: str | None, remote: str | None, *, mutation: bool) -> Decision:
     if not tokens:
         if not loopback(remote):

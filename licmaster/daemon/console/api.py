@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from licmaster.daemon import logs
-from licmaster.daemon.console.access import decide
+from licmaster.daemon.console.access import allowed_origin, decide
+from licmaster.daemon.console.live import Live
 from licmaster.daemon.console.metrics import MasterCollector, usable
 from licmaster.daemon.journal import page
 from licmaster.daemon.master import StartError
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MASTER: web.AppKey[Master] = web.AppKey("master", object)  # type: ignore[arg-type]
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
+LIVE: web.AppKey[Live] = web.AppKey("live", Live)
 WHO: web.RequestKey[str] = web.RequestKey("who", str)  # who asked: a token's name, or "loopback"
 
 
@@ -54,20 +56,34 @@ def error(status: int, code: str, message: str) -> web.Response:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Access first (docs/admin-api.md, "Access"); then any fault answers 500, never more."""
     master = request.app[MASTER]
-    decision = decide(master.config.admin_tokens, request.headers.get("Authorization"), request.remote,
-                      mutation=request.method not in ("GET", "HEAD"))
-    if not decision.allowed:
-        return error(decision.status, "forbidden" if decision.status == 403 else "unauthorized", decision.reason)
-    request[WHO] = decision.who
+    if request.path != "/" and not request.path.startswith("/static/"):  # the page holds no data: the API it asks does
+        authorization = request.headers.get("Authorization")
+        if authorization is None and request.path == "/api/v1/live" and request.query.get("token"):
+            authorization = f"Bearer {request.query['token']}"  # EventSource cannot send headers
+        decision = decide(master.config.admin_tokens, authorization, request.remote,
+                          mutation=request.method not in ("GET", "HEAD"))
+        if not decision.allowed:
+            return _cors(request, error(decision.status, "forbidden" if decision.status == 403 else "unauthorized", decision.reason))
+        request[WHO] = decision.who
     try:
-        return await handler(request)
+        return _cors(request, await handler(request))
     except Refused as refused:
-        return error(refused.status, refused.code, refused.message)
+        return _cors(request, error(refused.status, refused.code, refused.message))
     except web.HTTPException:
         raise
     except Exception:
         logs.log.exception("console_error path=%s", request.path)
         return error(500, "internal", "internal error, logged")
+
+
+def _cors(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    origin = request.headers.get("Origin")
+    master = request.app[MASTER]
+    known = [m for m in (master.config.standby_of, *master.config.peers, master.role.following) if m]
+    if not response.prepared and allowed_origin(origin, known):
+        response.headers["Access-Control-Allow-Origin"] = origin or ""
+        response.headers["Vary"] = "Origin"
+    return response
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -227,6 +243,49 @@ async def ha(request: web.Request) -> web.Response:
     })
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return await _static(STATIC / "index.html")
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    path = (STATIC / name).resolve()
+    if path.parent != STATIC or path.suffix not in STATIC_TYPES or not path.is_file():
+        raise Refused(404, "not_found", "no such file")
+    return await _static(path)
+
+
+async def _static(path: Path) -> web.Response:
+    return web.Response(body=path.read_bytes(), content_type=STATIC_TYPES[path.suffix], charset="utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    """The dashboard's feed: server-sent events (state, history, sample, denials)."""
+    hub = request.app[LIVE]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    _cors(request, response)
+    await response.prepare(request)
+    queue = hub.subscribe()
+    try:
+        await response.write(b"retry: 1000\n\n")
+        while True:
+            message = await queue.get()
+            if not message:
+                break
+            await response.write(message.encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        hub.unsubscribe(queue)
+    return response
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -259,9 +318,10 @@ async def release(request: web.Request) -> web.Response:
     return web.json_response({"node": name, "released": len(released), "by": who})
 
 
-def application(master: Master) -> web.Application:
+def application(master: Master, hub: Live) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[MASTER] = master
+    app[LIVE] = hub
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MasterCollector(master))
     app[REGISTRY] = registry
@@ -270,7 +330,8 @@ def application(master: Master) -> web.Application:
         web.get(f"{api}/usage", usage), web.get(f"{api}/nodes", nodes), web.get(f"{api}/nodes/{{node}}", node),
         web.get(f"{api}/journal", journal), web.get(f"{api}/denials", denials), web.get(f"{api}/check", check),
         web.get(f"{api}/ha", ha), web.post(f"{api}/reload", reload), web.post(f"{api}/nodes/{{node}}/release", release),
-        web.get("/metrics", metrics),
+        web.get("/metrics", metrics), web.get(f"{api}/live", live),
+        web.get("/", index), web.get("/static/{name}", static),
     ])
     return app
 
@@ -282,11 +343,14 @@ class Console:
         self.master = master
         self.runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
+        self.live: Live | None = None
 
     async def start(self) -> None:
         """On the config's `http`, HTTPS when the master serves TLS. Raises StartError."""
         host, port = self.master.config.http_address
-        self.runner = web.AppRunner(application(self.master), access_log=None, handle_signals=False)
+        self.live = Live(self.master)
+        self.runner = web.AppRunner(application(self.master, self.live), access_log=None, handle_signals=False,
+                                    shutdown_timeout=0.5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, ssl_context=self.master.tls(), reuse_address=True)
         try:
@@ -298,8 +362,13 @@ class Console:
         sockets = getattr(server, "sockets", None) or []
         name = sockets[0].getsockname() if sockets else (host, port)
         self.address = (name[0], name[1])
+        scheme = "https" if self.master.tls() else "http"
+        self.master.dispatch.console_url = f"{scheme}://{name[0]}:{name[1]}"
+        self.live.start()
 
     async def stop(self) -> None:
+        if self.live is not None:
+            await self.live.stop()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
