@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from licmaster import console_cli
+from licmaster.daemon import report as usage_report
 from licmaster.daemon import serve
 from licmaster.daemon.config import ConfigError, load_config
 from licmaster.daemon.journal import read_journal
@@ -69,6 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     journal.add_argument("--last", type=int, default=0, help="only the last N events")
     journal.add_argument("--json", action="store_true", help="one JSON object per line")
     journal.set_defaults(run=_journal)
+
+    rep = sub.add_parser("report", help="usage report from the journal: peaks per hour and day, who was refused, top holders")
+    rep.add_argument("--data-dir", default="licmaster-data", type=Path, help="the master's data directory")
+    rep.add_argument("--since", default="7d", help="how far back: 7d, 12h, 30m, or epoch seconds (default %(default)s)")
+    fmt = rep.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--html", action="store_true", help="one self-contained page with charts")
+    rep.add_argument("--out", type=Path, help="write here instead of printing")
+    rep.set_defaults(run=_report)
 
     args = parser.parse_args(argv)
     return int(args.run(args))
@@ -131,6 +141,28 @@ def _sign(args: argparse.Namespace) -> int:
         return 2
     args.out.write_text(text.rstrip("\n") + "\n" + table, encoding="utf-8")
     print(f"wrote {args.out}: {sum(lic.count for lic in loaded.licenses)} licenses, bound to {', '.join(args.installation)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    path = args.data_dir / "journal.sqlite3"
+    if not path.is_file():
+        print(f"licmaster: no journal at {path}", file=sys.stderr)
+        return 2
+    now = dt.datetime.now(dt.UTC).timestamp()
+    try:
+        since = usage_report.parse_age(args.since, now)
+    except ValueError:
+        print(f"licmaster: --since {args.since!r}: expected 7d, 12h, 30m, 90s or epoch seconds", file=sys.stderr)
+        return 2
+    doc = usage_report.from_journal(path, since, now)
+    text = (json.dumps(doc, indent=2) if args.json else usage_report.render_html(doc) if args.html
+            else usage_report.render_text(doc))
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text)
     return 0
 
 

@@ -44,6 +44,20 @@ class ProgressLine:
         self.stream.flush()
 
 
+def _announce(url: str) -> None:
+    print(f"\nslave-sim: the run's master shows its dashboard at {url}", file=sys.stderr, flush=True)
+
+
+async def _hold(seconds: float | None) -> None:
+    """Keep the masters (and their dashboards) up: `seconds`, or until Enter."""
+    if seconds is not None:
+        print(f"slave-sim: keeping the dashboard up for {seconds:g} s", file=sys.stderr, flush=True)
+        await asyncio.sleep(seconds)
+        return
+    print("slave-sim: the dashboard stays up; press Enter to end", file=sys.stderr, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slave-sim", description="Simulated PBX networks around a license master.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--report-dir", type=Path, default=Path("reports"), help="where the JSON and HTML reports go")
     run.add_argument("--workers", type=int, default=1, help="spread the PBXs over N processes (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--dashboard", action="store_true",
+                     help="print the dashboard URL of the master it starts, and keep it up after the run until Enter")
+    run.add_argument("--hold", type=float, metavar="SECONDS", help="with --dashboard: keep it up this long instead of until Enter")
     sub.add_parser("actions", help="list the timeline actions a scenario may use")
     args = parser.parse_args(argv)
     if args.command == "actions":
@@ -64,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario = load_scenario(args.scenario, args.size)
         if args.workers < 1:
             raise ValueError("--workers must be at least 1")
-        runner = Runner(scenario, args.master, None if args.quiet else ProgressLine(sys.stderr), workers=args.workers)
+        runner = Runner(scenario, args.master, None if args.quiet else ProgressLine(sys.stderr), workers=args.workers,
+                        dashboard=_announce if args.dashboard else None,
+                        hold=(lambda: _hold(args.hold)) if args.dashboard else None)
     except (ScenarioError, ValueError) as exc:
         print(f"slave-sim: {exc}", file=sys.stderr)
         return 2

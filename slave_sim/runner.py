@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from licmaster.client import MasterClient
@@ -46,8 +46,11 @@ class RunResult:
 
 class Runner:
     def __init__(self, scenario: Scenario, master: str | None = None, progress: Progress | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, dashboard: Callable[[str], None] | None = None,
+                 hold: Callable[[], Awaitable[None]] | None = None) -> None:
         self.scenario = scenario
+        self.dashboard = dashboard  # told the dashboard's URL as soon as the run's master serves
+        self.hold = hold  # awaited after the last step, before the masters stop (to look at the dashboard)
         self.recorder = Recorder()
         self.progress = progress
         self.external_master = master
@@ -103,6 +106,8 @@ class Runner:
             installed = dict(self.auditor.installed)
             checks = self.judge(final, installed)
             await self.auditor.stop()
+            if self.hold is not None:
+                await self.hold()
         finally:
             for remote in self.remote:
                 remote.kill()
@@ -117,7 +122,10 @@ class Runner:
         if self.external_master:
             return self.external_master
         self.master_process = MasterProcess(self.scenario.licenses, self.scenario.master)
-        return self.master_process.start().target
+        address = self.master_process.start().target
+        if self.dashboard is not None and self.master_process.http:
+            self.dashboard(f"http://{self.master_process.http}/")
+        return address
 
     async def _stop_networks(self) -> None:
         if self.local is not None:

@@ -235,3 +235,14 @@ async def test_status_and_release_from_the_command_line(tmp_path: Path) -> None:
         await pbx.close(bye=False)
     finally:
         d.stop()
+
+
+async def test_the_usage_report_over_the_api(console: Console_) -> None:
+    pbx = console.master.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+    for holder in ("a", "b", "c", "d"):
+        pbx.call("checkout", resource="port", holder=holder)
+    report = await console.get("/api/v1/report?since=1h")
+    assert report["days"][0]["peak"] == {"PBX-Port": 3} and report["refused"][0]["count"] == 1
+    page = await console.get("/api/v1/report?since=1h&format=html")
+    assert "<svg" in page

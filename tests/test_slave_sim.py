@@ -122,3 +122,24 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
     assert bar.text.startswith("\r[######") and bar.text.endswith("\n") and "\r[########################] 4/4" in bar.text
     assert log.text.splitlines()[0].startswith("[1/4]") and len(log.text.splitlines()) == 2
 
+
+
+def test_a_run_shows_its_masters_dashboard_and_holds_it_up(tmp_path: Path) -> None:
+    import re
+    import threading
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "slave_sim.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"),
+                             "--dashboard", "--hold", "3", "--quiet", "--report-dir", str(tmp_path)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    for line in proc.stderr:
+        seen.append(line)
+        found = re.search(r"dashboard at (http://\S+/)", line)
+        if found:
+            with urllib.request.urlopen(found.group(1), timeout=5) as page:  # the page, served while the run goes on
+                assert b"dashboard.js" in page.read()
+            break
+    threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True).start()  # type: ignore[union-attr]
+    assert proc.wait(60) == 0, "".join(seen)

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from licmaster.daemon import logs
+from licmaster.daemon import report as usage_report
 from licmaster.daemon.console.access import allowed_origin, decide
 from licmaster.daemon.console.live import Live
 from licmaster.daemon.console.metrics import MasterCollector, usable
@@ -286,6 +287,19 @@ async def live(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def report(request: web.Request) -> web.Response:
+    """The usage report (daemon/report.py): `since` (default 7d), `format=json|html`."""
+    master = request.app[MASTER]
+    since = _seconds_ago(request, "since") or time.time() - 7 * 86400
+    if master.journal:
+        await master.journal.flush()
+    path = Path(master.config.data_dir) / "journal.sqlite3"
+    doc = await asyncio.get_running_loop().run_in_executor(None, lambda: usage_report.from_journal(path, since))
+    if request.query.get("format") == "html":
+        return web.Response(text=usage_report.render_html(doc, f"{master.name}: usage report"), content_type="text/html")
+    return web.json_response(doc)
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -329,7 +343,7 @@ def application(master: Master, hub: Live) -> web.Application:
     app.add_routes([
         web.get(f"{api}/usage", usage), web.get(f"{api}/nodes", nodes), web.get(f"{api}/nodes/{{node}}", node),
         web.get(f"{api}/journal", journal), web.get(f"{api}/denials", denials), web.get(f"{api}/check", check),
-        web.get(f"{api}/ha", ha), web.post(f"{api}/reload", reload), web.post(f"{api}/nodes/{{node}}/release", release),
+        web.get(f"{api}/ha", ha), web.get(f"{api}/report", report), web.post(f"{api}/reload", reload), web.post(f"{api}/nodes/{{node}}/release", release),
         web.get("/metrics", metrics), web.get(f"{api}/live", live),
         web.get("/", index), web.get("/static/{name}", static),
     ])

@@ -1,0 +1,74 @@
+"""The usage report, from journal rows: peaks per hour and day, running out, who was refused,
+top holders; and from a real master's journal through the CLI and the console."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from licmaster.cli import main
+from licmaster.daemon.report import render_html, render_text, took_families, usage_report
+
+HOUR = 3600.0
+T0 = 1_764_000_000.0 // HOUR * HOUR  # the start of an hour
+
+
+def row(ts: float, event: str, node: str | None = None, lease: str | None = None, detail: str | None = None,
+        rule: str | None = None, resource: str | None = None, holder: str | None = None) -> dict:
+    return {"ts": ts, "event": event, "node": node, "resource": resource, "holder": holder, "lease": lease,
+            "detail": detail, "rule": rule}
+
+
+def test_took_labels_are_read_by_family_bound_or_not() -> None:
+    assert took_families("PBX-Port13:1 PBX-IPVA13 bound to 00:90:33:00:00:0a:1") == {"PBX-Port": 1, "PBX-IPVA": 1}
+    assert took_families("PBX-Channels13:5") == {"PBX-Channels": 5}
+    assert took_families("Port13:1") == {"Port": 1}
+
+
+def test_peaks_per_hour_and_day_running_out_refusals_and_top_holders() -> None:
+    rows = [
+        row(T0 - 10, "start"),
+        row(T0 - 5, "grant", "pbx1", "1", "PBX-Port13:1"),  # held before the period: counted in it
+        row(T0 + 10, "grant", "pbx1", "2", "PBX-Port13:1"),
+        row(T0 + 20, "grant", "pbx2", "3", "PBX-Port13:1"),
+        row(T0 + 30, "deny", "pbx2", None, "exhausted", "R-PORT-1", "port", "x"),
+        row(T0 + 40, "deny_repeated", "pbx2", None, "exhausted x4", "R-PORT-1", "port"),
+        row(T0 + 50, "checkin", "pbx1", "2"),
+        row(T0 + HOUR + 10, "expire", "pbx1"),  # both of pbx1's back
+        row(T0 + HOUR + 20, "grant", "pbx3", "4", "PBX-Channels13:5"),
+        row(T0 + HOUR + 30, "start"),  # a restart: nothing held any more until re-synced
+        row(T0 + HOUR + 40, "grant", "pbx2", "5", "PBX-Port13:1"),
+    ]
+    report = usage_report(rows, since=T0, until=T0 + 2 * HOUR)
+    assert [h["peak"] for h in report["hours"]] == [{"PBX-Port": 3}, {"PBX-Channels": 5, "PBX-Port": 2}]
+    assert len(report["days"]) == 1 and report["days"][0]["peak"] == {"PBX-Channels": 5, "PBX-Port": 3}
+    assert report["ran_out"] == [{"hour": report["hours"][0]["hour"], "rule": "R-PORT-1", "refused": 5}]
+    assert report["refused"] == [{"code": "exhausted", "rule": "R-PORT-1", "node": "pbx2", "count": 5}]
+    assert report["top_holders"][0] == {"node": "pbx3", "peak_leases": 5, "grants": 1}
+    assert "5 refused (R-PORT-1)" in render_text(report)
+    page = render_html(report)
+    assert page.startswith("<!doctype html>") and "<svg" in page and "<script" not in page and "http" not in page.split("<body>")[1]
+
+
+def test_report_from_a_real_masters_journal(tmp_path: Path, capsys) -> None:
+    import asyncio
+
+    from .daemon import in_process
+
+    async def run() -> None:
+        d = await in_process(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 2\n')
+        pbx = d.connect_now()
+        assert pbx.call("hello", node="pbx1", role="pbx", firmware=13, platform="gateway", mac="00:90:33:00:00:01",
+                        licensing="central")["ok"]
+        for holder in ("a", "b", "c"):
+            pbx.call("checkout", resource="port", holder=holder)
+        await d.stop()
+
+    asyncio.run(run())
+    assert main(["report", "--data-dir", str(tmp_path / "m" / "data"), "--since", "1h", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["days"][0]["peak"] == {"PBX-Port": 2}
+    assert report["refused"] == [{"code": "exhausted", "rule": "R-PORT-1", "node": "pbx1", "count": 1}]
+    out = tmp_path / "report.html"
+    assert main(["report", "--data-dir", str(tmp_path / "m" / "data"), "--html", "--out", str(out)]) == 0
+    assert "<svg" in out.read_text()
