@@ -30,7 +30,7 @@ from typing import Any
 
 from licmaster.wire.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode
 
-RETRYABLE = ("grace", "busy")
+RETRYABLE = ("grace", "busy", "no_quorum")
 RETRY_CAP_S = 0.25  # the longest wait between two rounds of reconnect attempts
 
 

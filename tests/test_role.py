@@ -13,7 +13,8 @@ REFUSED = [(old, new) for old in Role for new in Role if new not in TRANSITIONS[
 def machine_in(state: Role, seen: list[tuple[Role, Role, str]]) -> RoleMachine:
     """A machine brought to `state` by allowed steps only."""
     paths = {Role.STARTING: [], Role.STANDBY: [Role.STANDBY], Role.GRACE: [Role.GRACE], Role.ACTING: [Role.ACTING],
-             Role.STEPPING_DOWN: [Role.ACTING, Role.STEPPING_DOWN], Role.STOPPED: [Role.STOPPED]}
+             Role.STEPPING_DOWN: [Role.ACTING, Role.STEPPING_DOWN], Role.STOPPED: [Role.STOPPED],
+             Role.SUSPENDED: [Role.ACTING, Role.SUSPENDED]}
     machine = RoleMachine(on_change=lambda old, new, why: seen.append((old, new, why)))
     for step in paths[state]:
         machine.change(step, "setting up", following="m:1" if step is Role.STANDBY else "", grace_until=5.0)
@@ -31,7 +32,7 @@ def test_each_allowed_transition_changes_the_state_and_is_reported(old: Role, ne
     # only a standby follows someone; only grace has a deadline
     assert machine.following == ("10.0.0.1:4460" if new is Role.STANDBY else "")
     assert machine.grace_until == (12.5 if new is Role.GRACE else 0.0)
-    assert machine.serving == (new in (Role.GRACE, Role.ACTING))
+    assert machine.serving == (new in (Role.GRACE, Role.ACTING, Role.SUSPENDED))  # suspended: sessions served, nothing new granted
 
 
 @pytest.mark.parametrize(("old", "new"), REFUSED, ids=[f"{o.value}->{n.value}" for o, n in REFUSED])

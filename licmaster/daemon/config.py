@@ -26,6 +26,9 @@ peers = []                      # ["host:port", ...]: the other masters of this 
 vendor_keys = []                # ["vendor.pub", ...]: license files must be signed by one of these
 hardware_id = ""                # this installation's id for signed files (default: the host's MAC)
 admin_tokens = []               # [{token = "...", role = "view" | "manage", name = "..."}]: the console's access
+etcd_endpoints = []             # ["host:port", ...]: hold leadership in etcd (one pool under any partition)
+etcd_prefix = "/licmaster"      # the installation's keys in etcd
+etcd_ttl_s = 2                  # the leader key's lease
 ```
 """
 
@@ -89,6 +92,11 @@ class Config:
     # the API is read-only and answers only on loopback.
     admin_tokens: tuple[AdminToken, ...] = ()
     hardware_id: str = ""  # this installation's id; default: the host's MAC (licmaster id)
+    # Leadership in etcd (docs/operations.md, "One pool under partition"): with endpoints, only
+    # the holder of <etcd_prefix>/leader grants, and standbys become master only by election.
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_prefix: str = "/licmaster"
+    etcd_ttl_s: int = 2  # the leader key's lease; the leader stops granting 0.5 s before it could lapse
 
     @property
     def effective_takeover_after_ms(self) -> int:
@@ -180,6 +188,16 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
         elif key == "log_format":
             if value not in ("kv", "json"):
                 raise ConfigError(f"log_format: expected \"kv\" or \"json\", not {value!r}")
+            values[key] = value
+        elif key == "etcd_endpoints":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"etcd_endpoints: expected a list of \"host:port\" strings, not {value!r}")
+            for address in value:
+                split_address(address.split("://")[-1], "etcd_endpoints")
+            values[key] = tuple(value)
+        elif key == "etcd_ttl_s":
+            if value.__class__ is not int or not 2 <= value <= 60:
+                raise ConfigError(f"etcd_ttl_s: expected a whole number of seconds from 2 to 60, not {value!r}")
             values[key] = value
         elif key == "peers":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

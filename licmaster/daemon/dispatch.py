@@ -75,13 +75,47 @@ class Dispatcher:
         self.timer = BatchTimer()
         self.connections: set[Connection] = set()
         self.wall = time.time()  # wall clock of the batch being handled, for journal rows
-        self.console_url: str | None = None  # this master's console, told in usage (the dashboard finds the others)
+        self.console_url: str | None = None
+        self.suspended_why = ""  # this master's console, told in usage (the dashboard finds the others)
         self._ops: dict[str, Op] = {
             "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
             "assign": self.op_assign, "unassign": self.op_unassign, "usage": self.op_usage,
             "recording": self.op_recording, "replicate": self.op_replicate,
         }
+
+    def suspend(self, why: str) -> None:
+        """Nothing new is granted (etcd mode, leadership unconfirmed): the ops that would take a
+        license answer `no_quorum`; what a node holds stays valid and its heartbeats go on.
+        Swapping the handlers costs the hot path nothing while the master is not suspended."""
+        self.suspended_why = why
+        self._ops.update(checkout=self.op_checkout_suspended, sync=self.op_sync_suspended, assign=self.op_refuse_suspended,
+                         unassign=self.op_refuse_suspended, takeover=self.op_refuse_suspended)
+
+    def resume(self) -> None:
+        self._ops.update(checkout=self.op_checkout, sync=self.op_sync, assign=self.op_assign, unassign=self.op_unassign,
+                         takeover=self.op_takeover)
+
+    def _no_quorum(self, rid: int) -> Reply:
+        return error_reply(rid, Denial(E.NO_QUORUM, f"this master cannot confirm its leadership ({self.suspended_why[:160]}): "
+                                       "nothing new is granted now; what you hold stays valid", details={"retry_ms": 500}))
+
+    def op_checkout_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        resource, holder = msg.get("resource"), msg.get("holder")
+        if type(resource) is str and type(holder) is str and self.book.find(session.node, resource, holder) is not None:
+            return self.op_checkout(session, rid, msg)  # what it holds: answered as ever
+        return self._no_quorum(rid)
+
+    def op_sync_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        entries = requests.sync(msg)
+        if isinstance(entries, Denial):
+            return error_reply(rid, entries)
+        if all(self.book.find(session.node, e.resource, e.holder) is not None for e in entries):
+            return self.op_sync(session, rid, msg)  # nothing new asked
+        return self._no_quorum(rid)
+
+    def op_refuse_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        return self._no_quorum(rid)
 
     def install(self, pool: Pool, epoch: int) -> None:
         """Serve from this pool at this epoch (start, promote)."""

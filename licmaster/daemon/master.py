@@ -19,7 +19,9 @@ from typing import Any
 from licmaster.daemon import logs
 from licmaster.daemon.config import Config
 from licmaster.daemon.dispatch import Dispatcher
+from licmaster.daemon.etcd import Etcd
 from licmaster.daemon.journal import Journal
+from licmaster.daemon.leadership import Leadership
 from licmaster.daemon.protocol import Connection
 from licmaster.daemon.recovery import Holdings, held_at_end
 from licmaster.daemon.replication import Follower, PeerWatch, ReplicaFeed, acting_master
@@ -49,6 +51,7 @@ class Master:
         self.journal: Journal | None = None
         self.address: tuple[str, int] | None = None
         self.follower: Follower | None = None
+        self.leadership: Leadership | None = None
         self.peer_watch: PeerWatch | None = None
         self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
         self._dispatch: Dispatcher | None = None
@@ -96,8 +99,11 @@ class Master:
             self._peer_ssl = self._peer_tls()
         except (OSError, ssl.SSLError) as exc:
             raise StartError(f"cannot load tls_ca/tls_cert to verify the other masters: {exc}") from None
-        following = cfg.standby_of
-        if cfg.peers and not following:
+        following = cfg.standby_of if not cfg.etcd_endpoints else ""
+        if (cfg.standby_of or cfg.peers) and not cfg.etcd_endpoints:
+            logs.event("two_node_mode", logging.WARNING, hint="a standby master without etcd: while the two masters are cut "
+                       "apart both serve one pool (docs/operations.md); etcd_endpoints make it one pool under any partition")
+        if cfg.peers and not following and not cfg.etcd_endpoints:
             timeout_s = min(2.0, max(0.2, cfg.effective_takeover_after_ms / 1000))
             acting = await acting_master(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl, timeout_s=timeout_s)
             if acting is not None:
@@ -120,7 +126,14 @@ class Master:
         if listen:
             await self._listen()
         self._reaper = loop.create_task(self._reap(), name="session-reaper")
-        if following:
+        if cfg.etcd_endpoints:
+            self.role.change(Role.STANDBY, "waiting for the election in etcd")
+            address = f"{self.address[0]}:{self.address[1]}" if self.address else cfg.listen
+            self.leadership = Leadership(Etcd(cfg.etcd_endpoints), f"{cfg.etcd_prefix.rstrip('/')}/leader", self.name, address,
+                                         ttl_s=cfg.etcd_ttl_s, on_won=self._won, on_follow=self._follow_leader,
+                                         on_suspend=self._suspend, on_resume=self._resume, on_lost=self._lost)
+            self.leadership.start()
+        elif following:
             self.role.change(Role.STANDBY, "configured as a standby master" if cfg.standby_of else "a peer is the master",
                              following=following)
             self._follow(following)
@@ -129,7 +142,7 @@ class Master:
                              grace_until=loop.time() + cfg.effective_grace_ms / 1000)
         else:
             self.role.change(Role.ACTING, "started")
-        if cfg.peers:
+        if cfg.peers and not cfg.etcd_endpoints:
             self.peer_watch = PeerWatch(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl,
                                         interval_s=cfg.effective_takeover_after_ms / 1000, epoch=lambda: self.epoch,
                                         acting=lambda: self.role.serving, on_newer=self.step_down)
@@ -265,6 +278,8 @@ class Master:
             await self.follower.stop()
         if self.peer_watch:
             await self.peer_watch.stop()
+        if self.leadership:
+            await self.leadership.stop()
         if self._server:
             self._server.close()
         if self.role.state is not Role.STOPPED:
@@ -342,8 +357,64 @@ class Master:
     def _follow(self, master: str) -> None:
         assert self.store is not None
         self.follower = Follower(master, self.name, self.store, self.config.effective_takeover_after_ms, self.promote,
-                                 auth=self._peer_auth(), tls=self._peer_ssl)
+                                 auth=self._peer_auth(), tls=self._peer_ssl, autonomous=not self.config.etcd_endpoints)
         self.follower.start()
+
+    # ---------------------------------------------------------------- leadership in etcd
+
+    def _won(self, epoch: int) -> None:
+        """The election is won: master from now on, at the epoch etcd's revision gives. What the
+        PBXs held comes from the master this one followed, or from its own journal."""
+        assert self.store is not None
+        dispatch = self.dispatch
+        held = dispatch.held_before
+        if self.follower is not None:
+            held = self.follower.holdings.held()
+            asyncio.get_running_loop().create_task(self.follower.stop())
+            self.follower = None
+        self.store.set_meta("epoch", str(epoch))
+        dispatch.install(self._build_pool(self._load_for_failover(), "licenses"), epoch)
+        dispatch.held_before = held
+        grace = self.config.effective_grace_ms
+        if grace:
+            self.role.change(Role.GRACE, "won the election in etcd", grace_until=asyncio.get_running_loop().time() + grace / 1000)
+        else:
+            self.role.change(Role.ACTING, "won the election in etcd")
+        self.record(events.PROMOTE, detail=f"epoch={epoch} (etcd revision)")
+        for conn in list(dispatch.connections):
+            conn.send_event({"event": "epoch", "epoch": epoch, "master": self.name})
+
+    def _follow_leader(self, leader: str) -> None:
+        if self.role.state is not Role.STANDBY or self.role.following == leader:
+            return
+        self.role.change(Role.STANDBY, f"{leader} holds the leadership in etcd", following=leader)
+        if self.follower is not None:
+            asyncio.get_running_loop().create_task(self.follower.stop())
+        self._follow(leader)
+
+    def _suspend(self, why: str) -> None:
+        self.role.change(Role.SUSPENDED, why)
+        self.dispatch.suspend(why)
+
+    def _resume(self) -> None:
+        self.dispatch.resume()
+        self.role.change(Role.ACTING, "leadership renewed in time")
+
+    def _lost(self, leader: str | None) -> None:
+        """The key is gone (or another's): stop serving at once; follow whoever leads next."""
+        if not self.role.serving:
+            return
+        dispatch = self.dispatch
+        dispatch.resume()
+        self.role.change(Role.STEPPING_DOWN, "the leadership in etcd lapsed")
+        self.record(events.STEP_DOWN, detail="the leadership in etcd lapsed")
+        event = {"event": "shutdown", "reason": "this master no longer holds the leadership", **({"master": leader} if leader else {})}
+        dispatch.sessions.end_all(End.STEP_DOWN, event=event, detail="stepped down")
+        for conn in list(dispatch.connections):
+            if conn not in self.feed:
+                conn.close(event)
+        dispatch.held_before.clear()
+        self.role.change(Role.STANDBY, "waiting for the election in etcd")
 
     def step_down(self, peer: str, peer_epoch: int) -> None:
         """A peer is the master at a higher epoch: this one was deposed without knowing (cut off

@@ -191,8 +191,9 @@ class PeerWatch:
 class Follower:
     def __init__(self, master: str, name: str, store: Store, takeover_after_ms: int,
                  on_takeover: Callable[[Holdings, int], None], *, auth: dict[str, Any] | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, autonomous: bool = True) -> None:
         self.master = master
+        self.autonomous = autonomous  # False with etcd: only winning the election makes a master
         self.auth = auth
         self.tls = tls
         self.store = store
@@ -239,7 +240,7 @@ class Follower:
                 await self._snapshot()
             if self.client.connected.is_set():
                 last_contact = loop.time()
-            elif loop.time() - last_contact > self.takeover_after:
+            elif self.autonomous and loop.time() - last_contact > self.takeover_after:
                 logs.event("master_unreachable", logging.WARNING, master=self.master,
                            silent_ms=int((loop.time() - last_contact) * 1000))
                 await self.client.close(bye=False)

@@ -1,10 +1,12 @@
 """The master's role, as one explicit state machine.
 
     starting ──► acting ◄──────────── grace ◄─┐
-       │  │        │                    ▲     │
-       │  └────────┼──────► grace ──────┘     │ promote (the master is gone)
+       │  │      │  ▲                   ▲     │
+       │  │      ▼  │ (etcd)            │     │ promote (the master is gone / the election won)
+       │  │    suspended                │     │
+       │  └────────┼──────► grace ──────┘     │
        │           ▼                          │
-       │     stepping_down ──► standby ───────┘
+       │     stepping_down ──► standby ───────┘  (standby ──► standby: another master to follow)
        └──────────────────────► standby
     any state ──► stopped
 
@@ -13,6 +15,8 @@
 - grace: serving, but only what PBXs held before (a restart or a takeover) may be re-taken,
   until `grace_until` (loop time);
 - acting: serving;
+- suspended: (etcd mode) leadership could not be renewed in time: sessions, heartbeats and
+  check-ins go on, leases granted stay valid, nothing new is granted (`no_quorum`);
 - stepping_down: a peer acts at a higher epoch; this one is ending its sessions to follow it;
 - stopped: the end.
 
@@ -32,6 +36,7 @@ class Role(enum.Enum):
     STANDBY = "standby"
     GRACE = "grace"
     ACTING = "acting"
+    SUSPENDED = "suspended"
     STEPPING_DOWN = "stepping_down"
     STOPPED = "stopped"
 
@@ -39,13 +44,15 @@ class Role(enum.Enum):
 S = Role
 TRANSITIONS: dict[Role, frozenset[Role]] = {
     S.STARTING: frozenset({S.STANDBY, S.GRACE, S.ACTING, S.STOPPED}),
-    S.STANDBY: frozenset({S.GRACE, S.ACTING, S.STOPPED}),  # promote, with or without a grace window
-    S.GRACE: frozenset({S.ACTING, S.STEPPING_DOWN, S.STOPPED}),
-    S.ACTING: frozenset({S.STEPPING_DOWN, S.STOPPED}),
+    # promote, with or without a grace window; or follow another master (etcd names the leader)
+    S.STANDBY: frozenset({S.STANDBY, S.GRACE, S.ACTING, S.STOPPED}),
+    S.GRACE: frozenset({S.ACTING, S.SUSPENDED, S.STEPPING_DOWN, S.STOPPED}),
+    S.ACTING: frozenset({S.SUSPENDED, S.STEPPING_DOWN, S.STOPPED}),
+    S.SUSPENDED: frozenset({S.ACTING, S.STEPPING_DOWN, S.STOPPED}),  # leadership renewed in time, or lost
     S.STEPPING_DOWN: frozenset({S.STANDBY, S.STOPPED}),
     S.STOPPED: frozenset(),
 }
-SERVING = frozenset({S.GRACE, S.ACTING})
+SERVING = frozenset({S.GRACE, S.ACTING, S.SUSPENDED})  # suspended: sessions served, nothing new granted
 
 
 class IllegalTransition(RuntimeError):

@@ -23,6 +23,7 @@ PREREQUISITE = "prerequisite"
 NOT_MASTER = "not_master"
 FENCED = "fenced"
 GRACE = "grace"
+NO_QUORUM = "no_quorum"  # etcd mode: the leadership cannot be confirmed; nothing new is granted for now
 BUSY = "busy"
 INTERNAL = "internal"
 

@@ -1,0 +1,164 @@
+"""Leadership of an installation held in etcd: only the holder of the leader key grants.
+
+The key (`<etcd_prefix>/leader`) is created only if absent, under an etcd lease of `ttl_s`, with
+this master's address as its value; the revision that created it is the epoch (the fencing
+token every reply carries). While it leads, the master renews the lease every `ttl_s / 4` and
+keeps a local deadline: the moment of its last confirmed renewal's request, plus the TTL, less a
+margin. Past that deadline it stops granting (`on_suspend`) *before* etcd can give the key to
+another master: at no instant do two masters grant. A renewal in time again resumes it; the key
+found in another master's hands makes it step down (`on_lost`). A master that does not lead
+watches the key and campaigns when it is free: only winning makes it master (`on_won`).
+
+With etcd's quorum lost nobody can renew or win: the leader is suspended (its PBXs keep their
+leases and heartbeats; new grants wait), and no other master takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from licmaster.daemon import logs
+from licmaster.daemon.etcd import Etcd, EtcdUnavailable
+
+MARGIN_S = 0.5  # stop granting this long before the lease can expire in etcd
+
+
+class Leadership:
+    def __init__(self, etcd: Etcd, key: str, name: str, address: str, *, ttl_s: int,
+                 on_won: Callable[[int], None], on_follow: Callable[[str], None],
+                 on_suspend: Callable[[str], None], on_resume: Callable[[], None],
+                 on_lost: Callable[[str | None], None], poll_s: float = 0.2) -> None:
+        self.etcd, self.key, self.name, self.address = etcd, key, name, address
+        self.ttl_s, self.poll_s = ttl_s, poll_s
+        self.on_won, self.on_follow, self.on_suspend, self.on_resume, self.on_lost = on_won, on_follow, on_suspend, on_resume, on_lost
+        self.leading = False
+        self.suspended = False
+        self.lease = 0
+        self.epoch = 0
+        self.deadline = 0.0
+        self.leader: str | None = None  # the address in the key, as last read
+        self.state = "campaigning"
+        self.why = ""  # why suspended, or why etcd could not be asked
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="leadership")
+
+    async def stop(self) -> None:
+        """Give the key back at once (a clean stop need not make the standby wait a TTL)."""
+        if self._task is not None:
+            self._task.cancel()
+        if self.leading and self.lease:
+            try:
+                await self.etcd.revoke(self.lease)
+            except EtcdUnavailable:
+                pass
+        await self.etcd.close()
+
+    def status(self) -> dict[str, object]:
+        return {"mode": "etcd", "state": self.state, "leader": self.leader, "epoch": self.epoch or None,
+                "lease_ttl_s": self.ttl_s, "why": self.why or None}
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if self.leading:
+                    await self._renew(loop)
+                    await asyncio.sleep(self.ttl_s / 4)
+                else:
+                    await self._campaign()
+                    await asyncio.sleep(self.poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the loop die: a master without it would neither renew nor campaign
+                logs.log.exception("leadership_error")
+                await asyncio.sleep(self.poll_s)
+
+    async def _campaign(self) -> None:
+        try:
+            sent = asyncio.get_running_loop().time()
+            holder = await self.etcd.get(self.key)  # a read while another leads: no lease granted for nothing
+            created, revision = False, 0
+            if holder is None:
+                if not self.lease:
+                    self.lease, granted = await self.etcd.grant(self.ttl_s)
+                    self.ttl_s = max(self.ttl_s, granted)
+                sent = asyncio.get_running_loop().time()
+                created, revision, holder = await self.etcd.create(
+                    self.key, json.dumps({"name": self.name, "address": self.address}), self.lease)
+        except EtcdUnavailable as exc:
+            self.lease = 0  # perhaps lapsed meanwhile: a fresh one on the next try
+            self._unreachable(str(exc))
+            return
+        self.why = ""
+        if created:
+            self.leading, self.epoch, self.leader = True, revision, self.address
+            self.deadline = sent + self.ttl_s - MARGIN_S
+            self.state = "leading"
+            logs.event("leadership_won", logging.WARNING, key=self.key, epoch=revision)
+            self.on_won(revision)
+            return
+        if holder is not None:
+            leader = _address(holder.value)
+            if holder.lease == self.lease and leader == self.address:  # our own key (a lost reply): lead again
+                self.leading, self.epoch, self.leader = True, holder.create_revision, self.address
+                self.deadline = sent + self.ttl_s - MARGIN_S
+                self.state = "leading"
+                self.on_won(holder.create_revision)
+                return
+            if holder.lease != self.lease:
+                self.lease = 0  # not renewed while another leads: it lapses; a fresh one when the key is free
+            if leader == self.address:
+                return  # our previous run's key (killed, restarted): it lapses within the TTL; then we campaign
+            if leader != self.leader:
+                self.leader = leader
+                self.state = "following"
+                if leader:
+                    self.on_follow(leader)
+
+    async def _renew(self, loop: asyncio.AbstractEventLoop) -> None:
+        sent = loop.time()
+        try:
+            ttl = await asyncio.wait_for(self.etcd.keep_alive(self.lease), timeout=max(0.2, self.ttl_s / 4))
+        except (EtcdUnavailable, TimeoutError) as exc:
+            self._check_deadline(loop, f"cannot renew the leadership: {exc}")
+            return
+        if ttl <= 0:  # gone in etcd: someone else may lead now
+            self._lose(loop)
+            return
+        self.deadline = sent + min(ttl, self.ttl_s) - MARGIN_S
+        if self.suspended:
+            self.suspended, self.why, self.state = False, "", "leading"
+            logs.event("leadership_renewed", logging.WARNING, key=self.key, epoch=self.epoch)
+            self.on_resume()
+
+    def _check_deadline(self, loop: asyncio.AbstractEventLoop, why: str) -> None:
+        self.why = why
+        if not self.suspended and loop.time() >= self.deadline - self.ttl_s / 4:
+            # the next renewal could come too late: stop granting now
+            self.suspended, self.state = True, "suspended"
+            logs.event("leadership_suspended", logging.ERROR, key=self.key, why=why,
+                       action="no new grants; leases granted stay valid; heartbeats go on")
+            self.on_suspend(why)
+
+    def _lose(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.leading, self.suspended, self.lease, self.state = False, False, 0, "campaigning"
+        logs.event("leadership_lost", logging.WARNING, key=self.key, epoch=self.epoch)
+        self.leader = None
+        self.on_lost(None)
+
+    def _unreachable(self, why: str) -> None:
+        if why != self.why:
+            logs.event("etcd_unreachable", logging.WARNING, why=why)
+        self.why = why
+
+
+def _address(value: str) -> str | None:
+    try:
+        return str(json.loads(value)["address"])
+    except (ValueError, KeyError, TypeError):
+        return None
