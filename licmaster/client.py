@@ -234,6 +234,12 @@ class MasterClient:
             if task:
                 task.cancel()
 
+    def abort_connection(self) -> None:
+        """Drop the current connection at once; the client reconnects (to its current address)
+        and re-syncs, as after any lost connection."""
+        if self._wire is not None and self._wire.transport is not None:
+            self._wire.transport.abort()
+
     def adopt(self, leases: Iterable[HeldLease]) -> None:
         """Take over leases an earlier client of this node believed it held (the PBX process
         restarted its client, say): the next `sync` asks the master for them."""

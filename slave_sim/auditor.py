@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from licmaster.client import LicenseError, MasterClient
+from licmaster.client import LicenseError, MasterClient, parse_address
 
 from .metrics import Recorder
 
@@ -22,17 +22,31 @@ def totals(usage: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
     return in_use, installed
 
 
+SERVING = ("grace", "acting", "suspended")
+
+
 class Auditor:
-    def __init__(self, masters: list[str], recorder: Recorder, interval: float = 0.2) -> None:
+    def __init__(self, masters: list[str], recorder: Recorder, interval: float = 0.2,
+                 every_master: list[str] | None = None) -> None:
         self.client = MasterClient(masters, "slave-sim-auditor", role="observer", connect_timeout=5.0)
         self.recorder = recorder
         self.interval = interval
         self.installed: dict[str, int] = {}
         self.pools: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
+        # With several masters, each is also watched on its own: in use is summed over every one
+        # that serves (a partition may leave two serving), and each one's role changes go in the timeline.
+        self.watchers = {m: MasterClient([m], f"slave-sim-watch-{i}", role="observer", connect_timeout=0.5)
+                         for i, m in enumerate(every_master or [])}
+        self.roles: dict[str, str] = {}
 
     async def start(self) -> None:
         await self.client.connect()
+        for watcher in self.watchers.values():
+            try:
+                await watcher.connect()
+            except (OSError, LicenseError, ConnectionError):
+                pass  # it reconnects by itself
         await self.sample()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="auditor")
 
@@ -40,14 +54,51 @@ class Auditor:
         if self._task:
             self._task.cancel()
         await self.client.close()
+        for watcher in self.watchers.values():
+            await watcher.close(bye=False)
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            if self.watchers:
+                await self.sample_every_master()
             try:
                 await self.sample()
             except (TimeoutError, LicenseError, ConnectionError):
                 continue  # the master may be restarting; the client reconnects
+
+    async def sample_every_master(self) -> None:
+        async def one(address: str, watcher: MasterClient) -> tuple[str, dict[str, Any] | None]:
+            pinned = parse_address(address)
+            if watcher.masters != [pinned]:  # a master stepping down sends its clients elsewhere: not this one
+                watcher.masters[:] = [pinned]
+                watcher.master_index = 0
+                watcher.abort_connection()
+            try:
+                return address, await asyncio.wait_for(watcher.usage(), self.interval)
+            except (TimeoutError, LicenseError, ConnectionError, OSError):
+                return address, None
+
+        results = await asyncio.gather(*(one(a, w) for a, w in self.watchers.items()))
+        summed: dict[str, int] = {}
+        installed: dict[str, int] = {}
+        roles: dict[str, str] = {}
+        for address, usage in results:
+            role = "unreachable" if usage is None else str(usage.get("role"))
+            roles[address] = role
+            if self.roles.get(address) != role:
+                if address in self.roles:
+                    self.recorder.fault(f"master {address}: {self.roles[address]} -> {role}")
+                self.roles[address] = role
+            if usage is not None and role in SERVING:
+                in_use, inst = totals(usage)
+                for family, n in in_use.items():
+                    summed[family] = summed.get(family, 0) + n
+                for family, n in inst.items():
+                    installed[family] = max(installed.get(family, 0), n)
+        over = max((summed.get(f, 0) - n for f, n in installed.items()), default=0)
+        self.recorder.across_masters.append({"t": round(self.recorder.now(), 3), "over": max(0, over), "roles": roles,
+                                             "serving": sorted(a for a, r in roles.items() if r in SERVING)})
 
     async def reach(self, epoch: int, timeout: float = 30.0) -> bool:
         """Wait until the auditor reads an acting master at `epoch` or later (after a failover its

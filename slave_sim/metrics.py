@@ -28,6 +28,8 @@ class Recorder:
     audits: list[dict[str, Any]] = field(default_factory=list)
     takeover_ms: list[float] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)  # per step: units of work, seconds, rate
+    # every master at once: {t, over (in use beyond installed, summed over the serving masters), roles}
+    across_masters: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:
         return time.perf_counter() - self.start

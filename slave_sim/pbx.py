@@ -37,7 +37,7 @@ class SimPBX:
         self.name = name or spec.name
         self.role = role
         self.standby_for = standby_for
-        self.masters = masters
+        self.masters = list(reversed(masters)) if spec.standby_first else masters
         self.recorder = recorder
         self.firmware = spec.firmware
         self.registry = DeviceRegistry()

@@ -41,7 +41,9 @@ ACTIONS = {
     "fail-master": "the master is killed (kill -9) and its standby master takes over ([master] standby = true)",
     "return-master": "the master that failed starts again on its data, finds its standby acting as master "
                      "and follows it as the new standby (the two swap roles)",
+    "partition": "cut and heal named links (cut = [...], heal = [...]): standby-master, master-etcd",
 }
+LINKS = ("standby-master", "master-etcd")
 TARGETED = {"register", "unregister", "configure-users", "conference", "end-conference", "operator-login",
             "operator-logout", "queue-monitor", "isdn-up", "isdn-down", "upgrade", "kill", "cut", "restore"}
 
@@ -72,6 +74,7 @@ class PbxSpec:
     rooms: int = 0
     operators: int = 0
     template: tuple[str, ...] = ()
+    standby_first: bool = False  # lists the standby master before the master (a site closer to it)
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,14 @@ class Step:
     standby: str = ""
     label: str = ""
     licenses: tuple[Path, ...] = ()
+    cut: tuple[str, ...] = ()  # partition: links to cut
+    heal: tuple[str, ...] = ()  # partition: links to heal
 
     def describe(self) -> str:
         target = ",".join(self.pbx) or "all"
+        links = " ".join([*(f"cut {n}" for n in self.cut), *(f"heal {n}" for n in self.heal)])
         extra = {"pause": f"{self.seconds:g}s", "takeover": self.standby, "upgrade": f"V{self.firmware}",
-                 "conference": f"{self.participants} participants"}.get(self.action, "")
+                 "conference": f"{self.participants} participants", "partition": links}.get(self.action, "")
         return self.label or " ".join(x for x in (self.action, target if self.action in TARGETED else "", extra) if x)
 
 
@@ -105,6 +111,9 @@ class Expectations:
     peak_in_use: dict[str, int | str] = field(default_factory=dict)
     takeover_ms_max: float | None = None
     takeovers: tuple[int, int] | None = None
+    # the most licenses in use beyond the installed count, summed over every serving master at a
+    # sample (a partition of two masters without etcd); None: not checked
+    over_installed_across_masters: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,7 @@ class Scenario:
     expect: Expectations
     size: str = "ci"
     standby_master: bool = False
+    etcd: bool = False  # the masters hold leadership in an etcd member slave-sim starts
 
     def pbx(self, name: str) -> PbxSpec:
         for spec in self.pbxs:
@@ -132,12 +142,14 @@ class Scenario:
 
 
 _PBX_KEYS = {"name", "copies", "platform", "model", "firmware", "mac", "licensing", "local_licenses", "standby", "users",
-             "devices_per_user", "executives", "trunks", "groups", "queues", "isdn", "rooms", "operators", "template"}
+             "devices_per_user", "executives", "trunks", "groups", "queues", "isdn", "rooms", "operators", "template",
+             "standby_first"}
 _STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "participants", "firmware", "standby", "label",
-              "licenses"}
+              "licenses", "cut", "heal"}
 _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
-                "takeover_ms_max", "takeovers"}
-_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "journal_flush_ms", "takeover_after_ms", "licenses", "standby"}
+                "takeover_ms_max", "takeovers", "over_installed_across_masters"}
+_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "journal_flush_ms", "takeover_after_ms", "licenses", "standby",
+                "etcd"}
 _TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
 _SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "rooms_scale", "licenses", "pause_scale", "expect", "files"}
 
@@ -170,6 +182,9 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     standby_master = master.pop("standby", False)
     if not isinstance(standby_master, bool):
         raise ScenarioError(f"{where} [master]: standby must be true or false")
+    etcd = master.pop("etcd", False)
+    if not isinstance(etcd, bool):
+        raise ScenarioError(f"{where} [master]: etcd must be true or false")
     licenses = tuple(_path(base, x, f"{where} licenses") for x in _list(license_list, f"{where} licenses"))
     pbxs = _pbxs(raw.get("pbx", []), base, where, sizing)
     names = [p.name for p in pbxs]
@@ -187,7 +202,7 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     if any(s.action in ("fail-master", "return-master") for s in steps) and not standby_master:
         raise ScenarioError(f"{where}: fail-master and return-master need a standby master: set standby = true in [master]")
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
-                    master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master)
+                    master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master, etcd=etcd)
 
 
 def _known(table: dict[str, Any], keys: set[str], where: str) -> None:
@@ -289,7 +304,7 @@ def _pbxs(items: Any, base: _Files, where: str, sizing: dict[str, Any]) -> tuple
             executives=round(_int(item, "executives", 0, w) * users_scale), trunks=_int(item, "trunks", 0, w),
             groups=_int(item, "groups", 0, w), queues=_int(item, "queues", 0, w), isdn=tuple(isdn),
             rooms=round(_int(item, "rooms", 0, w) * rooms_scale), operators=round(_int(item, "operators", 0, w) * rooms_scale),
-            template=template)
+            template=template, standby_first=bool(item.get("standby_first", False)))
         if copies == 1:
             out.append(spec)
         else:
@@ -317,13 +332,19 @@ def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], si
     licenses = tuple(_path(base, x, f"{w} licenses") for x in _list(item.get("licenses", []), f"{w} licenses"))
     if action == "reload-licenses" and not licenses:
         raise ScenarioError(f"{w}: reload-licenses needs licenses = [\"file.toml\", ...]")
+    cut, heal = tuple(_list(item.get("cut", []), f"{w} cut")), tuple(_list(item.get("heal", []), f"{w} heal"))
+    for link in (*cut, *heal):
+        if link not in LINKS:
+            raise ScenarioError(f"{w}: no link named {link!r} (links: {', '.join(LINKS)})")
+    if action == "partition" and not (cut or heal):
+        raise ScenarioError(f"{w}: partition needs cut = [...] and/or heal = [...]")
     rate_scale = _num(sizing, "rate_scale", 1.0, f"{where} sizes")
     pause_scale = _num(sizing, "pause_scale", 1.0, f"{where} sizes")
     return Step(action=action, pbx=targets, fraction=_num(item, "fraction", 1.0, w, 0.0, 1.0),
                 rate=_num(item, "rate", 0.0, w) * rate_scale, seconds=_num(item, "seconds", 0.0, w, 0, 3600) * pause_scale,
                 audit=bool(item.get("audit", False)), participants=_int(item, "participants", 4, w, 1, 1000),
                 firmware=_int(item, "firmware", 13, w, 1, 99), standby=str(standby), label=str(item.get("label", "")),
-                licenses=licenses)
+                licenses=licenses, cut=cut, heal=heal)
 
 
 def _bounds(value: Any, where: str) -> tuple[int, int]:
@@ -349,6 +370,8 @@ def _expect(raw: Any, where: str) -> Expectations:
         peak_in_use=dict(peak),
         takeover_ms_max=_num(raw, "takeover_ms_max", 0, where) or None if "takeover_ms_max" in raw else None,
         takeovers=_bounds(raw["takeovers"], f"{where} takeovers") if "takeovers" in raw else None,
+        over_installed_across_masters=_bounds(raw["over_installed_across_masters"], f"{where} over_installed_across_masters")
+        if "over_installed_across_masters" in raw else None,
     )
 
 

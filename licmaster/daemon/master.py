@@ -142,7 +142,7 @@ class Master:
                              grace_until=loop.time() + cfg.effective_grace_ms / 1000)
         else:
             self.role.change(Role.ACTING, "started")
-        if cfg.peers and not cfg.etcd_endpoints:
+        if cfg.peers:  # with etcd too: a leader cut from etcd learns from its peers that another one won
             self.peer_watch = PeerWatch(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl,
                                         interval_s=cfg.effective_takeover_after_ms / 1000, epoch=lambda: self.epoch,
                                         acting=lambda: self.role.serving, on_newer=self.step_down)
@@ -397,6 +397,8 @@ class Master:
         self.dispatch.suspend(why)
 
     def _resume(self) -> None:
+        if self.role.state is not Role.SUSPENDED:
+            return  # stepped down meanwhile (a peer won): nothing to resume
         self.dispatch.resume()
         self.role.change(Role.ACTING, "leadership renewed in time")
 
@@ -421,6 +423,7 @@ class Master:
         while its standby took over). Its PBXs are told `shutdown` with the master to use, its
         sessions end, and it follows the peer as its standby master from now on."""
         dispatch = self.dispatch
+        dispatch.resume()  # a suspended master's refusing ops back to the normal ones
         self.role.change(Role.STEPPING_DOWN, f"{peer} is the master at epoch {peer_epoch} > {self.epoch}")
         self.record(events.STEP_DOWN, detail=f"{peer} is the master at epoch {peer_epoch} > {self.epoch}")
         event = {"event": "shutdown", "reason": f"{peer} is the master (epoch {peer_epoch})", "master": peer}
