@@ -82,6 +82,7 @@ async def test_a_leader_cut_from_etcd_stops_granting_keeps_leases_and_says_why(t
         etcd.kill(0)
         usage = await until_role(a, "suspended", timeout=3)  # within the lease TTL (2 s): before it could lapse
         assert usage["pools"][0]["in_use"] == 1
+        assert usage["coordination"]["state"] == "suspended" and "cannot renew" in usage["coordination"]["why"]
         with pytest.raises(LicenseError) as refused:
             await pbx.checkout("port", "bob")
         assert refused.value.code == "no_quorum"
@@ -116,3 +117,4 @@ async def test_with_the_quorum_lost_no_master_grants(tmp_path: Path) -> None:
             if d is not None:
                 d.stop()
         cluster.stop()
+

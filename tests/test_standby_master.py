@@ -336,3 +336,16 @@ async def test_a_master_paused_half_a_second_keeps_its_role(tmp_path: Path) -> N
         assert (await watcher.hello("obs", role="observer"))["ok"]
         assert (await watcher.request("usage"))["standby_of"] == master.master  # still the standby
         await pbx.close()
+
+
+async def test_a_standby_without_etcd_is_warned_about_at_start(tmp_path: Path) -> None:
+    master = Daemon(tmp_path / "m", LICENSES).start()
+    standby = Daemon(tmp_path / "s", LICENSES, standby_of=master.master).start()
+    try:
+        assert "two_node_mode" in standby.log and "two_node_mode" not in master.log
+        watcher = await Raw.open(master.address)
+        assert (await watcher.hello("obs", role="observer"))["ok"]
+        assert (await watcher.request("usage"))["coordination"] == {"mode": "two-node"}
+    finally:
+        standby.stop()
+        master.stop()

@@ -76,7 +76,8 @@ class Dispatcher:
         self.connections: set[Connection] = set()
         self.wall = time.time()  # wall clock of the batch being handled, for journal rows
         self.console_url: str | None = None
-        self.suspended_why = ""  # this master's console, told in usage (the dashboard finds the others)
+        self.suspended_why = ""
+        self.coordination: Callable[[], dict[str, Any]] = lambda: {"mode": "two-node"}  # the master sets its own  # this master's console, told in usage (the dashboard finds the others)
         self._ops: dict[str, Op] = {
             "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
@@ -434,7 +435,8 @@ class Dispatcher:
         reply = self._ok(rid)
         reply.update(pools=self.pool.usage(), nodes=self.node_list(), master=self.name, grace_ms=self.grace_left_ms(),
                      standby_of=self.role.following or None, role=self.role.state.value, replicas=len(self.feed),
-                     replication={"standbys": len(self.feed), "degraded": self.feed.degraded}, http=self.console_url)
+                     replication={"standbys": len(self.feed), "degraded": self.feed.degraded}, http=self.console_url,
+                     coordination=self.coordination())
         return reply
 
     def node_list(self) -> list[dict[str, Any]]:

@@ -133,6 +133,7 @@ class Master:
                                          ttl_s=cfg.etcd_ttl_s, on_won=self._won, on_follow=self._follow_leader,
                                          on_suspend=self._suspend, on_resume=self._resume, on_lost=self._lost)
             self.leadership.start()
+            dispatch.coordination = self.leadership.status
         elif following:
             self.role.change(Role.STANDBY, "configured as a standby master" if cfg.standby_of else "a peer is the master",
                              following=following)
