@@ -27,6 +27,17 @@ async def in_process(workdir: Path, licenses: str, **config: Any) -> InProcessMa
     return await InProcessMaster(workdir, licenses, **{**FAST, **config}).start()
 
 
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl), for the TLS tests."""
+    import subprocess
+
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 async def next_event(client: Any, name: str, timeout: float = 15.0) -> dict[str, Any]:
     """The next event of that name a MasterClient delivers (others are skipped)."""
     while True:

@@ -10,7 +10,7 @@ import pytest
 
 from licmaster.client import LicenseError, MasterClient, NotConnected
 
-from .daemon import Daemon, next_event
+from .daemon import Daemon, next_event, self_signed_cert
 
 LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n' \
            '[[license]]\ntype = "PBX-Channels13"\ncount = 8\n'
@@ -132,12 +132,8 @@ async def test_bye_on_close_gives_everything_back(daemon: Daemon) -> None:
 
 async def test_tls_listener_and_client(tmp_path: Path) -> None:
     import ssl
-    import subprocess
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    cert, key = self_signed_cert(tmp_path)
     d = Daemon(tmp_path / "m", LICENSES, tls_cert=str(cert), tls_key=str(key)).start()
     try:
         context = ssl.create_default_context(cafile=str(cert))

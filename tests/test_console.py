@@ -20,7 +20,7 @@ from licmaster.daemon.console.access import decide
 from licmaster.daemon.console.api import Console
 from licmaster.testing import InProcessMaster
 
-from .daemon import Daemon, in_process
+from .daemon import Daemon, in_process, self_signed_cert
 
 LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Operator12"\ncount = 1\n'
 PBX = {"role": "pbx", "firmware": 13, "platform": "gateway", "mac": "00:90:33:00:00:01", "licensing": "central"}
@@ -193,10 +193,7 @@ async def test_metrics_parse_and_match_the_pool(console: Console_) -> None:
 
 
 async def test_the_console_speaks_https_when_the_master_serves_tls(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    cert, key = self_signed_cert(tmp_path)
     d = Daemon(tmp_path / "m", LICENSES, tls_cert=str(cert), tls_key=str(key)).start()
     try:
         assert d.http is not None

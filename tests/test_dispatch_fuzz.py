@@ -6,6 +6,7 @@ cases run in seconds (the live-socket version of these is test_serve_fuzz.py).""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -13,11 +14,10 @@ from hypothesis import strategies as st
 
 from licmaster.testing import InProcessMaster
 from licmaster.testing.harness import InProcessPeer
-from licmaster.wire.codec import encode
 from licmaster.wire.requests import OPS
 
 from .daemon import in_process
-from .test_serve_fuzz import FIELDS, HELLO, LICENSES, json_like
+from .test_serve_fuzz import FIELDS, LICENSES, frames_of, json_like
 
 # Every msgpack type, deep nesting (up to msgpack's own packing limit; deeper is in
 # test_dispatch.py, built by hand) and huge sizes, in every field of every op.
@@ -53,19 +53,29 @@ async def start(tmp_path: Path) -> tuple[InProcessMaster, InProcessPeer, str]:
     return d, good, steady
 
 
-async def test_random_requests_are_each_answered(tmp_path: Path) -> None:
+async def fuzz(tmp_path: Path, test: Callable[[InProcessMaster, InProcessPeer, str], Callable[[], None]]) -> None:
+    """Run a hypothesis test against one master, the well-behaved PBX checked after each case."""
     d, good, steady = await start(tmp_path)
+    try:
+        test(d, good, steady)()
+    finally:
+        await d.stop()
 
+
+async def test_random_requests_are_each_answered(tmp_path: Path) -> None:
+    await fuzz(tmp_path, random_requests)
+
+
+async def test_random_bytes_and_frame_lengths_close_only_their_connection(tmp_path: Path) -> None:
+    await fuzz(tmp_path, random_bytes)
+
+
+def random_requests(d: InProcessMaster, good: InProcessPeer, steady: str) -> Callable[[], None]:
     @SETTINGS
     @given(say_hello=st.booleans(), batch=st.lists(requests, min_size=1, max_size=6))
     def one(say_hello: bool, batch: list[dict]) -> None:
         conn = d.connect_now()
-        frames = [encode(HELLO)] if say_hello else []
-        for message in batch:
-            try:
-                frames.append(encode(message))
-            except (TypeError, ValueError, OverflowError):
-                continue
+        frames = frames_of(say_hello, batch)
         conn.send_bytes(b"".join(frames))
         conn.settle()
         replies = [m for m in conn.take() if "event" not in m]
@@ -79,15 +89,10 @@ async def test_random_requests_are_each_answered(tmp_path: Path) -> None:
         conn.close()
         well_behaved_still_works(good, steady)
 
-    try:
-        one()
-    finally:
-        await d.stop()
+    return one
 
 
-async def test_random_bytes_and_frame_lengths_close_only_their_connection(tmp_path: Path) -> None:
-    d, good, steady = await start(tmp_path)
-
+def random_bytes(d: InProcessMaster, good: InProcessPeer, steady: str) -> Callable[[], None]:
     @SETTINGS
     @given(data=st.binary(min_size=1, max_size=300) | st.builds(lambda n, t: struct.pack(">I", n) + t,
                                                                    st.integers(0, 2**32 - 1), st.binary(max_size=64)))
@@ -100,7 +105,4 @@ async def test_random_bytes_and_frame_lengths_close_only_their_connection(tmp_pa
         conn.close()
         well_behaved_still_works(good, steady)
 
-    try:
-        one()
-    finally:
-        await d.stop()
+    return one

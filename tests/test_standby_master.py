@@ -11,7 +11,7 @@ from typing import Any
 
 from licmaster.client import MasterClient
 
-from .daemon import Daemon, Raw, next_event
+from .daemon import Daemon, Raw, next_event, self_signed_cert
 
 LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "App(phone)13"\ncount = 2\n'
 
@@ -167,12 +167,8 @@ async def test_an_observer_follows_both_failovers_there_and_back(tmp_path: Path)
 
 async def test_over_tls_the_standby_follows_and_does_not_take_over_a_living_master(tmp_path: Path) -> None:
     import ssl
-    import subprocess
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"  # one certificate for both masters
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    cert, key = self_signed_cert(tmp_path)  # one certificate for both masters
     tls = {"tls_cert": str(cert), "tls_key": str(key)}
     with master_and_standby(tmp_path, tls, takeover_after_ms=500) as (master, standby):
         pbx = MasterClient([master.master, standby.master], "pbx1", ssl=ssl.create_default_context(cafile=str(cert)))

@@ -18,7 +18,6 @@ The common case — a read of at most `CHUNK` requests, nothing waiting — is t
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any, Protocol
 
 from licmaster.daemon.sessions import Session
@@ -53,7 +52,8 @@ class Connection(asyncio.Protocol):
         self.shed = False  # over max_connections: the first request is answered `busy`
         self.peer: Any = None
         self._hello_timer: asyncio.TimerHandle | None = None
-        self._pending: deque[dict[str, Any]] = deque()  # decoded, not yet handled (bounds above)
+        self._pending: list[dict[str, Any]] = []  # decoded, not yet handled from _next on (bounds above)
+        self._next = 0
         self._broken: FrameError | None = None  # a broken frame after the pending requests
         self._scheduled = False
         self.stalled_since: float | None = None  # loop time the peer stopped taking its replies
@@ -77,7 +77,10 @@ class Connection(asyncio.Protocol):
         except FrameError as exc:
             messages, broken = exc.decoded, exc
         if len(messages) > CHUNK or self._pending or self.stalled_since is not None:
-            self._pending.extend(messages)
+            if self._pending:
+                self._pending += messages
+            else:
+                self._pending, self._next = messages, 0  # the read's own list: no copy
             self._broken = broken
             self._pump()
             return
@@ -104,18 +107,22 @@ class Connection(asyncio.Protocol):
         self._scheduled = False
         transport = self.transport
         if transport is None or self.closing:
-            self._pending.clear()
+            self._pending, self._next = [], 0
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TURN_BUDGET_S
         replies: list[Reply] = []
-        pending = self._pending
-        while pending and self.stalled_since is None and not self.closing:
-            chunk = [pending.popleft() for _ in range(min(CHUNK, len(pending)))]
+        pending, start = self._pending, self._next
+        while start < len(pending) and self.stalled_since is None and not self.closing:
+            chunk = pending[start:start + CHUNK]  # slices, not a pop per request: this is the path of deep pipelines
+            start += len(chunk)
             replies += self.handler.handle(self, chunk)
             if loop.time() >= deadline:
                 break
-        if pending and not self.closing:
+        self._next = start
+        if start >= len(pending):
+            self._pending, self._next = [], 0
+        if self._pending and not self.closing:
             if replies:
                 transport.write(encode_many(replies))
             transport.pause_reading()
