@@ -345,3 +345,21 @@ async def test_a_standby_without_etcd_is_warned_about_at_start(tmp_path: Path) -
     finally:
         standby.stop()
         master.stop()
+
+
+async def test_etcd_without_peers_is_warned_about_at_start(tmp_path: Path) -> None:
+    """No etcd needed: a master whose etcd is unreachable waits, as a standby, for the election."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{s.getsockname()[1]}"
+    lone = Daemon(tmp_path / "m", LICENSES, etcd_endpoints=[nowhere]).start()
+    try:
+        assert "etcd_without_peers" in lone.log and "two_node_mode" not in lone.log
+        watcher = await Raw.open(lone.address)
+        assert (await watcher.hello("obs", role="observer"))["ok"]
+        usage = await watcher.request("usage")
+        assert usage["role"] == "standby" and usage["coordination"]["mode"] == "etcd"
+        refused = await (await Raw.open(lone.address)).hello("pbx1")
+        assert refused["error"] == "not_master"  # nobody grants without the election
+    finally:
+        lone.stop()

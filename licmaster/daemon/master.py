@@ -103,6 +103,10 @@ class Master:
         if (cfg.standby_of or cfg.peers) and not cfg.etcd_endpoints:
             logs.event("two_node_mode", logging.WARNING, hint="a standby master without etcd: while the two masters are cut "
                        "apart both serve one pool (docs/operations.md); etcd_endpoints make it one pool under any partition")
+        if cfg.etcd_endpoints and not cfg.peers:
+            logs.event("etcd_without_peers", logging.WARNING,
+                       hint="a leader cut from etcd learns of its successor through peers: without them its PBXs "
+                            "stay while the new leader gives their licenses out after its grace window (docs/operations.md)")
         if cfg.peers and not following and not cfg.etcd_endpoints:
             timeout_s = min(2.0, max(0.2, cfg.effective_takeover_after_ms / 1000))
             acting = await acting_master(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl, timeout_s=timeout_s)
