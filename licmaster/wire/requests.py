@@ -150,14 +150,17 @@ class Refused(Exception):
         self.denial = denial
 
 
-def checkout(msg: dict[str, Any]) -> tuple[str, str, int, str | None, int | None]:
-    """(resource, holder, count, interface, client_version), or Refused."""
+def checkout(msg: dict[str, Any], required: int = 4) -> tuple[str, str, int, str | None, int | None]:
+    """(resource, holder, count, interface, client_version), or Refused. `required`: how many keys
+    the map has besides the optional ones (op, id, resource, holder; a sync entry: 2)."""
     resource = msg.get("resource")
     if resource.__class__ is not str:  # its length is bounded by what names a resource (planning)
         raise Refused(bad_request("resource", f"must be one of {', '.join(RESOURCES)}"))
     holder = msg.get("holder")
     if holder.__class__ is not str or not 1 <= len(holder) <= MAX_TEXT or not holder.isprintable():
         raise Refused(bad_request("holder", f"must be 1 to {MAX_TEXT} printable characters"))
+    if len(msg) == required:  # no optional field: the common checkout, without three look-ups
+        return resource, holder, 1, None, None
     count = msg.get("count", 1)
     if count.__class__ is not int or not 1 <= count <= MAX_COUNT:
         raise Refused(bad_request("count", f"must be a whole number from 1 to {MAX_COUNT}"))
@@ -189,7 +192,7 @@ def sync(msg: dict[str, Any]) -> list[SyncEntry] | Denial:
         if item.__class__ is not dict:
             return bad_request(f"leases[{i}]", "must be a map")
         try:
-            parsed = checkout(item)
+            parsed = checkout(item, required=2)
         except Refused as refused:
             denial = refused.denial
             return bad_request(f"leases[{i}].{denial.details['field']}", denial.message.split(": ", 1)[1])
