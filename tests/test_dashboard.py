@@ -105,3 +105,22 @@ async def test_after_a_failover_the_page_shows_the_new_master(tmp_path: Path, br
     finally:
         standby.stop()
         master.stop()
+
+
+async def test_after_a_restart_the_page_reconnects_by_itself(tmp_path: Path, browser: object) -> None:
+    from licmaster.testing.etcd import free_port
+
+    d = Daemon(tmp_path / "m", LICENSES, http=f"127.0.0.1:{free_port()}").start()
+    try:
+        browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]
+        await until(lambda: "epoch 1" in header(browser), 10)
+        d.kill9()
+        d.restart_same_port()  # the same ports, a new run: epoch 2
+        await until(lambda: "epoch 2" in header(browser), 10)
+        pbx = MasterClient([d.master], "pbx1")
+        await pbx.connect()
+        await pbx.checkout("port", "alice")
+        await until(lambda: port_count(browser) == "1 / 3", 2)
+        await pbx.close()
+    finally:
+        d.stop()
