@@ -13,7 +13,8 @@ from typing import Any
 
 from licmaster.client import MasterClient
 from licmaster.model.catalog import FAMILIES, Consumption
-from licmaster.testing.etcd import EtcdCluster, free_port
+from licmaster.testing import free_port
+from licmaster.testing.etcd import EtcdCluster
 
 from .auditor import Auditor
 from .master_process import MasterProcess

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
 
 from licmaster.client import LicenseError, MasterClient, NotConnected
+from licmaster.testing import free_port
 
 from .daemon import Daemon, next_event, self_signed_cert
 
@@ -21,12 +21,6 @@ def daemon(tmp_path: Path):
     d = Daemon(tmp_path / "master", LICENSES, grace_ms=1500).start()
     yield d
     d.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_checkout_checkin_and_typed_errors(daemon: Daemon) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from licmaster.client import MasterClient
+from licmaster.testing import free_port
 
 from .daemon import Daemon
 
@@ -81,11 +82,7 @@ async def test_the_page_shows_a_checkout_within_a_second(tmp_path: Path, browser
 
 
 async def test_after_a_failover_the_page_shows_the_new_master(tmp_path: Path, browser: object) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        standby_address = f"127.0.0.1:{s.getsockname()[1]}"
+    standby_address = f"127.0.0.1:{free_port()}"
     master = Daemon(tmp_path / "master", LICENSES, peers=[standby_address]).start()
     standby = Daemon(tmp_path / "standby", LICENSES, listen=standby_address, standby_of=master.master).start()
     try:
@@ -108,8 +105,6 @@ async def test_after_a_failover_the_page_shows_the_new_master(tmp_path: Path, br
 
 
 async def test_after_a_restart_the_page_reconnects_by_itself(tmp_path: Path, browser: object) -> None:
-    from licmaster.testing.etcd import free_port
-
     d = Daemon(tmp_path / "m", LICENSES, http=f"127.0.0.1:{free_port()}").start()
     try:
         browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from licmaster.client import MasterClient
+from licmaster.testing import free_port
 
 from .daemon import Daemon, Raw, next_event, self_signed_cert
 
@@ -184,9 +184,7 @@ async def test_over_tls_the_standby_follows_and_does_not_take_over_a_living_mast
 async def test_a_master_that_finds_a_peer_master_at_a_higher_epoch_steps_down(tmp_path: Path) -> None:
     # Two masters that did not see each other (a cut network, say): the one at the lower epoch
     # must give way when they meet again, and its PBXs move over.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        newer_address = f"127.0.0.1:{s.getsockname()[1]}"
+    newer_address = f"127.0.0.1:{free_port()}"
     newer = Daemon(tmp_path / "newer", LICENSES, listen=newer_address)
     for _ in range(2):  # two earlier runs: it starts next at epoch 3
         newer.start().stop()
@@ -270,9 +268,7 @@ async def test_no_grant_is_lost_when_the_master_dies_right_after_granting(tmp_pa
 
 
 async def test_a_pbx_restarted_after_a_failback_with_its_usual_list_is_served(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        a_address = f"127.0.0.1:{s.getsockname()[1]}"
+    a_address = f"127.0.0.1:{free_port()}"
     a = Daemon(tmp_path / "a", LICENSES, listen=a_address).start()
     b = Daemon(tmp_path / "b", LICENSES, standby_of=a_address, grace_ms=300).start()
     try:
@@ -349,9 +345,7 @@ async def test_a_standby_without_etcd_is_warned_about_at_start(tmp_path: Path) -
 
 async def test_etcd_without_peers_is_warned_about_at_start(tmp_path: Path) -> None:
     """No etcd needed: a master whose etcd is unreachable waits, as a standby, for the election."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{s.getsockname()[1]}"
+    nowhere = f"127.0.0.1:{free_port()}"
     lone = Daemon(tmp_path / "m", LICENSES, etcd_endpoints=[nowhere]).start()
     try:
         assert "etcd_without_peers" in lone.log and "two_node_mode" not in lone.log

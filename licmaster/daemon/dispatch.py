@@ -28,7 +28,6 @@ from licmaster.daemon.timing import BatchTimer
 from licmaster.model import errors as E
 from licmaster.model.errors import Denial
 from licmaster.model.pool import Pool
-from licmaster.model.types import SyncEntry
 from licmaster.wire import requests
 from licmaster.wire.codec import Reply
 from licmaster.wire.events import (
@@ -75,9 +74,9 @@ class Dispatcher:
         self.timer = BatchTimer()
         self.connections: set[Connection] = set()
         self.wall = time.time()  # wall clock of the batch being handled, for journal rows
-        self.console_url: str | None = None
+        self.console_url: str | None = None  # this master's console, told in usage (the dashboard finds the others)
         self.suspended_why = ""
-        self.coordination: Callable[[], dict[str, Any]] = lambda: {"mode": "two-node"}  # the master sets its own  # this master's console, told in usage (the dashboard finds the others)
+        self.coordination: Callable[[], dict[str, Any]] = lambda: {"mode": "two-node"}  # the master sets its own
         self._ops: dict[str, Op] = {
             "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
@@ -344,8 +343,6 @@ class Dispatcher:
         # re-sync fits, even one the journal or the standby never saw (a grant of the master's
         # last moments before kill -9). During grace only *new* checkouts wait, so that the
         # re-syncs still to come find their capacity. (docs/operations.md, "Failover".)
-        denied_early: list[tuple[int, SyncEntry, Denial]] = []
-        allowed = list(enumerate(entries))
         result = self.pool.sync(session.node, entries)
         self.held_before.pop(session.node, None)  # what it did not re-take is free from now on
         for lease in result.released:
@@ -355,12 +352,10 @@ class Dispatcher:
             view = self.pool.took_view(lease)
             self.record(GRANT, session.node, lease.resource, lease.holder, lease.id, view.label)
             granted.append({"resource": lease.resource, "holder": lease.holder, "lease": lease.id, "took": view.wire})
-        denied = [{"index": allowed[i][0], "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in result.denied]
-        denied += [{"index": i, "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in denied_early]
+        denied = [{"index": i, "resource": e.resource, "holder": e.holder, **d.to_wire()} for i, e, d in result.denied]
         now = self.loop.time()
-        for (_, entry, denial) in [*result.denied, *denied_early]:
+        for _, entry, denial in result.denied:
             self.denials.deny(session.node, denial, entry.resource, entry.holder, now)
-        denied.sort(key=lambda d: d["index"])
         reply = self._ok(rid)
         reply.update(leases=granted, denied=denied, released=len(result.released))
         return reply

@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 
 from licmaster.wire import events
-from licmaster.wire.events import FIELDS, GRANT, STATE_EVENTS, Change, Row
+from licmaster.wire.events import GRANT, STATE_EVENTS, Change, Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -199,7 +199,7 @@ def page(path: Path, *, event: str | None = None, node: str | None = None, since
                 row = events.full(rows[index])
                 if (event is None or row[events.EVENT] == event) and (node is None or row[events.NODE] == node) \
                         and (since is None or row[events.TS] >= since):
-                    out.append(dict(zip(FIELDS, row, strict=True)))
+                    out.append(events.as_dict(row))
                     if len(out) == limit:
                         return out, f"{seq}.{index + 1}"
         return out, None
@@ -214,7 +214,7 @@ def read_journal(path: Path, *, event: str | None = None, since: float | None = 
         out = []
         for row in _events(db, since=since):
             if (event is None or row[events.EVENT] == event) and (since is None or row[events.TS] >= since):
-                out.append(dict(zip(FIELDS, row, strict=True)))
+                out.append(events.as_dict(row))
         return out
     finally:
         db.close()

@@ -128,7 +128,7 @@ class Leadership:
             self._check_deadline(loop, f"cannot renew the leadership: {exc}")
             return
         if ttl <= 0:  # gone in etcd: someone else may lead now
-            self._lose(loop)
+            self._lose()
             return
         self.deadline = sent + min(ttl, self.ttl_s) - MARGIN_S
         if self.suspended:
@@ -145,7 +145,7 @@ class Leadership:
                        action="no new grants; leases granted stay valid; heartbeats go on")
             self.on_suspend(why)
 
-    def _lose(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _lose(self) -> None:
         self.leading, self.suspended, self.lease, self.state = False, False, 0, "campaigning"
         logs.event("leadership_lost", logging.WARNING, key=self.key, epoch=self.epoch)
         self.leader = None

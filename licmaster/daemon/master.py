@@ -162,7 +162,7 @@ class Master:
         cfg = self.config
         host, port = cfg.listen_address
         try:
-            tls = self._tls()
+            tls = self.tls()
         except (OSError, ssl.SSLError) as exc:
             await self._close_storage()
             raise StartError(f"cannot load tls_cert/tls_key: {exc}") from None
@@ -266,9 +266,6 @@ class Master:
 
     def tls(self) -> ssl.SSLContext | None:
         """The server side of TLS, for the PBX listener and the console; None without tls_cert."""
-        return self._tls()
-
-    def _tls(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -10,6 +10,6 @@
 
 from licmaster.testing.harness import FakeTransport, InProcessMaster
 from licmaster.testing.peers import RawPeer, SocketPeer
-from licmaster.testing.process import MasterProcess, toml_value
+from licmaster.testing.process import MasterProcess, free_port, toml_value
 
-__all__ = ["FakeTransport", "InProcessMaster", "MasterProcess", "RawPeer", "SocketPeer", "toml_value"]
+__all__ = ["FakeTransport", "InProcessMaster", "MasterProcess", "RawPeer", "SocketPeer", "free_port", "toml_value"]

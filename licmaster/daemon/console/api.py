@@ -23,7 +23,7 @@ from licmaster.daemon import logs
 from licmaster.daemon import report as usage_report
 from licmaster.daemon.console.access import allowed_origin, decide
 from licmaster.daemon.console.live import Live
-from licmaster.daemon.console.metrics import MasterCollector, usable
+from licmaster.daemon.console.metrics import MasterCollector, newest_firmware, usable
 from licmaster.daemon.journal import page
 from licmaster.daemon.master import StartError
 from licmaster.daemon.sessions import End
@@ -101,11 +101,8 @@ def _seconds_ago(request: web.Request, name: str) -> float | None:
     text = request.query.get(name)
     if not text:
         return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text[-1] in units:
-            return time.time() - float(text[:-1]) * units[text[-1]]
-        return float(text)
+        return usage_report.parse_age(text, time.time())
     except ValueError:
         raise Refused(400, "bad_request", f"{name} must be epoch seconds or an age such as 15m, 2h, 7d") from None
 
@@ -116,12 +113,9 @@ def _seconds_ago(request: web.Request, name: str) -> float | None:
 async def usage(request: web.Request) -> web.Response:
     master = request.app[MASTER]
     totals = master.dispatch.denials.totals
-    by_family: dict[str, int] = {}
-    for (code, _rule), n in totals.items():
-        by_family[code] = by_family.get(code, 0) + n
-    pools = []
-    for bucket in sorted(master.pool.buckets(), key=lambda b: (b.family, b.version or 0, b.bound or "")):
-        pools.append({**bucket.usage(), "usable": usable(master, bucket.family, bucket.version, bucket.installed)})
+    firmware = newest_firmware(master)
+    pools = [{**bucket.usage(), "usable": usable(master, bucket, firmware)}
+             for bucket in sorted(master.pool.buckets(), key=lambda b: (b.family, b.version or 0, b.bound or ""))]
     return web.json_response({"master": master.name, "role": master.role.state.value, "epoch": master.epoch,
                               "pools": pools, "denials": {f"{c}" + (f" ({r})" if r else ""): n for (c, r), n in sorted(
                                   totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
@@ -143,20 +137,21 @@ def _node(master: Master, name: str, *, leases: bool) -> dict[str, Any]:
         "last_seen": wall_now - (loop_now - session.last_seen), "leases": len(master.pool.node_leases(name)),
     }
     if leases:
-        since = _grant_times(master, name)
+        since = _grant_times(master, name, out["connected_since"] - 1.0)
         out["held"] = [{"resource": lease.resource, "holder": lease.holder, "lease": lease.id,
                         "took": master.pool.took_view(lease).wire, "since": since.get(lease.id)}
                        for lease in master.pool.node_leases(name)]
     return out
 
 
-def _grant_times(master: Master, node: str) -> dict[str, float]:
-    """When each of a node's leases was granted, from the journal (written and pending rows)."""
+def _grant_times(master: Master, node: str, since: float) -> dict[str, float]:
+    """When each of a node's leases was granted, from the journal (written and pending rows).
+    Only the journal since its session began is read: its leases were granted in that session."""
     times: dict[str, float] = {}
     path = Path(master.config.data_dir) / "journal.sqlite3"
     cursor: str | None = None
     while True:
-        rows, cursor = page(path, event=events.GRANT, node=node, limit=10_000, cursor=cursor)
+        rows, cursor = page(path, event=events.GRANT, node=node, since=since, limit=10_000, cursor=cursor)
         times.update({r["lease"]: r["ts"] for r in rows})
         if cursor is None:
             break

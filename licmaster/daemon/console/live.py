@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from licmaster.daemon.console.metrics import usable
+from licmaster.daemon.console.metrics import newest_firmware, usable
 from licmaster.model.errors import Denial
 
 if TYPE_CHECKING:
@@ -106,12 +106,13 @@ class Live:
         master = self.master
         dispatch = master.dispatch
         families: dict[str, dict[str, int]] = {}
+        firmware = newest_firmware(master)
         for bucket in master.pool.buckets():
             row = families.setdefault(bucket.family, {"installed": 0, "in_use": 0, "peak": 0, "usable": 0})
             row["installed"] += bucket.installed
             row["in_use"] += bucket.in_use
             row["peak"] = max(row["peak"], bucket.peak)
-            row["usable"] += usable(master, bucket.family, bucket.version, bucket.installed)
+            row["usable"] += usable(master, bucket, firmware)
         loop_now = asyncio.get_running_loop().time()
         nodes = [{"node": s.node, "role": s.info.role, "firmware": s.info.firmware if s.info.role != "observer" else None,
                   "connected": s.conn is not None, "leases": len(master.pool.node_leases(s.node)),

@@ -16,16 +16,21 @@ from licmaster.daemon.timing import BATCH_BOUNDS
 
 if TYPE_CHECKING:
     from licmaster.daemon.master import Master
+    from licmaster.model.inventory import Bucket
 
 
 
-def usable(master: Master, family: str, version: int | None, installed: int) -> int:
-    """What of a bucket serves the newest firmware among the PBXs connected now (R-VER-2: any
-    older license of the family caps it); with no PBX connected, all of it."""
-    firmwares = [s.info.firmware for s in master.dispatch.sessions.by_node.values() if s.info.role != "observer"]
-    if not firmwares or version is None:
-        return installed
-    return 0 if master.pool.planner.version_denial(family, max(firmwares), "") else installed
+def newest_firmware(master: Master) -> int | None:
+    """The newest PBX software among the PBXs connected now (observers have none), or None."""
+    return max((s.info.firmware for s in master.dispatch.sessions.by_node.values() if s.info.role != "observer"), default=None)
+
+
+def usable(master: Master, bucket: Bucket, firmware: int | None) -> int:
+    """What of a bucket serves `firmware` (R-VER-2: any older license of the family caps it);
+    with no PBX connected (None), all of it."""
+    if firmware is None or bucket.version is None:
+        return bucket.installed
+    return 0 if master.pool.planner.version_denial(bucket.family, firmware, "") else bucket.installed
 
 
 class MasterCollector(Collector):
@@ -43,12 +48,13 @@ class MasterCollector(Collector):
         serving = GaugeMetricFamily("licmaster_licenses_usable", "Licenses that serve the newest firmware connected", labels=labels)
         peak = GaugeMetricFamily("licmaster_licenses_peak", "Most in use at once since the master started", labels=labels)
         totals: dict[tuple[str, str], list[int]] = {}
+        firmware = newest_firmware(master)
         for bucket in master.pool.buckets():
             key = (bucket.family, "" if bucket.version is None else str(bucket.version))
             row = totals.setdefault(key, [0, 0, 0, 0])
             row[0] += bucket.installed
             row[1] += bucket.in_use
-            row[2] += usable(master, bucket.family, bucket.version, bucket.installed)
+            row[2] += usable(master, bucket, firmware)
             row[3] = max(row[3], bucket.peak)
         for key, (i, u, s, p) in sorted(totals.items()):
             installed.add_metric(list(key), i)
