@@ -92,7 +92,8 @@ class Live:
         for queue in list(self.subscribers):
             if queue.full():  # a browser that does not read: dropped, it reconnects and starts afresh
                 self.subscribers.discard(queue)
-                queue.put_nowait("") if not queue.full() else None
+                queue.get_nowait()  # room for the end marker, or its stream would wait for ever
+                queue.put_nowait("")
                 continue
             queue.put_nowait(message)
 
