@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from licmaster.wire.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode
+from licmaster.wire.codec import DEFAULT_MAX_FRAME, PART_MARGIN, FrameDecoder, FrameError, ReplyParts, encode, packed_runs
 
 RETRYABLE = ("grace", "busy", "no_quorum")
 RETRY_CAP_S = 0.25  # the longest wait between two rounds of reconnect attempts
@@ -78,14 +78,24 @@ class _Wire(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        # Any bytes, even unreadable ones, show the master is alive (a standby must not take a
+        # frame it cannot read for a dead master).
+        self.client.last_heard = asyncio.get_running_loop().time()
         try:
             messages = self.decoder.feed(data)
-        except FrameError:
+        except FrameError as exc:
+            self.client.unreadable = str(exc)
             if self.transport:
                 self.transport.close()
             return
         for message in messages:
-            self.client._on_message(self, message)
+            try:
+                self.client._on_message(self, message)
+            except FrameError as exc:  # a reply in parts that does not add up
+                self.client.unreadable = str(exc)
+                if self.transport:
+                    self.transport.close()
+                return
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -128,6 +138,8 @@ class MasterClient:
                 self.hello_fields["standby_for"] = standby_for
         if auth is not None:
             self.hello_fields["auth"] = auth
+        if max_frame != DEFAULT_MAX_FRAME:
+            self.hello_fields["max_frame"] = max_frame  # replies larger than this come in parts
         self.reconnect = reconnect
         self.on_event = on_event
         self.ssl = ssl
@@ -148,6 +160,9 @@ class MasterClient:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._last_sent = 0.0
         self._last_heard = 0.0
+        self.last_heard = 0.0  # loop time any bytes last came from a master, readable or not
+        self.unreadable = ""  # why the last connection was dropped for what the master sent, if it was
+        self._parts: dict[int, ReplyParts] = {}  # replies coming in parts, by request id
 
     # ================================================================ connection
 
@@ -324,7 +339,7 @@ class MasterClient:
             if held.client_version is not None:
                 entry["client_version"] = held.client_version
             entries.append(entry)
-        reply = await self.call("sync", leases=entries)
+        reply = await self._sync_in_parts(entries)
         for granted in reply.get("leases", []):
             kept = self.leases.get((granted["resource"], granted["holder"]))
             if kept is not None:
@@ -335,6 +350,17 @@ class MasterClient:
                 self._emit({"event": "lost", "resource": lost.resource, "holder": lost.holder,
                             "error": denied.get("error"), "rule": denied.get("rule"), "message": denied.get("message")})
         return reply
+
+    async def _sync_in_parts(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """One `sync`, or, when the entries do not fit in a frame the master reads, several: each
+        but the last says `more` and the master takes them all at once with the last."""
+        limit = min(self.session.get("max_frame", DEFAULT_MAX_FRAME), DEFAULT_MAX_FRAME) - PART_MARGIN
+        runs = packed_runs(entries, limit)
+        start = 0
+        for part, (count, _) in enumerate(runs[:-1]):
+            await self.call("sync", leases=entries[start:start + count], more=True, part=part)
+            start += count
+        return await self.call("sync", leases=entries[start:], part=max(0, len(runs) - 1))
 
     async def takeover(self, failed: str) -> dict[str, Any]:
         reply = await self.call("takeover", failed=failed)
@@ -350,7 +376,27 @@ class MasterClient:
         return await self.call("unassign", user=user, families=list(families))
 
     async def usage(self) -> dict[str, Any]:
+        """The pools and a summary of the sessions (`nodes` lists them)."""
         return await self.call("usage")
+
+    async def nodes(self, cursor: str | None = None, limit: int = 200) -> dict[str, Any]:
+        """One page of the master's sessions: `nodes`, `total`, and `next` (the cursor of the next
+        page, None on the last)."""
+        fields: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            fields["cursor"] = cursor
+        return await self.call("nodes", **fields)
+
+    async def all_nodes(self) -> list[dict[str, Any]]:
+        """Every session, page by page (a session that comes or goes meanwhile may be missed or seen)."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = await self.nodes(cursor)
+            found += page["nodes"]
+            cursor = page.get("next")
+            if cursor is None:
+                return found
 
     async def may_record(self) -> None:
         """Returns if recording queues, conference rooms or the gateway is licensed; raises
@@ -365,6 +411,11 @@ class MasterClient:
             self._on_event(wire, message)
             return
         rid = message.get("id")
+        if rid.__class__ is int and ("parts" in message or "part" in message):
+            whole = self._join_parts(rid, message)
+            if whole is None:
+                return
+            message = whole
         future = self._pending.pop(rid, None) if rid is not None else None
         if future is None:
             if rid is None:  # bad_frame: the master could not read us; everything pending fails
@@ -377,6 +428,21 @@ class MasterClient:
             return
         if not future.done():
             future.set_result(message)
+
+    def _join_parts(self, rid: int, message: dict[str, Any]) -> dict[str, Any] | None:
+        """A reply that came in parts (codec.split_reply): the whole once its last part is here."""
+        if "parts" in message:
+            if not isinstance(message["parts"], int) or message["parts"] < 2:
+                raise FrameError(f"a reply in {str(message['parts'])[:16]} parts")
+            self._parts[rid] = ReplyParts(message)
+            return None
+        joining = self._parts.get(rid)
+        if joining is None:
+            raise FrameError(f"reply part {str(message.get('part'))[:16]} of no reply in parts")
+        whole = joining.add(message)
+        if whole is not None:
+            del self._parts[rid]
+        return whole
 
     def _check_epoch(self, reply: dict[str, Any]) -> None:
         epoch = reply.get("epoch", 0)
@@ -417,6 +483,7 @@ class MasterClient:
     def _on_lost(self, wire: _Wire) -> None:
         if wire is not self._wire:
             return
+        self._parts.clear()
         self._wire = None
         self.connected.clear()
         self._fail_pending(NotConnected(f"{self.node}: connection to the master lost"))

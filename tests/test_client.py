@@ -58,7 +58,7 @@ async def test_heartbeats_keep_a_quiet_client_alive(tmp_path: Path) -> None:
         await client.checkout("port", "alice")
         await asyncio.sleep(1.5)  # well past lease_ttl_ms = 600
         usage = await client.usage()
-        assert [n["node"] for n in usage["nodes"]] == ["quiet"]
+        assert [n["node"] for n in await client.all_nodes()] == ["quiet"]
         assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1
         await client.close()
     finally:

@@ -6,10 +6,10 @@ import struct
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from licmaster.wire.codec import FrameDecoder, FrameError, decode_payload, encode, encode_many
+from licmaster.wire.codec import FrameDecoder, FrameError, ReplyParts, decode_payload, encode, encode_many, packed_runs
 
 
 def frames_of(data: bytes, max_frame: int = 65536) -> list[dict]:
@@ -73,3 +73,51 @@ def test_a_frame_completed_by_a_later_read_leaves_nothing_pending() -> None:
     assert decoder.feed(frame[:3]) == [] and decoder.pending == 3
     assert decoder.feed(frame[3:]) == [{"id": 1, "op": "heartbeat"}] and decoder.pending == 0
     assert decoder.feed(frame) == [{"id": 1, "op": "heartbeat"}] and decoder.pending == 0
+
+
+# ---------------------------------------------------------------- lists that grow with the installation
+
+
+def join(frames: list[dict]) -> dict:
+    """What MasterClient does with a reply in parts."""
+    first, *rest = frames
+    if "parts" not in first:
+        assert not rest
+        return first
+    joining = ReplyParts(first)
+    whole = None
+    for part in rest:
+        assert whole is None
+        whole = joining.add(part)
+    assert whole is not None
+    return whole
+
+
+@settings(max_examples=80, deadline=None)
+@given(leases=st.lists(st.dictionaries(st.sampled_from(["resource", "holder", "lease"]), st.text(max_size=300)), max_size=400),
+       denied=st.lists(st.integers(-2**63, 2**63 - 1), max_size=50), limit=st.integers(4096, 20_000))
+def test_a_reply_over_the_peers_frame_limit_comes_in_parts_that_join_into_it(leases: list, denied: list, limit: int) -> None:
+    reply = {"id": 9, "ok": True, "epoch": 3, "leases": leases, "denied": denied, "released": 2}
+    read = frames_of(encode_many([reply], limit), limit)  # a decoder that refuses any frame over the limit
+    assert join(read) == reply
+
+
+def test_a_reply_within_the_limit_stays_one_frame() -> None:
+    reply = {"id": 1, "ok": True, "leases": [{"lease": "7"}] * 10}
+    assert frames_of(encode_many([reply], 4096)) == [reply]
+
+
+def test_parts_out_of_order_are_a_broken_stream() -> None:
+    joining = ReplyParts({"id": 1, "ok": True, "leases": [], "parts": 3})
+    with pytest.raises(FrameError):
+        joining.add({"id": 1, "part": 2, "leases": [1]})
+    with pytest.raises(FrameError):
+        ReplyParts({"id": 1, "ok": True, "leases": [], "parts": 3}).add({"id": 1, "part": 1, "epoch": [1]})
+
+
+@given(items=st.lists(st.text(max_size=200), max_size=500), limit=st.integers(2048, 9000))
+def test_packed_runs_keep_every_item_in_order_and_each_run_within_the_limit(items: list, limit: int) -> None:
+    runs = packed_runs(items, limit)
+    assert all(len(packed) <= limit for _, packed in runs)
+    assert [x for _, packed in runs for x in msgpack.unpackb(packed)] == items
+    assert sum(n for n, _ in runs) == len(items)

@@ -10,7 +10,7 @@ import pytest
 
 from licmaster.daemon import logs
 from licmaster.daemon.journal import read_journal
-from licmaster.wire.codec import HEADER, encode
+from licmaster.wire.codec import HEADER, FrameDecoder, ReplyParts, encode
 
 from .daemon import in_process
 
@@ -121,5 +121,101 @@ async def test_sync_lists_and_credentials_are_bounded(tmp_path: Path) -> None:
         other = d.connect_now()
         assert other.call("hello", node="pbx2", **PBX, auth={"token": "t" * 257})["field"] == "auth.token"
         assert other.call("hello", node="pbx2", **PBX, auth={str(i): i for i in range(9)})["field"] == "auth"
+    finally:
+        await d.stop()
+
+
+# ---------------------------------------------------------------- lists that grow with the installation
+
+MANY = '[[license]]\ntype = "PBX-Port13"\ncount = 5000\n'
+
+
+async def test_usage_is_bounded_and_the_nodes_come_in_pages_in_name_order(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", MANY)
+    try:
+        peers = []
+        for i in range(450):
+            peer = d.connect_now()
+            assert peer.call("hello", node=f"pbx-{i:04}", **PBX)["ok"]
+            peers.append(peer)
+        usage = peers[0].call("usage")
+        assert usage["summary"] == {"nodes": 450, "connected": 450, "by_role": {"pbx": 450}, "leases": 0}
+        assert "nodes" not in usage and len(encode(usage)) < 4096  # the same size for 4 PBXs or 4,000
+        seen, cursor, pages = [], None, 0
+        while True:
+            page = peers[0].call("nodes", limit=1_000_000, **({"cursor": cursor} if cursor else {}))
+            assert len(page["nodes"]) <= 200 and page["total"] == 450  # a page of a million asked: 200 given
+            seen += [n["node"] for n in page["nodes"]]
+            pages += 1
+            cursor = page["next"]
+            if cursor is None:
+                break
+        assert seen == [f"pbx-{i:04}" for i in range(450)] and pages == 3
+    finally:
+        await d.stop()
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"cursor": "pbx-1\n"}, "cursor"), ({"cursor": 7}, "cursor"), ({"cursor": "x" * 65}, "cursor"),
+    ({"limit": 0}, "limit"), ({"limit": "all"}, "limit"), ({"limit": -5}, "limit"),
+])
+async def test_a_bad_cursor_or_limit_is_refused_naming_it(tmp_path: Path, fields: dict, field: str) -> None:
+    d = await in_process(tmp_path / "m", MANY)
+    try:
+        pbx = d.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        reply = pbx.call("nodes", **fields)
+        assert (reply["ok"], reply["error"], reply["field"]) == (False, "bad_request", field), reply
+        assert pbx.call("nodes")["nodes"][0]["node"] == "pbx1"  # and the session goes on
+    finally:
+        await d.stop()
+
+
+async def test_a_sync_in_parts_is_taken_at_once_with_its_last_part(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", MANY)
+    try:
+        pbx = d.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        old = pbx.call("checkout", resource="port", holder="old")["lease"]
+        first = pbx.call("sync", leases=[{"resource": "port", "holder": f"u{i}"} for i in range(3)], more=True, part=0)
+        assert first["ok"] and first["pending"] == 3
+        assert d.master is not None and d.master.pool.book.find("pbx1", "port", "old") is not None  # nothing taken yet
+        last = pbx.call("sync", leases=[{"resource": "port", "holder": "u3"}, {"resource": "port", "holder": "old"}], part=1)
+        assert sorted(g["holder"] for g in last["leases"]) == ["old", "u0", "u1", "u2", "u3"] and last["released"] == 0
+        assert next(g for g in last["leases"] if g["holder"] == "old")["lease"] == old  # kept, not re-taken
+    finally:
+        await d.stop()
+
+
+async def test_a_later_sync_part_without_its_first_or_past_the_bound_is_refused(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", MANY)
+    try:
+        pbx = d.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        stray = pbx.call("sync", leases=[{"resource": "port", "holder": "a"}], part=1)
+        assert (stray["error"], stray["field"]) == ("bad_request", "part")
+        entries = [{"resource": "port", "holder": f"u{i}"} for i in range(2_000)]
+        for part in range(5):
+            assert pbx.call("sync", leases=entries, more=True, part=part)["ok"]
+        over = pbx.call("sync", leases=entries, part=5)  # 12,000 in all: past MAX_SYNC
+        assert (over["error"], over["field"]) == ("bad_request", "leases")
+        assert d.master is not None and d.master.pool.book.count == 0  # nothing kept of it
+    finally:
+        await d.stop()
+
+
+async def test_a_reply_larger_than_the_peer_reads_comes_in_frames_it_can_read(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", MANY)
+    try:
+        pbx = d.connect_now()
+        pbx.decoder = FrameDecoder(4096)  # this peer reads nothing larger, and says so
+        assert pbx.call("hello", node="pbx1", max_frame=4096, **PBX)["ok"]
+        pbx.send({"op": "sync", "id": 99, "leases": [{"resource": "port", "holder": f"user-{i}"} for i in range(300)]})
+        pbx.settle()
+        first, *parts = pbx.take()
+        joining = ReplyParts(first)
+        whole = [joining.add(p) for p in parts][-1]
+        assert whole is not None and len(parts) >= 2
+        assert sorted(g["holder"] for g in whole["leases"]) == sorted(f"user-{i}" for i in range(300))
     finally:
         await d.stop()

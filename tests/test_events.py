@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from licmaster.wire import events
+from licmaster.wire.codec import FrameDecoder
 from licmaster.wire.events import STREAM_VERSION, Change, StreamError
+from licmaster.wire.requests import MIN_FRAME
 
 
 def test_rows_are_read_by_name_and_short_rows_are_padded() -> None:
@@ -15,14 +19,64 @@ def test_rows_are_read_by_name_and_short_rows_are_padded() -> None:
     assert events.change_of(row) == Change("grant", "pbx1", "port", "alice", "7", "PBX-Port13:1")
 
 
+def frames(data: bytes, max_frame: int = 65_536) -> list[dict]:
+    return FrameDecoder(max_frame).feed(data)
+
+
 def test_the_replica_event_carries_only_state_changes_with_the_stream_version() -> None:
     batch = [(1.0, events.GRANT, "a", "port", "x", "1", "PBX-Port13:1"), (1.1, events.DENY, "a", "port", "y", None, "exhausted", "R-PORT-1"),
              (1.2, events.ASSIGN, "a", "App(phone)", "ann", None, "13")]
-    event = events.replica_event(batch)
-    assert event is not None and event["v"] == STREAM_VERSION
+    [event] = frames(b"".join(events.replica_frames(batch, 65_536)))
+    assert event["v"] == STREAM_VERSION
     assert events.read_replica(event) == [Change("grant", "a", "port", "x", "1", "PBX-Port13:1"),
                                           Change("assign", "a", "App(phone)", "ann", None, "13")]
-    assert events.replica_event([batch[1]]) is None  # a denial changes nothing a standby keeps
+    assert events.replica_frames([batch[1]], 65_536) == []  # a denial changes nothing a standby keeps
+
+
+def test_a_rush_of_grants_in_one_batch_crosses_in_frames_the_standby_can_read() -> None:
+    batch = [(1.0, events.GRANT, f"pbx{i % 100}", "port", f"user-{i}", str(i), "PBX-Port13:1") for i in range(5_000)]
+    data = b"".join(events.replica_frames(batch, 4096))
+    read = frames(data, 4096)  # a decoder that refuses any frame over 4096 bytes
+    assert len(read) > 1
+    assert [c.lease for e in read for c in events.read_replica(e)] == [str(i) for i in range(5_000)]
+
+
+LEASE_ROWS = st.lists(st.tuples(st.text(min_size=1, max_size=64), st.sampled_from(["port", "ipva", "channel"]),
+                                st.text(min_size=1, max_size=256), st.text(min_size=1, max_size=64)).map(list), max_size=300)
+ASSIGNMENT_ROWS = st.lists(st.tuples(st.text(min_size=1, max_size=256), st.sampled_from(["App(phone)", "PBX-UC"]),
+                                     st.none() | st.integers(9, 13), st.text(min_size=1, max_size=64)).map(list), max_size=100)
+
+
+@settings(max_examples=60, deadline=None)
+@given(leases=LEASE_ROWS, assignments=ASSIGNMENT_ROWS, max_frame=st.integers(MIN_FRAME, 70_000))
+def test_a_snapshot_of_any_size_comes_whole_in_frames_within_the_limit(leases: list, assignments: list, max_frame: int) -> None:
+    """Any rows (4-byte UTF-8 holders of 256 characters included), any frame size a standby may
+    ask: every frame within it, and the standby's Snapshot has every row, in order."""
+    read = frames(b"".join(events.snapshot_frames(leases, assignments, max_frame)), max_frame)
+    snapshot = events.Snapshot()
+    for event in read:
+        assert not snapshot.done
+        snapshot.add(event)
+    assert snapshot.done and snapshot.leases == leases and snapshot.assignments == assignments
+
+
+def test_an_empty_master_sends_one_part_so_the_standby_knows_it_has_the_whole() -> None:
+    [event] = frames(b"".join(events.snapshot_frames([], [], 65_536)))
+    snapshot = events.Snapshot()
+    snapshot.add(event)
+    assert snapshot.done and snapshot.leases == [] and snapshot.assignments == []
+
+
+@pytest.mark.parametrize("event", [
+    {"event": "snapshot", "v": STREAM_VERSION, "part": 1, "parts": 2, "leases": []},  # part 0 missing
+    {"event": "snapshot", "v": STREAM_VERSION + 1, "part": 0, "parts": 1, "leases": []},
+    {"event": "snapshot", "v": STREAM_VERSION, "part": 0, "parts": "two", "leases": []},
+    {"event": "snapshot", "v": STREAM_VERSION, "part": 0, "parts": 1, "leases": [["a", "port", "x"]]},
+    {"event": "snapshot", "v": STREAM_VERSION, "part": 0, "parts": 1, "assignments": "x"},
+])
+def test_a_snapshot_part_out_of_order_or_of_another_shape_is_refused(event: dict) -> None:
+    with pytest.raises(StreamError):
+        events.Snapshot().add(event)
 
 
 @pytest.mark.parametrize("event", [

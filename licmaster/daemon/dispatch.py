@@ -10,6 +10,7 @@ measurable share of the CPU.
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import logging
 import secrets
@@ -28,8 +29,9 @@ from licmaster.daemon.timing import BatchTimer
 from licmaster.model import errors as E
 from licmaster.model.errors import Denial
 from licmaster.model.pool import Pool
-from licmaster.wire import requests
-from licmaster.wire.codec import Reply
+from licmaster.model.types import SyncEntry
+from licmaster.wire import events, requests
+from licmaster.wire.codec import DEFAULT_MAX_FRAME, Reply
 from licmaster.wire.events import (
     ASSIGN,
     CHECKIN,
@@ -77,10 +79,11 @@ class Dispatcher:
         self.console_url: str | None = None  # this master's console, told in usage (the dashboard finds the others)
         self.suspended_why = ""
         self.coordination: Callable[[], dict[str, Any]] = lambda: {"mode": "two-node"}  # the master sets its own
+        self.following: Callable[[], dict[str, Any]] = dict  # a standby's replication state, set by the master
         self._ops: dict[str, Op] = {
             "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
-            "assign": self.op_assign, "unassign": self.op_unassign, "usage": self.op_usage,
+            "assign": self.op_assign, "unassign": self.op_unassign, "usage": self.op_usage, "nodes": self.op_nodes,
             "recording": self.op_recording, "replicate": self.op_replicate,
         }
 
@@ -107,12 +110,14 @@ class Dispatcher:
         return self._no_quorum(rid)
 
     def op_sync_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
-        entries = requests.sync(msg)
+        entries = self._sync_entries(session, msg)
         if isinstance(entries, Denial):
             return error_reply(rid, entries)
+        if msg.get("more") is True:
+            return self._sync_pending(session, rid)
         if all(self.book.find(session.node, e.resource, e.holder) is not None for e in entries):
-            return self.op_sync(session, rid, msg)  # nothing new asked
-        return self._no_quorum(rid)
+            return self._sync(session, rid, entries)  # nothing new asked
+        return self._no_quorum(rid)  # the parts before stay kept: the client retries the last one
 
     def op_refuse_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         return self._no_quorum(rid)
@@ -191,7 +196,7 @@ class Dispatcher:
         if type(op) is Denial:
             return error_reply(rid, op)
         observer = conn.session is not None and conn.session.info.role == "observer"
-        if (op == "hello" and msg.get("role") == "observer") or (observer and op in ("heartbeat", "usage")):
+        if (op == "hello" and msg.get("role") == "observer") or (observer and op in ("heartbeat", "usage", "nodes")):
             return self._handle_slow(conn, msg, now)
         master = self.role.following
         return error_reply(rid, Denial(E.NOT_MASTER, f"this is the standby master of {master or 'another master'}; use that one",
@@ -258,6 +263,7 @@ class Dispatcher:
         session.info = info
         session.last_seen = now
         conn.session = session
+        conn.reply_limit = parsed.max_frame or DEFAULT_MAX_FRAME
         conn.hello_done()
         for lease in self.pool.set_node(info):
             self.record(RELEASE, info.name, lease.resource, lease.holder, lease.id, "node changed")
@@ -265,7 +271,7 @@ class Dispatcher:
                    licensing=info.licensing, peer=conn.peer)
         reply = self._ok(rid)
         reply.update(session=session.id, heartbeat_ms=self.config.heartbeat_ms, lease_ttl_ms=self.config.lease_ttl_ms,
-                     master=self.name)
+                     master=self.name, max_frame=self.config.max_frame)
         grace = self.grace_left_ms()
         if grace:
             reply["grace_ms"] = grace
@@ -334,10 +340,43 @@ class Dispatcher:
             self.journal.rows.append((self.wall, CHECKIN, session.node, lease.resource, lease.holder, lease.id))
         return self.replies.ok(rid)
 
-    def op_sync(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+    def _sync_entries(self, session: Session, msg: dict[str, Any]) -> list[SyncEntry] | Denial:
+        """A sync's entries with those of its earlier parts. A sync too large for one frame comes
+        in parts: each but the last says `more`, and is only kept; the last is the whole sync, taken
+        at once as one (so a part never releases what a later part names)."""
+        part = msg.get("part", 0)
+        if part == 0:  # a sync starts afresh (one broken off by a lost connection is forgotten)
+            session.sync_parts = []
+        elif part.__class__ is not int or part < 0 or not session.sync_parts:
+            session.sync_parts = []
+            return E.bad_request("part", f"{requests.describe(part)}: a later part of a sync whose part 0 did not come first")
         entries = requests.sync(msg)
         if isinstance(entries, Denial):
+            session.sync_parts = []
+            return entries
+        if len(session.sync_parts) + len(entries) > requests.MAX_SYNC:
+            session.sync_parts = []
+            return E.bad_request("leases", f"a sync in parts has at most {requests.MAX_SYNC} entries in all")
+        if msg.get("more") is True:
+            session.sync_parts += entries
+            return entries
+        return session.sync_parts + entries if session.sync_parts else entries  # kept until the sync is taken
+
+    def _sync_pending(self, session: Session, rid: int) -> Reply:
+        reply = self._ok(rid)
+        reply["pending"] = len(session.sync_parts)
+        return reply
+
+    def op_sync(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        entries = self._sync_entries(session, msg)
+        if isinstance(entries, Denial):
             return error_reply(rid, entries)
+        if msg.get("more") is True:
+            return self._sync_pending(session, rid)
+        return self._sync(session, rid, entries)
+
+    def _sync(self, session: Session, rid: int, entries: list[SyncEntry]) -> Reply:
+        session.sync_parts = []
         # A re-sync is taken whole, during grace too, up to the installed count: what PBXs re-sync
         # was granted by the one master before (at most installed, all together), so every
         # re-sync fits, even one the journal or the standby never saw (a grant of the master's
@@ -427,35 +466,71 @@ class Dispatcher:
         return self._ok(rid)
 
     def op_usage(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        """The pools and a summary of the sessions: bounded whatever the installation's size (the
+        nodes themselves are read with `nodes`, a page at a time)."""
         reply = self._ok(rid)
-        reply.update(pools=self.pool.usage(), nodes=self.node_list(), master=self.name, grace_ms=self.grace_left_ms(),
+        reply.update(pools=self.pool.usage(), summary=self.summary(), master=self.name, grace_ms=self.grace_left_ms(),
                      standby_of=self.role.following or None, role=self.role.state.value, replicas=len(self.feed),
-                     replication={"standbys": len(self.feed), "degraded": self.feed.degraded}, http=self.console_url,
-                     coordination=self.coordination())
+                     replication={"standbys": len(self.feed), "degraded": self.feed.degraded, **self.following()},
+                     http=self.console_url, coordination=self.coordination())
         return reply
 
-    def node_list(self) -> list[dict[str, Any]]:
+    def summary(self) -> dict[str, Any]:
+        by_role: dict[str, int] = {}
+        connected = 0
+        for s in self.sessions.by_node.values():
+            by_role[s.info.role] = by_role.get(s.info.role, 0) + 1
+            connected += s.conn is not None
+        return {"nodes": len(self.sessions.by_node), "connected": connected, "by_role": by_role, "leases": len(self.pool.leases)}
+
+    def op_nodes(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        """A page of the sessions in node-name order: after `cursor`, at most `limit` (≤ MAX_PAGE),
+        and `next`, the cursor of the page after (null on the last)."""
+        asked = requests.page(msg)
+        if isinstance(asked, Denial):
+            return error_reply(rid, asked)
+        cursor, limit = asked
+        names = sorted(self.sessions.by_node)
+        start = bisect.bisect_right(names, cursor) if cursor is not None else 0
+        chosen = names[start:start + limit]
+        reply = self._ok(rid)
+        reply.update(nodes=self.node_list(chosen), total=len(names),
+                     next=chosen[-1] if start + limit < len(names) and chosen else None)
+        return reply
+
+    def node_list(self, names: list[str]) -> list[dict[str, Any]]:
         now = self.loop.time()
+        by_node = self.sessions.by_node
         return [{"node": s.node, "role": s.info.role, "firmware": s.info.firmware, "platform": s.info.platform,
                  "licensing": s.info.licensing, "connected": s.conn is not None,
                  "leases": len(self.pool.node_leases(s.node)), "idle_ms": int((now - s.last_seen) * 1000)}
-                for s in sorted(self.sessions.by_node.values(), key=lambda s: s.node)]
+                for s in (by_node[name] for name in names)]
 
     # ================================================================ replication (master side)
 
     def op_replicate(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
-        """A standby master asks to follow: a snapshot now, then each journal batch's changes."""
+        """A standby master asks to follow: the snapshot now, as `snapshot` events written before
+        this reply (each at most the standby's `max_frame`), then each journal batch's changes.
+        Taken in one turn, so no change falls between the snapshot and the stream."""
         if session.info.role != "observer" or session.conn is None:
             return error_reply(rid, E.bad_request("role", "only an observer (a standby master) may replicate"))
         stream = msg.get("stream")
         if stream != STREAM_VERSION:
             return error_reply(rid, Denial(E.VERSION, f"replica stream version {requests.describe(stream)} asked; this master speaks "
                                            f"{STREAM_VERSION}: run masters of one version", details={"stream": STREAM_VERSION}))
-        self.feed.attach(session.conn)
+        max_frame = requests.frame_size(msg)
+        if isinstance(max_frame, Denial):
+            return error_reply(rid, max_frame)
+        max_frame = max_frame or DEFAULT_MAX_FRAME
+        started = perf_counter()
         leases = [[lease.node, lease.resource, lease.holder, lease.id] for lease in self.pool.leases.values()]
         assignments = [[user, family, a.bucket.version if a.bucket else None, a.node]
                        for user, held in self.pool.users.items() for family, a in held.items()]
-        logs.event("replica_attached", node=session.node, leases=len(leases), assignments=len(assignments))
+        frames = events.snapshot_frames(leases, assignments, max_frame)
+        session.conn.send_frames(b"".join(frames))
+        self.feed.attach(session.conn, max_frame)
+        logs.event("replica_attached", node=session.node, leases=len(leases), assignments=len(assignments), parts=len(frames),
+                   bytes=sum(map(len, frames)), ms=round((perf_counter() - started) * 1000, 1))
         reply = self._ok(rid)
-        reply.update(leases=leases, assignments=assignments, stream=STREAM_VERSION)
+        reply.update(stream=STREAM_VERSION, snapshot_parts=len(frames), leases=len(leases), assignments=len(assignments))
         return reply

@@ -121,6 +121,7 @@ class Master:
                                snapshot=self._live_leases)
         dispatch = self._dispatch = Dispatcher(cfg, self.name, self.role, loop, self.feed, self.record)
         dispatch.journal, dispatch.store = self.journal, self.store
+        dispatch.following = self.following
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
         had_run, changes = self.journal.begin_run()
         dispatch.held_before = held_at_end(changes)
@@ -359,8 +360,13 @@ class Master:
     def _follow(self, master: str) -> None:
         assert self.store is not None
         self.follower = Follower(master, self.name, self.store, self.config.effective_takeover_after_ms, self.promote,
-                                 auth=self._peer_auth(), tls=self._peer_ssl, autonomous=not self.config.etcd_endpoints)
+                                 auth=self._peer_auth(), tls=self._peer_ssl, autonomous=not self.config.etcd_endpoints,
+                                 max_frame=self.config.max_frame)
         self.follower.start()
+
+    def following(self) -> dict[str, Any]:
+        """The standby's replication state (usage, /api/v1/ha, /metrics); empty when acting."""
+        return self.follower.state() if self.follower is not None and self.role.following else {}
 
     # ---------------------------------------------------------------- leadership in etcd
 

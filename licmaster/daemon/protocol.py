@@ -21,7 +21,7 @@ import asyncio
 from typing import Any, Protocol
 
 from licmaster.daemon.sessions import Session
-from licmaster.wire.codec import FrameDecoder, FrameError, Reply, encode, encode_many
+from licmaster.wire.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Reply, encode, encode_many
 from licmaster.wire.replies import broken_frame_reply
 
 
@@ -57,6 +57,7 @@ class Connection(asyncio.Protocol):
         self._broken: FrameError | None = None  # a broken frame after the pending requests
         self._scheduled = False
         self.stalled_since: float | None = None  # loop time the peer stopped taking its replies
+        self.reply_limit = DEFAULT_MAX_FRAME  # the largest frame the peer reads (hello's max_frame): larger replies go in parts
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -97,7 +98,7 @@ class Connection(asyncio.Protocol):
         if transport is None:
             return
         if replies:
-            transport.write(encode_many(replies))
+            transport.write(encode_many(replies, self.reply_limit))
         if self.closing:
             transport.close()  # after the replies already written
 
@@ -124,7 +125,7 @@ class Connection(asyncio.Protocol):
             self._pending, self._next = [], 0
         if self._pending and not self.closing:
             if replies:
-                transport.write(encode_many(replies))
+                transport.write(encode_many(replies, self.reply_limit))
             transport.pause_reading()
             if self.stalled_since is None and not self._scheduled:
                 self._scheduled = True
@@ -187,6 +188,11 @@ class Connection(asyncio.Protocol):
     def send_event(self, event: dict[str, Any]) -> None:
         if self.transport is not None and not self.closing:
             self.transport.write(encode(event))
+
+    def send_frames(self, frames: bytes) -> None:
+        """Frames already encoded (the replica stream's), written as they are."""
+        if self.transport is not None and not self.closing:
+            self.transport.write(frames)
 
     def close(self, event: dict[str, Any] | None = None) -> None:
         """Close after what was written; an event (e.g. `fenced`) goes out first. A peer that is

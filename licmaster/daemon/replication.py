@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from licmaster.client import LicenseError, MasterClient
 from licmaster.daemon import logs
 from licmaster.daemon.recovery import Holdings
 from licmaster.wire import events
+from licmaster.wire.codec import DEFAULT_MAX_FRAME
 from licmaster.wire.events import (
     ASSIGN,
     GRANT,
@@ -44,11 +46,11 @@ if TYPE_CHECKING:
 
 
 class ReplicaFeed:
-    """The master's side: the standby masters following this one, and each journal batch's state
-    changes sent to them before the batch is written."""
+    """The master's side: the standby masters following this one, each with the largest frame it
+    reads, and each journal batch's state changes sent to them before the batch is written."""
 
     def __init__(self, on_change: Callable[[int, str], None] | None = None) -> None:
-        self._replicas: set[Endpoint] = set()
+        self._replicas: dict[Endpoint, int] = {}  # connection -> its max_frame
         self.had_standby = False  # once a standby followed, its absence is a degraded state
         self.on_change = on_change  # (standbys now, why): the master logs and journals it
 
@@ -60,17 +62,15 @@ class ReplicaFeed:
         """A standby followed this master and none does now: a failover would find nobody."""
         return self.had_standby and not self._replicas
 
-    def attach(self, conn: Endpoint) -> None:
-        self._replicas.add(conn)
+    def attach(self, conn: Endpoint, max_frame: int) -> None:
+        self._replicas[conn] = max_frame
         self.had_standby = True
         if self.on_change is not None:
             self.on_change(len(self._replicas), "a standby master attached")
 
     def detach(self, conn: Endpoint) -> None:
-        if conn in self._replicas:
-            self._replicas.discard(conn)
-            if self.on_change is not None:
-                self.on_change(len(self._replicas), "a standby master's connection was lost")
+        if self._replicas.pop(conn, None) is not None and self.on_change is not None:
+            self.on_change(len(self._replicas), "a standby master's connection was lost")
 
     def __contains__(self, conn: object) -> bool:
         return conn in self._replicas
@@ -78,14 +78,16 @@ class ReplicaFeed:
     def on_batch(self, batch: list[Row]) -> None:
         if not self._replicas:
             return
-        event = events.replica_event(batch)
-        if event is None:
-            return
-        for conn in list(self._replicas):
+        framed: dict[int, bytes] = {}  # one encoding per frame size (standbys of one build share one)
+        for conn, max_frame in list(self._replicas.items()):
             if not conn.open:
-                self._replicas.discard(conn)
-            else:
-                conn.send_event(event)
+                self._replicas.pop(conn, None)
+                continue
+            frames = framed.get(max_frame)
+            if frames is None:
+                frames = framed[max_frame] = b"".join(events.replica_frames(batch, max_frame))
+            if frames:
+                conn.send_frames(frames)
 
 
 def observer_of(master: str, node: str, *, auth: dict[str, Any] | None, tls: ssl.SSLContext | None,
@@ -189,28 +191,57 @@ class PeerWatch:
 
 
 class Follower:
+    """The standby's side: attach (`replicate`), take the snapshot's parts and the stream, and
+    take over only when the master is *silent*.
+
+    Silence is the one reason to promote: no byte from the master for `takeover_after_ms` (no
+    connection, or one that carries nothing). A master that answers but refuses (wrong token,
+    another stream version), sends what this standby cannot read (a frame over its limit), or
+    breaks the stream is alive: that is logged as what it is, shown in `state()` (usage, /metrics),
+    and tried again with a backoff, the standby staying a standby. With etcd (`autonomous`
+    False) it never promotes by itself: only winning the election makes a master.
+    """
+
+    RETRY_FIRST_S, RETRY_MOST_S = 0.25, 10.0
+
     def __init__(self, master: str, name: str, store: Store, takeover_after_ms: int,
                  on_takeover: Callable[[Holdings, int], None], *, auth: dict[str, Any] | None = None,
-                 tls: ssl.SSLContext | None = None, autonomous: bool = True) -> None:
+                 tls: ssl.SSLContext | None = None, autonomous: bool = True, max_frame: int = DEFAULT_MAX_FRAME,
+                 stream: int = STREAM_VERSION) -> None:
         self.master = master
-        self.autonomous = autonomous  # False with etcd: only winning the election makes a master
+        self.autonomous = autonomous
         self.auth = auth
         self.tls = tls
         self.store = store
         self.takeover_after = takeover_after_ms / 1000
         self.on_takeover = on_takeover
+        self.max_frame = max_frame
+        self.stream = stream  # the version asked; another than this build's only in tests of a mismatch
         self.holdings = Holdings()
         self.master_epoch = 0
         self.synced = False
         self.name = name
         self.client = self._new_client()
         self._task: asyncio.Task[None] | None = None
-        self._last_error = ""
-        self.refused = ""  # the master refused this standby's stream version: nothing to replicate
+        self._incoming: events.Snapshot | None = None
+        self._retry_at = 0.0  # no attach before (backoff after a refusal)
+        self._probe_at = 0.0  # no reconnect before
+        self._retry_s = self.RETRY_FIRST_S
+        self.status = "connecting"  # connecting, attached, refused, unreachable
+        self.why = ""
+        self.since = time.time()
+        self.failures = 0  # attach attempts refused or broken, since start
+        self.snapshot_ms: float | None = None  # how long the last snapshot took, request to last part
 
     def _new_client(self) -> MasterClient:
-        return observer_of(self.master, f"{self.name}-replica", auth=self.auth, tls=self.tls, on_event=self._on_event,
-                           connect_timeout=max(0.2, min(2.0, self.takeover_after / 2)))
+        return MasterClient([self.master], f"{self.name}-replica"[:64], role="observer", auth=self.auth, ssl=self.tls,
+                            on_event=self._on_event, reconnect=False, max_frame=self.max_frame,
+                            connect_timeout=max(0.2, min(2.0, self.takeover_after / 2)))
+
+    def state(self) -> dict[str, Any]:
+        """For usage, /api/v1/ha and /metrics: following whom, attached or why not, since when."""
+        return {"following": self.master, "status": self.status, "why": self.why or None, "since": self.since,
+                "failures": self.failures, "leases": len(self.holdings.lease_node), "snapshot_ms": self.snapshot_ms}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="replication")
@@ -220,65 +251,122 @@ class Follower:
             self._task.cancel()
         await self.client.close(bye=False)
 
+    def _set(self, status: str, why: str = "", level: int = logging.WARNING) -> None:
+        """A change of state, logged once (not at every retry)."""
+        if (status, why) == (self.status, self.why):
+            return
+        self.status, self.why, self.since = status, why, time.time()
+        if status == "attached":
+            return  # `replicating` says it, with the figures
+        logs.event("replication_" + status, level, master=self.master, why=why)
+
+    def _failed(self, status: str, why: str, level: int = logging.WARNING) -> None:
+        """An attach that did not work: said, and tried again after a growing pause."""
+        self.failures += 1
+        self._set(status, why, level)
+        loop = asyncio.get_running_loop()
+        self._retry_at = loop.time() + self._retry_s * random.uniform(0.8, 1.2)
+        # Reconnecting is also how silence is told from refusal: never paused past a third of
+        # the takeover delay, or a refused standby would take its own pause for a dead master.
+        self._probe_at = loop.time() + min(self._retry_s, self.takeover_after / 3)
+        self._retry_s = min(self._retry_s * 2, self.RETRY_MOST_S)
+
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
-        last_contact = loop.time()
+        heard = loop.time()  # the last sign of life from the master
         while True:
-            if not self.client.connected.is_set():
+            if not self.client.connected.is_set() and loop.time() >= self._probe_at:
                 self.synced = False  # a new connection starts from a new snapshot
+                heard = max(heard, self.client.last_heard)
                 await self.client.close(bye=False)
                 self.client = self._new_client()
                 try:
                     await self.client.connect()
-                    self._last_error = ""
-                except (TimeoutError, OSError, LicenseError, ConnectionError) as exc:
-                    why = str(exc) or exc.__class__.__name__
-                    if why != self._last_error:  # once per kind of failure, not at every retry
-                        self._last_error = why
-                        logs.event("cannot_follow", logging.WARNING, master=self.master, why=why)
-            if self.client.connected.is_set() and not self.synced and not self.refused:
-                await self._snapshot()
+                except LicenseError as exc:  # it answered: alive, and refusing this standby
+                    self._failed("refused", f"{exc.code}: {exc.message}", logging.ERROR)
+                except (TimeoutError, OSError, ConnectionError) as exc:
+                    if self.client.last_heard > heard:  # bytes came, but could not be read
+                        self._failed("refused", self.client.unreadable or f"the connection broke: {exc}", logging.ERROR)
+                    else:
+                        self._set("unreachable", str(exc) or exc.__class__.__name__)
+            if self.client.connected.is_set() and not self.synced and loop.time() >= self._retry_at:
+                await self._attach()
+            heard = max(heard, self.client.last_heard)
             if self.client.connected.is_set():
-                last_contact = loop.time()
-            elif self.autonomous and loop.time() - last_contact > self.takeover_after:
+                heard = max(heard, loop.time())
+            elif self.autonomous and loop.time() - heard > self.takeover_after:
                 logs.event("master_unreachable", logging.WARNING, master=self.master,
-                           silent_ms=int((loop.time() - last_contact) * 1000))
+                           silent_ms=int((loop.time() - heard) * 1000))
                 await self.client.close(bye=False)
                 self.on_takeover(self.holdings, self.master_epoch)
                 return
             await asyncio.sleep(min(0.1, self.takeover_after / 10))
 
-    async def _snapshot(self) -> None:
+    async def _attach(self) -> None:
+        """Ask `replicate`: the snapshot's parts come as events before the reply (`_on_event`)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._incoming = events.Snapshot()
         try:
-            reply = await self.client.call("replicate", stream=STREAM_VERSION)
+            reply = await self.client.call("replicate", stream=self.stream, max_frame=self.max_frame)
         except LicenseError as exc:
-            if exc.code == "version":
-                self.refused = exc.message
-                logs.event("replica_version_refused", logging.ERROR, master=self.master, why=exc.message)
-            else:
-                logs.event("replicate_failed", logging.WARNING, master=self.master, why=str(exc))
+            self._incoming = None
+            self._failed("refused", f"{exc.code}: {exc.message}", logging.ERROR)
             return
         except (TimeoutError, ConnectionError) as exc:
-            logs.event("replicate_failed", logging.WARNING, master=self.master, why=str(exc))
+            self._incoming = None
+            why = self.client.unreadable or str(exc) or exc.__class__.__name__
+            self._failed("refused" if self.client.unreadable else "unreachable", why)
             return
+        if not self.synced:  # the reply came, the last part did not (or did not add up)
+            self._incoming = None
+            self._failed("refused", f"snapshot incomplete: the master said {reply.get('snapshot_parts')} parts")
+            self.client.abort_connection()
+            return
+        if len(self.holdings.lease_node) < reply.get("leases", 0):
+            self.synced = False
+            self._failed("refused", f"snapshot short: {len(self.holdings.lease_node)} of {reply.get('leases')} leases")
+            self.client.abort_connection()
+            return
+        self.master_epoch = max(self.master_epoch, int(reply["epoch"]))
+        self.snapshot_ms = round((loop.time() - started) * 1000, 1)
+        self._retry_s = self.RETRY_FIRST_S
+        self._set("attached")
+        logs.event("replicating", master=self.master, epoch=reply["epoch"], leases=reply.get("leases"),
+                   assignments=reply.get("assignments"), parts=reply.get("snapshot_parts"), ms=self.snapshot_ms)
+
+    def _install(self, snapshot: events.Snapshot) -> None:
         holdings = Holdings()
-        for node, resource, holder, lease in reply["leases"]:
+        for node, resource, holder, lease in snapshot.leases:
             holdings.apply(GRANT, node, resource, holder, lease, None)
         self.holdings = holdings
-        self.store.replace_assignments([(user, family, version, node) for user, family, version, node in reply["assignments"]])
-        self.master_epoch = max(self.master_epoch, reply["epoch"])
+        self.store.replace_assignments([(user, family, version, node) for user, family, version, node in snapshot.assignments])
         self.synced = True
-        logs.event("replicating", master=self.master, epoch=reply["epoch"], leases=len(reply["leases"]),
-                   assignments=len(reply["assignments"]))
 
     def _on_event(self, event: dict[str, Any]) -> None:
         name = event.get("event")
-        if name == "replica":
+        if name == "snapshot":
+            incoming = self._incoming
+            if incoming is None:
+                return  # not asked for (a stream left from an attach given up): ignored
+            try:
+                incoming.add(event)
+            except StreamError as exc:
+                self._incoming = None
+                logs.event("replica_unreadable", logging.ERROR, master=self.master, why=str(exc))
+                return  # the reply finds the snapshot incomplete: asked again after a pause
+            if incoming.done:
+                self._incoming = None
+                self._install(incoming)
+        elif name == "replica":
+            if not self.synced:
+                return  # before the snapshot is whole, the stream means nothing
             try:
                 rows = events.read_replica(event)
             except StreamError as exc:
                 logs.event("replica_unreadable", logging.ERROR, master=self.master, why=str(exc))
-                self.synced = False  # a new snapshot on the next turn
+                self.synced = False
+                self.client.abort_connection()  # a new attach, a new snapshot
                 return
             changes: list[tuple[str, str, str, int | None, str]] = []  # (event, user, family, version, node)
             for row in rows:

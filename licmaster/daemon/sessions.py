@@ -31,12 +31,13 @@ class Endpoint(Protocol):
     def open(self) -> bool: ...
     def close(self, event: dict[str, Any] | None = None) -> None: ...
     def send_event(self, event: dict[str, Any]) -> None: ...
+    def send_frames(self, frames: bytes) -> None: ...
 
 
 class Session:
     """A node's session: it outlives its connection until it ends (see End)."""
 
-    __slots__ = ("conn", "id", "info", "last_seen", "node", "since")
+    __slots__ = ("conn", "id", "info", "last_seen", "node", "since", "sync_parts")
 
     def __init__(self, node: str, session_id: str, conn: Endpoint, now: float, info: Node) -> None:
         self.node = node
@@ -45,6 +46,7 @@ class Session:
         self.last_seen = now
         self.info = info
         self.since = now
+        self.sync_parts: list[Any] = []  # entries of a sync in parts (`more`), until its last part
 
 
 class End(enum.Enum):

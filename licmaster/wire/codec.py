@@ -7,6 +7,7 @@ map with string keys, 1 <= L <= max_frame.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -37,9 +38,10 @@ def encode(message: dict[str, Any]) -> bytes:
 Reply = dict[str, Any] | bytes  # a map, or a whole frame already encoded (wire/replies.py)
 
 
-def encode_many(messages: list[Reply]) -> bytes:
+def encode_many(messages: list[Reply], limit: int = DEFAULT_MAX_FRAME) -> bytes:
     """Frames for several messages, joined: one write for a batch of replies. A message may be
-    a map, or a whole frame already encoded (see replies.ReplyEncoder)."""
+    a map, or a whole frame already encoded (see replies.ReplyEncoder). A map that packs into
+    more than `limit` bytes (the peer's max_frame) goes out in parts (`split_reply`)."""
     pack = _packer.pack
     parts = []
     for message in messages:
@@ -47,9 +49,99 @@ def encode_many(messages: list[Reply]) -> bytes:
             parts.append(message)
         else:
             payload = pack(message)
+            if len(payload) > limit:
+                parts.append(split_reply(message, limit))  # type: ignore[arg-type]
+                continue
             parts.append(_pack_header(len(payload)))
             parts.append(payload)
     return b"".join(parts)
+
+
+PART_MARGIN = 256  # bytes of a part's frame that are not its rows
+
+
+def split_reply(message: dict[str, Any], limit: int) -> bytes:
+    """A reply too large for one frame, as `parts` frames of at most `limit` bytes each: the first
+    holds every field, its top-level lists empty, and `parts`; each further one holds `id`, `part`
+    (1 to parts - 1) and the next run of one list's items, lists in order. The client joins them
+    (MasterClient) into the reply `encode` would have sent whole. Only top-level lists are cut:
+    every other field is bounded by the protocol."""
+    lists = {key: value for key, value in message.items() if value.__class__ is list}
+    runs = [(key, packed) for key, value in lists.items() for _, packed in packed_runs(value, limit - PART_MARGIN)]
+    first = {**message, **{key: [] for key in lists}, "parts": len(runs) + 1}
+    frames = [encode(first)]
+    rid = message.get("id")
+    frames += [frame_with({"id": rid, "part": i}, key, packed) for i, (key, packed) in enumerate(runs, 1)]
+    return b"".join(frames)
+
+
+class ReplyParts:
+    """The client's side of `split_reply`: feed each frame of a reply in parts; `add` answers the
+    whole reply once its last part came, None before. A part out of order is a FrameError."""
+
+    __slots__ = ("message", "next", "parts")
+
+    def __init__(self, first: dict[str, Any]) -> None:
+        self.parts = first.pop("parts")
+        self.message = first
+        self.next = 1
+
+    def add(self, part: dict[str, Any]) -> dict[str, Any] | None:
+        if part.get("part") != self.next:
+            raise FrameError(f"reply part {str(part.get('part'))[:16]} where part {self.next} of {self.parts} was due")
+        for key, value in part.items():
+            if key not in ("id", "part"):
+                target = self.message.get(key)
+                if target.__class__ is not list or value.__class__ is not list:
+                    raise FrameError(f"reply part {self.next}: {key[:32]} is not a list of the reply")
+                target.extend(value)
+        self.next += 1
+        return self.message if self.next >= self.parts else None
+
+
+def packed_runs(items: Sequence[Any], limit: int) -> list[tuple[int, bytes]]:
+    """`items` cut into consecutive runs, each packed as a MessagePack array of at most `limit`
+    bytes: (how many items, the packed array). How a list that grows with the installation
+    (a snapshot, a journal batch) crosses the wire in frames of a bounded size.
+
+    The run length is guessed from the first items' size and checked on the packed run; a run
+    over the limit is halved until it fits. One item that alone is over the limit raises
+    ValueError: the caller's bounds on an item must keep it well under any frame.
+    """
+    pack = _packer.pack
+    runs: list[tuple[int, bytes]] = []
+    if not items:
+        return runs
+    sample = items[:256]
+    per_item = max(1, len(pack(sample)) // len(sample))
+    step = max(1, (limit * 3 // 4) // per_item)
+    todo: list[tuple[int, int]] = [(start, min(start + step, len(items))) for start in range(0, len(items), step)]
+    todo.reverse()
+    while todo:
+        start, stop = todo.pop()
+        packed: bytes = pack(items[start:stop])
+        if len(packed) <= limit:
+            runs.append((stop - start, packed))
+        elif stop - start == 1:
+            raise ValueError(f"one item packs into {len(packed)} bytes, over the limit of {limit}")
+        else:
+            middle = (start + stop) // 2
+            todo += [(middle, stop), (start, middle)]  # the first half next: runs stay in order
+    return runs
+
+
+def frame_with(head: dict[str, Any], key: str, packed_value: bytes) -> bytes:
+    """One frame holding `head` and `key` = a value already packed (packed_runs): the same bytes
+    `encode({**head, key: value})` gives, without packing the value twice."""
+    pack = _packer.pack
+    parts = [_packer.pack_map_header(len(head) + 1)]
+    for name, value in head.items():
+        parts.append(pack(name))
+        parts.append(pack(value))
+    parts.append(pack(key))
+    parts.append(packed_value)
+    payload = b"".join(parts)
+    return _pack_header(len(payload)) + payload
 
 
 _unpackb = msgpack.unpackb  # msgpack >= 1.0 defaults: raw=False, strict_map_key=True, use_list=True

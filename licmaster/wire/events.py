@@ -4,9 +4,12 @@ A journal row is a plain tuple, `FIELDS` in order (trailing fields may be left o
 appends such tuples directly, since a named tuple per grant would cost measurably. Everything
 that reads a row reads it through the names here, never through a slice.
 
-The replica stream (`replicate`, then `replica` events) carries the state-changing rows as
-`REPLICA_FIELDS` lists, with `STREAM_VERSION`: a standby that speaks another version is refused
-with a `version` error rather than misreading the stream.
+The replica stream (`replicate`, then `snapshot` and `replica` events) carries the state as
+rows: a snapshot of every lease and user assignment in parts, then the state-changing journal
+rows as `REPLICA_FIELDS` lists. No frame of it grows with the installation: each is at most the
+standby's `max_frame` (it says it in `replicate`), however many leases there are. With
+`STREAM_VERSION`: a standby that speaks another version is refused with a `version` error rather
+than misreading the stream.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-STREAM_VERSION = 1
+from licmaster.wire.codec import frame_with, packed_runs
+
+STREAM_VERSION = 2  # 2: the snapshot comes in `snapshot` events of bounded size, not in the reply
+FRAME_MARGIN = 256  # bytes of a stream frame that are not its rows (the event's other keys, the header)
+MIN_STREAM_FRAME = 4096  # a row is at most ~1.5 KB (a 256-character holder in 4-byte UTF-8, names of 64)
 
 # Journal event kinds. The first six change who holds which floating license.
 GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER = "grant", "checkin", "release", "expire", "bye", "takeover"
@@ -87,6 +94,56 @@ def read_replica(event: dict[str, Any]) -> list[Change]:
     return out
 
 
-def replica_event(batch: Sequence[Row]) -> dict[str, Any] | None:
+def replica_frames(batch: Sequence[Row], max_frame: int) -> list[bytes]:
+    """A journal batch's state changes as `replica` events, each frame at most `max_frame` bytes
+    (a rush of grants makes batches of thousands of rows). None when nothing in it changes state."""
     rows = replica_rows(batch)
-    return {"event": "replica", "v": STREAM_VERSION, "rows": rows} if rows else None
+    head = {"event": "replica", "v": STREAM_VERSION}
+    return [frame_with(head, "rows", packed) for _, packed in packed_runs(rows, max_frame - FRAME_MARGIN)]
+
+
+LeaseRow = Sequence[Any]  # [node, resource, holder, lease]
+AssignmentRow = Sequence[Any]  # [user, family, version or None, node]
+
+
+def snapshot_frames(leases: Sequence[LeaseRow], assignments: Sequence[AssignmentRow], max_frame: int) -> list[bytes]:
+    """Every lease and assignment as `snapshot` events: `part` 0 to `parts` - 1, in order, each
+    holding `leases` or `assignments` rows, each frame at most `max_frame` bytes. There is always
+    a part 0, so that an empty master's standby also knows when it has the whole."""
+    limit = max_frame - FRAME_MARGIN
+    runs = [("leases", packed) for _, packed in packed_runs(leases, limit)]
+    runs += [("assignments", packed) for _, packed in packed_runs(assignments, limit)]
+    if not runs:
+        runs = [("leases", b"\x90")]  # an empty array
+    parts = len(runs)
+    return [frame_with({"event": "snapshot", "v": STREAM_VERSION, "part": i, "parts": parts}, key, packed)
+            for i, (key, packed) in enumerate(runs)]
+
+
+class Snapshot:
+    """The standby's side: a snapshot's parts as they come, in order; `done` once it has the whole.
+    A part out of order, of another version or shape raises StreamError (the standby asks again)."""
+
+    def __init__(self) -> None:
+        self.leases: list[LeaseRow] = []
+        self.assignments: list[AssignmentRow] = []
+        self.parts: int | None = None
+        self.received = 0
+
+    @property
+    def done(self) -> bool:
+        return self.parts is not None and self.received == self.parts
+
+    def add(self, event: dict[str, Any]) -> None:
+        if event.get("v") != STREAM_VERSION:
+            raise StreamError(f"snapshot version {str(event.get('v'))[:16]}, this master reads {STREAM_VERSION}")
+        part, parts = event.get("part"), event.get("parts")
+        if part != self.received or not isinstance(parts, int) or (self.parts is not None and parts != self.parts):
+            raise StreamError(f"snapshot part {str(part)[:16]} of {str(parts)[:16]} where part {self.received} was due")
+        self.parts = parts
+        for key, width, into in (("leases", 4, self.leases), ("assignments", 4, self.assignments)):
+            rows = event.get(key, [])
+            if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) != width for r in rows):
+                raise StreamError(f"snapshot part {part}: {key} is not a list of {width}-field rows")
+            into.extend(rows)
+        self.received += 1

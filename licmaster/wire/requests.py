@@ -50,7 +50,9 @@ def describe(value: Any, most: int = 32) -> str:
     return f"a {type(value).__name__}"
 
 OPS = frozenset({"hello", "heartbeat", "bye", "checkout", "checkin", "sync", "takeover", "assign", "unassign", "usage",
-                 "replicate", "recording"})
+                 "nodes", "replicate", "recording"})
+MIN_FRAME, MAX_FRAME = 4096, 64 * 1024 * 1024  # what a peer may say it reads (`max_frame`)
+MAX_PAGE = 200  # entries of one `nodes` page: 200 of the longest fit well in 64 KiB
 
 
 def envelope(msg: dict[str, Any]) -> tuple[int, str] | tuple[int | None, Denial]:
@@ -96,6 +98,7 @@ def node_name(msg: dict[str, Any], name: str) -> str | Denial:
 class Hello:
     node: Node
     auth: dict[str, Any] | None
+    max_frame: int | None = None
 
 
 def hello(msg: dict[str, Any]) -> Hello | Denial:
@@ -111,8 +114,11 @@ def hello(msg: dict[str, Any]) -> Hello | Denial:
     token = auth.get("token") if auth else None
     if token is not None and (token.__class__ is not str or len(token) > MAX_TEXT):
         return bad_request("auth.token", f"must be a string of at most {MAX_TEXT} characters")
+    max_frame = frame_size(msg)
+    if isinstance(max_frame, Denial):
+        return max_frame
     if role == "observer":
-        return Hello(Node(name, role="observer"), auth)
+        return Hello(Node(name, role="observer"), auth, max_frame)
     firmware = msg.get("firmware")
     if firmware.__class__ is not int or not 1 <= firmware <= 99:
         return bad_request("firmware", "must be the PBX software's major version, a whole number from 1 to 99")
@@ -137,7 +143,29 @@ def hello(msg: dict[str, Any]) -> Hello | Denial:
         standby_for = named
     elif "standby_for" in msg:
         return bad_request("standby_for", "only a standby says which node it may take over")
-    return Hello(Node(name, role, firmware, platform, mac, licensing, model, standby_for), auth)
+    return Hello(Node(name, role, firmware, platform, mac, licensing, model, standby_for), auth, max_frame)
+
+
+def frame_size(msg: dict[str, Any]) -> int | None | Denial:
+    """`max_frame`: the largest frame the peer reads, if it says (hello, replicate)."""
+    value = msg.get("max_frame")
+    if value is None:
+        return None
+    if value.__class__ is not int or not MIN_FRAME <= value <= MAX_FRAME:
+        return bad_request("max_frame", f"must be a whole number of bytes from {MIN_FRAME} to {MAX_FRAME}")
+    return value
+
+
+def page(msg: dict[str, Any]) -> tuple[str | None, int] | Denial:
+    """`cursor` (the `next` of the page before; absent for the first) and `limit` (at most
+    MAX_PAGE are given, whatever is asked: a reply stays bounded)."""
+    cursor = msg.get("cursor")
+    if cursor is not None and (cursor.__class__ is not str or not _NODE_RE.fullmatch(cursor)):
+        return bad_request("cursor", "must be the `next` of an earlier page (a node name), or absent for the first page")
+    limit = msg.get("limit", MAX_PAGE)
+    if limit.__class__ is not int or limit < 1:
+        return bad_request("limit", f"must be a whole number from 1 (at most {MAX_PAGE} are given a page)")
+    return cursor, min(limit, MAX_PAGE)
 
 
 class Refused(Exception):

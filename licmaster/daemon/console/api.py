@@ -234,7 +234,7 @@ async def ha(request: web.Request) -> web.Response:
         "peers": master.peer_states(),
         "replication": {"standbys": len(master.feed), "degraded": master.feed.degraded,
                         "lag_s": max(0.0, time.time() - journal_rows[0][0]) if journal_rows else 0.0,
-                        "pending_rows": len(journal_rows)},
+                        "pending_rows": len(journal_rows), **master.following()},
         "coordination": master.leadership.status() if master.leadership else
         {"mode": "two-node", "note": "the standby takes over when it cannot reach the master (docs/operations.md)"},
     })

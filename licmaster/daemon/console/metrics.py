@@ -89,6 +89,14 @@ class MasterCollector(Collector):
         yield GaugeMetricFamily("licmaster_replication_standbys", "Standby masters following this one", value=len(master.feed))
         yield GaugeMetricFamily("licmaster_replication_degraded", "1 when the standby that followed is gone",
                                 value=int(master.feed.degraded))
+        following = master.following()
+        if following:  # a standby master: is it attached, and how often was it refused
+            yield GaugeMetricFamily("licmaster_replication_attached", "1 when this standby holds the master's snapshot and stream",
+                                    value=int(following["status"] == "attached"))
+            yield CounterMetricFamily("licmaster_replication_failures", "Attaches to the master refused or broken",
+                                      value=following["failures"])
+            yield GaugeMetricFamily("licmaster_replication_leases", "Floating leases this standby knows of",
+                                    value=following["leases"])
         yield GaugeMetricFamily("licmaster_epoch", "This master's epoch", value=dispatch.epoch)
         role = GaugeMetricFamily("licmaster_role", "1 for this master's role", labels=["role"])
         for state in Role:
