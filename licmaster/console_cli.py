@@ -52,9 +52,9 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    usage, nodes = _call(args, "/api/v1/usage"), _call(args, "/api/v1/nodes")
+    usage, nodes = _call(args, "/api/v1/usage"), _all_nodes(args)
     if args.json:
-        print(json.dumps({"usage": usage, "nodes": nodes["nodes"]}, indent=2))
+        print(json.dumps({"usage": usage, "nodes": nodes}, indent=2))
         return 0
     print(f"master {usage['master']}: {usage['role']}, epoch {usage['epoch']}, {usage['grants']} grants since start")
     print()
@@ -67,8 +67,20 @@ def _status(args: argparse.Namespace) -> int:
     now = time.time()
     print(table(["node", "role", "firmware", "platform", "address", "connected", "leases", "last seen"],
                 [[n["node"], n["role"], n["firmware"], n["platform"], n["address"], "yes" if n["connected"] else "no",
-                  n["leases"], f"{now - n['last_seen']:.1f} s ago"] for n in nodes["nodes"]]) if nodes["nodes"] else "(no sessions)")
+                  n["leases"], f"{now - n['last_seen']:.1f} s ago"] for n in nodes]) if nodes else "(no sessions)")
     return 0
+
+
+def _all_nodes(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every session, a page at a time (the API gives at most 1,000 a page)."""
+    found: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = _call(args, "/api/v1/nodes?limit=1000" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else ""))
+        found += page["nodes"]
+        cursor = page.get("next_cursor") or ""
+        if not cursor:
+            return found
 
 
 def _release(args: argparse.Namespace) -> int:

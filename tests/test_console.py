@@ -103,6 +103,45 @@ async def test_nodes_and_one_node_with_what_it_holds_since_when(console: Console
     assert missing["error"] == "unknown_node"
 
 
+async def test_nodes_and_held_leases_come_in_pages_with_a_cursor(tmp_path: Path) -> None:
+    many = '[[license]]\ntype = "PBX-Port13"\ncount = 100\n'
+    d = await in_process(tmp_path / "m", many, http="127.0.0.1:0")
+    assert d.master is not None
+    console = Console(d.master)
+    await console.start()
+    c = Console_(d, console, aiohttp.ClientSession())
+    try:
+        peers = [d.connect_now() for _ in range(25)]
+        for i, peer in enumerate(peers):
+            assert peer.call("hello", node=f"pbx-{i:02}", **PBX)["ok"]
+        for h in range(30):
+            peers[3].call("checkout", resource="port", holder=f"phone-{h}")
+        names, cursor = [], ""
+        while True:
+            page = await c.get("/api/v1/nodes?limit=10" + (f"&cursor={cursor}" if cursor else ""))
+            assert len(page["nodes"]) <= 10 and page["total"] == 25
+            names += [n["node"] for n in page["nodes"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert names == [f"pbx-{i:02}" for i in range(25)]
+        held, cursor = [], ""
+        while True:
+            page = await c.get("/api/v1/nodes/pbx-03?limit=7" + (f"&cursor={cursor}" if cursor else ""))
+            assert len(page["held"]) <= 7 and page["leases"] == 30
+            held += [h["holder"] for h in page["held"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert held == [f"phone-{h}" for h in range(30)]  # in the order granted, each once
+        assert (await c.get("/api/v1/nodes?limit=5000", status=400))["error"] == "bad_request"
+        assert (await c.get("/api/v1/nodes/pbx-03?cursor=x", status=400))["error"] == "bad_request"
+    finally:
+        await c.http.close()
+        await console.stop()
+        await d.stop()
+
+
 async def test_the_journal_pages_with_a_cursor_and_filters(console: Console_) -> None:
     pbx = console.master.connect_now()
     assert pbx.call("hello", node="pbx1", **PBX)["ok"]

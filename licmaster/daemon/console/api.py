@@ -9,6 +9,7 @@ sends can raise out of a handler.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -122,7 +123,7 @@ async def usage(request: web.Request) -> web.Response:
                               "grants": master.pool.book.issued()})
 
 
-def _node(master: Master, name: str, *, leases: bool) -> dict[str, Any]:
+def _node(master: Master, name: str) -> dict[str, Any]:
     session = master.dispatch.sessions.get(name)
     if session is None:
         raise Refused(404, "unknown_node", f"no session of node {name[:64]!r}")
@@ -136,12 +137,25 @@ def _node(master: Master, name: str, *, leases: bool) -> dict[str, Any]:
         "connected": conn is not None, "connected_since": wall_now - (loop_now - session.since),
         "last_seen": wall_now - (loop_now - session.last_seen), "leases": len(master.pool.node_leases(name)),
     }
-    if leases:
-        since = _grant_times(master, name, out["connected_since"] - 1.0)
-        out["held"] = [{"resource": lease.resource, "holder": lease.holder, "lease": lease.id,
-                        "took": master.pool.took_view(lease).wire, "since": since.get(lease.id)}
-                       for lease in master.pool.node_leases(name)]
     return out
+
+
+def _held_page(master: Master, name: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """A node's leases in the order granted (lease ids count up), after the lease `after`, and the
+    cursor of the next page (None on the last)."""
+    if after is not None and not after.isdigit():
+        raise Refused(400, "bad_request", "cursor must be the next_cursor of an earlier page (a lease id)")
+    leases = sorted(master.pool.node_leases(name), key=lambda lease: int(lease.id))
+    if after is not None:
+        leases = [lease for lease in leases if int(lease.id) > int(after)]
+    chosen = leases[:limit]
+    session = master.dispatch.sessions.get(name)
+    assert session is not None
+    connected_since = time.time() - (asyncio.get_running_loop().time() - session.since)
+    since = _grant_times(master, name, connected_since - 1.0) if chosen else {}
+    held = [{"resource": lease.resource, "holder": lease.holder, "lease": lease.id,
+             "took": master.pool.took_view(lease).wire, "since": since.get(lease.id)} for lease in chosen]
+    return held, chosen[-1].id if len(leases) > limit else None
 
 
 def _grant_times(master: Master, node: str, since: float) -> dict[str, float]:
@@ -162,13 +176,27 @@ def _grant_times(master: Master, node: str, since: float) -> dict[str, float]:
 
 
 async def nodes(request: web.Request) -> web.Response:
+    """A page of the sessions in name order: `cursor` (the `next_cursor` before), `limit`."""
     master = request.app[MASTER]
+    limit = _int(request, "limit", 500, 1, 1000)
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and (len(cursor) > 64 or not cursor.isprintable()):
+        raise Refused(400, "bad_request", "cursor must be the next_cursor of an earlier page (a node name)")
     names = sorted(master.dispatch.sessions.by_node)
-    return web.json_response({"nodes": [_node(master, n, leases=False) for n in names]})
+    start = bisect.bisect_right(names, cursor) if cursor is not None else 0
+    chosen = names[start:start + limit]
+    return web.json_response({"nodes": [_node(master, n) for n in chosen], "total": len(names),
+                              "next_cursor": chosen[-1] if chosen and start + limit < len(names) else None})
 
 
 async def node(request: web.Request) -> web.Response:
-    return web.json_response(_node(request.app[MASTER], request.match_info["node"], leases=True))
+    """One session, and a page of the floating leases it holds (`cursor`, `limit`)."""
+    master = request.app[MASTER]
+    name = request.match_info["node"]
+    out = _node(master, name)
+    out["held"], out["next_cursor"] = _held_page(master, name, request.query.get("cursor") or None,
+                                                 _int(request, "limit", 1000, 1, 10_000))
+    return web.json_response(out)
 
 
 async def journal(request: web.Request) -> web.Response:

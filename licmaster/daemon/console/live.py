@@ -11,6 +11,7 @@ when this one is gone (docs/admin-api.md, "Dashboard").
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import time
 from collections import deque
@@ -115,16 +116,24 @@ class Live:
             row["peak"] = max(row["peak"], bucket.peak)
             row["usable"] += usable(master, bucket, firmware)
         loop_now = asyncio.get_running_loop().time()
+        sessions = dispatch.sessions.by_node.values()
+        # A city has a thousand PBXs: the page shows the ones to look at (cut off first, then the
+        # largest holders), and says how many it leaves out; the API pages them all.
+        shown = heapq.nsmallest(NODES_SHOWN, sessions, key=lambda s: (s.conn is not None, -len(master.pool.node_leases(s.node)), s.node))
         nodes = [{"node": s.node, "role": s.info.role, "firmware": s.info.firmware if s.info.role != "observer" else None,
                   "connected": s.conn is not None, "leases": len(master.pool.node_leases(s.node)),
                   "idle_s": round(loop_now - s.last_seen, 1)}
-                 for s in sorted(dispatch.sessions.by_node.values(), key=lambda s: s.node)]
+                 for s in shown]
         return {"master": master.name, "role": master.role.state.value, "epoch": dispatch.epoch,
                 "listen": f"{master.address[0]}:{master.address[1]}" if master.address else None,
                 "following": master.role.following or None, "grace_ms": dispatch.grace_left_ms(),
                 "pools": [{"family": f, **row} for f, row in sorted(families.items())], "nodes": nodes,
+                "nodes_total": len(dispatch.sessions.by_node),
                 "standbys": len(master.feed), "degraded": master.feed.degraded, "peers": master.peer_states(),
                 "consoles": master.console_urls()}
+
+
+NODES_SHOWN = 50  # rows of the dashboard's node table
 
 
 def event(name: str, data: Any) -> str:

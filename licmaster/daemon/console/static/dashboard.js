@@ -59,6 +59,9 @@ function render(state, base) {
   nodes.replaceChildren(...state.nodes.map((n) => el("tr", {},
     el("td", {}, n.node), el("td", {}, n.role), el("td", {}, n.firmware ?? "–"),
     el("td", {}, n.connected ? "yes" : "no"), el("td", {}, n.leases), el("td", {}, `${n.idle_s} s`))));
+  const left = (state.nodes_total ?? state.nodes.length) - state.nodes.length;
+  document.querySelector("#nodes-more").textContent = left > 0
+    ? `${left} more not shown (cut off first, then the largest holders are): every node in licmaster status or /api/v1/nodes` : "";
   const masters = document.querySelector("#masters tbody");
   const rows = [el("tr", {}, el("td", {}, `${state.master} (this)`), el("td", {}, state.role), el("td", {}, state.epoch),
     el("td", {}, state.degraded ? "degraded: its standby is gone" : (state.standbys ? `${state.standbys} standby following` : "no standby")))];
