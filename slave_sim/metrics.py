@@ -16,12 +16,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+TOP_PBXS = 10
+
+
 @dataclass
 class Recorder:
     start: float = field(default_factory=time.perf_counter)
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (op, "ok" | code)
     denials: Counter[tuple[str, str]] = field(default_factory=Counter)  # (code, rule)
+    denied_pbxs: Counter[str] = field(default_factory=Counter)  # refusals per PBX (the report shows the top ones)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)  # {t, in_use: {family: n}, installed: {...}}
     violations: list[dict[str, Any]] = field(default_factory=list)
@@ -41,6 +45,7 @@ class Recorder:
 
     def denial(self, op: str, pbx: str, code: str, rule: str | None) -> None:
         self.denials[(code, rule or "-")] += 1
+        self.denied_pbxs[pbx] += 1
 
     def fault(self, what: str) -> None:
         self.timeline.append({"t": round(self.now(), 3), "event": what})
@@ -79,6 +84,12 @@ class Recorder:
             out[rule] += n
         return dict(out)
 
+    def most_refused(self, most: int = TOP_PBXS) -> dict[str, Any]:
+        """The PBXs refused most (a city has a thousand: a report lists the top ones), and how many
+        PBXs were refused anything at all."""
+        return {"top": [{"pbx": pbx, "count": n} for pbx, n in self.denied_pbxs.most_common(most)],
+                "pbxs": len(self.denied_pbxs)}
+
     def latency_table(self) -> dict[str, dict[str, float]]:
         return {op: {"count": len(v), "p50_ms": round(percentile(v, 0.5) * 1000, 3),
                      "p90_ms": round(percentile(v, 0.9) * 1000, 3), "p99_ms": round(percentile(v, 0.99) * 1000, 3),
@@ -91,6 +102,7 @@ class Recorder:
             self.latencies[op].extend(values)
         self.outcomes.update(other.outcomes)
         self.denials.update(other.denials)
+        self.denied_pbxs.update(other.denied_pbxs)
         self.takeover_ms.extend(other.takeover_ms)
         self.timeline = sorted(self.timeline + other.timeline, key=lambda item: item["t"])
 

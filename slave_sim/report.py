@@ -21,7 +21,8 @@ def to_dict(result: RunResult) -> dict[str, Any]:
         "network": {"pbxs": len(s.pbxs), "devices": s.device_count,
                     "standbys": sum(1 for p in s.pbxs if p.standby)},
         "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in result.checks],
-        "grants": r.grants, "denials": {"total": r.denial_total, "by_code": r.denials_by_code(), "by_rule": r.denials_by_rule()},
+        "grants": r.grants, "denials": {"total": r.denial_total, "by_code": r.denials_by_code(), "by_rule": r.denials_by_rule(),
+                                        "most_refused": r.most_refused()},
         "latency": r.latency_table(), "steps": r.steps, "registrations": r.registrations(), "takeover_ms": [round(t, 3) for t in r.takeover_ms],
         "peak_in_use": r.peak_in_use(), "installed": result.installed, "final_in_use": result.final_in_use,
         "timeline": r.timeline, "audits": r.audits, "violations": r.violations, "samples": r.samples,
@@ -38,6 +39,8 @@ def console(result: RunResult) -> str:
              ]
     if d["denials"]["by_rule"]:
         lines.append("  denials by rule: " + ", ".join(f"{k} {v}" for k, v in sorted(d["denials"]["by_rule"].items())))
+    if d["denials"]["most_refused"]["top"]:
+        lines.append("  refused most: " + most_refused_text(d))
     peak = ", ".join(f"{f} {n}/{d['installed'].get(f, 0)}" for f, n in sorted(d["peak_in_use"].items()) if n)
     if peak:
         lines.append(f"  peak in use / installed at the end: {peak}")
@@ -52,6 +55,13 @@ def console(result: RunResult) -> str:
     for c in d["checks"]:
         lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
     return "\n".join(lines)
+
+
+def most_refused_text(d: dict[str, Any]) -> str:
+    """The top refused PBXs in a line: "site12 40, site7 38, ... (310 PBXs refused in all)"."""
+    most = d["denials"]["most_refused"]
+    text = ", ".join(f"{t['pbx']} {t['count']}" for t in most["top"])
+    return text + (f" ({most['pbxs']} PBXs refused in all)" if most["pbxs"] > len(most["top"]) else "")
 
 
 def write_reports(result: RunResult, directory: Path) -> tuple[Path, Path]:
@@ -100,6 +110,7 @@ ran {d['seconds']:.1f} s against {e(str(d['master']))}. {d['grants']} grants, {d
 <h2>Expectations</h2><table>{checks}</table>
 <h2>Licenses in use over time</h2>{usage_chart(d)}
 <h2>Denials by reason and rule</h2>{denial_chart(d)}
+{f"<p>Refused most: {e(most_refused_text(d))}</p>" if d["denials"]["most_refused"]["top"] else ""}
 <h2>Steps</h2><table><tr><th>step</th><th>units of work</th><th>seconds</th><th>per second</th></tr>{steps}</table>
 <h2>Latency (ms)</h2><table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>{lat}</table>
 <h2>Timeline: faults and what followed</h2><ul class="timeline">{timeline}</ul>
