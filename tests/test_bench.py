@@ -39,3 +39,12 @@ def test_the_failover_bench_times_a_kill_and_counts_what_was_lost() -> None:
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
     assert figures["lost_total"] == 0 and len(figures["runs_s"]) == 1 and figures["runs_s"][0] > 0
+
+
+def test_the_city_bench_rushes_fails_over_and_empties_with_nothing_lost() -> None:
+    out = run_bench("bench/city.py", "--runs", "1", "--pbxs", "20", "--devices", "5")
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    [run] = figures["runs"]
+    assert (run["held_after_rush"], run["held_after_failover"], run["lost"], run["left_in_use"]) == (100, 100, 0, 0)
+    assert run["standby_snapshot_ms"] is not None and run["failover_s"] > 0

@@ -115,12 +115,16 @@ class Journal:
             await self.flush(loop)
 
     async def flush(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """When it returns, everything recorded before the call is written (a batch the timer
+        took just before is too: the one writer thread does it first)."""
         loop = loop or asyncio.get_running_loop()
         if self.rows:
             batch, self.rows = self.rows, []
             if self.on_batch is not None:
                 self.on_batch(batch)
             await loop.run_in_executor(self._executor, self._write, batch)
+        else:
+            await loop.run_in_executor(self._executor, _written)
         if self.keep_s is not None and self.snapshot is not None and self._run is not None \
                 and time.time() >= self._last_prune + self.prune_every_s:
             self._last_prune = time.time()
@@ -218,3 +222,7 @@ def read_journal(path: Path, *, event: str | None = None, since: float | None = 
         return out
     finally:
         db.close()
+
+
+def _written() -> None:
+    """Nothing to do: run on the writer thread, it returns once the writes before it are done."""
