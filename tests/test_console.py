@@ -103,6 +103,16 @@ async def test_nodes_and_one_node_with_what_it_holds_since_when(console: Console
     assert missing["error"] == "unknown_node"
 
 
+async def every_page(c: Console_, path: str) -> list[dict[str, Any]]:
+    """Each page of a paged API answer, following next_cursor to the end."""
+    pages, cursor = [], ""
+    while True:
+        pages.append(await c.get(path + (f"&cursor={cursor}" if cursor else "")))
+        cursor = pages[-1]["next_cursor"]
+        if not cursor:
+            return pages
+
+
 async def test_nodes_and_held_leases_come_in_pages_with_a_cursor(tmp_path: Path) -> None:
     many = '[[license]]\ntype = "PBX-Port13"\ncount = 100\n'
     d = await in_process(tmp_path / "m", many, http="127.0.0.1:0")
@@ -116,24 +126,12 @@ async def test_nodes_and_held_leases_come_in_pages_with_a_cursor(tmp_path: Path)
             assert peer.call("hello", node=f"pbx-{i:02}", **PBX)["ok"]
         for h in range(30):
             peers[3].call("checkout", resource="port", holder=f"phone-{h}")
-        names, cursor = [], ""
-        while True:
-            page = await c.get("/api/v1/nodes?limit=10" + (f"&cursor={cursor}" if cursor else ""))
-            assert len(page["nodes"]) <= 10 and page["total"] == 25
-            names += [n["node"] for n in page["nodes"]]
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
-        assert names == [f"pbx-{i:02}" for i in range(25)]
-        held, cursor = [], ""
-        while True:
-            page = await c.get("/api/v1/nodes/pbx-03?limit=7" + (f"&cursor={cursor}" if cursor else ""))
-            assert len(page["held"]) <= 7 and page["leases"] == 30
-            held += [h["holder"] for h in page["held"]]
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
-        assert held == [f"phone-{h}" for h in range(30)]  # in the order granted, each once
+        pages = await every_page(c, "/api/v1/nodes?limit=10")
+        assert all(len(p["nodes"]) <= 10 and p["total"] == 25 for p in pages)
+        assert [n["node"] for p in pages for n in p["nodes"]] == [f"pbx-{i:02}" for i in range(25)]
+        pages = await every_page(c, "/api/v1/nodes/pbx-03?limit=7")
+        assert all(len(p["held"]) <= 7 and p["leases"] == 30 for p in pages)
+        assert [h["holder"] for p in pages for h in p["held"]] == [f"phone-{h}" for h in range(30)]  # in the order granted, each once
         assert (await c.get("/api/v1/nodes?limit=5000", status=400))["error"] == "bad_request"
         assert (await c.get("/api/v1/nodes/pbx-03?cursor=x", status=400))["error"] == "bad_request"
     finally:
