@@ -52,6 +52,11 @@ async def test_only_the_leader_grants_and_a_standby_takes_over_only_by_election(
     b = Daemon(tmp_path / "b", LICENSES, etcd_endpoints=etcd.endpoints).start()
     try:
         usage_b = await until_role(b, "standby")
+        for _ in range(100):  # standby from its start; following once it has read who leads
+            if usage_b["standby_of"] is not None:
+                break
+            await asyncio.sleep(0.1)
+            usage_b = await role_of(b)
         assert usage_b["standby_of"] == a.master  # it follows the leader etcd names
         pbx = MasterClient([b.master, a.master], "pbx1", connect_timeout=0.5)
         await pbx.connect()
