@@ -18,6 +18,7 @@ from typing import Any
 
 from licmaster.daemon import logs
 from licmaster.daemon.config import Config
+from licmaster.daemon.datadir import DataDirBusy, DataDirLock
 from licmaster.daemon.dispatch import Dispatcher
 from licmaster.daemon.etcd import Etcd
 from licmaster.daemon.journal import Journal
@@ -51,6 +52,7 @@ class Master:
         self.journal: Journal | None = None
         self.address: tuple[str, int] | None = None
         self.follower: Follower | None = None
+        self._lock: DataDirLock | None = None
         self.leadership: Leadership | None = None
         self.peer_watch: PeerWatch | None = None
         self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
@@ -81,6 +83,26 @@ class Master:
     async def start(self, *, listen: bool = True) -> None:
         """Open storage, build the pool, take a role, and (unless `listen` is False, as in the
         in-process harness) listen for PBXs. (The console is started beside it: daemon/serve.py.)"""
+        cfg = self.config
+        try:  # first of all: a second master on this data directory must not even write its journal
+            self._lock = DataDirLock.acquire(Path(cfg.data_dir))
+        except DataDirBusy as exc:
+            raise StartError(str(exc)) from None
+        except OSError as exc:
+            raise StartError(f"cannot use the data directory {cfg.data_dir}: {exc.strerror or exc}") from None
+        try:
+            await self._start(listen)
+        except BaseException:
+            await self._close_storage()
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def _start(self, listen: bool) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
         if cfg.vendor_keys:
@@ -299,6 +321,7 @@ class Master:
         await asyncio.sleep(0)  # let the transports flush and close
         self.record(events.STOP, detail=reason)
         await self._close_storage()
+        self._release_lock()
         logs.event("stopped", master=self.name, reason=reason)
 
     async def _close_storage(self) -> None:
