@@ -14,7 +14,10 @@
   `LicenseError` with the code, the rule and the sentence;
 - a master that answers nothing for a whole lease TTL is left (`unresponsive`) for the next one;
 - events (`fenced`, `epoch`, `shutdown`, and the client's own `reconnected`, `lost`,
-  `unresponsive`) go to `client.events` (an asyncio.Queue) and to `on_event` if given.
+  `unresponsive`, `lapsed`) go to `client.events` (an asyncio.Queue) and to `on_event` if given;
+- lease validity: what it holds is the PBX's while a master confirmed it within the lease TTL
+  (`confirmed()`, `believed()`); past that, `lapsed` says the PBX must stop using it until a
+  master answers again and the re-sync gives it back (docs/operations.md, "Lease validity").
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import random
 import ssl as ssl_module
 from collections.abc import Callable, Iterable, Sequence
@@ -154,6 +158,12 @@ class MasterClient:
         self.connected = asyncio.Event()
         self._wire: _Wire | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._sent_at: dict[int, float] = {}  # loop time each pending request was sent
+        # Lease validity: the leases are this PBX's while a master confirmed them (answered a
+        # request ok) within the lease TTL, counted from when that request was *sent* (the master
+        # confirmed later than that, never earlier). Past it they may be another's: `believed()`.
+        self.confirmed_at = -math.inf
+        self._lapsed = False
         self._ids = itertools.count(1)
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -277,8 +287,10 @@ class MasterClient:
         message = {"op": op, "id": rid}
         message.update(fields)
         self._pending[rid] = future
+        now = asyncio.get_running_loop().time()
+        self._sent_at[rid] = now
         wire.transport.write(encode(message))
-        self._last_sent = asyncio.get_running_loop().time()
+        self._last_sent = now
         return future
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
@@ -417,6 +429,10 @@ class MasterClient:
                 return
             message = whole
         future = self._pending.pop(rid, None) if rid is not None else None
+        sent = self._sent_at.pop(rid, None) if rid is not None else None
+        if sent is not None and message.get("ok") and not (message.get("epoch", 0) < self.epoch):
+            self.confirmed_at = max(self.confirmed_at, sent)
+            self._lapsed = False
         if future is None:
             if rid is None:  # bad_frame: the master could not read us; everything pending fails
                 self._fail_pending(LicenseError(message))
@@ -490,7 +506,21 @@ class MasterClient:
         if self.reconnect and not self._closed and (self._reconnect_task is None or self._reconnect_task.done()):
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(), name=f"reconnect-{self.node}")
 
+    @property
+    def lease_ttl_s(self) -> float:
+        return float(self.session.get("lease_ttl_ms", 3000)) / 1000
+
+    def confirmed(self) -> bool:
+        """A master confirmed this PBX's leases within the lease TTL: they are its own."""
+        return asyncio.get_running_loop().time() < self.confirmed_at + self.lease_ttl_s
+
+    def believed(self) -> dict[tuple[str, str], HeldLease]:
+        """The leases this PBX may use now: all it holds while confirmed, none past the lease TTL
+        without a confirmation (they are kept, to be re-synced when a master answers again)."""
+        return self.leases if self.confirmed() else {}
+
     def _fail_pending(self, exc: Exception) -> None:
+        self._sent_at.clear()
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -526,6 +556,10 @@ class MasterClient:
         while not self._closed:
             interval = self.session.get("heartbeat_ms", 1000) / 1000
             await asyncio.sleep(interval / 2)
+            if self.leases and not self._lapsed and not self.confirmed():
+                self._lapsed = True  # said once per lapse: the PBX must stop using what it holds
+                self._emit({"event": "lapsed", "leases": len(self.leases),
+                            "why": f"no master confirmed them for {self.lease_ttl_s:g} s"})
             wire = self._wire
             if wire is None:
                 continue

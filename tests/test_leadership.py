@@ -5,7 +5,9 @@ quorum lost nobody grants. Real etcd members and real master processes on 127.0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from licmaster.client import LicenseError, MasterClient
 from licmaster.daemon.journal import read_journal
 from licmaster.testing.etcd import EtcdCluster
+from slave_sim.proxy import Link
 
 from .daemon import Daemon, Raw, next_event
 
@@ -77,31 +80,117 @@ async def test_only_the_leader_grants_and_a_standby_takes_over_only_by_election(
         a.stop()
 
 
-async def test_a_leader_cut_from_etcd_stops_granting_keeps_leases_and_says_why(tmp_path: Path, etcd: EtcdCluster) -> None:
+async def test_a_leader_cut_from_etcd_sends_its_pbxs_away_and_says_why_and_their_leases_lapse(
+        tmp_path: Path, etcd: EtcdCluster) -> None:
     a = Daemon(tmp_path / "a", LICENSES, etcd_endpoints=etcd.endpoints).start()
     try:
         await until_role(a, "acting")
         pbx = MasterClient([a.master], "pbx1", connect_timeout=0.5, max_retry_s=0.5)
         await pbx.connect()
         await pbx.checkout("port", "alice")
+        assert pbx.believed()
         etcd.kill(0)
         usage = await until_role(a, "suspended", timeout=3)  # within the lease TTL (2 s): before it could lapse
-        assert usage["pools"][0]["in_use"] == 1
         assert usage["coordination"]["state"] == "suspended" and "cannot renew" in usage["coordination"]["why"]
-        with pytest.raises(LicenseError) as refused:
-            await pbx.checkout("port", "bob")
-        assert refused.value.code == "no_quorum"
-        assert (await pbx.checkout("port", "alice")).lease  # what it holds stays valid
-        await pbx.call("heartbeat")
+        shutdown = await next_event(pbx, "shutdown", timeout=3)  # it confirms nothing now: its PBXs are sent away
+        assert "cannot confirm its leadership" in shutdown["reason"]
+        refused = await (await Raw.open(a.address)).hello("pbx2")
+        assert refused["error"] == "no_quorum"  # and it takes no new one
+        lapsed = await next_event(pbx, "lapsed", timeout=5)  # a lease TTL (2 s here) without a confirmation
+        assert lapsed["leases"] == 1 and pbx.believed() == {} and ("port", "alice") in pbx.leases  # kept to re-sync
         etcd.restart(0)
         etcd.wait_healthy()
         await until_role(a, "acting", timeout=15)  # renewed (etcd refreshes leases at its restart) or re-won
-        await pbx.checkout("port", "bob")
+        await next_event(pbx, "reconnected", timeout=15)
+        assert ("port", "alice") in pbx.believed()  # re-synced: the PBX's own again
         await pbx.close()
     finally:
         a.stop()
     roles = [r["detail"] for r in read_journal(a.workdir / "data" / "journal.sqlite3", event="role")]
     assert any("-> suspended: cannot renew the leadership" in r for r in roles), roles
+
+
+async def test_a_leader_cut_from_etcd_without_peers_never_lets_two_pools_hold_more_than_installed(
+        tmp_path: Path, etcd: EtcdCluster) -> None:
+    """The issue's hole: PBXs that reach only the old leader, PBXs that reach only the new one, no
+    `peers`. At every sample the leases the PBXs may use, summed, stay within installed; the ones
+    that reach the new leader are served by it within 5 s of the cut."""
+    link = await Link("a-etcd", ("127.0.0.1", etcd.client_ports[0])).start()
+    a = Daemon(tmp_path / "a", LICENSES, etcd_endpoints=[link.endpoint]).start()
+    b = None
+    try:
+        await until_role(a, "acting")
+        b = Daemon(tmp_path / "b", LICENSES, etcd_endpoints=etcd.endpoints).start()
+        await until_role(b, "standby")
+        old_side = MasterClient([a.master], "old-side", connect_timeout=0.5, max_retry_s=0.3)
+        both = MasterClient([a.master, b.master], "both", connect_timeout=0.5, max_retry_s=0.3)
+        new_side = MasterClient([b.master, a.master], "new-side", connect_timeout=0.5, max_retry_s=0.3)
+        for client in (old_side, both):
+            await client.connect()
+        for holder in ("p1", "p2", "p3"):
+            await old_side.checkout("port", holder)
+        await both.checkout("port", "q1")
+        link.set_cut(True)
+        cut = asyncio.get_running_loop().time()
+        for holder in ("p4", "p5"):  # in the moment after the cut: granted, and never replicated
+            with contextlib.suppress(LicenseError, ConnectionError, TimeoutError):
+                await old_side.checkout("port", holder)
+        samples: list[int] = []
+        served_at: float | None = None
+        deadline = cut + 9.0
+        while asyncio.get_running_loop().time() < deadline:
+            if not new_side.connected.is_set():
+                with contextlib.suppress(LicenseError, ConnectionError, OSError, TimeoutError):
+                    await new_side.connect()
+            if new_side.connected.is_set():
+                with contextlib.suppress(LicenseError, ConnectionError, TimeoutError):
+                    await new_side.checkout("port", f"n{len(new_side.leases)}")
+            if served_at is None and both.settled and both.address == b.address and both.confirmed():
+                served_at = asyncio.get_running_loop().time()
+            samples.append(sum(len(c.believed()) for c in (old_side, both, new_side)))
+            await asyncio.sleep(0.05)
+        assert max(samples) <= 5, samples  # never more in use, by what the PBXs may use, than installed
+        assert served_at is not None and served_at - cut < 5.0  # the PBX that reaches the new leader: served
+        assert old_side.believed() == {} and len(new_side.leases) >= 1  # the cut-off side lapsed; its Ports went on
+        for client in (old_side, both, new_side):
+            await client.close(bye=False)
+    finally:
+        await link.stop()
+        for d in (b, a):
+            if d is not None:
+                d.stop()
+
+
+async def test_a_leader_paused_past_its_deadline_answers_nothing_it_read_meanwhile(tmp_path: Path, etcd: EtcdCluster) -> None:
+    # a lease TTL longer than the pause: the session is not expired when it wakes; what it read
+    # meanwhile is what must not be answered as leader
+    a = Daemon(tmp_path / "a", LICENSES, etcd_endpoints=etcd.endpoints, lease_ttl_ms=10_000).start()
+    b = None
+    try:
+        await until_role(a, "acting")
+        b = Daemon(tmp_path / "b", LICENSES, etcd_endpoints=etcd.endpoints, lease_ttl_ms=10_000).start()
+        await until_role(b, "standby")
+        pbx = await Raw.open(a.address)
+        assert (await pbx.hello("pbx1"))["ok"]
+        a.signal(signal.SIGSTOP)
+        try:
+            pbx.send({"op": "checkout", "id": 7, "resource": "port", "holder": "late"})  # waits in a's socket
+            await until_role(b, "grace", timeout=10)  # a's lease lapsed in etcd: b leads
+        finally:
+            a.signal(signal.SIGCONT)
+        heard = []
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            while True:  # whatever it says when it wakes, until it closes the connection
+                heard.append(await pbx.recv(timeout=3))
+        answers = [m for m in heard if m.get("id") == 7]
+        assert all(m["ok"] is False for m in answers), heard  # refused, or sent away unanswered: never granted
+        assert any(m.get("event") == "shutdown" for m in heard) or answers, heard
+    finally:
+        for d in (b, a):
+            if d is not None:
+                d.stop()
+    grants = read_journal(a.workdir / "data" / "journal.sqlite3", event="grant")
+    assert [g for g in grants if g["holder"] == "late"] == []
 
 
 async def test_with_the_quorum_lost_no_master_grants(tmp_path: Path) -> None:

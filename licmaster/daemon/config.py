@@ -107,7 +107,11 @@ class Config:
 
     @property
     def effective_grace_ms(self) -> int:
-        return self.lease_ttl_ms if self.grace_ms is None else self.grace_ms
+        """The lease TTL by default. With etcd never less: a new leader must not give out again
+        what the old one's PBXs may still hold, and they hold it at most a lease TTL after the
+        old one last confirmed it (docs/operations.md, "Lease validity")."""
+        grace = self.lease_ttl_ms if self.grace_ms is None else self.grace_ms
+        return max(grace, self.lease_ttl_ms) if self.etcd_endpoints else grace
 
     @property
     def listen_address(self) -> tuple[str, int]:

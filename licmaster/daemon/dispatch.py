@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -80,6 +81,11 @@ class Dispatcher:
         self.suspended_why = ""
         self.coordination: Callable[[], dict[str, Any]] = lambda: {"mode": "two-node"}  # the master sets its own
         self.following: Callable[[], dict[str, Any]] = dict  # a standby's replication state, set by the master
+        # etcd mode: the loop time past which this master's leadership is unconfirmed, and what
+        # to do then (suspend). Checked once per read, before any request of it is answered: a
+        # process paused past it (SIGSTOP, a VM freeze) must not answer its buffered requests.
+        self.confirm_until = math.inf
+        self.on_unconfirmed: Callable[[], None] = lambda: None
         self._ops: dict[str, Op] = {
             "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
@@ -88,39 +94,31 @@ class Dispatcher:
         }
 
     def suspend(self, why: str) -> None:
-        """Nothing new is granted (etcd mode, leadership unconfirmed): the ops that would take a
-        license answer `no_quorum`; what a node holds stays valid and its heartbeats go on.
-        Swapping the handlers costs the hot path nothing while the master is not suspended."""
+        """Leadership unconfirmed (etcd mode): this master confirms nothing. Every op of a PBX,
+        heartbeats included, answers `no_quorum`: a reply that is ok is what keeps a PBX's
+        leases valid (docs/operations.md, "Lease validity"), and only a confirmed leader may give
+        one. Observers still read. Swapping the handlers costs the hot path nothing."""
         self.suspended_why = why
-        self._ops.update(checkout=self.op_checkout_suspended, sync=self.op_sync_suspended, assign=self.op_refuse_suspended,
-                         unassign=self.op_refuse_suspended, takeover=self.op_refuse_suspended)
+        self.confirm_until = math.inf  # suspended already: nothing more to check per batch
+        refuse = self.op_refuse_suspended
+        self._ops.update(checkout=refuse, checkin=refuse, sync=refuse, assign=refuse, unassign=refuse, takeover=refuse,
+                         heartbeat=self.op_heartbeat_suspended, recording=refuse)
 
     def resume(self) -> None:
-        self._ops.update(checkout=self.op_checkout, sync=self.op_sync, assign=self.op_assign, unassign=self.op_unassign,
-                         takeover=self.op_takeover)
+        self.suspended_why = ""
+        self._ops.update(checkout=self.op_checkout, checkin=self.op_checkin, sync=self.op_sync, assign=self.op_assign,
+                         unassign=self.op_unassign, takeover=self.op_takeover, heartbeat=self.op_heartbeat,
+                         recording=self.op_recording)
 
     def _no_quorum(self, rid: int) -> Reply:
         return error_reply(rid, Denial(E.NO_QUORUM, f"this master cannot confirm its leadership ({self.suspended_why[:160]}): "
-                                       "nothing new is granted now; what you hold stays valid", details={"retry_ms": 500}))
-
-    def op_checkout_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
-        resource, holder = msg.get("resource"), msg.get("holder")
-        if type(resource) is str and type(holder) is str and self.book.find(session.node, resource, holder) is not None:
-            return self.op_checkout(session, rid, msg)  # what it holds: answered as ever
-        return self._no_quorum(rid)
-
-    def op_sync_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
-        entries = self._sync_entries(session, msg)
-        if isinstance(entries, Denial):
-            return error_reply(rid, entries)
-        if msg.get("more") is True:
-            return self._sync_pending(session, rid)
-        if all(self.book.find(session.node, e.resource, e.holder) is not None for e in entries):
-            return self._sync(session, rid, entries)  # nothing new asked
-        return self._no_quorum(rid)  # the parts before stay kept: the client retries the last one
+                                       "it serves nobody until it can; try the other masters", details={"retry_ms": 500}))
 
     def op_refuse_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         return self._no_quorum(rid)
+
+    def op_heartbeat_suspended(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        return self.replies.ok(rid) if session.info.role == "observer" else self._no_quorum(rid)
 
     def install(self, pool: Pool, epoch: int) -> None:
         """Serve from this pool at this epoch (start, promote)."""
@@ -159,6 +157,8 @@ class Dispatcher:
     def _answer(self, conn: Connection, batch: list[dict[str, Any]]) -> list[Reply]:
         now = self.loop.time()
         self.wall = time.time()
+        if now >= self.confirm_until:  # a leader paused past its deadline answers nothing as leader (etcd mode)
+            self.on_unconfirmed()
         if not self.role.serving:
             return [self._not_serving_reply(conn, msg, now) for msg in batch]
         replies: list[Reply] = []
@@ -240,6 +240,8 @@ class Dispatcher:
         parsed = requests.hello(msg)
         if isinstance(parsed, Denial):
             return error_reply(rid, parsed)
+        if self.suspended_why and parsed.node.role != "observer":
+            return self._no_quorum(rid)  # no session here while no lease can be confirmed
         if self.config.auth_token:
             token = (parsed.auth or {}).get("token")
             if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.config.auth_token.encode()):

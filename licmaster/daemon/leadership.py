@@ -4,13 +4,17 @@ The key (`<etcd_prefix>/leader`) is created only if absent, under an etcd lease 
 this master's address as its value; the revision that created it is the epoch (the fencing
 token every reply carries). While it leads, the master renews the lease every `ttl_s / 4` and
 keeps a local deadline: the moment of its last confirmed renewal's request, plus the TTL, less a
-margin. Past that deadline it stops granting (`on_suspend`) *before* etcd can give the key to
-another master: at no instant do two masters grant. A renewal in time again resumes it; the key
+margin. Before that deadline it stops confirming (`on_suspend`), *before* etcd can give the key
+to another master: at no instant do two masters confirm. The master also checks the deadline on
+its request path (`on_confirmed`), so a process paused past it answers nothing when it wakes. A renewal in time again resumes it; the key
 found in another master's hands makes it step down (`on_lost`). A master that does not lead
 watches the key and campaigns when it is free: only winning makes it master (`on_won`).
 
-With etcd's quorum lost nobody can renew or win: the leader is suspended (its PBXs keep their
-leases and heartbeats; new grants wait), and no other master takes over.
+A suspended leader confirms nothing: it sends its PBXs away and serves none until it renews (a
+PBX's lease is valid only while a confirmed leader confirmed it within the lease TTL:
+docs/operations.md, "Lease validity"). With etcd's quorum lost nobody can renew or win, so no
+master serves and the PBXs' leases lapse after a lease TTL: the price of never giving a license
+twice under any partition.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ class Leadership:
     def __init__(self, etcd: Etcd, key: str, name: str, address: str, *, ttl_s: int,
                  on_won: Callable[[int], None], on_follow: Callable[[str], None],
                  on_suspend: Callable[[str], None], on_resume: Callable[[], None],
-                 on_lost: Callable[[str | None], None], poll_s: float = 0.2) -> None:
+                 on_lost: Callable[[str | None], None], on_confirmed: Callable[[float], None] | None = None,
+                 poll_s: float = 0.2) -> None:
         self.etcd, self.key, self.name, self.address = etcd, key, name, address
         self.ttl_s, self.poll_s = ttl_s, poll_s
         self.on_won, self.on_follow, self.on_suspend, self.on_resume, self.on_lost = on_won, on_follow, on_suspend, on_resume, on_lost
+        self.on_confirmed = on_confirmed  # (loop time until which the leadership is confirmed): checked per read
         self.leading = False
         self.suspended = False
         self.lease = 0
@@ -101,6 +107,7 @@ class Leadership:
             self.state = "leading"
             logs.event("leadership_won", logging.WARNING, key=self.key, epoch=revision)
             self.on_won(revision)
+            self._confirm()
             return
         if holder is not None:
             leader = _address(holder.value)
@@ -109,6 +116,7 @@ class Leadership:
                 self.deadline = sent + self.ttl_s - MARGIN_S
                 self.state = "leading"
                 self.on_won(holder.create_revision)
+                self._confirm()
                 return
             if holder.lease != self.lease:
                 self.lease = 0  # not renewed while another leads: it lapses; a fresh one when the key is free
@@ -135,14 +143,34 @@ class Leadership:
             self.suspended, self.why, self.state = False, "", "leading"
             logs.event("leadership_renewed", logging.WARNING, key=self.key, epoch=self.epoch)
             self.on_resume()
+        self._confirm()
+
+    @property
+    def suspend_at(self) -> float:
+        """When to stop confirming if no renewal came: a renewal period before the deadline, so
+        that the next renewal, however late, cannot be needed to stay safe."""
+        return self.deadline - self.ttl_s / 4
+
+    def _confirm(self) -> None:
+        if self.on_confirmed is not None and self.leading and not self.suspended:
+            self.on_confirmed(self.suspend_at)
+
+    def expired(self, why: str) -> None:
+        """Suspend now: the master found the deadline passed on its request path (the renewal
+        task did not run in time: the process was paused, or the loop starved)."""
+        if self.leading and not self.suspended:
+            self.suspended, self.state, self.why = True, "suspended", why
+            logs.event("leadership_suspended", logging.ERROR, key=self.key, why=why,
+                       action="no PBX served until the leadership is confirmed again")
+            self.on_suspend(why)
 
     def _check_deadline(self, loop: asyncio.AbstractEventLoop, why: str) -> None:
         self.why = why
-        if not self.suspended and loop.time() >= self.deadline - self.ttl_s / 4:
-            # the next renewal could come too late: stop granting now
+        if not self.suspended and loop.time() >= self.suspend_at:
+            # the next renewal could come too late: stop confirming now
             self.suspended, self.state = True, "suspended"
             logs.event("leadership_suspended", logging.ERROR, key=self.key, why=why,
-                       action="no new grants; leases granted stay valid; heartbeats go on")
+                       action="no PBX served until the leadership is confirmed again")
             self.on_suspend(why)
 
     def _lose(self) -> None:

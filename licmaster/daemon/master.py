@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -125,10 +126,6 @@ class Master:
         if (cfg.standby_of or cfg.peers) and not cfg.etcd_endpoints:
             logs.event("two_node_mode", logging.WARNING, hint="a standby master without etcd: while the two masters are cut "
                        "apart both serve one pool (docs/operations.md); etcd_endpoints make it one pool under any partition")
-        if cfg.etcd_endpoints and not cfg.peers:
-            logs.event("etcd_without_peers", logging.WARNING,
-                       hint="a leader cut from etcd learns of its successor through peers: without them its PBXs "
-                            "stay while the new leader gives their licenses out after its grace window (docs/operations.md)")
         if cfg.peers and not following and not cfg.etcd_endpoints:
             timeout_s = min(2.0, max(0.2, cfg.effective_takeover_after_ms / 1000))
             acting = await acting_master(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl, timeout_s=timeout_s)
@@ -158,7 +155,9 @@ class Master:
             address = f"{self.address[0]}:{self.address[1]}" if self.address else cfg.listen
             self.leadership = Leadership(Etcd(cfg.etcd_endpoints), f"{cfg.etcd_prefix.rstrip('/')}/leader", self.name, address,
                                          ttl_s=cfg.etcd_ttl_s, on_won=self._won, on_follow=self._follow_leader,
-                                         on_suspend=self._suspend, on_resume=self._resume, on_lost=self._lost)
+                                         on_suspend=self._suspend, on_resume=self._resume, on_lost=self._lost,
+                                         on_confirmed=self._confirmed)
+            dispatch.on_unconfirmed = self._unconfirmed
             self.leadership.start()
             dispatch.coordination = self.leadership.status
         elif following:
@@ -424,8 +423,26 @@ class Master:
         self._follow(leader)
 
     def _suspend(self, why: str) -> None:
+        """The leadership can no longer be confirmed: this master confirms no lease from now on
+        (a PBX's lease is valid only while a confirmed leader confirmed it within the lease TTL),
+        so it sends its PBXs away at once, to whichever master leads next, and serves none until
+        it can confirm again. Observers stay."""
+        dispatch = self.dispatch
         self.role.change(Role.SUSPENDED, why)
-        self.dispatch.suspend(why)
+        dispatch.suspend(why)
+        event = {"event": "shutdown", "reason": f"this master cannot confirm its leadership ({why[:160]}): use another"}
+        for session in [s for s in dispatch.sessions.by_node.values() if s.info.role != "observer"]:
+            dispatch.sessions.end(session, End.STEP_DOWN, event=event, detail="leadership unconfirmed")
+
+    def _confirmed(self, until: float) -> None:
+        """The leadership renewed (or won): confirmed until this loop time."""
+        if self.role.serving and self.role.state is not Role.SUSPENDED:
+            self.dispatch.confirm_until = until
+
+    def _unconfirmed(self) -> None:
+        """A read came in past the deadline (the renewal did not come: this process was paused)."""
+        if self.leadership is not None:
+            self.leadership.expired("the leadership's deadline passed before its renewal (was this process paused?)")
 
     def _resume(self) -> None:
         if self.role.state is not Role.SUSPENDED:
@@ -439,6 +456,7 @@ class Master:
             return
         dispatch = self.dispatch
         dispatch.resume()
+        dispatch.confirm_until = math.inf
         self.role.change(Role.STEPPING_DOWN, "the leadership in etcd lapsed")
         self.record(events.STEP_DOWN, detail="the leadership in etcd lapsed")
         event = {"event": "shutdown", "reason": "this master no longer holds the leadership", **({"master": leader} if leader else {})}
