@@ -128,6 +128,7 @@ class MasterClient:
         connect_timeout: float = 2.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_retry_s: float = 30.0,
+        follow_named: bool = True,
     ) -> None:
         if not masters:
             raise ValueError("at least one master address is needed")
@@ -150,6 +151,9 @@ class MasterClient:
         self.connect_timeout = connect_timeout
         self.max_frame = max_frame
         self.max_retry_s = max_retry_s
+        # Go to the master a `not_master` or `shutdown` names. False for a PBX that must keep to
+        # its own addresses (behind NAT or a proxy, where the name is not its way there).
+        self.follow_named = follow_named
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.leases: dict[tuple[str, str], HeldLease] = {}
         self.session: dict[str, Any] = {}
@@ -201,7 +205,7 @@ class MasterClient:
                 if isinstance(exc, LicenseError) and exc.code not in ("not_master", "busy"):
                     raise
                 last = exc
-                named = _named_master(exc)
+                named = _named_master(exc) if self.follow_named else None
                 if named is not None and named not in tried:
                     if named not in self.masters:
                         self.masters.append(named)
@@ -308,7 +312,7 @@ class MasterClient:
                 continue
             if reply.get("error") == "not_master" and self.reconnect and not self._closed and loop.time() < deadline:
                 # This master gave way (or was started as a standby): go where it says, then ask again.
-                named = _named_master(LicenseError(reply))
+                named = _named_master(LicenseError(reply)) if self.follow_named else None
                 if named is not None:
                     if named not in self.masters:
                         self.masters.append(named)
@@ -470,7 +474,7 @@ class MasterClient:
             self._check_epoch(event)
         self._emit(event)
         if name == "shutdown":
-            if event.get("master"):
+            if event.get("master") and self.follow_named:
                 try:
                     address = parse_address(event["master"])
                     if address not in self.masters:

@@ -1,4 +1,5 @@
-"""`slave-sim run SCENARIO [--master host:port] [--size ci|full] [--report-dir DIR]`.
+"""`slave-sim run SCENARIO [--master host:port] [--size ci|full] [--report-dir DIR]`, and
+`slave-sim chaos [--seed N] [--seconds S | --minutes M]` (slave_sim/chaos.py).
 
 Without --master it starts its own master (a real `licmaster serve` process on the scenario's
 license files, in a temporary data directory). Exit status 0 when every expectation holds,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -72,7 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="print the dashboard URL of the master it starts, and keep it up after the run until Enter")
     run.add_argument("--hold", type=float, metavar="SECONDS", help="with --dashboard: keep it up this long instead of until Enter")
     sub.add_parser("actions", help="list the timeline actions a scenario may use")
+    chaos = sub.add_parser("chaos", help="a randomized fault drill against two masters on etcd, checked (reproducible by --seed)")
+    chaos.add_argument("--seed", type=int, default=None, help="the seed of every choice (default: from the clock, printed)")
+    chaos.add_argument("--seconds", type=float, default=None, help="how long faults are injected (default 30)")
+    chaos.add_argument("--minutes", type=float, default=None, help="the same, in minutes")
+    chaos.add_argument("--sites", type=int, default=3)
+    chaos.add_argument("--pbxs", type=int, default=2, help="PBXs per site")
+    chaos.add_argument("--report-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
+    if args.command == "chaos":
+        return _chaos(args)
     if args.command == "actions":
         for name, what in ACTIONS.items():
             print(f"{name:<16} {what}")
@@ -96,6 +107,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(console(result))
     print(f"  reports: {json_path}  {html_path}")
     return 0 if result.passed else 1
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from .chaos import ChaosConfig, run_chaos
+    from .chaos_report import console as chaos_console
+    from .chaos_report import write_reports as write_chaos_reports
+
+    seconds = args.minutes * 60 if args.minutes is not None else (args.seconds if args.seconds is not None else 30.0)
+    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
+    if seconds <= 0 or args.sites < 1 or args.pbxs < 1:
+        print("slave-sim: --seconds/--minutes, --sites and --pbxs must be positive", file=sys.stderr)
+        return 2
+    if shutil.which("etcd") is None:
+        print("slave-sim: the chaos drill needs etcd (Debian: apt-get install etcd-server)", file=sys.stderr)
+        return 2
+    print(f"slave-sim: chaos drill, seed {seed}, {seconds:g} s of faults", file=sys.stderr, flush=True)
+    try:
+        result = asyncio.run(run_chaos(ChaosConfig(seed=seed, seconds=seconds, sites=args.sites, pbxs_per_site=args.pbxs)))
+    except RuntimeError as exc:
+        print(f"slave-sim: the drill could not run: {exc}", file=sys.stderr)
+        return 2
+    json_path, html_path = write_chaos_reports(result, args.report_dir)
+    print(chaos_console(result))
+    print(f"  reports: {json_path}  {html_path}")
+    return 0 if result["passed"] else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,352 @@
+"""`slave-sim chaos`: a randomized fault drill against masters that hold their leadership in etcd.
+
+The installation: a 3-member etcd cluster, two masters, and sites of PBXs. Every link a fault may
+cut goes through a proxy the drill runs (slave_sim/proxy.py): each site to each master, each
+master to each etcd member. PBXs keep to their own addresses (the site's proxies): a master
+named in `not_master` or `shutdown` is not a way around a cut.
+
+A workload (each PBX checks Ports out and in for its users, a request every 20-80 ms) runs
+beside a nemesis that, every 1-3 s, picks a fault among: kill -9 of a master (restarted at its
+heal), SIGSTOP (SIGCONT), a master cut from etcd, a site cut from one master or from both, one
+or two etcd members killed (restarted) — at most two faults at a time, each healed after 1-5 s.
+Every choice comes from `--seed`: the same seed gives the same faults in the same order (their
+timing against the workload still varies with the machine). At the end everything is healed and
+the drill waits for the PBXs to be served again. The history goes to chaos_check.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from licmaster.client import LicenseError, MasterClient
+from licmaster.testing.etcd import EtcdCluster
+from licmaster.testing.process import MasterProcess
+
+from .chaos_check import SERVED_WITHIN_S, check
+from .proxy import Link
+
+FAULTS = ("kill", "stop", "cut-etcd", "cut-site", "cut-site-all", "etcd-kill", "etcd-kill-2")
+
+
+@dataclass
+class ChaosConfig:
+    seed: int
+    seconds: float = 30.0
+    sites: int = 3
+    pbxs_per_site: int = 2
+    users: int = 8  # per PBX: the holders it checks Ports out for
+    installed: int = 30  # Ports: fewer than PBXs x users, so the pool runs dry
+    lease_ttl_ms: int = 2000
+    heartbeat_ms: int = 400
+    faults: tuple[str, ...] = FAULTS
+
+
+@dataclass
+class History:
+    started: float = field(default_factory=time.perf_counter)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    checkins: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    refusals: dict[str, int] = field(default_factory=dict)
+
+    def now(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+    def note(self, what: str, **detail: Any) -> None:
+        self.timeline.append({"t": self.now(), "what": what, **detail})
+
+
+class Chaos:
+    def __init__(self, config: ChaosConfig, workdir: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.history = History()
+        self.etcd: EtcdCluster | None = None
+        self.masters: list[MasterProcess] = []
+        self.etcd_links: list[list[Link]] = []  # [master][member]
+        self.site_links: list[list[Link]] = []  # [site][master]
+        self.pbxs: list[MasterClient] = []
+        self.watchers: list[MasterClient] = []
+        self.faults_injected = 0
+        self._stop = asyncio.Event()
+
+    # ---------------------------------------------------------------- the installation
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.etcd = EtcdCluster(self.workdir / "etcd", members=3).start()
+        licenses = self.workdir / "licenses.toml"
+        licenses.write_text(f'[[license]]\ntype = "PBX-Port13"\ncount = {cfg.installed}\n')
+        for m in range(2):
+            links = [await Link(f"m{m}-etcd{j}", ("127.0.0.1", port)).start() for j, port in enumerate(self.etcd.client_ports)]
+            self.etcd_links.append(links)
+            master = MasterProcess(self.workdir / f"master{m}", {
+                "licenses": [str(licenses)], "etcd_endpoints": [link.endpoint for link in links], "log_level": "warning",
+                "lease_ttl_ms": cfg.lease_ttl_ms, "heartbeat_ms": cfg.heartbeat_ms, "journal_flush_ms": 50, "http": ""},
+                name=f"master{m}")
+            await asyncio.get_running_loop().run_in_executor(None, master.start)
+            self.masters.append(master)
+        for s in range(cfg.sites):
+            self.site_links.append([await Link(f"site{s}-m{m}", master.address).start() for m, master in enumerate(self.masters)])
+        self.watchers = [MasterClient([m.target], f"chaos-watch-{i}", role="observer", connect_timeout=0.3, max_retry_s=0.3,
+                                      reconnect=False)
+                         for i, m in enumerate(self.masters)]
+        for s in range(cfg.sites):
+            for p in range(cfg.pbxs_per_site):
+                n = s * cfg.pbxs_per_site + p
+                client = MasterClient([link.endpoint for link in self.site_links[s]], f"site{s}-pbx{p}", follow_named=False,
+                                      mac=f"00:90:33:30:00:{n:02x}", connect_timeout=0.5, max_retry_s=1.0,
+                                      on_event=self._on_event(f"site{s}-pbx{p}"))
+                self.pbxs.append(client)
+
+    def _on_event(self, pbx: str) -> Any:
+        def seen(event: dict[str, Any]) -> None:
+            if event.get("event") == "lost":
+                self.history.losses.append({"t": self.history.now(), "pbx": pbx, "holder": event.get("holder"),
+                                            "why": event.get("error")})
+        return seen
+
+    async def _stop_all(self) -> None:
+        for client in self.pbxs + self.watchers:
+            with contextlib.suppress(Exception):
+                await client.close(bye=False)
+        for links in self.etcd_links + self.site_links:
+            for link in links:
+                await link.stop()
+        for master in self.masters:
+            with contextlib.suppress(Exception):
+                master.signal(signal.SIGCONT)
+            master.kill9()
+        if self.etcd is not None:
+            self.etcd.stop()
+
+    # ---------------------------------------------------------------- the workload
+
+    async def _pbx(self, client: MasterClient, index: int) -> None:
+        rng = random.Random(self.config.seed * 1000 + index)
+        while not self._stop.is_set():
+            if not client.connected.is_set():
+                if client._reconnect_task is None or client._reconnect_task.done():  # never connected yet, or gave up
+                    with contextlib.suppress(LicenseError, ConnectionError, OSError, TimeoutError):
+                        await client.connect()
+                        await client.sync()
+                await asyncio.sleep(0.1)
+                continue
+            holder = f"user{rng.randrange(self.config.users)}"
+            try:
+                if ("port", holder) in client.leases:
+                    self.history.checkins.append({"t": self.history.now(), "pbx": client.node, "holder": holder})
+                    await client.checkin("port", holder)
+                else:
+                    await client.checkout("port", holder)
+                    self.history.grants.append({"t": self.history.now(), "pbx": client.node, "holder": holder})
+            except LicenseError as exc:
+                self.history.refusals[exc.code] = self.history.refusals.get(exc.code, 0) + 1
+            except (ConnectionError, OSError, TimeoutError):
+                pass  # the client reconnects and re-syncs by itself
+            await asyncio.sleep(rng.uniform(0.02, 0.08))
+
+    async def _sample(self) -> None:
+        installed = self.config.installed
+        while not self._stop.is_set():
+            roles: dict[str, str] = {}
+            acting = 0
+            for master, watcher in zip(self.masters, self.watchers, strict=True):
+                try:
+                    if not watcher.connected.is_set():
+                        await watcher.connect()
+                    usage = await asyncio.wait_for(watcher.usage(), 0.3)
+                except (LicenseError, ConnectionError, OSError, TimeoutError):
+                    roles[master.name] = "unreachable"
+                    continue
+                roles[master.name] = str(usage.get("role"))
+                if usage.get("role") in ("acting", "grace", "suspended"):
+                    acting += sum(p["in_use"] for p in usage["pools"] if p["family"] == "PBX-Port")
+            believed = sum(len(client.believed()) for client in self.pbxs)
+            self.history.samples.append({"t": self.history.now(), "believed": believed, "acting": acting,
+                                         "installed": installed, "roles": roles})
+            await asyncio.sleep(0.1)
+
+    # ---------------------------------------------------------------- the nemesis
+
+    async def _inject(self, fault: tuple[Any, ...]) -> None:
+        kind = fault[0]
+        loop = asyncio.get_running_loop()
+        if kind == "kill":
+            self.masters[fault[1]].kill9()
+        elif kind == "stop":
+            self.masters[fault[1]].signal(signal.SIGSTOP)
+        elif kind == "cut-etcd":
+            for link in self.etcd_links[fault[1]]:
+                link.set_cut(True)
+        elif kind == "cut-site":
+            self.site_links[fault[1]][fault[2]].set_cut(True)
+        elif kind == "cut-site-all":
+            for link in self.site_links[fault[1]]:
+                link.set_cut(True)
+        else:
+            assert self.etcd is not None
+            for j in fault[1:]:
+                await loop.run_in_executor(None, self.etcd.kill, j)
+
+    async def _heal(self, fault: tuple[Any, ...]) -> None:
+        kind = fault[0]
+        loop = asyncio.get_running_loop()
+        if kind == "kill":
+            await loop.run_in_executor(None, self.masters[fault[1]].restart_same_port)
+        elif kind == "stop":
+            self.masters[fault[1]].signal(signal.SIGCONT)
+        elif kind == "cut-etcd":
+            for link in self.etcd_links[fault[1]]:
+                link.set_cut(False)
+        elif kind == "cut-site":
+            self.site_links[fault[1]][fault[2]].set_cut(False)
+        elif kind == "cut-site-all":
+            for link in self.site_links[fault[1]]:
+                link.set_cut(False)
+        else:
+            assert self.etcd is not None
+            for j in fault[1:]:
+                await loop.run_in_executor(None, self.etcd.restart, j)
+
+    async def _nemesis(self, steps: list[Step]) -> None:
+        """Carry the plan out on the wall clock, in its order."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for step in steps:
+            await asyncio.sleep(max(0.0, began + step.at - loop.time()))
+            if step.heal:
+                await self._heal(step.fault)
+            else:
+                await self._inject(step.fault)
+                self.faults_injected += 1
+            self.history.note("heal" if step.heal else "fault", fault=describe(step.fault))
+
+    # ---------------------------------------------------------------- the run
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            await self._start()
+            loop = asyncio.get_running_loop()
+            workers = [loop.create_task(self._pbx(c, i)) for i, c in enumerate(self.pbxs)]
+            sampler = loop.create_task(self._sample())
+            self.history.note("start", seed=self.config.seed)
+            await self._nemesis(plan(self.config))
+            last_heal = self.history.now()
+            self.history.note("all healed")
+            served: dict[str, float | None] = {c.node: None for c in self.pbxs}
+            deadline = loop.time() + SERVED_WITHIN_S + 3.0
+            while loop.time() < deadline and any(v is None for v in served.values()):
+                for client in self.pbxs:
+                    at = self.history.now()
+                    if served[client.node] is None and client.connected.is_set() and client.confirmed() \
+                            and client.confirmed_at - loop.time() + at > last_heal:
+                        served[client.node] = at
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            self._stop.set()
+            await asyncio.gather(*workers, sampler, return_exceptions=True)
+            await asyncio.sleep(0.3)  # replies in flight land
+            history = {"samples": self.history.samples, "grants": self.history.grants, "checkins": self.history.checkins,
+                       "losses": self.history.losses, "held": {c.node: sorted(h for _, h in c.leases) for c in self.pbxs},
+                       "last_heal": last_heal, "served": served}
+            violations = check(history)
+            return {"seed": self.config.seed, "seconds": self.config.seconds, "passed": not violations,
+                    "config": {k: v for k, v in vars(self.config).items() if k != "faults"} | {"faults": list(self.config.faults)},
+                    "faults_injected": self.faults_injected, "timeline": self.history.timeline, "violations": violations,
+                    "grants": len(self.history.grants), "checkins": len(self.history.checkins),
+                    "losses": len(self.history.losses), "refusals": self.history.refusals,
+                    "peak_believed": max((s["believed"] for s in self.history.samples), default=0),
+                    "peak_acting": max((s["acting"] for s in self.history.samples), default=0),
+                    "samples": self.history.samples, "last_heal": last_heal, "served": served}
+        finally:
+            self._stop.set()
+            await self._stop_all()
+
+
+@dataclass(frozen=True)
+class Step:
+    at: float  # seconds from the start of the faults
+    fault: tuple[Any, ...]
+    heal: bool
+
+
+def plan(config: ChaosConfig) -> list[Step]:
+    """Every fault and heal of a run, drawn from the seed alone, in virtual time: the same seed
+    gives the same steps, whatever the machine. A fault every 1-3 s, each healed 1-5 s later, at
+    most two at a time, one process fault per master and one fault per etcd member at a time;
+    at the end (`seconds`) whatever is still faulted is healed, etcd first."""
+    rng = random.Random(config.seed)
+    steps: list[Step] = []
+    active: dict[tuple[Any, ...], float] = {}
+    t = rng.uniform(1.0, 3.0)
+    while t < config.seconds:
+        for fault, heal_at in sorted(active.items(), key=lambda kv: kv[1]):
+            if heal_at <= t:
+                steps.append(Step(heal_at, fault, True))
+                del active[fault]
+        fault = _draw(rng, config)
+        if len(active) < 2 and _free(fault, active):
+            active[fault] = min(t + rng.uniform(1.0, 5.0), config.seconds)
+            steps.append(Step(t, fault, False))
+        t += rng.uniform(1.0, 3.0)
+    for fault, heal_at in sorted(active.items(), key=lambda kv: (not kv[0][0].startswith("etcd"), kv[1])):
+        steps.append(Step(min(heal_at, config.seconds), fault, True))
+    return sorted(steps, key=lambda step: step.at)
+
+
+def _draw(rng: random.Random, config: ChaosConfig) -> tuple[Any, ...]:
+    kind = rng.choice(config.faults)
+    if kind in ("kill", "stop", "cut-etcd"):
+        return (kind, rng.randrange(2))
+    if kind == "cut-site":
+        return (kind, rng.randrange(config.sites), rng.randrange(2))
+    if kind == "cut-site-all":
+        return (kind, rng.randrange(config.sites))
+    if kind == "etcd-kill":
+        return (kind, rng.randrange(3))
+    return (kind, *sorted(rng.sample(range(3), 2)))
+
+
+def _free(fault: tuple[Any, ...], active: dict[tuple[Any, ...], float]) -> bool:
+    """Not already faulted: one process fault per master, one fault per etcd member, at a time."""
+    if fault in active:
+        return False
+    if fault[0] in ("kill", "stop"):
+        return all(not (f[0] in ("kill", "stop") and f[1] == fault[1]) for f in active)
+    if fault[0].startswith("etcd"):
+        busy = {j for f in active if f[0].startswith("etcd") for j in f[1:]}
+        return not busy & set(fault[1:])
+    return True
+
+
+def describe(fault: tuple[Any, ...]) -> str:
+    kind = fault[0]
+    if kind == "kill":
+        return f"kill -9 master{fault[1]}"
+    if kind == "stop":
+        return f"SIGSTOP master{fault[1]}"
+    if kind == "cut-etcd":
+        return f"cut master{fault[1]} from etcd"
+    if kind == "cut-site":
+        return f"cut site{fault[1]} from master{fault[2]}"
+    if kind == "cut-site-all":
+        return f"cut site{fault[1]} from both masters"
+    if kind == "etcd-kill":
+        return f"kill etcd member m{fault[1]}"
+    return f"kill etcd members m{fault[1]} and m{fault[2]} (no quorum)"
+
+
+async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="slave-sim-chaos-") as tmp:
+        return await Chaos(config, Path(tmp)).run()

@@ -1,0 +1,67 @@
+"""`slave-sim chaos`: the randomized fault drill, a short seed set (bench/chaos.py runs longer).
+Real etcd members, real master processes, real sockets through the drill's proxies."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slave_sim.chaos import FAULTS, ChaosConfig, describe, plan
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd-server (scripts/setup-test-host)")
+
+
+def chaos(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slave_sim.cli", "chaos", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_a_short_seed_finds_no_violation_and_reports_it(seed: int, tmp_path: Path) -> None:
+    out = chaos("--seed", str(seed), "--seconds", "12", "--sites", "2", "--report-dir", str(tmp_path), cwd=tmp_path)
+    report = json.loads((tmp_path / f"chaos-seed{seed}.json").read_text())
+    assert out.returncode == 0, out.stdout + out.stderr + json.dumps(report["violations"], indent=1)
+    assert report["passed"] and report["faults_injected"] >= 3 and report["grants"] > 0
+    assert max(s["believed"] for s in report["samples"]) <= report["config"]["installed"]
+    html = (tmp_path / f"chaos-seed{seed}.html").read_text()
+    assert f"seed {seed}" in html and "PASSED" in html and "<script" not in html
+
+
+def test_the_plan_is_the_seeds_alone_and_keeps_its_bounds() -> None:
+    config = ChaosConfig(seed=5, seconds=120)
+    steps = plan(config)
+    assert steps == plan(ChaosConfig(seed=5, seconds=120)) and steps != plan(ChaosConfig(seed=6, seconds=120))
+    active: set[tuple] = set()
+    kinds = set()
+    for step in steps:
+        if step.heal:
+            active.remove(step.fault)  # every heal heals a fault that was on
+        else:
+            assert step.fault not in active and len(active) < 2
+            process_faults = [f for f in active if f[0] in ("kill", "stop") and step.fault[0] in ("kill", "stop")]
+            assert all(f[1] != step.fault[1] for f in process_faults)
+            active.add(step.fault)
+            kinds.add(step.fault[0])
+    assert not active and steps[-1].at <= 120  # everything healed by the end
+    assert kinds == set(FAULTS)  # two minutes draw every kind of fault
+
+
+def test_the_reports_timeline_is_the_plan(tmp_path: Path) -> None:
+    out = chaos("--seed", "7", "--seconds", "6", "--sites", "1", "--pbxs", "1", "--report-dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode in (0, 1), out.stderr
+    report = json.loads((tmp_path / "chaos-seed7.json").read_text())
+    done = [(e["what"], e["fault"]) for e in report["timeline"] if e["what"] in ("fault", "heal")]
+    planned = [("heal" if s.heal else "fault", describe(s.fault)) for s in plan(ChaosConfig(seed=7, seconds=6, sites=1))]
+    assert done == planned and done
+
+
+def test_bad_arguments_say_so_with_exit_2(tmp_path: Path) -> None:
+    out = chaos("--seconds", "0", cwd=tmp_path)
+    assert out.returncode == 2 and "must be positive" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,54 @@
+"""The chaos drill's checker on histories made by hand: it passes a sound one and names the first
+violation of each rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slave_sim.chaos_check import check
+
+
+def history(**changes: Any) -> dict[str, Any]:
+    sound = {
+        "samples": [{"t": 0.1, "believed": 2, "acting": 2, "installed": 3}, {"t": 0.2, "believed": 3, "acting": 3, "installed": 3}],
+        "grants": [{"t": 0.05, "pbx": "p1", "holder": "a"}, {"t": 0.06, "pbx": "p1", "holder": "b"},
+                   {"t": 0.07, "pbx": "p2", "holder": "c"}],
+        "checkins": [{"t": 0.3, "pbx": "p1", "holder": "b"}],
+        "losses": [{"t": 0.4, "pbx": "p2", "holder": "c"}],
+        "held": {"p1": ["a"], "p2": []},
+        "last_heal": 10.0, "served": {"p1": 10.5, "p2": 11.0},
+    }
+    return {**sound, **changes}
+
+
+def test_a_sound_history_passes() -> None:
+    assert check(history()) == []
+
+
+def test_more_believed_than_installed_is_the_first_violation_with_its_sample() -> None:
+    samples = [{"t": 0.1, "believed": 3, "acting": 1, "installed": 3}, {"t": 0.2, "believed": 4, "acting": 1, "installed": 3},
+               {"t": 0.3, "believed": 5, "acting": 1, "installed": 3}]
+    [violation] = check(history(samples=samples))
+    assert violation["t"] == 0.2 and violation["sample"]["believed"] == 4 and "believed 4 > installed 3" in violation["detail"]
+
+
+def test_more_in_use_on_the_serving_masters_than_installed_is_a_violation() -> None:
+    [violation] = check(history(samples=[{"t": 1.0, "believed": 0, "acting": 4, "installed": 3}]))
+    assert "acting 4 > installed 3" in violation["detail"]
+
+
+def test_a_grant_neither_held_nor_given_back_nor_told_lost_is_a_violation() -> None:
+    [violation] = check(history(held={"p1": [], "p2": []}))
+    assert violation["pbx"] == "p1" and "'a'" in violation["detail"]
+
+
+def test_a_grant_after_its_loss_must_be_held_again() -> None:
+    grants = history()["grants"] + [{"t": 0.5, "pbx": "p2", "holder": "c"}]  # lost at 0.4, granted again at 0.5
+    [violation] = check(history(grants=grants))
+    assert violation["pbx"] == "p2" and "'c'" in violation["detail"]
+
+
+def test_a_pbx_not_served_within_5_s_of_the_last_heal_is_a_violation() -> None:
+    violations = check(history(served={"p1": 15.5, "p2": None}))
+    assert [v["pbx"] for v in violations] == ["p1", "p2"]
+    assert "after 5.50 s" in violations[0]["detail"] and "never" in violations[1]["detail"]
