@@ -20,7 +20,7 @@ def console(r: dict[str, Any]) -> str:
     if served:
         lines.append(f"  served again after the last heal: slowest PBX {max(served):.2f} s")
     if r["violations"]:
-        lines.append(f"  reproduce: slave-sim chaos --seed {r['seed']} --seconds {r['seconds']:g}")
+        lines.append(f"  reproduce: {reproduce(r)}")
         lines.append("  violations:")
         lines += [f"    [{v['rule']}] {v['detail']}" for v in r["violations"]]
         first = r["violations"][0]
@@ -30,6 +30,13 @@ def console(r: dict[str, Any]) -> str:
                 break
             lines.append(f"    {event['t']:7.2f} s  {event['what']}" + (f": {event['fault']}" if "fault" in event else ""))
     return "\n".join(lines)
+
+
+def reproduce(r: dict[str, Any]) -> str:
+    """The command that draws the same plan again."""
+    c = r["config"]
+    return (f"slave-sim chaos --seed {r['seed']} --seconds {r['seconds']:g} --sites {c['sites']} --pbxs {c['pbxs_per_site']}"
+            + (f" --faults {','.join(c['faults'])}" if len(c["faults"]) < 7 else ""))
 
 
 def write_reports(r: dict[str, Any], directory: Path) -> tuple[Path, Path]:
@@ -50,7 +57,7 @@ def render_html(r: dict[str, Any]) -> str:
     first = ""
     if r["violations"] and "sample" in r["violations"][0]:
         first = f"<h2>First violating sample</h2><pre>{e(json.dumps(r['violations'][0]['sample'], indent=1))}</pre>"
-    repro = f"<p>Reproduce: <code>slave-sim chaos --seed {r['seed']} --seconds {r['seconds']:g}</code></p>"
+    repro = f"<p>Reproduce: <code>{e(reproduce(r))}</code></p>"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>chaos seed {r['seed']}: {verdict}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:70em}} .t{{font-family:ui-monospace,monospace;color:#666}}
 .verdict{{color:{'#2a7d2a' if r['passed'] else '#b22222'}}} ul.timeline{{list-style:none;padding-left:0}}

@@ -80,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     chaos.add_argument("--minutes", type=float, default=None, help="the same, in minutes")
     chaos.add_argument("--sites", type=int, default=3)
     chaos.add_argument("--pbxs", type=int, default=2, help="PBXs per site")
+    chaos.add_argument("--faults", help="only these kinds, comma-separated (default all: kill, stop, cut-etcd, cut-site, "
+                       "cut-site-all, etcd-kill, etcd-kill-2)")
     chaos.add_argument("--report-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
     if args.command == "chaos":
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _chaos(args: argparse.Namespace) -> int:
-    from .chaos import ChaosConfig, run_chaos
+    from .chaos import FAULTS, ChaosConfig, run_chaos
     from .chaos_report import console as chaos_console
     from .chaos_report import write_reports as write_chaos_reports
 
@@ -119,12 +121,18 @@ def _chaos(args: argparse.Namespace) -> int:
     if seconds <= 0 or args.sites < 1 or args.pbxs < 1:
         print("slave-sim: --seconds/--minutes, --sites and --pbxs must be positive", file=sys.stderr)
         return 2
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip()) if args.faults else FAULTS
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown or not faults:
+        print(f"slave-sim: --faults: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(FAULTS)}", file=sys.stderr)
+        return 2
     if shutil.which("etcd") is None:
         print("slave-sim: the chaos drill needs etcd (Debian: apt-get install etcd-server)", file=sys.stderr)
         return 2
     print(f"slave-sim: chaos drill, seed {seed}, {seconds:g} s of faults", file=sys.stderr, flush=True)
     try:
-        result = asyncio.run(run_chaos(ChaosConfig(seed=seed, seconds=seconds, sites=args.sites, pbxs_per_site=args.pbxs)))
+        result = asyncio.run(run_chaos(ChaosConfig(seed=seed, seconds=seconds, sites=args.sites, pbxs_per_site=args.pbxs,
+                                                    faults=faults)))
     except RuntimeError as exc:
         print(f"slave-sim: the drill could not run: {exc}", file=sys.stderr)
         return 2

@@ -65,3 +65,8 @@ def test_the_reports_timeline_is_the_plan(tmp_path: Path) -> None:
 def test_bad_arguments_say_so_with_exit_2(tmp_path: Path) -> None:
     out = chaos("--seconds", "0", cwd=tmp_path)
     assert out.returncode == 2 and "must be positive" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_unknown_fault_kind_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    out = chaos("--faults", "kill,flood", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown flood" in out.stderr and "cut-etcd" in out.stderr
