@@ -162,12 +162,16 @@ class MasterClient:
         self.connected = asyncio.Event()
         self._wire: _Wire | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._sent_at: dict[int, float] = {}  # loop time each pending request was sent
+        self._sent_at: dict[int, tuple[float, bool]] = {}  # each pending request: (loop time sent, is a sync's last part)
         # Lease validity: the leases are this PBX's while a master confirmed them (answered a
         # request ok) within the lease TTL, counted from when that request was *sent* (the master
         # confirmed later than that, never earlier). Past it they may be another's: `believed()`.
         self.confirmed_at = -math.inf
         self._lapsed = False
+        # The connection on which the master holds exactly these leases: after their sync (or a
+        # hello with none to bring). Before that an ok reply confirms a session, not the leases
+        # (a new master may have given them to another): it is not a confirmation.
+        self._synced: _Wire | None = None
         self._ids = itertools.count(1)
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -184,6 +188,11 @@ class MasterClient:
     def settled(self) -> bool:
         """Connected, and not in the middle of a reconnect and re-sync."""
         return self.connected.is_set() and (self._reconnect_task is None or self._reconnect_task.done())
+
+    @property
+    def reconnecting(self) -> bool:
+        """A reconnect (and re-sync) of its own is under way."""
+        return self._reconnect_task is not None and not self._reconnect_task.done()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -232,6 +241,7 @@ class MasterClient:
             raise LicenseError(reply)
         self._check_epoch(reply)
         self.session = reply
+        self._synced = wire if not self.leases else None  # with leases to bring, confirmed only once synced
         self._last_heard = loop.time()
         self.connected.set()
         if self._heartbeat_task is None or self._heartbeat_task.done():
@@ -274,6 +284,7 @@ class MasterClient:
         restarted its client, say): the next `sync` asks the master for them."""
         for held in leases:
             self.leases[(held.resource, held.holder)] = held
+        self._synced = None  # the master knows nothing of them until the next sync
 
     # ================================================================ requests
 
@@ -292,7 +303,7 @@ class MasterClient:
         message.update(fields)
         self._pending[rid] = future
         now = asyncio.get_running_loop().time()
-        self._sent_at[rid] = now
+        self._sent_at[rid] = (now, op == "sync" and not fields.get("more"))
         wire.transport.write(encode(message))
         self._last_sent = now
         return future
@@ -360,12 +371,15 @@ class MasterClient:
             kept = self.leases.get((granted["resource"], granted["holder"]))
             if kept is not None:
                 kept.lease, kept.took = granted["lease"], granted.get("took", [])
+        return reply
+
+    def _drop_denied(self, reply: dict[str, Any]) -> None:
+        """A sync's refused entries: no longer this PBX's (`lost`)."""
         for denied in reply.get("denied", []):
-            lost = self.leases.pop((denied["resource"], denied["holder"]), None)
+            lost = self.leases.pop((denied.get("resource"), denied.get("holder")), None)
             if lost is not None:
                 self._emit({"event": "lost", "resource": lost.resource, "holder": lost.holder,
                             "error": denied.get("error"), "rule": denied.get("rule"), "message": denied.get("message")})
-        return reply
 
     async def _sync_in_parts(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         """One `sync`, or, when the entries do not fit in a frame the master reads, several: each
@@ -435,8 +449,13 @@ class MasterClient:
         future = self._pending.pop(rid, None) if rid is not None else None
         sent = self._sent_at.pop(rid, None) if rid is not None else None
         if sent is not None and message.get("ok") and not (message.get("epoch", 0) < self.epoch):
-            self.confirmed_at = max(self.confirmed_at, sent)
-            self._lapsed = False
+            sent_at, is_sync = sent
+            if is_sync:  # what the master refused is not this PBX's from this instant: before any confirmation
+                self._drop_denied(message)
+                self._synced = wire
+            if wire is self._synced:
+                self.confirmed_at = max(self.confirmed_at, sent_at)
+                self._lapsed = False
         if future is None:
             if rid is None:  # bad_frame: the master could not read us; everything pending fails
                 self._fail_pending(LicenseError(message))

@@ -136,7 +136,7 @@ class Chaos:
         rng = random.Random(self.config.seed * 1000 + index)
         while not self._stop.is_set():
             if not client.connected.is_set():
-                if client._reconnect_task is None or client._reconnect_task.done():  # never connected yet, or gave up
+                if not client.reconnecting:  # never connected yet, or closed for good
                     with contextlib.suppress(LicenseError, ConnectionError, OSError, TimeoutError):
                         await client.connect()
                         await client.sync()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from licmaster.client import LicenseError, MasterClient, NotConnected
+from licmaster.client import HeldLease, LicenseError, MasterClient, NotConnected
 from licmaster.testing import free_port
 
 from .daemon import Daemon, next_event, self_signed_cert
@@ -161,3 +161,21 @@ async def test_a_hung_master_is_left_and_the_client_comes_back_when_it_answers(d
     usage = await client.usage()
     assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 0
     await client.close()
+
+
+async def test_leases_brought_to_a_master_are_confirmed_by_their_sync_not_by_a_heartbeat_before_it(tmp_path: Path) -> None:
+    """With a resumed leader's grace (the chaos drill's seed 2), a PBX sent away and back must not
+    stretch its belief with ok heartbeats while the master does not hold its leases yet: only
+    the sync that gives them back confirms them."""
+    daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 1\n').start()
+    try:
+        back = MasterClient([daemon.master], "pbx1", reconnect=False)
+        back.adopt([HeldLease("port", "alice", "41")])  # held on another master, say
+        await back.connect()
+        await back.call("heartbeat")  # ok: a live session, not these leases
+        assert not back.confirmed() and back.believed() == {}
+        await back.sync()
+        assert back.confirmed() and set(back.believed()) == {("port", "alice")}
+        await back.close()
+    finally:
+        daemon.stop()

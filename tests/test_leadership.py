@@ -193,6 +193,34 @@ async def test_a_leader_paused_past_its_deadline_answers_nothing_it_read_meanwhi
     assert [g for g in grants if g["holder"] == "late"] == []
 
 
+async def test_a_leader_renewed_after_a_suspension_keeps_what_its_pbxs_held_for_them_first(
+        tmp_path: Path, etcd: EtcdCluster) -> None:
+    """A hole the chaos drill found (seed 2): quorum lost, the leader suspended and its PBXs sent
+    away (still believing their leases for a lease TTL), quorum back with the lease refreshed:
+    the leader resumed without a grace window and gave those Ports to others at once."""
+    one = '[[license]]\ntype = "PBX-Port13"\ncount = 1\n'
+    a = Daemon(tmp_path / "a", one, etcd_endpoints=etcd.endpoints, lease_ttl_ms=6000, heartbeat_ms=500).start()
+    try:
+        await until_role(a, "acting")
+        holder = MasterClient([a.master], "pbx1", connect_timeout=0.5, reconnect=False)
+        await holder.connect()
+        await holder.checkout("port", "alice")
+        etcd.kill(0)
+        await until_role(a, "suspended", timeout=3)
+        etcd.restart(0)
+        etcd.wait_healthy()
+        usage = await until_role(a, "grace", timeout=15)  # renewed: the Port waits for the PBX sent away
+        assert usage["coordination"]["epoch"] == (await role_of(a))["coordination"]["epoch"]
+        assert set(holder.believed()) == {("port", "alice")}  # within a lease TTL of its last confirmation
+        rival = await Raw.open(a.address)
+        assert (await rival.hello("pbx2"))["ok"]
+        refused = await rival.request("checkout", resource="port", holder="bob")
+        assert refused["error"] == "grace", refused  # not given to another while pbx1 may still use it
+        await holder.close(bye=False)
+    finally:
+        a.stop()
+
+
 async def test_with_the_quorum_lost_no_master_grants(tmp_path: Path) -> None:
     cluster = EtcdCluster(tmp_path / "etcd", members=3).start()
     a = b = None

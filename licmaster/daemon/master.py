@@ -54,6 +54,7 @@ class Master:
         self.address: tuple[str, int] | None = None
         self.follower: Follower | None = None
         self._lock: DataDirLock | None = None
+        self._suspended: tuple[float, dict[str, set[tuple[str, str]]]] | None = None  # (when, what each PBX held)
         self.leadership: Leadership | None = None
         self.peer_watch: PeerWatch | None = None
         self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
@@ -430,6 +431,9 @@ class Master:
         dispatch = self.dispatch
         self.role.change(Role.SUSPENDED, why)
         dispatch.suspend(why)
+        # What the PBXs held: their beliefs stay valid up to a lease TTL from now (the last
+        # confirmation), so a resumed leader keeps it for them until then (_resume).
+        self._suspended = (asyncio.get_running_loop().time(), self.pool.book.held_by_node())
         event = {"event": "shutdown", "reason": f"this master cannot confirm its leadership ({why[:160]}): use another"}
         for session in [s for s in dispatch.sessions.by_node.values() if s.info.role != "observer"]:
             dispatch.sessions.end(session, End.STEP_DOWN, event=event, detail="leadership unconfirmed")
@@ -442,13 +446,27 @@ class Master:
     def _unconfirmed(self) -> None:
         """A read came in past the deadline (the renewal did not come: this process was paused)."""
         if self.leadership is not None:
-            self.leadership.expired("the leadership's deadline passed before its renewal (was this process paused?)")
+            self.leadership.expired("the leadership's deadline passed without a renewal")
 
     def _resume(self) -> None:
+        """Renewed after a suspension (etcd back with the lease refreshed). The PBXs sent away
+        still believe what they held until a lease TTL after the suspension: until then it is
+        theirs to re-take (a grace window), not anyone's to take. (Found by `slave-sim chaos`,
+        seed 2: no quorum, then quorum back.)"""
         if self.role.state is not Role.SUSPENDED:
             return  # stepped down meanwhile (a peer won): nothing to resume
-        self.dispatch.resume()
-        self.role.change(Role.ACTING, "leadership renewed in time")
+        dispatch = self.dispatch
+        dispatch.resume()
+        loop = asyncio.get_running_loop()
+        suspended_at, held = self._suspended or (loop.time(), {})
+        self._suspended = None
+        grace_until = suspended_at + self.config.lease_ttl_ms / 1000
+        if grace_until > loop.time():
+            dispatch.held_before = held
+            self.role.change(Role.GRACE, "leadership renewed: the PBXs sent away re-take what they held first",
+                             grace_until=grace_until)
+        else:
+            self.role.change(Role.ACTING, "leadership renewed")
 
     def _lost(self, leader: str | None) -> None:
         """The key is gone (or another's): stop serving at once; follow whoever leads next."""

@@ -3,7 +3,7 @@
     starting ──► acting ◄──────────── grace ◄─┐
        │  │      │  ▲                   ▲     │
        │  │      ▼  │ (etcd)            │     │ promote (the master is gone / the election won)
-       │  │    suspended                │     │
+       │  │    suspended ───────────────┤     │ (renewed: the PBXs it sent away re-take first)
        │  └────────┼──────► grace ──────┘     │
        │           ▼                          │
        │     stepping_down ──► standby ───────┘  (standby ──► standby: another master to follow)
@@ -15,8 +15,9 @@
 - grace: serving, but only what PBXs held before (a restart or a takeover) may be re-taken,
   until `grace_until` (loop time);
 - acting: serving;
-- suspended: (etcd mode) leadership could not be renewed in time: sessions, heartbeats and
-  check-ins go on, leases granted stay valid, nothing new is granted (`no_quorum`);
+- suspended: (etcd mode) leadership could not be renewed in time: it confirms nothing, its PBX
+  sessions are ended (`shutdown`) and every PBX op answers `no_quorum`; observers still read.
+  Renewed, it goes to grace (the PBXs sent away re-take what they held first) or acting;
 - stepping_down: a peer acts at a higher epoch; this one is ending its sessions to follow it;
 - stopped: the end.
 
@@ -48,11 +49,12 @@ TRANSITIONS: dict[Role, frozenset[Role]] = {
     S.STANDBY: frozenset({S.STANDBY, S.GRACE, S.ACTING, S.STOPPED}),
     S.GRACE: frozenset({S.ACTING, S.SUSPENDED, S.STEPPING_DOWN, S.STOPPED}),
     S.ACTING: frozenset({S.SUSPENDED, S.STEPPING_DOWN, S.STOPPED}),
-    S.SUSPENDED: frozenset({S.ACTING, S.STEPPING_DOWN, S.STOPPED}),  # leadership renewed in time, or lost
+    # leadership renewed (a grace window while the PBXs sent away may still hold what they held), or lost
+    S.SUSPENDED: frozenset({S.GRACE, S.ACTING, S.STEPPING_DOWN, S.STOPPED}),
     S.STEPPING_DOWN: frozenset({S.STANDBY, S.STOPPED}),
     S.STOPPED: frozenset(),
 }
-SERVING = frozenset({S.GRACE, S.ACTING, S.SUSPENDED})  # suspended: sessions served, nothing new granted
+SERVING = frozenset({S.GRACE, S.ACTING, S.SUSPENDED})  # suspended: observers served, no PBX (they are sent away)
 
 
 class IllegalTransition(RuntimeError):

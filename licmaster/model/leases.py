@@ -190,6 +190,11 @@ class LeaseBook:
         held = self.held.get(node)
         return list(held.by_id.values()) if held else []
 
+    def held_by_node(self) -> dict[str, set[tuple[str, str]]]:
+        """What each node holds, as (resource, holder): what a grace window lets it re-take."""
+        return {node: {(lease.resource, lease.holder) for lease in held.by_id.values()}
+                for node, held in self.held.items() if held.by_id}
+
     def all(self) -> dict[str, Lease]:
         """Every live lease by id (built on demand: for reading, not the hot path)."""
         return {lid: lease for held in self.held.values() for lid, lease in held.by_id.items()}
