@@ -7,8 +7,10 @@ named in `not_master` or `shutdown` is not a way around a cut.
 
 A workload (each PBX checks Ports out and in for its users, a request every 20-80 ms) runs
 beside a nemesis that, every 1-3 s, picks a fault among: kill -9 of a master (restarted at its
-heal), SIGSTOP (SIGCONT), a master cut from etcd, a site cut from one master or from both, one
-or two etcd members killed (restarted) — at most two faults at a time, each healed after 1-5 s.
+heal), SIGSTOP (SIGCONT), a master cut from etcd (both ways, or one way), a site cut from one
+master (both ways or one way) or from both, the two masters cut from each other (each reaches
+the other by its `advertise` address, through a proxy), one or two etcd members killed
+(restarted) — at most two faults at a time, each healed after 1-5 s.
 Every choice comes from `--seed`: the same seed gives the same faults in the same order (their
 timing against the workload still varies with the machine). At the end everything is healed and
 the drill waits for the PBXs to be served again. The history goes to chaos_check.py.
@@ -28,12 +30,14 @@ from typing import Any
 
 from licmaster.client import LicenseError, MasterClient
 from licmaster.testing.etcd import EtcdCluster
-from licmaster.testing.process import MasterProcess
+from licmaster.testing.process import MasterProcess, free_port
 
 from .chaos_check import SERVED_WITHIN_S, check
 from .proxy import Link
 
-FAULTS = ("kill", "stop", "cut-etcd", "cut-site", "cut-site-all", "etcd-kill", "etcd-kill-2")
+FAULTS = ("kill", "stop", "cut-etcd", "cut-etcd-oneway", "cut-site", "cut-site-oneway", "cut-site-all", "cut-masters",
+          "etcd-kill", "etcd-kill-2")
+DIRECTIONS = ("up", "down")  # a one-way cut: what goes towards the master (or etcd) is lost, or what comes back
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Chaos:
         self.masters: list[MasterProcess] = []
         self.etcd_links: list[list[Link]] = []  # [master][member]
         self.site_links: list[list[Link]] = []  # [site][master]
+        self.peer_links: list[Link] = []  # [master]: the way the other master reaches it (its `advertise`)
         self.pbxs: list[MasterClient] = []
         self.watchers: list[MasterClient] = []
         self.faults_injected = 0
@@ -90,9 +95,13 @@ class Chaos:
         for m in range(2):
             links = [await Link(f"m{m}-etcd{j}", ("127.0.0.1", port)).start() for j, port in enumerate(self.etcd.client_ports)]
             self.etcd_links.append(links)
+            port = free_port()  # known before it starts: the link the other master uses leads there
+            peer_link = await Link(f"peers-m{m}", ("127.0.0.1", port)).start()
+            self.peer_links.append(peer_link)
             master = MasterProcess(self.workdir / f"master{m}", {
                 "licenses": [str(licenses)], "etcd_endpoints": [link.endpoint for link in links], "log_level": "warning",
-                "lease_ttl_ms": cfg.lease_ttl_ms, "heartbeat_ms": cfg.heartbeat_ms, "journal_flush_ms": 50, "http": ""},
+                "lease_ttl_ms": cfg.lease_ttl_ms, "heartbeat_ms": cfg.heartbeat_ms, "journal_flush_ms": 50, "http": "",
+                "listen": f"127.0.0.1:{port}", "advertise": peer_link.endpoint},
                 name=f"master{m}")
             await asyncio.get_running_loop().run_in_executor(None, master.start)
             self.masters.append(master)
@@ -120,7 +129,7 @@ class Chaos:
         for client in self.pbxs + self.watchers:
             with contextlib.suppress(Exception):
                 await client.close(bye=False)
-        for links in self.etcd_links + self.site_links:
+        for links in self.etcd_links + self.site_links + [self.peer_links]:
             for link in links:
                 await link.stop()
         for master in self.masters:
@@ -189,8 +198,16 @@ class Chaos:
         elif kind == "cut-etcd":
             for link in self.etcd_links[fault[1]]:
                 link.set_cut(True)
+        elif kind == "cut-etcd-oneway":
+            for link in self.etcd_links[fault[1]]:
+                link.set_cut(True, fault[2])
         elif kind == "cut-site":
             self.site_links[fault[1]][fault[2]].set_cut(True)
+        elif kind == "cut-site-oneway":
+            self.site_links[fault[1]][fault[2]].set_cut(True, fault[3])
+        elif kind == "cut-masters":
+            for link in self.peer_links:
+                link.set_cut(True)
         elif kind == "cut-site-all":
             for link in self.site_links[fault[1]]:
                 link.set_cut(True)
@@ -206,11 +223,14 @@ class Chaos:
             await loop.run_in_executor(None, self.masters[fault[1]].restart_same_port)
         elif kind == "stop":
             self.masters[fault[1]].signal(signal.SIGCONT)
-        elif kind == "cut-etcd":
+        elif kind in ("cut-etcd", "cut-etcd-oneway"):
             for link in self.etcd_links[fault[1]]:
                 link.set_cut(False)
-        elif kind == "cut-site":
+        elif kind in ("cut-site", "cut-site-oneway"):
             self.site_links[fault[1]][fault[2]].set_cut(False)
+        elif kind == "cut-masters":
+            for link in self.peer_links:
+                link.set_cut(False)
         elif kind == "cut-site-all":
             for link in self.site_links[fault[1]]:
                 link.set_cut(False)
@@ -309,8 +329,14 @@ def _draw(rng: random.Random, config: ChaosConfig) -> tuple[Any, ...]:
     kind = rng.choice(config.faults)
     if kind in ("kill", "stop", "cut-etcd"):
         return (kind, rng.randrange(2))
+    if kind == "cut-etcd-oneway":
+        return (kind, rng.randrange(2), rng.choice(DIRECTIONS))
     if kind == "cut-site":
         return (kind, rng.randrange(config.sites), rng.randrange(2))
+    if kind == "cut-site-oneway":
+        return (kind, rng.randrange(config.sites), rng.randrange(2), rng.choice(DIRECTIONS))
+    if kind == "cut-masters":
+        return (kind,)
     if kind == "cut-site-all":
         return (kind, rng.randrange(config.sites))
     if kind == "etcd-kill":
@@ -327,7 +353,21 @@ def _free(fault: tuple[Any, ...], active: dict[tuple[Any, ...], float]) -> bool:
     if fault[0].startswith("etcd"):
         busy = {j for f in active if f[0].startswith("etcd") for j in f[1:]}
         return not busy & set(fault[1:])
+    if fault[0].startswith("cut-"):  # one cut per link at a time: cuts of one link do not stack
+        links = _links_of(fault)
+        return all(not links & _links_of(f) for f in active if f[0].startswith("cut-"))
     return True
+
+
+def _links_of(fault: tuple[Any, ...]) -> set[tuple[Any, ...]]:
+    kind = fault[0]
+    if kind in ("cut-etcd", "cut-etcd-oneway"):
+        return {("etcd", fault[1])}
+    if kind in ("cut-site", "cut-site-oneway"):
+        return {("site", fault[1], fault[2])}
+    if kind == "cut-site-all":
+        return {("site", fault[1], m) for m in range(2)}
+    return {("masters",)}
 
 
 def describe(fault: tuple[Any, ...]) -> str:
@@ -338,8 +378,14 @@ def describe(fault: tuple[Any, ...]) -> str:
         return f"SIGSTOP master{fault[1]}"
     if kind == "cut-etcd":
         return f"cut master{fault[1]} from etcd"
+    if kind == "cut-etcd-oneway":
+        return f"cut master{fault[1]} from etcd one way ({'its requests' if fault[2] == 'up' else 'the answers'} lost)"
     if kind == "cut-site":
         return f"cut site{fault[1]} from master{fault[2]}"
+    if kind == "cut-site-oneway":
+        return f"cut site{fault[1]} from master{fault[2]} one way ({'requests' if fault[3] == 'up' else 'replies'} lost)"
+    if kind == "cut-masters":
+        return "cut the two masters from each other"
     if kind == "cut-site-all":
         return f"cut site{fault[1]} from both masters"
     if kind == "etcd-kill":

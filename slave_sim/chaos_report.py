@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .chaos import FAULTS
+
 
 def console(r: dict[str, Any]) -> str:
     lines = [f"Chaos drill, seed {r['seed']}: {'PASSED' if r['passed'] else 'FAILED'} ({r['seconds']:g} s of faults)",
@@ -36,7 +38,7 @@ def reproduce(r: dict[str, Any]) -> str:
     """The command that draws the same plan again."""
     c = r["config"]
     return (f"slave-sim chaos --seed {r['seed']} --seconds {r['seconds']:g} --sites {c['sites']} --pbxs {c['pbxs_per_site']}"
-            + (f" --faults {','.join(c['faults'])}" if len(c["faults"]) < 7 else ""))
+            + (f" --faults {','.join(c['faults'])}" if len(c["faults"]) < len(FAULTS) else ""))
 
 
 def write_reports(r: dict[str, Any], directory: Path) -> tuple[Path, Path]:

@@ -80,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     chaos.add_argument("--minutes", type=float, default=None, help="the same, in minutes")
     chaos.add_argument("--sites", type=int, default=3)
     chaos.add_argument("--pbxs", type=int, default=2, help="PBXs per site")
-    chaos.add_argument("--faults", help="only these kinds, comma-separated (default all: kill, stop, cut-etcd, cut-site, "
-                       "cut-site-all, etcd-kill, etcd-kill-2)")
+    chaos.add_argument("--faults", help="only these kinds, comma-separated (default: all; `slave-sim chaos --faults list` "
+                       "names them)")
     chaos.add_argument("--report-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
     if args.command == "chaos":
@@ -121,6 +121,9 @@ def _chaos(args: argparse.Namespace) -> int:
     if seconds <= 0 or args.sites < 1 or args.pbxs < 1:
         print("slave-sim: --seconds/--minutes, --sites and --pbxs must be positive", file=sys.stderr)
         return 2
+    if args.faults == "list":
+        print("\n".join(FAULTS))
+        return 0
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip()) if args.faults else FAULTS
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown or not faults:

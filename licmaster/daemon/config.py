@@ -29,6 +29,7 @@ admin_tokens = []               # [{token = "...", role = "view" | "manage", nam
 etcd_endpoints = []             # ["host:port", ...]: hold leadership in etcd (one pool under any partition)
 etcd_prefix = "/licmaster"      # the installation's keys in etcd
 etcd_ttl_s = 2                  # the leader key's lease
+advertise = ""                  # "host:port" the other masters reach this one at (default: listen)
 ```
 """
 
@@ -97,6 +98,9 @@ class Config:
     etcd_endpoints: tuple[str, ...] = ()
     etcd_prefix: str = "/licmaster"
     etcd_ttl_s: int = 2  # the leader key's lease; the leader stops granting 0.5 s before it could lapse
+    # The address the other masters reach this one at, written in the etcd leader key (behind NAT,
+    # a proxy, a container's port mapping); default: the listening address.
+    advertise: str = ""
 
     @property
     def effective_takeover_after_ms(self) -> int:
@@ -223,6 +227,8 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
         config.http_address  # noqa: B018
     if config.standby_of:
         split_address(config.standby_of, "standby_of")
+    if config.advertise:
+        split_address(config.advertise, "advertise")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("tls_cert and tls_key go together: set both or neither")
     if config.tls_ca and not config.tls_cert:

@@ -153,7 +153,7 @@ class Master:
         self._reaper = loop.create_task(self._reap(), name="session-reaper")
         if cfg.etcd_endpoints:
             self.role.change(Role.STANDBY, "waiting for the election in etcd")
-            address = f"{self.address[0]}:{self.address[1]}" if self.address else cfg.listen
+            address = cfg.advertise or (f"{self.address[0]}:{self.address[1]}" if self.address else cfg.listen)
             self.leadership = Leadership(Etcd(cfg.etcd_endpoints), f"{cfg.etcd_prefix.rstrip('/')}/leader", self.name, address,
                                          ttl_s=cfg.etcd_ttl_s, on_won=self._won, on_follow=self._follow_leader,
                                          on_suspend=self._suspend, on_resume=self._resume, on_lost=self._lost,
