@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .chaos import FAULTS
+from .report import write_pair
 
 
 def console(r: dict[str, Any]) -> str:
@@ -42,12 +43,7 @@ def reproduce(r: dict[str, Any]) -> str:
 
 
 def write_reports(r: dict[str, Any], directory: Path) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = f"chaos-seed{r['seed']}"
-    json_path, html_path = directory / f"{stem}.json", directory / f"{stem}.html"
-    json_path.write_text(json.dumps(r, indent=1))
-    html_path.write_text(render_html(r))
-    return json_path, html_path
+    return write_pair(directory, f"chaos-seed{r['seed']}", r, render_html(r))
 
 
 def render_html(r: dict[str, Any]) -> str:

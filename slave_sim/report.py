@@ -65,13 +65,16 @@ def most_refused_text(d: dict[str, Any]) -> str:
 
 
 def write_reports(result: RunResult, directory: Path) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
     d = to_dict(result)
-    stem = f"{d['scenario']}-{d['size']}"
-    json_path = directory / f"{stem}.json"
-    json_path.write_text(json.dumps(d, indent=2))
-    html_path = directory / f"{stem}.html"
-    html_path.write_text(render_html(d))
+    return write_pair(directory, f"{d['scenario']}-{d['size']}", d, render_html(d))
+
+
+def write_pair(directory: Path, stem: str, doc: dict[str, Any], page: str) -> tuple[Path, Path]:
+    """A run's two reports: STEM.json (the document) and STEM.html (the page)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = directory / f"{stem}.json", directory / f"{stem}.html"
+    json_path.write_text(json.dumps(doc, indent=1))
+    html_path.write_text(page)
     return json_path, html_path
 
 
