@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from licmaster import console_cli
+from licmaster import __version__, console_cli
 from licmaster.daemon import report as usage_report
 from licmaster.daemon import serve
 from licmaster.daemon.config import ConfigError, load_config
@@ -23,10 +23,13 @@ from licmaster.licenses.signing import SigningError, Verifier, keygen, load_priv
 from licmaster.licenses.verdict import render_text, verdict
 from licmaster.model.catalog import CURRENT_VERSION
 from licmaster.model.rules import normalize_mac
+from licmaster.terminal import run_quietly_into_a_pipe
+from licmaster.wire import events
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="licmaster", description="License master for PBX networks (innovaphone V13 model).")
+    parser.add_argument("--version", action="version", version=f"licmaster {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check", help="verdict on license files before buying or installing them")
@@ -67,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     journal.add_argument("--data-dir", default="licmaster-data", type=Path, help="the master's data directory")
     journal.add_argument("--event", help="only this event (grant, checkin, deny, expire, bye, takeover, ...)")
     journal.add_argument("--node", help="only this node")
+    journal.add_argument("--since", help="only since then: 7d, 12h, 30m, 90s, or epoch seconds")
     journal.add_argument("--last", type=int, default=0, help="only the last N events")
     journal.add_argument("--json", action="store_true", help="one JSON object per line")
     journal.set_defaults(run=_journal)
@@ -81,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.set_defaults(run=_report)
 
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    return run_quietly_into_a_pipe(lambda: int(args.run(args)))
+
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -178,7 +183,18 @@ def _journal(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"licmaster: no journal at {path}", file=sys.stderr)
         return 2
-    rows = [r for r in read_journal(path, event=args.event) if args.node is None or r["node"] == args.node]
+    if args.event is not None and args.event not in events.KINDS:
+        print(f"licmaster: --event {args.event!r} is no journal event; they are: {', '.join(sorted(events.KINDS))}", file=sys.stderr)
+        return 2
+    since = None
+    if args.since is not None:
+        try:
+            since = usage_report.parse_age(args.since, dt.datetime.now(dt.UTC).timestamp())
+        except ValueError:
+            print(f"licmaster: --since {args.since!r}: expected 7d, 12h, 30m, 90s or epoch seconds", file=sys.stderr)
+            return 2
+    rows = [r for r in read_journal(path, event=args.event) if (args.node is None or r["node"] == args.node)
+            and (since is None or r["ts"] >= since)]
     if args.last:
         rows = rows[-args.last:]
     for row in rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import ssl
 import time
@@ -20,15 +21,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         p = sub.add_parser(name, help=help_text)
         if name == "release":
             p.add_argument("node")
-        p.add_argument("--url", default=DEFAULT_URL, help="the master's console (default %(default)s)")
+        p.add_argument("--url", default=DEFAULT_URL, help="the master's console, http(s)://host:port or host:port "
+                       "(default %(default)s)")
         p.add_argument("--token", help="a console token (admin_tokens); none needed on loopback for reading")
         p.add_argument("--cafile", help="CA certificate to verify an https console")
         p.add_argument("--json", action="store_true", help="print the API's JSON")
         p.set_defaults(run=_status if name == "status" else _release)
 
 
+def console_url(text: str) -> str:
+    """The console's base URL: `host:port` is taken as http://host:port."""
+    text = text.strip().rstrip("/")
+    return text if "://" in text else f"http://{text}"
+
+
 def _call(args: argparse.Namespace, path: str, method: str = "GET") -> Any:
-    request = urllib.request.Request(args.url.rstrip("/") + path, method=method)
+    base = console_url(args.url)
+    try:
+        request = urllib.request.Request(base + path, method=method)
+    except ValueError:
+        raise SystemExit(f"licmaster: --url {args.url!r} is not a console address (http://host:port or host:port)") from None
     if args.token:
         request.add_header("Authorization", f"Bearer {args.token}")
     context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
@@ -42,7 +54,11 @@ def _call(args: argparse.Namespace, path: str, method: str = "GET") -> Any:
         except (ValueError, AttributeError):
             raise SystemExit(f"licmaster: {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(f"licmaster: cannot reach the console at {args.url}: {getattr(exc, 'reason', exc)}") from None
+        raise SystemExit(f"licmaster: cannot reach the console at {base}: {getattr(exc, 'reason', exc)}") from None
+    except (http.client.HTTPException, ValueError):
+        # e.g. the PBX port (MessagePack, not HTTP), or another server's page
+        raise SystemExit(f"licmaster: {base} does not answer as a licmaster console (the console is the master's "
+                         "`http` address, 127.0.0.1:4461 by default; the PBX port does not speak HTTP)") from None
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

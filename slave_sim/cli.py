@@ -15,7 +15,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from licmaster import __version__
+from licmaster.terminal import run_quietly_into_a_pipe
 
 from .metrics import Recorder
 from .report import console, write_reports
@@ -62,6 +65,7 @@ async def _hold(seconds: float | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slave-sim", description="Simulated PBX networks around a license master.")
+    parser.add_argument("--version", action="version", version=f"slave-sim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scenario and report")
     run.add_argument("scenario", type=Path)
@@ -105,7 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"slave-sim: {exc}", file=sys.stderr)
         return 2
+    except (ConnectionError, OSError, TimeoutError) as exc:  # no master where --master says, or it went away for good
+        where = f"at {args.master}" if args.master else "(the one this run started)"
+        print(f"slave-sim: could not run: the master {where} did not answer: {exc or exc.__class__.__name__}", file=sys.stderr)
+        return 2
     json_path, html_path = write_reports(result, args.report_dir)  # first: the reports outlive a closed stdout
+    return run_quietly_into_a_pipe(lambda: _print_result(result, json_path, html_path))
+
+
+def _print_result(result: Any, json_path: Path, html_path: Path) -> int:
     print(console(result))
     print(f"  reports: {json_path}  {html_path}")
     return 0 if result.passed else 1

@@ -28,3 +28,60 @@ def test_check_json_lists_families_errors_warnings_with_rules(tmp_path: Path) ->
     assert set(doc) >= {"families", "errors", "warnings"}
     assert [e["rule"] for e in doc["errors"]] == ["R-HW-1"]
     assert all("message" in e for e in doc["errors"])
+
+
+# ---------------------------------------------------------------- no traceback, whatever the state
+
+def sim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slave_sim.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_both_tools_say_their_version() -> None:
+    from licmaster import __version__
+    assert run("--version").stdout.strip() == f"licmaster {__version__}"
+    assert sim("--version").stdout.strip() == f"slave-sim {__version__}"
+
+
+def test_a_drill_against_no_master_says_so_in_one_line_with_exit_2(tmp_path: Path) -> None:
+    out = sim("run", "scenarios/quickstart.toml", "--master", "127.0.0.1:1", "--quiet", "--report-dir", str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "did not answer" in out.stderr
+
+
+def test_status_reaches_the_console_by_host_and_port_and_says_so_on_the_pbx_port(tmp_path: Path) -> None:
+    from .daemon import Daemon
+
+    daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n').start()
+    try:
+        assert daemon.http is not None
+        out = run("status", "--url", daemon.http)  # host:port, no scheme
+        assert out.returncode == 0 and "PBX-Port" in out.stdout, out.stderr
+        wrong = run("status", "--url", f"http://{daemon.target}")  # the PBX port: MessagePack, not HTTP
+        assert wrong.returncode == 1 and "does not answer as a licmaster console" in wrong.stderr
+        assert "Traceback" not in wrong.stderr
+        piped = subprocess.run(f"{sys.executable} -m licmaster.cli status --url {daemon.http} | head -1", shell=True,
+                               capture_output=True, text=True, cwd=ROOT)
+        assert piped.stdout.startswith("master ") and "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
+        assert "console at http://" in daemon.log  # serve says where its console is
+    finally:
+        daemon.stop()
+    unreachable = run("status", "--url", daemon.http)
+    assert unreachable.returncode == 1 and "cannot reach the console" in unreachable.stderr and "Traceback" not in unreachable.stderr
+
+
+def test_the_journal_refuses_an_unknown_event_and_reads_since_an_age(tmp_path: Path) -> None:
+    from .daemon import Daemon
+
+    daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n').start()
+    daemon.stop()
+    data = str(tmp_path / "m" / "data")
+    unknown = run("journal", "--data-dir", data, "--event", "denied")
+    assert unknown.returncode == 2 and "'denied' is no journal event" in unknown.stderr and "deny" in unknown.stderr
+    recent = run("journal", "--data-dir", data, "--since", "1h")
+    assert recent.returncode == 0 and " start " in recent.stdout and " stop " in recent.stdout
+    future = run("journal", "--data-dir", data, "--since", "4102444800")  # 2100: nothing since
+    assert future.returncode == 0 and future.stdout == ""
+    bad = run("journal", "--data-dir", data, "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr
+    missing = run("journal", "--data-dir", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "no journal" in missing.stderr and "Traceback" not in missing.stderr

@@ -280,3 +280,11 @@ async def test_the_usage_report_over_the_api(console: Console_) -> None:
     assert report["days"][0]["peak"] == {"PBX-Port": 3} and report["refused"][0]["count"] == 1
     page = await console.get("/api/v1/report?since=1h&format=html")
     assert "<svg" in page
+
+
+async def test_an_unknown_api_path_or_method_gets_the_apis_json_error(console: Console_) -> None:
+    missing = await console.get("/api/v1/nope", status=404)
+    assert missing["error"] == "not_found" and "/api/v1/nope" in missing["message"]
+    wrong = await console.get("/api/v1/reload", status=405)  # reload is POST only
+    assert wrong["error"] == "method_not_allowed" and "GET is not allowed" in wrong["message"]
+

@@ -88,3 +88,8 @@ def test_a_snapshot_part_out_of_order_or_of_another_shape_is_refused(event: dict
 def test_a_stream_of_another_version_or_shape_is_refused_not_misread(event: dict) -> None:
     with pytest.raises(StreamError):
         events.read_replica(event)
+
+
+def test_every_event_the_journal_may_hold_is_known_by_name() -> None:
+    named = {value for name, value in vars(events).items() if name.isupper() and isinstance(value, str)}
+    assert events.KINDS == named

@@ -8,6 +8,7 @@ a new module is checked the day it is written.
     licmaster.daemon       the master: all of the above
     licmaster.testing      runs masters: daemon, client
     licmaster.cli          the command
+    licmaster.terminal     what both commands do the same at a terminal: nothing of the project
     slave_sim              the simulator: model, licenses, client, testing; never daemon internals
 """
 
@@ -26,10 +27,12 @@ ALLOWED: dict[str, set[str]] = {
     "licmaster.client": {"licmaster.wire", "licmaster.model"},
     "licmaster.daemon": {"licmaster.model", "licmaster.licenses", "licmaster.wire", "licmaster.client", "licmaster.daemon"},
     "licmaster.testing": {"licmaster.daemon", "licmaster.client", "licmaster.wire", "licmaster.testing"},
-    "licmaster.cli": {"licmaster.model", "licmaster.licenses", "licmaster.daemon", "licmaster.cli", "licmaster",
-                      "licmaster.console_cli"},
+    "licmaster.cli": {"licmaster.model", "licmaster.licenses", "licmaster.wire", "licmaster.daemon", "licmaster.cli", "licmaster",
+                      "licmaster.console_cli", "licmaster.terminal"},
     "licmaster.console_cli": set(),  # talks HTTP to a master: imports nothing of it
-    "slave_sim": {"licmaster.model", "licmaster.licenses", "licmaster.client", "licmaster.testing", "slave_sim"},
+    "licmaster.terminal": set(),  # the commands' shared terminal manners: imports nothing of the project
+    "slave_sim": {"licmaster.model", "licmaster.licenses", "licmaster.client", "licmaster.testing", "slave_sim", "licmaster",
+                  "licmaster.terminal"},
 }
 
 

@@ -89,7 +89,9 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     host, port = master.address or ("?", 0)
-    print(f"licmaster: serving on {host}:{port}, data in {Path(config.data_dir).resolve()}", file=sys.stderr, flush=True)
+    console_at = f", console at {master.dispatch.console_url}/" if console is not None and master.dispatch.console_url else ""
+    print(f"licmaster: serving PBXs on {host}:{port}{console_at}, data in {Path(config.data_dir).resolve()}",
+          file=sys.stderr, flush=True)
     if ready_file is not None:
         write_ready(ready_file, master, console)
     loop = asyncio.get_running_loop()

@@ -33,6 +33,8 @@ START, STOP, PROMOTE, STEP_DOWN, ROLE = "start", "stop", "promote", "step_down",
 RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED = "reload", "reload_refused", "ssa_ended", "licenses_refused"
 
 STATE_EVENTS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER})
+KINDS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, ASSIGN, UNASSIGN, DENY, DENY_REPEATED, REPLICA_LOST, ABORT,
+                   START, STOP, PROMOTE, STEP_DOWN, ROLE, RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED})  # every event a journal holds
 REPLICATED = STATE_EVENTS | {ASSIGN, UNASSIGN}
 
 FIELDS = ("ts", "event", "node", "resource", "holder", "lease", "detail", "rule")

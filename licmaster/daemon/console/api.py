@@ -71,7 +71,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _cors(request, await handler(request))
     except Refused as refused:
         return _cors(request, error(refused.status, refused.code, refused.message))
-    except web.HTTPException:
+    except web.HTTPException as exc:
+        if request.path.startswith("/api/") and exc.status in (404, 405):  # the API answers in its own JSON
+            code, what = ("not_found", "no such API path") if exc.status == 404 else (
+                "method_not_allowed", f"{request.method} is not allowed here")
+            return _cors(request, error(exc.status, code, f"{what}: {request.path[:120]} (docs/admin-api.md)"))
         raise
     except Exception:
         logs.log.exception("console_error path=%s", request.path)
