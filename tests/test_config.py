@@ -59,3 +59,22 @@ def test_an_unreadable_or_broken_file_says_so(tmp_path: Path) -> None:
     (tmp_path / "broken.toml").write_text("listen = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(tmp_path / "broken.toml")
+
+
+def test_every_problem_of_a_config_is_listed_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "licmaster.toml"
+    path.write_text('listen = "nowhere"\nmax_frame = "big"\nlog_level = "loud"\nheartbeat_ms = 5000\nlease_ttl_ms = 3000\n'
+                    'colour = "blue"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    said = str(raised.value)
+    for key in ("unknown config key(s): colour", "max_frame", "log_level"):
+        assert key in said, said
+    assert said.count("\n") == 2  # three problems, one a line (the cross-key ones come once the keys are sound)
+
+
+def test_the_checks_across_keys_are_listed_together_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from_dict({"listen": "nowhere", "tls_cert": "c.pem", "heartbeat_ms": 5000, "lease_ttl_ms": 3000}, tmp_path)
+    said = str(raised.value).splitlines()
+    assert len(said) == 3 and said[0].startswith("listen") and "tls_key" in said[1] and "heartbeat_ms" in said[2]

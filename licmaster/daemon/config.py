@@ -36,6 +36,7 @@ advertise = ""                  # "host:port" the other masters reach this one a
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -164,78 +165,97 @@ def load_config(path: str | Path | None, **overrides: Any) -> Config:
 
 
 def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
+    """The config, or ConfigError listing every problem at once (one a line), not only the first."""
     known = {f.name for f in fields(Config)}
+    problems: list[str] = []
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        problems.append(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _INT_RANGES:
-            lo, hi = _INT_RANGES[key]
-            if value.__class__ is not int or not lo <= value <= hi:
-                raise ConfigError(f"{key}: expected a whole number from {lo} to {hi}, not {value!r}")
-            values[key] = value
-        elif key == "fsync":
-            if value.__class__ is not bool:
-                raise ConfigError(f"fsync: expected true or false, not {value!r}")
-            values[key] = value
-        elif key == "data_dir":
-            values[key] = _path(value, base, key)
-        elif key == "vendor_keys":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"vendor_keys: expected a list of public key files, not {value!r}")
-            values[key] = tuple(_path(v, base, key) for v in value)
-        elif key == "admin_tokens":
-            values[key] = _admin_tokens(value)
-        elif key == "licenses":
-            if isinstance(value, (str, Path)):
-                value = [value]
-            if not isinstance(value, list):
-                raise ConfigError("licenses: expected a list of license file paths")
-            values[key] = tuple(_path(v, base, key) for v in value)
-        elif key == "log_format":
-            if value not in ("kv", "json"):
-                raise ConfigError(f"log_format: expected \"kv\" or \"json\", not {value!r}")
-            values[key] = value
-        elif key == "etcd_endpoints":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"etcd_endpoints: expected a list of \"host:port\" strings, not {value!r}")
-            for address in value:
-                split_address(address.split("://")[-1], "etcd_endpoints")
-            values[key] = tuple(value)
-        elif key == "etcd_ttl_s":
-            if value.__class__ is not int or not 2 <= value <= 60:
-                raise ConfigError(f"etcd_ttl_s: expected a whole number of seconds from 2 to 60, not {value!r}")
-            values[key] = value
-        elif key == "peers":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"peers: expected a list of \"host:port\" strings, not {value!r}")
-            for address in value:
-                split_address(address, "peers")
-            values[key] = tuple(value)
-        elif key == "log_level":
-            if value not in ("debug", "info", "warning", "error"):
-                raise ConfigError(f"log_level: expected debug, info, warning or error, not {value!r}")
-            values[key] = value
-        else:
-            if not isinstance(value, str):
-                raise ConfigError(f"{key}: expected a string, not {value!r}")
-            values[key] = value
+        if key in known:
+            try:
+                values[key] = _value(key, value, base)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
     config = Config(**values)
-    config.listen_address  # noqa: B018 - validate now, not at bind time
+    checks: list[Callable[[], object]] = [lambda: config.listen_address]
     if config.http:  # "" turns the console off
-        config.http_address  # noqa: B018
+        checks.append(lambda: config.http_address)
     if config.standby_of:
-        split_address(config.standby_of, "standby_of")
+        checks.append(lambda: split_address(config.standby_of, "standby_of"))
     if config.advertise:
-        split_address(config.advertise, "advertise")
+        checks.append(lambda: split_address(config.advertise, "advertise"))
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(str(exc))
     if bool(config.tls_cert) != bool(config.tls_key):
-        raise ConfigError("tls_cert and tls_key go together: set both or neither")
+        problems.append("tls_cert and tls_key go together: set both or neither")
     if config.tls_ca and not config.tls_cert:
-        raise ConfigError("tls_ca verifies the other masters' TLS: it needs tls_cert and tls_key for this one")
+        problems.append("tls_ca verifies the other masters' TLS: it needs tls_cert and tls_key for this one")
     if config.heartbeat_ms >= config.lease_ttl_ms:
-        raise ConfigError(f"heartbeat_ms ({config.heartbeat_ms}) must be below lease_ttl_ms ({config.lease_ttl_ms})")
+        problems.append(f"heartbeat_ms ({config.heartbeat_ms}) must be below lease_ttl_ms ({config.lease_ttl_ms})")
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
+
+
+def _value(key: str, value: Any, base: Path) -> Any:
+    """One key's value, checked and converted; ConfigError naming the key."""
+    if key in _INT_RANGES:
+        lo, hi = _INT_RANGES[key]
+        if value.__class__ is not int or not lo <= value <= hi:
+            raise ConfigError(f"{key}: expected a whole number from {lo} to {hi}, not {value!r}")
+        return value
+    if key == "fsync":
+        if value.__class__ is not bool:
+            raise ConfigError(f"fsync: expected true or false, not {value!r}")
+        return value
+    if key == "data_dir":
+        return _path(value, base, key)
+    if key == "vendor_keys":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"vendor_keys: expected a list of public key files, not {value!r}")
+        return tuple(_path(v, base, key) for v in value)
+    if key == "admin_tokens":
+        return _admin_tokens(value)
+    if key == "licenses":
+        if isinstance(value, (str, Path)):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError("licenses: expected a list of license file paths")
+        return tuple(_path(v, base, key) for v in value)
+    if key == "log_format":
+        if value not in ("kv", "json"):
+            raise ConfigError(f"log_format: expected \"kv\" or \"json\", not {value!r}")
+        return value
+    if key == "etcd_endpoints":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"etcd_endpoints: expected a list of \"host:port\" strings, not {value!r}")
+        for address in value:
+            split_address(address.split("://")[-1], "etcd_endpoints")
+        return tuple(value)
+    if key == "etcd_ttl_s":
+        if value.__class__ is not int or not 2 <= value <= 60:
+            raise ConfigError(f"etcd_ttl_s: expected a whole number of seconds from 2 to 60, not {value!r}")
+        return value
+    if key == "peers":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"peers: expected a list of \"host:port\" strings, not {value!r}")
+        for address in value:
+            split_address(address, "peers")
+        return tuple(value)
+    if key == "log_level":
+        if value not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level: expected debug, info, warning or error, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, not {value!r}")
+    return value
 
 
 def _admin_tokens(value: Any) -> tuple[AdminToken, ...]:
