@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import os
 import resource
 import signal
@@ -62,6 +63,21 @@ def _raise_fd_limit(connections: int) -> None:
                        hint="raise the hard limit (ulimit -Hn) to serve max_connections")
 
 
+def notify_systemd(*states: str) -> None:
+    """Tell systemd (a `Type=notify` unit: examples/licmaster.service) that the master serves,
+    or stops: a datagram to $NOTIFY_SOCKET, as sd_notify(3) sends it. Nothing without systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # the abstract namespace
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto("\n".join(states).encode(), address)
+    except OSError as exc:
+        logs.event("systemd_notify_failed", logging.WARNING, socket=address, why=str(exc))
+
+
 def write_ready(path: Path, master: Master, console: Console | None) -> None:
     """The machine-readable "serving" signal: written whole (rename), so a reader never sees half."""
     host, port = master.address or ("?", 0)
@@ -94,6 +110,7 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
           file=sys.stderr, flush=True)
     if ready_file is not None:
         write_ready(ready_file, master, console)
+    notify_systemd("READY=1", f"STATUS=serving PBXs on {host}:{port} ({master.role.state.value})")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason = {"why": "stopping"}
@@ -106,6 +123,7 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
         loop.add_signal_handler(sig, on_stop, sig)
     loop.add_signal_handler(signal.SIGHUP, master.reload)
     await stop.wait()
+    notify_systemd("STOPPING=1")
     if console is not None:
         await console.stop()
     await master.stop(reason["why"])
