@@ -6,15 +6,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import signal
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from licmaster import __version__, console_cli
 from licmaster.daemon import report as usage_report
 from licmaster.daemon import serve
 from licmaster.daemon.config import ConfigError, load_config
+from licmaster.daemon.datadir import holder_pid
 from licmaster.daemon.journal import read_journal
 from licmaster.licenses.files import load_files
 from licmaster.licenses.identity import installation_id
@@ -65,6 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve.add_parser(sub)
     console_cli.add_parsers(sub)
+
+    reload = sub.add_parser("reload", help="re-read a running master's license files; print what changed or why it refused")
+    reload.add_argument("--data-dir", default="licmaster-data", type=Path,
+                        help="the master's data directory: SIGHUP to the pid in it, then its journal says how it went")
+    reload.add_argument("--url", help="or through its console (with --token, a manage token): http(s)://host:port or host:port")
+    reload.add_argument("--token", help="a manage token of the console (admin_tokens)")
+    reload.add_argument("--cafile", help="CA certificate to verify an https console")
+    reload.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    reload.set_defaults(run=_reload)
 
     journal = sub.add_parser("journal", help="read the journal: grants, check-ins, denials, expiries, takeovers")
     journal.add_argument("--data-dir", default="licmaster-data", type=Path, help="the master's data directory")
@@ -169,6 +183,56 @@ def _report(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """Through the console when given --url/--token, else SIGHUP to the master of --data-dir."""
+    outcome: dict[str, Any]
+    if args.url or args.token:
+        args.url = args.url or console_cli.DEFAULT_URL
+        outcome = console_cli.post_reload(args)
+    else:
+        signalled = _reload_by_signal(args.data_dir)
+        if isinstance(signalled, str):
+            print(f"licmaster: {signalled}", file=sys.stderr)
+            return 2
+        outcome = signalled
+    if args.json:
+        print(json.dumps(outcome, indent=2))
+    elif outcome.get("ok"):
+        changed = outcome.get("changed") or {}
+        print("reloaded: " + (", ".join(f"{f} {a} -> {b}" for f, (a, b) in changed.items()) if isinstance(changed, dict) and changed
+                              else str(changed or "nothing changed")))
+        for problem in outcome.get("problems", []):
+            print(f"  warning: {problem.get('message', problem) if isinstance(problem, dict) else problem}")
+    else:
+        print("reload REFUSED, the license set in force stays:", file=sys.stderr)
+        for problem in outcome.get("problems", []):
+            print(f"  {problem}", file=sys.stderr)
+    return 0 if outcome.get("ok") else 1
+
+
+def _reload_by_signal(data_dir: Path) -> dict[str, Any] | str:
+    """SIGHUP to the master holding `data_dir`, then its journal's reload row: the outcome, or why not."""
+    pid = holder_pid(data_dir)
+    if pid is None:
+        return f"no master is running on {data_dir} (its licmaster.pid is not locked)"
+    path = data_dir / "journal.sqlite3"
+    sent = time.time()
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        return f"cannot signal the master (pid {pid}): {exc.strerror or exc}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the row is written at the journal's next flush
+        time.sleep(0.1)
+        rows = [r for r in read_journal(path) if r["event"] in (events.RELOAD, events.RELOAD_REFUSED) and r["ts"] >= sent - 0.5]
+        if rows:
+            row = rows[-1]
+            if row["event"] == events.RELOAD:
+                return {"ok": True, "changed": row["detail"], "problems": []}
+            return {"ok": False, "problems": (row["detail"] or "").split("; ")}
+    return f"the master (pid {pid}) took the signal but wrote no reload to its journal within 10 s"
 
 
 def _mac(text: str) -> str:

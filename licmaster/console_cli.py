@@ -99,6 +99,25 @@ def _all_nodes(args: argparse.Namespace) -> list[dict[str, Any]]:
             return found
 
 
+def post_reload(args: argparse.Namespace) -> dict[str, Any]:
+    """POST /api/v1/reload: {"ok": True, "changed", "problems"} or {"ok": False, "problems"} (422)."""
+    request = urllib.request.Request(console_url(args.url) + "/api/v1/reload", method="POST")
+    if args.token:
+        request.add_header("Authorization", f"Bearer {args.token}")
+    context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return {"ok": True, **json.loads(response.read())}
+    except urllib.error.HTTPError as exc:
+        if exc.code == 422:
+            return {"ok": False, **json.loads(exc.read())}
+        raise SystemExit(f"licmaster: {exc.code} {exc.reason}: reloading needs a manage token (--token)") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"licmaster: cannot reach the console at {console_url(args.url)}: {getattr(exc, 'reason', exc)}") from None
+    except (http.client.HTTPException, ValueError):
+        raise SystemExit(f"licmaster: {console_url(args.url)} does not answer as a licmaster console") from None
+
+
 def _release(args: argparse.Namespace) -> int:
     node = urllib.parse.quote(args.node, safe="")
     result = _call(args, f"/api/v1/nodes/{node}/release", method="POST")

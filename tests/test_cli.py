@@ -85,3 +85,28 @@ def test_the_journal_refuses_an_unknown_event_and_reads_since_an_age(tmp_path: P
     assert bad.returncode == 2 and "--since" in bad.stderr
     missing = run("journal", "--data-dir", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no journal" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_reload_by_the_data_directory_says_what_changed_or_why_it_was_refused(tmp_path: Path) -> None:
+    from .daemon import Daemon
+
+    daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
+    daemon.start()
+    try:
+        data = str(tmp_path / "m" / "data")
+        daemon.license_file.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 5\n')
+        out = run("reload", "--data-dir", data)
+        assert out.returncode == 0 and "PBX-Port 3->5" in out.stdout, out.stdout + out.stderr
+        daemon.license_file.write_text('[[license]]\ntype = "PBX-Nonsense"\ncount = 5\n')
+        refused = run("reload", "--data-dir", data)
+        assert refused.returncode == 1 and "REFUSED" in refused.stderr and "PBX-Nonsense" in refused.stderr
+        assert daemon.http is not None
+        usage = json.loads(subprocess.run([sys.executable, "-c", f"import urllib.request;print(urllib.request.urlopen("
+                                           f"'http://{daemon.http}/api/v1/usage').read().decode())"],
+                                          capture_output=True, text=True).stdout)
+        assert usage["last_reload"]["ok"] is False and usage["last_reload"]["by"] == "SIGHUP"
+        assert any(p["family"] == "PBX-Port" and p["installed"] == 5 for p in usage["pools"])  # the good set stays
+    finally:
+        daemon.stop()
+    nobody = run("reload", "--data-dir", data)
+    assert nobody.returncode == 2 and "no master is running" in nobody.stderr

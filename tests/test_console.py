@@ -185,9 +185,19 @@ async def test_reload_and_release_need_a_manage_token_and_say_who(guarded: Conso
     journal = await guarded.get("/api/v1/journal?node=stuck&event=bye", VIEW)
     assert journal["events"][0]["detail"] == "released by alice"
     report = await guarded.post("/api/v1/reload", MANAGE)
-    assert report["licenses"] == 4
+    assert report["licenses"] == 4 and report["changed"] == {}
     guarded.master.license_file.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 0\n')
-    assert (await guarded.post("/api/v1/reload", MANAGE, status=422))["error"] == "reload_refused"
+    refused = await guarded.post("/api/v1/reload", MANAGE, status=422)
+    assert refused["error"] == "reload_refused" and refused["problems"]
+    # the refusal stays said, everywhere, until the next good reload
+    ha = await guarded.get("/api/v1/ha", VIEW)
+    assert ha["last_reload"]["ok"] is False and ha["last_reload"]["by"] == "alice"
+    assert (await guarded.get("/api/v1/usage", VIEW))["last_reload"]["ok"] is False
+    families = {f.name: f for f in text_string_to_metric_families(await guarded.get("/metrics", VIEW))}
+    assert families["licmaster_last_reload_success"].samples[0].value == 0
+    watcher = guarded.master.connect_now()
+    assert watcher.call("hello", node="watcher", role="observer")["ok"]
+    assert watcher.call("usage")["last_reload"]["ok"] is False  # and on the wire
 
 
 async def test_with_tokens_every_request_needs_one(guarded: Console_) -> None:

@@ -12,7 +12,6 @@ from dataclasses import fields
 from pathlib import Path
 
 from licmaster.daemon.config import Config, load_config
-from licmaster.testing import free_port
 from licmaster.testing.process import ROOT
 
 EXAMPLES = ROOT / "examples"
@@ -34,7 +33,7 @@ def test_serve_tells_systemd_it_is_ready_as_the_unit_expects(tmp_path: Path) -> 
         notify.bind(path)
         notify.settimeout(20)
         proc = subprocess.Popen([sys.executable, "-m", "licmaster.cli", "serve", "--licenses", str(EXAMPLES / "office.toml"),
-                                 "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{free_port()}", "--http", ""],
+                                 "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--http", ""],
                                 env={**os.environ, "NOTIFY_SOCKET": path, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
                                 stderr=subprocess.DEVNULL)
         try:

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import math
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,13 @@ from licmaster.model.types import Problem
 from licmaster.wire import events
 
 
+def installed_by_family(pool: Pool) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for bucket in pool.buckets():
+        totals[bucket.family] = totals.get(bucket.family, 0) + bucket.installed
+    return totals
+
+
 class StartError(RuntimeError):
     """The master cannot start (license files with errors, a port in use, ...)."""
 
@@ -55,6 +63,7 @@ class Master:
         self.follower: Follower | None = None
         self._lock: DataDirLock | None = None
         self._suspended: tuple[float, dict[str, set[tuple[str, str]]]] | None = None  # (when, what each PBX held)
+        self.last_reload: dict[str, Any] | None = None  # the last reload's outcome, until the next one
         self.leadership: Leadership | None = None
         self.peer_watch: PeerWatch | None = None
         self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
@@ -142,6 +151,7 @@ class Master:
         dispatch = self._dispatch = Dispatcher(cfg, self.name, self.role, loop, self.feed, self.record)
         dispatch.journal, dispatch.store = self.journal, self.store
         dispatch.following = self.following
+        dispatch.last_reload = lambda: self.last_reload
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
         had_run, changes = self.journal.begin_run()
         dispatch.held_before = held_at_end(changes)
@@ -336,22 +346,32 @@ class Master:
 
     # ================================================================ the license set
 
-    def reload(self) -> ReloadReport | None:
-        """Re-read the license files (SIGHUP). A set with errors (a bad signature among them) is
-        refused whole; the old one stays."""
+    def reload(self, who: str = "SIGHUP") -> ReloadReport | None:
+        """Re-read the license files (SIGHUP, `licmaster reload`, the console). A set with errors
+        (a bad signature among them) is refused whole; the old one stays. The outcome is kept in
+        `last_reload` (usage, /api/v1/ha, /metrics, the dashboard) until the next reload."""
         loaded = self._load_licenses()
         if not loaded.ok:
             for problem in loaded.errors:
-                logs.event("reload_refused", logging.ERROR, problem=str(problem))
+                logs.event("reload_refused", logging.ERROR, problem=str(problem), who=who)
             self.record(events.RELOAD_REFUSED, detail="; ".join(str(p) for p in loaded.errors)[:2000])
+            self.last_reload = {"ok": False, "at": time.time(), "by": who, "changed": {},
+                                "problems": [str(p) for p in loaded.errors][:50]}
             return None
+        before = installed_by_family(self.pool)
         self._last_good = loaded
         self._licenses_valued_on = self.today()
         report = self.pool.install(loaded.licenses, today=self._licenses_valued_on)
         if self.store:
             self.store.remember_hardware(self.pool.installed)
+        after = installed_by_family(self.pool)
+        changed = {family: [before.get(family, 0), after.get(family, 0)] for family in sorted({*before, *after})
+                   if before.get(family, 0) != after.get(family, 0)}
         self._report("reload", report, loaded.problems, self.pool)
-        self.record(events.RELOAD, detail=f"licenses={len(self.pool.installed)} problems={len(report.problems)}")
+        said = ", ".join(f"{f} {a}->{b}" for f, (a, b) in changed.items()) or "nothing changed"
+        self.record(events.RELOAD, detail=f"{said}; problems={len(report.problems)} (by {who})"[:2000])
+        self.last_reload = {"ok": True, "at": time.time(), "by": who, "changed": changed,
+                            "problems": [str(p) for p in report.problems][:50]}
         return report
 
     def revalue_at_date_change(self) -> ReloadReport | None:

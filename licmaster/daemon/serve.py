@@ -108,9 +108,6 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
     console_at = f", console at {master.dispatch.console_url}/" if console is not None and master.dispatch.console_url else ""
     print(f"licmaster: serving PBXs on {host}:{port}{console_at}, data in {Path(config.data_dir).resolve()}",
           file=sys.stderr, flush=True)
-    if ready_file is not None:
-        write_ready(ready_file, master, console)
-    notify_systemd("READY=1", f"STATUS=serving PBXs on {host}:{port} ({master.role.state.value})")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason = {"why": "stopping"}
@@ -119,9 +116,14 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
         reason["why"] = f"signal {sig.name}"
         stop.set()
 
+    # The handlers first, then "ready": a supervisor that signals the moment it is told the master
+    # serves must find them in place (a SIGTERM before them would kill it without `shutdown`).
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop, sig)
-    loop.add_signal_handler(signal.SIGHUP, master.reload)
+    loop.add_signal_handler(signal.SIGHUP, master.reload, "SIGHUP")
+    if ready_file is not None:
+        write_ready(ready_file, master, console)
+    notify_systemd("READY=1", f"STATUS=serving PBXs on {host}:{port} ({master.role.state.value})")
     await stop.wait()
     notify_systemd("STOPPING=1")
     if console is not None:

@@ -124,7 +124,7 @@ async def usage(request: web.Request) -> web.Response:
     return web.json_response({"master": master.name, "role": master.role.state.value, "epoch": master.epoch,
                               "pools": pools, "denials": {f"{c}" + (f" ({r})" if r else ""): n for (c, r), n in sorted(
                                   totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
-                              "grants": master.pool.book.issued()})
+                              "grants": master.pool.book.issued(), "last_reload": master.last_reload})
 
 
 def _node(master: Master, name: str) -> dict[str, Any]:
@@ -263,6 +263,7 @@ async def ha(request: web.Request) -> web.Response:
     return web.json_response({
         "master": master.name, "role": master.role.state.value, "epoch": master.epoch,
         "following": master.role.following or None, "grace_ms": master.dispatch.grace_left_ms(),
+        "last_reload": master.last_reload,
         "peers": master.peer_states(),
         "replication": {"standbys": len(master.feed), "degraded": master.feed.degraded,
                         "lag_s": max(0.0, time.time() - journal_rows[0][0]) if journal_rows else 0.0,
@@ -339,10 +340,13 @@ async def metrics(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     master = request.app[MASTER]
     logs.event("console_reload", who=request[WHO])
-    report = master.reload()
+    report = master.reload(who=request[WHO])
     if report is None:
-        raise Refused(422, "reload_refused", "the license files have errors: the set in force stays (see the journal's reload_refused)")
+        problems = master.last_reload["problems"] if master.last_reload else []
+        return web.json_response({"error": "reload_refused", "problems": problems,
+                                  "message": "the license files have errors: the set in force stays"}, status=422)
     return web.json_response({"licenses": sum(lic.count for lic in master.pool.installed),
+                              "changed": master.last_reload["changed"] if master.last_reload else {},
                               "problems": [p.to_dict() for p in report.problems], "overcommitted": report.overcommitted})
 
 

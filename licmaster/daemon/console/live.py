@@ -128,7 +128,7 @@ class Live:
                 "listen": f"{master.address[0]}:{master.address[1]}" if master.address else None,
                 "following": master.role.following or None, "grace_ms": dispatch.grace_left_ms(),
                 "pools": [{"family": f, **row} for f, row in sorted(families.items())], "nodes": nodes,
-                "nodes_total": len(dispatch.sessions.by_node),
+                "nodes_total": len(dispatch.sessions.by_node), "last_reload": master.last_reload,
                 "standbys": len(master.feed), "degraded": master.feed.degraded, "peers": master.peer_states(),
                 "consoles": master.console_urls()}
 

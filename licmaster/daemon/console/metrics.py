@@ -97,6 +97,11 @@ class MasterCollector(Collector):
                                       value=following["failures"])
             yield GaugeMetricFamily("licmaster_replication_leases", "Floating leases this standby knows of",
                                     value=following["leases"])
+        if master.last_reload is not None:
+            yield GaugeMetricFamily("licmaster_last_reload_success", "1 when the last reload of the license files was taken",
+                                    value=int(master.last_reload["ok"]))
+            yield GaugeMetricFamily("licmaster_last_reload_timestamp_seconds", "When the license files were last reloaded",
+                                    value=master.last_reload["at"])
         yield GaugeMetricFamily("licmaster_epoch", "This master's epoch", value=dispatch.epoch)
         role = GaugeMetricFamily("licmaster_role", "1 for this master's role", labels=["role"])
         for state in Role:

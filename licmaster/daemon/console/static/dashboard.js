@@ -70,6 +70,14 @@ function render(state, base) {
       el("td", {}, p.epoch ?? "–"), el("td", {}, p.standby_of ? `follows ${p.standby_of}` : (p.why ?? ""))));
   }
   masters.replaceChildren(...rows);
+  const reload = state.last_reload;
+  const said = document.querySelector("#reload");
+  said.className = reload && !reload.ok ? "note alarm" : "note";
+  said.textContent = !reload ? "" : reload.ok
+    ? `last reload ${new Date(reload.at * 1000).toLocaleTimeString()} by ${reload.by}: ` +
+      (Object.entries(reload.changed).map(([f, [a, b]]) => `${f} ${a}→${b}`).join(", ") || "nothing changed")
+    : `last reload REFUSED ${new Date(reload.at * 1000).toLocaleTimeString()} by ${reload.by}: ${reload.problems.length} problem(s), ` +
+      `the set in force stays — ${reload.problems[0] ?? ""}`;
   chart();
   if (state.role === "standby" && consoles.length > 1) {
     // This master serves nobody: show the acting one instead.
