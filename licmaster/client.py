@@ -503,6 +503,12 @@ class MasterClient:
                     self.master_index = (self.master_index + 1) % len(self.masters)  # unreadable: try the next
             else:
                 self.master_index = (self.master_index + 1) % len(self.masters)
+        elif name == "revoked":  # an operator took one lease back: no longer this PBX's
+            held = self.leases.get((event.get("resource"), event.get("holder")))  # type: ignore[arg-type]
+            if held is not None and held.lease == event.get("lease"):
+                del self.leases[(held.resource, held.holder)]
+                self._emit({"event": "lost", "resource": held.resource, "holder": held.holder, "error": "revoked",
+                            "message": event.get("reason")})
         elif name == "fenced" and wire is self._wire and not str(event.get("reason", "")).startswith("expired"):
             # Another connection or a standby is this node now: do not come back. (On an older
             # connection of ours, the newer one replacing it is us: nothing to do.)

@@ -16,17 +16,27 @@ DEFAULT_URL = "http://127.0.0.1:4461"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for name, help_text in (("status", "pools and nodes of a running master, as tables"),
-                            ("release", "force-release a stuck PBX's floating licenses (needs a manage token)")):
+    for name, help_text in (("status", "pools and nodes of a running master, as tables; who holds what (--node, --users)"),
+                            ("release", "force-release a stuck PBX's floating licenses, or one of them (needs a manage token)"),
+                            ("unassign", "take a user license back from a user (needs a manage token)")):
         p = sub.add_parser(name, help=help_text)
+        if name == "status":
+            p.add_argument("--node", help="this node's floating leases: resource, holder, lease, since when")
+            p.add_argument("--users", action="store_true", help="the user licenses: user, family, version, node, since when")
         if name == "release":
             p.add_argument("node")
+            which = p.add_mutually_exclusive_group()
+            which.add_argument("--lease", help="only this lease (licmaster status --node NODE lists them)")
+            which.add_argument("--holder", help="only this holder's lease(s)")
+        if name == "unassign":
+            p.add_argument("user")
+            p.add_argument("family", help="e.g. App(phone), PBX-UC")
         p.add_argument("--url", default=DEFAULT_URL, help="the master's console, http(s)://host:port or host:port "
                        "(default %(default)s)")
         p.add_argument("--token", help="a console token (admin_tokens); none needed on loopback for reading")
         p.add_argument("--cafile", help="CA certificate to verify an https console")
         p.add_argument("--json", action="store_true", help="print the API's JSON")
-        p.set_defaults(run=_status if name == "status" else _release)
+        p.set_defaults(run={"status": _status, "release": _release, "unassign": _unassign}[name])
 
 
 def console_url(text: str) -> str:
@@ -68,6 +78,10 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.node:
+        return _node_status(args)
+    if args.users:
+        return _users_status(args)
     usage, nodes = _call(args, "/api/v1/usage"), _all_nodes(args)
     if args.json:
         print(json.dumps({"usage": usage, "nodes": nodes}, indent=2))
@@ -85,6 +99,47 @@ def _status(args: argparse.Namespace) -> int:
                 [[n["node"], n["role"], n["firmware"], n["platform"], n["address"], "yes" if n["connected"] else "no",
                   n["leases"], f"{now - n['last_seen']:.1f} s ago"] for n in nodes]) if nodes else "(no sessions)")
     return 0
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _node_status(args: argparse.Namespace) -> int:
+    node = urllib.parse.quote(args.node, safe="")
+    pages = _pages(args, f"/api/v1/nodes/{node}?limit=10000", "held")
+    first, held = pages[0], [h for page in pages for h in page["held"]]
+    if args.json:
+        print(json.dumps({**first, "held": held}, indent=2))
+        return 0
+    print(f"{first['node']}: {first['role']}, firmware {first['firmware']}, {first['platform']}, "
+          f"{'connected' if first['connected'] else 'not connected'} since {_when(first['connected_since'])}")
+    print(table(["resource", "holder", "lease", "took", "since"],
+                [[h["resource"], h["holder"], h["lease"], ", ".join(f"{t['count']} {t['family']}" for t in h["took"]) or "-",
+                  _when(h["since"])] for h in held]) if held else "(holds no floating license)")
+    return 0
+
+
+def _users_status(args: argparse.Namespace) -> int:
+    rows = [u for page in _pages(args, "/api/v1/users?limit=5000", "users") for u in page["users"]]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(table(["user", "family", "version", "node", "since"],
+                [[u["user"], u["family"], u["version"], u["node"], _when(u["since"])] for u in rows])
+          if rows else "(no user licenses assigned)")
+    return 0
+
+
+def _pages(args: argparse.Namespace, path: str, key: str) -> list[dict[str, Any]]:
+    """Every page of a paged API answer, following next_cursor."""
+    pages: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        pages.append(_call(args, path + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")))
+        cursor = pages[-1].get("next_cursor") or ""
+        if not cursor:
+            return pages
 
 
 def _all_nodes(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -120,11 +175,26 @@ def post_reload(args: argparse.Namespace) -> dict[str, Any]:
 
 def _release(args: argparse.Namespace) -> int:
     node = urllib.parse.quote(args.node, safe="")
-    result = _call(args, f"/api/v1/nodes/{node}/release", method="POST")
+    one = f"?lease={urllib.parse.quote(args.lease)}" if args.lease else f"?holder={urllib.parse.quote(args.holder)}" if args.holder else ""
+    result = _call(args, f"/api/v1/nodes/{node}/release{one}", method="POST")
+    if args.json:
+        print(json.dumps(result))
+    elif one:
+        print(f"{result['node']}: released " + ", ".join(f"{t['resource']} of {t['holder']} (lease {t['lease']})"
+                                                          for t in result["leases"]) + f"; the PBX was told (by {result['by']})")
+    else:
+        print(f"{result['node']}: {result['released']} floating license(s) released, its session fenced (by {result['by']})")
+    return 0
+
+
+def _unassign(args: argparse.Namespace) -> int:
+    user = urllib.parse.quote(args.user, safe="")
+    result = _call(args, f"/api/v1/users/{user}/unassign?family={urllib.parse.quote(args.family)}", method="POST")
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['node']}: {result['released']} floating license(s) released, its session fenced (by {result['by']})")
+        version = f" V{result['version']}" if result["version"] else ""
+        print(f"{result['user']}: {result['family']}{version} taken back, by {result['by']}")
     return 0
 
 

@@ -110,3 +110,35 @@ def test_reload_by_the_data_directory_says_what_changed_or_why_it_was_refused(tm
         daemon.stop()
     nobody = run("reload", "--data-dir", data)
     assert nobody.returncode == 2 and "no master is running" in nobody.stderr
+
+
+async def test_status_shows_who_holds_what_and_an_operator_takes_one_back(tmp_path: Path) -> None:
+    from licmaster.client import MasterClient
+
+    from .daemon import Daemon, next_event
+
+    manage = "manage-token-0123456789"
+    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "App(phone)13"\ncount = 2\n'
+    daemon = Daemon(tmp_path / "m", licenses, admin_tokens=[{"token": manage, "role": "manage", "name": "ops"}]).start()
+    try:
+        pbx = MasterClient([daemon.master], "pbx1")
+        await pbx.connect()
+        await pbx.checkout("port", "alice")
+        await pbx.checkout("port", "bob")
+        await pbx.assign("ann", ["App(phone)"])
+        url = ["--url", str(daemon.http), "--token", manage]
+        held = run("status", "--node", "pbx1", *url)
+        assert held.returncode == 0 and "alice" in held.stdout and "bob" in held.stdout and "PBX-Port" in held.stdout, held.stderr
+        users = run("status", "--users", *url)
+        assert users.returncode == 0 and "ann" in users.stdout and "App(phone)" in users.stdout
+        released = run("release", "pbx1", "--holder", "bob", *url)
+        assert released.returncode == 0 and "released port of bob" in released.stdout, released.stderr
+        lost = await next_event(pbx, "lost")
+        assert (lost["holder"], lost["error"]) == ("bob", "revoked") and ("port", "bob") not in pbx.leases
+        taken = run("unassign", "ann", "App(phone)", *url)
+        assert taken.returncode == 0 and "App(phone) V13 taken back, by ops" in taken.stdout, taken.stderr
+        nobody = run("unassign", "ann", "App(phone)", *url)
+        assert nobody.returncode == 1 and "404 unknown_assignment" in nobody.stderr and "Traceback" not in nobody.stderr
+        await pbx.close()
+    finally:
+        daemon.stop()

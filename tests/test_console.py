@@ -298,3 +298,43 @@ async def test_an_unknown_api_path_or_method_gets_the_apis_json_error(console: C
     wrong = await console.get("/api/v1/reload", status=405)  # reload is POST only
     assert wrong["error"] == "method_not_allowed" and "GET is not allowed" in wrong["message"]
 
+
+
+async def test_an_operator_takes_one_lease_or_one_user_license_back_and_it_is_said_everywhere(tmp_path: Path) -> None:
+    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "App(phone)13"\ncount = 2\n'
+    d = await in_process(tmp_path / "m", licenses, http="127.0.0.1:0", admin_tokens=TOKENS)
+    assert d.master is not None
+    console = Console(d.master)
+    await console.start()
+    c = Console_(d, console, aiohttp.ClientSession())
+    try:
+        pbx = d.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        kept = pbx.call("checkout", resource="port", holder="alice")["lease"]
+        gone = pbx.call("checkout", resource="port", holder="bob")["lease"]
+        assert pbx.call("assign", user="ann", families=["App(phone)"])["ok"]
+        assert (await c.post("/api/v1/nodes/pbx1/release?holder=bob", VIEW, status=403))["error"] == "forbidden"
+        released = await c.post("/api/v1/nodes/pbx1/release?holder=bob", MANAGE)
+        assert released["leases"] == [{"resource": "port", "holder": "bob", "lease": gone}] and released["by"] == "alice"
+        await asyncio.sleep(0)
+        told = [m for m in pbx.take() if m.get("event") == "revoked"]
+        assert told == [{"event": "revoked", "resource": "port", "holder": "bob", "lease": gone,
+                         "reason": "released by an operator (alice)"}]
+        assert [h["lease"] for h in (await c.get("/api/v1/nodes/pbx1", VIEW))["held"]] == [kept]  # the session goes on
+        assert (await c.post("/api/v1/nodes/pbx1/release?lease=999", MANAGE, status=404))["error"] == "unknown_lease"
+
+        users = await c.get("/api/v1/users", VIEW)
+        assert [(u["user"], u["family"], u["node"]) for u in users["users"]] == [("ann", "App(phone)", "pbx1")]
+        assert users["users"][0]["since"] > 0
+        taken = await c.post("/api/v1/users/ann/unassign?family=App(phone)", MANAGE)
+        assert taken == {"user": "ann", "family": "App(phone)", "version": 13, "by": "alice"}
+        assert (await c.get("/api/v1/users", VIEW))["users"] == []
+        assert d.master.store is not None and d.master.store.assignments() == []  # durable too
+        assert (await c.post("/api/v1/users/ann/unassign?family=App(phone)", MANAGE, status=404))["error"] == "unknown_assignment"
+        await d.master.journal.flush()  # type: ignore[union-attr]
+        said = [e["detail"] for e in (await c.get("/api/v1/journal?event=operator", VIEW))["events"]]
+        assert said == ["release 1 lease(s) of pbx1 by alice", "unassign App(phone) of ann by alice"]
+    finally:
+        await c.http.close()
+        await console.stop()
+        await d.stop()

@@ -59,6 +59,17 @@ class Store:
     def assignments(self) -> list[tuple[str, str, int | None, str]]:
         return self.db.execute("SELECT user, family, version, node FROM assignments ORDER BY rowid").fetchall()
 
+    def assignments_since(self, after: str | None, limit: int) -> list[tuple[str, str, int | None, str, float]]:
+        """(user, family, version, node, since) of the users after `after` in name order: at most
+        `limit` users' worth (every license of a user on one page)."""
+        users = [u for (u,) in self.db.execute("SELECT DISTINCT user FROM assignments WHERE user > ? ORDER BY user LIMIT ?",
+                                               (after or "", limit))]
+        if not users:
+            return []
+        marks = ",".join("?" * len(users))
+        return self.db.execute(f"SELECT user, family, version, node, since FROM assignments WHERE user IN ({marks}) "
+                               "ORDER BY user, family", users).fetchall()
+
     def save_assignments(self, rows: list[tuple[str, str, int | None, str]]) -> None:
         with self.db:
             self.db.executemany("INSERT OR REPLACE INTO assignments (user, family, version, node) VALUES (?, ?, ?, ?)", rows)

@@ -29,11 +29,12 @@ ASSIGN, UNASSIGN = "assign", "unassign"  # user licenses: resource = family, hol
 DENY, DENY_REPEATED = "deny", "deny_repeated"  # deny_repeated: detail = "<code> x<count>" (daemon/denials.py)
 REPLICA_LOST = "replica_lost"  # the last standby master following this one is gone: degraded
 ABORT = "abort"  # a connection dropped for its behaviour (replies left unread): detail says why
+OPERATOR = "operator"  # an operator took something back by hand: detail says what, and who
 START, STOP, PROMOTE, STEP_DOWN, ROLE = "start", "stop", "promote", "step_down", "role"
 RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED = "reload", "reload_refused", "ssa_ended", "licenses_refused"
 
 STATE_EVENTS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER})
-KINDS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, ASSIGN, UNASSIGN, DENY, DENY_REPEATED, REPLICA_LOST, ABORT,
+KINDS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, ASSIGN, UNASSIGN, DENY, DENY_REPEATED, REPLICA_LOST, ABORT, OPERATOR,
                    START, STOP, PROMOTE, STEP_DOWN, ROLE, RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED})  # every event a journal holds
 REPLICATED = STATE_EVENTS | {ASSIGN, UNASSIGN}
 

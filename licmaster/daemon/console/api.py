@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from licmaster.daemon import logs
+from licmaster.daemon import logs, operator
 from licmaster.daemon import report as usage_report
 from licmaster.daemon.console.access import allowed_origin, decide
 from licmaster.daemon.console.live import Live
@@ -351,17 +351,52 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def release(request: web.Request) -> web.Response:
+    """The whole session of a stuck PBX; or, with `lease` or `holder`, that lease alone."""
     master = request.app[MASTER]
     name = request.match_info["node"]
     session = master.dispatch.sessions.get(name)
     if session is None:
         raise Refused(404, "unknown_node", f"no session of node {name[:64]!r}")
     who = request[WHO]
+    lease, holder = request.query.get("lease") or None, request.query.get("holder") or None
+    if lease is not None or holder is not None:
+        try:
+            taken = operator.release_leases(master.dispatch, name, lease=lease, holder=holder, who=who)
+        except operator.NotFound as exc:
+            raise Refused(404, "unknown_lease", str(exc)) from None
+        return web.json_response({"node": name, "released": len(taken), "by": who,
+                                  "leases": [{"resource": t.resource, "holder": t.holder, "lease": t.id} for t in taken]})
     released = master.dispatch.sessions.end(
         session, End.FENCE, event={"event": "fenced", "reason": f"released by an operator ({who})"},
         detail=f"released by {who}", who=who)
     logs.event("console_release", logging.WARNING, node=name, who=who, released=len(released))
     return web.json_response({"node": name, "released": len(released), "by": who})
+
+
+async def users(request: web.Request) -> web.Response:
+    """User licenses, a page of users in name order (every license of a user on its page)."""
+    master = request.app[MASTER]
+    limit = _int(request, "limit", 500, 1, 5000)
+    cursor = request.query.get("cursor") or None
+    assert master.store is not None
+    rows = master.store.assignments_since(cursor, limit)
+    names = list(dict.fromkeys(r[0] for r in rows))
+    return web.json_response({"users": [{"user": u, "family": f, "version": v, "node": n, "since": t} for u, f, v, n, t in rows],
+                              "next_cursor": names[-1] if len(names) == limit else None})
+
+
+async def unassign(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    user, family = request.match_info["user"], request.query.get("family") or ""
+    if not family:
+        raise Refused(400, "bad_request", "family is required: POST /api/v1/users/{user}/unassign?family=App(phone)")
+    try:
+        version = operator.unassign(master.dispatch, user, family, request[WHO])
+    except operator.NotFound as exc:
+        raise Refused(404, "unknown_assignment", str(exc)) from None
+    except operator.DeniedByModel as exc:
+        raise Refused(409, exc.denial.code, exc.denial.message + (f" ({exc.denial.rule})" if exc.denial.rule else "")) from None
+    return web.json_response({"user": user, "family": family, "version": version, "by": request[WHO]})
 
 
 def application(master: Master, hub: Live) -> web.Application:
@@ -376,6 +411,7 @@ def application(master: Master, hub: Live) -> web.Application:
         web.get(f"{api}/usage", usage), web.get(f"{api}/nodes", nodes), web.get(f"{api}/nodes/{{node}}", node),
         web.get(f"{api}/journal", journal), web.get(f"{api}/denials", denials), web.get(f"{api}/check", check),
         web.get(f"{api}/ha", ha), web.get(f"{api}/report", report), web.post(f"{api}/reload", reload), web.post(f"{api}/nodes/{{node}}/release", release),
+        web.get(f"{api}/users", users), web.post(f"{api}/users/{{user}}/unassign", unassign),
         web.get("/metrics", metrics), web.get(f"{api}/live", live),
         web.get("/", index), web.get("/static/{name}", static),
     ])
