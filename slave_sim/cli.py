@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from licmaster import __version__
 from licmaster.terminal import run_quietly_into_a_pipe
 
+from . import own_master
 from .metrics import Recorder
 from .report import console, write_reports
 from .runner import Runner
@@ -77,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--dashboard", action="store_true",
                      help="print the dashboard URL of the master it starts, and keep it up after the run until Enter")
     run.add_argument("--hold", type=float, metavar="SECONDS", help="with --dashboard: keep it up this long instead of until Enter")
+    run.add_argument("--force", action="store_true",
+                     help="with --master: run even when the master's installed licenses are not the scenario's")
     sub.add_parser("actions", help="list the timeline actions a scenario may use")
     chaos = sub.add_parser("chaos", help="a randomized fault drill against two masters on etcd, checked (reproducible by --seed)")
     chaos.add_argument("--seed", type=int, default=None, help="the seed of every choice (default: from the clock, printed)")
@@ -100,12 +103,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--workers must be at least 1")
         runner = Runner(scenario, args.master, None if args.quiet else ProgressLine(sys.stderr), workers=args.workers,
                         dashboard=_announce if args.dashboard else None,
-                        hold=(lambda: _hold(args.hold)) if args.dashboard else None)
+                        hold=(lambda: _hold(args.hold)) if args.dashboard else None, force=args.force)
     except (ScenarioError, ValueError) as exc:
         print(f"slave-sim: {exc}", file=sys.stderr)
         return 2
+    ignored = own_master.ignored_settings(scenario.master) if args.master else []
+    if ignored:
+        print(f"slave-sim: the scenario's [master] settings ({', '.join(ignored)}) apply to a master slave-sim starts; "
+              f"the one at {args.master} keeps its own", file=sys.stderr)
     try:
         result = asyncio.run(runner.run())
+    except own_master.Mismatch as exc:
+        print(f"slave-sim: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         print(f"slave-sim: {exc}", file=sys.stderr)
         return 2

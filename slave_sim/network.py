@@ -47,6 +47,9 @@ class Network:
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.everyone if p.alive))
 
+    def assignments(self) -> list[tuple[str, list[str]]]:
+        return [pair for pbx in self.everyone for pair in pbx.assignments()]
+
     def belief(self) -> dict[str, int]:
         """What these PBXs believe they hold on the master, per family (leases and user licenses)."""
         out: dict[str, int] = {}

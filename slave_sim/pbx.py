@@ -244,6 +244,10 @@ class SimPBX:
             return
         self.assigned[user] = reply.get("took", [])
 
+    def assignments(self) -> list[tuple[str, list[str]]]:
+        """The user licenses this PBX assigned in the run: (user, its template's families)."""
+        return [(user, list(self.spec.template)) for user in self.assigned]
+
     def rooms(self) -> list[str]:
         return [f"{self.name}/room{r}" for r in range(self.spec.rooms)]
 

@@ -26,7 +26,7 @@ def to_dict(result: RunResult) -> dict[str, Any]:
         "latency": r.latency_table(), "steps": r.steps, "registrations": r.registrations(), "takeover_ms": [round(t, 3) for t in r.takeover_ms],
         "peak_in_use": r.peak_in_use(), "installed": result.installed, "final_in_use": result.final_in_use,
         "timeline": r.timeline, "audits": r.audits, "violations": r.violations, "samples": r.samples,
-        "journal": result.journal,
+        "journal": result.journal, "undone_user_licenses": result.undone,
     }
 
 
@@ -51,6 +51,8 @@ def console(result: RunResult) -> str:
         lines.append(f"  {op:<15} {lat['count']:>7}  p50 {lat['p50_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms")
     if d["takeover_ms"]:
         lines.append(f"  takeovers answered in: {', '.join(f'{t:.1f} ms' for t in d['takeover_ms'])}")
+    if d["undone_user_licenses"] is not None:
+        lines.append(f"  left as found: the {d['undone_user_licenses']} user(s) given user licenses by the run had them unassigned")
     lines.append("  checks:")
     for c in d["checks"]:
         lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")

@@ -16,6 +16,7 @@ from licmaster.model.catalog import FAMILIES, Consumption
 from licmaster.testing import free_port
 from licmaster.testing.etcd import EtcdCluster
 
+from . import own_master
 from .auditor import Auditor
 from .master_process import MasterProcess
 from .metrics import Recorder
@@ -44,6 +45,7 @@ class RunResult:
     installed: dict[str, int] = field(default_factory=dict)
     final_in_use: dict[str, int] = field(default_factory=dict)
     journal: str | None = None
+    undone: int | None = None  # against an external master: the user licenses the run assigned and unassigned at the end
 
     @property
     def passed(self) -> bool:
@@ -53,13 +55,14 @@ class RunResult:
 class Runner:
     def __init__(self, scenario: Scenario, master: str | None = None, progress: Progress | None = None,
                  workers: int = 1, dashboard: Callable[[str], None] | None = None,
-                 hold: Callable[[], Awaitable[None]] | None = None) -> None:
+                 hold: Callable[[], Awaitable[None]] | None = None, force: bool = False) -> None:
         self.scenario = scenario
         self.dashboard = dashboard  # told the dashboard's URL as soon as the run's master serves
         self.hold = hold  # awaited after the last step, before the masters stop (to look at the dashboard)
         self.recorder = Recorder()
         self.progress = progress
         self.external_master = master
+        self.force = force  # run against a master whose licenses are not the scenario's
         self.workers = max(1, workers)
         self.master_process: MasterProcess | None = None
         self.links: dict[str, Link] = {}
@@ -79,6 +82,8 @@ class Runner:
 
     async def run(self) -> RunResult:
         start = time.perf_counter()
+        if self.external_master and not self.force:
+            await own_master.check_licenses(self.external_master, self.scenario.licenses)
         await self._start_links()
         address = self._start_master()
         masters = [address]
@@ -87,6 +92,7 @@ class Runner:
         checks: list[Check] = []
         final: dict[str, int] = {}
         installed: dict[str, int] = {}
+        undone: int | None = None
         try:
             if self.workers == 1:
                 self.local = Network(self.scenario, masters, self.recorder)
@@ -110,11 +116,17 @@ class Runner:
                 await self.play(i, step)
             if self.progress:
                 self.progress(total, total, "everyone leaves", self.recorder)
+            assigned = self.local.assignments() if self.local is not None else \
+                [pair for remote in self.remote for pair in await remote.assignments()]
             await self._stop_networks()
             await asyncio.sleep(0.05)
             final = await self.auditor.sample()
             installed = dict(self.auditor.installed)
             checks = self.judge(final, installed)
+            if self.external_master:  # leave the operator's master as the run found it
+                undone = await own_master.undo_assignments(self.external_master, assigned)
+                self.recorder.fault(f"the {undone} user(s) the run gave user licenses on {self.external_master} "
+                                    "had them unassigned")
             await self.auditor.stop()
             if self.hold is not None:
                 await self.hold()
@@ -132,7 +144,7 @@ class Runner:
             if self._etcd_dir is not None:
                 self._etcd_dir.cleanup()
         return RunResult(self.scenario, self.recorder, checks, time.perf_counter() - start, address,
-                         installed, final, journal)
+                         installed, final, journal, undone)
 
     async def _start_links(self) -> None:
         """With [master] etcd = true: one etcd member, reached by the master through the

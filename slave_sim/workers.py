@@ -43,6 +43,8 @@ async def _serve(conn: Connection, path: Path, size: str, masters: list[str], wo
                 answer = await network.settled(command[1])
             elif command[0] == "belief":
                 answer = network.belief()
+            elif command[0] == "assignments":
+                answer = network.assignments()
             elif command[0] == "stop":
                 await network.stop()
                 conn.send(("ok", recorder))
@@ -84,6 +86,9 @@ class RemoteNetwork:
     async def fetch_belief(self) -> dict[str, int]:
         self.last_belief = await self.call("belief")
         return self.last_belief
+
+    async def assignments(self) -> list[tuple[str, list[str]]]:
+        return list(await self.call("assignments"))
 
     async def stop(self) -> Recorder:
         recorder: Recorder = await self.call("stop")

@@ -148,3 +148,27 @@ def test_a_run_shows_its_masters_dashboard_and_holds_it_up(tmp_path: Path) -> No
             break
     threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True).start()  # type: ignore[union-attr]
     assert proc.wait(60) == 0, "".join(seen)
+
+
+def test_a_drill_against_your_own_master_checks_its_licenses_first_and_leaves_it_as_it_found_it(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "m", (ROOT / "scenarios" / "licenses" / "quickstart.toml").read_text()).start()
+    try:
+        for run in (1, 2):  # twice: the first run leaves nothing that fails the second
+            out = slave_sim(str(ROOT / "scenarios" / "quickstart.toml"), "--master", daemon.target, "--quiet",
+                            "--report-dir", str(tmp_path / str(run)), cwd=tmp_path)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert "[master] settings (heartbeat_ms, lease_ttl_ms) apply to a master slave-sim starts" in out.stderr
+            report = json.loads((tmp_path / str(run) / "quickstart-ci.json").read_text())
+            assert report["undone_user_licenses"] == 16 and "left as found" in out.stdout
+        status = subprocess.run([sys.executable, "-m", "licmaster.cli", "status", "--users", "--url", str(daemon.http)],
+                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert "(no user licenses assigned)" in status.stdout, status.stdout + status.stderr
+        other = slave_sim(str(ROOT / "scenarios" / "morning-rush.toml"), "--master", daemon.target, "--quiet",
+                          "--report-dir", str(tmp_path / "other"), cwd=tmp_path)
+        assert other.returncode == 2 and "PBX-Port: the scenario has 300, the master 40" in other.stderr
+        assert "--force" in other.stderr and "Traceback" not in other.stderr
+        forced = slave_sim(str(ROOT / "scenarios" / "morning-rush.toml"), "--master", daemon.target, "--quiet", "--force",
+                           "--report-dir", str(tmp_path / "other"), cwd=tmp_path)
+        assert forced.returncode in (0, 1) and "Scenario morning-rush" in forced.stdout  # it ran (its expectations are its own)
+    finally:
+        daemon.stop()
