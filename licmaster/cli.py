@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--firmware", type=int, default=CURRENT_VERSION, help="PBX software version to check for (default %(default)s)")
     check.add_argument("--json", action="store_true", help="print one JSON object: families, errors, warnings")
     check.add_argument("--today", type=dt.date.fromisoformat, default=None, help="date for SSA terms (YYYY-MM-DD; default today)")
+    check.add_argument("--warn-days", type=int, default=30, metavar="N",
+                       help="warn of an SSA end within N days that will lower a version (default %(default)s)")
     check.add_argument("--platform", choices=("gateway", "ipva"), default="gateway", help="the PBX's platform (default %(default)s)")
     check.add_argument("--mac", type=_mac, default=None, help="the PBX's MAC: which device-bound licenses are its own")
     check.add_argument("--model", default=None, help="the gateway model, e.g. IP811")
@@ -112,7 +114,8 @@ def _check(args: argparse.Namespace) -> int:
             print(f"licmaster: {exc}", file=sys.stderr)
             return 2
     loaded = load_files(args.files, verifier=verifier)
-    v = verdict(loaded, args.firmware, args.today, platform=args.platform, mac=args.mac, model=args.model)
+    v = verdict(loaded, args.firmware, args.today, platform=args.platform, mac=args.mac, model=args.model,
+                warn_days=args.warn_days)
     if args.json:
         print(json.dumps(v.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -90,6 +90,10 @@ def _status(args: argparse.Namespace) -> int:
     print()
     print(table(["family", "version", "bound", "installed", "usable", "in use", "peak"],
                 [[p["family"], p["version"], p["bound"], p["installed"], p["usable"], p["in_use"], p["peak"]] for p in usage["pools"]]))
+    for term in usage.get("terms", []):
+        what = f"{term['count']} × {term['family']}" + (f" V{term['version']}" if term["version"] else "")
+        when = f"SSA until {term['ssa_until']} ({term['days_left']} days)" if term["ssa_until"] else ""
+        print(f"  {what}: " + ", ".join(x for x in (when, "rented (iSC)" if term["rented"] else "") if x))
     if usage["denials"]:
         print()
         print("denials since start: " + ", ".join(f"{k}: {n}" for k, n in usage["denials"].items()))

@@ -338,3 +338,26 @@ async def test_an_operator_takes_one_lease_or_one_user_license_back_and_it_is_sa
         await c.http.close()
         await console.stop()
         await d.stop()
+
+
+async def test_ssa_terms_and_rentals_are_shown_with_the_days_left(tmp_path: Path) -> None:
+    licenses = ('[[license]]\ntype = "PBX-Port12"\ncount = 4\nssa_until = 2099-01-01\n'
+                '[[license]]\ntype = "App(phone)13"\ncount = 2\nrented = true\n')
+    d = await in_process(tmp_path / "m", licenses, http="127.0.0.1:0")
+    assert d.master is not None
+    console = Console(d.master)
+    await console.start()
+    c = Console_(d, console, aiohttp.ClientSession())
+    try:
+        terms = (await c.get("/api/v1/usage"))["terms"]
+        assert [(t["family"], t["ssa_until"], t["rented"]) for t in terms] == [("PBX-Port", "2099-01-01", False),
+                                                                               ("App(phone)", None, True)]
+        assert terms[0]["days_left"] > 26_000 and terms[0]["lowers_version"]
+        families = {f.name: f for f in text_string_to_metric_families(await c.get("/metrics"))}
+        [sample] = families["licmaster_ssa_days_left"].samples
+        assert sample.labels == {"family": "PBX-Port", "version": "12"} and sample.value == terms[0]["days_left"]
+    finally:
+        await c.http.close()
+        await console.stop()
+        await d.stop()
+

@@ -1,5 +1,7 @@
 """The installation verdict of `licmaster check`."""
 
+import datetime as dt
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -118,3 +120,30 @@ def test_what_check_promises_a_pbx_is_what_the_pool_grants_it(entries: list, fir
         for family in ("PBX-Port", "Port", "PBX-Operator", "PBX-QueueMonitor"):
             if resource == RESOURCE_OF.get(family) and family in family_rows and drawn in (None, family):
                 assert family_rows[family] == grants, (family, family_rows)  # the row of the family drawn from
+
+
+SSA_SOON = ('[[license]]\ntype = "PBX-Port12"\ncount = 100\nssa_until = 2026-12-20\n'
+            '[[license]]\ntype = "App(phone)13"\ncount = 10\nrented = true\n')
+
+
+def test_an_ssa_that_ends_within_the_warning_days_and_lowers_a_version_is_a_warning_saying_what_goes() -> None:
+    v = verdict(parse_text(SSA_SOON), 13, dt.date(2026, 12, 3))
+    [ending] = [w for w in v.warnings if w.rule == "R-SSA-1"]
+    assert "ends on 2026-12-20 (17 days)" in ending.message and "PBX-Port 100 -> 0" in ending.message
+    assert not v.clean
+    assert [t.describe() for t in v.terms] == ["100 × PBX-Port V12: SSA ends 2026-12-20 (17 days)",
+                                              "10 × App(phone) V13: rented (iSC)"]
+    assert v.to_dict()["terms"][0] == {"family": "PBX-Port", "version": 12, "count": 100, "ssa_until": "2026-12-20",
+                                       "days_left": 17, "rented": False, "lowers_version": True}
+
+
+def test_an_ssa_further_off_than_the_warning_days_is_shown_not_warned_of() -> None:
+    v = verdict(parse_text(SSA_SOON), 13, dt.date(2026, 12, 3), warn_days=10)
+    assert not [w for w in v.warnings if w.rule == "R-SSA-1"] and len(v.terms) == 2
+    assert "Terms:" in render_text(v) and "rented (iSC)" in render_text(v)
+
+
+def test_an_ssa_of_the_current_version_lowers_nothing_and_is_no_warning() -> None:
+    text = '[[license]]\ntype = "PBX-Port13"\ncount = 5\nssa_until = 2026-12-10\n'
+    v = verdict(parse_text(text), 13, dt.date(2026, 12, 3))
+    assert v.clean and v.terms[0].days_left == 7 and not v.terms[0].lowers_version

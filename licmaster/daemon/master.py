@@ -34,6 +34,7 @@ from licmaster.daemon.store import Store
 from licmaster.licenses.files import LoadResult, load_files
 from licmaster.licenses.identity import installation_id
 from licmaster.licenses.signing import SigningError, Verifier
+from licmaster.licenses.terms import Term, terms
 from licmaster.model.inventory import ReloadReport
 from licmaster.model.pool import Pool
 from licmaster.model.types import Problem
@@ -345,6 +346,11 @@ class Master:
             self.store = None
 
     # ================================================================ the license set
+
+    def terms(self) -> list[Term]:
+        """The license set's SSA ends and rentals, with the days left (console, metrics, dashboard)."""
+        loaded = self.license_set
+        return terms(loaded.licenses, self.today()) if loaded is not None else []
 
     def reload(self, who: str = "SIGHUP") -> ReloadReport | None:
         """Re-read the license files (SIGHUP, `licmaster reload`, the console). A set with errors

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from licmaster.licenses.files import LoadResult
+from licmaster.licenses.terms import WARN_DAYS, Term, terms
 from licmaster.model import rules
 from licmaster.model.catalog import FAMILIES, SMB_PORT
 from licmaster.model.errors import Denial
@@ -50,6 +51,7 @@ class Verdict:
     standby_reason: str
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    terms: list[Term] = field(default_factory=list)  # SSA ends and rentals, soonest first
 
     @property
     def firmware(self) -> int:
@@ -76,14 +78,16 @@ class Verdict:
             "standby": {"available": self.standby_available, "reason": self.standby_reason},
             "errors": [problem(p) for p in self.errors],
             "warnings": [problem(p) for p in self.warnings],
+            "terms": [t.to_dict() for t in self.terms],
             "ok": self.clean,
         }
 
 
 def verdict(loaded: LoadResult, firmware: int, today: dt.date | None = None, *, platform: str = "gateway",
-            mac: str | None = None, model: str | None = None) -> Verdict:
+            mac: str | None = None, model: str | None = None, warn_days: int = WARN_DAYS) -> Verdict:
     """The verdict for a PBX of this firmware (and platform, MAC, model). Entries with errors are
-    left out; the rest still gets its verdict, so a planner sees every problem at once."""
+    left out; the rest still gets its verdict, so a planner sees every problem at once. An SSA
+    that ends within `warn_days` and lowers a version is a warning saying what becomes unusable."""
     node = Node("check", firmware=firmware, platform=platform, mac=mac, model=model)
     pool = Pool(loaded.licenses, today=today)
     pool.set_node(node)
@@ -103,8 +107,27 @@ def verdict(loaded: LoadResult, firmware: int, today: dt.date | None = None, *, 
                                 "no slaves, no standby", "R-SMB-3"))
     elif has_standby and standby is not None:
         warnings.append(warning(f"the standby function is not available: {standby.message}", standby.rule))
+    day = today or dt.date.today()
+    dated = terms(loaded.licenses, day)
+    warnings += _ending_soon(loaded, dated, families, firmware, day, warn_days, platform=platform, mac=mac, model=model)
     return Verdict(node, families, resources, standby_available=standby is None and has_standby,
-                   standby_reason=_standby_reason(standby, has_standby), errors=loaded.errors, warnings=warnings)
+                   standby_reason=_standby_reason(standby, has_standby), errors=loaded.errors, warnings=warnings, terms=dated)
+
+
+def _ending_soon(loaded: LoadResult, dated: list[Term], families: list[FamilyVerdict], firmware: int, today: dt.date,
+                 warn_days: int, **pbx: Any) -> list[Problem]:
+    """A warning per SSA end within `warn_days` that lowers a version: what is usable the day after."""
+    found = []
+    ends = {t.ssa_until for t in dated if t.ssa_until is not None and t.lowers_version and 0 <= (t.days_left or 0) <= warn_days}
+    for end in sorted(e for e in ends if e is not None):
+        after = verdict(loaded, firmware, end + dt.timedelta(days=1), warn_days=-1, **pbx)
+        usable_after = {f.family: f.usable for f in after.families}
+        lost = [f"{f.family} {f.usable} -> {usable_after.get(f.family, 0)}" for f in families if usable_after.get(f.family, 0) < f.usable]
+        ending = [t for t in dated if t.ssa_until == end and t.lowers_version]
+        found.append(warning(f"the SSA of {', '.join(f'{t.count} × {t.family} V{t.version}' for t in ending)} ends on "
+                             f"{end.isoformat()} ({(end - today).days} days): then they serve their own version; usable on "
+                             f"V{firmware} " + (", ".join(lost) if lost else "unchanged"), "R-SSA-1"))
+    return found
 
 
 def _capacity(pool: Pool, node: Node, resource: str) -> int:
@@ -200,6 +223,8 @@ def render_text(v: Verdict) -> str:
         lines.append("  (no license loaded)")
     lines += ["", "This PBX can draw: " + ", ".join(f"{r} {n}" for r, n in v.resources.items())]
     lines += [f"Standby function: {'available' if v.standby_available else 'NOT available'}: {v.standby_reason}"]
+    if v.terms:
+        lines += ["", "Terms:"] + [f"  - {t.describe()}" for t in v.terms]
     for title, items in (("Errors", v.errors), ("Warnings", v.warnings)):
         if items:
             lines += ["", f"{title}:"] + [f"  - {p.where + ': ' if p.where else ''}{p.message} [{p.rule or '-'}]" for p in items]

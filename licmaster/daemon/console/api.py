@@ -124,7 +124,8 @@ async def usage(request: web.Request) -> web.Response:
     return web.json_response({"master": master.name, "role": master.role.state.value, "epoch": master.epoch,
                               "pools": pools, "denials": {f"{c}" + (f" ({r})" if r else ""): n for (c, r), n in sorted(
                                   totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
-                              "grants": master.pool.book.issued(), "last_reload": master.last_reload})
+                              "grants": master.pool.book.issued(), "last_reload": master.last_reload,
+                              "terms": [t.to_dict() for t in master.terms()]})
 
 
 def _node(master: Master, name: str) -> dict[str, Any]:

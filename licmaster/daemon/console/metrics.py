@@ -102,6 +102,12 @@ class MasterCollector(Collector):
                                     value=int(master.last_reload["ok"]))
             yield GaugeMetricFamily("licmaster_last_reload_timestamp_seconds", "When the license files were last reloaded",
                                     value=master.last_reload["at"])
+        days = GaugeMetricFamily("licmaster_ssa_days_left", "Days to the end of an SSA term (R-SSA-1), per installed entry's "
+                                 "family and version", labels=["family", "version"])
+        for term in master.terms():
+            if term.days_left is not None:
+                days.add_metric([term.family, str(term.version or "")], term.days_left)
+        yield days
         yield GaugeMetricFamily("licmaster_epoch", "This master's epoch", value=dispatch.epoch)
         role = GaugeMetricFamily("licmaster_role", "1 for this master's role", labels=["role"])
         for state in Role:

@@ -55,6 +55,10 @@ function render(state, base) {
     row.title = `peak ${p.peak}, usable ${p.usable}`;
     return row;
   }));
+  document.querySelector("#terms").textContent = (state.terms || []).map((t) =>
+    `${t.count} × ${t.family}${t.version ? " V" + t.version : ""}: ` +
+    [t.ssa_until ? `SSA until ${t.ssa_until} (${t.days_left} days)` : "", t.rented ? "rented (iSC)" : ""].filter(Boolean).join(", ")
+  ).join(" · ");
   const nodes = document.querySelector("#nodes tbody");
   nodes.replaceChildren(...state.nodes.map((n) => el("tr", {},
     el("td", {}, n.node), el("td", {}, n.role), el("td", {}, n.firmware ?? "–"),
