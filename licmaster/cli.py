@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--html", action="store_true", help="one self-contained page with charts")
     rep.add_argument("--out", type=Path, help="write here instead of printing")
+    rep.add_argument("--licenses", nargs="+", metavar="FILE", help="the installed license files: each peak with the headroom left")
     rep.set_defaults(run=_report)
 
     args = parser.parse_args(argv)
@@ -177,7 +178,13 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"licmaster: --since {args.since!r}: expected 7d, 12h, 30m, 90s or epoch seconds", file=sys.stderr)
         return 2
-    doc = usage_report.from_journal(path, since, now)
+    installed: dict[str, int] | None = None
+    if args.licenses:
+        loaded = load_files(args.licenses)
+        installed = {}
+        for lic in loaded.licenses:
+            installed[lic.type.family] = installed.get(lic.type.family, 0) + lic.count
+    doc = usage_report.from_journal(path, since, now, installed)
     text = (json.dumps(doc, indent=2) if args.json else usage_report.render_html(doc) if args.html
             else usage_report.render_text(doc))
     if args.out:

@@ -2,6 +2,7 @@
 
 from typing import NamedTuple
 
+from licmaster.licenses.files import parse_text
 from licmaster.model.catalog import LicenseType
 from licmaster.model.errors import Denial
 from licmaster.model.inventory import ReloadReport
@@ -556,3 +557,13 @@ def test_a_refused_checkout_of_an_unknown_resource_keeps_nothing() -> None:
         denied(pool.checkout("pbx", "resource-" + "x" * 1000 + str(i), "h"), "unknown_resource")
     held = pool.book.held["pbx"]
     assert held.by_resource == {} and held.plans == {}
+
+
+def test_user_licenses_restored_after_a_restart_count_in_the_peak_too() -> None:
+    """A restart restores the durable assignments: the pool's peak is never below what is in use."""
+    pool = Pool(parse_text('[[license]]\ntype = "App(phone)13"\ncount = 5\n').licenses)
+    for user in ("ann", "bob"):
+        pool.restore_assignment(user, "App(phone)", 13, "pbx1")
+    [bucket] = [b for b in pool.buckets() if b.family == "App(phone)"]
+    assert (bucket.in_use, bucket.peak) == (2, 2)
+

@@ -72,3 +72,28 @@ def test_report_from_a_real_masters_journal(tmp_path: Path, capsys) -> None:
     out = tmp_path / "report.html"
     assert main(["report", "--data-dir", str(tmp_path / "m" / "data"), "--html", "--out", str(out)]) == 0
     assert "<svg" in out.read_text()
+
+
+def test_user_licenses_count_while_assigned_and_across_a_restart_and_peaks_come_with_headroom() -> None:
+    rows = [
+        row(T0 + 10, "start"),
+        row(T0 + 20, "assign", "pbx1", None, "13", resource="App(phone)", holder="ann"),
+        row(T0 + 30, "assign", "pbx1", None, "13", resource="App(phone)", holder="bob"),
+        row(T0 + 40, "grant", "pbx1", "1", "PBX-Port13:1"),
+        row(T0 + HOUR + 10, "start"),  # a restart: the Port is gone until re-synced, the user licenses stay
+        row(T0 + HOUR + 20, "unassign", "pbx1", None, "13", resource="App(phone)", holder="bob"),
+    ]
+    report = usage_report(rows, T0, T0 + 2 * HOUR, installed={"App(phone)": 5, "PBX-Port": 3})
+    [day] = report["days"]
+    assert day["peak"] == {"App(phone)": 2, "PBX-Port": 1} and day["headroom"] == {"App(phone)": 3, "PBX-Port": 2}
+    second_hour = report["hours"][-1]
+    assert second_hour["peak"] == {"App(phone)": 2, "PBX-Port": 1}  # as the hour began: before the restart and bob's went back
+    text = render_text(report)
+    assert "App(phone) 2 of 5 (3 left)" in text and "floating and user licenses" in text
+
+
+def test_a_period_with_nothing_in_use_prints_no_empty_day_and_holders_say_their_unit() -> None:
+    quiet = usage_report([row(T0 + 10, "start"), row(T0 + 20, "stop")], T0, T0 + 60)
+    assert quiet["days"] == [] and quiet["hours"] == [] and "(nothing in use in the period)" in render_text(quiet)
+    busy = usage_report([row(T0, "start"), row(T0 + 1, "grant", "hq", "1", "PBX-Port13:1")], T0, T0 + 60)
+    assert "hq: 1 floating licenses at once at its peak, 1 grants in the period" in render_text(busy)

@@ -34,10 +34,14 @@ def _hour(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:00Z")
 
 
-def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float) -> dict[str, Any]:
+def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
+                 installed: dict[str, int] | None = None) -> dict[str, Any]:
     """Rows: the journal's events oldest first (from the start of the run that was live at
-    `since`, so that what was held then is known); counts are for [since, until]."""
+    `since`, so that what was held then is known); counts are for [since, until]. User licenses
+    count as in use while assigned (they are durable: a new run does not end them). With
+    `installed` (per family), each day's peak comes with the headroom left."""
     held: dict[str, tuple[str, dict[str, int]]] = {}  # lease -> (node, families)
+    assigned: set[tuple[str, str]] = set()  # (user, family)
     in_use: dict[str, int] = defaultdict(int)
     by_node: dict[str, int] = defaultdict(int)
     hours: dict[str, dict[str, int]] = defaultdict(dict)
@@ -71,10 +75,19 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float) -> 
         if ts >= since and _hour(ts) != current_hour:
             current_hour = _hour(ts)
             note(ts)  # what was held as this hour began counts for it
-        if name == events.START:  # a new run: the previous run's leases are gone
+        if name == events.START:  # a new run: the previous run's leases are gone, its user licenses stay
             held.clear()
             in_use.clear()
             by_node.clear()
+            for _, family in assigned:
+                in_use[family] += 1
+        elif name == events.ASSIGN and row["resource"] and (row["holder"], row["resource"]) not in assigned:
+            assigned.add((row["holder"], row["resource"]))
+            in_use[row["resource"]] += 1
+            note(ts)
+        elif name == events.UNASSIGN and (row["holder"], row["resource"]) in assigned:
+            assigned.discard((row["holder"], row["resource"]))
+            in_use[row["resource"]] -= 1
         elif name == events.GRANT and row["lease"]:
             families = took_families(row["detail"])
             held[row["lease"]] = (node, families)
@@ -108,10 +121,15 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float) -> 
         day = days[hour[:10]]
         for family, n in peaks.items():
             day[family] = max(day.get(family, 0), n)
+
+    def headroom(peak: dict[str, int]) -> dict[str, int] | None:
+        return None if installed is None else {f: installed.get(f, 0) - n for f, n in sorted(peak.items())}
+
+    shown = [(d, {f: n for f, n in p.items() if n}) for d, p in sorted(days.items())]  # a day with nothing in use is not a peak
     return {
-        "since": since, "until": until,
-        "hours": [{"hour": h, "peak": dict(sorted(p.items()))} for h, p in sorted(hours.items())],
-        "days": [{"day": d, "peak": dict(sorted(p.items()))} for d, p in sorted(days.items())],
+        "since": since, "until": until, "installed": dict(sorted(installed.items())) if installed is not None else None,
+        "hours": [{"hour": h, "peak": dict(sorted(p.items()))} for h, p in sorted(hours.items()) if any(p.values())],
+        "days": [{"day": d, "peak": dict(sorted(p.items())), "headroom": headroom(p)} for d, p in shown if p],
         "ran_out": [{"hour": h, "rule": r or None, "refused": n} for (h, r), n in sorted(ran_out.items())],
         "refused": [{"code": c, "rule": r or None, "node": n, "count": k}
                     for (c, r, n), k in sorted(refused.items(), key=lambda kv: -kv[1])],
@@ -120,13 +138,13 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float) -> 
     }
 
 
-def from_journal(path: Any, since: float, until: float | None = None) -> dict[str, Any]:
+def from_journal(path: Any, since: float, until: float | None = None, installed: dict[str, int] | None = None) -> dict[str, Any]:
     """The report over [since, until] from a journal file. It replays from the journal's start
     (bounded by its retention, journal_keep_days), so what was held at `since` is known."""
     from licmaster.daemon.journal import read_journal
 
     until = until if until is not None else dt.datetime.now(dt.UTC).timestamp()
-    return usage_report(read_journal(path), since, until)
+    return usage_report(read_journal(path), since, until, installed)
 
 
 def parse_age(text: str, now: float) -> float:
@@ -139,17 +157,22 @@ def parse_age(text: str, now: float) -> float:
 
 def render_text(report: dict[str, Any]) -> str:
     span = f"{_hour(report['since'])} to {_hour(report['until'])}"
-    lines = [f"Usage report, {span}", "", "Peak in use per day:"]
+    lines = [f"Usage report, {span}", "", "Peak in use per day" + (" (of installed; headroom left)" if report.get("installed") else "")
+             + ", floating and user licenses:"]
+    installed = report.get("installed") or {}
     for day in report["days"]:
-        lines.append(f"  {day['day']}  " + ", ".join(f"{f} {n}" for f, n in day["peak"].items()))
+        lines.append(f"  {day['day']}  " + ", ".join(
+            f"{f} {n}" + (f" of {installed.get(f, 0)} ({day['headroom'][f]} left)" if day.get("headroom") else "")
+            for f, n in day["peak"].items()))
     if not report["days"]:
-        lines.append("  (no grant in the period)")
+        lines.append("  (nothing in use in the period)")
     lines += ["", "Ran out (exhausted), per hour:"]
     lines += [f"  {r['hour']}  {r['refused']} refused ({r['rule'] or '-'})" for r in report["ran_out"]] or ["  never"]
     lines += ["", "Refused, by code, rule and node:"]
     lines += [f"  {r['count']:>6}  {r['code']} {r['rule'] or ''} {r['node']}" for r in report["refused"]] or ["  nothing"]
     lines += ["", "Top holders (most leases at once):"]
-    lines += [f"  {h['node']}: {h['peak_leases']} at peak, {h['grants']} grants" for h in report["top_holders"]] or ["  none"]
+    lines += [f"  {h['node']}: {h['peak_leases']} floating licenses at once at its peak, {h['grants']} grants in the period"
+              for h in report["top_holders"]] or ["  none"]
     return "\n".join(lines)
 
 

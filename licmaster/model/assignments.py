@@ -111,6 +111,7 @@ class UserLicenses:
             made = (family, version, None) not in self.inventory.buckets
             bucket = self.inventory.bucket((family, version, None))
             bucket.in_use += 1
+            bucket.peak = max(bucket.peak, bucket.in_use)  # in use again since the start: its peak says so
         self.users.setdefault(user, {})[family] = Assignment(family, bucket, node)
         return made
 
