@@ -107,7 +107,7 @@ async def test_a_leader_cut_from_etcd_sends_its_pbxs_away_and_says_why_and_their
     finally:
         a.stop()
     roles = [r["detail"] for r in read_journal(a.workdir / "data" / "journal.sqlite3", event="role")]
-    assert any("-> suspended: cannot renew the leadership" in r for r in roles), roles
+    assert any("-> suspended: " in r and "renew" in r for r in roles), roles  # the timer's or the per-read check's words
 
 
 async def test_a_leader_cut_from_etcd_without_peers_never_lets_two_pools_hold_more_than_installed(

@@ -147,9 +147,11 @@ class Leadership:
 
     @property
     def suspend_at(self) -> float:
-        """When to stop confirming if no renewal came: a renewal period before the deadline, so
-        that the next renewal, however late, cannot be needed to stay safe."""
-        return self.deadline - self.ttl_s / 4
+        """When to stop confirming if no renewal came: the deadline itself, 0.5 s before etcd
+        could give the key to another. The master checks it on every read (on_confirmed), so a
+        late timer here cannot let a confirmation through after it; suspending earlier only made
+        a busy machine's slow etcd answer send every PBX away."""
+        return self.deadline
 
     def _confirm(self) -> None:
         if self.on_confirmed is not None and self.leading and not self.suspended:
