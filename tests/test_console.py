@@ -4,6 +4,7 @@ console on a real port of 127.0.0.1, asked with a real HTTP client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import subprocess
@@ -55,6 +56,22 @@ async def open_console(tmp_path: Path, **config: Any) -> Console_:
     console = Console(d.master)
     await console.start()
     return Console_(d, console, aiohttp.ClientSession())
+
+
+@contextlib.asynccontextmanager
+async def console_on(tmp_path: Path, licenses: str, **config: Any) -> AsyncIterator[Console_]:
+    """A master on these licenses, its console started, a client on it; all stopped after."""
+    d = await in_process(tmp_path / "m", licenses, http="127.0.0.1:0", **config)
+    assert d.master is not None
+    console = Console(d.master)
+    await console.start()
+    c = Console_(d, console, aiohttp.ClientSession())
+    try:
+        yield c
+    finally:
+        await c.http.close()
+        await console.stop()
+        await d.stop()
 
 
 @pytest.fixture
@@ -115,13 +132,8 @@ async def every_page(c: Console_, path: str) -> list[dict[str, Any]]:
 
 async def test_nodes_and_held_leases_come_in_pages_with_a_cursor(tmp_path: Path) -> None:
     many = '[[license]]\ntype = "PBX-Port13"\ncount = 100\n'
-    d = await in_process(tmp_path / "m", many, http="127.0.0.1:0")
-    assert d.master is not None
-    console = Console(d.master)
-    await console.start()
-    c = Console_(d, console, aiohttp.ClientSession())
-    try:
-        peers = [d.connect_now() for _ in range(25)]
+    async with console_on(tmp_path, many) as c:
+        peers = [c.master.connect_now() for _ in range(25)]
         for i, peer in enumerate(peers):
             assert peer.call("hello", node=f"pbx-{i:02}", **PBX)["ok"]
         for h in range(30):
@@ -134,10 +146,6 @@ async def test_nodes_and_held_leases_come_in_pages_with_a_cursor(tmp_path: Path)
         assert [h["holder"] for p in pages for h in p["held"]] == [f"phone-{h}" for h in range(30)]  # in the order granted, each once
         assert (await c.get("/api/v1/nodes?limit=5000", status=400))["error"] == "bad_request"
         assert (await c.get("/api/v1/nodes/pbx-03?cursor=x", status=400))["error"] == "bad_request"
-    finally:
-        await c.http.close()
-        await console.stop()
-        await d.stop()
 
 
 async def test_the_journal_pages_with_a_cursor_and_filters(console: Console_) -> None:
@@ -302,13 +310,8 @@ async def test_an_unknown_api_path_or_method_gets_the_apis_json_error(console: C
 
 async def test_an_operator_takes_one_lease_or_one_user_license_back_and_it_is_said_everywhere(tmp_path: Path) -> None:
     licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "App(phone)13"\ncount = 2\n'
-    d = await in_process(tmp_path / "m", licenses, http="127.0.0.1:0", admin_tokens=TOKENS)
-    assert d.master is not None
-    console = Console(d.master)
-    await console.start()
-    c = Console_(d, console, aiohttp.ClientSession())
-    try:
-        pbx = d.connect_now()
+    async with console_on(tmp_path, licenses, admin_tokens=TOKENS) as c:
+        pbx = c.master.connect_now()
         assert pbx.call("hello", node="pbx1", **PBX)["ok"]
         kept = pbx.call("checkout", resource="port", holder="alice")["lease"]
         gone = pbx.call("checkout", resource="port", holder="bob")["lease"]
@@ -329,26 +332,17 @@ async def test_an_operator_takes_one_lease_or_one_user_license_back_and_it_is_sa
         taken = await c.post("/api/v1/users/ann/unassign?family=App(phone)", MANAGE)
         assert taken == {"user": "ann", "family": "App(phone)", "version": 13, "by": "alice"}
         assert (await c.get("/api/v1/users", VIEW))["users"] == []
-        assert d.master.store is not None and d.master.store.assignments() == []  # durable too
+        assert c.master.master.store is not None and c.master.master.store.assignments() == []  # durable too
         assert (await c.post("/api/v1/users/ann/unassign?family=App(phone)", MANAGE, status=404))["error"] == "unknown_assignment"
-        await d.master.journal.flush()  # type: ignore[union-attr]
+        await c.master.master.journal.flush()  # type: ignore[union-attr]
         said = [e["detail"] for e in (await c.get("/api/v1/journal?event=operator", VIEW))["events"]]
         assert said == ["release 1 lease(s) of pbx1 by alice", "unassign App(phone) of ann by alice"]
-    finally:
-        await c.http.close()
-        await console.stop()
-        await d.stop()
 
 
 async def test_ssa_terms_and_rentals_are_shown_with_the_days_left(tmp_path: Path) -> None:
     licenses = ('[[license]]\ntype = "PBX-Port12"\ncount = 4\nssa_until = 2099-01-01\n'
                 '[[license]]\ntype = "App(phone)13"\ncount = 2\nrented = true\n')
-    d = await in_process(tmp_path / "m", licenses, http="127.0.0.1:0")
-    assert d.master is not None
-    console = Console(d.master)
-    await console.start()
-    c = Console_(d, console, aiohttp.ClientSession())
-    try:
+    async with console_on(tmp_path, licenses) as c:
         terms = (await c.get("/api/v1/usage"))["terms"]
         assert [(t["family"], t["ssa_until"], t["rented"]) for t in terms] == [("PBX-Port", "2099-01-01", False),
                                                                                ("App(phone)", None, True)]
@@ -356,8 +350,4 @@ async def test_ssa_terms_and_rentals_are_shown_with_the_days_left(tmp_path: Path
         families = {f.name: f for f in text_string_to_metric_families(await c.get("/metrics"))}
         [sample] = families["licmaster_ssa_days_left"].samples
         assert sample.labels == {"family": "PBX-Port", "version": "12"} and sample.value == terms[0]["days_left"]
-    finally:
-        await c.http.close()
-        await console.stop()
-        await d.stop()
 

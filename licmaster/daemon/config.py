@@ -233,22 +233,12 @@ def _value(key: str, value: Any, base: Path) -> Any:
         if value not in ("kv", "json"):
             raise ConfigError(f"log_format: expected \"kv\" or \"json\", not {value!r}")
         return value
-    if key == "etcd_endpoints":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"etcd_endpoints: expected a list of \"host:port\" strings, not {value!r}")
-        for address in value:
-            split_address(address.split("://")[-1], "etcd_endpoints")
-        return tuple(value)
+    if key in ("etcd_endpoints", "peers"):
+        return _addresses(key, value)
     if key == "etcd_ttl_s":
         if value.__class__ is not int or not 2 <= value <= 60:
             raise ConfigError(f"etcd_ttl_s: expected a whole number of seconds from 2 to 60, not {value!r}")
         return value
-    if key == "peers":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"peers: expected a list of \"host:port\" strings, not {value!r}")
-        for address in value:
-            split_address(address, "peers")
-        return tuple(value)
     if key == "log_level":
         if value not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: expected debug, info, warning or error, not {value!r}")
@@ -256,6 +246,15 @@ def _value(key: str, value: Any, base: Path) -> Any:
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, not {value!r}")
     return value
+
+
+def _addresses(key: str, value: Any) -> tuple[str, ...]:
+    """A list of "host:port" (etcd endpoints may also carry a scheme: http://host:port)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a list of \"host:port\" strings, not {value!r}")
+    for address in value:
+        split_address(address.split("://")[-1] if key == "etcd_endpoints" else address, key)
+    return tuple(value)
 
 
 def _admin_tokens(value: Any) -> tuple[AdminToken, ...]:
