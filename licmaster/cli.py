@@ -21,7 +21,7 @@ from licmaster.daemon import serve
 from licmaster.daemon.config import ConfigError, load_config
 from licmaster.daemon.datadir import holder_pid
 from licmaster.daemon.journal import read_journal
-from licmaster.licenses.files import load_files
+from licmaster.licenses.files import installed_by_family, load_files
 from licmaster.licenses.identity import installation_id
 from licmaster.licenses.signing import TABLE as SIGNATURE_TABLE
 from licmaster.licenses.signing import SigningError, Verifier, keygen, load_private_key, signature_table
@@ -178,12 +178,7 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"licmaster: --since {args.since!r}: expected 7d, 12h, 30m, 90s or epoch seconds", file=sys.stderr)
         return 2
-    installed: dict[str, int] | None = None
-    if args.licenses:
-        loaded = load_files(args.licenses)
-        installed = {}
-        for lic in loaded.licenses:
-            installed[lic.type.family] = installed.get(lic.type.family, 0) + lic.count
+    installed = installed_by_family(load_files(args.licenses).licenses) if args.licenses else None
     doc = usage_report.from_journal(path, since, now, installed)
     text = (json.dumps(doc, indent=2) if args.json else usage_report.render_html(doc) if args.html
             else usage_report.render_text(doc))

@@ -147,15 +147,8 @@ def _pages(args: argparse.Namespace, path: str, key: str) -> list[dict[str, Any]
 
 
 def _all_nodes(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every session, a page at a time (the API gives at most 1,000 a page)."""
-    found: list[dict[str, Any]] = []
-    cursor = ""
-    while True:
-        page = _call(args, "/api/v1/nodes?limit=1000" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else ""))
-        found += page["nodes"]
-        cursor = page.get("next_cursor") or ""
-        if not cursor:
-            return found
+    """Every session (the API gives at most 1,000 a page)."""
+    return [n for page in _pages(args, "/api/v1/nodes?limit=1000", "nodes") for n in page["nodes"]]
 
 
 def post_reload(args: argparse.Namespace) -> dict[str, Any]:

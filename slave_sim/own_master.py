@@ -16,25 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from licmaster.client import LicenseError, MasterClient
-from licmaster.licenses.files import load_files
+from licmaster.licenses.files import installed_by_family, load_files
+
+from .auditor import totals
 
 
 class Mismatch(ValueError):
     """The master's installed licenses are not the scenario's."""
-
-
-def scenario_installed(license_files: Sequence[Path]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for lic in load_files([str(p) for p in license_files]).licenses:
-        totals[lic.type.family] = totals.get(lic.type.family, 0) + lic.count
-    return totals
-
-
-def master_installed(usage: dict[str, Any]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for pool in usage.get("pools", []):
-        totals[pool["family"]] = totals.get(pool["family"], 0) + pool["installed"]
-    return totals
 
 
 def differences(scenario: dict[str, int], master: dict[str, int]) -> list[str]:
@@ -56,7 +44,7 @@ async def check_licenses(address: str, license_files: Sequence[Path]) -> None:
         usage = await watcher.usage()
     finally:
         await watcher.close(bye=False)
-    found = differences(scenario_installed(license_files), master_installed(usage))
+    found = differences(installed_by_family(load_files([str(p) for p in license_files]).licenses), totals(usage)[1])
     if found:
         raise Mismatch("the master at " + address + " does not have the scenario's licenses, so its expectations would fail "
                        "for that alone:\n  " + "\n  ".join(found) + "\n  (load the scenario's license files on it, or run "

@@ -55,6 +55,14 @@ class LoadResult:
 _HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*license[ \t]*\]\]", re.MULTILINE)
 
 
+def installed_by_family(licenses: Iterable[InstalledLicense]) -> dict[str, int]:
+    """How many are installed of each family, as the files say."""
+    totals: dict[str, int] = {}
+    for lic in licenses:
+        totals[lic.type.family] = totals.get(lic.type.family, 0) + lic.count
+    return totals
+
+
 def _entry_lines(text: str) -> list[int]:
     """Line number of each `[[license]]` header, so that problems can point at a line."""
     return [text.count("\n", 0, m.start()) + 1 for m in _HEADER_RE.finditer(text)]

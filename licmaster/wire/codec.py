@@ -57,7 +57,7 @@ def encode_many(messages: list[Reply], limit: int = DEFAULT_MAX_FRAME) -> bytes:
     return b"".join(parts)
 
 
-PART_MARGIN = 256  # bytes of a part's frame that are not its rows
+PART_MARGIN = 256  # bytes of a part's frame that are not its rows (its other keys, the header): replies and the replica stream
 
 
 def split_reply(message: dict[str, Any], limit: int) -> bytes:

@@ -17,11 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from licmaster.wire.codec import frame_with, packed_runs
+from licmaster.wire.codec import PART_MARGIN, frame_with, packed_runs
 
 STREAM_VERSION = 2  # 2: the snapshot comes in `snapshot` events of bounded size, not in the reply
-FRAME_MARGIN = 256  # bytes of a stream frame that are not its rows (the event's other keys, the header)
-MIN_STREAM_FRAME = 4096  # a row is at most ~1.5 KB (a 256-character holder in 4-byte UTF-8, names of 64)
 
 # Journal event kinds. The first six change who holds which floating license.
 GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER = "grant", "checkin", "release", "expire", "bye", "takeover"
@@ -99,10 +97,10 @@ def read_replica(event: dict[str, Any]) -> list[Change]:
 
 def replica_frames(batch: Sequence[Row], max_frame: int) -> list[bytes]:
     """A journal batch's state changes as `replica` events, each frame at most `max_frame` bytes
-    (a rush of grants makes batches of thousands of rows). None when nothing in it changes state."""
+    (a rush of grants makes batches of thousands of rows); none when nothing in it changes state."""
     rows = replica_rows(batch)
     head = {"event": "replica", "v": STREAM_VERSION}
-    return [frame_with(head, "rows", packed) for _, packed in packed_runs(rows, max_frame - FRAME_MARGIN)]
+    return [frame_with(head, "rows", packed) for _, packed in packed_runs(rows, max_frame - PART_MARGIN)]
 
 
 LeaseRow = Sequence[Any]  # [node, resource, holder, lease]
@@ -113,7 +111,7 @@ def snapshot_frames(leases: Sequence[LeaseRow], assignments: Sequence[Assignment
     """Every lease and assignment as `snapshot` events: `part` 0 to `parts` - 1, in order, each
     holding `leases` or `assignments` rows, each frame at most `max_frame` bytes. There is always
     a part 0, so that an empty master's standby also knows when it has the whole."""
-    limit = max_frame - FRAME_MARGIN
+    limit = max_frame - PART_MARGIN
     runs = [("leases", packed) for _, packed in packed_runs(leases, limit)]
     runs += [("assignments", packed) for _, packed in packed_runs(assignments, limit)]
     if not runs:
