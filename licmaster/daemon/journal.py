@@ -112,18 +112,18 @@ class Journal:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.flush_s)
-            await self.flush(loop)
+            await self.flush(loop, wait_for_writer=False)  # the timer itself waits for nobody
 
-    async def flush(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """When it returns, everything recorded before the call is written (a batch the timer
-        took just before is too: the one writer thread does it first)."""
+    async def flush(self, loop: asyncio.AbstractEventLoop | None = None, *, wait_for_writer: bool = True) -> None:
+        """When it returns, everything recorded before the call is written (with `wait_for_writer`,
+        a batch the timer took just before is too: the one writer thread does it first)."""
         loop = loop or asyncio.get_running_loop()
         if self.rows:
             batch, self.rows = self.rows, []
             if self.on_batch is not None:
                 self.on_batch(batch)
             await loop.run_in_executor(self._executor, self._write, batch)
-        else:
+        elif wait_for_writer:
             await loop.run_in_executor(self._executor, _written)
         if self.keep_s is not None and self.snapshot is not None and self._run is not None \
                 and time.time() >= self._last_prune + self.prune_every_s:
