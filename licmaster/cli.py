@@ -272,7 +272,8 @@ def _journal(args: argparse.Namespace) -> int:
             continue
         when = dt.datetime.fromtimestamp(row["ts"], dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         fields = " ".join(f"{k}={row[k]}" for k in ("node", "resource", "holder", "lease", "detail", "rule") if row[k] is not None)
-        print(f"{when} {row['event']:<9} {fields}")
+        note = f" — {row['note']}" if row.get("note") else ""
+        print(f"{when} {row['event']:<9} {fields}{note}")
     return 0
 
 

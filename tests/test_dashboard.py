@@ -5,6 +5,7 @@ finds the new master by itself."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from licmaster.client import MasterClient
+from licmaster.client import LicenseError, MasterClient
 from licmaster.testing import free_port
 
 from .daemon import Daemon
@@ -117,5 +118,81 @@ async def test_after_a_restart_the_page_reconnects_by_itself(tmp_path: Path, bro
         await pbx.checkout("port", "alice")
         await until(lambda: port_count(browser) == "1 / 3", 2)
         await pbx.close()
+    finally:
+        d.stop()
+
+
+INCIDENT_LICENSES = ('[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Operator13"\ncount = 2\n'
+                     '[[license]]\ntype = "PBX-QueueMonitor13"\ncount = 2\n[[license]]\ntype = "PBX-Video13"\ncount = 2\n')
+
+
+def page(driver: object, script: str) -> object:
+    return driver.execute_script(script)  # type: ignore[attr-defined]
+
+
+async def test_a_page_opened_after_an_incident_shows_it_and_draws_a_chart_with_axes(tmp_path: Path, browser: object) -> None:
+    d = Daemon(tmp_path / "m", INCIDENT_LICENSES).start()
+    try:
+        pbx = MasterClient([d.master], "pbx1")
+        await pbx.connect()
+        for holder in ("alice", "bob", "carol"):
+            await pbx.checkout("port", holder)
+        await pbx.checkout("operator", "desk")
+        await pbx.checkout("queue-monitor", "q1")
+        with pytest.raises(LicenseError, match="exhausted"):
+            await pbx.checkout("port", "dave")
+        gone = MasterClient([d.master], "pbx2")
+        await gone.connect()
+        await gone.checkout("operator", "desk2")
+        await gone.close(bye=False)  # killed: its session expires after the lease TTL
+        import signal
+        d.signal(signal.SIGHUP)  # a reload
+        await until(lambda: "session_expire" in d.log and "event=reload" in d.log, 10)
+        await asyncio.sleep(0.5)
+        browser.set_window_size(1400, 1100)  # type: ignore[attr-defined]
+        browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]  # only now: the page must catch up
+        await until(lambda: port_count(browser) == "3 / 3", 10)
+        await until(lambda: "expired" in str(page(browser, "return document.getElementById('events').textContent")), 10)
+        denials_text = str(page(browser, "return document.getElementById('denials').textContent"))
+        assert "exhausted" in denials_text and "pbx1" in denials_text
+        assert str(page(browser, "return document.getElementById('denied').textContent")) == "last hour: 1"
+        events_text = str(page(browser, "return document.getElementById('events').textContent"))
+        assert "pbx2 went silent: its session expired, 1 lease(s) back in the pool" in events_text
+        assert "licenses reloaded" in events_text and "master start" in events_text
+        # peak and usable beside each pool, not only on hover
+        extra = page(browser, "return [...document.querySelectorAll('.pool')].map(p => "
+                              "[p.dataset.family, p.querySelector('.extra').textContent])")
+        assert ["PBX-Operator", "peak 2 · usable 2"] in extra and ["PBX-Port", "peak 3 · usable 3"] in extra  # type: ignore[operator]
+        # the chart: a time axis, a count axis, one line per family in use, no two alike
+        await until(lambda: page(browser, "return document.querySelectorAll('#chart polyline').length") == 3, 5)
+        ticks = page(browser, "return [[...document.querySelectorAll('#chart .time-tick')].map(t => t.textContent),"
+                              " [...document.querySelectorAll('#chart .count-tick')].map(t => t.textContent)]")
+        time_ticks, count_ticks = ticks  # type: ignore[misc]
+        assert time_ticks and all(":" in t for t in time_ticks)
+        assert count_ticks[0] == "0" and int(count_ticks[-1]) >= 3
+        lines = page(browser, "return [...document.querySelectorAll('#chart polyline')].map(l => "
+                              "[l.dataset.family, l.getAttribute('stroke') + (l.getAttribute('stroke-dasharray') || '')])")
+        assert sorted(f for f, _ in lines) == ["PBX-Operator", "PBX-Port", "PBX-QueueMonitor"]  # type: ignore[union-attr]
+        assert len({style for _, style in lines}) == 3  # type: ignore[union-attr]
+        swatches = page(browser, "return [...document.querySelectorAll('.pool .swatch')].map(s => s.style.background)")
+        assert len(set(swatches)) == 4  # type: ignore[arg-type]  # each pool in its family's colour, as in the chart
+        browser.save_screenshot(str(tmp_path / "incident.png"))  # type: ignore[attr-defined]
+        await pbx.close()
+    finally:
+        d.stop()
+
+
+async def test_no_two_families_share_a_style_even_with_every_family_of_the_catalog(tmp_path: Path, browser: object) -> None:
+    from licmaster.model.catalog import FAMILIES
+    d = Daemon(tmp_path / "m", LICENSES).start()
+    try:
+        browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]
+        await until(lambda: port_count(browser) == "0 / 3", 10)
+        styles = page(browser, "const fams = arguments[0]; lastState = null; history = [{at: 0, in_use: {}}, "
+                               "{at: 60, in_use: Object.fromEntries(fams.map((f, i) => [f, i + 1]))}];"
+                               "chart(); return [...document.querySelectorAll('#chart polyline')].map(l => "
+                               "l.getAttribute('stroke') + (l.getAttribute('stroke-dasharray') || ''));".replace(
+                                   "arguments[0]", json.dumps(sorted(FAMILIES))))
+        assert len(styles) == len(FAMILIES) == len(set(styles))  # type: ignore[arg-type]
     finally:
         d.stop()

@@ -15,7 +15,7 @@ from licmaster.wire.requests import MIN_FRAME
 def test_rows_are_read_by_name_and_short_rows_are_padded() -> None:
     row = (1.5, events.GRANT, "pbx1", "port", "alice", "7", "PBX-Port13:1")
     assert events.as_dict(row) == {"ts": 1.5, "event": "grant", "node": "pbx1", "resource": "port", "holder": "alice",
-                                   "lease": "7", "detail": "PBX-Port13:1", "rule": None}
+                                   "lease": "7", "detail": "PBX-Port13:1", "rule": None, "note": None}
     assert events.change_of(row) == Change("grant", "pbx1", "port", "alice", "7", "PBX-Port13:1")
 
 

@@ -1,11 +1,22 @@
-"""The dashboard's feed: a browser that falls behind is dropped, and its stream ends."""
+"""The dashboard's feed: what a page gets as it opens (the state, the last hour's denials and
+events, also from before a restart) and as things happen; a browser that falls behind is dropped."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
-from licmaster.daemon.console.live import Live
+import aiohttp
+
+from licmaster.daemon.console.api import Console
+from licmaster.daemon.console.live import NOTABLE, Live, event_text
+from licmaster.wire import events
+
+from .daemon import in_process
+from .test_console import LICENSES, PBX, Console_, console_on
 
 
 def test_a_subscriber_that_does_not_read_is_dropped_and_its_stream_told_to_end() -> None:
@@ -20,3 +31,109 @@ def test_a_subscriber_that_does_not_read_is_dropped_and_its_stream_told_to_end()
     assert slow not in hub.subscribers
     drained = [slow.get_nowait() for _ in range(slow.qsize())]
     assert drained[-1] == ""  # the end marker: the stream handler stops and the browser reconnects
+
+
+def test_every_notable_event_reads_as_words() -> None:
+    texts = {name: event_text((0.0, name, "pbx1", None, None, None, "3")) for name in NOTABLE}
+    assert texts[events.EXPIRE] == "pbx1 went silent: its session expired, 3 lease(s) back in the pool"
+    assert texts[events.TAKEOVER] == "pbx1 took over from 3, and its leases"
+    assert texts[events.RELOAD_REFUSED].startswith("reload REFUSED")
+    generic = {name for name, text in texts.items() if text.startswith("master ")}
+    assert generic == {events.START, events.STOP}  # every other kind has its own words
+    assert len(set(texts.values())) == len(NOTABLE)
+
+
+async def sse(c: Console_, until: set[str], timeout: float = 10.0) -> dict[str, list[Any]]:
+    """The live feed's events by name, read until each name in `until` has come once."""
+    seen: dict[str, list[Any]] = {}
+    async with c.http.get(c.base + "/api/v1/live") as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        name = ""
+        async with asyncio.timeout(timeout):
+            async for raw in response.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    seen.setdefault(name, []).append(json.loads(line[6:]))
+                    if until <= seen.keys():
+                        return seen
+    raise AssertionError(f"the feed ended before {until - seen.keys()}")
+
+
+async def test_a_page_opened_after_denials_and_a_silent_pbx_gets_them_at_once(tmp_path: Path) -> None:
+    async with console_on(tmp_path, LICENSES, lease_ttl_ms=600) as c:
+        pbx = c.master.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        for holder in "abcd":
+            pbx.call("checkout", resource="port", holder=holder)
+        ipva = c.master.connect_now()
+        assert ipva.call("hello", node="vm", **{**PBX, "platform": "ipva", "mac": "00:90:33:00:00:0b"})["ok"]
+        pbx.close()  # gone without a word: its session expires after the TTL
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not c.master.master.dispatch.sessions.by_node.get("pbx1"):  # type: ignore[union-attr]
+                break
+        await c.master.master.journal.flush()  # type: ignore[union-attr]
+        recent = (await sse(c, {"state", "history", "recent"}))["recent"][0]
+    assert recent["denied"] == 1
+    [denial] = recent["denials"]
+    assert (denial["node"], denial["code"], denial["rule"]) == ("pbx1", "exhausted", "R-PORT-1")
+    texts = [e["text"] for e in recent["events"]]
+    assert "pbx1 went silent: its session expired, 3 lease(s) back in the pool" in texts
+    assert texts[0].startswith("master start")
+
+
+async def test_events_reach_an_open_page_as_they_happen(tmp_path: Path) -> None:
+    async with console_on(tmp_path, LICENSES) as c:
+        async def reload_soon() -> None:
+            await asyncio.sleep(0.3)
+            c.master.master.reload("a test")  # type: ignore[union-attr]
+        task = asyncio.create_task(reload_soon())
+        seen = await sse(c, {"recent", "events"})
+        await task
+    assert [e["event"] for e in seen["events"][0]] == ["reload"]
+    assert seen["events"][0][0]["text"].startswith("licenses reloaded: ")
+
+
+async def test_after_a_restart_the_page_still_shows_the_last_hour_with_each_refusal_in_words(tmp_path: Path) -> None:
+    ipva = {**PBX, "platform": "ipva", "mac": "00:90:33:00:00:0b"}
+    d = await in_process(tmp_path / "m", '[[license]]\ntype = "PBX-IPVA13"\ncount = 1\nbind = "00:90:33:00:00:0a"\n',
+                         http="127.0.0.1:0")
+    vm = d.connect_now()
+    assert vm.call("hello", node="vm", **ipva)["ok"]
+    assert vm.call("checkout", resource="port", holder="a")["error"] == "bound_elsewhere"
+    await d.stop()
+    await d.start()  # a new run on the same data directory
+    assert d.master is not None
+    console = Console(d.master)
+    await console.start()
+    c = Console_(d, console, aiohttp.ClientSession())
+    try:
+        recent = (await sse(c, {"recent"}))["recent"][0]
+    finally:
+        await c.http.close()
+        await console.stop()
+        await d.stop()
+    [denial] = recent["denials"]
+    assert (denial["node"], denial["code"], denial["rule"]) == ("vm", "bound_elsewhere", "R-IPVA-2")
+    assert "00:90:33:00:00:0a" in denial["message"]  # the MAC it needed, from the journal's note
+    assert recent["denied"] == 1
+    assert [e["event"] for e in recent["events"] if e["event"] in ("start", "stop")] == ["start", "stop", "start"]
+
+
+async def test_a_denial_before_the_page_opened_comes_once_not_again_as_live(tmp_path: Path) -> None:
+    async with console_on(tmp_path, LICENSES) as c:
+        pbx = c.master.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        hub = c.console.live
+        assert hub is not None
+        for holder in "abcd":  # the fourth is refused, between two ticks of the feed
+            pbx.call("checkout", resource="port", holder=holder)
+        queue = hub.subscribe()
+        hub._publish()  # the next tick
+        names = []
+        while not queue.empty():
+            names.append(queue.get_nowait().split("\n", 1)[0])
+        assert "event: denials" not in names  # it came in `recent` already
+        assert names[:3] == ["event: state", "event: history", "event: recent"] and hub.recent()["denied"] == 1

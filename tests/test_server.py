@@ -139,6 +139,22 @@ async def test_rule_errors_on_the_wire(daemon: InProcessMaster) -> None:
     assert (await vm.request("unassign", user="ann", families=["App(softphone)"]))["ok"]
 
 
+async def test_a_journaled_denial_keeps_its_words_so_the_ipva_row_names_the_mac_it_needed(
+        daemon: InProcessMaster, capsys: pytest.CaptureFixture[str]) -> None:
+    vm = await daemon.connect()
+    await vm.hello("vm", platform="ipva", mac="00:90:33:00:00:0b")
+    await vm.request("checkout", resource="port", holder="a")
+    assert daemon.master is not None and daemon.master.journal is not None
+    daemon.master.dispatch.denials.flush(0)
+    await daemon.master.journal.flush()
+    [row] = read_journal(daemon.workdir / "data" / "journal.sqlite3", event="deny")
+    assert (row["node"], row["detail"], row["rule"]) == ("vm", "bound_elsewhere", "R-IPVA-2")
+    assert "00:90:33:00:00:0b" in row["note"] and "bound to another device (00:90:33:" in row["note"]
+    from licmaster.cli import main
+    assert main(["journal", "--data-dir", str(daemon.workdir / "data"), "--event", "deny"]) == 0
+    assert "rule=R-IPVA-2 — every PBX-IPVA license is bound to another device (00:90:33:00:00:0a)" in capsys.readouterr().out
+
+
 async def test_takeover_moves_leases_and_fences_the_failed_node(daemon: InProcessMaster) -> None:
     slave = await daemon.connect()
     await slave.hello("slave")

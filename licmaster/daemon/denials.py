@@ -21,6 +21,7 @@ from licmaster.wire.events import DENY, DENY_REPEATED
 from licmaster.wire.requests import describe
 
 KNOWN_RESOURCES = frozenset({"port", "conference", "isdn", "operator", "queue-monitor", "assign", "unassign", "takeover"})
+MESSAGE_MOST = 240  # a deny row keeps the refusal's words (the MACs an R-IPVA-2 license is bound to), cut here
 Kind = tuple[str, str | None, str]  # (code, rule, resource)
 
 
@@ -67,7 +68,7 @@ class DenialJournal:
             window.overflow += 1
             return
         window.counts[kind] = 1
-        self.record(DENY, node, resource, bounded(holder, 64), None, denial.code, denial.rule)
+        self.record(DENY, node, resource, bounded(holder, 64), None, denial.code, denial.rule, bounded(denial.message, MESSAGE_MOST))
 
     def tick(self, now: float) -> None:
         """Close the window if its time is up (the reaper calls this)."""

@@ -21,7 +21,7 @@ import contextlib
 import marshal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class Journal:
         self._db: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
         self._task: asyncio.Task[None] | None = None
-        self.on_batch: Callable[[list[Row]], None] | None = None  # sees each batch before it is written
+        self.on_batch: list[Callable[[list[Row]], None]] = []  # each sees each batch before it is written
 
     def _open(self) -> None:
         self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -102,8 +102,11 @@ class Journal:
         return last_run is not None, rows
 
     def record(self, event: str, node: str | None = None, resource: str | None = None, holder: str | None = None,
-               lease: str | None = None, detail: str | None = None, rule: str | None = None) -> None:
-        self.rows.append((time.time(), event, node, resource, holder, lease, detail, rule))
+               lease: str | None = None, detail: str | None = None, rule: str | None = None, note: str | None = None) -> None:
+        if note is None:
+            self.rows.append((time.time(), event, node, resource, holder, lease, detail, rule))
+        else:
+            self.rows.append((time.time(), event, node, resource, holder, lease, detail, rule, note))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flusher(), name="journal-flusher")
@@ -120,8 +123,8 @@ class Journal:
         loop = loop or asyncio.get_running_loop()
         if self.rows:
             batch, self.rows = self.rows, []
-            if self.on_batch is not None:
-                self.on_batch(batch)
+            for listener in self.on_batch:
+                listener(batch)
             await loop.run_in_executor(self._executor, self._write, batch)
         elif wait_for_writer:
             await loop.run_in_executor(self._executor, _written)
@@ -211,13 +214,16 @@ def page(path: Path, *, event: str | None = None, node: str | None = None, since
         db.close()
 
 
-def read_journal(path: Path, *, event: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
-    """The journal's events as dicts (ts, event, node, resource, holder, lease, detail, rule), oldest first."""
+def read_journal(path: Path, *, event: str | None = None, since: float | None = None,
+                 kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """The journal's events as dicts (`events.FIELDS`), oldest first: one `event`, or any of
+    `kinds` (filtered before a dict is made: an hour of a city's grants is a million rows)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         out = []
         for row in _events(db, since=since):
-            if (event is None or row[events.EVENT] == event) and (since is None or row[events.TS] >= since):
+            if (event is None or row[events.EVENT] == event) and (kinds is None or row[events.EVENT] in kinds) \
+                    and (since is None or row[events.TS] >= since):
                 out.append(events.as_dict(row))
         return out
     finally:

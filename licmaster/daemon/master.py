@@ -156,7 +156,7 @@ class Master:
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
         had_run, changes = self.journal.begin_run()
         dispatch.held_before = held_at_end(changes)
-        self.journal.on_batch = self.feed.on_batch
+        self.journal.on_batch.append(self.feed.on_batch)
         self.journal.start()
         self.record(events.START, detail=f"epoch={self.epoch}")
         if listen:
@@ -259,10 +259,10 @@ class Master:
         return load_files(self.config.licenses, verifier=self._verifier)
 
     def record(self, event: str, node: str | None = None, resource: str | None = None, holder: str | None = None,
-               lease: str | None = None, detail: str | None = None, rule: str | None = None) -> None:
+               lease: str | None = None, detail: str | None = None, rule: str | None = None, note: str | None = None) -> None:
         """Journal an event (nothing before the journal is open)."""
         if self.journal is not None:
-            self.journal.record(event, node, resource, holder, lease, detail, rule)
+            self.journal.record(event, node, resource, holder, lease, detail, rule, note)
 
     def _role_changed(self, old: Role, new: Role, why: str) -> None:
         level = logging.WARNING if new in (Role.STEPPING_DOWN, Role.STANDBY) and old is not Role.STARTING else logging.INFO

@@ -36,8 +36,10 @@ KINDS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, ASSIGN, UNASS
                    START, STOP, PROMOTE, STEP_DOWN, ROLE, RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED})  # every event a journal holds
 REPLICATED = STATE_EVENTS | {ASSIGN, UNASSIGN}
 
-FIELDS = ("ts", "event", "node", "resource", "holder", "lease", "detail", "rule")
-TS, EVENT, NODE, RESOURCE, HOLDER, LEASE, DETAIL, RULE = range(len(FIELDS))
+# `note`: words for a person, e.g. a denial's message (which MAC an IPVA license is bound to);
+# rows journaled before it existed have eight fields and read it as None.
+FIELDS = ("ts", "event", "node", "resource", "holder", "lease", "detail", "rule", "note")
+TS, EVENT, NODE, RESOURCE, HOLDER, LEASE, DETAIL, RULE, NOTE = range(len(FIELDS))
 Row = tuple[Any, ...]
 _PAD: tuple[None, ...] = (None,) * len(FIELDS)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -302,6 +303,8 @@ async def live(request: web.Request) -> web.StreamResponse:
                                            "X-Accel-Buffering": "no"})
     _cors(request, response)
     await response.prepare(request)
+    with contextlib.suppress(TimeoutError):  # a page opened just after a start waits for the journal's last hour, briefly
+        await asyncio.wait_for(hub.seeded.wait(), 2.0)
     queue = hub.subscribe()
     try:
         await response.write(b"retry: 1000\n\n")

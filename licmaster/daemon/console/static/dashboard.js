@@ -4,13 +4,18 @@
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
-const colors = ["#2f6fde", "#d14343", "#2aa876", "#e8a33d", "#8e5bd6", "#1aa3b8", "#6b7280"];
+// 14 colours told apart on a white page, solid then dashed: 28 styles, one per family of the
+// catalog at most, so no two families of an installation ever share one.
+const colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+  "#17becf", "#7f7f7f", "#bcbd22", "#393b79", "#ad494a", "#637939", "#843c39"];
+const SHOWN = 100;  // rows of the denial and event lists
 let consoles = [location.origin];   // where to look for a master: this one first, then the others
 let current = 0;
 let source = null;
 let history = [];
 let lastState = null;
 let retryTimer = null;
+let denied = 0;  // denials in the last hour, as the master counts them (a flood is counted, not each listed)
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -27,7 +32,9 @@ function connect() {
   source.addEventListener("state", (e) => render(JSON.parse(e.data), base));
   source.addEventListener("history", (e) => { history = JSON.parse(e.data); chart(); });
   source.addEventListener("sample", (e) => { history.push(JSON.parse(e.data)); history = history.slice(-720); chart(); });
-  source.addEventListener("denials", (e) => denials(JSON.parse(e.data)));
+  source.addEventListener("recent", (e) => recent(JSON.parse(e.data)));
+  source.addEventListener("denials", (e) => { const list = JSON.parse(e.data); denied += list.length; denials(list); });
+  source.addEventListener("events", (e) => events(JSON.parse(e.data)));
   source.addEventListener("error", () => {
     // Gone (a restart, a failover): try the next console we know, then come back round.
     document.getElementById("link").className = "link down";
@@ -46,13 +53,17 @@ function render(state, base) {
     `${state.master} · ${state.role} · epoch ${state.epoch}${grace} · ${state.listen || base}`;
   document.getElementById("master").dataset.role = state.role;
   const pools = document.getElementById("pools");
+  assignStyles(history);
   pools.replaceChildren(...state.pools.map((p) => {
-    const pct = p.installed ? Math.min(100, 100 * p.in_use / p.installed) : 0;
+    const share = (n) => p.installed ? Math.min(100, 100 * n / p.installed) : 0;
     const row = el("div", { class: "pool", "data-family": p.family },
-      el("div", {}, p.family),
-      el("div", { class: "track" }, el("div", { class: "fill" + (p.in_use >= p.installed ? " full" : ""), style: `width:${pct}%` })),
+      el("div", { class: "family" }, el("i", { class: "swatch", style: swatch(p.family) }), p.family,
+        el("div", { class: "extra", "data-peak": p.peak, "data-usable": p.usable }, `peak ${p.peak} · usable ${p.usable}`)),
+      el("div", { class: "track" },
+        el("div", { class: "fill" + (p.in_use >= p.installed ? " full" : ""), style: `width:${share(p.in_use)}%` }),
+        el("div", { class: "peak", style: `left:calc(${share(p.peak)}% - 1px)`, title: `peak ${p.peak}` })),
       el("div", { class: "count", "data-in-use": p.in_use }, `${p.in_use} / ${p.installed}`));
-    row.title = `peak ${p.peak}, usable ${p.usable}`;
+    if (p.usable < p.installed) row.title = `${p.installed - p.usable} of ${p.installed} serve none of the PBXs connected (version, binding)`;
     return row;
   }));
   document.querySelector("#terms").textContent = (state.terms || []).map((t) =>
@@ -91,13 +102,61 @@ function render(state, base) {
   }
 }
 
+function when(at) { return new Date(at * 1000).toLocaleTimeString([], { hourCycle: "h23" }); }
+
+function recent(data) {
+  // What happened before the page opened: replaces the lists (a reconnect brings it again).
+  document.getElementById("denials").replaceChildren();
+  document.getElementById("events").replaceChildren();
+  denied = data.denied;
+  denials(data.denials);
+  events(data.events);
+}
+
 function denials(list) {
   const ol = document.getElementById("denials");
   for (const d of list) {
-    const when = new Date(d.at * 1000).toLocaleTimeString();
-    ol.prepend(el("li", {}, `${when} `, el("span", { class: "code" }, d.code), ` ${d.rule ?? ""} ${d.node}: ${d.message}`));
+    ol.prepend(el("li", {}, `${when(d.at)} `, el("span", { class: "code" }, d.code), ` ${d.rule ?? ""} ${d.node}: ${d.message}`));
   }
-  while (ol.children.length > 100) ol.lastChild.remove();
+  while (ol.children.length > SHOWN) ol.lastChild.remove();
+  document.getElementById("denied").textContent = `last hour: ${denied}` +
+    (denied > ol.children.length ? `, the newest ${ol.children.length} listed` : "");
+}
+
+function events(list) {
+  const ol = document.getElementById("events");
+  for (const e of list) {
+    ol.prepend(el("li", { "data-event": e.event, class: e.event }, `${when(e.at)} `, el("span", { class: "code" }, e.event), ` ${e.text}`));
+  }
+  while (ol.children.length > SHOWN) ol.lastChild.remove();
+}
+
+let styleOf = {};  // family -> index into the 28 styles, in the order of the installation's pools
+
+function assignStyles(points) {
+  const families = [...new Set([...(lastState ? lastState.pools.map((p) => p.family) : []),
+    ...points.flatMap((h) => Object.keys(h.in_use))])].sort();
+  styleOf = Object.fromEntries(families.map((f, i) => [f, i]));
+  return families;
+}
+
+function swatch(family) {
+  const i = styleOf[family] ?? 0;
+  const c = colors[i % colors.length];
+  return i < colors.length ? `background:${c}` : `background:repeating-linear-gradient(90deg, ${c} 0 3px, transparent 3px 5px)`;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svgEl(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function niceStep(max, ticks) {
+  const raw = max / ticks, mag = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
 }
 
 function chart() {
@@ -107,24 +166,41 @@ function chart() {
   legend.replaceChildren();
   const now = lastState ? [{ at: Date.now() / 1000, in_use: Object.fromEntries(lastState.pools.map((p) => [p.family, p.in_use])) }] : [];
   const points = [...history, ...now];
+  const families = assignStyles(points);
   if (points.length < 2) return;
-  const families = [...new Set(points.flatMap((h) => Object.keys(h.in_use)))].sort();
-  const t0 = points[0].at, t1 = points[points.length - 1].at;
-  const max = Math.max(1, ...points.flatMap((h) => Object.values(h.in_use)));
-  families.forEach((family, i) => {
-    const line_points = points.map((h) => {
-      const x = 600 * (h.at - t0) / Math.max(1, t1 - t0);
-      const y = 155 - 150 * (h.in_use[family] || 0) / max;
-      return `${x.toFixed(1)},${y.toFixed(1)}`;
-    }).join(" ");
-    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    line.setAttribute("points", line_points);
-    line.setAttribute("fill", "none");
-    line.setAttribute("stroke", colors[i % colors.length]);
-    line.setAttribute("stroke-width", "2");
+  const W = 640, H = 200, left = 44, right = 8, top = 8, bottom = 22;
+  const t1 = points[points.length - 1].at, t0 = Math.min(points[0].at, t1 - 30);
+  const top_count = Math.max(1, ...points.flatMap((h) => Object.values(h.in_use)));
+  const step = niceStep(top_count, 4), ymax = Math.ceil(top_count / step) * step;
+  const x = (t) => left + (W - left - right) * (t - t0) / (t1 - t0);
+  const y = (n) => H - bottom - (H - top - bottom) * n / ymax;
+  const axes = svgEl("g", { class: "axes" });
+  for (let n = 0; n <= ymax; n += step) {  // count axis: gridlines and labels
+    axes.append(svgEl("line", { x1: left, x2: W - right, y1: y(n), y2: y(n), class: "grid" }));
+    axes.append(svgEl("text", { x: left - 6, y: y(n) + 4, "text-anchor": "end", class: "tick count-tick" }, n));
+  }
+  const span = t1 - t0;
+  const every = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800].find((s) => span / s <= 6) ?? 3600;  // at most ~6 labels
+  const label = { hour: "2-digit", minute: "2-digit", hourCycle: "h23", ...(every < 60 ? { second: "2-digit" } : {}) };
+  for (let t = Math.ceil(t0 / every) * every; t <= t1; t += every) {
+    axes.append(svgEl("line", { x1: x(t), x2: x(t), y1: H - bottom, y2: H - bottom + 4, class: "axis" }));
+    axes.append(svgEl("text", { x: x(t), y: H - 6, "text-anchor": "middle", class: "tick time-tick" },
+      new Date(t * 1000).toLocaleTimeString([], label)));
+  }
+  axes.append(svgEl("line", { x1: left, x2: W - right, y1: H - bottom, y2: H - bottom, class: "axis" }));
+  axes.append(svgEl("line", { x1: left, x2: left, y1: top, y2: H - bottom, class: "axis" }));
+  svg.append(axes);
+  for (const family of families) {
+    if (!points.some((h) => h.in_use[family])) continue;  // never in use within the hour: no line, no legend
+    const i = styleOf[family];
+    const line = svgEl("polyline", {
+      points: points.map((h) => `${x(h.at).toFixed(1)},${y(h.in_use[family] || 0).toFixed(1)}`).join(" "),
+      fill: "none", stroke: colors[i % colors.length], "stroke-width": 2, "data-family": family,
+    });
+    if (i >= colors.length) line.setAttribute("stroke-dasharray", "6 3");
     svg.append(line);
-    legend.append(el("span", {}, el("i", { style: `background:${colors[i % colors.length]}` }), family));
-  });
+    legend.append(el("span", { "data-family": family }, el("i", { class: "swatch", style: swatch(family) }), family));
+  }
 }
 
 connect();
