@@ -385,8 +385,13 @@ class Dispatcher:
         # re-sync fits, even one the journal or the standby never saw (a grant of the master's
         # last moments before kill -9). During grace only *new* checkouts wait, so that the
         # re-syncs still to come find their capacity. (docs/operations.md, "Failover".)
-        result = self.pool.sync(session.node, entries)
-        self.held_before.pop(session.node, None)  # what it did not re-take is free from now on
+        # What it held before is re-taken past the site policy's limits too (granted under them by
+        # the master before); anything over a limit is shown in usage and logged, never revoked.
+        held_before = self.held_before.pop(session.node, None)  # what it did not re-take is free from now on
+        result = self.pool.sync(session.node, entries, held_before)
+        if held_before and self.pool.enforcer is not None:
+            for broken in self.pool.enforcer.broken():
+                logs.event("policy_over", logging.WARNING, node=session.node, why=broken)
         for lease in result.released:
             self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
         granted = []

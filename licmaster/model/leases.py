@@ -19,14 +19,15 @@ from . import rules
 from .catalog import SMB_PORT
 from .errors import Denial
 from .planning import Plan, Planner, Step, Took, TookView, took_wire
+from .sites import Charge, Enforcer, Guard
 from .types import Node, SyncEntry
 
 
 class Lease:
-    __slots__ = ("count", "holder", "id", "interface", "node", "resource", "took", "view")
+    __slots__ = ("charge", "count", "holder", "id", "interface", "node", "resource", "took", "view")
 
     def __init__(self, lease_id: str, node: str, resource: str, holder: str, took: Took, count: int,
-                 interface: str | None, view: TookView | None = None) -> None:
+                 interface: str | None, view: TookView | None = None, charge: Charge | None = None) -> None:
         self.id = lease_id
         self.node = node
         self.resource = resource
@@ -35,6 +36,7 @@ class Lease:
         self.count = count
         self.interface = interface
         self.view = view  # shared from the plan on the fast path, else made on demand
+        self.charge = charge  # what it counts to its node's site under the site policy (sites.py)
 
     def took_wire(self) -> list[dict[str, Any]]:
         return took_wire(self.took)
@@ -78,6 +80,7 @@ class LeaseBook:
         self._ids = map(str, self._counter)  # lease ids, as the wire carries them
         self._smb_holder: str | None = None  # R-SMB-3: the one PBX an SMB-Port serves
         self._smb_leases = 0
+        self.enforcer: Enforcer | None = None  # the site policy in force, if any (set_policy)
 
     def issued(self) -> int:
         """Leases granted by this book (ids count from 1; read from a copy of the counter, so
@@ -91,7 +94,7 @@ class LeaseBook:
         self._views.clear()
 
     def checkout(self, node: str, resource: str, holder: str, count: int = 1, interface: str | None = None,
-                 client_version: int | None = None) -> Grant | Denial:
+                 client_version: int | None = None, policy: bool = True) -> Grant | Denial:
         held = self.held.get(node)
         if held is None:
             held = self.held[node] = Held()
@@ -120,23 +123,39 @@ class LeaseBook:
                           "SMB-Port does not work in master/slave installations", "R-SMB-3")
         single = plan.single
         took: Took
+        charge: Charge | None = None
         if single is not None and (plan.took_one is not None or count == 1):
             # Fast path: one unit from one bucket (a Port on a gateway, an operator, ...).
             in_use = single.in_use + 1
             if in_use > single.installed:
                 return _exhausted(node, resource, plan.steps, count)
+            guard = plan.guard
+            if guard is not None:  # the site policy: one count more (sites.py)
+                if policy:
+                    refused = guard.take(node, resource, 1)
+                    if refused is not None:
+                        return refused
+                elif guard.mine is not None:
+                    guard.mine.add(1)
+                charge = guard.charge_one
             single.in_use = in_use
             if in_use > single.peak:
                 single.peak = in_use
             took = plan.took_one or ((single, 1),)
             view = plan.view
         else:
-            drawn = _allocate(node, resource, plan.steps, count)
+            drawn = _draws(node, resource, plan.steps, count)
             if type(drawn) is Denial:
                 return drawn
             took = drawn
             view = None
-        lease = Lease(next(self._ids), node, resource, holder, took, count, interface, view)
+            if plan.guards:
+                charged = _charge(node, resource, took, plan.guards, policy)
+                if type(charged) is Denial:
+                    return charged
+                charge = charged
+            _apply(took)
+        lease = Lease(next(self._ids), node, resource, holder, took, count, interface, view, charge)
         held.by_id[lease.id] = lease
         by_holder[holder] = lease
         self.count += 1
@@ -148,6 +167,8 @@ class LeaseBook:
               client_version: int | None) -> Plan | Denial:
         known = self.nodes.get(node) or Node(node)
         plan = self.planner.plan(known, resource, interface, client_version)
+        if type(plan) is Plan and self.enforcer is not None:
+            plan = _under_policy(plan, known, self.enforcer)
         if type(plan) is Plan or resource in _KNOWN_RESOURCES:
             # A refusal for an unknown resource is not cached: nothing is kept per unknown name.
             held.plans[key] = plan
@@ -178,6 +199,9 @@ class LeaseBook:
         self.count -= 1
         for bucket, n in lease.took:
             bucket.in_use -= n
+        if lease.charge is not None:
+            for site_count, n in lease.charge:
+                site_count.give(n)
         if self._smb_leases:
             self._note_smb(lease, -1)
         return lease
@@ -225,9 +249,11 @@ class LeaseBook:
         held.plans.clear()
         return self.release_node(name)
 
-    def sync(self, node: str, entries: Sequence[SyncEntry]) -> SyncResult:
+    def sync(self, node: str, entries: Sequence[SyncEntry], held_before: set[tuple[str, str]] | None = None) -> SyncResult:
         """Make the node's floating leases exactly `entries`, in one step: leases not listed are
-        checked in first (their capacity can serve the new ones), listed ones kept, new ones taken."""
+        checked in first (their capacity can serve the new ones), listed ones kept, new ones taken.
+        Those in `held_before` (what it held before a restart or failover) are taken past the site
+        policy's limits, as they were granted under them (sites.py); never past what is installed."""
         result = SyncResult()
         wanted = {(e.resource, e.holder) for e in entries}
         held = self.held.get(node)
@@ -241,7 +267,9 @@ class LeaseBook:
             if (entry.resource, entry.holder) in seen:
                 continue
             seen.add((entry.resource, entry.holder))
-            outcome = self.checkout(node, entry.resource, entry.holder, entry.count, entry.interface, entry.client_version)
+            again = held_before is not None and (entry.resource, entry.holder) in held_before
+            outcome = self.checkout(node, entry.resource, entry.holder, entry.count, entry.interface, entry.client_version,
+                                    not again)
             if isinstance(outcome, Denial):
                 result.denied.append((i, entry, outcome))
             else:
@@ -285,6 +313,27 @@ class LeaseBook:
         self._detach(held, lease)
         for bucket, n in lease.took:
             bucket.in_use -= n
+        if lease.charge is not None:
+            for site_count, n in lease.charge:
+                site_count.give(n)
+
+    def set_policy(self, enforcer: Enforcer | None) -> None:
+        """Put a site policy in force (or none): every lease is counted to its site afresh, also
+        over a limit (nothing is revoked), and plans are made again under it."""
+        for held in self.held.values():
+            for lease in held.by_id.values():
+                lease.charge = None
+        self.enforcer = enforcer
+        self.forget_plans()
+        if enforcer is None:
+            return
+        enforcer.bind(self.planner.inventory.buckets.values())
+        for name, held in self.held.items():
+            node = self.nodes.get(name) or Node(name)
+            for lease in held.by_id.values():
+                lease.charge = enforcer.charge_of(node, lease.took)
+                for site_count, n in lease.charge or ():
+                    site_count.add(n)
 
     def _note_smb(self, lease: Lease, delta: int) -> None:
         """R-SMB-3: the SMB-Port serves one PBX; it is that PBX's while it holds an SMB Port."""
@@ -296,8 +345,8 @@ class LeaseBook:
 _KNOWN_RESOURCES = frozenset({"port", "conference", "isdn", "operator", "queue-monitor"})
 
 
-def _allocate(node: str, resource: str, steps: list[Step], count: int) -> Took | Denial:
-    """All or nothing: compute every draw first, apply only if all fit."""
+def _draws(node: str, resource: str, steps: list[Step], count: int) -> Took | Denial:
+    """All or nothing: every draw of a multi-bucket checkout, computed; nothing applied yet."""
     draws: list[tuple[Any, int]] = []
     for buckets, per in steps:
         need = per if per else count
@@ -311,10 +360,62 @@ def _allocate(node: str, resource: str, steps: list[Step], count: int) -> Took |
                 need -= n
         if need:
             return _exhausted(node, resource, [(buckets, per)], per if per else count)
-    for bucket, n in draws:
+    return tuple(draws)
+
+
+def _apply(took: Took) -> None:
+    for bucket, n in took:
         bucket.in_use += n
         bucket.peak = max(bucket.peak, bucket.in_use)
-    return tuple(draws)
+
+
+def _under_policy(plan: Plan, node: Node, enforcer: Enforcer) -> Plan | Denial:
+    """The plan without the buckets of families this node may not draw (include / exclude), with
+    the guards of the families it may; a Denial when a step is left with nothing."""
+    policy = enforcer.policy
+    steps: list[Step] = []
+    refused: Denial | None = None
+    for buckets, per in plan.steps:
+        kept = []
+        for bucket in buckets:
+            denial = policy.refusal(node, bucket.family)
+            if denial is None:
+                kept.append(bucket)
+            else:
+                refused = refused or denial
+        if buckets and not kept and refused is not None:
+            return refused
+        steps.append((tuple(kept), per))
+    out = Plan(steps) if refused is not None else plan
+    guards = enforcer.guards(node, {b.family for buckets, _ in steps for b in buckets})
+    if guards:
+        out.guards = guards
+        if out.single is not None:
+            out.guard = guards.get(out.single.family)
+    return out
+
+
+def _charge(node: str, resource: str, took: Took, guards: dict[str, Guard], policy: bool) -> Charge | Denial | None:
+    """A multi-bucket draw counted family by family; all or nothing."""
+    per_family: dict[str, int] = {}
+    for bucket, n in took:
+        if bucket.family in guards:
+            per_family[bucket.family] = per_family.get(bucket.family, 0) + n
+    taken: list[tuple[Guard, int]] = []
+    for family, n in per_family.items():
+        guard = guards[family]
+        if policy:
+            refused = guard.take(node, resource, n)
+            if refused is not None:
+                for done, m in taken:
+                    if done.mine is not None:
+                        done.mine.give(m)
+                return refused
+        elif guard.mine is not None:
+            guard.mine.add(n)
+        taken.append((guard, n))
+    charge = tuple((guard.mine, n) for guard, n in taken if guard.mine is not None)
+    return charge or None
 
 
 def _exhausted(node: str, resource: str, steps: list[Step], needed: int) -> Denial:

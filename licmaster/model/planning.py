@@ -5,7 +5,7 @@ platform, MAC, model, licensing) is read here, so the hot checkout only counts. 
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from . import errors as E
 from . import rules
@@ -13,6 +13,9 @@ from .catalog import SMB_PORT
 from .errors import Denial
 from .inventory import Bucket, Inventory
 from .types import RESOURCES, Node
+
+if TYPE_CHECKING:
+    from .sites import Guard
 
 # A step of a plan: draw `count` from the first buckets with room, in order (count 0: the
 # request's own count, e.g. conference channels).
@@ -40,9 +43,11 @@ class TookView:
 class Plan:
     """The steps, and shortcuts for the common single-bucket case."""
 
-    __slots__ = ("single", "steps", "took_one", "view")
+    __slots__ = ("guard", "guards", "single", "steps", "took_one", "view")
 
     def __init__(self, steps: list[Step]) -> None:
+        self.guards: dict[str, Guard] | None = None  # the site policy's, per family drawn (sites.py)
+        self.guard: Guard | None = None  # the single bucket's family's, for the fast path
         self.steps = steps
         only = len(steps) == 1 and len(steps[0][0]) == 1
         self.single: Bucket | None = steps[0][0][0] if only else None

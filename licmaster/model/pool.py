@@ -25,6 +25,7 @@ from .errors import Denial
 from .inventory import Bucket, Inventory, ReloadReport
 from .leases import Grant, Lease, LeaseBook, SyncResult
 from .planning import Planner, TookView
+from .sites import Enforcer, Policy
 from .types import InstalledLicense, Node, SyncEntry
 
 
@@ -45,7 +46,20 @@ class Pool:
         leases or assignments; see Inventory.install."""
         report = self.inventory.install(licenses, today=today)
         self.book.forget_plans()
+        if self.book.enforcer is not None:
+            self.book.enforcer.bind(self.inventory.buckets.values())
         return report
+
+    def set_policy(self, policy: Policy | None) -> list[str]:
+        """Put a site policy in force (None: none). Every lease is counted to its site again,
+        nothing revoked; returns the limits that do not hold now (shown, not enforced backwards)."""
+        enforcer = Enforcer(policy) if policy is not None else None
+        self.book.set_policy(enforcer)
+        return enforcer.broken() if enforcer is not None else []
+
+    @property
+    def enforcer(self) -> Enforcer | None:
+        return self.book.enforcer
 
     @property
     def installed(self) -> list[InstalledLicense]:
@@ -137,8 +151,8 @@ class Pool:
     def node_leases(self, node: str) -> list[Lease]:
         return self.book.of_node(node)
 
-    def sync(self, node: str, entries: Sequence[SyncEntry]) -> SyncResult:
-        return self.book.sync(node, entries)
+    def sync(self, node: str, entries: Sequence[SyncEntry], held_before: set[tuple[str, str]] | None = None) -> SyncResult:
+        return self.book.sync(node, entries, held_before)
 
     # ---------------------------------------------------------------- standby
 
