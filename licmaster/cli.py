@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,14 @@ from licmaster.daemon.datadir import holder_pid
 from licmaster.daemon.journal import read_journal
 from licmaster.licenses.files import installed_by_family, load_files
 from licmaster.licenses.identity import installation_id
+from licmaster.licenses.policy import load_policy
 from licmaster.licenses.signing import TABLE as SIGNATURE_TABLE
 from licmaster.licenses.signing import SigningError, Verifier, keygen, load_private_key, signature_table
 from licmaster.licenses.verdict import render_text, verdict
 from licmaster.model.catalog import CURRENT_VERSION
 from licmaster.model.rules import normalize_mac
+from licmaster.model.sites import Policy, PolicyError, reach
+from licmaster.model.types import InstalledLicense
 from licmaster.terminal import run_quietly_into_a_pipe
 from licmaster.wire import events
 
@@ -51,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="verify the files' signatures with this vendor public key (repeatable)")
     check.add_argument("--installation", default=None,
                        help="with --vendor-key: the installation the files must be bound to (default: this machine's id)")
+    check.add_argument("--policy", type=Path, default=None, metavar="SITES_TOML",
+                       help="also check a site policy against these licenses: per site, what it is guaranteed and can reach")
     check.set_defaults(run=_check)
 
     ident = sub.add_parser("id", help="print this machine's installation id (what signed license files are bound to)")
@@ -99,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fmt.add_argument("--html", action="store_true", help="one self-contained page with charts")
     rep.add_argument("--out", type=Path, help="write here instead of printing")
     rep.add_argument("--licenses", nargs="+", metavar="FILE", help="the installed license files: each peak with the headroom left")
+    rep.add_argument("--policy", type=Path, metavar="SITES_TOML", help="the site policy: peaks and refusals per site too")
     rep.set_defaults(run=_report)
 
     args = parser.parse_args(argv)
@@ -117,11 +123,46 @@ def _check(args: argparse.Namespace) -> int:
     loaded = load_files(args.files, verifier=verifier)
     v = verdict(loaded, args.firmware, args.today, platform=args.platform, mac=args.mac, model=args.model,
                 warn_days=args.warn_days)
+    sites = _check_policy(args.policy, loaded.licenses) if args.policy is not None else None
     if args.json:
-        print(json.dumps(v.to_dict(), indent=2, ensure_ascii=False))
+        print(json.dumps(v.to_dict() | ({"sites": sites} if sites is not None else {}), indent=2, ensure_ascii=False))
     else:
         print(render_text(v))
-    return 0 if v.ok else 1
+        if sites is not None:
+            print(_render_sites(sites))
+    return 0 if v.ok and (sites is None or sites["ok"]) else 1
+
+
+def _check_policy(path: Path, licenses: list[InstalledLicense]) -> dict[str, Any]:
+    """The policy's problems, or per site and family what it is guaranteed and can reach."""
+    installed = installed_by_family(licenses)
+    try:
+        policy = load_policy(path, installed)
+    except PolicyError as exc:
+        return {"ok": False, "file": str(path), "problems": exc.problems, "sites": [], "notes": []}
+    notes = []
+    for family in policy.families:
+        versions = sorted({lic.version for lic in licenses if lic.family == family and lic.version is not None})
+        if len(versions) > 1:
+            notes.append(f"{family} is installed in versions {', '.join(f'V{v}' for v in versions)}: a reservation counts "
+                         "units of any version, so it holds for a site whose PBXs can use each of them (R-VER-2)")
+    for access in policy.access.values():
+        who = f"only {', '.join(access.include)}" if access.include is not None else "every node"
+        notes.append(f"{access.family}: {who} may draw it" + (f", except {', '.join(access.exclude)}" if access.exclude else ""))
+    return {"ok": True, "file": str(path), "problems": [], "sites": reach(policy, installed), "notes": notes,
+            "members": {site.name: list(site.nodes) for site in policy.sites}}
+
+
+def _render_sites(sites: dict[str, Any]) -> str:
+    lines = [f"Sites ({sites['file']}): " + ("OK" if sites["ok"] else "REFUSED")]
+    lines += [f"  error: {p}" for p in sites["problems"]]
+    for row in sites["sites"]:
+        limits = ", ".join(x for x in (f"reserve {row['reserve']}" if row["reserve"] else "",
+                                       f"max {row['max']}" if row["max"] is not None else "") if x) or "no limit of its own"
+        lines.append(f"  {row['site']:<16} {row['family']:<18} guaranteed {row['guaranteed']:>5}, can reach {row['reach']:>5}"
+                     f"   ({limits}; nodes {', '.join(sites['members'][row['site']])})")
+    lines += [f"  note: {n}" for n in sites["notes"]]
+    return "\n".join(lines)
 
 
 def _id(args: argparse.Namespace) -> int:
@@ -167,6 +208,13 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site_name(policy: Policy) -> Callable[[str], str | None]:
+    def site_of(node: str) -> str | None:
+        site = policy.site_of(node)
+        return site.name if site is not None else None
+    return site_of
+
+
 def _report(args: argparse.Namespace) -> int:
     path = args.data_dir / "journal.sqlite3"
     if not path.is_file():
@@ -179,7 +227,15 @@ def _report(args: argparse.Namespace) -> int:
         print(f"licmaster: --since {args.since!r}: expected 7d, 12h, 30m, 90s or epoch seconds", file=sys.stderr)
         return 2
     installed = installed_by_family(load_files(args.licenses).licenses) if args.licenses else None
-    doc = usage_report.from_journal(path, since, now, installed)
+    site_of = None
+    if args.policy is not None:
+        try:
+            policy = load_policy(args.policy)
+        except PolicyError as exc:
+            print("licmaster: the site policy has errors:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
+            return 2
+        site_of = _site_name(policy)
+    doc = usage_report.from_journal(path, since, now, installed, site_of)
     text = (json.dumps(doc, indent=2) if args.json else usage_report.render_html(doc) if args.html
             else usage_report.render_text(doc))
     if args.out:

@@ -5,6 +5,7 @@ listen = "127.0.0.1:4460"       # the PBXs' TCP listener
 http = "127.0.0.1:4461"         # the console (admin API, metrics); "" for none
 data_dir = "licmaster-data"     # SQLite files: state.sqlite3, journal.sqlite3
 licenses = ["licenses.toml"]    # license files, relative to this file
+policy = ""                     # "sites.toml": the site policy (reserve, max, include/exclude), read with the licenses
 heartbeat_ms = 1000
 lease_ttl_ms = 3000
 grace_ms = 3000                 # after a restart: checkouts wait this long for PBXs to re-sync
@@ -66,6 +67,7 @@ class Config:
     http: str = "127.0.0.1:4461"
     data_dir: Path = Path("licmaster-data")
     licenses: tuple[Path, ...] = field(default_factory=tuple)
+    policy: Path | None = None  # the site policy file (docs/operations.md, "Sites"), read with the licenses
     heartbeat_ms: int = 1000
     lease_ttl_ms: int = 3000
     grace_ms: int | None = None  # None: lease_ttl_ms
@@ -215,7 +217,9 @@ def _value(key: str, value: Any, base: Path) -> Any:
         if value.__class__ is not bool:
             raise ConfigError(f"fsync: expected true or false, not {value!r}")
         return value
-    if key == "data_dir":
+    if key == "policy" and value == "":
+        return None
+    if key in ("data_dir", "policy"):
         return _path(value, base, key)
     if key == "vendor_keys":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

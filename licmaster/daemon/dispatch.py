@@ -82,6 +82,7 @@ class Dispatcher:
         self.coordination: Callable[[], dict[str, Any]] = lambda: {"mode": "two-node"}  # the master sets its own
         self.following: Callable[[], dict[str, Any]] = dict  # a standby's replication state, set by the master
         self.last_reload: Callable[[], dict[str, Any] | None] = lambda: None  # the master's last reload, set by it
+        self.sites: Callable[[], list[dict[str, Any]]] = lambda: []  # per site and family, under the site policy
         # etcd mode: the loop time past which this master's leadership is unconfirmed, and what
         # to do then (suspend). Checked once per read, before any request of it is answered: a
         # process paused past it (SIGSTOP, a VM freeze) must not answer its buffered requests.
@@ -480,7 +481,8 @@ class Dispatcher:
         reply.update(pools=self.pool.usage(), summary=self.summary(), master=self.name, grace_ms=self.grace_left_ms(),
                      standby_of=self.role.following or None, role=self.role.state.value, replicas=len(self.feed),
                      replication={"standbys": len(self.feed), "degraded": self.feed.degraded, **self.following()},
-                     http=self.console_url, coordination=self.coordination(), last_reload=self.last_reload())
+                     http=self.console_url, coordination=self.coordination(), last_reload=self.last_reload(),
+                     sites=self.sites())
         return reply
 
     def summary(self) -> dict[str, Any]:

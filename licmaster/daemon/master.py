@@ -30,13 +30,18 @@ from licmaster.daemon.recovery import Holdings, held_at_end
 from licmaster.daemon.replication import Follower, PeerWatch, ReplicaFeed, acting_master
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.daemon.sessions import End
+from licmaster.daemon.site_usage import SiteUsage
 from licmaster.daemon.store import Store
 from licmaster.licenses.files import LoadResult, load_files
+from licmaster.licenses.files import installed_by_family as files_by_family
 from licmaster.licenses.identity import installation_id
+from licmaster.licenses.policy import describe as describe_policy
+from licmaster.licenses.policy import load_policy
 from licmaster.licenses.signing import SigningError, Verifier
 from licmaster.licenses.terms import Term, terms
 from licmaster.model.inventory import ReloadReport
 from licmaster.model.pool import Pool
+from licmaster.model.sites import Policy, PolicyError
 from licmaster.model.types import Problem
 from licmaster.wire import events
 
@@ -74,6 +79,8 @@ class Master:
         self._peer_ssl: ssl.SSLContext | None = None  # how this master speaks to the others (see _peer_tls)
         self._licenses_valued_on = dt.date.min  # the day the installed licenses were last evaluated
         self._last_good: LoadResult | None = None  # the license set in force: kept when a newer one is broken
+        self.policy: Policy | None = None  # the site policy in force (config `policy`), with the license set
+        self.site_usage = SiteUsage()
         self._verifier: Verifier | None = None  # with vendor_keys: every license file signed for this installation
 
     @property
@@ -128,6 +135,10 @@ class Master:
         loaded = self._load_licenses()
         if not loaded.ok:
             raise StartError("license files have errors:\n" + "\n".join(f"  {p}" for p in loaded.errors))
+        try:
+            self.policy = self._load_policy(loaded)
+        except PolicyError as exc:
+            raise StartError("the site policy has errors:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
         self._last_good = loaded
         try:
             self._peer_ssl = self._peer_tls()
@@ -153,6 +164,9 @@ class Master:
         dispatch.journal, dispatch.store = self.journal, self.store
         dispatch.following = self.following
         dispatch.last_reload = lambda: self.last_reload
+        dispatch.sites = self.sites_usage
+        dispatch.denials.listeners.append(self.site_usage.on_denial)
+        self.site_usage.set_policy(self.policy)
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
         had_run, changes = self.journal.begin_run()
         dispatch.held_before = held_at_end(changes)
@@ -240,7 +254,14 @@ class Master:
         self.store.remember_hardware(pool.installed)
         for user, family, version, node in self.store.assignments():
             pool.restore_assignment(user, family, version, node)
+        pool.set_policy(self.policy)
         return pool
+
+    def _load_policy(self, loaded: LoadResult) -> Policy | None:
+        """The site policy file of the config, checked against this license set; PolicyError."""
+        if self.config.policy is None:
+            return None
+        return load_policy(self.config.policy, files_by_family(loaded.licenses))
 
     def _load_for_failover(self) -> LoadResult:
         """The license files as they are now, or the last good set if they have errors: a
@@ -352,17 +373,27 @@ class Master:
         loaded = self.license_set
         return terms(loaded.licenses, self.today()) if loaded is not None else []
 
+    def sites_usage(self) -> list[dict[str, Any]]:
+        """Per site and family under the site policy: held, reserve, max, over, refused."""
+        return self.site_usage.rows(self.pool.enforcer)
+
     def reload(self, who: str = "SIGHUP") -> ReloadReport | None:
         """Re-read the license files (SIGHUP, `licmaster reload`, the console). A set with errors
         (a bad signature among them) is refused whole; the old one stays. The outcome is kept in
         `last_reload` (usage, /api/v1/ha, /metrics, the dashboard) until the next reload."""
         loaded = self._load_licenses()
-        if not loaded.ok:
-            for problem in loaded.errors:
-                logs.event("reload_refused", logging.ERROR, problem=str(problem), who=who)
-            self.record(events.RELOAD_REFUSED, detail="; ".join(str(p) for p in loaded.errors)[:2000])
-            self.last_reload = {"ok": False, "at": time.time(), "by": who, "changed": {},
-                                "problems": [str(p) for p in loaded.errors][:50]}
+        problems = [str(p) for p in loaded.errors]
+        policy = self.policy
+        if loaded.ok:
+            try:
+                policy = self._load_policy(loaded)
+            except PolicyError as exc:
+                problems = exc.problems
+        if problems:
+            for problem in problems:
+                logs.event("reload_refused", logging.ERROR, problem=problem, who=who)
+            self.record(events.RELOAD_REFUSED, detail="; ".join(problems)[:2000])
+            self.last_reload = {"ok": False, "at": time.time(), "by": who, "changed": {}, "problems": problems[:50]}
             return None
         before = installed_by_family(self.pool)
         self._last_good = loaded
@@ -371,8 +402,14 @@ class Master:
         if self.store:
             self.store.remember_hardware(self.pool.installed)
         after = installed_by_family(self.pool)
-        changed = {family: [before.get(family, 0), after.get(family, 0)] for family in sorted({*before, *after})
-                   if before.get(family, 0) != after.get(family, 0)}
+        changed: dict[str, list[Any]] = {family: [before.get(family, 0), after.get(family, 0)] for family in sorted({*before, *after})
+                                         if before.get(family, 0) != after.get(family, 0)}
+        if policy != self.policy:
+            changed["site policy"] = [describe_policy(self.policy), describe_policy(policy)]
+        self.policy = policy
+        self.site_usage.set_policy(policy)
+        for broken in self.pool.set_policy(policy):
+            logs.event("policy_over", logging.WARNING, why=broken, hint="nothing is revoked; new checkouts wait")
         self._report("reload", report, loaded.problems, self.pool)
         said = ", ".join(f"{f} {a}->{b}" for f, (a, b) in changed.items()) or "nothing changed"
         self.record(events.RELOAD, detail=f"{said}; problems={len(report.problems)} (by {who})"[:2000])

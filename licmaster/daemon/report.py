@@ -12,7 +12,7 @@ import datetime as dt
 import html
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from licmaster.wire import events
@@ -35,12 +35,17 @@ def _hour(ts: float) -> str:
 
 
 def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
-                 installed: dict[str, int] | None = None) -> dict[str, Any]:
+                 installed: dict[str, int] | None = None, site_of: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """Rows: the journal's events oldest first (from the start of the run that was live at
     `since`, so that what was held then is known); counts are for [since, until]. User licenses
     count as in use while assigned (they are durable: a new run does not end them). With
-    `installed` (per family), each day's peak comes with the headroom left."""
-    held: dict[str, tuple[str, dict[str, int]]] = {}  # lease -> (node, families)
+    `installed` (per family), each day's peak comes with the headroom left. With `site_of` (the
+    site policy's node -> site), peaks of floating licenses and refusals per site too; a lease
+    taken over by a standby PBX stays its first node's site's, as the master counts it."""
+    held: dict[str, tuple[str, dict[str, int], str | None]] = {}  # lease -> (node, families, site)
+    site_use: dict[tuple[str, str], int] = defaultdict(int)  # (site, family) -> in use now
+    site_peak: dict[str, dict[str, int]] = defaultdict(dict)
+    site_refused: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     assigned: set[tuple[str, str]] = set()  # (user, family)
     in_use: dict[str, int] = defaultdict(int)
     by_node: dict[str, int] = defaultdict(int)
@@ -62,10 +67,12 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
         entry = held.pop(lease or "", None)
         if entry is None:
             return
-        node, families = entry
+        node, families, site = entry
         by_node[node] -= sum(families.values())
         for family, n in families.items():
             in_use[family] -= n
+            if site is not None:
+                site_use[(site, family)] -= n
 
     current_hour = ""
     for row in rows:
@@ -79,6 +86,7 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
             held.clear()
             in_use.clear()
             by_node.clear()
+            site_use.clear()
             for _, family in assigned:
                 in_use[family] += 1
         elif name == events.ASSIGN and row["resource"] and (row["holder"], row["resource"]) not in assigned:
@@ -90,9 +98,14 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
             in_use[row["resource"]] -= 1
         elif name == events.GRANT and row["lease"]:
             families = took_families(row["detail"])
-            held[row["lease"]] = (node, families)
+            site = site_of(node) if site_of is not None else None
+            held[row["lease"]] = (node, families, site)
             for family, n in families.items():
                 in_use[family] += n
+                if site is not None:
+                    site_use[(site, family)] += n
+                    if ts >= since and site_use[(site, family)] > site_peak[site].get(family, 0):
+                        site_peak[site][family] = site_use[(site, family)]
             by_node[node] += sum(families.values())
             if ts >= since:
                 grants[node] += 1
@@ -101,12 +114,12 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
         elif name in (events.CHECKIN, events.RELEASE):
             give_back(row["lease"])
         elif name in (events.EXPIRE, events.BYE):
-            for lease in [lid for lid, (owner, _) in held.items() if owner == node]:
+            for lease in [lid for lid, (owner, _, _) in held.items() if owner == node]:
                 give_back(lease)
         elif name == events.TAKEOVER and row["detail"]:
-            for lease, (owner, families) in list(held.items()):
+            for lease, (owner, families, site) in list(held.items()):
                 if owner == row["detail"]:
-                    held[lease] = (node, families)
+                    held[lease] = (node, families, site)
         elif name in (events.DENY, events.DENY_REPEATED) and ts >= since:
             if name == events.DENY:
                 code, count = row["detail"] or "?", 1
@@ -114,6 +127,9 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
                 code, _, times = (row["detail"] or "? x0").rpartition(" x")
                 count = int(times) if times.isdigit() else 0
             refused[(code, row["rule"] or "", node)] += count
+            refused_site = site_of(node) if site_of is not None else None
+            if refused_site is not None:
+                site_refused[refused_site][code] += count
             if code == EXHAUSTED:
                 ran_out[(_hour(ts), row["rule"] or "")] += count
     days: dict[str, dict[str, int]] = defaultdict(dict)
@@ -135,16 +151,20 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
                     for (c, r, n), k in sorted(refused.items(), key=lambda kv: -kv[1])],
         "top_holders": [{"node": n, "peak_leases": p, "grants": grants[n]}
                         for n, p in sorted(node_peak.items(), key=lambda kv: (-kv[1], kv[0]))[:10]],
+        "sites": [{"site": site, "peak": dict(sorted(site_peak.get(site, {}).items())),
+                   "refused": sum(site_refused.get(site, {}).values()), "refused_by_code": dict(sorted(site_refused.get(site, {}).items()))}
+                  for site in sorted({*site_peak, *site_refused})] if site_of is not None else None,
     }
 
 
-def from_journal(path: Any, since: float, until: float | None = None, installed: dict[str, int] | None = None) -> dict[str, Any]:
+def from_journal(path: Any, since: float, until: float | None = None, installed: dict[str, int] | None = None,
+                 site_of: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """The report over [since, until] from a journal file. It replays from the journal's start
     (bounded by its retention, journal_keep_days), so what was held at `since` is known."""
     from licmaster.daemon.journal import read_journal
 
     until = until if until is not None else dt.datetime.now(dt.UTC).timestamp()
-    return usage_report(read_journal(path), since, until, installed)
+    return usage_report(read_journal(path), since, until, installed, site_of)
 
 
 def parse_age(text: str, now: float) -> float:
@@ -173,6 +193,12 @@ def render_text(report: dict[str, Any]) -> str:
     lines += ["", "Top holders (most leases at once):"]
     lines += [f"  {h['node']}: {h['peak_leases']} floating licenses at once at its peak, {h['grants']} grants in the period"
               for h in report["top_holders"]] or ["  none"]
+    if report.get("sites") is not None:
+        lines += ["", "Per site (the site policy's sites; peak of floating licenses in the period, refusals by code):"]
+        lines += [f"  {s['site']}: peak " + (", ".join(f"{f} {n}" for f, n in s["peak"].items()) or "nothing")
+                  + f"; refused {s['refused']}" + (" (" + ", ".join(f"{c} {n}" for c, n in s["refused_by_code"].items()) + ")"
+                                                   if s["refused"] else "")
+                  for s in report["sites"]] or ["  nothing held or refused by any site"]
     return "\n".join(lines)
 
 
@@ -213,4 +239,12 @@ td,th{{border-bottom:1px solid #e5e7eb;padding:.2rem .6rem;text-align:left}} th{
 <h2>When a family ran out</h2>{table(["hour", "rule", "refused"], [[r["hour"], r["rule"] or "-", r["refused"]] for r in report["ran_out"]])}
 <h2>Who was refused</h2>{table(["code", "rule", "node", "count"], [[r["code"], r["rule"] or "-", r["node"], r["count"]] for r in report["refused"]])}
 <h2>Top holders</h2>{table(["node", "leases at peak", "grants"], [[h["node"], h["peak_leases"], h["grants"]] for h in report["top_holders"]])}
-</body></html>"""
+{_sites_html(report, table)}</body></html>"""
+
+
+def _sites_html(report: dict[str, Any], table: Callable[[list[str], list[list[Any]]], str]) -> str:
+    if report.get("sites") is None:
+        return ""
+    rows = [[s["site"], ", ".join(f"{f} {n}" for f, n in s["peak"].items()) or "-", s["refused"],
+             ", ".join(f"{c} {n}" for c, n in s["refused_by_code"].items()) or "-"] for s in report["sites"]]
+    return f"<h2>Per site</h2>{table(['site', 'peak', 'refused', 'by code'], rows)}"

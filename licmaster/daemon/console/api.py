@@ -126,7 +126,7 @@ async def usage(request: web.Request) -> web.Response:
                               "pools": pools, "denials": {f"{c}" + (f" ({r})" if r else ""): n for (c, r), n in sorted(
                                   totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
                               "grants": master.pool.book.issued(), "last_reload": master.last_reload,
-                              "terms": [t.to_dict() for t in master.terms()]})
+                              "terms": [t.to_dict() for t in master.terms()], "sites": master.sites_usage()})
 
 
 def _node(master: Master, name: str) -> dict[str, Any]:
@@ -328,7 +328,7 @@ async def report(request: web.Request) -> web.Response:
         await master.journal.flush()
     path = Path(master.config.data_dir) / "journal.sqlite3"
     installed = installed_by_family(master.pool)
-    doc = await asyncio.get_running_loop().run_in_executor(None, lambda: usage_report.from_journal(path, since, None, installed))
+    doc = await asyncio.get_running_loop().run_in_executor(None, lambda: usage_report.from_journal(path, since, None, installed, master.site_usage.site_of if master.policy else None))
     if request.query.get("format") == "html":
         return web.Response(text=usage_report.render_html(doc, f"{master.name}: usage report"), content_type="text/html")
     return web.json_response(doc)

@@ -253,7 +253,7 @@ class Live:
                 "following": master.role.following or None, "grace_ms": dispatch.grace_left_ms(),
                 "pools": [{"family": f, **row} for f, row in sorted(families.items())], "nodes": nodes,
                 "nodes_total": len(dispatch.sessions.by_node), "last_reload": master.last_reload,
-                "terms": [t.to_dict() for t in master.terms()],
+                "terms": [t.to_dict() for t in master.terms()], "sites": master.sites_usage(),
                 "standbys": len(master.feed), "degraded": master.feed.degraded, "peers": master.peer_states(),
                 "consoles": master.console_urls()}
 

@@ -108,6 +108,23 @@ class MasterCollector(Collector):
             if term.days_left is not None:
                 days.add_metric([term.family, str(term.version or "")], term.days_left)
         yield days
+        sites = master.sites_usage()
+        if sites:  # the site policy (docs/operations.md, "Sites")
+            labels_site = ["site", "family"]
+            held = GaugeMetricFamily("licmaster_site_in_use", "Licenses a site's PBXs hold now", labels=labels_site)
+            reserve = GaugeMetricFamily("licmaster_site_reserve", "Licenses kept for a site by the policy", labels=labels_site)
+            most = GaugeMetricFamily("licmaster_site_max", "The most a site may hold by the policy", labels=labels_site)
+            refused = CounterMetricFamily("licmaster_site_refused", "Requests of a site's PBXs refused, by error code",
+                                          labels=[*labels_site, "code"])
+            for site_row in sites:
+                site_key = [site_row["site"], site_row["family"]]
+                held.add_metric(site_key, site_row["in_use"])
+                reserve.add_metric(site_key, site_row["reserve"])
+                if site_row["max"] is not None:
+                    most.add_metric(site_key, site_row["max"])
+                for code, n in site_row["refused_by_code"].items():
+                    refused.add_metric([*site_key, code], n)
+            yield from (held, reserve, most, refused)
         yield GaugeMetricFamily("licmaster_epoch", "This master's epoch", value=dispatch.epoch)
         role = GaugeMetricFamily("licmaster_role", "1 for this master's role", labels=["role"])
         for state in Role:

@@ -70,6 +70,14 @@ function render(state, base) {
     `${t.count} × ${t.family}${t.version ? " V" + t.version : ""}: ` +
     [t.ssa_until ? `SSA until ${t.ssa_until} (${t.days_left} days)` : "", t.rented ? "rented (iSC)" : ""].filter(Boolean).join(", ")
   ).join(" · ");
+  const sites = state.sites || [];
+  document.getElementById("sites-section").hidden = sites.length === 0;
+  document.querySelector("#sites tbody").replaceChildren(...sites.map((r) => {
+    const state_ = r.over ? "over" : (r.max !== null && r.in_use >= r.max ? "at-max" : (r.in_use < r.reserve ? "under-reserve" : ""));
+    return el("tr", { "data-site": r.site, "data-family": r.family, class: state_ },
+      el("td", {}, r.site), el("td", {}, r.family), el("td", {}, r.in_use), el("td", {}, r.reserve || "–"),
+      el("td", {}, r.max ?? "–"), el("td", { title: Object.entries(r.refused_by_code).map(([c, n]) => `${c} ${n}`).join(", ") }, r.refused));
+  }));
   const nodes = document.querySelector("#nodes tbody");
   nodes.replaceChildren(...state.nodes.map((n) => el("tr", {},
     el("td", {}, n.node), el("td", {}, n.role), el("td", {}, n.firmware ?? "–"),
