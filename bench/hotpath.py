@@ -2,6 +2,7 @@
 
     python bench/hotpath.py                 # under valgrind if it is installed, else wall time only
     python bench/hotpath.py --requests 20480
+    python bench/hotpath.py --sites 10       # under a 10-site policy (reserve and max on PBX-Port)
 
 A real `Master` (licenses, store, journal) is fed batches of 64 pipelined checkouts, then the 64
 checkins of their leases, through the protocol's `data_received`, exactly as a socket read would
@@ -76,15 +77,30 @@ def batches(requests: int) -> tuple[list[bytes], list[bytes]]:
     return checkouts, checkins
 
 
-async def run(requests: int, built: int) -> float:
+def site_policy(sites: int) -> str:
+    """`sites` sites, each reserving 10 Ports; the bench's PBX is in the first, which has a max
+    too: each checkout counts against its site's max and the others' reservations (the worst case)."""
+    lines = []
+    for i in range(sites):
+        lines += [f"[site.site-{i}]", f'nodes = ["{"pbx" if i == 0 else f"branch-{i}-*"}"]', 'reserve = { "PBX-Port" = 10 }']
+        if i == 0:
+            lines.append('max = { "PBX-Port" = 500000 }')
+    return "\n".join(lines) + "\n"
+
+
+async def run(requests: int, built: int, sites: int = 0) -> float:
     """Seconds spent answering `requests` requests (half checkouts, half checkins), of `built`
     prepared (preparing them is not measured, but callgrind counts it: keep it the same)."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "licenses.toml").write_text('[[license]]\ntype = "PBX-Port13"\ncount = 1000000\n')
+        policy = None
+        if sites:
+            policy = workdir / "sites.toml"
+            policy.write_text(site_policy(sites))
         logs.setup("kv", "error")
         master = Master(Config(listen="127.0.0.1:0", data_dir=workdir / "data", licenses=(workdir / "licenses.toml",),
-                               lease_ttl_ms=60_000, heartbeat_ms=5_000))
+                               lease_ttl_ms=60_000, heartbeat_ms=5_000, policy=policy))
         await master.start(listen=False)
         conn = master.new_connection()
         conn.connection_made(DroppingTransport())
@@ -104,14 +120,15 @@ async def run(requests: int, built: int) -> float:
         return elapsed
 
 
-def instructions(requests: int) -> int | None:
+def instructions(requests: int, sites: int) -> int | None:
     """Instructions per request under callgrind, or None without valgrind."""
     if shutil.which("valgrind") is None:
         return None
     counts = []
     for n in (0, requests):
         out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                              __file__, "--inner", str(n), "--requests", str(requests)], capture_output=True, text=True,
+                              __file__, "--inner", str(n), "--requests", str(requests), "--sites", str(sites)],
+                             capture_output=True, text=True,
                              env={**os.environ, "PYTHONHASHSEED": "0"}, check=True)
         found = re.search(r"Collected : (\d+)", out.stderr)
         if found is None:
@@ -123,16 +140,17 @@ def instructions(requests: int) -> int | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20_480, help="requests measured (a multiple of 128)")
+    parser.add_argument("--sites", type=int, default=0, help="under a site policy of this many sites (default: none)")
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)  # one measured run, for callgrind
     args = parser.parse_args()
     requests = max(2 * BATCH, args.requests // (2 * BATCH) * 2 * BATCH)
     if args.inner is not None:
-        asyncio.run(run(args.inner, requests))
+        asyncio.run(run(args.inner, requests, args.sites))
         return
-    walls = [asyncio.run(run(requests, requests)) / requests * 1e6 for _ in range(3)]
-    out: dict[str, Any] = {"bench": "hotpath", "requests": requests, "batch": BATCH,
+    walls = [asyncio.run(run(requests, requests, args.sites)) / requests * 1e6 for _ in range(3)]
+    out: dict[str, Any] = {"bench": "hotpath", "requests": requests, "batch": BATCH, "sites": args.sites,
                            "us_per_request_wall_median": round(sorted(walls)[1], 3),
-                           "instructions_per_request": instructions(requests)}
+                           "instructions_per_request": instructions(requests, args.sites)}
     if out["instructions_per_request"] is None:
         out["note"] = "valgrind not found: instructions not counted (apt-get install valgrind)"
     print(json.dumps(out, indent=2))
