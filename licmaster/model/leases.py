@@ -19,15 +19,15 @@ from . import rules
 from .catalog import SMB_PORT
 from .errors import Denial
 from .planning import Plan, Planner, Step, Took, TookView, took_wire
-from .sites import Charge, Enforcer, Guard
+from .sites import Enforcer, Guard, SiteCounts
 from .types import Node, SyncEntry
 
 
 class Lease:
-    __slots__ = ("charge", "count", "holder", "id", "interface", "node", "resource", "took", "view")
+    __slots__ = ("count", "holder", "id", "interface", "node", "resource", "took", "view")
 
     def __init__(self, lease_id: str, node: str, resource: str, holder: str, took: Took, count: int,
-                 interface: str | None, view: TookView | None = None, charge: Charge | None = None) -> None:
+                 interface: str | None, view: TookView | None = None) -> None:
         self.id = lease_id
         self.node = node
         self.resource = resource
@@ -36,7 +36,6 @@ class Lease:
         self.count = count
         self.interface = interface
         self.view = view  # shared from the plan on the fast path, else made on demand
-        self.charge = charge  # what it counts to its node's site under the site policy (sites.py)
 
     def took_wire(self) -> list[dict[str, Any]]:
         return took_wire(self.took)
@@ -50,14 +49,17 @@ PlanKey = str | tuple[str, str] | tuple[str, int]  # resource; (resource, interf
 
 
 class Held:
-    """One node's floating leases, by id and by (resource, holder), and its cached plans."""
+    """One node's floating leases, by id and by (resource, holder), and its cached plans; under a
+    site policy, its site's count per family (a node's leases all count to its site: a standby
+    PBX's site is the one of the PBX it stands in for, so leases it takes over stay where they were)."""
 
-    __slots__ = ("by_id", "by_resource", "plans")
+    __slots__ = ("by_id", "by_resource", "plans", "site_counts")
 
     def __init__(self) -> None:
         self.by_id: dict[str, Lease] = {}
         self.by_resource: dict[str, dict[str, Lease]] = {}
         self.plans: dict[PlanKey, Plan | Denial] = {}
+        self.site_counts: SiteCounts | None = None
 
 
 @dataclass(slots=True)
@@ -123,25 +125,34 @@ class LeaseBook:
                           "SMB-Port does not work in master/slave installations", "R-SMB-3")
         single = plan.single
         took: Took
-        charge: Charge | None = None
         if single is not None and (plan.took_one is not None or count == 1):
-            # Fast path: one unit from one bucket (a Port on a gateway, an operator, ...).
+            # Fast path: one unit from one bucket (a Port on a gateway, an operator, ...). A plan
+            # under the site policy has no `single`: it goes below, so this path pays nothing for it.
             in_use = single.in_use + 1
             if in_use > single.installed:
                 return _exhausted(node, resource, plan.steps, count)
-            guard = plan.guard
-            if guard is not None:  # the site policy: one count more (sites.py)
-                if policy:
-                    refused = guard.take(node, resource, 1)
-                    if refused is not None:
-                        return refused
-                elif guard.mine is not None:
-                    guard.mine.add(1)
-                charge = guard.charge_one
             single.in_use = in_use
             if in_use > single.peak:
                 single.peak = in_use
             took = plan.took_one or ((single, 1),)
+            view = plan.view
+        elif plan.guard is not None and (plan.took_one is not None or count == 1):
+            # The same, counted against the site policy first (sites.py).
+            guard, bucket = plan.guard, plan.guarded
+            assert bucket is not None
+            in_use = bucket.in_use + 1
+            if in_use > bucket.installed:
+                return _exhausted(node, resource, plan.steps, count)
+            if policy:
+                refused = guard.take(node, resource, 1)
+                if refused is not None:
+                    return refused
+            elif guard.mine is not None:
+                guard.mine.add(1)
+            bucket.in_use = in_use
+            if in_use > bucket.peak:
+                bucket.peak = in_use
+            took = plan.took_one or ((bucket, 1),)
             view = plan.view
         else:
             drawn = _draws(node, resource, plan.steps, count)
@@ -150,12 +161,11 @@ class LeaseBook:
             took = drawn
             view = None
             if plan.guards:
-                charged = _charge(node, resource, took, plan.guards, policy)
-                if type(charged) is Denial:
-                    return charged
-                charge = charged
+                refused = _take(node, resource, took, plan.guards, policy)
+                if refused is not None:
+                    return refused
             _apply(took)
-        lease = Lease(next(self._ids), node, resource, holder, took, count, interface, view, charge)
+        lease = Lease(next(self._ids), node, resource, holder, took, count, interface, view)
         held.by_id[lease.id] = lease
         by_holder[holder] = lease
         self.count += 1
@@ -168,6 +178,7 @@ class LeaseBook:
         known = self.nodes.get(node) or Node(node)
         plan = self.planner.plan(known, resource, interface, client_version)
         if type(plan) is Plan and self.enforcer is not None:
+            held.site_counts = self.enforcer.site_counts(known)
             plan = _under_policy(plan, known, self.enforcer)
         if type(plan) is Plan or resource in _KNOWN_RESOURCES:
             # A refusal for an unknown resource is not cached: nothing is kept per unknown name.
@@ -199,9 +210,8 @@ class LeaseBook:
         self.count -= 1
         for bucket, n in lease.took:
             bucket.in_use -= n
-        if lease.charge is not None:
-            for site_count, n in lease.charge:
-                site_count.give(n)
+        if held.site_counts is not None:
+            _give(held.site_counts, lease.took)
         if self._smb_leases:
             self._note_smb(lease, -1)
         return lease
@@ -285,6 +295,8 @@ class LeaseBook:
         target = self.held.get(standby)
         if target is None:
             target = self.held[standby] = Held()
+        if target.site_counts is None:  # the standby PBX is in the site of the PBX it stands in for
+            target.site_counts = source.site_counts
         for lease in list(source.by_id.values()):
             if self.find(standby, lease.resource, lease.holder) is not None:
                 self._release(source, lease)
@@ -313,27 +325,24 @@ class LeaseBook:
         self._detach(held, lease)
         for bucket, n in lease.took:
             bucket.in_use -= n
-        if lease.charge is not None:
-            for site_count, n in lease.charge:
-                site_count.give(n)
+        if held.site_counts is not None:
+            _give(held.site_counts, lease.took)
 
     def set_policy(self, enforcer: Enforcer | None) -> None:
         """Put a site policy in force (or none): every lease is counted to its site afresh, also
         over a limit (nothing is revoked), and plans are made again under it."""
-        for held in self.held.values():
-            for lease in held.by_id.values():
-                lease.charge = None
         self.enforcer = enforcer
         self.forget_plans()
-        if enforcer is None:
-            return
-        enforcer.bind(self.planner.inventory.buckets.values())
+        if enforcer is not None:
+            enforcer.bind(self.planner.inventory.buckets.values())
         for name, held in self.held.items():
-            node = self.nodes.get(name) or Node(name)
-            for lease in held.by_id.values():
-                lease.charge = enforcer.charge_of(node, lease.took)
-                for site_count, n in lease.charge or ():
-                    site_count.add(n)
+            held.site_counts = enforcer.site_counts(self.nodes.get(name) or Node(name)) if enforcer is not None else None
+            if held.site_counts is not None:
+                for lease in held.by_id.values():
+                    for bucket, n in lease.took:
+                        count = held.site_counts.get(bucket.family)
+                        if count is not None:
+                            count.add(n)
 
     def _note_smb(self, lease: Lease, delta: int) -> None:
         """R-SMB-3: the SMB-Port serves one PBX; it is that PBX's while it holds an SMB Port."""
@@ -390,13 +399,14 @@ def _under_policy(plan: Plan, node: Node, enforcer: Enforcer) -> Plan | Denial:
     guards = enforcer.guards(node, {b.family for buckets, _ in steps for b in buckets})
     if guards:
         out.guards = guards
-        if out.single is not None:
-            out.guard = guards.get(out.single.family)
+        if out.single is not None and out.single.family in guards:
+            # off the unguarded fast path, onto the guarded one (LeaseBook.checkout)
+            out.guard, out.guarded, out.single = guards[out.single.family], out.single, None
     return out
 
 
-def _charge(node: str, resource: str, took: Took, guards: dict[str, Guard], policy: bool) -> Charge | Denial | None:
-    """A multi-bucket draw counted family by family; all or nothing."""
+def _take(node: str, resource: str, took: Took, guards: dict[str, Guard], policy: bool) -> Denial | None:
+    """A multi-bucket draw counted against the site policy family by family; all or nothing."""
     per_family: dict[str, int] = {}
     for bucket, n in took:
         if bucket.family in guards:
@@ -414,8 +424,14 @@ def _charge(node: str, resource: str, took: Took, guards: dict[str, Guard], poli
         elif guard.mine is not None:
             guard.mine.add(n)
         taken.append((guard, n))
-    charge = tuple((guard.mine, n) for guard, n in taken if guard.mine is not None)
-    return charge or None
+    return None
+
+
+def _give(counts: SiteCounts, took: Took) -> None:
+    for bucket, n in took:
+        count = counts.get(bucket.family)
+        if count is not None:
+            count.give(n)
 
 
 def _exhausted(node: str, resource: str, steps: list[Step], needed: int) -> Denial:

@@ -43,11 +43,14 @@ class TookView:
 class Plan:
     """The steps, and shortcuts for the common single-bucket case."""
 
-    __slots__ = ("guard", "guards", "single", "steps", "took_one", "view")
+    __slots__ = ("guard", "guarded", "guards", "single", "steps", "took_one", "view")
 
     def __init__(self, steps: list[Step]) -> None:
-        self.guards: dict[str, Guard] | None = None  # the site policy's, per family drawn (sites.py)
-        self.guard: Guard | None = None  # the single bucket's family's, for the fast path
+        # Under the site policy (sites.py): the guard of each family drawn; a single-bucket plan
+        # moves its bucket from `single` to `guarded`, with its family's guard in `guard`.
+        self.guards: dict[str, Guard] | None = None
+        self.guard: Guard | None = None
+        self.guarded: Bucket | None = None
         self.steps = steps
         only = len(steps) == 1 and len(steps[0][0]) == 1
         self.single: Bucket | None = steps[0][0][0] if only else None

@@ -346,11 +346,10 @@ class FamilyRules:
 class Guard:
     """One node's checks for one family: its site's count (or none), and the family's reservations."""
 
-    __slots__ = ("charge_one", "mine", "rules")
+    __slots__ = ("mine", "rules")
 
     def __init__(self, rules: FamilyRules, mine: SiteCount | None) -> None:
         self.rules, self.mine = rules, mine
-        self.charge_one = ((mine, 1),) if mine is not None else None  # shared by every single-unit lease
 
     def take(self, node: str, resource: str, n: int) -> Denial | None:
         """Check `n` units for `node` against the limits, and count them when they fit."""
@@ -379,7 +378,7 @@ class Guard:
                       {"limit": "reserve", "family": rules.family, "sites": owed, "needed": n, "free": rules.free()})
 
 
-Charge = tuple[tuple[SiteCount, int], ...]
+SiteCounts = dict[str, SiteCount]  # family -> the count of one site
 
 
 class Enforcer:
@@ -417,18 +416,12 @@ class Enforcer:
             out[family] = Guard(rules, mine)
         return out
 
-    def charge_of(self, node: Node, took: Iterable[tuple[Bucket, int]]) -> Charge | None:
-        """What a lease counts to its node's site (a lease restored, re-synced, or a policy
-        applied to leases that exist)."""
+    def site_counts(self, node: Node) -> SiteCounts | None:
+        """The counts a node's leases go to, per family: its site's (None: in no site)."""
         site = self.policy.site_of_node(node)
         if site is None:
             return None
-        charge = []
-        for bucket, n in took:
-            rules = self.families.get(bucket.family)
-            if rules is not None:
-                charge.append((rules.sites[site.name], n))
-        return tuple(charge) or None
+        return {family: rules.sites[site.name] for family, rules in self.families.items()}
 
     def usage(self) -> list[dict[str, Any]]:
         """Per site and family: held, reserve, max, and by how much a limit is passed (`over`)."""
