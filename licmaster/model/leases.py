@@ -210,8 +210,12 @@ class LeaseBook:
         self.count -= 1
         for bucket, n in lease.took:
             bucket.in_use -= n
-        if held.site_counts is not None:
-            _give(held.site_counts, lease.took)
+        counts = held.site_counts
+        if counts is not None:  # the site policy (sites.py)
+            for bucket, n in lease.took:
+                site_count = counts.get(bucket.family)
+                if site_count is not None:
+                    site_count.give(n)
         if self._smb_leases:
             self._note_smb(lease, -1)
         return lease
