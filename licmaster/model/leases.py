@@ -18,6 +18,7 @@ from . import errors as E
 from . import rules
 from .catalog import SMB_PORT
 from .errors import Denial
+from .inventory import Bucket
 from .planning import Plan, Planner, Step, Took, TookView, took_wire
 from .sites import Enforcer, Guard, SiteCounts
 from .types import Node, SyncEntry
@@ -138,17 +139,28 @@ class LeaseBook:
             view = plan.view
         elif plan.guard is not None and (plan.took_one is not None or count == 1):
             # The same, counted against the site policy first (sites.py).
-            guard, bucket = plan.guard, plan.guarded
-            assert bucket is not None
+            # Guard.take for one unit, written out: this is the request path under a policy.
+            guard = plan.guard
+            bucket: Bucket = plan.guarded  # type: ignore[assignment]  # set with `guard`
             in_use = bucket.in_use + 1
             if in_use > bucket.installed:
                 return _exhausted(node, resource, plan.steps, count)
-            if policy:
-                refused = guard.take(node, resource, 1)
-                if refused is not None:
-                    return refused
-            elif guard.mine is not None:
-                guard.mine.add(1)
+            family = guard.rules
+            mine = guard.mine
+            if mine is None:
+                if policy and family.owed and family.free() <= family.owed:
+                    return guard.refusal(node, resource, 1)
+            else:
+                held_now = mine.held
+                short = mine.reserve - held_now  # what its own reserve still owes it
+                if policy:
+                    owed_others = family.owed - short if short > 0 else family.owed
+                    if held_now >= mine.max or (owed_others and (bucket.installed - in_use if family.only is bucket
+                                                                 else family.free() - 1) < owed_others):
+                        return guard.refusal(node, resource, 1)
+                if short > 0:
+                    family.owed -= 1
+                mine.held = held_now + 1
             bucket.in_use = in_use
             if in_use > bucket.peak:
                 bucket.peak = in_use
@@ -211,11 +223,15 @@ class LeaseBook:
         for bucket, n in lease.took:
             bucket.in_use -= n
         counts = held.site_counts
-        if counts is not None:  # the site policy (sites.py)
+        if counts is not None:  # the site policy: SiteCount.give, written out (the request path)
             for bucket, n in lease.took:
                 site_count = counts.get(bucket.family)
                 if site_count is not None:
-                    site_count.give(n)
+                    left = site_count.held - n
+                    site_count.held = left
+                    short = site_count.reserve - left
+                    if short > 0:
+                        site_count.rules.owed += n if n < short else short
         if self._smb_leases:
             self._note_smb(lease, -1)
         return lease

@@ -378,6 +378,12 @@ class Guard:
         mine.held = held + n
         return None
 
+    def refusal(self, node: str, resource: str, n: int) -> Denial:
+        """Why `n` more units do not fit (called once `take`, or its copy in the request path, said no)."""
+        refused = self.take(node, resource, n)
+        assert refused is not None, "refusal() asked of a request that fits"
+        return refused
+
     def _reserved(self, node: str, resource: str, n: int, owed_others: int) -> Denial:
         rules = self.rules
         mine = self.mine.site if self.mine is not None else None
