@@ -34,6 +34,9 @@ class Recorder:
     steps: list[dict[str, Any]] = field(default_factory=list)  # per step: units of work, seconds, rate
     # every master at once: {t, over (in use beyond installed, summed over the serving masters), roles}
     across_masters: list[dict[str, Any]] = field(default_factory=list)
+    # per site, as the devices saw it: (t, site, Ports held +/-, users waiting for a Port +/-)
+    site_events: list[tuple[float, str, int, int]] = field(default_factory=list)
+    site_refused: Counter[tuple[str, str]] = field(default_factory=Counter)  # (site, code)
 
     def now(self) -> float:
         return time.perf_counter() - self.start
@@ -43,9 +46,16 @@ class Recorder:
             self.latencies[op].append(seconds)
         self.outcomes[(op, error or "ok")] += 1
 
-    def denial(self, op: str, pbx: str, code: str, rule: str | None) -> None:
+    def denial(self, op: str, pbx: str, code: str, rule: str | None, site: str | None = None) -> None:
         self.denials[(code, rule or "-")] += 1
         self.denied_pbxs[pbx] += 1
+        if site is not None:
+            self.site_refused[(site, code)] += 1
+
+    def demand(self, site: str | None, held: int, waiting: int) -> None:
+        """A site's users: one more (or fewer) holding a Port, or waiting for one it was refused."""
+        if site is not None:
+            self.site_events.append((self.now(), site, held, waiting))
 
     def fault(self, what: str) -> None:
         self.timeline.append({"t": round(self.now(), 3), "event": what})
@@ -103,8 +113,33 @@ class Recorder:
         self.outcomes.update(other.outcomes)
         self.denials.update(other.denials)
         self.denied_pbxs.update(other.denied_pbxs)
+        self.site_events.extend(other.site_events)
+        self.site_refused.update(other.site_refused)
         self.takeover_ms.extend(other.takeover_ms)
         self.timeline = sorted(self.timeline + other.timeline, key=lambda item: item["t"])
+
+    def sites(self) -> dict[str, Any]:
+        """Per site: the most Ports held at once, requests refused, and the most users waiting for
+        a Port at once (the shortfall); and, over the installation, the most Ports wanted at once
+        (held + waiting): what would have served everyone."""
+        held: Counter[str] = Counter()
+        waiting: Counter[str] = Counter()
+        peak: Counter[str] = Counter()
+        short: Counter[str] = Counter()
+        wanted = 0
+        for _, site, d_held, d_waiting in sorted(self.site_events):
+            held[site] += d_held
+            waiting[site] += d_waiting
+            peak[site] = max(peak[site], held[site])
+            short[site] = max(short[site], waiting[site])
+            wanted = max(wanted, sum(held.values()) + sum(waiting.values()))
+        names = sorted({*held, *(site for site, _ in self.site_refused)})
+        rows = []
+        for site in names:
+            by_code = {code: n for (s, code), n in sorted(self.site_refused.items()) if s == site}
+            rows.append({"site": site, "peak_ports": peak[site], "refused": sum(by_code.values()), "refused_by_code": by_code,
+                         "short": short[site]})
+        return {"sites": rows, "ports_wanted_at_peak": wanted}
 
     def peak_in_use(self) -> dict[str, int]:
         peak: dict[str, int] = {}

@@ -43,6 +43,7 @@ class SimPBX:
         self.registry = DeviceRegistry()
         self.devices: list[Device] = self._devices()
         self.registered: set[tuple[str, str]] = set()
+        self.waiting: set[str] = set()  # users refused a Port, still wanting one (per-site sizing)
         self.state = "down"  # up, dead (killed), cut (hangs), fenced (taken over)
         self.client: SimClient | None = None
         self.assigned: dict[str, list[dict[str, Any]]] = {}  # user -> took
@@ -94,7 +95,7 @@ class SimPBX:
             self.state = "fenced"
             self.recorder.fault(f"{self.name} fenced: {event.get('reason')}")
         elif name == "lost":
-            self.recorder.denial("sync", self.name, event.get("error") or "?", event.get("rule"))
+            self.recorder.denial("sync", self.name, event.get("error") or "?", event.get("rule"), site=self.spec.site)
         elif name == "reconnected":
             self.recorder.fault(f"{self.name} reconnected (epoch {event.get('epoch')})")
 
@@ -170,7 +171,7 @@ class SimPBX:
         try:
             await self._timed("checkout", lambda: self.client.checkout(resource, holder, count, interface))  # type: ignore[union-attr]
         except LicenseError as exc:
-            self.recorder.denial("checkout", self.name, exc.code, exc.rule)
+            self.recorder.denial("checkout", self.name, exc.code, exc.rule, site=self.spec.site)
             return False
         except ConnectionError:
             self.recorder.op("checkout", self.name, 0.0, "no_connection", None)
@@ -186,12 +187,12 @@ class SimPBX:
             self.local_leases[(resource, holder)] = lease
             self.recorder.op("local-checkout", self.name, 0.0)
             return True
-        self.recorder.denial("local-checkout", self.name, outcome.code, outcome.rule)
+        self.recorder.denial("local-checkout", self.name, outcome.code, outcome.rule, site=self.spec.site)
         if self.client is not None and self.state == "up":
             try:
                 await self._timed("checkout", lambda: self.client.checkout(resource, holder, count, interface))  # type: ignore[union-attr]
             except LicenseError as exc:
-                self.recorder.denial("checkout", self.name, exc.code, exc.rule)
+                self.recorder.denial("checkout", self.name, exc.code, exc.rule, site=self.spec.site)
         return False
 
     async def _checkin(self, resource: str, holder: str) -> None:
@@ -221,17 +222,27 @@ class SimPBX:
         if (obj, dev) in self.registered:
             return
         action = self.registry.register(obj, kind, dev)
-        if action is PortAction.CHECKOUT and not await self._checkout("port", obj):
-            self.registry.unregister(obj, dev)  # refused: the device stays unregistered
-            return
+        if action is PortAction.CHECKOUT:
+            if not await self._checkout("port", obj):
+                self.registry.unregister(obj, dev)  # refused: the device stays unregistered
+                if obj not in self.waiting:  # its user waits for a Port (the site's shortfall)
+                    self.waiting.add(obj)
+                    self.recorder.demand(self.spec.site, 0, +1)
+                return
+            self.recorder.demand(self.spec.site, +1, -1 if obj in self.waiting else 0)
+            self.waiting.discard(obj)
         self.registered.add((obj, dev))
 
     async def unregister(self, device: Device) -> None:
         obj, _, dev = device
         if (obj, dev) not in self.registered:
+            if obj in self.waiting:  # a refused user goes home: it no longer waits
+                self.waiting.discard(obj)
+                self.recorder.demand(self.spec.site, 0, -1)
             return
         self.registered.discard((obj, dev))
         if self.registry.unregister(obj, dev) is PortAction.CHECKIN:
+            self.recorder.demand(self.spec.site, -1, 0)
             await self._checkin("port", obj)
 
     async def configure_user(self, user: str) -> None:
@@ -240,7 +251,7 @@ class SimPBX:
         try:
             reply = await self._timed("assign", lambda: self.client.assign(user, self.spec.template))  # type: ignore[union-attr]
         except LicenseError as exc:
-            self.recorder.denial("assign", self.name, exc.code, exc.rule)
+            self.recorder.denial("assign", self.name, exc.code, exc.rule, site=self.spec.site)
             return
         self.assigned[user] = reply.get("took", [])
 
@@ -289,7 +300,7 @@ class SimPBX:
         try:
             reply = await self._timed("takeover", lambda: self.client.takeover(self.standby_for))  # type: ignore[union-attr, arg-type]
         except LicenseError as exc:
-            self.recorder.denial("takeover", self.name, exc.code, exc.rule)
+            self.recorder.denial("takeover", self.name, exc.code, exc.rule, site=self.spec.site)
             return False
         self.recorder.fault(f"{self.name} took over {self.standby_for}: {reply.get('moved', 0)} leases moved")
         return True

@@ -20,7 +20,8 @@ def to_dict(result: RunResult) -> dict[str, Any]:
         "seconds": round(result.seconds, 3), "master": result.master,
         "network": {"pbxs": len(s.pbxs), "devices": s.device_count,
                     "standbys": sum(1 for p in s.pbxs if p.standby)},
-        "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in result.checks],
+        "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail, "kind": c.kind} for c in result.checks],
+        "sites": sites_figures(result),
         "grants": r.grants, "denials": {"total": r.denial_total, "by_code": r.denials_by_code(), "by_rule": r.denials_by_rule(),
                                         "most_refused": r.most_refused()},
         "latency": r.latency_table(), "steps": r.steps, "registrations": r.registrations(), "takeover_ms": [round(t, 3) for t in r.takeover_ms],
@@ -28,6 +29,24 @@ def to_dict(result: RunResult) -> dict[str, Any]:
         "timeline": r.timeline, "audits": r.audits, "violations": r.violations, "samples": r.samples,
         "journal": result.journal, "undone_user_licenses": result.undone,
     }
+
+
+def sites_figures(result: RunResult) -> dict[str, Any] | None:
+    """Per site, when the scenario names sites: peak Ports held, refused, the shortfall, each in a
+    sentence too; kept apart from the checks of the master's correctness."""
+    if not any(p.site for p in result.scenario.pbxs):
+        return None
+    figures = result.recorder.sites()
+    ports = result.installed.get("PBX-Port", 0) + result.installed.get("Port", 0)
+    wanted = figures["ports_wanted_at_peak"]
+    for row in figures["sites"]:
+        if row["short"]:
+            row["verdict"] = (f"{row['site']}: {row['short']} user(s) without a Port at peak; "
+                              f"{max(wanted, ports)} Ports would have served everyone ({ports} installed)")
+        else:
+            row["verdict"] = f"{row['site']}: everyone served, {row['peak_ports']} Ports at its peak"
+    figures["ports_installed"] = ports
+    return figures
 
 
 def console(result: RunResult) -> str:
@@ -53,9 +72,19 @@ def console(result: RunResult) -> str:
         lines.append(f"  takeovers answered in: {', '.join(f'{t:.1f} ms' for t in d['takeover_ms'])}")
     if d["undone_user_licenses"] is not None:
         lines.append(f"  left as found: the {d['undone_user_licenses']} user(s) given user licenses by the run had them unassigned")
+    if d["sites"] is not None:
+        lines.append("  sizing per site (as the simulated users saw it):")
+        for row in d["sites"]["sites"]:
+            refused = f", refused {row['refused']} (" + ", ".join(f"{c} {n}" for c, n in row["refused_by_code"].items()) + ")" \
+                if row["refused"] else ""
+            lines.append(f"    {row['verdict']}{refused}")
     lines.append("  checks:")
-    for c in d["checks"]:
-        lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    for kind, title in (("correctness", "checks"), ("sizing", "sizing expectations")):
+        shown = [c for c in d["checks"] if c["kind"] == kind]
+        if kind == "sizing" and shown:
+            lines.append(f"  {title}:")
+        for c in shown:
+            lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
     return "\n".join(lines)
 
 
@@ -86,7 +115,17 @@ def render_html(d: dict[str, Any]) -> str:
     e = html.escape
     verdict = "PASSED" if d["passed"] else "FAILED"
     checks = "".join(f"<tr class={'ok' if c['passed'] else 'fail'}><td>{'✔' if c['passed'] else '✘'}</td>"
-                     f"<td>{e(c['name'])}</td><td>{e(c['detail'])}</td></tr>" for c in d["checks"])
+                     f"<td>{e(c['name'])}</td><td>{e(c['detail'])}</td></tr>" for c in d["checks"] if c["kind"] == "correctness")
+    sizing_checks = "".join(f"<tr class={'ok' if c['passed'] else 'fail'}><td>{'✔' if c['passed'] else '✘'}</td>"
+                            f"<td>{e(c['name'])}</td><td>{e(c['detail'])}</td></tr>" for c in d["checks"] if c["kind"] == "sizing")
+    sites = ""
+    if d["sites"] is not None:
+        rows = "".join(f"<tr class={'fail' if r['short'] else 'ok'}><td>{e(r['site'])}</td><td>{r['peak_ports']}</td><td>{r['refused']}</td>"
+                       f"<td>{r['short']}</td><td>{e(r['verdict'])}</td></tr>" for r in d["sites"]["sites"])
+        sites = (f"<h2>Sizing per site</h2><p>As the simulated users saw it: {d['sites']['ports_wanted_at_peak']} Ports wanted at "
+                 f"once at the peak, {d['sites']['ports_installed']} installed.</p><table><tr><th>site</th><th>peak Ports held</th>"
+                 f"<th>refused</th><th>without a Port at once</th><th>verdict</th></tr>{rows}</table>"
+                 + (f"<table>{sizing_checks}</table>" if sizing_checks else ""))
     lat = "".join(f"<tr><td>{e(op)}</td><td>{v['count']}</td><td>{v['p50_ms']:.2f}</td><td>{v['p90_ms']:.2f}</td>"
                   f"<td>{v['p99_ms']:.2f}</td><td>{v['max_ms']:.2f}</td></tr>" for op, v in d["latency"].items())
     timeline = "".join(f"<li><span class=t>{item['t']:8.3f} s</span> "
@@ -113,6 +152,7 @@ svg text{{font:11px system-ui,sans-serif;fill:#444}}
 <p>Size <b>{e(d['size'])}</b>: {d['network']['pbxs']} PBXs, {d['network']['devices']} devices, {d['network']['standbys']} standbys;
 ran {d['seconds']:.1f} s against {e(str(d['master']))}. {d['grants']} grants, {d['denials']['total']} denials.</p>
 <h2>Expectations</h2><table>{checks}</table>
+{sites}
 <h2>Licenses in use over time</h2>{usage_chart(d)}
 <h2>Denials by reason and rule</h2>{denial_chart(d)}
 {f"<p>Refused most: {e(most_refused_text(d))}</p>" if d["denials"]["most_refused"]["top"] else ""}

@@ -33,6 +33,7 @@ class Check:
     name: str
     passed: bool
     detail: str
+    kind: str = "correctness"  # or "sizing": what the installation needs, not whether the master was right
 
 
 @dataclass
@@ -360,6 +361,16 @@ class Runner:
             worst = max((s["over"] for s in r.across_masters), default=0)
             checks.append(Check("in use beyond installed, summed over the masters", lo <= worst <= hi,
                                 f"at most {worst} over, over {len(r.across_masters)} samples of every master (expected {lo}..{hi})"))
+        sizing = r.sites()
+        by_site = {row["site"]: row for row in sizing["sites"]}
+        for site, bounds in sorted(e.sites.items()):
+            row = by_site.get(site, {"peak_ports": 0, "refused": 0, "short": 0})
+            for label, key, limit in (("refused", "refused", bounds.refused), ("without a Port at once, at most", "short", bounds.short),
+                                      ("peak Ports held", "peak_ports", bounds.peak)):
+                if limit is not None:
+                    lo, hi = limit
+                    checks.append(Check(f"site {site}: {label}", lo <= row[key] <= hi, f"{row[key]} (expected {lo}..{hi})",
+                                        kind="sizing"))
         if e.takeover_ms_max is not None:
             worst = max(r.takeover_ms, default=0.0)
             checks.append(Check(f"takeover within {e.takeover_ms_max:g} ms", bool(r.takeover_ms) and worst <= e.takeover_ms_max,

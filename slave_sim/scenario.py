@@ -75,6 +75,16 @@ class PbxSpec:
     operators: int = 0
     template: tuple[str, ...] = ()
     standby_first: bool = False  # lists the standby master before the master (a site closer to it)
+    site: str | None = None  # the site it is sized in (its copies and its standby too)
+
+
+@dataclass(frozen=True)
+class SiteExpect:
+    """Bounds on one site's sizing figures (`[expect] sites`)."""
+
+    refused: tuple[int, int] | None = None  # requests of its PBXs refused
+    short: tuple[int, int] | None = None  # the most of its users without a Port at once
+    peak: tuple[int, int] | None = None  # the most Ports it held at once
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ class Expectations:
     # the most licenses in use beyond the installed count, summed over every serving master at a
     # sample (a partition of two masters without etcd); None: not checked
     over_installed_across_masters: tuple[int, int] | None = None
+    sites: dict[str, SiteExpect] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,13 +154,13 @@ class Scenario:
 
 _PBX_KEYS = {"name", "copies", "platform", "model", "firmware", "mac", "licensing", "local_licenses", "standby", "users",
              "devices_per_user", "executives", "trunks", "groups", "queues", "isdn", "rooms", "operators", "template",
-             "standby_first"}
+             "standby_first", "site"}
 _STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "participants", "firmware", "standby", "label",
               "licenses", "cut", "heal"}
 _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
-                "takeover_ms_max", "takeovers", "over_installed_across_masters"}
+                "takeover_ms_max", "takeovers", "over_installed_across_masters", "sites"}
 _MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "journal_flush_ms", "takeover_after_ms", "licenses", "standby",
-                "etcd"}
+                "etcd", "policy"}
 _TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
 _SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "rooms_scale", "licenses", "pause_scale", "expect", "files"}
 
@@ -186,6 +197,8 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     if not isinstance(etcd, bool):
         raise ScenarioError(f"{where} [master]: etcd must be true or false")
     licenses = tuple(_path(base, x, f"{where} licenses") for x in _list(license_list, f"{where} licenses"))
+    if "policy" in master:  # the site policy of the master slave-sim starts, as an absolute path
+        master["policy"] = str(_path(base, master["policy"], f"{where} [master] policy").resolve())
     pbxs = _pbxs(raw.get("pbx", []), base, where, sizing)
     names = [p.name for p in pbxs]
     if len(set(names)) != len(names):
@@ -198,6 +211,11 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     expect_raw = dict(raw.get("expect", {}))
     expect_raw.update(sizing.get("expect", {}))  # a larger size brings its own counts
     expect = _expect(expect_raw, f"{where} [expect]")
+    sites = {p.site for p in pbxs if p.site}
+    unknown_sites = sorted(set(expect.sites) - sites)
+    if unknown_sites:
+        raise ScenarioError(f"{where} [expect] sites: no PBX is in site(s) {', '.join(unknown_sites)} "
+                            f"(sites: {', '.join(sorted(sites)) or 'none: give each [[pbx]] its site'})")
     name = raw.get("name", path.stem)
     if any(s.action in ("fail-master", "return-master") for s in steps) and not standby_master:
         raise ScenarioError(f"{where}: fail-master and return-master need a standby master: set standby = true in [master]")
@@ -304,7 +322,7 @@ def _pbxs(items: Any, base: _Files, where: str, sizing: dict[str, Any]) -> tuple
             executives=round(_int(item, "executives", 0, w) * users_scale), trunks=_int(item, "trunks", 0, w),
             groups=_int(item, "groups", 0, w), queues=_int(item, "queues", 0, w), isdn=tuple(isdn),
             rooms=round(_int(item, "rooms", 0, w) * rooms_scale), operators=round(_int(item, "operators", 0, w) * rooms_scale),
-            template=template, standby_first=bool(item.get("standby_first", False)))
+            template=template, standby_first=bool(item.get("standby_first", False)), site=_site(item, w))
         if copies == 1:
             out.append(spec)
         else:
@@ -314,6 +332,15 @@ def _pbxs(items: Any, base: _Files, where: str, sizing: dict[str, Any]) -> tuple
                 out.append(replace(spec, name=f"{name}{n}", mac=copy_mac,
                                    standby=f"{spec.standby}{n}" if spec.standby else None))
     return tuple(out)
+
+
+def _site(item: dict[str, Any], where: str) -> str | None:
+    site = item.get("site")
+    if site is None:
+        return None
+    if not isinstance(site, str) or not site or len(site) > 64:
+        raise ScenarioError(f"{where}: site must be a name (1 to 64 characters), not {site!r}")
+    return site
 
 
 def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], sizing: dict[str, Any], base: _Files) -> Step:
@@ -372,7 +399,18 @@ def _expect(raw: Any, where: str) -> Expectations:
         takeovers=_bounds(raw["takeovers"], f"{where} takeovers") if "takeovers" in raw else None,
         over_installed_across_masters=_bounds(raw["over_installed_across_masters"], f"{where} over_installed_across_masters")
         if "over_installed_across_masters" in raw else None,
+        sites=_site_expects(raw.get("sites", {}), f"{where} sites"),
     )
+
+
+def _site_expects(raw: Any, where: str) -> dict[str, SiteExpect]:
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: expected {{ site = {{ refused = ..., short = ..., peak = ... }} }}")
+    out = {}
+    for site, bounds in raw.items():
+        _known(bounds, {"refused", "short", "peak"}, f"{where}.{site}")
+        out[site] = SiteExpect(**{k: _bounds(v, f"{where}.{site}.{k}") for k, v in bounds.items()})
+    return out
 
 
 def matches(target: str, name: str) -> bool:

@@ -152,13 +152,16 @@ class LeaseBook:
                     return guard.refusal(node, resource, 1)
             else:
                 held_now = mine.held
-                short = mine.reserve - held_now  # what its own reserve still owes it
+                reserve = mine.reserve
                 if policy:
-                    owed_others = family.owed - short if short > 0 else family.owed
-                    if held_now >= mine.max or (owed_others and (bucket.installed - in_use if family.only is bucket
-                                                                 else family.free() - 1) < owed_others):
+                    if held_now >= mine.max:
                         return guard.refusal(node, resource, 1)
-                if short > 0:
+                    owed = family.owed  # by every site; less what its own reserve still owes it:
+                    if held_now < reserve:
+                        owed -= reserve - held_now
+                    if owed > 0 and (in_use + owed > bucket.installed if family.only is bucket else family.free() - 1 < owed):
+                        return guard.refusal(node, resource, 1)
+                if held_now < reserve:
                     family.owed -= 1
                 mine.held = held_now + 1
             bucket.in_use = in_use
@@ -222,15 +225,32 @@ class LeaseBook:
         self.count -= 1
         for bucket, n in lease.took:
             bucket.in_use -= n
+        if self._smb_leases:
+            self._note_smb(lease, -1)
+        return lease
+
+    def _checkin_counted(self, node: str, lease_id: str) -> Lease | None:
+        """`checkin` under a site policy: the same, and the count of the node's site given back.
+        set_policy puts it in the place of `checkin` (an instance attribute), so that without a
+        policy a checkin pays nothing for sites. The count is written out: the request path."""
+        held = self.held.get(node)
+        if held is None:
+            return None
+        lease = held.by_id.pop(lease_id, None)
+        if lease is None:
+            return None
+        del held.by_resource[lease.resource][lease.holder]
+        self.count -= 1
         counts = held.site_counts
-        if counts is not None:  # the site policy: SiteCount.give, written out (the request path)
-            for bucket, n in lease.took:
+        for bucket, n in lease.took:
+            bucket.in_use -= n
+            if counts is not None:
                 site_count = counts.get(bucket.family)
                 if site_count is not None:
                     left = site_count.held - n
                     site_count.held = left
-                    short = site_count.reserve - left
-                    if short > 0:
+                    if left < site_count.reserve:
+                        short = site_count.reserve - left
                         site_count.rules.owed += n if n < short else short
         if self._smb_leases:
             self._note_smb(lease, -1)
@@ -352,6 +372,10 @@ class LeaseBook:
         """Put a site policy in force (or none): every lease is counted to its site afresh, also
         over a limit (nothing is revoked), and plans are made again under it."""
         self.enforcer = enforcer
+        if enforcer is not None:
+            self.checkin = self._checkin_counted  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("checkin", None)
         self.forget_plans()
         if enforcer is not None:
             enforcer.bind(self.planner.inventory.buckets.values())
