@@ -196,3 +196,25 @@ async def test_no_two_families_share_a_style_even_with_every_family_of_the_catal
         assert len(styles) == len(FAMILIES) == len(set(styles))  # type: ignore[arg-type]
     finally:
         d.stop()
+
+
+async def test_the_page_shows_each_site_against_its_reserve_and_max(tmp_path: Path, browser: object) -> None:
+    policy = tmp_path / "sites.toml"
+    policy.write_text('[site.hq]\nnodes = ["hq*"]\n[site.branch]\nnodes = ["branch"]\nreserve = { "PBX-Port" = 1 }\n'
+                      'max = { "PBX-Port" = 1 }\n')
+    d = Daemon(tmp_path / "m", LICENSES, policy=str(policy)).start()
+    try:
+        hq = MasterClient([d.master], "hq1")
+        await hq.connect()
+        await hq.checkout("port", "alice")
+        await hq.checkout("port", "bob")
+        with pytest.raises(LicenseError, match="reserved for site branch"):
+            await hq.checkout("port", "carol")
+        browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]
+        await until(lambda: page(browser, "return document.getElementById('sites-section').hidden") is False, 10)
+        rows = page(browser, "return [...document.querySelectorAll('#sites tbody tr')].map(r => "
+                             "[...r.children].map(c => c.textContent))")
+        assert rows == [["hq", "PBX-Port", "2", "–", "–", "1"], ["branch", "PBX-Port", "0", "1", "1", "0"]]
+        await hq.close()
+    finally:
+        d.stop()

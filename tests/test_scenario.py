@@ -58,6 +58,9 @@ def write(tmp_path: Path, text: str) -> Path:
     ('[[pbx]]\nname = "a"\n[expect]\ndenials = { exhausted = [3, 1] }\n', "expected a count or [min, max]"),
     ('', "at least one [[pbx]]"),
     ('[[pbx]]\nname = "a"\n[[step]]\naction = "reload-licenses"\n', "reload-licenses needs licenses"),
+    ('[[pbx]]\nname = "a"\nsite = "hq"\n[expect]\nsites = { branch = { short = 0 } }\n', "no PBX is in site(s) branch"),
+    ('[[pbx]]\nname = "a"\nsite = "hq"\n[expect]\nsites = { hq = { spare = 0 } }\n', "unknown key(s) spare"),
+    ('[[pbx]]\nname = "a"\nsite = 3\n', "site must be a name"),
 ])
 def test_mistakes_are_named(tmp_path: Path, text: str, says: str) -> None:
     with pytest.raises(ScenarioError, match=re.escape(says)):
@@ -74,3 +77,14 @@ def test_a_missing_license_file_is_named(tmp_path: Path) -> None:
 def test_an_unknown_size_is_named(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match=r"no \[sizes.huge\]"):
         load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n'), size="huge")
+
+
+def test_sites_reach_copies_and_standbys_and_the_policy_path_is_made_absolute(tmp_path: Path) -> None:
+    (tmp_path / "sites.toml").write_text('[site.hq]\nnodes = ["hq*"]\n')
+    path = write(tmp_path, '[[pbx]]\nname = "hq"\ncopies = 2\nsite = "hq"\nstandby = "spare"\n'
+                           '[expect]\nsites = { hq = { short = 0, peak = [1, 4] } }\n')
+    path.write_text(path.read_text().replace('[master]\n', '[master]\npolicy = "sites.toml"\n'))
+    scenario = load_scenario(path)
+    assert [p.site for p in scenario.pbxs] == ["hq", "hq"]
+    assert scenario.master["policy"] == str((tmp_path / "sites.toml").resolve())
+    assert scenario.expect.sites["hq"].short == (0, 0) and scenario.expect.sites["hq"].peak == (1, 4)

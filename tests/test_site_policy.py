@@ -4,6 +4,7 @@ policy refused whole, every problem listed), checked by `licmaster check --polic
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -164,3 +165,65 @@ async def test_without_a_policy_usage_and_metrics_have_no_sites(tmp_path: Path) 
         assert usage["sites"] == []
         metrics = await c.get("/metrics")
         assert "licmaster_site_in_use" not in metrics
+
+
+async def test_many_pbxs_at_once_never_break_a_limit_and_a_failover_keeps_the_counts(tmp_path: Path) -> None:
+    from licmaster.client import LicenseError, MasterClient
+    from licmaster.testing import free_port
+
+    from .daemon import Daemon
+
+    policy = write(tmp_path / "sites.toml", SITES)
+    standby_address = f"127.0.0.1:{free_port()}"
+    master = Daemon(tmp_path / "master", PORTS_100, policy=policy, peers=[standby_address]).start()
+    standby = Daemon(tmp_path / "standby", PORTS_100, policy=policy, listen=standby_address, standby_of=master.master).start()
+    names = [f"hq-{i}" for i in range(8)] + ["branch-b"]
+    pbxs = [MasterClient([master.master, standby.master], name) for name in names]
+    watcher = MasterClient([master.master], "watcher", role="observer")
+    try:
+        await asyncio.gather(*(p.connect() for p in pbxs))
+        await watcher.connect()
+        samples: list[dict[str, int]] = []
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            while not done.is_set():
+                usage = await watcher.usage()
+                samples.append({"in_use": sum(p["in_use"] for p in usage["pools"]),
+                                **{r["site"]: r["in_use"] for r in usage["sites"]}})
+                await asyncio.sleep(0.01)
+
+        async def rush(pbx: MasterClient, n: int) -> int:
+            got = 0
+            for i in range(n):
+                try:
+                    await pbx.checkout("port", f"u{i}")
+                    got += 1
+                except LicenseError as refused:
+                    assert refused.code in ("policy", "exhausted")
+            return got
+
+        sampler = asyncio.create_task(sample())
+        got = await asyncio.gather(*(rush(p, 40 if p.node != "branch-b" else 25) for p in pbxs))
+        done.set()
+        await sampler
+        assert sum(got) == 100 and 20 <= got[-1] <= 25  # branch-b: at least its 20, whoever was faster
+        assert all(s["in_use"] <= 100 and s.get("branch-b", 0) <= 30 for s in samples)
+        assert all(s.get("hq", 0) <= 80 for s in samples if s.get("branch-b", 0) < 20)  # the reserve held while it asked
+        before = {r["site"]: r["in_use"] for r in (await watcher.usage())["sites"]}
+        await watcher.close()
+        master.kill9()
+        for _ in range(100):  # the PBXs re-sync onto the standby, which applies the same policy
+            await asyncio.sleep(0.1)
+            if all(p.epoch >= 2 and len(p.leases) == n for p, n in zip(pbxs, got, strict=True)):
+                break
+        after_watch = MasterClient([standby.master], "watcher-2", role="observer")
+        await after_watch.connect()
+        after = {r["site"]: r["in_use"] for r in (await after_watch.usage())["sites"]}
+        await after_watch.close()
+        assert after == before
+    finally:
+        for p in pbxs:
+            await p.close()
+        standby.stop()
+        master.stop()

@@ -172,3 +172,47 @@ def test_a_drill_against_your_own_master_checks_its_licenses_first_and_leaves_it
         assert forced.returncode in (0, 1) and "Scenario morning-rush" in forced.stdout  # it ran (its expectations are its own)
     finally:
         daemon.stop()
+
+
+def test_the_sizing_per_site_follows_held_and_waiting_users_over_time() -> None:
+    recorder = Recorder()
+    events = [(0.1, "hq", 1, 0), (0.2, "hq", 1, 0), (0.3, "branch", 1, 0), (0.4, "branch", 0, 1), (0.5, "branch", 0, 1),
+              (0.6, "hq", -1, 0), (0.7, "branch", 1, -1), (0.8, "branch", 0, -1)]
+    recorder.site_events = [events[i] for i in (3, 0, 7, 5, 1, 6, 2, 4)]  # workers' events come in any order
+    recorder.site_refused.update({("branch", "policy"): 2})
+    figures = recorder.sites()
+    by_site = {row["site"]: row for row in figures["sites"]}
+    assert (by_site["hq"]["peak_ports"], by_site["hq"]["short"], by_site["hq"]["refused"]) == (2, 0, 0)
+    assert (by_site["branch"]["peak_ports"], by_site["branch"]["short"], by_site["branch"]["refused_by_code"]) == (2, 2, {"policy": 2})
+    assert figures["ports_wanted_at_peak"] == 5  # at 0.5 s: hq 2 held, branch 1 held and 2 waiting
+
+
+def test_a_sites_run_says_per_site_who_ran_short_apart_from_the_correctness_checks(tmp_path: Path) -> None:
+    out = slave_sim(str(ROOT / "scenarios" / "sites-reserve.toml"), "--report-dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "branch-a: 10 user(s) without a Port at peak; 110 Ports would have served everyone (100 installed)" in out.stdout
+    report = json.loads((tmp_path / "sites-reserve-ci.json").read_text())
+    rows = {row["site"]: row for row in report["sites"]["sites"]}
+    assert rows["branch-b"]["short"] == 0 and rows["branch-b"]["peak_ports"] == 20
+    assert rows["branch-a"]["refused_by_code"] == {"policy": 10}
+    sizing = [c for c in report["checks"] if c["kind"] == "sizing"]
+    assert sizing and all(c["name"].startswith("site ") for c in sizing)
+    assert not [c for c in report["checks"] if c["kind"] == "correctness" and c["name"].startswith("site ")]
+    page = (tmp_path / "sites-reserve-ci.html").read_text()
+    assert "<h2>Sizing per site</h2>" in page and "110 Ports wanted at once" in page
+
+
+def test_without_the_policy_the_rush_at_hq_starves_the_branch_and_the_sizing_says_so(tmp_path: Path) -> None:
+    text = (ROOT / "scenarios" / "sites-reserve.toml").read_text().replace('policy = "policies/sites-reserve.toml"\n', "")
+    expect_at = text.index("[expect]")
+    text = text[:expect_at] + "[expect]\nnothing_left = true\n" + text[text.index("[sizes.full]"):]
+    path = ROOT / "scenarios" / "sites-no-policy.tmp.toml"
+    path.write_text(text)
+    try:
+        out = slave_sim(str(path), "--report-dir", str(tmp_path), cwd=tmp_path)
+    finally:
+        path.unlink()
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {row["site"]: row for row in json.loads((tmp_path / "sites-reserve-ci.json").read_text())["sites"]["sites"]}
+    assert rows["branch-b"]["short"] == 10 and rows["branch-b"]["refused_by_code"] == {"exhausted": 10}
+    assert rows["branch-a"]["short"] == 0

@@ -84,6 +84,7 @@ class LeaseBook:
         self._smb_holder: str | None = None  # R-SMB-3: the one PBX an SMB-Port serves
         self._smb_leases = 0
         self.enforcer: Enforcer | None = None  # the site policy in force, if any (set_policy)
+        self._counting = False  # `checkin` is `_checkin_counted` (set_policy)
 
     def issued(self) -> int:
         """Leases granted by this book (ids count from 1; read from a copy of the counter, so
@@ -372,10 +373,13 @@ class LeaseBook:
         """Put a site policy in force (or none): every lease is counted to its site afresh, also
         over a limit (nothing is revoked), and plans are made again under it."""
         self.enforcer = enforcer
-        if enforcer is not None:
+        # Never through self.__dict__: touching it would turn this object's attributes into a
+        # plain dict, and every attribute read on the request path would get slower (measured).
+        if enforcer is not None and not self._counting:
             self.checkin = self._checkin_counted  # type: ignore[method-assign]
-        else:
-            self.__dict__.pop("checkin", None)
+        elif enforcer is None and self._counting:
+            del self.checkin
+        self._counting = enforcer is not None
         self.forget_plans()
         if enforcer is not None:
             enforcer.bind(self.planner.inventory.buckets.values())
