@@ -44,3 +44,12 @@ def test_serve_tells_systemd_it_is_ready_as_the_unit_expects(tmp_path: Path) -> 
             assert proc.wait(20) == 0
         finally:
             proc.kill()
+
+
+def test_the_sample_site_policy_holds_against_the_sample_licenses() -> None:
+    out = subprocess.run([sys.executable, "-m", "licmaster.cli", "check", str(EXAMPLES / "office.toml"), "--policy",
+                          str(EXAMPLES / "sites.toml")], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Sites (" in out.stdout and "OK" in out.stdout.split("Sites (")[1].splitlines()[0]
+    assert "hq               PBX-Port           guaranteed     0, can reach    70" in out.stdout
+    assert "note: PBX-Operator: only @hq may draw it, except hq-lab" in out.stdout

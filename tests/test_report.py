@@ -97,3 +97,31 @@ def test_a_period_with_nothing_in_use_prints_no_empty_day_and_holders_say_their_
     assert quiet["days"] == [] and quiet["hours"] == [] and "(nothing in use in the period)" in render_text(quiet)
     busy = usage_report([row(T0, "start"), row(T0 + 1, "grant", "hq", "1", "PBX-Port13:1")], T0, T0 + 60)
     assert "hq: 1 floating licenses at once at its peak, 1 grants in the period" in render_text(busy)
+
+
+def test_per_site_peaks_and_refusals_and_a_taken_over_lease_stays_its_sites(tmp_path: Path, capsys) -> None:
+    sites = {"hq": "hq", "hq-spare": "hq", "branch": "branch"}
+    rows = [
+        row(T0, "start"),
+        row(T0 + 1, "grant", "hq", "1", "PBX-Port13:1"),
+        row(T0 + 2, "grant", "hq", "2", "PBX-Port13:1"),
+        row(T0 + 3, "grant", "branch", "3", "PBX-Port13:1"),
+        row(T0 + 4, "deny", "branch", None, "policy", "policy", "port", "x"),
+        row(T0 + 5, "takeover", "hq-spare", None, "hq"),
+        row(T0 + 6, "grant", "hq-spare", "4", "PBX-Port13:1"),  # 3 at hq now: 2 taken over, 1 new
+        row(T0 + 7, "deny_repeated", "branch", None, "exhausted x3", "R-PORT-1", "port"),
+    ]
+    report = usage_report(rows, T0, T0 + 60, site_of=sites.get)
+    assert report["sites"] == [
+        {"site": "branch", "peak": {"PBX-Port": 1}, "refused": 4, "refused_by_code": {"exhausted": 3, "policy": 1}},
+        {"site": "hq", "peak": {"PBX-Port": 3}, "refused": 0, "refused_by_code": {}}]
+    assert "branch: peak PBX-Port 1; refused 4 (exhausted 3, policy 1)" in render_text(report)
+    assert "<h2>Per site</h2>" in render_html(report)
+    assert usage_report(rows, T0, T0 + 60)["sites"] is None  # without a policy: no per-site part
+    policy = tmp_path / "sites.toml"
+    policy.write_text('[site.a]\nnodes = ["a"]\nreserve = { "PBX-UC" = 1 }\n')
+    journal_dir = tmp_path / "data"
+    journal_dir.mkdir()
+    (journal_dir / "journal.sqlite3").write_bytes(b"")
+    assert main(["report", "--data-dir", str(journal_dir), "--policy", str(policy)]) == 2
+    assert "PBX-UC is a user license" in capsys.readouterr().err

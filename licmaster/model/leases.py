@@ -84,7 +84,8 @@ class LeaseBook:
         self._smb_holder: str | None = None  # R-SMB-3: the one PBX an SMB-Port serves
         self._smb_leases = 0
         self.enforcer: Enforcer | None = None  # the site policy in force, if any (set_policy)
-        self._counting = False  # `checkin` is `_checkin_counted` (set_policy)
+        self._counting = False  # `checkout` and `checkin` are the counted ones (set_policy)
+        self._enforcing = True  # False while a sync re-takes what was held before (past the policy's limits)
 
     def issued(self) -> int:
         """Leases granted by this book (ids count from 1; read from a copy of the counter, so
@@ -98,7 +99,7 @@ class LeaseBook:
         self._views.clear()
 
     def checkout(self, node: str, resource: str, holder: str, count: int = 1, interface: str | None = None,
-                 client_version: int | None = None, policy: bool = True) -> Grant | Denial:
+                 client_version: int | None = None) -> Grant | Denial:
         held = self.held.get(node)
         if held is None:
             held = self.held[node] = Held()
@@ -129,7 +130,7 @@ class LeaseBook:
         took: Took
         if single is not None and (plan.took_one is not None or count == 1):
             # Fast path: one unit from one bucket (a Port on a gateway, an operator, ...). A plan
-            # under the site policy has no `single`: it goes below, so this path pays nothing for it.
+            # under the site policy has no `single`: it is drawn below, or by _checkout_counted.
             in_use = single.in_use + 1
             if in_use > single.installed:
                 return _exhausted(node, resource, plan.steps, count)
@@ -138,55 +139,76 @@ class LeaseBook:
                 single.peak = in_use
             took = plan.took_one or ((single, 1),)
             view = plan.view
-        elif plan.guard is not None and (plan.took_one is not None or count == 1):
-            # The same, counted against the site policy first (sites.py).
-            # Guard.take for one unit, written out: this is the request path under a policy.
-            guard = plan.guard
-            bucket: Bucket = plan.guarded  # type: ignore[assignment]  # set with `guard`
-            in_use = bucket.in_use + 1
-            if in_use > bucket.installed:
-                return _exhausted(node, resource, plan.steps, count)
-            family = guard.rules
-            mine = guard.mine
-            if mine is None:
-                if policy and family.owed and family.free() <= family.owed:
-                    return guard.refusal(node, resource, 1)
-            else:
-                held_now = mine.held
-                reserve = mine.reserve
-                if policy:
-                    if held_now >= mine.max:
-                        return guard.refusal(node, resource, 1)
-                    owed = family.owed  # by every site; less what its own reserve still owes it:
-                    if held_now < reserve:
-                        owed -= reserve - held_now
-                    if owed > 0 and (in_use + owed > bucket.installed if family.only is bucket else family.free() - 1 < owed):
-                        return guard.refusal(node, resource, 1)
-                if held_now < reserve:
-                    family.owed -= 1
-                mine.held = held_now + 1
-            bucket.in_use = in_use
-            if in_use > bucket.peak:
-                bucket.peak = in_use
-            took = plan.took_one or ((bucket, 1),)
-            view = plan.view
         else:
-            drawn = _draws(node, resource, plan.steps, count)
+            drawn = _allocate(node, resource, plan.steps, count) if plan.guards is None else self._draws_counted(node, resource, plan, count)
             if type(drawn) is Denial:
                 return drawn
             took = drawn
             view = None
-            if plan.guards:
-                refused = _take(node, resource, took, plan.guards, policy)
-                if refused is not None:
-                    return refused
-            _apply(took)
         lease = Lease(next(self._ids), node, resource, holder, took, count, interface, view)
         held.by_id[lease.id] = lease
         by_holder[holder] = lease
         self.count += 1
         if self.planner.inventory.smb:
             self._note_smb(lease, +1)
+        return lease, True
+
+    def _draws_counted(self, node: str, resource: str, plan: Plan, count: int) -> Took | Denial:
+        """A draw under the site policy (any plan with guards), counted family by family; all or nothing."""
+        drawn = _draws(node, resource, plan.steps, count)
+        if type(drawn) is Denial:
+            return drawn
+        refused = _take(node, resource, drawn, plan.guards or {}, self._enforcing)
+        if refused is not None:
+            return refused
+        _apply(drawn)
+        return drawn
+
+    def _checkout_counted(self, node: str, resource: str, holder: str, count: int = 1, interface: str | None = None,
+                          client_version: int | None = None) -> Grant | Denial:
+        """`checkout` under a site policy; set_policy puts it in checkout's place (an instance
+        attribute), so that without a policy a checkout pays nothing for sites. The request path
+        under a policy — one new unit of a cached single-bucket plan — is here, with Guard.take
+        written out; everything else goes to checkout, which draws guarded plans counted."""
+        held = self.held.get(node)
+        plan = held.plans.get(resource) if held is not None and interface is None and client_version is None else None
+        if type(plan) is not Plan or plan.guard is None or count != 1 or self._smb_holder is not None:
+            return LeaseBook.checkout(self, node, resource, holder, count, interface, client_version)
+        assert held is not None
+        by_holder = held.by_resource.get(resource)
+        if by_holder is None or holder in by_holder:
+            return LeaseBook.checkout(self, node, resource, holder, count, interface, client_version)
+        guard = plan.guard
+        bucket: Bucket = plan.guarded  # type: ignore[assignment]  # set with `guard`
+        in_use = bucket.in_use + 1
+        if in_use > bucket.installed:
+            return _exhausted(node, resource, plan.steps, count)
+        family = guard.rules
+        mine = guard.mine
+        if mine is None:
+            if self._enforcing and family.owed and family.free() <= family.owed:
+                return guard.refusal(node, resource, 1)
+        else:
+            held_now = mine.held
+            reserve = mine.reserve
+            if self._enforcing:
+                if held_now >= mine.max:
+                    return guard.refusal(node, resource, 1)
+                owed = family.owed  # by every site; less what its own reserve still owes it:
+                if held_now < reserve:
+                    owed -= reserve - held_now
+                if owed > 0 and (in_use + owed > bucket.installed if family.only is bucket else family.free() - 1 < owed):
+                    return guard.refusal(node, resource, 1)
+            if held_now < reserve:
+                family.owed -= 1
+            mine.held = held_now + 1
+        bucket.in_use = in_use
+        if in_use > bucket.peak:
+            bucket.peak = in_use
+        lease = Lease(next(self._ids), node, resource, holder, plan.took_one or ((bucket, 1),), count, interface, plan.view)
+        held.by_id[lease.id] = lease
+        by_holder[holder] = lease
+        self.count += 1
         return lease, True
 
     def _plan(self, held: Held, key: PlanKey, node: str, resource: str, interface: str | None,
@@ -318,9 +340,11 @@ class LeaseBook:
             if (entry.resource, entry.holder) in seen:
                 continue
             seen.add((entry.resource, entry.holder))
-            again = held_before is not None and (entry.resource, entry.holder) in held_before
-            outcome = self.checkout(node, entry.resource, entry.holder, entry.count, entry.interface, entry.client_version,
-                                    not again)
+            self._enforcing = held_before is None or (entry.resource, entry.holder) not in held_before
+            try:
+                outcome = self.checkout(node, entry.resource, entry.holder, entry.count, entry.interface, entry.client_version)
+            finally:
+                self._enforcing = True
             if isinstance(outcome, Denial):
                 result.denied.append((i, entry, outcome))
             else:
@@ -376,9 +400,10 @@ class LeaseBook:
         # Never through self.__dict__: touching it would turn this object's attributes into a
         # plain dict, and every attribute read on the request path would get slower (measured).
         if enforcer is not None and not self._counting:
+            self.checkout = self._checkout_counted  # type: ignore[method-assign]
             self.checkin = self._checkin_counted  # type: ignore[method-assign]
         elif enforcer is None and self._counting:
-            del self.checkin
+            del self.checkout, self.checkin
         self._counting = enforcer is not None
         self.forget_plans()
         if enforcer is not None:
@@ -418,6 +443,14 @@ def _draws(node: str, resource: str, steps: list[Step], count: int) -> Took | De
         if need:
             return _exhausted(node, resource, [(buckets, per)], per if per else count)
     return tuple(draws)
+
+
+def _allocate(node: str, resource: str, steps: list[Step], count: int) -> Took | Denial:
+    """Every draw of a multi-bucket checkout, applied; or the Denial, nothing drawn."""
+    drawn = _draws(node, resource, steps, count)
+    if type(drawn) is not Denial:
+        _apply(drawn)
+    return drawn
 
 
 def _apply(took: Took) -> None:
