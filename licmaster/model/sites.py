@@ -136,12 +136,8 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "policy") -> Policy:
         where = f"{source}: site {name!r}"
         if not _NAME_RE.fullmatch(name):
             problems.append(f"{where}: a site's name is 1 to 64 of A-Z a-z 0-9 . _ -")
-        if not isinstance(body, Mapping):
-            problems.append(f"{where}: must be a table")
+        if not _table(body, _SITE_KEYS, where, problems):
             continue
-        for key in body:
-            if key not in _SITE_KEYS:
-                problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(_SITE_KEYS))})")
         nodes = _patterns(body.get("nodes"), f"{where}: nodes", problems, sites_allowed=False)
         if not nodes:
             problems.append(f"{where}: nodes lists no node (names or globs, e.g. [\"hq\", \"hq-*\"])")
@@ -174,12 +170,8 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "policy") -> Policy:
     for family, body in raw_families.items():
         where = f"{source}: family {family!r}"
         _family(family, where, problems)
-        if not isinstance(body, Mapping):
-            problems.append(f"{where}: must be a table")
+        if not _table(body, _FAMILY_KEYS, where, problems):
             continue
-        for key in body:
-            if key not in _FAMILY_KEYS:
-                problems.append(f"{where}: unknown key {key!r} (known: include, exclude)")
         include = _patterns(body.get("include"), f"{where}: include", problems, sites=names) if "include" in body else None
         exclude = _patterns(body.get("exclude", []), f"{where}: exclude", problems, sites=names)
         if include is not None and not include:
@@ -188,6 +180,17 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "policy") -> Policy:
     if problems:
         raise PolicyError(problems)
     return Policy(tuple(sites), access, source)
+
+
+def _table(body: Any, keys: frozenset[str], where: str, problems: list[str]) -> bool:
+    """Whether `body` is a table; its unknown keys are problems."""
+    if not isinstance(body, Mapping):
+        problems.append(f"{where}: must be a table")
+        return False
+    for key in body:
+        if key not in keys:
+            problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(keys))})")
+    return True
 
 
 def _is_glob(pattern: str) -> bool:
