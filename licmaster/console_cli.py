@@ -94,6 +94,11 @@ def _status(args: argparse.Namespace) -> int:
         what = f"{term['count']} × {term['family']}" + (f" V{term['version']}" if term["version"] else "")
         when = f"SSA until {term['ssa_until']} ({term['days_left']} days)" if term["ssa_until"] else ""
         print(f"  {what}: " + ", ".join(x for x in (when, "rented (iSC)" if term["rented"] else "") if x))
+    if usage.get("sites"):
+        print()
+        print(table(["site", "family", "in use", "reserve", "max", "over", "refused"],
+                    [[r["site"], r["family"], r["in_use"], r["reserve"] or "-", r["max"] if r["max"] is not None else "-",
+                      r["over"] or "-", r["refused"]] for r in usage["sites"]]))
     if usage["denials"]:
         print()
         print("denials since start: " + ", ".join(f"{k}: {n}" for k, n in usage["denials"].items()))

@@ -58,6 +58,12 @@ async def test_a_rush_at_hq_leaves_the_branch_its_reserve_and_every_refusal_name
         assert (rows["hq", "PBX-Port"]["in_use"], rows["hq", "PBX-Port"]["refused_by_code"]) == (80, {"policy": 10})
         assert (rows["branch-b", "PBX-Port"]["in_use"], rows["branch-b", "PBX-Port"]["reserve"], rows["branch-b", "PBX-Port"]["max"]) \
             == (20, 20, 30)
+        status = await asyncio.create_subprocess_exec(sys.executable, "-m", "licmaster.cli", "status", "--url", c.base,
+                                                      stdout=subprocess.PIPE, cwd=ROOT)  # the console is in this loop
+        printed = (await status.communicate())[0].decode()
+        assert status.returncode == 0, printed
+        [hq_row] = [line.split() for line in printed.splitlines() if line.startswith("hq ") and "PBX-Port" in line]
+        assert hq_row == ["hq", "PBX-Port", "80", "-", "-", "-", "10"]
         wire = c.master.connect_now()
         assert wire.call("hello", node="watcher", role="observer")["ok"]
         assert wire.call("usage")["sites"] == usage["sites"]
