@@ -182,13 +182,28 @@ async def test_a_page_opened_after_an_incident_shows_it_and_draws_a_chart_with_a
         d.stop()
 
 
+async def test_a_chart_spanning_days_draws_a_handful_of_ticks_not_one_an_hour(tmp_path: Path, browser: object) -> None:
+    d = Daemon(tmp_path / "m", LICENSES).start()
+    try:
+        browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]
+        await until(lambda: port_count(browser) == "0 / 3", 10)
+        # a sample from a day ago (a clock that jumped, a browser left open): the chart keeps to the last hour
+        ticks = page(browser, "source.close(); clearTimeout(retryTimer); history = [{at: Date.now() / 1000 - 86400, "
+                              "in_use: {'PBX-Port': 1}}, ...history]; chart(); "
+                              "return document.querySelectorAll('#chart .time-tick').length")
+        assert 1 <= ticks <= 8  # type: ignore[operator]
+    finally:
+        d.stop()
+
+
 async def test_no_two_families_share_a_style_even_with_every_family_of_the_catalog(tmp_path: Path, browser: object) -> None:
     from licmaster.model.catalog import FAMILIES
     d = Daemon(tmp_path / "m", LICENSES).start()
     try:
         browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]
         await until(lambda: port_count(browser) == "0 / 3", 10)
-        styles = page(browser, "const fams = arguments[0]; lastState = null; history = [{at: 0, in_use: {}}, "
+        styles = page(browser, "source.close(); clearTimeout(retryTimer);"  # no live event may redraw meanwhile
+                               "const fams = arguments[0]; lastState = null; history = [{at: 0, in_use: {}}, "
                                "{at: 60, in_use: Object.fromEntries(fams.map((f, i) => [f, i + 1]))}];"
                                "chart(); return [...document.querySelectorAll('#chart polyline')].map(l => "
                                "l.getAttribute('stroke') + (l.getAttribute('stroke-dasharray') || ''));".replace(

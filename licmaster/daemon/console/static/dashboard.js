@@ -15,6 +15,7 @@ let source = null;
 let history = [];
 let lastState = null;
 let retryTimer = null;
+let skew = 0;  // the master's clock less this browser's, in seconds: the chart's "now" is the master's
 let denied = 0;  // denials in the last hour, as the master counts them (a flood is counted, not each listed)
 
 function el(tag, attrs = {}, ...children) {
@@ -30,8 +31,8 @@ function connect() {
   source = new EventSource(url);
   source.addEventListener("open", () => { document.getElementById("link").className = "link"; });
   source.addEventListener("state", (e) => render(JSON.parse(e.data), base));
-  source.addEventListener("history", (e) => { history = JSON.parse(e.data); chart(); });
-  source.addEventListener("sample", (e) => { history.push(JSON.parse(e.data)); history = history.slice(-720); chart(); });
+  source.addEventListener("history", (e) => { history = JSON.parse(e.data); serverClock(history); chart(); });
+  source.addEventListener("sample", (e) => { history.push(JSON.parse(e.data)); history = history.slice(-720); serverClock(history); chart(); });
   source.addEventListener("recent", (e) => recent(JSON.parse(e.data)));
   source.addEventListener("denials", (e) => { const list = JSON.parse(e.data); denied += list.length; denials(list); });
   source.addEventListener("events", (e) => events(JSON.parse(e.data)));
@@ -110,6 +111,10 @@ function render(state, base) {
   }
 }
 
+function serverClock(points) {
+  if (points.length) skew = points[points.length - 1].at - Date.now() / 1000;
+}
+
 function when(at) { return new Date(at * 1000).toLocaleTimeString([], { hourCycle: "h23" }); }
 
 function recent(data) {
@@ -172,12 +177,13 @@ function chart() {
   const legend = document.getElementById("legend");
   svg.replaceChildren();
   legend.replaceChildren();
-  const now = lastState ? [{ at: Date.now() / 1000, in_use: Object.fromEntries(lastState.pools.map((p) => [p.family, p.in_use])) }] : [];
-  const points = [...history, ...now];
+  const now = lastState ? [{ at: Date.now() / 1000 + skew, in_use: Object.fromEntries(lastState.pools.map((p) => [p.family, p.in_use])) }] : [];
+  const latest = Math.max(...history.map((h) => h.at), ...now.map((h) => h.at));
+  const points = [...history, ...now].filter((h) => h.at >= latest - 3600 && h.at <= latest);  // the last hour, whatever came
   const families = assignStyles(points);
   if (points.length < 2) return;
   const W = 640, H = 200, left = 44, right = 8, top = 8, bottom = 22;
-  const t1 = points[points.length - 1].at, t0 = Math.min(points[0].at, t1 - 30);
+  const t1 = latest, t0 = Math.min(Math.min(...points.map((h) => h.at)), t1 - 30);
   const top_count = Math.max(1, ...points.flatMap((h) => Object.values(h.in_use)));
   const step = niceStep(top_count, 4), ymax = Math.ceil(top_count / step) * step;
   const x = (t) => left + (W - left - right) * (t - t0) / (t1 - t0);
@@ -188,7 +194,7 @@ function chart() {
     axes.append(svgEl("text", { x: left - 6, y: y(n) + 4, "text-anchor": "end", class: "tick count-tick" }, n));
   }
   const span = t1 - t0;
-  const every = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800].find((s) => span / s <= 6) ?? 3600;  // at most ~6 labels
+  const every = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600].find((s) => span / s <= 6) ?? Math.ceil(span / 6);  // ≤ ~6 labels
   const label = { hour: "2-digit", minute: "2-digit", hourCycle: "h23", ...(every < 60 ? { second: "2-digit" } : {}) };
   for (let t = Math.ceil(t0 / every) * every; t <= t1; t += every) {
     axes.append(svgEl("line", { x1: x(t), x2: x(t), y1: H - bottom, y2: H - bottom + 4, class: "axis" }));
