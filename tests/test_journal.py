@@ -57,3 +57,25 @@ async def test_nothing_is_deleted_without_a_keep_horizon(tmp_path: Path) -> None
     await journal.flush()
     await journal.close()
     assert [r["holder"] for r in read_journal(path)] == ["alice"]
+
+
+async def test_closing_while_the_timer_has_a_batch_on_its_way_to_the_writer_loses_nothing(tmp_path: Path) -> None:
+    import threading
+
+    journal = Journal(tmp_path / "j.sqlite3", flush_ms=5)
+    journal.begin_run()
+    journal.start()
+    busy = threading.Event()
+    journal._executor.submit(busy.wait, 5)  # the writer thread is busy: the timer's batch waits in its queue
+    journal.record("grant", "pbx1", "port", "alice", "1", "PBX-Port13:1")
+    for _ in range(100):  # until the timer has taken the row
+        await asyncio.sleep(0.01)
+        if not journal.rows:
+            break
+    assert not journal.rows
+    journal.record("stop", detail="stopping")
+    closing = asyncio.create_task(journal.close())  # a clean stop, right then
+    await asyncio.sleep(0.05)
+    busy.set()
+    await closing
+    assert [r["event"] for r in read_journal(tmp_path / "j.sqlite3")] == ["grant", "stop"]

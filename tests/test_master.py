@@ -55,15 +55,19 @@ async def test_a_standby_of_another_stream_version_is_refused_with_version(tmp_p
 
 
 async def test_role_changes_are_journaled_and_grace_ends_in_acting(tmp_path: Path) -> None:
-    d = await in_process(tmp_path / "m", GOOD, grace_ms=200)
+    # Grace long enough that a loaded machine still asks within it, then waited out, not slept.
+    d = await in_process(tmp_path / "m", GOOD, grace_ms=1500)
     await d.stop()
-    d = await in_process(tmp_path / "m", GOOD, grace_ms=200)  # a restart on the same data: grace
+    d = await in_process(tmp_path / "m", GOOD, grace_ms=1500)  # a restart on the same data: grace
     try:
         assert d.master is not None and d.master.role.state is Role.GRACE
         pbx = await d.connect()
         await pbx.hello("pbx1")
         assert (await pbx.request("checkout", resource="port", holder="new"))["error"] == "grace"
-        await asyncio.sleep(0.3)
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if not d.master.dispatch.grace_left_ms():  # asking it is what ends grace (Dispatcher.grace_left_ms)
+                break
         assert (await pbx.request("checkout", resource="port", holder="new"))["ok"]
         assert d.master.role.state is Role.ACTING
     finally:

@@ -125,7 +125,9 @@ class Journal:
             batch, self.rows = self.rows, []
             for listener in self.on_batch:
                 listener(batch)
-            await loop.run_in_executor(self._executor, self._write, batch)
+            # Shielded: close() cancels the timer's flush; the batch it took must still be written
+            # (unshielded, a write still queued behind another was dropped, and its rows with it).
+            await asyncio.shield(loop.run_in_executor(self._executor, self._write, batch))
         elif wait_for_writer:
             await loop.run_in_executor(self._executor, _written)
         if self.keep_s is not None and self.snapshot is not None and self._run is not None \
