@@ -131,6 +131,8 @@ def test_a_resync_of_what_was_held_is_taken_past_the_max_and_shown() -> None:
     [row] = [u for u in pool.enforcer.usage() if u["site"] == "branch-b"]  # type: ignore[union-attr]
     assert (row["in_use"], row["max"], row["over"]) == (25, 20, 5)
     assert pool.enforcer.broken() == ["site branch-b holds 25 of PBX-Port, over its max 20"]  # type: ignore[union-attr]
+    assert pool.enforcer.broken(["branch-b"]) == pool.enforcer.broken()  # type: ignore[union-attr]  # one site's view
+    assert pool.enforcer.broken(["hq"]) == pool.enforcer.broken([]) == []  # type: ignore[union-attr]
     assert take(pool, "branch-b", 1, "new") == ["policy"]  # new checkouts wait until it is back under
     fresh = pool.sync("branch-b", entries + [SyncEntry("port", "new")], held_before)
     assert [d.code for _, _, d in fresh.denied] == ["policy"]  # what it did not hold before gets the policy

@@ -30,7 +30,7 @@ from licmaster.daemon.timing import BatchTimer
 from licmaster.model import errors as E
 from licmaster.model.errors import Denial
 from licmaster.model.pool import Pool
-from licmaster.model.types import SyncEntry
+from licmaster.model.types import Node, SyncEntry
 from licmaster.wire import events, requests
 from licmaster.wire.codec import DEFAULT_MAX_FRAME, Reply
 from licmaster.wire.events import (
@@ -390,8 +390,11 @@ class Dispatcher:
         # the master before); anything over a limit is shown in usage and logged, never revoked.
         held_before = self.held_before.pop(session.node, None)  # what it did not re-take is free from now on
         result = self.pool.sync(session.node, entries, held_before)
-        if held_before and self.pool.enforcer is not None:
-            for broken in self.pool.enforcer.broken():
+        enforcer = self.pool.enforcer
+        if held_before and enforcer is not None:
+            site = enforcer.policy.site_of_node(self.pool.nodes.get(session.node) or Node(session.node))
+            # this PBX's site only: a failover's thousand re-syncs must not each walk every site
+            for broken in enforcer.broken([site.name] if site is not None else []):
                 logs.event("policy_over", logging.WARNING, node=session.node, why=broken)
         for lease in result.released:
             self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)

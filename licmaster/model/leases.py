@@ -83,8 +83,8 @@ class LeaseBook:
         self._ids = map(str, self._counter)  # lease ids, as the wire carries them
         self._smb_holder: str | None = None  # R-SMB-3: the one PBX an SMB-Port serves
         self._smb_leases = 0
-        self.enforcer: Enforcer | None = None  # the site policy in force, if any (set_policy)
-        self._counting = False  # `checkout` and `checkin` are the counted ones (set_policy)
+        self.enforcer: Enforcer | None = None  # the site policy in force, if any; with one, set_policy
+        # puts the counting checkout and checkin in the instance's place
         self._enforcing = True  # False while a sync re-takes what was held before (past the policy's limits)
 
     def issued(self) -> int:
@@ -397,15 +397,15 @@ class LeaseBook:
     def set_policy(self, enforcer: Enforcer | None) -> None:
         """Put a site policy in force (or none): every lease is counted to its site afresh, also
         over a limit (nothing is revoked), and plans are made again under it."""
+        counting = self.enforcer is not None  # `checkout` and `checkin` are the counted ones now
         self.enforcer = enforcer
         # Never through self.__dict__: touching it would turn this object's attributes into a
         # plain dict, and every attribute read on the request path would get slower (measured).
-        if enforcer is not None and not self._counting:
+        if enforcer is not None and not counting:
             self.checkout = self._checkout_counted  # type: ignore[method-assign]
             self.checkin = self._checkin_counted  # type: ignore[method-assign]
-        elif enforcer is None and self._counting:
+        elif enforcer is None and counting:
             del self.checkout, self.checkin
-        self._counting = enforcer is not None
         self.forget_plans()
         if enforcer is not None:
             enforcer.bind(self.planner.inventory.buckets.values())

@@ -302,6 +302,9 @@ def reach(policy: Policy, installed: Mapping[str, int]) -> list[dict[str, Any]]:
 # ==================================================================== enforcing it
 
 
+NO_MAX = 1 << 62  # a site's max when the policy sets none: one int compare on the request path, not a None test
+
+
 class SiteCount:
     """What one site holds of one family, against its limits."""
 
@@ -310,7 +313,7 @@ class SiteCount:
     def __init__(self, site: str, family: str, reserve: int, most: int | None, rules: FamilyRules) -> None:
         self.site, self.family, self.rules = site, family, rules
         self.reserve = reserve
-        self.max = most if most is not None else 1 << 62
+        self.max = most if most is not None else NO_MAX
         self.held = 0
 
     def add(self, n: int) -> None:
@@ -447,16 +450,18 @@ class Enforcer:
         out = []
         for family, rules in sorted(self.families.items()):
             for count in rules.sites.values():
-                most = count.max if count.max < 1 << 62 else None
+                most = count.max if count.max != NO_MAX else None
                 out.append({"site": count.site, "family": family, "in_use": count.held, "reserve": count.reserve,
                             "max": most, "over": max(0, count.held - most) if most is not None else 0})
         return out
 
-    def broken(self) -> list[str]:
-        """Limits not holding right now (a re-sync over a max, a reload that took licenses away)."""
+    def broken(self, sites: Iterable[str] | None = None) -> list[str]:
+        """Limits not holding right now (a re-sync over a max, a reload that took licenses away):
+        the reservations, and the max of every site or of `sites` (what one PBX's re-sync can break)."""
         out = []
+        names = None if sites is None else list(sites)
         for family, rules in self.families.items():
-            for c in rules.sites.values():
+            for c in rules.sites.values() if names is None else [rules.sites[name] for name in names]:
                 if c.held > c.max:
                     out.append(f"site {c.site} holds {c.held} of {family}, over its max {c.max}")
             if rules.free() < rules.owed:
