@@ -66,14 +66,14 @@ class DroppingTransport(asyncio.Transport):
         return None
 
 
-def batches(requests: int) -> tuple[list[bytes], list[bytes]]:
-    """Checkout reads and checkin reads; lease ids are the master's counter: 1, 2, 3, ..."""
+def batches(requests: int, base: int) -> tuple[list[bytes], list[bytes]]:
+    """Checkout reads and checkin reads; lease ids count from the pool's base: base+1, base+2, ..."""
     pairs = max(requests // 2, BATCH)
     checkouts, checkins = [], []
     for first in range(1, pairs + 1, BATCH):
         ids = range(first, first + BATCH)
         checkouts.append(b"".join(encode({"op": "checkout", "resource": "port", "holder": f"h{i}", "id": i}) for i in ids))
-        checkins.append(b"".join(encode({"op": "checkin", "lease": str(i), "id": i}) for i in ids))
+        checkins.append(b"".join(encode({"op": "checkin", "lease": str(base + i), "id": i}) for i in ids))
     return checkouts, checkins
 
 
@@ -106,7 +106,7 @@ async def run(requests: int, built: int, sites: int = 0) -> float:
         conn.connection_made(DroppingTransport())
         conn.data_received(encode({"op": "hello", "id": 0, "node": "pbx", "role": "pbx", "firmware": 13,
                                    "platform": "gateway", "mac": "00:90:33:00:00:01", "licensing": "central"}))
-        checkouts, checkins = batches(built)
+        checkouts, checkins = batches(built, master.pool.book.id_base)
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)  # as `licmaster serve` runs
         start = time.perf_counter()

@@ -9,7 +9,15 @@
 - several master addresses: it connects to whichever serves, and moves on when one fails,
   says `shutdown`, answers `not_master`, or shows an epoch lower than one seen before;
 - pipelining: `send()` returns a future at once; replies come in request order;
-- heartbeats are automatic; after a reconnect it `sync`s the leases it holds;
+- heartbeats are automatic; after a reconnect it `sync`s the leases it holds, and requests wait
+  until that re-sync is done (`ready`), so that none crosses it;
+- every request it sent is answered, or fails (`NotConnected`, `LicenseError`), or is sent again
+  once on the next master: a request on a connection that goes away (even one dropped during
+  its hello) fails at once, and `call` sends it again once the client is ready. A `checkin`
+  whose connection went away is not sent again: the re-sync, made without that lease, frees it;
+- lease ids are the master's: a re-sync answers each lease's id on the master now serving, and
+  the client uses it from then on; a `checkin` of an id that master does not hold is refused
+  (`unknown_lease`, raised), never applied to another lease;
 - `grace` and `busy` answers are retried after `retry_ms` (bounded), other refusals raise
   `LicenseError` with the code, the rule and the sentence;
 - a master that answers nothing for a whole lease TTL is left (`unresponsive`) for the next one;
@@ -160,9 +168,15 @@ class MasterClient:
         self.epoch = 0
         self.master_index = 0
         self.connected = asyncio.Event()
+        # Connected and its leases re-synced (or nothing to re-sync): requests wait for it, so that
+        # none crosses a re-sync (an id from the old master, a checkout the sync then releases).
+        self.ready = asyncio.Event()
+        self._resyncing = False  # inside _reconnect: `ready` only once its sync is done
+        self._frozen = False
         self._wire: _Wire | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._sent_at: dict[int, tuple[float, bool]] = {}  # each pending request: (loop time sent, is a sync's last part)
+        # each pending request: (loop time sent, is a sync's last part, the connection it went on)
+        self._sent_at: dict[int, tuple[float, bool, _Wire]] = {}
         # Lease validity: the leases are this PBX's while a master confirmed them (answered a
         # request ok) within the lease TTL, counted from when that request was *sent* (the master
         # confirmed later than that, never earlier). Past it they may be another's: `believed()`.
@@ -234,25 +248,30 @@ class MasterClient:
         try:
             reply = await asyncio.wait_for(self._request("hello", self.hello_fields), self.connect_timeout)
         except BaseException:
-            self._drop_wire()
+            self._drop_wire("no answer to hello")
             raise
         if not reply.get("ok"):  # a standby master (`not_master`), `busy`, ...: no session here
-            self._drop_wire()
+            self._drop_wire(f"hello refused ({reply.get('error')}): no session there")
             raise LicenseError(reply)
         self._check_epoch(reply)
         self.session = reply
         self._synced = wire if not self.leases else None  # with leases to bring, confirmed only once synced
         self._last_heard = loop.time()
         self.connected.set()
+        if not self._resyncing:
+            self.ready.set()
         if self._heartbeat_task is None or self._heartbeat_task.done():
             self._heartbeat_task = loop.create_task(self._heartbeats(), name=f"heartbeat-{self.node}")
         return reply
 
-    def _drop_wire(self) -> None:
+    def _drop_wire(self, why: str = "connection dropped") -> None:
         wire, self._wire = self._wire, None
         self.connected.clear()
-        if wire and wire.transport:
-            wire.transport.close()
+        self.ready.clear()
+        if wire is not None:
+            self._fail_wire(wire, NotConnected(f"{self.node}: {why}"))
+            if wire.transport:
+                wire.transport.close()
 
     async def close(self, *, bye: bool = True) -> None:
         """`bye` (gives every floating lease back) and close. Safe to call twice."""
@@ -260,7 +279,7 @@ class MasterClient:
             return
         if bye and self._wire is not None:
             with contextlib.suppress(LicenseError, ConnectionError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.call("bye"), self.connect_timeout)
+                await asyncio.wait_for(self._call("bye", {}, wait_ready=False, resend=False), self.connect_timeout)
             self.leases.clear()
         self._stop_tasks()
         self._drop_wire()
@@ -272,6 +291,26 @@ class MasterClient:
         for task in (self._heartbeat_task, self._reconnect_task):
             if task:
                 task.cancel()
+
+    def freeze(self) -> None:
+        """Stop all traffic but keep the connection open, as a PBX cut off by the network looks
+        to the master: no heartbeat, nothing read, nothing sent, no reconnect (a drill's fault)."""
+        self._stop_tasks()
+        if self._wire and self._wire.transport:
+            self._wire.transport.pause_reading()
+        self._frozen = True
+        self.ready.clear()
+        self._fail_pending(NotConnected(f"{self.node}: cut off (frozen)"))
+
+    def abort(self) -> None:
+        """Drop the connection at once, as a crash of the PBX would: no bye, no reconnect."""
+        self._stop_tasks()
+        wire, self._wire = self._wire, None
+        if wire and wire.transport:
+            wire.transport.abort()
+        self.connected.clear()
+        self.ready.clear()
+        self._fail_pending(NotConnected(f"{self.node}: aborted"))
 
     def abort_connection(self) -> None:
         """Drop the current connection at once; the client reconnects (to its current address)
@@ -295,27 +334,48 @@ class MasterClient:
     def _request(self, op: str, fields: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         wire = self._wire
-        if wire is None or wire.transport is None:
-            future.set_exception(NotConnected(f"{self.node}: not connected to a master"))
+        if wire is None or wire.transport is None or self._frozen:
+            future.set_exception(NotConnected(f"{self.node}: " + ("cut off (frozen)" if self._frozen else "not connected to a master")))
             return future
         rid = next(self._ids)
         message = {"op": op, "id": rid}
         message.update(fields)
         self._pending[rid] = future
         now = asyncio.get_running_loop().time()
-        self._sent_at[rid] = (now, op == "sync" and not fields.get("more"))
+        self._sent_at[rid] = (now, op == "sync" and not fields.get("more"), wire)
         wire.transport.write(encode(message))
         self._last_sent = now
         return future
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
-        """One request; raises LicenseError if refused. `grace`/`busy` are retried after retry_ms."""
+        """One request; raises LicenseError if refused. `grace`/`busy` are retried after retry_ms.
+        It waits until the client is ready (connected and re-synced); a request whose connection
+        goes away is sent again, once, when the client is ready again."""
+        return await self._call(op, fields)
+
+    async def _until_ready(self, deadline: float) -> None:
+        """Wait for `ready` (a reconnect and its re-sync) until the loop time `deadline`."""
+        if self.ready.is_set() or not self.reconnect or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(self.ready.wait(), max(0.01, deadline - loop.time()))
+        except TimeoutError:
+            raise NotConnected(f"{self.node}: no master served it within {self.max_retry_s:g} s") from None
+
+    async def _call(self, op: str, fields: dict[str, Any], *, wait_ready: bool = True, resend: bool = True) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_retry_s
         while True:
-            if self._wire is None and self.reconnect and not self._closed:
-                await asyncio.wait_for(self.connected.wait(), max(0.01, deadline - loop.time()))
-            reply = await self._request(op, fields)
+            if wait_ready:
+                await self._until_ready(deadline)
+            try:
+                reply = await self._request(op, fields)
+            except NotConnected:
+                if not (resend and wait_ready and self.reconnect and not self._closed) or loop.time() >= deadline:
+                    raise
+                resend = False  # once: the next master answers it, or the caller hears why not
+                continue
             if reply.get("ok"):
                 return reply
             if reply.get("error") in RETRYABLE and loop.time() < deadline:
@@ -350,9 +410,22 @@ class MasterClient:
         return held
 
     async def checkin(self, resource: str, holder: str) -> None:
+        """Give a lease back. The id sent is the one the master now serving knows (a re-sync may
+        have changed it: the client waits for any re-sync first). If the connection goes away
+        before the answer, the check-in is not sent again: the lease is no longer the client's,
+        so the re-sync, made without it, frees it on whichever master serves. Raises
+        LicenseError (`unknown_lease`) if the master holds no lease under that id."""
+        deadline = asyncio.get_running_loop().time() + self.max_retry_s
+        await self._until_ready(deadline)
         held = self.leases.pop((resource, holder), None)
-        if held is not None:
-            await self.call("checkin", lease=held.lease)
+        if held is None:
+            return
+        try:
+            await self._call("checkin", {"lease": held.lease}, resend=False)
+        except NotConnected:
+            if not self.reconnect or self._closed:
+                raise
+            await self._until_ready(deadline)  # the re-sync without it: given back
 
     async def sync(self) -> dict[str, Any]:
         """Make the master's view of this node's leases exactly `self.leases`."""
@@ -369,8 +442,10 @@ class MasterClient:
         reply = await self._sync_in_parts(entries)
         for granted in reply.get("leases", []):
             kept = self.leases.get((granted["resource"], granted["holder"]))
-            if kept is not None:
+            if kept is not None:  # its id on this master, from now on
                 kept.lease, kept.took = granted["lease"], granted.get("took", [])
+            else:  # checked in while the sync was on its way (a sync the caller made, not a re-sync): give it back
+                self._request("checkin", {"lease": granted["lease"]}).add_done_callback(_ignore_result)
         return reply
 
     def _drop_denied(self, reply: dict[str, Any]) -> None:
@@ -388,9 +463,9 @@ class MasterClient:
         runs = packed_runs(entries, limit)
         start = 0
         for part, (count, _) in enumerate(runs[:-1]):
-            await self.call("sync", leases=entries[start:start + count], more=True, part=part)
+            await self._call("sync", {"leases": entries[start:start + count], "more": True, "part": part}, wait_ready=False, resend=False)
             start += count
-        return await self.call("sync", leases=entries[start:], part=max(0, len(runs) - 1))
+        return await self._call("sync", {"leases": entries[start:], "part": max(0, len(runs) - 1)}, wait_ready=False, resend=False)
 
     async def takeover(self, failed: str) -> dict[str, Any]:
         reply = await self.call("takeover", failed=failed)
@@ -409,20 +484,22 @@ class MasterClient:
         """The pools and a summary of the sessions (`nodes` lists them)."""
         return await self.call("usage")
 
-    async def nodes(self, cursor: str | None = None, limit: int = 200) -> dict[str, Any]:
+    async def nodes(self, cursor: str | None = None, limit: int = 200, *, held: bool = False) -> dict[str, Any]:
         """One page of the master's sessions: `nodes`, `total`, and `next` (the cursor of the next
-        page, None on the last)."""
+        page, None on the last). `held`: each node's leases too, as [resource, holder, lease id]."""
         fields: dict[str, Any] = {"limit": limit}
         if cursor is not None:
             fields["cursor"] = cursor
+        if held:
+            fields["held"] = True
         return await self.call("nodes", **fields)
 
-    async def all_nodes(self) -> list[dict[str, Any]]:
+    async def all_nodes(self, *, held: bool = False) -> list[dict[str, Any]]:
         """Every session, page by page (a session that comes or goes meanwhile may be missed or seen)."""
         found: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            page = await self.nodes(cursor)
+            page = await self.nodes(cursor, held=held)
             found += page["nodes"]
             cursor = page.get("next")
             if cursor is None:
@@ -449,7 +526,7 @@ class MasterClient:
         future = self._pending.pop(rid, None) if rid is not None else None
         sent = self._sent_at.pop(rid, None) if rid is not None else None
         if sent is not None and message.get("ok") and not (message.get("epoch", 0) < self.epoch):
-            sent_at, is_sync = sent
+            sent_at, is_sync, _ = sent
             if is_sync:  # what the master refused is not this PBX's from this instant: before any confirmation
                 self._drop_denied(message)
                 self._synced = wire
@@ -526,12 +603,14 @@ class MasterClient:
             wire.transport.abort()  # not close(): a hung master would never take the buffered bytes
 
     def _on_lost(self, wire: _Wire) -> None:
-        if wire is not self._wire:
+        if wire is not self._wire:  # one dropped already (a failed hello): what it still carried fails now
+            self._fail_wire(wire, NotConnected(f"{self.node}: connection to the master lost"))
             return
         self._parts.clear()
         self._wire = None
         self.connected.clear()
-        self._fail_pending(NotConnected(f"{self.node}: connection to the master lost"))
+        self.ready.clear()
+        self._fail_wire(wire, NotConnected(f"{self.node}: connection to the master lost"))
         if self.reconnect and not self._closed and (self._reconnect_task is None or self._reconnect_task.done()):
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(), name=f"reconnect-{self.node}")
 
@@ -548,6 +627,14 @@ class MasterClient:
         without a confirmation (they are kept, to be re-synced when a master answers again)."""
         return self.leases if self.confirmed() else {}
 
+    def _fail_wire(self, wire: _Wire, exc: Exception) -> None:
+        """Every request still pending on this connection fails: no reply can come on it any more."""
+        for rid in [rid for rid, (_, _, on) in self._sent_at.items() if on is wire]:
+            del self._sent_at[rid]
+            future = self._pending.pop(rid, None)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+
     def _fail_pending(self, exc: Exception) -> None:
         self._sent_at.clear()
         pending, self._pending = self._pending, {}
@@ -558,6 +645,13 @@ class MasterClient:
     async def _reconnect(self) -> None:
         """A round over the addresses at once (connect), then a short, jittered backoff only when
         every one refused: a standby master that takes over is found within RETRY_CAP_S of it."""
+        self._resyncing = True
+        try:
+            await self._reconnect_and_sync()
+        finally:
+            self._resyncing = False
+
+    async def _reconnect_and_sync(self) -> None:
         delay = 0.05
         while not self._closed:
             try:
@@ -570,10 +664,11 @@ class MasterClient:
             try:
                 await self.sync()
             except (TimeoutError, LicenseError, ConnectionError):
-                self._drop_wire()  # e.g. a standby master that has not taken over yet: try again
+                self._drop_wire("re-sync refused or cut: trying again")  # e.g. a standby master that has not taken over yet
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, RETRY_CAP_S)
                 continue
+            self.ready.set()
             self._emit({"event": "reconnected", "master": f"{self.address[0]}:{self.address[1]}", "epoch": self.epoch})
             return
 

@@ -14,6 +14,12 @@ the other by its `advertise` address, through a proxy), one or two etcd members 
 Every choice comes from `--seed`: the same seed gives the same faults in the same order (their
 timing against the workload still varies with the machine). At the end everything is healed and
 the drill waits for the PBXs to be served again. The history goes to chaos_check.py.
+
+After every failover (the serving master or its epoch changed) and at the end, an audit pauses
+the workload, lets the requests in flight land, and compares what each PBX settled on that master
+believes, lease by lease with its ids, with what the master counts for it (issue 27: a check-in
+sent across a failover used to free another phone's lease). The workload runs on through the
+failovers themselves: checkouts and check-ins are in flight while masters die.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from licmaster.client import LicenseError, MasterClient
 from licmaster.testing.etcd import EtcdCluster
 from licmaster.testing.process import MasterProcess, free_port
 
-from .chaos_check import SERVED_WITHIN_S, check
+from .chaos_check import SERVED_WITHIN_S, belief_violations, check
 from .proxy import Link
 
 FAULTS = ("kill", "stop", "cut-etcd", "cut-etcd-oneway", "cut-site", "cut-site-oneway", "cut-site-all", "cut-masters",
@@ -62,6 +68,7 @@ class History:
     losses: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     refusals: dict[str, int] = field(default_factory=dict)
+    audits: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:
         return round(time.perf_counter() - self.started, 3)
@@ -84,6 +91,11 @@ class Chaos:
         self.watchers: list[MasterClient] = []
         self.faults_injected = 0
         self._stop = asyncio.Event()
+        self._running = asyncio.Event()  # cleared while an audit looks: the workload waits
+        self._running.set()
+        self._in_flight = 0  # workload requests sent and not yet answered
+        self._serving: tuple[int, int] | None = None  # (master index, epoch) of the master serving at the last audit
+        self._audit_due = asyncio.Event()
 
     # ---------------------------------------------------------------- the installation
 
@@ -144,6 +156,7 @@ class Chaos:
     async def _pbx(self, client: MasterClient, index: int) -> None:
         rng = random.Random(self.config.seed * 1000 + index)
         while not self._stop.is_set():
+            await self._running.wait()
             if not client.connected.is_set():
                 if not client.reconnecting:  # never connected yet, or closed for good
                     with contextlib.suppress(LicenseError, ConnectionError, OSError, TimeoutError):
@@ -152,6 +165,7 @@ class Chaos:
                 await asyncio.sleep(0.1)
                 continue
             holder = f"user{rng.randrange(self.config.users)}"
+            self._in_flight += 1
             try:
                 if ("port", holder) in client.leases:
                     self.history.checkins.append({"t": self.history.now(), "pbx": client.node, "holder": holder})
@@ -163,6 +177,8 @@ class Chaos:
                 self.history.refusals[exc.code] = self.history.refusals.get(exc.code, 0) + 1
             except (ConnectionError, OSError, TimeoutError):
                 pass  # the client reconnects and re-syncs by itself
+            finally:
+                self._in_flight -= 1
             await asyncio.sleep(rng.uniform(0.02, 0.08))
 
     async def _sample(self) -> None:
@@ -181,10 +197,64 @@ class Chaos:
                 roles[master.name] = str(usage.get("role"))
                 if usage.get("role") in ("acting", "grace", "suspended"):
                     acting += sum(p["in_use"] for p in usage["pools"] if p["family"] == "PBX-Port")
+                if usage.get("role") in ("acting", "grace"):
+                    serving = (self.masters.index(master), int(usage.get("epoch", 0)))
+                    if serving != self._serving:
+                        self._serving = serving
+                        self._audit_due.set()
             believed = sum(len(client.believed()) for client in self.pbxs)
             self.history.samples.append({"t": self.history.now(), "believed": believed, "acting": acting,
                                          "installed": installed, "roles": roles})
             await asyncio.sleep(0.1)
+
+    # ---------------------------------------------------------------- beliefs, lease by lease
+
+    async def _auditor(self) -> None:
+        """An audit after every change of the serving master (the first one included)."""
+        while not self._stop.is_set():
+            await self._audit_due.wait()
+            self._audit_due.clear()
+            await asyncio.sleep(self.config.lease_ttl_ms / 1000)  # the PBXs find it and re-sync
+            if not self._stop.is_set():
+                await self.audit("after a failover")
+
+    async def audit(self, why: str) -> None:
+        """Pause the workload, let what is in flight land, and compare each PBX's beliefs with the
+        serving master's count for it. Only PBXs settled on that master, confirmed before and after
+        the master is read and believing the same both times, are compared: a PBX cut off meanwhile
+        lapses (it believes less), which is not what this checks."""
+        if self._serving is None:
+            return
+        index, epoch = self._serving
+        watcher = self.watchers[index]
+        self._running.clear()
+        loop = asyncio.get_running_loop()
+        try:
+            deadline = loop.time() + 2.0
+            while self._in_flight and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            endpoints = {link.endpoint for links in self.site_links for link in links[index:index + 1]}
+
+            def beliefs() -> dict[str, list[list[str]]]:
+                return {c.node: sorted([h.resource, h.holder, h.lease] for h in c.believed().values())
+                        for c in self.pbxs if c.settled and c.confirmed() and f"{c.address[0]}:{c.address[1]}" in endpoints}
+
+            before = beliefs()
+            try:
+                nodes = await asyncio.wait_for(watcher.all_nodes(held=True), 1.0)
+            except (LicenseError, ConnectionError, OSError, TimeoutError):
+                return
+            after = beliefs()
+            counted = {n["node"]: n["held"] for n in nodes if n["connected"]}
+            believed = {pbx: held for pbx, held in before.items() if after.get(pbx) == held and pbx in counted}
+            t = self.history.now()
+            found = belief_violations(believed, counted, t)
+            self.history.audits.append({"t": t, "why": why, "master": index, "epoch": epoch, "believed": believed,
+                                        "counted": {pbx: counted[pbx] for pbx in believed}})
+            self.history.note("audit", why=why, master=self.masters[index].name, epoch=epoch, pbxs=len(believed),
+                              leases=sum(map(len, believed.values())), violations=len(found))
+        finally:
+            self._running.set()
 
     # ---------------------------------------------------------------- the nemesis
 
@@ -260,6 +330,7 @@ class Chaos:
             loop = asyncio.get_running_loop()
             workers = [loop.create_task(self._pbx(c, i)) for i, c in enumerate(self.pbxs)]
             sampler = loop.create_task(self._sample())
+            auditor = loop.create_task(self._auditor())
             self.history.note("start", seed=self.config.seed)
             await self._nemesis(plan(self.config))
             last_heal = self.history.now()
@@ -274,12 +345,14 @@ class Chaos:
                         served[client.node] = at
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
+            await self.audit("at the end, every fault healed")
             self._stop.set()
-            await asyncio.gather(*workers, sampler, return_exceptions=True)
+            self._audit_due.set()
+            await asyncio.gather(*workers, sampler, auditor, return_exceptions=True)
             await asyncio.sleep(0.3)  # replies in flight land
             history = {"samples": self.history.samples, "grants": self.history.grants, "checkins": self.history.checkins,
                        "losses": self.history.losses, "held": {c.node: sorted(h for _, h in c.leases) for c in self.pbxs},
-                       "last_heal": last_heal, "served": served}
+                       "last_heal": last_heal, "served": served, "audits": self.history.audits}
             violations = check(history)
             return {"seed": self.config.seed, "seconds": self.config.seconds, "passed": not violations,
                     "config": {k: v for k, v in vars(self.config).items() if k != "faults"} | {"faults": list(self.config.faults)},
@@ -288,7 +361,9 @@ class Chaos:
                     "losses": len(self.history.losses), "refusals": self.history.refusals,
                     "peak_believed": max((s["believed"] for s in self.history.samples), default=0),
                     "peak_acting": max((s["acting"] for s in self.history.samples), default=0),
-                    "samples": self.history.samples, "last_heal": last_heal, "served": served}
+                    "samples": self.history.samples, "last_heal": last_heal, "served": served,
+                    "audits": len(self.history.audits),
+                    "leases_audited": sum(sum(map(len, a["believed"].values())) for a in self.history.audits)}
         finally:
             self._stop.set()
             await self._stop_all()

@@ -10,9 +10,15 @@ A history is what the drill saw (slave_sim/chaos.py):
 - `last_heal` and `served`: when the last fault was healed, and when each PBX was first
   confirmed by a master after it.
 
+- `audits`: after every failover, once the PBXs re-synced and with the workload paused, what
+  each PBX believes it holds, lease by lease with its ids, beside what the acting master counts
+  for it (`belief_violations`).
+
 The rules (issue 16): never more believed nor in use than installed, at any sample; every `ok`
 grant still held at the end, or given back, or its loss told to its PBX; every PBX served again
-within `SERVED_WITHIN_S` of the last heal.
+within `SERVED_WITHIN_S` of the last heal. And (issue 27) every lease a PBX believes is counted
+by the acting master for that PBX, under the id the PBX holds, for the same holder: the
+pool's count is what the phones believe, not only what the master thinks it gave.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ def check(history: dict[str, Any]) -> list[dict[str, Any]]:
         violations.append({"rule": "never over installed", "t": over["t"], "sample": over,
                            "detail": f"{what} {over[what]} > installed {over['installed']} at t={over['t']:.2f} s"})
     violations += unaccounted(history)
+    for audit in history.get("audits", []):
+        violations += belief_violations(audit["believed"], audit["counted"], audit["t"])
     last_heal = history["last_heal"]
     for pbx, at in sorted(history["served"].items()):
         if at is None or at - last_heal > SERVED_WITHIN_S:
@@ -54,4 +62,32 @@ def unaccounted(history: dict[str, Any]) -> list[dict[str, Any]]:
             found.append({"rule": "every grant held, given back or its loss told", "t": t, "pbx": pbx,
                           "detail": f"{pbx} was granted {holder!r} at t={t:.2f} s: not held at the end, never given back, "
                                     "no loss told"})
+    return found
+
+
+Ids = dict[str, list[list[str]]]  # per PBX (node): [resource, holder, lease id] of each lease
+
+
+def belief_violations(believed: Ids, counted: Ids, t: float | None = None) -> list[dict[str, Any]]:
+    """Each lease a PBX believes (`believed`: per PBX, what its client holds and may use) must be
+    counted by the acting master for that PBX (`counted`: its leases per node, with its ids)
+    under the same id, for the same resource and holder. A lease believed and not counted is
+    one the master may give to another phone; one counted under another id, or that id counted
+    for another holder, is one a check-in frees wrongly. A lease counted and not believed is a
+    leak, not a violation: nobody uses it, and the next re-sync gives it back."""
+    found: list[dict[str, Any]] = []
+    for pbx in sorted(believed):
+        by_id = {lease_id: (resource, holder) for resource, holder, lease_id in counted.get(pbx, [])}
+        by_key = {(resource, holder): lease_id for resource, holder, lease_id in counted.get(pbx, [])}
+        for resource, holder, lease_id in sorted(believed[pbx]):
+            if by_id.get(lease_id) == (resource, holder):
+                continue
+            if lease_id in by_id:
+                why = f"the master counts id {lease_id} for {by_id[lease_id][0]} {by_id[lease_id][1]!r}"
+            elif (resource, holder) in by_key:
+                why = f"the master counts it under id {by_key[(resource, holder)]}"
+            else:
+                why = "the master does not count it"
+            found.append({"rule": "every lease a PBX believes is the master's count for it", "t": t, "pbx": pbx,
+                          "detail": f"{pbx} believes {resource} {holder!r} as lease {lease_id}: {why}"})
     return found

@@ -52,3 +52,22 @@ def test_a_pbx_not_served_within_5_s_of_the_last_heal_is_a_violation() -> None:
     violations = check(history(served={"p1": 15.5, "p2": None}))
     assert [v["pbx"] for v in violations] == ["p1", "p2"]
     assert "after 5.50 s" in violations[0]["detail"] and "never" in violations[1]["detail"]
+
+
+def test_a_lease_believed_and_counted_under_the_same_id_for_the_same_holder_is_sound() -> None:
+    believed = {"p1": [["port", "a", "11"], ["port", "b", "12"]]}
+    counted = {"p1": [["port", "b", "12"], ["port", "a", "11"], ["port", "leaked", "13"]]}  # a leak is no violation
+    assert check(history(audits=[{"t": 5.0, "believed": believed, "counted": counted}])) == []
+
+
+def test_each_way_a_belief_can_differ_from_the_master_s_count_is_named() -> None:
+    from slave_sim.chaos_check import belief_violations
+    believed = {"p1": [["port", "a", "11"], ["port", "b", "12"], ["port", "c", "13"]]}
+    counted = {"p1": [["port", "a", "21"], ["port", "x", "12"]]}  # a under another id; b's id is x's; c not at all
+    found = belief_violations(believed, counted, 5.0)
+    assert [v["detail"] for v in found] == [
+        "p1 believes port 'a' as lease 11: the master counts it under id 21",
+        "p1 believes port 'b' as lease 12: the master counts id 12 for port 'x'",
+        "p1 believes port 'c' as lease 13: the master does not count it"]
+    assert check(history(audits=[{"t": 5.0, "believed": believed, "counted": counted}]))[0]["rule"] == \
+        "every lease a PBX believes is the master's count for it"

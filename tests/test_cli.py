@@ -120,7 +120,10 @@ async def test_status_shows_who_holds_what_and_an_operator_takes_one_back(tmp_pa
 
     manage = "manage-token-0123456789"
     licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "App(phone)13"\ncount = 2\n'
-    daemon = Daemon(tmp_path / "m", licenses, admin_tokens=[{"token": manage, "role": "manage", "name": "ops"}]).start()
+    # The commands below run synchronously and block this loop (no heartbeats meanwhile): a lease
+    # TTL of 30 s keeps pbx1's session through them on a loaded machine (3 s expired it once).
+    daemon = Daemon(tmp_path / "m", licenses, admin_tokens=[{"token": manage, "role": "manage", "name": "ops"}],
+                    lease_ttl_ms=30_000).start()
     try:
         pbx = MasterClient([daemon.master], "pbx1")
         await pbx.connect()

@@ -179,3 +179,32 @@ async def test_leases_brought_to_a_master_are_confirmed_by_their_sync_not_by_a_h
         await back.close()
     finally:
         daemon.stop()
+
+
+async def test_a_request_on_a_connection_dropped_during_its_hello_fails_instead_of_waiting_forever() -> None:
+    # A standby master answers hello `not_master`: the client drops that connection. A request
+    # sent on it meanwhile (send() does not wait for the session) used to wait for ever.
+    async def standby(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from licmaster.wire.codec import FrameDecoder, encode
+        decoder = FrameDecoder()
+        while data := await reader.read(65536):
+            for message in decoder.feed(data):
+                if message.get("op") == "hello":
+                    await asyncio.sleep(0.1)  # the caller's request goes out while hello waits
+                    writer.write(encode({"id": message["id"], "ok": False, "error": "not_master", "message": "standby"}))
+        writer.close()
+
+    server = await asyncio.start_server(standby, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = MasterClient([f"127.0.0.1:{port}"], "pbx1", reconnect=False)
+    try:
+        connecting = asyncio.create_task(client.connect())
+        await asyncio.sleep(0.03)
+        pending = client.send("checkout", resource="port", holder="alice")
+        with pytest.raises(NotConnected):
+            await connecting
+        with pytest.raises(NotConnected, match="hello refused"):
+            await asyncio.wait_for(pending, 5)  # before the fix: TimeoutError here
+    finally:
+        server.close()
+        await server.wait_closed()

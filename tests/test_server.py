@@ -114,8 +114,9 @@ async def test_checkout_checkin_exhausted_idempotent_pipelined(daemon: InProcess
     assert replies[4]["lease"] == replies[0]["lease"]  # same (node, resource, holder): same lease
     assert replies[0]["took"] == [{"family": "PBX-Port", "version": 13, "count": 1}]
     assert (await pbx.request("checkin", lease=replies[0]["lease"]))["ok"]
-    assert (await pbx.request("checkin", lease=replies[0]["lease"]))["ok"]  # again: ok, nothing happens
-    assert (await pbx.request("checkin", lease="nope"))["ok"]
+    again = await pbx.request("checkin", lease=replies[0]["lease"])  # again: refused, nothing else happens
+    assert again["error"] == "unknown_lease" and again["lease"] == replies[0]["lease"] and "nothing was checked in" in again["message"]
+    assert (await pbx.request("checkin", lease="nope"))["error"] == "unknown_lease"
     assert (await pbx.request("checkout", resource="port", holder="u3"))["ok"]
 
 

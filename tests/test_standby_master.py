@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from licmaster.client import MasterClient
+from licmaster.client import LicenseError, MasterClient, NotConnected
 from licmaster.testing import free_port
 
 from .daemon import Daemon, Raw, next_event, self_signed_cert
@@ -358,3 +358,85 @@ async def test_a_master_with_unreachable_etcd_and_no_peers_waits_for_the_electio
         assert refused["error"] == "not_master"  # nobody grants without the election
     finally:
         lone.stop()
+
+
+def believed_ids(*clients: MasterClient) -> dict[str, list[list[str]]]:
+    """What each PBX may use now, lease by lease with the ids it holds."""
+    return {c.node: [[h.resource, h.holder, h.lease] for h in c.believed().values()] for c in clients}
+
+
+async def counted_ids(observer: MasterClient) -> dict[str, list[list[str]]]:
+    """What the master that observer watches counts for each node, with its ids."""
+    return {n["node"]: n["held"] for n in await observer.all_nodes(held=True)}
+
+
+async def test_a_checkin_of_an_old_id_sent_after_the_re_sync_frees_no_other_lease(tmp_path: Path) -> None:
+    # Lease ids used to count from 1 on every master: bob's id on the old master was carol's on
+    # the new one, and a check-in of bob sent across the failover freed carol, whom the PBX still
+    # believed it held. Now an id names one lease for the installation's whole history.
+    with master_and_standby(tmp_path, {"grace_ms": 1000}) as (master, standby):
+        pbx = MasterClient([master.master, standby.master], "pbx1", connect_timeout=0.5)
+        await pbx.connect()
+        for holder in ("alice", "bob", "carol"):
+            await pbx.checkout("port", holder)
+        await pbx.checkin("port", "alice")  # the old master's ids: bob 2, carol 3 (before the fix)
+        old_bob = pbx.leases[("port", "bob")].lease
+        await replicated(pbx)
+        master.kill9()
+        await next_event(pbx, "reconnected")  # re-synced: bob and carol, with the new master's ids
+        assert pbx.leases[("port", "bob")].lease != old_bob  # the client uses the new ids from now on
+        del pbx.leases[("port", "bob")]  # the PBX let bob go; its check-in went out with the old id
+        late = await pbx.send("checkin", lease=old_bob)
+        assert late["error"] == "unknown_lease" and late["lease"] == old_bob
+
+        watcher = MasterClient([standby.master], "watcher", role="observer")
+        await watcher.connect()
+        from slave_sim.chaos_check import belief_violations
+        assert belief_violations(believed_ids(pbx), await counted_ids(watcher)) == []
+        assert [h for _, h, _ in (await counted_ids(watcher))["pbx1"]].count("carol") == 1
+        await watcher.close()
+        await pbx.close()
+
+
+async def test_a_pipelined_burst_across_a_failover_is_all_answered_and_believed_as_counted(tmp_path: Path) -> None:
+    # Checkouts and check-ins in flight when the master dies, and more sent while the client is
+    # turned away by the standby (not_master) and re-syncs: each is answered, fails with a clear
+    # error, or is sent again once; none waits forever; what the PBX believes is what is counted.
+    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 40\n'
+    master = Daemon(tmp_path / "master", licenses, grace_ms=800).start()
+    standby = Daemon(tmp_path / "standby", licenses, standby_of=master.master, grace_ms=800).start()
+    try:
+        pbx = MasterClient([master.master, standby.master], "pbx1", connect_timeout=0.5, max_retry_s=10)
+        await pbx.connect()
+        for i in range(10):
+            await pbx.checkout("port", f"kept{i}")
+        await replicated(pbx)
+        outcomes: list[str] = []
+
+        async def one(i: int) -> None:
+            try:
+                if i % 3 == 0 and ("port", f"kept{i // 3}") in pbx.leases:
+                    await pbx.checkin("port", f"kept{i // 3}")
+                else:
+                    await pbx.checkout("port", f"burst{i}")
+                outcomes.append("ok")
+            except (LicenseError, NotConnected) as exc:
+                outcomes.append(type(exc).__name__)
+
+        burst = [asyncio.create_task(one(i)) for i in range(30)]
+        await asyncio.sleep(0)  # the first requests are on the wire
+        master.kill9()
+        burst += [asyncio.create_task(one(i)) for i in range(30, 60)]  # sent during the failover
+        await asyncio.wait_for(asyncio.gather(*burst), 30)  # before the fix, some never came back
+        assert len(outcomes) == 60 and outcomes.count("ok") >= 50, outcomes
+        watcher = MasterClient([standby.master], "watcher", role="observer")
+        await watcher.connect()
+        from slave_sim.chaos_check import belief_violations
+        counted = await counted_ids(watcher)
+        assert belief_violations(believed_ids(pbx), counted) == []
+        assert sorted(h for _, h, _ in counted["pbx1"]) == sorted(h for _, h in pbx.leases)  # no leak either
+        await watcher.close()
+        await pbx.close()
+    finally:
+        standby.stop()
+        master.stop()

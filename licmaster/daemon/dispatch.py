@@ -29,6 +29,7 @@ from licmaster.daemon.store import Store
 from licmaster.daemon.timing import BatchTimer
 from licmaster.model import errors as E
 from licmaster.model.errors import Denial
+from licmaster.model.leases import LEASE_TAGS, lease_id_base
 from licmaster.model.pool import Pool
 from licmaster.model.types import Node, SyncEntry
 from licmaster.wire import events, requests
@@ -72,6 +73,7 @@ class Dispatcher:
         self.journal: Journal | None = None
         self.store: Store | None = None
         self.held_before: dict[str, set[tuple[str, str]]] = {}  # during grace: what each node may re-take
+        self.held_complete = False  # held_before lists every lease a PBX may still believe (see end_grace_if_nothing_held)
         self.sessions = Sessions(self.pool, record, on_end=self._forget_held)
         self.denials = DenialJournal(record)
         self.timer = BatchTimer()
@@ -88,6 +90,7 @@ class Dispatcher:
         # process paused past it (SIGSTOP, a VM freeze) must not answer its buffered requests.
         self.confirm_until = math.inf
         self.on_unconfirmed: Callable[[], None] = lambda: None
+        self.lease_tag: Callable[[], int] = lambda: secrets.randbelow(LEASE_TAGS)  # a seam: a simulation draws it from its seed
         self._ops: dict[str, Op] = {
             "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
@@ -123,7 +126,12 @@ class Dispatcher:
         return self.replies.ok(rid) if session.info.role == "observer" else self._no_quorum(rid)
 
     def install(self, pool: Pool, epoch: int) -> None:
-        """Serve from this pool at this epoch (start, promote)."""
+        """Serve from this pool at this epoch (start, promote). Its lease ids count from the epoch
+        and a random tag (model/leases.py, lease_id_base): no other pool, on this master or
+        another, before or after, names a lease the same way (an epoch alone can repeat: two
+        masters cut apart without etcd, or a data directory started afresh), so a request
+        carrying an old id can never free a lease that reused its number."""
+        pool.book.name_leases(lease_id_base(epoch, self.lease_tag()))
         self.pool = self.sessions.pool = pool
         self.book = pool.book
         self.epoch = epoch
@@ -291,15 +299,31 @@ class Dispatcher:
     # ================================================================ grace
 
     def grace_left_ms(self) -> int:
+        """What is left of the grace window, in ms (0 outside one). A pure read: metrics, the
+        console and hello call it, and none of them may change the role. The window is ended by
+        the reaper once its time is over (`end_grace_if_over`) or by the last re-sync it waited
+        for (`end_grace_if_nothing_held`)."""
         role = self.role
         if role.state is not Role.GRACE:
             return 0
         left = role.grace_until - self.loop.time()
-        if left <= 0:
-            role.change(Role.ACTING, "grace over: every PBX had its lease TTL to re-sync")
+        return int(left * 1000) + 1 if left > 0 else 0
+
+    def end_grace_if_over(self, now: float) -> None:
+        """The reaper's tick: a grace window whose time is over ends."""
+        if self.role.state is Role.GRACE and now >= self.role.grace_until:
             self.held_before.clear()
-            return 0
-        return int(left * 1000) + 1
+            self.role.change(Role.ACTING, "grace over: every PBX had its lease TTL to re-sync")
+
+    def end_grace_if_nothing_held(self) -> None:
+        """A node's holdings were re-synced, moved or ended. When nothing held before is left to
+        wait for, and `held_before` is known to be the whole story (held_complete), new checkouts
+        need not wait any longer. When it may not be (a kill -9's unflushed grants, a standby's
+        replica behind the master it follows), the window runs its whole length: a grant this
+        master never saw is re-taken whole only while new checkouts still wait, and its PBX
+        believes it until a lease TTL after the old master's last answer."""
+        if self.held_complete and not self.held_before and self.role.state is Role.GRACE:
+            self.role.change(Role.ACTING, "every lease held before was re-synced, moved or given back")
 
     def _grace_denial(self, node: str, resource: str, holder: str) -> Denial | None:
         """During grace a node may only re-take what it held before the restart or takeover."""
@@ -311,7 +335,8 @@ class Dispatcher:
                       details={"retry_ms": self.grace_left_ms()})
 
     def _forget_held(self, node: str) -> None:
-        self.held_before.pop(node, None)
+        if self.held_before.pop(node, None) is not None:
+            self.end_grace_if_nothing_held()
 
     # ================================================================ floating licenses
 
@@ -340,7 +365,12 @@ class Dispatcher:
         except Refused as refused:
             return error_reply(rid, refused.denial)
         lease = self.book.checkin(session.node, lease_id)
-        if lease is not None and self.journal is not None:
+        if lease is None:
+            return error_reply(rid, Denial(E.UNKNOWN_LEASE, f"{session.node} holds no lease {lease_id[:64]!r} on this master: "
+                                           "nothing was checked in (an id from another master or an earlier run, or "
+                                           "one already given back; after a re-sync use the ids it answered)",
+                                           details={"lease": lease_id}))
+        if self.journal is not None:
             self.journal.rows.append((self.wall, CHECKIN, session.node, lease.resource, lease.holder, lease.id))
         return self.replies.ok(rid)
 
@@ -396,6 +426,8 @@ class Dispatcher:
             # this PBX's site only: a failover's thousand re-syncs must not each walk every site
             for broken in enforcer.broken([site.name] if site is not None else []):
                 logs.event("policy_over", logging.WARNING, node=session.node, why=broken)
+        if held_before is not None:
+            self.end_grace_if_nothing_held()
         for lease in result.released:
             self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
         granted = []
@@ -507,8 +539,11 @@ class Dispatcher:
         start = bisect.bisect_right(names, cursor) if cursor is not None else 0
         chosen = names[start:start + limit]
         reply = self._ok(rid)
-        reply.update(nodes=self.node_list(chosen), total=len(names),
-                     next=chosen[-1] if start + limit < len(names) and chosen else None)
+        nodes = self.node_list(chosen)
+        if msg.get("held") is True:  # lease by lease, with this master's ids: what a checker compares with the PBXs' beliefs
+            for entry in nodes:
+                entry["held"] = [[lease.resource, lease.holder, lease.id] for lease in self.pool.node_leases(entry["node"])]
+        reply.update(nodes=nodes, total=len(names), next=chosen[-1] if start + limit < len(names) and chosen else None)
         return reply
 
     def node_list(self, names: list[str]) -> list[dict[str, Any]]:

@@ -80,7 +80,9 @@ class Journal:
 
     def begin_run(self) -> tuple[bool, list[Change]]:
         """Mark the start of a run. Returns (whether an earlier run exists, the earlier run's
-        state-changing events, oldest first)."""
+        state-changing events, oldest first). `last_run_clean` says whether that run ended with
+        its `stop` row: then every grant it answered is in those events (a kill -9 loses the
+        batch not yet written)."""
         return self._executor.submit(self._begin_run).result()
 
     def _begin_run(self) -> tuple[bool, list[Change]]:
@@ -97,6 +99,11 @@ class Journal:
                 if row[events.EVENT] in STATE_EVENTS:
                     rows.append(events.change_of(row))
         newest = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
+        self.last_run_clean = False
+        if last_run is not None and newest > last_run[1]:
+            blob, fmt = self._db.execute("SELECT events, format FROM batches WHERE seq = ?", (newest,)).fetchone()
+            last = _decode(blob, fmt)
+            self.last_run_clean = bool(last) and last[-1][events.EVENT] == events.STOP
         with self._db:
             self._run = self._db.execute("INSERT INTO runs (after_seq, started) VALUES (?, ?)", (newest, time.time())).lastrowid
         return last_run is not None, rows

@@ -172,6 +172,7 @@ class Master:
         dispatch.held_before = held_at_end(changes)
         self.journal.on_batch.append(self.feed.on_batch)
         self.journal.start()
+        dispatch.held_complete = self.journal.last_run_clean
         self.record(events.START, detail=f"epoch={self.epoch}")
         if listen:
             await self._listen()
@@ -195,6 +196,7 @@ class Master:
                              grace_until=loop.time() + cfg.effective_grace_ms / 1000)
         else:
             self.role.change(Role.ACTING, "started")
+            dispatch.end_grace_if_nothing_held()
         if cfg.peers:  # with etcd too: a leader cut from etcd learns from its peers that another one won
             self.peer_watch = PeerWatch(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl,
                                         interval_s=cfg.effective_takeover_after_ms / 1000, epoch=lambda: self.epoch,
@@ -533,6 +535,7 @@ class Master:
 
     def _lost(self, leader: str | None) -> None:
         """The key is gone (or another's): stop serving at once; follow whoever leads next."""
+        dispatch.held_complete = False  # the replica (or journal) may lack the old leader's last grants
         if not self.role.serving:
             return
         dispatch = self.dispatch
@@ -590,13 +593,15 @@ class Master:
 
     async def _reap(self) -> None:
         """Sessions silent for lease_ttl_ms have failed: their floating leases go back."""
+            dispatch.held_complete = True  # its own book at the suspension: every lease it had answered
         ttl = self.config.lease_ttl_ms / 1000
         tick = min(self.config.heartbeat_ms, self.config.lease_ttl_ms / 8) / 1000
+            dispatch.end_grace_if_nothing_held()
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(tick)
             self.reap(loop.time(), ttl)
-            self.dispatch.grace_left_ms()  # ends a grace window that is over
+            self.dispatch.end_grace_if_over(loop.time())
             self.revalue_at_date_change()
 
     def reap(self, now: float, ttl: float) -> None:
@@ -615,3 +620,4 @@ class Master:
             conn.abort()
         dispatch.denials.tick(now)
 
+        dispatch.held_complete = False  # the replica lags the master by up to a journal flush: its last grants may be missing

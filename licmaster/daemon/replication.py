@@ -9,8 +9,11 @@ too) and keeps the floating leases as `Holdings`. When the master has been unrea
 assignments, and a grace window in which only what the PBXs held may be re-taken.
 
 Replication is asynchronous (up to one journal flush behind): a grant made in the master's last
-moments may be unknown to the standby. It is never counted twice: the PBX's re-sync asks for it
-during grace, is told `grace`, and gets it after grace if there is room (docs/operations.md).
+moments may be unknown to the standby. It is never counted twice, nor lost: the new master takes
+every re-sync whole, during grace too, up to the installed count (what the PBXs re-sync was
+granted by one master, within installed), and only new checkouts wait for grace. Since such a
+grant may exist, the grace window after a takeover runs its whole length (Dispatcher.
+end_grace_if_nothing_held; docs/operations.md, "No grant is lost at failover").
 
 The stream's shape is wire/events.py's, with its version: a standby asks `replicate` with the
 version it reads, and a master of another version refuses with `version`.

@@ -25,6 +25,7 @@ FENCED = "fenced"
 GRACE = "grace"
 NO_QUORUM = "no_quorum"  # etcd mode: the leadership cannot be confirmed; nothing new is granted for now
 BUSY = "busy"
+UNKNOWN_LEASE = "unknown_lease"  # a checkin names a lease id this master does not hold for the node
 POLICY = "policy"  # the site policy said no: a site's max, another site's reservation, include/exclude
 INTERNAL = "internal"
 

@@ -31,6 +31,7 @@ from licmaster.daemon.master import StartError, installed_by_family
 from licmaster.daemon.sessions import End
 from licmaster.licenses.verdict import verdict
 from licmaster.model.catalog import CURRENT_VERSION
+from licmaster.model.leases import lease_number
 from licmaster.wire import events
 
 if TYPE_CHECKING:
@@ -149,11 +150,12 @@ def _node(master: Master, name: str) -> dict[str, Any]:
 def _held_page(master: Master, name: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """A node's leases in the order granted (lease ids count up), after the lease `after`, and the
     cursor of the next page (None on the last)."""
-    if after is not None and not after.isdigit():
+    after_number = lease_number(after) if after is not None else 0
+    if after_number is None:
         raise Refused(400, "bad_request", "cursor must be the next_cursor of an earlier page (a lease id)")
-    leases = sorted(master.pool.node_leases(name), key=lambda lease: int(lease.id))
+    leases = sorted(master.pool.node_leases(name), key=lambda lease: lease_number(lease.id) or 0)
     if after is not None:
-        leases = [lease for lease in leases if int(lease.id) > int(after)]
+        leases = [lease for lease in leases if (lease_number(lease.id) or 0) > after_number]
     chosen = leases[:limit]
     session = master.dispatch.sessions.get(name)
     assert session is not None
