@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     journal.add_argument("--json", action="store_true", help="one JSON object per line")
     journal.set_defaults(run=_journal)
 
-    rep = sub.add_parser("report", help="usage report from the journal: peaks per hour and day, who was refused, top holders")
+    rep = sub.add_parser("report", help="usage report from the journal: peaks per hour, day and node, who was refused, top holders")
     rep.add_argument("--data-dir", default="licmaster-data", type=Path, help="the master's data directory")
     rep.add_argument("--since", default="7d", help="how far back: 7d, 12h, 30m, or epoch seconds (default %(default)s)")
     fmt = rep.add_mutually_exclusive_group()
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fmt.add_argument("--html", action="store_true", help="one self-contained page with charts")
     rep.add_argument("--out", type=Path, help="write here instead of printing")
     rep.add_argument("--licenses", nargs="+", metavar="FILE", help="the installed license files: each peak with the headroom left")
+    fmt.add_argument("--csv", action="store_true", help=f"for a spreadsheet, {usage_report.CSV_HELP}")
     rep.add_argument("--policy", type=Path, metavar="SITES_TOML", help="the site policy: peaks and refusals per site too")
     rep.set_defaults(run=_report)
 
@@ -237,7 +238,7 @@ def _report(args: argparse.Namespace) -> int:
         site_of = _site_name(policy)
     doc = usage_report.from_journal(path, since, now, installed, site_of)
     text = (json.dumps(doc, indent=2) if args.json else usage_report.render_html(doc) if args.html
-            else usage_report.render_text(doc))
+            else usage_report.render_csv(doc) if args.csv else usage_report.render_text(doc))
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")
         print(f"wrote {args.out}")

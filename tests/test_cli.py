@@ -90,6 +90,28 @@ def test_the_journal_refuses_an_unknown_event_and_reads_since_an_age(tmp_path: P
 
 def test_reload_by_the_data_directory_says_what_changed_or_why_it_was_refused(tmp_path: Path) -> None:
     from .daemon import Daemon
+async def test_report_csv_counts_a_taken_over_lease_once_for_its_holder_and_says_its_columns(tmp_path: Path) -> None:
+    from licmaster.daemon.journal import Journal
+
+    day = 1_764_000_000 // 86400 * 86400  # 2025-11-24T00:00Z
+    journal = Journal(tmp_path / "data" / "journal.sqlite3")
+    journal.rows += [(day + 1, "start"), *[(day + 2 + n, "grant", "hq", "port", f"u{n}", f"{day}.a.{n}", "PBX-Port13:1") for n in range(3)],
+                     (day + 60, "takeover", "hq-spare", None, None, None, "hq"), (day + 70, "checkin", "hq-spare", "port", "u0", f"{day}.a.0"),
+                     (day + 80, "bye", "hq-spare"), *[(day + 90 + n, "grant", "hq", "port", f"u{n}", f"{day}.b.{n}", "PBX-Port13:1") for n in range(3)],
+                     (day + 120, "stop")]
+    await journal.close()
+    licenses = tmp_path / "licenses.toml"
+    licenses.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 4\n')
+    out = run("report", "--data-dir", str(tmp_path / "data"), "--since", str(day), "--csv", "--licenses", str(licenses))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["day,family,node,peak,installed,headroom", "2025-11-24,PBX-Port,*,3,4,1",
+                                       "2025-11-24,PBX-Port,hq,3,,", "2025-11-24,PBX-Port,hq-spare,3,,"]  # not hq 6
+    helped = run("report", "--help")
+    assert "--csv" in helped.stdout and "columns day,family,node,peak,installed,headroom;" in helped.stdout
+    both = run("report", "--csv", "--html")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
 
     daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
     daemon.start()

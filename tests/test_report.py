@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from licmaster.cli import main
-from licmaster.daemon.report import render_html, render_text, took_families, usage_report
+from licmaster.daemon.report import render_csv, render_html, render_text, took_families, usage_report
 
 HOUR = 3600.0
 T0 = 1_764_000_000.0 // HOUR * HOUR  # the start of an hour
@@ -71,7 +71,17 @@ def test_report_from_a_real_masters_journal(tmp_path: Path, capsys) -> None:
     assert report["refused"] == [{"code": "exhausted", "rule": "R-PORT-1", "node": "pbx1", "count": 1}]
     out = tmp_path / "report.html"
     assert main(["report", "--data-dir", str(tmp_path / "m" / "data"), "--html", "--out", str(out)]) == 0
-    assert "<svg" in out.read_text()
+    assert "<svg" in out.read_text() and "<th>headroom</th>" not in out.read_text()
+    licenses = str(tmp_path / "m" / "licenses.toml")
+    assert main(["report", "--data-dir", str(tmp_path / "m" / "data"), "--html", "--out", str(out), "--licenses", licenses]) == 0
+    page = out.read_text()  # --licenses: each day's peak of the installed, with the headroom left, in a table and on the chart
+    assert "<th>headroom</th>" in page and "<td>PBX-Port</td><td>2</td><td>2</td><td>0</td>" in page
+    assert "<title>PBX-Port: 2 installed</title>" in page
+    capsys.readouterr()
+    assert main(["report", "--data-dir", str(tmp_path / "m" / "data"), "--since", "1h", "--csv", "--licenses", licenses]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "day,family,node,peak,installed,headroom"
+    assert lines[1:] == [f"{report['days'][0]['day']},PBX-Port,*,2,2,0", f"{report['days'][0]['day']},PBX-Port,pbx1,2,,"]
 
 
 def test_user_licenses_count_while_assigned_and_across_a_restart_and_peaks_come_with_headroom() -> None:
@@ -125,3 +135,82 @@ def test_per_site_peaks_and_refusals_and_a_taken_over_lease_stays_its_sites(tmp_
     (journal_dir / "journal.sqlite3").write_bytes(b"")
     assert main(["report", "--data-dir", str(journal_dir), "--policy", str(policy)]) == 2
     assert "PBX-UC is a user license" in capsys.readouterr().err
+
+
+DAY = 86400.0
+D0 = 1_764_000_000.0 // DAY * DAY  # 2025-11-24T00:00Z
+
+
+def grants(ts: float, node: str, tag: str, holders: range, took: str = "PBX-Port13:1") -> list[dict]:
+    """One grant a second; lease ids as the master makes them, "<epoch>.<tag>.<n>": opaque strings."""
+    return [row(ts + i, "grant", node, f"1764.{tag}.{n}", took, resource="port", holder=f"u{n}") for i, n in enumerate(holders)]
+
+
+TAKEOVER_JOURNAL = [
+    row(D0 - HOUR, "start"),
+    *grants(D0 - 3000, "hq", "a", range(70)),  # held before the period: counted in it
+    row(D0 - 100, "grant", "hq-spare", "1764.s.0", "PBX-Port13:1", resource="port", holder="u0"),  # the standby holds u0's already
+    *grants(D0 + 60, "hq", "a", range(70, 77)),  # hq: 77 at once
+    *grants(D0 + 120, "branch", "b", range(10)),
+    row(D0 + 200, "grant", "branch", "1764.b.c", "PBX-Channels13:5", resource="conference", holder="room"),
+    row(D0 + 10 * HOUR, "takeover", "hq-spare", None, "hq"),  # hq died: 76 move to hq-spare, u0's goes back (it held one)
+    *[row(D0 + 10 * HOUR + 60 + n, "checkin", "hq-spare", f"1764.a.{n}") for n in range(50, 70)],  # hq-spare: 57
+    # the next day: nothing happens until hq is back, hq-spare hands its 57 back, hq takes 77 again
+    row(D0 + DAY + 8 * HOUR, "bye", "hq-spare", None, "57 leases"),
+    *grants(D0 + DAY + 8 * HOUR + 10, "hq", "c", range(77)),
+    row(D0 + DAY + 9 * HOUR - 60, "stop"),
+]
+
+
+def test_a_takeover_moves_the_leases_and_their_count_and_each_nodes_peak_is_what_it_held() -> None:
+    report = usage_report(TAKEOVER_JOURNAL, D0, D0 + 2 * DAY)
+    assert report["top_holders"] == [{"node": "hq", "peak_leases": 77, "grants": 84}, {"node": "hq-spare", "peak_leases": 77, "grants": 0},
+                                     {"node": "branch", "peak_leases": 15, "grants": 11}]
+    assert report["node_days"] == [
+        {"day": "2025-11-24", "node": "branch", "peak": {"PBX-Channels": 5, "PBX-Port": 10}},
+        {"day": "2025-11-24", "node": "hq", "peak": {"PBX-Port": 77}},
+        {"day": "2025-11-24", "node": "hq-spare", "peak": {"PBX-Port": 77}},  # 76 taken over and its own
+        {"day": "2025-11-25", "node": "branch", "peak": {"PBX-Channels": 5, "PBX-Port": 10}},  # held as the day began
+        {"day": "2025-11-25", "node": "hq", "peak": {"PBX-Port": 77}},
+        {"day": "2025-11-25", "node": "hq-spare", "peak": {"PBX-Port": 57}}]
+    assert [(d["day"], d["peak"]) for d in report["days"]] == [
+        ("2025-11-24", {"PBX-Channels": 5, "PBX-Port": 88}),  # 77 + 1 + 10 before the takeover
+        ("2025-11-25", {"PBX-Channels": 5, "PBX-Port": 87})]  # 77 + 10: u0's two became one
+    assert len(report["hours"]) == 33  # each hour something was held in, events or not: to the stop
+    assert "hq: 77 floating licenses at once at its peak, 84 grants in the period" in render_text(report)
+
+
+def test_the_csv_has_a_row_per_day_family_and_node_with_the_pools_peak_against_installed() -> None:
+    report = usage_report(TAKEOVER_JOURNAL, D0, D0 + 2 * DAY, installed={"PBX-Port": 90, "PBX-Channels": 8, "PBX-Standby": 90})
+    assert render_csv(report).splitlines() == [
+        "day,family,node,peak,installed,headroom",
+        "2025-11-24,PBX-Channels,*,5,8,3",
+        "2025-11-24,PBX-Channels,branch,5,,",
+        "2025-11-24,PBX-Port,*,88,90,2",
+        "2025-11-24,PBX-Port,branch,10,,",
+        "2025-11-24,PBX-Port,hq,77,,",
+        "2025-11-24,PBX-Port,hq-spare,77,,",
+        "2025-11-24,PBX-Standby,*,0,90,90",  # installed and never drawn: a spreadsheet shows it too
+        "2025-11-25,PBX-Channels,*,5,8,3",
+        "2025-11-25,PBX-Channels,branch,5,,",
+        "2025-11-25,PBX-Port,*,87,90,3",
+        "2025-11-25,PBX-Port,branch,10,,",
+        "2025-11-25,PBX-Port,hq,77,,",
+        "2025-11-25,PBX-Port,hq-spare,57,,",
+        "2025-11-25,PBX-Standby,*,0,90,90"]
+    without = render_csv(usage_report(TAKEOVER_JOURNAL, D0, D0 + 2 * DAY)).splitlines()
+    assert without[1] == "2025-11-24,PBX-Channels,*,5,," and len(without) == 13
+    named = usage_report([row(T0, "start"), row(T0 + 1, "grant", "=1+2,x", "1", "PBX-Port13:1")], T0, T0 + 60)
+    assert render_csv(named).splitlines()[2] == "2025-11-24,PBX-Port,\"'=1+2,x\",1,," # quoted, and not a formula
+
+
+def test_a_short_period_prints_its_minutes_and_counts_what_was_held_through_it() -> None:
+    rows = [row(T0 - 2 * HOUR, "start"), row(T0 - 2 * HOUR + 1, "grant", "hq", "1764.a.1", "PBX-Port13:1")]
+    report = usage_report(rows, T0 + 7 * 60, T0 + 37 * 60)  # `--since 30m` at 16:37: nothing happened in it
+    text = render_text(report)
+    assert text.startswith("Usage report, 2025-11-24T16:07Z to 16:37Z\n")
+    assert report["days"][0]["peak"] == {"PBX-Port": 1} and report["top_holders"] == [{"node": "hq", "peak_leases": 1, "grants": 0}]
+    assert "<p>2025-11-24T16:07Z to 16:37Z</p>" in render_html(report)
+    longer = usage_report(rows, T0 - DAY + 7 * 60, T0 + 37 * 60)
+    assert render_text(longer).startswith("Usage report, 2025-11-23T16:07Z to 2025-11-24T16:37Z\n")
+
