@@ -37,6 +37,8 @@ class Recorder:
     # per site, as the devices saw it: (t, site, Ports held +/-, users waiting for a Port +/-)
     site_events: list[tuple[float, str, int, int]] = field(default_factory=list)
     site_refused: Counter[tuple[str, str]] = field(default_factory=Counter)  # (site, code)
+    # refused failover steps (slave_sim.scenario.failover_steps): {t, step, action, pbx, failed, code, rule, message, text}
+    failover_refusals: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:
         return time.perf_counter() - self.start
@@ -51,6 +53,14 @@ class Recorder:
         self.denied_pbxs[pbx] += 1
         if site is not None:
             self.site_refused[(site, code)] += 1
+
+    def failover_refused(self, step: str, action: str, pbx: str, failed: str, code: str, rule: str | None,
+                         message: str, text: str) -> None:
+        """A failover step that did not go through: `pbx` (the standby) did not take over from
+        `failed`, with the code and rule it was refused with. `text` says it in a sentence."""
+        self.failover_refusals.append({"t": round(self.now(), 3), "step": step, "action": action, "pbx": pbx, "failed": failed,
+                                       "code": code, "rule": rule, "message": message, "text": text})
+        self.fault(text)
 
     def demand(self, site: str | None, held: int, waiting: int) -> None:
         """A site's users: one more (or fewer) holding a Port, or waiting for one it was refused."""
@@ -116,6 +126,7 @@ class Recorder:
         self.site_events.extend(other.site_events)
         self.site_refused.update(other.site_refused)
         self.takeover_ms.extend(other.takeover_ms)
+        self.failover_refusals = sorted(self.failover_refusals + other.failover_refusals, key=lambda item: item["t"])
         self.timeline = sorted(self.timeline + other.timeline, key=lambda item: item["t"])
 
     def sites(self) -> dict[str, Any]:

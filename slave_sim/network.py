@@ -114,26 +114,29 @@ class Network:
                     await p.restore()
                     self.recorder.fault(f"{p.name} back")
         elif action == "takeover":
-            await self.takeover(step.standby)
+            await self.takeover(step.standby, step.describe())
         await run_units(units, step.rate / self.workers)
         return len(units)
 
-    async def takeover(self, standby_name: str) -> None:
+    async def takeover(self, standby_name: str, step: str = "takeover") -> None:
         for name, standby in self.standbys.items():
             if not matches(standby_name, name):
                 continue
             start = time.perf_counter()
-            ok = await standby.takeover()
+            refused = await standby.takeover()
             took = (time.perf_counter() - start) * 1000
             failed = self.pbxs[standby.standby_for or ""]
-            if ok:
+            if refused is None:
                 self.recorder.takeover_ms.append(took)
                 since = self.killed_at.get(failed.name)
                 gap = f", {(time.perf_counter() - since) * 1000:.0f} ms after the failure" if since else ""
                 self.recorder.fault(f"takeover by {standby.name} answered in {took:.1f} ms{gap}")
                 failed.state = "fenced"
             else:
-                self.recorder.fault(f"takeover by {standby.name} refused")
+                rule = f" ({refused.rule})" if refused.rule else ""
+                self.recorder.failover_refused(
+                    step, "takeover", standby.name, failed.name, refused.code, refused.rule, refused.message,
+                    f"takeover by {standby.name} of {failed.name} refused: {refused.code}{rule}: {refused.message}")
 
 
 async def run_units(units: list[Unit], rate: float) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from licmaster.client import HeldLease, LicenseError
 from licmaster.licenses.files import load_files
@@ -24,10 +24,19 @@ from licmaster.model.types import Node
 
 from .metrics import Recorder
 from .objects import DeviceRegistry, ObjectKind, PortAction
-from .scenario import PbxSpec
+from .scenario import NO_CONNECTION, PbxSpec
 from .sim_client import SimClient
 
 Device = tuple[str, ObjectKind, str]  # (object, kind, device)
+
+
+class Refused(NamedTuple):
+    """Why a request was not granted: the master's code, rule and sentence, or slave-sim's own
+    code when no master answered."""
+
+    code: str
+    rule: str | None
+    message: str
 
 
 class SimPBX:
@@ -294,16 +303,20 @@ class SimPBX:
     async def isdn_down(self, interface: tuple[str, str, int]) -> None:
         await self._checkin("isdn", interface[0])
 
-    async def takeover(self) -> bool:
-        """As a standby: take over the failed PBX's leases (R-STBY-2, R-STBY-3)."""
+    async def takeover(self) -> Refused | None:
+        """As a standby: take over the failed PBX's leases (R-STBY-2, R-STBY-3). None when it did;
+        otherwise why not: the master's refusal, or no master reached (no_connection)."""
         assert self.client is not None and self.standby_for is not None
         try:
             reply = await self._timed("takeover", lambda: self.client.takeover(self.standby_for))  # type: ignore[union-attr, arg-type]
         except LicenseError as exc:
             self.recorder.denial("takeover", self.name, exc.code, exc.rule, site=self.spec.site)
-            return False
+            return Refused(exc.code, exc.rule, exc.message)
+        except ConnectionError as exc:  # NotConnected: no master answered the standby
+            self.recorder.op("takeover", self.name, 0.0, NO_CONNECTION, None)
+            return Refused(NO_CONNECTION, None, str(exc) or "no master answered")
         self.recorder.fault(f"{self.name} took over {self.standby_for}: {reply.get('moved', 0)} leases moved")
-        return True
+        return None
 
     # ---------------------------------------------------------------- what this PBX believes it holds
 

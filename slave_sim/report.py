@@ -25,6 +25,7 @@ def to_dict(result: RunResult) -> dict[str, Any]:
         "grants": r.grants, "denials": {"total": r.denial_total, "by_code": r.denials_by_code(), "by_rule": r.denials_by_rule(),
                                         "most_refused": r.most_refused()},
         "latency": r.latency_table(), "steps": r.steps, "registrations": r.registrations(), "takeover_ms": [round(t, 3) for t in r.takeover_ms],
+        "failover_refused": r.failover_refusals,
         "peak_in_use": r.peak_in_use(), "installed": result.installed, "final_in_use": result.final_in_use,
         "timeline": r.timeline, "audits": r.audits, "violations": r.violations, "samples": r.samples,
         "journal": result.journal, "undone_user_licenses": result.undone,

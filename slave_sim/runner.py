@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from .master_process import MasterProcess
 from .metrics import Recorder
 from .network import Network
 from .proxy import Link
-from .scenario import Scenario, Step
+from .scenario import NOT_SETTLED, Scenario, Step, failover_steps
 from .workers import RemoteNetwork
 
 Progress = Callable[[int, int, str, Recorder], None]
@@ -233,7 +234,7 @@ class Runner:
         elif step.action == "reload-licenses":
             await self.reload_licenses(step)
         elif step.action == "fail-master":
-            await self.fail_master()
+            await self.fail_master(step.describe())
         elif step.action == "return-master":
             await self.return_master()
         elif step.action == "partition":
@@ -257,14 +258,23 @@ class Runner:
             await asyncio.sleep(0.05)
         raise RuntimeError("the standby master did not attach to the master within 15 s")
 
-    async def fail_master(self) -> None:
+    async def fail_master(self, step: str = "fail-master") -> None:
+        """A failover step: if the PBXs are not all re-synced on the standby master, or the
+        auditor finds no acting master at the new epoch, within 30 s, it is recorded as refused
+        (not_settled), which fails the run unless [expect] failover_refused allows it."""
         assert self.master_process is not None and self.auditor is not None
         epoch = self.auditor.client.epoch + 1
         self.master_process.kill9()
         self.recorder.fault("master killed (kill -9); its standby master takes over")
-        settled = await self._all_settled(epoch) and await self.auditor.reach(epoch)
-        self.recorder.fault(f"every PBX re-synced on the standby master (epoch {epoch})" if settled
-                            else "some PBXs did not move to the standby master within 30 s")
+        if not await self._all_settled(epoch):
+            why = "some PBXs did not move to the standby master within 30 s"
+        elif not await self.auditor.reach(epoch):
+            why = f"no master was acting at epoch {epoch} or later within 30 s"
+        else:
+            self.recorder.fault(f"every PBX re-synced on the standby master (epoch {epoch})")
+            return
+        self.recorder.failover_refused(step, "fail-master", "the standby master", "the master", NOT_SETTLED, None, why,
+                                       f"fail-master: the standby master's takeover did not complete: {NOT_SETTLED}: {why}")
 
     async def return_master(self) -> None:
         """The failed master starts again on its data with the acting master as a peer: it must
@@ -371,8 +381,34 @@ class Runner:
                     lo, hi = limit
                     checks.append(Check(f"site {site}: {label}", lo <= row[key] <= hi, f"{row[key]} (expected {lo}..{hi})",
                                         kind="sizing"))
+        if failover_steps(self.scenario.steps):
+            checks.append(failover_check(r.failover_refusals, e.failover_refused, len(failover_steps(self.scenario.steps))))
         if e.takeover_ms_max is not None:
             worst = max(r.takeover_ms, default=0.0)
             checks.append(Check(f"takeover within {e.takeover_ms_max:g} ms", bool(r.takeover_ms) and worst <= e.takeover_ms_max,
                                 f"slowest {worst:.1f} ms" if r.takeover_ms else "no takeover happened"))
         return checks
+
+
+SHOWN_REFUSALS = 5  # a city's failed takeovers are counted, not each listed
+
+
+def failover_check(refusals: list[dict[str, Any]], allowed: dict[str, tuple[int, int]], steps: int) -> Check:
+    """The check "failover steps": passes when no failover step was refused, or when the refusals are
+    exactly what `[expect] failover_refused` allows (by code, a count or [min, max] each; a code
+    it does not name: none). Names each refusal: the step, the standby, the failed peer, the code,
+    the rule and the master's sentence."""
+    by_code = Counter(r["code"] for r in refusals)
+    off = [f"{code} {by_code.get(code, 0)} (expected {lo}..{hi})"
+           for code, (lo, hi) in sorted({c: allowed.get(c, (0, 0)) for c in {*by_code, *allowed}}.items())
+           if not lo <= by_code.get(code, 0) <= hi]
+    said = "; ".join(r["text"] for r in refusals[:SHOWN_REFUSALS])
+    if len(refusals) > SHOWN_REFUSALS:
+        said += f"; and {len(refusals) - SHOWN_REFUSALS} more"
+    if off:
+        detail = f"{said or 'none refused'}; [expect] failover_refused: " + ", ".join(off)
+    elif refusals:
+        detail = f"{said}; as [expect] failover_refused allows"
+    else:
+        detail = f"{steps} failover step(s), none refused"
+    return Check("failover steps", not off, detail)

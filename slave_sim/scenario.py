@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from licmaster.model import errors
 from licmaster.model.catalog import FAMILIES
 from licmaster.model.rules import normalize_mac
 
@@ -44,6 +45,13 @@ ACTIONS = {
     "partition": "cut and heal named links (cut = [...], heal = [...]): standby-master, master-etcd",
 }
 LINKS = ("standby-master", "master-etcd")
+FAILOVER_ACTIONS = ("takeover", "fail-master")  # failover_steps() says why these
+# Codes a refused failover step is recorded with: the protocol's error codes (docs/protocol.md),
+# and slave-sim's own for what no master said: no_connection (the standby reached no master),
+# not_settled (after fail-master, the PBXs or the auditor were not on the acting master in time).
+NO_CONNECTION, NOT_SETTLED = "no_connection", "not_settled"
+FAILOVER_CODES = frozenset({value for name, value in vars(errors).items() if name.isupper() and isinstance(value, str)}
+                           | {NO_CONNECTION, NOT_SETTLED})
 TARGETED = {"register", "unregister", "configure-users", "conference", "end-conference", "operator-login",
             "operator-logout", "queue-monitor", "isdn-up", "isdn-down", "upgrade", "kill", "cut", "restore"}
 
@@ -125,6 +133,8 @@ class Expectations:
     # sample (a partition of two masters without etcd); None: not checked
     over_installed_across_masters: tuple[int, int] | None = None
     sites: dict[str, SiteExpect] = field(default_factory=dict)
+    # refused failover steps allowed, by code (a count or [min, max] each); a code not named: none
+    failover_refused: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,7 @@ _PBX_KEYS = {"name", "copies", "platform", "model", "firmware", "mac", "licensin
 _STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "participants", "firmware", "standby", "label",
               "licenses", "cut", "heal"}
 _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
-                "takeover_ms_max", "takeovers", "over_installed_across_masters", "sites"}
+                "takeover_ms_max", "takeovers", "over_installed_across_masters", "sites", "failover_refused"}
 _MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "journal_flush_ms", "takeover_after_ms", "licenses", "standby",
                 "etcd", "policy"}
 _TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
@@ -216,6 +226,9 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     if unknown_sites:
         raise ScenarioError(f"{where} [expect] sites: no PBX is in site(s) {', '.join(unknown_sites)} "
                             f"(sites: {', '.join(sorted(sites)) or 'none: give each [[pbx]] its site'})")
+    if expect.failover_refused and not failover_steps(steps):
+        raise ScenarioError(f"{where} [expect] failover_refused: the scenario has no failover step "
+                            f"({', '.join(FAILOVER_ACTIONS)}) to refuse")
     name = raw.get("name", path.stem)
     if any(s.action in ("fail-master", "return-master") for s in steps) and not standby_master:
         raise ScenarioError(f"{where}: fail-master and return-master need a standby master: set standby = true in [master]")
@@ -400,7 +413,20 @@ def _expect(raw: Any, where: str) -> Expectations:
         over_installed_across_masters=_bounds(raw["over_installed_across_masters"], f"{where} over_installed_across_masters")
         if "over_installed_across_masters" in raw else None,
         sites=_site_expects(raw.get("sites", {}), f"{where} sites"),
+        failover_refused=_failover_refused(raw.get("failover_refused", {}), f"{where} failover_refused"),
     )
+
+
+def _failover_refused(raw: Any, where: str) -> dict[str, tuple[int, int]]:
+    """`failover_refused = { standby_unlicensed = 1 }`: a drill that rehearses a refused failover
+    says which code and how many times; any other refused failover step still fails the run."""
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: expected {{ code = count or [min, max] }}, e.g. {{ standby_unlicensed = 1 }}, "
+                            f"not {raw!r}")
+    unknown = sorted(set(raw) - FAILOVER_CODES)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown error code(s) {', '.join(unknown)} (codes: {', '.join(sorted(FAILOVER_CODES))})")
+    return {code: _bounds(value, f"{where}.{code}") for code, value in raw.items()}
 
 
 def _site_expects(raw: Any, where: str) -> dict[str, SiteExpect]:
@@ -411,6 +437,26 @@ def _site_expects(raw: Any, where: str) -> dict[str, SiteExpect]:
         _known(bounds, {"refused", "short", "peak"}, f"{where}.{site}")
         out[site] = SiteExpect(**{k: _bounds(v, f"{where}.{site}.{k}") for k, v in bounds.items()})
     return out
+
+
+def failover_steps(steps: tuple[Step, ...] | list[Step]) -> list[Step]:
+    """The failover steps of a timeline: the actions where a standby takes over what a failed peer
+    held, so that a refusal means the installation did not fail over, and fails the run unless
+    `[expect] failover_refused` allows it.
+
+    - `takeover`: a standby PBX takes over its failed PBX's leases. The master may refuse it
+      (standby_unlicensed R-STBY-2/3, decentral R-MODE-2, ...), or no master answers the standby
+      (no_connection): either way the failed PBX's phones lose their licenses at the lease TTL.
+    - `fail-master`: the standby master takes over from the killed master. It fails when the PBXs
+      (or the auditor) are not on the acting master at the new epoch within 30 s (not_settled).
+
+    Not failover steps: `kill` and `cut` are the failure itself; `restore` is a PBX coming back to
+    its own leases (what its sync is refused counts among the denials); `restart-master` is the
+    same master again, no standby involved; `reload-licenses` and `partition` are faults, not a
+    hand-over; `return-master` is the failed master following the acting one, and its failure
+    already stops the run, since the steps after it assume the two swapped roles.
+    """
+    return [s for s in steps if s.action in FAILOVER_ACTIONS]
 
 
 def matches(target: str, name: str) -> bool:

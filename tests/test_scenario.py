@@ -47,6 +47,9 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+STANDBY = '[[pbx]]\nname = "a"\nstandby = "a-standby"\n[[step]]\naction = "takeover"\nstandby = "a-standby"\n'
+
+
 @pytest.mark.parametrize(("text", "says"), [
     ('[[pbx]]\nname = "a"\nusers = 1\ncolour = "red"\n', "unknown key(s) colour"),
     ('[[pbx]]\nname = "a"\n[[step]]\naction = "dance"\n', "action must be one of"),
@@ -61,6 +64,13 @@ def write(tmp_path: Path, text: str) -> Path:
     ('[[pbx]]\nname = "a"\nsite = "hq"\n[expect]\nsites = { branch = { short = 0 } }\n', "no PBX is in site(s) branch"),
     ('[[pbx]]\nname = "a"\nsite = "hq"\n[expect]\nsites = { hq = { spare = 0 } }\n', "unknown key(s) spare"),
     ('[[pbx]]\nname = "a"\nsite = 3\n', "site must be a name"),
+    (STANDBY + '[expect]\nfailover_refused = { standby_unlicenced = 1 }\n',
+     "[expect] failover_refused: unknown error code(s) standby_unlicenced (codes: "),
+    (STANDBY + '[expect]\nfailover_refused = { standby_unlicensed = [2, 1] }\n',
+     "failover_refused.standby_unlicensed: expected a count or [min, max]"),
+    (STANDBY + '[expect]\nfailover_refused = ["standby_unlicensed"]\n', "failover_refused: expected { code = count or [min, max] }"),
+    ('[[pbx]]\nname = "a"\n[expect]\nfailover_refused = { standby_unlicensed = 1 }\n',
+     "failover_refused: the scenario has no failover step (takeover, fail-master) to refuse"),
 ])
 def test_mistakes_are_named(tmp_path: Path, text: str, says: str) -> None:
     with pytest.raises(ScenarioError, match=re.escape(says)):
@@ -88,3 +98,16 @@ def test_sites_reach_copies_and_standbys_and_the_policy_path_is_made_absolute(tm
     assert [p.site for p in scenario.pbxs] == ["hq", "hq"]
     assert scenario.master["policy"] == str((tmp_path / "sites.toml").resolve())
     assert scenario.expect.sites["hq"].short == (0, 0) and scenario.expect.sites["hq"].peak == (1, 4)
+
+
+def test_a_drill_that_rehearses_a_refused_takeover_declares_it_and_sizes_keep_it() -> None:
+    for size in ("ci", "full"):
+        refused = load_scenario(ROOT / "scenarios" / "standby-drill-refused.toml", size=size)
+        assert refused.expect.failover_refused == {"standby_unlicensed": (1, 1)}
+    assert load_scenario(ROOT / "scenarios" / "standby-drill.toml").expect.failover_refused == {}
+
+
+def test_failover_refused_takes_any_error_code_of_the_protocol_and_slave_sims_own(tmp_path: Path) -> None:
+    text = STANDBY + '[expect]\nfailover_refused = { no_connection = [0, 1], not_settled = 0, decentral = 2 }\n'
+    expect = load_scenario(write(tmp_path, text)).expect
+    assert expect.failover_refused == {"no_connection": (0, 1), "not_settled": (0, 0), "decentral": (2, 2)}

@@ -3,6 +3,7 @@ sockets, every shipped scenario passing its own expectations at CI size."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -14,6 +15,10 @@ import pytest
 from slave_sim.auditor import Auditor
 from slave_sim.cli import ProgressLine
 from slave_sim.metrics import Recorder
+from slave_sim.network import Network
+from slave_sim.report import console, render_html, to_dict
+from slave_sim.runner import Runner, RunResult
+from slave_sim.scenario import load_scenario
 
 from .daemon import Daemon
 
@@ -216,3 +221,106 @@ def test_without_the_policy_the_rush_at_hq_starves_the_branch_and_the_sizing_say
     rows = {row["site"]: row for row in json.loads((tmp_path / "sites-reserve-ci.json").read_text())["sites"]["sites"]}
     assert rows["branch-b"]["short"] == 10 and rows["branch-b"]["refused_by_code"] == {"exhausted": 10}
     assert rows["branch-a"]["short"] == 0
+
+
+# ---------------------------------------------------------------- a drill whose failover failed does not pass
+
+REFUSED_DRILL = ROOT / "scenarios" / "standby-drill-refused.toml"
+ALLOWANCE = "failover_refused = { standby_unlicensed = 1 }"
+
+
+def without_the_allowance(tmp_path: Path) -> Path:
+    """standby-drill-refused as a drill that meant its takeover to work: no failover_refused."""
+    text = REFUSED_DRILL.read_text()
+    assert ALLOWANCE in text
+    text = text.replace(ALLOWANCE, "").replace('"licenses/', f'"{REFUSED_DRILL.parent}/licenses/')
+    path = tmp_path / "standby-drill-refused.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_refused_takeover_fails_the_drill_unless_expect_allows_it(tmp_path: Path) -> None:
+    out = slave_sim(str(without_the_allowance(tmp_path)), "--quiet", "--report-dir", str(tmp_path / "failed"), cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Scenario standby-drill-refused (ci): FAILED" in out.stdout
+    assert ("[FAIL] failover steps: takeover by site-standby of site refused: standby_unlicensed (R-STBY-2): the standby "
+            "function needs as many Standby licenses as Port licenses: 119 usable Standby for 120 Port; "
+            "[expect] failover_refused: standby_unlicensed 1 (expected 0..0)") in out.stdout
+    report = json.loads((tmp_path / "failed" / "standby-drill-refused-ci.json").read_text())
+    assert not report["passed"]
+    assert [c["name"] for c in report["checks"] if not c["passed"]] == ["failover steps"]  # everything else held
+    [refused] = report["failover_refused"]
+    assert (refused["action"], refused["pbx"], refused["failed"], refused["code"], refused["rule"]) == \
+        ("takeover", "site-standby", "site", "standby_unlicensed", "R-STBY-2")
+    page = (tmp_path / "failed" / "standby-drill-refused-ci.html").read_text()
+    assert '<span class="verdict">FAILED</span>' in page and "background:#b22222" in page
+
+    allowed = slave_sim(str(REFUSED_DRILL), "--quiet", "--report-dir", str(tmp_path / "allowed"), cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert ("[ok] failover steps: takeover by site-standby of site refused: standby_unlicensed (R-STBY-2)" in allowed.stdout
+            and "as [expect] failover_refused allows" in allowed.stdout)
+    page = (tmp_path / "allowed" / "standby-drill-refused-ci.html").read_text()
+    assert '<span class="verdict">PASSED</span>' in page and "background:#2a7d2a" in page
+
+
+def judged(path: Path, refusals: list[dict]) -> RunResult:
+    """The verdict of a run of `path` whose recorder saw these refused failover steps (and nothing else)."""
+    runner = Runner(load_scenario(path))
+    runner.recorder.failover_refusals = refusals
+    return RunResult(runner.scenario, runner.recorder, runner.judge({}, {}), 1.0, "127.0.0.1:1")
+
+
+REFUSAL = {"t": 1.0, "step": "takeover site-standby", "action": "takeover", "pbx": "site-standby", "failed": "site",
+           "code": "standby_unlicensed", "rule": "R-STBY-2", "message": "0 usable Standby for 92 Port",
+           "text": "takeover by site-standby of site refused: standby_unlicensed (R-STBY-2): 0 usable Standby for 92 Port"}
+
+
+def test_the_allowance_is_by_code_and_count_and_what_it_allows_must_happen(tmp_path: Path) -> None:
+    def check(path: Path, refusals: list[dict]) -> tuple[bool, str]:
+        [c] = [c for c in judged(path, refusals).checks if c.name == "failover steps"]
+        return c.passed, c.detail
+
+    strict = without_the_allowance(tmp_path)
+    assert check(strict, []) == (True, "1 failover step(s), none refused")
+    assert check(strict, [REFUSAL]) == (False, REFUSAL["text"] + "; [expect] failover_refused: standby_unlicensed 1 (expected 0..0)")
+    assert check(REFUSED_DRILL, [REFUSAL]) == (True, REFUSAL["text"] + "; as [expect] failover_refused allows")
+    assert check(REFUSED_DRILL, []) == (False, "none refused; [expect] failover_refused: standby_unlicensed 0 (expected 1..1)")
+    assert not check(REFUSED_DRILL, [REFUSAL, REFUSAL])[0]  # once allowed, not twice
+    other = {**REFUSAL, "code": "no_connection", "rule": None, "text": "takeover by site-standby of site refused: no_connection"}
+    assert check(REFUSED_DRILL, [REFUSAL, other]) == (
+        False, f"{REFUSAL['text']}; {other['text']}; [expect] failover_refused: no_connection 1 (expected 0..0)")
+    not_settled = {**REFUSAL, "action": "fail-master", "code": "not_settled", "rule": None, "text": "fail-master: ... not_settled"}
+    assert not check(ROOT / "scenarios" / "master-failover.toml", [not_settled])[0]
+
+
+def test_a_refused_failover_step_alone_fails_the_verdict_red_in_the_page(tmp_path: Path) -> None:
+    text = without_the_allowance(tmp_path).read_text()
+    only_failover = text[:text.index("[expect]")] + "[expect]\n" + text[text.index("[sizes.full]"):]
+    path = tmp_path / "only-failover.toml"
+    path.write_text(only_failover)
+    assert judged(path, []).passed  # nothing else is expected of this run: the refusal alone decides
+    result = judged(path, [REFUSAL])
+    assert not result.passed and [c.name for c in result.checks if not c.passed] == ["failover steps"]
+    text = console(result)
+    assert "FAILED" in text.splitlines()[0] and f"[FAIL] failover steps: {REFUSAL['text']}" in text
+    page = render_html(to_dict(result))
+    assert '<span class="verdict">FAILED</span>' in page and "background:#b22222" in page
+    assert "failover steps" in page and html.escape(REFUSAL["text"]) in page
+
+
+async def test_a_takeover_no_master_answers_is_a_refused_failover_step(tmp_path: Path) -> None:
+    scenario = load_scenario(ROOT / "scenarios" / "standby-drill.toml")
+    daemon = Daemon(tmp_path / "m", scenario.licenses[0].read_text()).start()
+    recorder = Recorder()
+    network = Network(scenario, [daemon.target], recorder)
+    try:
+        await network.start()
+        network.standbys["site-standby"].cut()  # the standby reaches no master
+        await network.takeover("site-standby", "takeover site-standby")
+    finally:
+        await network.stop()
+        daemon.stop()
+    [refused] = recorder.failover_refusals
+    assert (refused["pbx"], refused["failed"], refused["code"]) == ("site-standby", "site", "no_connection")
+    assert refused["text"].startswith("takeover by site-standby of site refused: no_connection")
+    assert not recorder.takeover_ms and recorder.timeline[-1]["event"] == refused["text"]
