@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from licmaster import __version__, console_cli
+from licmaster.daemon import reload_requests, serve
 from licmaster.daemon import report as usage_report
-from licmaster.daemon import serve
 from licmaster.daemon.config import ConfigError, load_config
 from licmaster.daemon.datadir import holder_pid
 from licmaster.daemon.journal import read_journal
@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reload.add_argument("--url", help="or through its console (with --token, a manage token): http(s)://host:port or host:port")
     reload.add_argument("--token", help="a manage token of the console (admin_tokens)")
     reload.add_argument("--cafile", help="CA certificate to verify an https console")
+    reload.add_argument("--force", action="store_true",
+                        help="take a license set that would take standby cover away from a standby PBX connected now")
     reload.add_argument("--json", action="store_true", help="print the outcome as JSON")
     reload.set_defaults(run=_reload)
 
@@ -102,9 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fmt = rep.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--html", action="store_true", help="one self-contained page with charts")
+    fmt.add_argument("--csv", action="store_true", help=f"for a spreadsheet, {usage_report.CSV_HELP}")
     rep.add_argument("--out", type=Path, help="write here instead of printing")
     rep.add_argument("--licenses", nargs="+", metavar="FILE", help="the installed license files: each peak with the headroom left")
-    fmt.add_argument("--csv", action="store_true", help=f"for a spreadsheet, {usage_report.CSV_HELP}")
     rep.add_argument("--policy", type=Path, metavar="SITES_TOML", help="the site policy: peaks and refusals per site too")
     rep.set_defaults(run=_report)
 
@@ -248,13 +250,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    """Through the console when given --url/--token, else SIGHUP to the master of --data-dir."""
+    """Through the console when given --url/--token, else SIGHUP to the master of --data-dir; then
+    what came of this reload: what changed, `check`'s warnings on the new set, or why it was refused."""
     outcome: dict[str, Any]
     if args.url or args.token:
         args.url = args.url or console_cli.DEFAULT_URL
         outcome = console_cli.post_reload(args)
     else:
-        signalled = _reload_by_signal(args.data_dir)
+        signalled = _reload_by_signal(args.data_dir, args.force)
         if isinstance(signalled, str):
             print(f"licmaster: {signalled}", file=sys.stderr)
             return 2
@@ -263,38 +266,45 @@ def _reload(args: argparse.Namespace) -> int:
         print(json.dumps(outcome, indent=2))
     elif outcome.get("ok"):
         changed = outcome.get("changed") or {}
-        print("reloaded: " + (", ".join(f"{f} {a} -> {b}" for f, (a, b) in changed.items()) if isinstance(changed, dict) and changed
-                              else str(changed or "nothing changed")))
+        print("reloaded: " + (", ".join(f"{f} {a}->{b}" for f, (a, b) in changed.items()) or "nothing changed"))
         for problem in outcome.get("problems", []):
-            print(f"  warning: {problem.get('message', problem) if isinstance(problem, dict) else problem}")
+            print(f"  problem: {problem.get('message', problem) if isinstance(problem, dict) else problem}")
+        for warning in outcome.get("warnings", []):
+            print(f"  warning: {warning['where'] + ': ' if warning.get('where') else ''}{warning['message']} [{warning.get('rule') or '-'}]")
+        if outcome.get("forced"):
+            print("  FORCED: a standby PBX connected now lost its standby cover: its takeover would be refused")
     else:
         print("reload REFUSED, the license set in force stays:", file=sys.stderr)
         for problem in outcome.get("problems", []):
             print(f"  {problem}", file=sys.stderr)
+        if outcome.get("forceable"):
+            print("licmaster reload --force takes it anyway", file=sys.stderr)
     return 0 if outcome.get("ok") else 1
 
 
-def _reload_by_signal(data_dir: Path) -> dict[str, Any] | str:
-    """SIGHUP to the master holding `data_dir`, then its journal's reload row: the outcome, or why not."""
+def _reload_by_signal(data_dir: Path, force: bool) -> dict[str, Any] | str:
+    """A reload request in `data_dir`, SIGHUP to the master holding it, then the outcome of that
+    request's reload as the master wrote it (daemon/reload_requests.py): the outcome, or why not."""
     pid = holder_pid(data_dir)
     if pid is None:
         return f"no master is running on {data_dir} (its licmaster.pid is not locked)"
-    path = data_dir / "journal.sqlite3"
-    sent = time.time()
+    try:
+        request_id = reload_requests.ask(data_dir, force=force)
+    except OSError as exc:
+        return f"cannot leave a reload request in {data_dir}: {exc.strerror or exc} (run as the master's user, or use --url/--token)"
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
+        reload_requests.withdraw(data_dir, request_id)
         return f"cannot signal the master (pid {pid}): {exc.strerror or exc}"
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the row is written at the journal's next flush
-        time.sleep(0.1)
-        rows = [r for r in read_journal(path) if r["event"] in (events.RELOAD, events.RELOAD_REFUSED) and r["ts"] >= sent - 0.5]
-        if rows:
-            row = rows[-1]
-            if row["event"] == events.RELOAD:
-                return {"ok": True, "changed": row["detail"], "problems": []}
-            return {"ok": False, "problems": (row["detail"] or "").split("; ")}
-    return f"the master (pid {pid}) took the signal but wrote no reload to its journal within 10 s"
+    while time.monotonic() < deadline:
+        outcome = reload_requests.collect(data_dir, request_id)
+        if outcome is not None:
+            return outcome
+        time.sleep(0.05)
+    reload_requests.withdraw(data_dir, request_id)
+    return f"the master (pid {pid}) took the signal but did not answer the reload request within 10 s"
 
 
 def _mac(text: str) -> str:

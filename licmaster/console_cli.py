@@ -157,8 +157,10 @@ def _all_nodes(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def post_reload(args: argparse.Namespace) -> dict[str, Any]:
-    """POST /api/v1/reload: {"ok": True, "changed", "problems"} or {"ok": False, "problems"} (422)."""
-    request = urllib.request.Request(console_url(args.url) + "/api/v1/reload", method="POST")
+    """POST /api/v1/reload (`?force=true` with --force): {"ok": True, "changed", "warnings", "problems"} or
+    {"ok": False, "problems", "forceable"} (422)."""
+    force = "?force=true" if getattr(args, "force", False) else ""
+    request = urllib.request.Request(console_url(args.url) + "/api/v1/reload" + force, method="POST")
     if args.token:
         request.add_header("Authorization", f"Bearer {args.token}")
     context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,8 +90,6 @@ def test_the_journal_refuses_an_unknown_event_and_reads_since_an_age(tmp_path: P
     assert missing.returncode == 2 and "no journal" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_reload_by_the_data_directory_says_what_changed_or_why_it_was_refused(tmp_path: Path) -> None:
-    from .daemon import Daemon
 async def test_report_csv_counts_a_taken_over_lease_once_for_its_holder_and_says_its_columns(tmp_path: Path) -> None:
     from licmaster.daemon.journal import Journal
 
@@ -112,6 +112,8 @@ async def test_report_csv_counts_a_taken_over_lease_once_for_its_holder_and_says
     assert both.returncode == 2 and "not allowed with" in both.stderr
 
 
+def test_reload_by_the_data_directory_says_what_changed_or_why_it_was_refused(tmp_path: Path) -> None:
+    from .daemon import Daemon
 
     daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
     daemon.start()
@@ -166,5 +168,77 @@ async def test_status_shows_who_holds_what_and_an_operator_takes_one_back(tmp_pa
         nobody = run("unassign", "ann", "App(phone)", *url)
         assert nobody.returncode == 1 and "404 unknown_assignment" in nobody.stderr and "Traceback" not in nobody.stderr
         await pbx.close()
+    finally:
+        daemon.stop()
+
+
+# ---------------------------------------------------------------- reload and standby cover (issue 23)
+
+COVERED = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n'
+MORE_PORTS = '[[license]]\ntype = "PBX-Port13"\ncount = 5\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n'
+
+
+async def test_reload_refuses_to_take_a_connected_standbys_cover_away_unless_forced_and_prints_the_warnings(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from licmaster.client import LicenseError, MasterClient
+
+    from .daemon import Daemon
+
+    daemon = Daemon(tmp_path / "m", COVERED).start()
+    try:
+        data = str(tmp_path / "m" / "data")
+        hq = MasterClient([daemon.master], "hq")
+        standby = MasterClient([daemon.master], "hq-standby", role="standby", standby_for="hq")
+        await hq.connect()
+        await standby.connect()
+        daemon.license_file.write_text(MORE_PORTS)  # more Ports, the Standby licenses forgotten
+        refused = await asyncio.to_thread(run, "reload", "--data-dir", data)
+        assert refused.returncode == 1 and "REFUSED" in refused.stderr, refused.stdout + refused.stderr
+        assert "hq-standby (for hq) could no longer take over" in refused.stderr
+        assert "3 usable Standby for 5 Port (R-STBY-2)" in refused.stderr and "licmaster reload --force" in refused.stderr
+        forced = await asyncio.to_thread(run, "reload", "--data-dir", data, "--force")
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        lines = forced.stdout.splitlines()
+        assert lines[0] == "reloaded: PBX-Port 3->5"
+        assert any("warning: the standby function is not available" in line and "3 usable Standby for 5 Port" in line
+                   and line.endswith("[R-STBY-2]") for line in lines)
+        assert any(line.strip().startswith("FORCED:") for line in lines)
+        with pytest.raises(LicenseError, match=r"^standby_unlicensed: .*3 usable Standby for 5 Port \(R-STBY-2\)$"):
+            await standby.takeover("hq")  # what it warned of
+        await hq.close()
+        await standby.close()
+    finally:
+        daemon.stop()
+    assert "event=reload_warning" in daemon.log and "event=standby_cover_lost" in daemon.log
+
+
+def test_reload_prints_the_outcome_of_its_own_reload_not_the_refusal_just_before(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+    import time
+
+    from licmaster.cli import main
+    from licmaster.daemon.journal import read_journal
+
+    from .daemon import Daemon
+
+    # A journal written every 300 ms: the refusal just before is in it, this reload's row not yet.
+    daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n', journal_flush_ms=300).start()
+    try:
+        data = tmp_path / "m" / "data"
+        daemon.license_file.write_text('[[license]]\ntype = "PBX-Nonsense"\ncount = 5\n')
+        daemon.signal(signal.SIGHUP)  # someone else's reload, refused
+        for _ in range(1000):
+            if read_journal(data / "journal.sqlite3", event="reload_refused"):
+                break
+            time.sleep(0.01)
+        daemon.license_file.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 5\n')
+        capsys.readouterr()
+        status = main(["reload", "--data-dir", str(data)])
+        out = capsys.readouterr()
+        assert status == 0 and out.out.startswith("reloaded: PBX-Port 3->5"), out
+        assert "REFUSED" not in out.err
     finally:
         daemon.stop()

@@ -351,3 +351,42 @@ async def test_ssa_terms_and_rentals_are_shown_with_the_days_left(tmp_path: Path
         [sample] = families["licmaster_ssa_days_left"].samples
         assert sample.labels == {"family": "PBX-Port", "version": "12"} and sample.value == terms[0]["days_left"]
 
+
+
+STANDBY_COVERED = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n'
+
+
+def standby_cover(text: str) -> list[tuple[dict[str, str], float]]:
+    return [(s.labels, s.value) for f in text_string_to_metric_families(text) if f.name == "licmaster_standby_cover"
+            for s in f.samples]
+
+
+async def test_a_reload_taking_standby_cover_away_needs_force_and_the_cover_is_in_metrics_and_usage(tmp_path: Path) -> None:
+    import sys
+
+    async with console_on(tmp_path, STANDBY_COVERED, admin_tokens=TOKENS, lease_ttl_ms=60_000) as c:
+        assert standby_cover(await c.get("/metrics", VIEW)) == [({"reason": "covered"}, 1.0)]
+        hq, standby = c.master.connect_now(), c.master.connect_now()
+        assert hq.call("hello", node="hq", **PBX)["ok"]
+        assert standby.call("hello", node="hq-standby", **{**PBX, "role": "standby", "standby_for": "hq"})["ok"]
+        c.master.license_file.write_text(STANDBY_COVERED.replace("count = 3", "count = 5", 1))  # 5 Ports, 3 Standby
+        refused = await c.post("/api/v1/reload", MANAGE, status=422)
+        assert refused["error"] == "reload_refused" and refused["forceable"] is True and "force=true" in refused["message"]
+        assert "3 usable Standby for 5 Port (R-STBY-2)" in refused["problems"][0]
+        assert (await c.post("/api/v1/reload?force=maybe", MANAGE, status=400))["error"] == "bad_request"
+        assert standby_cover(await c.get("/metrics", VIEW)) == [({"reason": "covered"}, 1.0)]  # the set in force stays
+
+        def licmaster(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "licmaster.cli", "reload", "--url", c.base, "--token", MANAGE, *args],
+                                  capture_output=True, text=True, timeout=30)
+
+        again = await asyncio.to_thread(licmaster)
+        assert again.returncode == 1 and "licmaster reload --force takes it anyway" in again.stderr, again.stderr
+        forced = await asyncio.to_thread(licmaster, "--force")
+        assert forced.returncode == 0 and forced.stdout.startswith("reloaded: PBX-Port 3->5"), forced.stdout + forced.stderr
+        assert "[R-STBY-2]" in forced.stdout and "FORCED" in forced.stdout
+        assert standby_cover(await c.get("/metrics", VIEW)) == [({"reason": "standby_short"}, 0.0)]
+        cover = (await c.get("/api/v1/usage", VIEW))["standby_cover"]
+        assert (cover["held"], cover["rule"], cover["standbys"]) == (False, "R-STBY-2", ["hq-standby (for hq)"])
+        assert "3 usable Standby for 5 Port" in cover["message"]
+        assert (await c.get("/api/v1/ha", VIEW))["last_reload"]["forced"] is True

@@ -233,3 +233,36 @@ async def test_the_page_shows_each_site_against_its_reserve_and_max(tmp_path: Pa
         await hq.close()
     finally:
         d.stop()
+
+
+def banner(driver: object) -> tuple[bool, str]:
+    return tuple(page(driver, "const b = document.getElementById('cover-banner'); "  # type: ignore[return-value]
+                              "return [!b.hidden && b.offsetHeight > 0, b.textContent];"))
+
+
+async def test_a_banner_says_so_while_standby_cover_is_missing(tmp_path: Path, browser: object) -> None:
+    import signal
+
+    covered = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n'
+    d = Daemon(tmp_path / "m", covered).start()
+    try:
+        browser.set_window_size(1400, 900)  # type: ignore[attr-defined]
+        browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]
+        await until(lambda: port_count(browser) == "0 / 3", 10)
+        assert banner(browser) == (False, "")
+        d.license_file.write_text(covered.replace("count = 3", "count = 5", 1))  # 5 Ports, still 3 Standby
+        d.signal(signal.SIGHUP)  # no standby PBX is connected: taken, and the cover is gone
+        await until(lambda: banner(browser)[0], 10)
+        shown, text = banner(browser)
+        assert text.startswith("Standby cover MISSING: no standby PBX is connected now")
+        assert "3 usable Standby for 5 Port (R-STBY-2)" in text
+        standby = MasterClient([d.master], "hq-standby", role="standby", standby_for="hq")
+        await standby.connect()
+        await until(lambda: "standby PBX hq-standby (for hq) could not take over" in banner(browser)[1], 5)
+        browser.save_screenshot(str(tmp_path / "cover.png"))  # type: ignore[attr-defined]
+        d.license_file.write_text(covered.replace("count = 3", "count = 5"))  # 5 and 5: covered again
+        d.signal(signal.SIGHUP)
+        await until(lambda: not banner(browser)[0], 10)
+        await standby.close()
+    finally:
+        d.stop()

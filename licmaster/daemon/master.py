@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from licmaster.daemon import logs
+from licmaster.daemon import cover, logs, reload_requests
 from licmaster.daemon.config import Config
 from licmaster.daemon.datadir import DataDirBusy, DataDirLock
 from licmaster.daemon.dispatch import Dispatcher
@@ -39,10 +39,12 @@ from licmaster.licenses.policy import describe as describe_policy
 from licmaster.licenses.policy import load_policy
 from licmaster.licenses.signing import SigningError, Verifier
 from licmaster.licenses.terms import Term, terms
+from licmaster.licenses.verdict import verdict
+from licmaster.model.errors import Denial
 from licmaster.model.inventory import ReloadReport
 from licmaster.model.pool import Pool
 from licmaster.model.sites import Policy, PolicyError
-from licmaster.model.types import Problem
+from licmaster.model.types import Node, Problem
 from licmaster.wire import events
 
 
@@ -170,9 +172,9 @@ class Master:
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
         had_run, changes = self.journal.begin_run()
         dispatch.held_before = held_at_end(changes)
+        dispatch.held_complete = self.journal.last_run_clean
         self.journal.on_batch.append(self.feed.on_batch)
         self.journal.start()
-        dispatch.held_complete = self.journal.last_run_clean
         self.record(events.START, detail=f"epoch={self.epoch}")
         if listen:
             await self._listen()
@@ -194,19 +196,20 @@ class Master:
         elif had_run and cfg.effective_grace_ms > 0:
             self.role.change(Role.GRACE, "restarted: PBXs re-take what they held first",
                              grace_until=loop.time() + cfg.effective_grace_ms / 1000)
+            dispatch.end_grace_if_nothing_held()
         else:
             self.role.change(Role.ACTING, "started")
-            dispatch.end_grace_if_nothing_held()
         if cfg.peers:  # with etcd too: a leader cut from etcd learns from its peers that another one won
             self.peer_watch = PeerWatch(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl,
                                         interval_s=cfg.effective_takeover_after_ms / 1000, epoch=lambda: self.epoch,
                                         acting=lambda: self.role.serving, on_newer=self.step_down)
             self.peer_watch.start()
+        warnings = self._verdict_warnings("licenses", loaded)  # `licmaster check`'s, as a reload logs them
         listening = f"{self.address[0]}:{self.address[1]}" if self.address else "-"
         logs.event("started", master=self.name, role=self.role.state.value, standby_of=following or "-", listen=listening,
                    epoch=self.epoch, data_dir=str(data.resolve()), licenses=len(self.pool.installed),
                    grace_ms=dispatch.grace_left_ms(), users=len(self.pool.users),
-                   held_before=sum(len(v) for v in dispatch.held_before.values()))
+                   held_before=sum(len(v) for v in dispatch.held_before.values()), warnings=len(warnings))
 
     async def _listen(self) -> None:
         cfg = self.config
@@ -379,10 +382,29 @@ class Master:
         """Per site and family under the site policy: held, reserve, max, over, refused."""
         return self.site_usage.rows(self.pool.enforcer)
 
-    def reload(self, who: str = "SIGHUP") -> ReloadReport | None:
+    def reload(self, who: str = "SIGHUP", *, force: bool = False) -> ReloadReport | None:
         """Re-read the license files (SIGHUP, `licmaster reload`, the console). A set with errors
-        (a bad signature among them) is refused whole; the old one stays. The outcome is kept in
-        `last_reload` (usage, /api/v1/ha, /metrics, the dashboard) until the next reload."""
+        (a bad signature among them) is refused whole; the old one stays. So is a set that would
+        take standby cover away from a standby PBX connected now (R-STBY-2/3), unless `force`.
+        `licmaster check`'s verdict on the new set is logged (`reload_warning`). The outcome is
+        kept in `last_reload` (usage, /api/v1/ha, /metrics, the dashboard) until the next reload.
+        On SIGHUP, each request `licmaster reload --data-dir` left (reload_requests.py) gets a
+        reload of its own, with its `force`, and that reload's outcome."""
+        if who == "SIGHUP":
+            data_dir = Path(self.config.data_dir)
+            asked = reload_requests.take(data_dir)
+            if asked:
+                report = None
+                for request_id, forced in asked:
+                    report = self._reload_once(who, forced)
+                    try:
+                        reload_requests.answer(data_dir, request_id, self.last_reload or {})
+                    except OSError as exc:
+                        logs.event("reload_unanswered", logging.WARNING, request=request_id, why=str(exc))
+                return report
+        return self._reload_once(who, force)
+
+    def _reload_once(self, who: str, force: bool) -> ReloadReport | None:
         loaded = self._load_licenses()
         problems = [str(p) for p in loaded.errors]
         policy = self.policy
@@ -391,11 +413,18 @@ class Master:
                 policy = self._load_policy(loaded)
             except PolicyError as exc:
                 problems = exc.problems
+        lost = self._cover_lost(loaded) if not problems else []
+        forceable = bool(lost) and not force
+        if forceable:
+            problems = [f"standby PBX {node.name} (for {node.standby_for}) could no longer take over: {denial.message} "
+                        f"({denial.rule}); the set in force covers it"
+                        for node, denial in lost]
         if problems:
             for problem in problems:
                 logs.event("reload_refused", logging.ERROR, problem=problem, who=who)
-            self.record(events.RELOAD_REFUSED, detail="; ".join(problems)[:2000])
-            self.last_reload = {"ok": False, "at": time.time(), "by": who, "changed": {}, "problems": problems[:50]}
+            self.record(events.RELOAD_REFUSED, detail="; ".join(problems)[:2000], rule=lost[0][1].rule if forceable else None)
+            self.last_reload = {"ok": False, "at": time.time(), "by": who, "changed": {}, "problems": problems[:50],
+                                "warnings": [], "forced": False, "forceable": forceable}
             return None
         before = installed_by_family(self.pool)
         self._last_good = loaded
@@ -413,11 +442,46 @@ class Master:
         for broken in self.pool.set_policy(policy):
             logs.event("policy_over", logging.WARNING, why=broken, hint="nothing is revoked; new checkouts wait")
         self._report("reload", report, loaded.problems, self.pool)
+        warnings = self._verdict_warnings("reload", loaded)
+        forced = "; ".join(f"FORCED: standby PBX {node.name} (for {node.standby_for}) lost its cover: {denial.message} "
+                           f"({denial.rule})" for node, denial in lost)
+        for node, denial in lost:
+            logs.event("standby_cover_lost", logging.WARNING, standby=node.name, standby_for=node.standby_for or "-",
+                       rule=denial.rule or "-", message=denial.message, who=who,
+                       hint="a takeover by this standby PBX is refused (standby_unlicensed) until cover is back")
         said = ", ".join(f"{f} {a}->{b}" for f, (a, b) in changed.items()) or "nothing changed"
-        self.record(events.RELOAD, detail=f"{said}; problems={len(report.problems)} (by {who})"[:2000])
+        self.record(events.RELOAD, detail=f"{said}; problems={len(report.problems)}; warnings={len(warnings)}"
+                    f"{'; ' + forced if forced else ''} (by {who})"[:2000], rule=lost[0][1].rule if lost else None)
         self.last_reload = {"ok": True, "at": time.time(), "by": who, "changed": changed,
-                            "problems": [str(p) for p in report.problems][:50]}
+                            "problems": [str(p) for p in report.problems][:50],
+                            "warnings": [p.to_dict() for p in warnings][:50], "forced": bool(lost)}
         return report
+
+    def _cover_lost(self, loaded: LoadResult) -> list[tuple[Node, Denial]]:
+        """The standby PBXs there now whose cover this license set would take away (cover.py)."""
+        nodes = [session.info for session in self.dispatch.sessions.by_node.values()]
+        if not cover.standby_nodes(nodes):
+            return []
+        today = self.today()
+        proposed = Pool(self.pool.installed, today=today)  # what is installed now, hardware kept as install() keeps it
+        proposed.install(loaded.licenses, today=today)
+        return cover.lost_cover(self.pool, proposed, nodes)
+
+    def _verdict_warnings(self, what: str, loaded: LoadResult) -> list[Problem]:
+        """`licmaster check`'s verdict on this license set, for the newest firmware among the PBXs
+        connected (V13 with none): its warnings, each logged as `{what}_warning` (those of the
+        files themselves are logged as `{what}_problem` already), and returned."""
+        nodes = [session.info for session in self.dispatch.sessions.by_node.values()]
+        found = verdict(loaded, cover.newest_firmware(nodes), self.today()).warnings
+        for problem in found:
+            if problem not in loaded.problems:
+                logs.event(f"{what}_warning", logging.WARNING, rule=problem.rule or "-", where=problem.where or "-",
+                           message=problem.message)
+        return found
+
+    def standby_cover(self) -> cover.Cover:
+        """Would a standby PBX's takeover be licensed now (console, /metrics, dashboard)."""
+        return cover.standby_cover(self.pool, [session.info for session in self.dispatch.sessions.by_node.values()])
 
     def revalue_at_date_change(self) -> ReloadReport | None:
         """R-SSA-1: an SSA runs for a term. When one ends while the master runs, the licenses under
@@ -471,6 +535,7 @@ class Master:
         self.store.set_meta("epoch", str(epoch))
         dispatch.install(self._build_pool(self._load_for_failover(), "licenses"), epoch)
         dispatch.held_before = held
+        dispatch.held_complete = False  # the replica (or journal) may lack the old leader's last grants
         grace = self.config.effective_grace_ms
         if grace:
             self.role.change(Role.GRACE, "won the election in etcd", grace_until=asyncio.get_running_loop().time() + grace / 1000)
@@ -528,14 +593,15 @@ class Master:
         grace_until = suspended_at + self.config.lease_ttl_ms / 1000
         if grace_until > loop.time():
             dispatch.held_before = held
+            dispatch.held_complete = True  # its own book at the suspension: every lease it had answered
             self.role.change(Role.GRACE, "leadership renewed: the PBXs sent away re-take what they held first",
                              grace_until=grace_until)
+            dispatch.end_grace_if_nothing_held()
         else:
             self.role.change(Role.ACTING, "leadership renewed")
 
     def _lost(self, leader: str | None) -> None:
         """The key is gone (or another's): stop serving at once; follow whoever leads next."""
-        dispatch.held_complete = False  # the replica (or journal) may lack the old leader's last grants
         if not self.role.serving:
             return
         dispatch = self.dispatch
@@ -577,6 +643,7 @@ class Master:
         self.store.set_meta("epoch", str(epoch))
         dispatch.install(self._build_pool(self._load_for_failover(), "licenses"), epoch)
         dispatch.held_before = holdings.held()
+        dispatch.held_complete = False  # the replica lags the master by up to a journal flush: its last grants may be missing
         grace = self.config.effective_grace_ms
         loop = asyncio.get_running_loop()
         if grace:
@@ -593,10 +660,8 @@ class Master:
 
     async def _reap(self) -> None:
         """Sessions silent for lease_ttl_ms have failed: their floating leases go back."""
-            dispatch.held_complete = True  # its own book at the suspension: every lease it had answered
         ttl = self.config.lease_ttl_ms / 1000
         tick = min(self.config.heartbeat_ms, self.config.lease_ttl_ms / 8) / 1000
-            dispatch.end_grace_if_nothing_held()
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(tick)
@@ -620,4 +685,3 @@ class Master:
             conn.abort()
         dispatch.denials.tick(now)
 
-        dispatch.held_complete = False  # the replica lags the master by up to a journal flush: its last grants may be missing

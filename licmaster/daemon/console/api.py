@@ -103,6 +103,13 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     return int(text)
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "").lower()
+    if text not in ("", "0", "1", "false", "true"):
+        raise Refused(400, "bad_request", f"{name} must be true or false")
+    return text in ("1", "true")
+
+
 def _seconds_ago(request: web.Request, name: str) -> float | None:
     """`since` as epoch seconds, or as an age: 90s, 15m, 2h, 7d."""
     text = request.query.get(name)
@@ -127,7 +134,8 @@ async def usage(request: web.Request) -> web.Response:
                               "pools": pools, "denials": {f"{c}" + (f" ({r})" if r else ""): n for (c, r), n in sorted(
                                   totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
                               "grants": master.pool.book.issued(), "last_reload": master.last_reload,
-                              "terms": [t.to_dict() for t in master.terms()], "sites": master.sites_usage()})
+                              "terms": [t.to_dict() for t in master.terms()], "sites": master.sites_usage(),
+                              "standby_cover": master.standby_cover().to_dict()})
 
 
 def _node(master: Master, name: str) -> dict[str, Any]:
@@ -345,15 +353,22 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
+    """As SIGHUP; `force=true` takes a set that would take standby cover away from a standby PBX
+    connected now (refused without it, 422 with `forceable`)."""
     master = request.app[MASTER]
-    logs.event("console_reload", who=request[WHO])
-    report = master.reload(who=request[WHO])
+    force = _flag(request, "force")
+    logs.event("console_reload", who=request[WHO], force=force)
+    report = master.reload(who=request[WHO], force=force)
+    outcome = master.last_reload or {}
     if report is None:
-        problems = master.last_reload["problems"] if master.last_reload else []
-        return web.json_response({"error": "reload_refused", "problems": problems,
-                                  "message": "the license files have errors: the set in force stays"}, status=422)
+        forceable = bool(outcome.get("forceable"))
+        return web.json_response({"error": "reload_refused", "problems": outcome.get("problems", []), "forceable": forceable,
+                                  "message": "the new set would take standby cover away: the set in force stays "
+                                  "(POST reload?force=true takes it anyway)" if forceable else
+                                  "the license files have errors: the set in force stays"}, status=422)
     return web.json_response({"licenses": sum(lic.count for lic in master.pool.installed),
-                              "changed": master.last_reload["changed"] if master.last_reload else {},
+                              "changed": outcome.get("changed", {}), "warnings": outcome.get("warnings", []),
+                              "forced": bool(outcome.get("forced")),
                               "problems": [p.to_dict() for p in report.problems], "overcommitted": report.overcommitted})
 
 

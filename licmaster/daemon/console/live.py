@@ -254,6 +254,7 @@ class Live:
                 "pools": [{"family": f, **row} for f, row in sorted(families.items())], "nodes": nodes,
                 "nodes_total": len(dispatch.sessions.by_node), "last_reload": master.last_reload,
                 "terms": [t.to_dict() for t in master.terms()], "sites": master.sites_usage(),
+                "standby_cover": master.standby_cover().to_dict(),  # the banner while it does not hold
                 "standbys": len(master.feed), "degraded": master.feed.degraded, "peers": master.peer_states(),
                 "consoles": master.console_urls()}
 

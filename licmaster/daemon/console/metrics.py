@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from licmaster.daemon.cover import REASONS
 from licmaster.daemon.role import Role
 from licmaster.daemon.timing import BATCH_BOUNDS
 
@@ -102,6 +103,12 @@ class MasterCollector(Collector):
                                     value=int(master.last_reload["ok"]))
             yield GaugeMetricFamily("licmaster_last_reload_timestamp_seconds", "When the license files were last reloaded",
                                     value=master.last_reload["at"])
+        cover = master.standby_cover()
+        standby = GaugeMetricFamily("licmaster_standby_cover", "1 when a standby PBX's takeover would be licensed, or nothing "
+                                    "needs cover; 0 when it would be refused (R-STBY-2/3). reason: one of "
+                                    + ", ".join(REASONS), labels=["reason"])
+        standby.add_metric([cover.reason], int(cover.held))
+        yield standby
         days = GaugeMetricFamily("licmaster_ssa_days_left", "Days to the end of an SSA term (R-SSA-1), per installed entry's "
                                  "family and version", labels=["family", "version"])
         for term in master.terms():

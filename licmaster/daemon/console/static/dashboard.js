@@ -53,6 +53,7 @@ function render(state, base) {
   document.getElementById("master").textContent =
     `${state.master} · ${state.role} · epoch ${state.epoch}${grace} · ${state.listen || base}`;
   document.getElementById("master").dataset.role = state.role;
+  coverBanner(state.standby_cover);
   const pools = document.getElementById("pools");
   assignStyles(history);
   pools.replaceChildren(...state.pools.map((p) => {
@@ -99,7 +100,9 @@ function render(state, base) {
   said.className = reload && !reload.ok ? "note alarm" : "note";
   said.textContent = !reload ? "" : reload.ok
     ? `last reload ${new Date(reload.at * 1000).toLocaleTimeString()} by ${reload.by}: ` +
-      (Object.entries(reload.changed).map(([f, [a, b]]) => `${f} ${a}→${b}`).join(", ") || "nothing changed")
+      (Object.entries(reload.changed).map(([f, [a, b]]) => `${f} ${a}→${b}`).join(", ") || "nothing changed") +
+      (reload.forced ? " · FORCED: a standby PBX's cover taken away" : "") +
+      ((reload.warnings || []).length ? ` · ${reload.warnings.length} warning(s): ${reload.warnings[0].message}` : "")
     : `last reload REFUSED ${new Date(reload.at * 1000).toLocaleTimeString()} by ${reload.by}: ${reload.problems.length} problem(s), ` +
       `the set in force stays — ${reload.problems[0] ?? ""}`;
   chart();
@@ -109,6 +112,19 @@ function render(state, base) {
     current += 1;
     retryTimer = setTimeout(connect, 100);
   }
+}
+
+function coverBanner(cover) {
+  // Shown for as long as a standby PBX's takeover would be refused (R-STBY-2/3): a reload that
+  // raised the Ports without the Standby licenses, say.
+  const banner = document.getElementById("cover-banner");
+  banner.hidden = !cover || cover.held;
+  banner.dataset.reason = cover ? cover.reason : "";
+  if (banner.hidden) { banner.textContent = ""; return; }
+  const who = cover.standbys.length ? `standby PBX ${cover.standbys.join(", ")} could not take over` :
+    "no standby PBX is connected now, and none could take over";
+  banner.textContent = `Standby cover MISSING: ${who} (standby_unlicensed, V${cover.firmware}): ${cover.message}` +
+    (cover.rule ? ` (${cover.rule})` : "");
 }
 
 function serverClock(points) {
