@@ -22,6 +22,9 @@ def console(r: dict[str, Any]) -> str:
     served = [v - r["last_heal"] for v in r["served"].values() if v is not None]
     if served:
         lines.append(f"  served again after the last heal: slowest PBX {max(served):.2f} s")
+    if "audits" in r:
+        lines.append(f"  beliefs audited against the serving master: {r['audits']} time(s) (after each failover and at the end), "
+                     f"{r['leases_audited']} leases compared by id")
     if r["violations"]:
         lines.append(f"  reproduce: {reproduce(r)}")
         lines.append("  violations:")

@@ -30,6 +30,8 @@ def test_a_short_seed_finds_no_violation_and_reports_it(seed: int, tmp_path: Pat
     assert out.returncode == 0, out.stdout + out.stderr + json.dumps(report["violations"], indent=1)
     assert report["passed"] and report["faults_injected"] >= 3 and report["grants"] > 0
     assert max(s["believed"] for s in report["samples"]) <= report["config"]["installed"]
+    # Beliefs were compared lease by lease with the serving master's count, at the end at least.
+    assert report["audits"] >= 1 and report["leases_audited"] > 0 and "leases compared by id" in out.stdout
     html = (tmp_path / f"chaos-seed{seed}.html").read_text()
     assert f"seed {seed}" in html and "PASSED" in html and "<script" not in html
 

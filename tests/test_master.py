@@ -101,7 +101,7 @@ async def test_reading_grace_never_ends_it_only_the_reaper_does(tmp_path: Path) 
         scraped = {m.name: m for m in MasterCollector(d.master).collect()}
         assert scraped["licmaster_grace_seconds"].samples[0].value == 0
         assert d.master.role.state is Role.GRACE  # read, and scraped: unchanged
-        dispatch.end_grace_if_over(now)
+        dispatch.grace.end_if_over(now)
         assert d.master.role.state is Role.ACTING
     finally:
         await d.stop()

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from licmaster.daemon import logs
 from licmaster.daemon.config import Config
 from licmaster.daemon.denials import DenialJournal
-from licmaster.daemon.role import Role, RoleMachine
+from licmaster.daemon.failover import Grace
+from licmaster.daemon.role import RoleMachine
 from licmaster.daemon.sessions import End, Session, Sessions
 from licmaster.daemon.store import Store
 from licmaster.daemon.timing import BatchTimer
@@ -72,9 +73,8 @@ class Dispatcher:
         self.replies = ReplyEncoder(0)
         self.journal: Journal | None = None
         self.store: Store | None = None
-        self.held_before: dict[str, set[tuple[str, str]]] = {}  # during grace: what each node may re-take
-        self.held_complete = False  # held_before lists every lease a PBX may still believe (see end_grace_if_nothing_held)
-        self.sessions = Sessions(self.pool, record, on_end=self._forget_held)
+        self.grace = Grace(role, loop.time)  # the grace window and what it waits for (daemon/failover.py)
+        self.sessions = Sessions(self.pool, record, on_end=self.grace.forget)
         self.denials = DenialJournal(record)
         self.timer = BatchTimer()
         self.connections: set[Connection] = set()
@@ -299,44 +299,8 @@ class Dispatcher:
     # ================================================================ grace
 
     def grace_left_ms(self) -> int:
-        """What is left of the grace window, in ms (0 outside one). A pure read: metrics, the
-        console and hello call it, and none of them may change the role. The window is ended by
-        the reaper once its time is over (`end_grace_if_over`) or by the last re-sync it waited
-        for (`end_grace_if_nothing_held`)."""
-        role = self.role
-        if role.state is not Role.GRACE:
-            return 0
-        left = role.grace_until - self.loop.time()
-        return int(left * 1000) + 1 if left > 0 else 0
-
-    def end_grace_if_over(self, now: float) -> None:
-        """The reaper's tick: a grace window whose time is over ends."""
-        if self.role.state is Role.GRACE and now >= self.role.grace_until:
-            self.held_before.clear()
-            self.role.change(Role.ACTING, "grace over: every PBX had its lease TTL to re-sync")
-
-    def end_grace_if_nothing_held(self) -> None:
-        """A node's holdings were re-synced, moved or ended. When nothing held before is left to
-        wait for, and `held_before` is known to be the whole story (held_complete), new checkouts
-        need not wait any longer. When it may not be (a kill -9's unflushed grants, a standby's
-        replica behind the master it follows), the window runs its whole length: a grant this
-        master never saw is re-taken whole only while new checkouts still wait, and its PBX
-        believes it until a lease TTL after the old master's last answer."""
-        if self.held_complete and not self.held_before and self.role.state is Role.GRACE:
-            self.role.change(Role.ACTING, "every lease held before was re-synced, moved or given back")
-
-    def _grace_denial(self, node: str, resource: str, holder: str) -> Denial | None:
-        """During grace a node may only re-take what it held before the restart or takeover."""
-        if not self.grace_left_ms():
-            return None
-        if (resource, holder) in self.held_before.get(node, ()):
-            return None
-        return Denial(E.GRACE, "a new master is waiting for PBXs to re-sync what they held; try again",
-                      details={"retry_ms": self.grace_left_ms()})
-
-    def _forget_held(self, node: str) -> None:
-        if self.held_before.pop(node, None) is not None:
-            self.end_grace_if_nothing_held()
+        """What is left of the grace window, in ms: a pure read (daemon/failover.py, Grace)."""
+        return self.grace.left_ms()
 
     # ================================================================ floating licenses
 
@@ -347,7 +311,7 @@ class Dispatcher:
             return error_reply(rid, refused.denial)
         node = session.node
         if self.role.grace_until:
-            denial = self._grace_denial(node, resource, holder)
+            denial = self.grace.denial(node, resource, holder)
             if denial is not None:
                 return error_reply(rid, denial)
         outcome = self.book.checkout(node, resource, holder, count, interface, client_version)
@@ -418,7 +382,7 @@ class Dispatcher:
         # re-syncs still to come find their capacity. (docs/operations.md, "Failover".)
         # What it held before is re-taken past the site policy's limits too (granted under them by
         # the master before); anything over a limit is shown in usage and logged, never revoked.
-        held_before = self.held_before.pop(session.node, None)  # what it did not re-take is free from now on
+        held_before = self.grace.take(session.node)  # what it did not re-take is free from now on
         result = self.pool.sync(session.node, entries, held_before)
         enforcer = self.pool.enforcer
         if held_before and enforcer is not None:
@@ -426,8 +390,6 @@ class Dispatcher:
             # this PBX's site only: a failover's thousand re-syncs must not each walk every site
             for broken in enforcer.broken([site.name] if site is not None else []):
                 logs.event("policy_over", logging.WARNING, node=session.node, why=broken)
-        if held_before is not None:
-            self.end_grace_if_nothing_held()
         for lease in result.released:
             self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
         granted = []
@@ -451,8 +413,7 @@ class Dispatcher:
         if isinstance(moved, Denial):
             return self._deny(session, rid, moved, "takeover", failed)
         self.record(TAKEOVER, session.node, detail=failed)
-        if failed in self.held_before:
-            self.held_before.setdefault(session.node, set()).update(self.held_before.pop(failed))
+        self.grace.move(failed, session.node)
         old = self.sessions.get(failed)
         if old is not None:
             self.sessions.end(old, End.TAKEOVER, event={"event": "fenced", "reason": f"taken over by {session.node}"},

@@ -23,6 +23,7 @@ from licmaster.daemon.config import Config
 from licmaster.daemon.datadir import DataDirBusy, DataDirLock
 from licmaster.daemon.dispatch import Dispatcher
 from licmaster.daemon.etcd import Etcd
+from licmaster.daemon.failover import Failover
 from licmaster.daemon.journal import Journal
 from licmaster.daemon.leadership import Leadership
 from licmaster.daemon.protocol import Connection
@@ -171,8 +172,8 @@ class Master:
         self.site_usage.set_policy(self.policy)
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
         had_run, changes = self.journal.begin_run()
-        dispatch.held_before = held_at_end(changes)
-        dispatch.held_complete = self.journal.last_run_clean
+        self._held_at_start = held_at_end(changes)  # what the PBXs held when the last run ended
+        self.failover = Failover(self.role, dispatch.grace, self.record, grace_s=cfg.effective_grace_ms / 1000)
         self.journal.on_batch.append(self.feed.on_batch)
         self.journal.start()
         self.record(events.START, detail=f"epoch={self.epoch}")
@@ -193,10 +194,9 @@ class Master:
             self.role.change(Role.STANDBY, "configured as a standby master" if cfg.standby_of else "a peer is the master",
                              following=following)
             self._follow(following)
-        elif had_run and cfg.effective_grace_ms > 0:
-            self.role.change(Role.GRACE, "restarted: PBXs re-take what they held first",
-                             grace_until=loop.time() + cfg.effective_grace_ms / 1000)
-            dispatch.end_grace_if_nothing_held()
+        elif had_run and cfg.effective_grace_ms > 0:  # after a clean stop, the journal has every grant it answered
+            dispatch.grace.open("restarted: PBXs re-take what they held first", self._held_at_start,
+                                complete=self.journal.last_run_clean, until=loop.time() + cfg.effective_grace_ms / 1000)
         else:
             self.role.change(Role.ACTING, "started")
         if cfg.peers:  # with etcd too: a leader cut from etcd learns from its peers that another one won
@@ -209,7 +209,7 @@ class Master:
         logs.event("started", master=self.name, role=self.role.state.value, standby_of=following or "-", listen=listening,
                    epoch=self.epoch, data_dir=str(data.resolve()), licenses=len(self.pool.installed),
                    grace_ms=dispatch.grace_left_ms(), users=len(self.pool.users),
-                   held_before=sum(len(v) for v in dispatch.held_before.values()), warnings=len(warnings))
+                   held_before=sum(len(v) for v in dispatch.grace.held.values()), warnings=len(warnings))
 
     async def _listen(self) -> None:
         cfg = self.config
@@ -525,24 +525,16 @@ class Master:
     def _won(self, epoch: int) -> None:
         """The election is won: master from now on, at the epoch etcd's revision gives. What the
         PBXs held comes from the master this one followed, or from its own journal."""
-        assert self.store is not None
-        dispatch = self.dispatch
-        held = dispatch.held_before
+        held = self._held_at_start
         if self.follower is not None:
             held = self.follower.holdings.held()
             asyncio.get_running_loop().create_task(self.follower.stop())
             self.follower = None
         self.store.set_meta("epoch", str(epoch))
-        dispatch.install(self._build_pool(self._load_for_failover(), "licenses"), epoch)
-        dispatch.held_before = held
-        dispatch.held_complete = False  # the replica (or journal) may lack the old leader's last grants
-        grace = self.config.effective_grace_ms
-        if grace:
-            self.role.change(Role.GRACE, "won the election in etcd", grace_until=asyncio.get_running_loop().time() + grace / 1000)
-        else:
-            self.role.change(Role.ACTING, "won the election in etcd")
-        self.record(events.PROMOTE, detail=f"epoch={epoch} (etcd revision)")
-        for conn in list(dispatch.connections):
+        self.dispatch.install(self._build_pool(self._load_for_failover(), "licenses"), epoch)
+
+    def _announce_epoch(self, epoch: int) -> None:
+        for conn in list(self.dispatch.connections):
             conn.send_event({"event": "epoch", "epoch": epoch, "master": self.name})
 
     def _follow_leader(self, leader: str) -> None:
@@ -574,6 +566,13 @@ class Master:
             self.dispatch.confirm_until = until
 
     def _unconfirmed(self) -> None:
+        self.failover.take_over("won the election in etcd", epoch, held, install=self._serve_at, announce=self._announce_epoch,
+                                detail=f"epoch={epoch} (etcd revision)")
+
+    def _serve_at(self, epoch: int) -> None:
+        """A new pool at this epoch, from the license files as they are now (or the last good
+        set), made durable first: the one way a master starts serving after its start."""
+        assert self.store is not None
         """A read came in past the deadline (the renewal did not come: this process was paused)."""
         if self.leadership is not None:
             self.leadership.expired("the leadership's deadline passed without a renewal")
@@ -587,18 +586,21 @@ class Master:
             return  # stepped down meanwhile (a peer won): nothing to resume
         dispatch = self.dispatch
         dispatch.resume()
+    def _end_sessions(self, event: dict[str, Any]) -> None:
+        """Giving way: every session ends (its leases released), and every connection but the
+        standby masters' is told `event` and closed."""
+        dispatch = self.dispatch
+        dispatch.sessions.end_all(End.STEP_DOWN, event=event, detail="stepped down")
+        for conn in list(dispatch.connections):
+            if conn not in self.feed:
+                conn.close(event)
+
         loop = asyncio.get_running_loop()
         suspended_at, held = self._suspended or (loop.time(), {})
         self._suspended = None
-        grace_until = suspended_at + self.config.lease_ttl_ms / 1000
-        if grace_until > loop.time():
-            dispatch.held_before = held
-            dispatch.held_complete = True  # its own book at the suspension: every lease it had answered
-            self.role.change(Role.GRACE, "leadership renewed: the PBXs sent away re-take what they held first",
-                             grace_until=grace_until)
-            dispatch.end_grace_if_nothing_held()
-        else:
-            self.role.change(Role.ACTING, "leadership renewed")
+        # Its own book at the suspension: every lease it had answered, so the window may end early.
+        dispatch.grace.open("leadership renewed: the PBXs sent away re-take what they held first", held, complete=True,
+                            until=suspended_at + self.config.lease_ttl_ms / 1000, acting_why="leadership renewed")
 
     def _lost(self, leader: str | None) -> None:
         """The key is gone (or another's): stop serving at once; follow whoever leads next."""
@@ -607,54 +609,29 @@ class Master:
         dispatch = self.dispatch
         dispatch.resume()
         dispatch.confirm_until = math.inf
-        self.role.change(Role.STEPPING_DOWN, "the leadership in etcd lapsed")
-        self.record(events.STEP_DOWN, detail="the leadership in etcd lapsed")
         event = {"event": "shutdown", "reason": "this master no longer holds the leadership", **({"master": leader} if leader else {})}
-        dispatch.sessions.end_all(End.STEP_DOWN, event=event, detail="stepped down")
-        for conn in list(dispatch.connections):
-            if conn not in self.feed:
-                conn.close(event)
-        dispatch.held_before.clear()
-        self.role.change(Role.STANDBY, "waiting for the election in etcd")
+        self.failover.give_way("the leadership in etcd lapsed", end_sessions=lambda: self._end_sessions(event),
+                               then="waiting for the election in etcd")
 
     def step_down(self, peer: str, peer_epoch: int) -> None:
         """A peer is the master at a higher epoch: this one was deposed without knowing (cut off
         while its standby took over). Its PBXs are told `shutdown` with the master to use, its
         sessions end, and it follows the peer as its standby master from now on."""
-        dispatch = self.dispatch
-        dispatch.resume()  # a suspended master's refusing ops back to the normal ones
-        self.role.change(Role.STEPPING_DOWN, f"{peer} is the master at epoch {peer_epoch} > {self.epoch}")
-        self.record(events.STEP_DOWN, detail=f"{peer} is the master at epoch {peer_epoch} > {self.epoch}")
+        self.dispatch.resume()  # a suspended master's refusing ops back to the normal ones
         event = {"event": "shutdown", "reason": f"{peer} is the master (epoch {peer_epoch})", "master": peer}
-        dispatch.sessions.end_all(End.STEP_DOWN, event=event, detail="stepped down")
-        for conn in list(dispatch.connections):
-            if conn not in self.feed:
-                conn.close(event)
-        dispatch.held_before.clear()
-        self.role.change(Role.STANDBY, "stepped down", following=peer)
+        self.failover.give_way(f"{peer} is the master at epoch {peer_epoch} > {self.epoch}",
+                               end_sessions=lambda: self._end_sessions(event), then="stepped down", following=peer)
         self._follow(peer)
 
     def promote(self, holdings: Holdings, master_epoch: int) -> None:
         """The master is gone: this standby takes over, with a higher epoch, the replicated user
         assignments, and a grace window in which PBXs re-take what they held."""
-        assert self.store is not None
-        dispatch = self.dispatch
         epoch = max(self.epoch, master_epoch) + 1
-        self.store.set_meta("epoch", str(epoch))
-        dispatch.install(self._build_pool(self._load_for_failover(), "licenses"), epoch)
-        dispatch.held_before = holdings.held()
-        dispatch.held_complete = False  # the replica lags the master by up to a journal flush: its last grants may be missing
-        grace = self.config.effective_grace_ms
-        loop = asyncio.get_running_loop()
-        if grace:
-            self.role.change(Role.GRACE, "the master is gone: taking over", grace_until=loop.time() + grace / 1000)
-        else:
-            self.role.change(Role.ACTING, "the master is gone: taking over")
-        self.record(events.PROMOTE, detail=f"epoch={epoch}")
-        for conn in list(dispatch.connections):
-            conn.send_event({"event": "epoch", "epoch": epoch, "master": self.name})
+        held = holdings.held()
+        self.failover.take_over("the master is gone: taking over", epoch, held, install=self._serve_at,
+                                announce=self._announce_epoch, detail=f"epoch={epoch}")
         logs.event("promoted", logging.WARNING, master=self.name, epoch=epoch, users=len(self.pool.users),
-                   held=sum(len(v) for v in dispatch.held_before.values()), grace_ms=grace)
+                   held=sum(len(v) for v in held.values()), grace_ms=self.config.effective_grace_ms)
 
     # ================================================================ expiry
 
@@ -666,7 +643,7 @@ class Master:
         while True:
             await asyncio.sleep(tick)
             self.reap(loop.time(), ttl)
-            self.dispatch.end_grace_if_over(loop.time())
+            self.dispatch.grace.end_if_over(loop.time())
             self.revalue_at_date_change()
 
     def reap(self, now: float, ttl: float) -> None:

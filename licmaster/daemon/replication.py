@@ -12,8 +12,8 @@ Replication is asynchronous (up to one journal flush behind): a grant made in th
 moments may be unknown to the standby. It is never counted twice, nor lost: the new master takes
 every re-sync whole, during grace too, up to the installed count (what the PBXs re-sync was
 granted by one master, within installed), and only new checkouts wait for grace. Since such a
-grant may exist, the grace window after a takeover runs its whole length (Dispatcher.
-end_grace_if_nothing_held; docs/operations.md, "No grant is lost at failover").
+grant may exist, the grace window after a takeover runs its whole length (Grace.end_if_nothing_held
+in daemon/failover.py; docs/operations.md, "No grant is lost at failover").
 
 The stream's shape is wire/events.py's, with its version: a standby asks `replicate` with the
 version it reads, and a master of another version refuses with `version`.

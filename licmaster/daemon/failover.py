@@ -1,0 +1,131 @@
+"""Who serves, and what a master that starts serving waits for: the grace window and the two
+ways a master's role changes after its start, taking over and giving way. One owner for both,
+beside the role machine (role.py), so that a change to failover is made here and nowhere else.
+
+- `Grace` owns what the PBXs held before a restart or a takeover (`held`), whether that is the
+  whole story (`complete`), and when the window ends: on time (the reaper's `end_if_over`), or
+  early, when nothing held is left to wait for and `complete` says nothing unseen can be. Reading
+  it (`left_ms`: metrics, the console, hello) never changes the role.
+- `Failover` takes over (the standby promoted, the election in etcd won) and gives way (a peer at
+  a higher epoch, the leadership in etcd lost), each written once. It acts on the master through
+  what it is handed (installing a pool, ending sessions, announcing the epoch): it imports
+  nothing of the master, so there is no cycle back to master.py.
+
+No I/O here: the clock is handed in, and every effect goes through a callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from licmaster.daemon.role import Role, RoleMachine
+from licmaster.model import errors as E
+from licmaster.model.errors import Denial
+from licmaster.wire import events
+
+Key = tuple[str, str]  # (resource, holder)
+Held = dict[str, set[Key]]  # what each node held before
+
+
+class Grace:
+    """The grace window: a node may re-take only what it held before; anything new waits."""
+
+    def __init__(self, role: RoleMachine, clock: Callable[[], float]) -> None:
+        self.role = role
+        self.clock = clock
+        self.held: Held = {}
+        # `held` lists every lease a PBX may still believe: true after a clean stop (the journal
+        # has every grant answered) and for a leader resumed after a suspension (its own book);
+        # false after a kill -9 or a takeover (the journal's last batch, a replica a flush behind).
+        self.complete = False
+
+    def open(self, why: str, held: Held, *, complete: bool, until: float, acting_why: str | None = None) -> None:
+        """Serve from now on, in a grace window until `until` (loop time) for what was `held`; with
+        no time left (grace_ms = 0, or the window is already past), acting at once."""
+        self.held, self.complete = held, complete
+        if until > self.clock():
+            self.role.change(Role.GRACE, why, grace_until=until)
+            self.end_if_nothing_held()
+        else:
+            self.held = {}
+            self.role.change(Role.ACTING, acting_why or why)
+
+    def left_ms(self) -> int:
+        """What is left of the window, in ms (0 outside one). A pure read."""
+        role = self.role
+        if role.state is not Role.GRACE:
+            return 0
+        left = role.grace_until - self.clock()
+        return int(left * 1000) + 1 if left > 0 else 0
+
+    def denial(self, node: str, resource: str, holder: str) -> Denial | None:
+        """During the window a node may only re-take what it held; a new checkout waits."""
+        left = self.left_ms()
+        if not left or (resource, holder) in self.held.get(node, ()):
+            return None
+        return Denial(E.GRACE, "a new master is waiting for PBXs to re-sync what they held; try again", details={"retry_ms": left})
+
+    def take(self, node: str) -> set[Key] | None:
+        """A node re-syncs: what it held before, which it may re-take past the policy's limits.
+        What it does not re-take is free from now on."""
+        held = self.held.pop(node, None)
+        if held is not None:
+            self.end_if_nothing_held()
+        return held
+
+    def forget(self, node: str) -> None:
+        """A node's session ended (bye, expiry, fenced): it re-takes nothing any more."""
+        if self.held.pop(node, None) is not None:
+            self.end_if_nothing_held()
+
+    def move(self, failed: str, standby: str) -> None:
+        """A standby PBX took over: what the failed PBX held, the standby may re-take."""
+        if failed in self.held:
+            self.held.setdefault(standby, set()).update(self.held.pop(failed))
+
+    def end_if_over(self, now: float) -> None:
+        """The reaper's tick: a window whose time is over ends."""
+        if self.role.state is Role.GRACE and now >= self.role.grace_until:
+            self.held = {}
+            self.role.change(Role.ACTING, "grace over: every PBX had its lease TTL to re-sync")
+
+    def end_if_nothing_held(self) -> None:
+        """When nothing held before is left to wait for, and `held` is the whole story, new
+        checkouts need not wait any longer. When it may not be, the window runs its whole
+        length: a grant this master never saw is re-taken whole only while new checkouts still
+        wait, and its PBX believes it until a lease TTL after the old master's last answer."""
+        if self.complete and not self.held and self.role.state is Role.GRACE:
+            self.role.change(Role.ACTING, "every lease held before was re-synced, moved or given back")
+
+    def clear(self) -> None:
+        self.held = {}
+
+
+class Failover:
+    """Taking over and giving way, each once."""
+
+    def __init__(self, role: RoleMachine, grace: Grace, record: Callable[..., None], *, grace_s: float) -> None:
+        self.role = role
+        self.grace = grace
+        self.record = record
+        self.grace_s = grace_s
+
+    def take_over(self, why: str, epoch: int, held: Held, *, install: Callable[[int], None], announce: Callable[[int], None],
+                  detail: str) -> None:
+        """Serve from a new pool at `epoch` (`install`), in a grace window for what the PBXs held
+        (from the master followed, or this master's journal: never known whole, see Grace), and
+        tell every connection (`announce`: the `epoch` event)."""
+        install(epoch)
+        self.grace.open(why, held, complete=False, until=self.grace.clock() + self.grace_s)
+        self.record(events.PROMOTE, detail=detail)
+        announce(epoch)
+
+    def give_way(self, why: str, *, end_sessions: Callable[[], None], then: str, following: str = "") -> None:
+        """Stop serving at once: every session ends (`end_sessions`: told `shutdown`, leases
+        released, connections other than the standbys' closed), nothing is waited for any more,
+        and this master is a standby (following `following`, or waiting for the election)."""
+        self.role.change(Role.STEPPING_DOWN, why)
+        self.record(events.STEP_DOWN, detail=why)
+        end_sessions()
+        self.grace.clear()
+        self.role.change(Role.STANDBY, then, following=following)

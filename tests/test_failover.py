@@ -1,0 +1,92 @@
+"""Failover's one owner (daemon/failover.py), in memory: the grace window and what it waits for,
+taking over and giving way. A clock of our own; the role machine is the real one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from licmaster.daemon.failover import Failover, Grace
+from licmaster.daemon.role import Role, RoleMachine
+from licmaster.wire import events
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def serving(state: Role = Role.STANDBY) -> tuple[RoleMachine, Grace, Clock, list[str]]:
+    changes: list[str] = []
+    role = RoleMachine(on_change=lambda old, new, why: changes.append(f"{old.value} -> {new.value}: {why}"))
+    role.change(state, "start")
+    clock = Clock()
+    return role, Grace(role, clock), clock, changes
+
+
+HELD = {"pbx1": {("port", "alice")}, "pbx2": {("port", "bob")}}
+
+
+def test_a_window_known_whole_ends_with_the_last_node_it_waited_for() -> None:
+    role, grace, clock, changes = serving()
+    grace.open("restarted", {k: set(v) for k, v in HELD.items()}, complete=True, until=clock.now + 60)
+    assert role.state is Role.GRACE and grace.denial("pbx3", "port", "new") is not None
+    assert grace.take("pbx1") == {("port", "alice")} and role.state is Role.GRACE  # pbx2 still to come
+    grace.forget("pbx2")  # its session ended: nothing of it to wait for
+    assert role.state is Role.ACTING and changes[-1].endswith("every lease held before was re-synced, moved or given back")
+    assert grace.denial("pbx3", "port", "new") is None
+
+
+def test_a_window_that_may_miss_grants_runs_its_whole_length() -> None:
+    # After a takeover the replica may lack the old master's last grants: a PBX may believe one
+    # the new master never saw, so new checkouts wait until every such belief has lapsed.
+    role, grace, clock, _ = serving()
+    grace.open("taking over", {"pbx1": {("port", "alice")}}, complete=False, until=clock.now + 3)
+    grace.take("pbx1")
+    assert role.state is Role.GRACE and grace.denial("pbx9", "port", "new") is not None
+    clock.now += 3
+    assert grace.left_ms() == 0 and role.state is Role.GRACE  # reading it changes nothing
+    grace.end_if_over(clock.now)
+    assert role.state is Role.ACTING
+
+
+def test_a_window_known_whole_and_empty_ends_at_once_and_one_without_time_is_acting() -> None:
+    role, grace, clock, changes = serving()
+    grace.open("restarted", {}, complete=True, until=clock.now + 60)
+    assert role.state is Role.ACTING
+    role2, grace2, clock2, changes2 = serving()
+    grace2.open("taking over", HELD, complete=False, until=clock2.now, acting_why="taking over, no grace")
+    assert role2.state is Role.ACTING and changes2[-1].endswith("taking over, no grace") and grace2.held == {}
+
+
+def test_what_a_failed_pbx_held_its_standby_may_re_take() -> None:
+    role, grace, clock, _ = serving()
+    grace.open("taking over", {"hq": {("port", "alice")}}, complete=True, until=clock.now + 60)
+    grace.move("hq", "hq-standby")
+    assert grace.denial("hq-standby", "port", "alice") is None and grace.denial("hq", "port", "alice") is not None
+    assert grace.take("hq-standby") == {("port", "alice")} and role.state is Role.ACTING
+
+
+def test_taking_over_installs_then_opens_grace_then_journals_and_announces() -> None:
+    role, grace, clock, changes = serving()
+    done: list[Any] = []
+    failover = Failover(role, grace, lambda event, **kw: done.append((event, kw["detail"])), grace_s=3.0)
+    failover.take_over("the master is gone: taking over", 7, {"pbx1": {("port", "a")}},
+                       install=lambda epoch: done.append(("install", epoch, role.state)),
+                       announce=lambda epoch: done.append(("announce", epoch, role.state)), detail="epoch=7")
+    assert done == [("install", 7, Role.STANDBY), (events.PROMOTE, "epoch=7"), ("announce", 7, Role.GRACE)]
+    assert role.grace_until == clock.now + 3.0 and not grace.complete
+
+
+def test_giving_way_ends_every_session_and_forgets_what_grace_waited_for() -> None:
+    role, grace, clock, changes = serving()
+    grace.open("restarted", {"pbx1": {("port", "a")}}, complete=False, until=clock.now + 60)
+    done: list[Any] = []
+    failover = Failover(role, grace, lambda event, **kw: done.append((event, kw["detail"])), grace_s=3.0)
+    failover.give_way("m2 is the master at epoch 9 > 8", end_sessions=lambda: done.append(("end", role.state)),
+                      then="stepped down", following="m2:4460")
+    assert done == [(events.STEP_DOWN, "m2 is the master at epoch 9 > 8"), ("end", Role.STEPPING_DOWN)]
+    assert role.state is Role.STANDBY and role.following == "m2:4460" and grace.held == {}
+    assert changes[-2:] == ["grace -> stepping_down: m2 is the master at epoch 9 > 8", "stepping_down -> standby: stepped down"]
