@@ -49,13 +49,6 @@ from licmaster.model.types import Node, Problem
 from licmaster.wire import events
 
 
-def installed_by_family(pool: Pool) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for bucket in pool.buckets():
-        totals[bucket.family] = totals.get(bucket.family, 0) + bucket.installed
-    return totals
-
-
 class StartError(RuntimeError):
     """The master cannot start (license files with errors, a port in use, ...)."""
 
@@ -426,13 +419,13 @@ class Master:
             self.last_reload = {"ok": False, "at": time.time(), "by": who, "changed": {}, "problems": problems[:50],
                                 "warnings": [], "forced": False, "forceable": forceable}
             return None
-        before = installed_by_family(self.pool)
+        before = self.pool.installed_by_family()
         self._last_good = loaded
         self._licenses_valued_on = self.today()
         report = self.pool.install(loaded.licenses, today=self._licenses_valued_on)
         if self.store:
             self.store.remember_hardware(self.pool.installed)
-        after = installed_by_family(self.pool)
+        after = self.pool.installed_by_family()
         changed: dict[str, list[Any]] = {family: [before.get(family, 0), after.get(family, 0)] for family in sorted({*before, *after})
                                          if before.get(family, 0) != after.get(family, 0)}
         if policy != self.policy:

@@ -52,7 +52,11 @@ def unassign(dispatch: Dispatcher, user: str, family: str, who: str) -> int | No
     if isinstance(result, Denial):
         raise DeniedByModel(result)
     assert dispatch.store is not None
-    dispatch.store.delete_assignments(user, [family])
+    try:  # durable first, as Dispatcher._configure: a store that fails leaves the pool as it was
+        dispatch.store.delete_assignments(user, [family])
+    except Exception:
+        dispatch.pool.assign(assignment.node, user, [family])
+        raise
     version = result.changed[0][1] if result.changed else None
     dispatch.record(UNASSIGN, assignment.node, family, user, None, str(version))
     dispatch.record(OPERATOR, assignment.node, family, user, detail=f"unassign {family} of {user} by {who}")

@@ -197,3 +197,11 @@ class Pool:
 
     def buckets(self) -> list[Bucket]:
         return list(self.inventory.buckets.values())
+
+    def installed_by_family(self) -> dict[str, int]:
+        """Installed per family, as this pool counts it (licenses.files.installed_by_family counts
+        license files, before they are valued)."""
+        totals: dict[str, int] = {}
+        for bucket in self.inventory.buckets.values():
+            totals[bucket.family] = totals.get(bucket.family, 0) + bucket.installed
+        return totals

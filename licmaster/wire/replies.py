@@ -75,5 +75,3 @@ _LEASE_KEY = _packer.pack("lease")
 _ID_KEY = _packer.pack("id")
 
 
-_LEASE_KEY = _packer.pack("lease")
-_ID_KEY = _packer.pack("id")

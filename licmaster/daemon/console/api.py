@@ -27,7 +27,7 @@ from licmaster.daemon.console.access import allowed_origin, decide
 from licmaster.daemon.console.live import Live
 from licmaster.daemon.console.metrics import MasterCollector, newest_firmware, usable
 from licmaster.daemon.journal import page
-from licmaster.daemon.master import StartError, installed_by_family
+from licmaster.daemon.master import StartError
 from licmaster.daemon.sessions import End
 from licmaster.licenses.verdict import verdict
 from licmaster.model.catalog import CURRENT_VERSION
@@ -337,7 +337,7 @@ async def report(request: web.Request) -> web.Response:
     if master.journal:
         await master.journal.flush()
     path = Path(master.config.data_dir) / "journal.sqlite3"
-    installed = installed_by_family(master.pool)
+    installed = master.pool.installed_by_family()
     doc = await asyncio.get_running_loop().run_in_executor(None, lambda: usage_report.from_journal(path, since, None, installed, master.site_usage.site_of if master.policy else None))
     if request.query.get("format") == "html":
         return web.Response(text=usage_report.render_html(doc, f"{master.name}: usage report"), content_type="text/html")
