@@ -33,14 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import math
 import random
 import ssl as ssl_module
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from licmaster.wire.codec import DEFAULT_MAX_FRAME, PART_MARGIN, FrameDecoder, FrameError, ReplyParts, encode, packed_runs
+from licmaster.client.core import Address, HeldLease, Holdings, MasterList, Parts
+from licmaster.wire.codec import DEFAULT_MAX_FRAME, PART_MARGIN, FrameDecoder, FrameError, encode, packed_runs
 
 RETRYABLE = ("grace", "busy", "no_quorum")
 RETRY_CAP_S = 0.25  # the longest wait between two rounds of reconnect attempts
@@ -59,24 +58,6 @@ class LicenseError(Exception):
 
 class NotConnected(ConnectionError):
     """No master answered, or the connection to it is gone (requests in flight fail with this)."""
-
-
-@dataclass
-class HeldLease:
-    resource: str
-    holder: str
-    lease: str
-    count: int = 1
-    interface: str | None = None
-    took: list[dict[str, Any]] = field(default_factory=list)
-    client_version: int | None = None  # R-OP-3: the Operator / Queue Monitor software's version
-
-
-def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
-    if isinstance(address, tuple):
-        return address
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class _Wire(asyncio.Protocol):
@@ -138,9 +119,8 @@ class MasterClient:
         max_retry_s: float = 30.0,
         follow_named: bool = True,
     ) -> None:
-        if not masters:
-            raise ValueError("at least one master address is needed")
-        self.masters = [parse_address(m) for m in masters]
+        self.master_list = MasterList(masters, follow_named=follow_named)  # pure state: client/core.py
+        self.holdings = Holdings()
         self.node = node
         self.hello_fields: dict[str, Any] = {"node": node, "role": role}
         if role != "observer":
@@ -159,14 +139,9 @@ class MasterClient:
         self.connect_timeout = connect_timeout
         self.max_frame = max_frame
         self.max_retry_s = max_retry_s
-        # Go to the master a `not_master` or `shutdown` names. False for a PBX that must keep to
-        # its own addresses (behind NAT or a proxy, where the name is not its way there).
-        self.follow_named = follow_named
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.leases: dict[tuple[str, str], HeldLease] = {}
         self.session: dict[str, Any] = {}
         self.epoch = 0
-        self.master_index = 0
         self.connected = asyncio.Event()
         # Connected and its leases re-synced (or nothing to re-sync): requests wait for it, so that
         # none crosses a re-sync (an id from the old master, a checkout the sync then releases).
@@ -177,15 +152,6 @@ class MasterClient:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         # each pending request: (loop time sent, is a sync's last part, the connection it went on)
         self._sent_at: dict[int, tuple[float, bool, _Wire]] = {}
-        # Lease validity: the leases are this PBX's while a master confirmed them (answered a
-        # request ok) within the lease TTL, counted from when that request was *sent* (the master
-        # confirmed later than that, never earlier). Past it they may be another's: `believed()`.
-        self.confirmed_at = -math.inf
-        self._lapsed = False
-        # The connection on which the master holds exactly these leases: after their sync (or a
-        # hello with none to bring). Before that an ok reply confirms a session, not the leases
-        # (a new master may have given them to another): it is not a confirmation.
-        self._synced: _Wire | None = None
         self._ids = itertools.count(1)
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -194,7 +160,7 @@ class MasterClient:
         self._last_heard = 0.0
         self.last_heard = 0.0  # loop time any bytes last came from a master, readable or not
         self.unreadable = ""  # why the last connection was dropped for what the master sent, if it was
-        self._parts: dict[int, ReplyParts] = {}  # replies coming in parts, by request id
+        self._parts = Parts()
 
     # ================================================================ connection
 
@@ -209,8 +175,34 @@ class MasterClient:
         return self._reconnect_task is not None and not self._reconnect_task.done()
 
     @property
-    def address(self) -> tuple[str, int]:
-        return self.masters[self.master_index]
+    def address(self) -> Address:
+        return self.master_list.current
+
+    # The core's state under the names integrators read (and the simulator's auditor sets).
+    @property
+    def masters(self) -> list[Address]:
+        return self.master_list.addresses
+
+    @property
+    def master_index(self) -> int:
+        return self.master_list.index
+
+    @master_index.setter
+    def master_index(self, index: int) -> None:
+        self.master_list.index = index
+
+    @property
+    def follow_named(self) -> bool:
+        return self.master_list.follow_named
+
+    @property
+    def leases(self) -> dict[tuple[str, str], HeldLease]:
+        """What this PBX holds, used or not (`believed()`: what it may use now)."""
+        return self.holdings.held
+
+    @property
+    def confirmed_at(self) -> float:
+        return self.holdings.confirmed_at
 
     async def connect(self) -> dict[str, Any]:
         """Connect to the master that serves and say hello. Raises NotConnected if none does.
@@ -228,15 +220,11 @@ class MasterClient:
                 if isinstance(exc, LicenseError) and exc.code not in ("not_master", "busy"):
                     raise
                 last = exc
-                named = _named_master(exc) if self.follow_named else None
+                named = self.master_list.named(exc.reply) if isinstance(exc, LicenseError) and exc.code == "not_master" else None
                 if named is not None and named not in tried:
-                    if named not in self.masters:
-                        self.masters.append(named)
-                    self.master_index = self.masters.index(named)
+                    self.master_list.go_to(named)
                     continue
-                untried = [i for i, address in enumerate(self.masters) if address not in tried]
-                if untried:
-                    self.master_index = min(untried, key=lambda i: (i - self.master_index) % len(self.masters))
+                self.master_list.next_untried(tried)
         raise NotConnected(f"no master answered: {last}")
 
     async def _connect_once(self) -> dict[str, Any]:
@@ -255,7 +243,7 @@ class MasterClient:
             raise LicenseError(reply)
         self._check_epoch(reply)
         self.session = reply
-        self._synced = wire if not self.leases else None  # with leases to bring, confirmed only once synced
+        self.holdings.session_opened(wire)  # with leases to bring, confirmed only once synced
         self._last_heard = loop.time()
         self.connected.set()
         if not self._resyncing:
@@ -321,9 +309,7 @@ class MasterClient:
     def adopt(self, leases: Iterable[HeldLease]) -> None:
         """Take over leases an earlier client of this node believed it held (the PBX process
         restarted its client, say): the next `sync` asks the master for them."""
-        for held in leases:
-            self.leases[(held.resource, held.holder)] = held
-        self._synced = None  # the master knows nothing of them until the next sync
+        self.holdings.adopt(leases)
 
     # ================================================================ requests
 
@@ -383,11 +369,7 @@ class MasterClient:
                 continue
             if reply.get("error") == "not_master" and self.reconnect and not self._closed and loop.time() < deadline:
                 # This master gave way (or was started as a standby): go where it says, then ask again.
-                named = _named_master(LicenseError(reply)) if self.follow_named else None
-                if named is not None:
-                    if named not in self.masters:
-                        self.masters.append(named)
-                    self.master_index = self.masters.index(named)
+                self.master_list.go_to_named(reply)
                 if self._wire is not None and self._wire.transport is not None:
                     self._wire.transport.abort()  # connection_lost: reconnect and sync
                 continue
@@ -405,9 +387,7 @@ class MasterClient:
         if client_version is not None:
             fields["client_version"] = client_version
         reply = await self.call("checkout", **fields)
-        held = HeldLease(resource, holder, reply["lease"], count, interface, reply.get("took", []), client_version)
-        self.leases[(resource, holder)] = held
-        return held
+        return self.holdings.granted(reply, resource, holder, count, interface, client_version)
 
     async def checkin(self, resource: str, holder: str) -> None:
         """Give a lease back. The id sent is the one the master now serving knows (a re-sync may
@@ -428,33 +408,12 @@ class MasterClient:
             await self._until_ready(deadline)  # the re-sync without it: given back
 
     async def sync(self) -> dict[str, Any]:
-        """Make the master's view of this node's leases exactly `self.leases`."""
-        entries = []
-        for held in self.leases.values():
-            entry: dict[str, Any] = {"resource": held.resource, "holder": held.holder}
-            if held.count != 1:
-                entry["count"] = held.count
-            if held.interface:
-                entry["interface"] = held.interface
-            if held.client_version is not None:
-                entry["client_version"] = held.client_version
-            entries.append(entry)
-        reply = await self._sync_in_parts(entries)
-        for granted in reply.get("leases", []):
-            kept = self.leases.get((granted["resource"], granted["holder"]))
-            if kept is not None:  # its id on this master, from now on
-                kept.lease, kept.took = granted["lease"], granted.get("took", [])
-            else:  # checked in while the sync was on its way (a sync the caller made, not a re-sync): give it back
-                self._request("checkin", {"lease": granted["lease"]}).add_done_callback(_ignore_result)
+        """Make the master's view of this node's leases exactly `self.leases`; from then on each
+        lease's id is the one this master answered."""
+        reply = await self._sync_in_parts(self.holdings.sync_entries())
+        for stale in self.holdings.synced_ids(reply):  # checked in while the sync was on its way (a sync the caller made)
+            self._request("checkin", {"lease": stale}).add_done_callback(_ignore_result)
         return reply
-
-    def _drop_denied(self, reply: dict[str, Any]) -> None:
-        """A sync's refused entries: no longer this PBX's (`lost`)."""
-        for denied in reply.get("denied", []):
-            lost = self.leases.pop((denied.get("resource"), denied.get("holder")), None)
-            if lost is not None:
-                self._emit({"event": "lost", "resource": lost.resource, "holder": lost.holder,
-                            "error": denied.get("error"), "rule": denied.get("rule"), "message": denied.get("message")})
 
     async def _sync_in_parts(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         """One `sync`, or, when the entries do not fit in a frame the master reads, several: each
@@ -469,9 +428,7 @@ class MasterClient:
 
     async def takeover(self, failed: str) -> dict[str, Any]:
         reply = await self.call("takeover", failed=failed)
-        for moved in reply.get("leases", []):
-            self.leases[(moved["resource"], moved["holder"])] = HeldLease(
-                moved["resource"], moved["holder"], moved["lease"], took=moved.get("took", []))
+        self.holdings.moved(reply)
         return reply
 
     async def assign(self, user: str, families: Sequence[str]) -> dict[str, Any]:
@@ -519,7 +476,7 @@ class MasterClient:
             return
         rid = message.get("id")
         if rid.__class__ is int and ("parts" in message or "part" in message):
-            whole = self._join_parts(rid, message)
+            whole = self._parts.add(rid, message)
             if whole is None:
                 return
             message = whole
@@ -527,12 +484,8 @@ class MasterClient:
         sent = self._sent_at.pop(rid, None) if rid is not None else None
         if sent is not None and message.get("ok") and not (message.get("epoch", 0) < self.epoch):
             sent_at, is_sync, _ = sent
-            if is_sync:  # what the master refused is not this PBX's from this instant: before any confirmation
-                self._drop_denied(message)
-                self._synced = wire
-            if wire is self._synced:
-                self.confirmed_at = max(self.confirmed_at, sent_at)
-                self._lapsed = False
+            for lost in self.holdings.ok_reply(wire, sent_at, is_sync, message):
+                self._emit(lost)
         if future is None:
             if rid is None:  # bad_frame: the master could not read us; everything pending fails
                 self._fail_pending(LicenseError(message))
@@ -545,21 +498,6 @@ class MasterClient:
         if not future.done():
             future.set_result(message)
 
-    def _join_parts(self, rid: int, message: dict[str, Any]) -> dict[str, Any] | None:
-        """A reply that came in parts (codec.split_reply): the whole once its last part is here."""
-        if "parts" in message:
-            if not isinstance(message["parts"], int) or message["parts"] < 2:
-                raise FrameError(f"a reply in {str(message['parts'])[:16]} parts")
-            self._parts[rid] = ReplyParts(message)
-            return None
-        joining = self._parts.get(rid)
-        if joining is None:
-            raise FrameError(f"reply part {str(message.get('part'))[:16]} of no reply in parts")
-        whole = joining.add(message)
-        if whole is not None:
-            del self._parts[rid]
-        return whole
-
     def _check_epoch(self, reply: dict[str, Any]) -> None:
         epoch = reply.get("epoch", 0)
         self.epoch = max(self.epoch, epoch)
@@ -570,27 +508,17 @@ class MasterClient:
             self._check_epoch(event)
         self._emit(event)
         if name == "shutdown":
-            if event.get("master") and self.follow_named:
-                try:
-                    address = parse_address(event["master"])
-                    if address not in self.masters:
-                        self.masters.append(address)
-                    self.master_index = self.masters.index(address)
-                except (ValueError, TypeError):
-                    self.master_index = (self.master_index + 1) % len(self.masters)  # unreadable: try the next
-            else:
-                self.master_index = (self.master_index + 1) % len(self.masters)
+            if not self.master_list.go_to_named(event):
+                self.master_list.next()  # none named (or unreadable, or not followed): try the next
         elif name == "revoked":  # an operator took one lease back: no longer this PBX's
-            held = self.leases.get((event.get("resource"), event.get("holder")))  # type: ignore[arg-type]
-            if held is not None and held.lease == event.get("lease"):
-                del self.leases[(held.resource, held.holder)]
-                self._emit({"event": "lost", "resource": held.resource, "holder": held.holder, "error": "revoked",
-                            "message": event.get("reason")})
+            lost = self.holdings.revoked(event)
+            if lost is not None:
+                self._emit(lost)
         elif name == "fenced" and wire is self._wire and not str(event.get("reason", "")).startswith("expired"):
             # Another connection or a standby is this node now: do not come back. (On an older
             # connection of ours, the newer one replacing it is us: nothing to do.)
             self._closed = True
-            self.leases.clear()
+            self.holdings.held.clear()
 
     def _emit(self, event: dict[str, Any]) -> None:
         self.events.put_nowait(event)
@@ -598,7 +526,7 @@ class MasterClient:
             self.on_event(event)
 
     def _switch_master(self, wire: _Wire) -> None:
-        self.master_index = (self.master_index + 1) % len(self.masters)
+        self.master_list.next()
         if wire.transport:
             wire.transport.abort()  # not close(): a hung master would never take the buffered bytes
 
@@ -620,12 +548,12 @@ class MasterClient:
 
     def confirmed(self) -> bool:
         """A master confirmed this PBX's leases within the lease TTL: they are its own."""
-        return asyncio.get_running_loop().time() < self.confirmed_at + self.lease_ttl_s
+        return self.holdings.confirmed(asyncio.get_running_loop().time(), self.lease_ttl_s)
 
     def believed(self) -> dict[tuple[str, str], HeldLease]:
         """The leases this PBX may use now: all it holds while confirmed, none past the lease TTL
         without a confirmation (they are kept, to be re-synced when a master answers again)."""
-        return self.leases if self.confirmed() else {}
+        return self.holdings.believed(asyncio.get_running_loop().time(), self.lease_ttl_s)
 
     def _fail_wire(self, wire: _Wire, exc: Exception) -> None:
         """Every request still pending on this connection fails: no reply can come on it any more."""
@@ -657,7 +585,7 @@ class MasterClient:
             try:
                 await self.connect()
             except (TimeoutError, OSError, LicenseError, ConnectionError):
-                self.master_index = (self.master_index + 1) % len(self.masters)
+                self.master_list.next()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, RETRY_CAP_S)
                 continue
@@ -680,10 +608,9 @@ class MasterClient:
         while not self._closed:
             interval = self.session.get("heartbeat_ms", 1000) / 1000
             await asyncio.sleep(interval / 2)
-            if self.leases and not self._lapsed and not self.confirmed():
-                self._lapsed = True  # said once per lapse: the PBX must stop using what it holds
-                self._emit({"event": "lapsed", "leases": len(self.leases),
-                            "why": f"no master confirmed them for {self.lease_ttl_s:g} s"})
+            lapsed = self.holdings.lapse(loop.time(), self.lease_ttl_s)  # once per lapse: stop using what it holds
+            if lapsed is not None:
+                self._emit(lapsed)
             wire = self._wire
             if wire is None:
                 continue
@@ -696,16 +623,6 @@ class MasterClient:
                 continue
             future = self._request("heartbeat", {})
             future.add_done_callback(_ignore_result)
-
-
-def _named_master(exc: BaseException) -> tuple[str, int] | None:
-    """The address a `not_master` answer names, if it names one that can be read."""
-    if not isinstance(exc, LicenseError) or exc.code != "not_master":
-        return None
-    try:
-        return parse_address(exc.reply["master"]) if exc.reply.get("master") else None
-    except (ValueError, TypeError):
-        return None
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:
