@@ -9,6 +9,7 @@ from typing import Any
 
 from licmaster.client import LicenseError, MasterClient, parse_address
 
+from .access import PLAIN, MasterAccess
 from .metrics import Recorder
 
 
@@ -27,8 +28,9 @@ SERVING = ("grace", "acting", "suspended")
 
 class Auditor:
     def __init__(self, masters: list[str], recorder: Recorder, interval: float = 0.2,
-                 every_master: list[str] | None = None) -> None:
-        self.client = MasterClient(masters, "slave-sim-auditor", role="observer", connect_timeout=5.0)
+                 every_master: list[str] | None = None, access: MasterAccess = PLAIN) -> None:
+        secure = access.client_options()  # TLS and the token, as every client of the run
+        self.client = MasterClient(masters, "slave-sim-auditor", role="observer", connect_timeout=5.0, **secure)
         self.recorder = recorder
         self.interval = interval
         self.installed: dict[str, int] = {}
@@ -36,7 +38,7 @@ class Auditor:
         self._task: asyncio.Task[None] | None = None
         # With several masters, each is also watched on its own: in use is summed over every one
         # that serves (a partition may leave two serving), and each one's role changes go in the timeline.
-        self.watchers = {m: MasterClient([m], f"slave-sim-watch-{i}", role="observer", connect_timeout=0.5)
+        self.watchers = {m: MasterClient([m], f"slave-sim-watch-{i}", role="observer", connect_timeout=0.5, **secure)
                          for i, m in enumerate(every_master or [])}
         self.roles: dict[str, str] = {}
 
@@ -53,9 +55,9 @@ class Auditor:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-        await self.client.close()
-        for watcher in self.watchers.values():
-            await watcher.close(bye=False)
+        # Each says bye (at once, a watcher of a master that is gone gives up after its connect
+        # timeout): the master's journal gets `bye` for the simulator's sessions, not `expire`.
+        await asyncio.gather(self.client.close(), *(watcher.close() for watcher in self.watchers.values()))
 
     async def _run(self) -> None:
         while True:

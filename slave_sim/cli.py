@@ -1,6 +1,10 @@
 """`slave-sim run SCENARIO [--master host:port] [--size ci|full] [--report-dir DIR]`, and
 `slave-sim chaos [--seed N] [--seconds S | --minutes M]` (slave_sim/chaos.py).
 
+`--tls`, `--cafile CA` and `--token` (`--token-file`, $SLAVE_SIM_TOKEN) reach a secured master
+(slave_sim/access.py): a master that speaks TLS to a plaintext hello, or refuses the token, is
+named in one line with the option to give, exit status 2.
+
 Without --master it starts its own master (a real `licmaster serve` process on the scenario's
 license files, in a temporary data directory). Exit status 0 when every expectation holds,
 1 when one fails, 2 when the scenario or the command line is wrong.
@@ -10,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,10 +27,11 @@ from licmaster import __version__
 from licmaster.terminal import run_quietly_into_a_pipe
 
 from . import own_master
+from .access import TOKEN_ENV, AccessError, read_token_file
 from .metrics import Recorder
 from .report import console, write_reports
 from .runner import Runner
-from .scenario import ACTIONS, ScenarioError, load_scenario
+from .scenario import ACTIONS, Scenario, ScenarioError, load_scenario
 
 
 class ProgressLine:
@@ -80,6 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--hold", type=float, metavar="SECONDS", help="with --dashboard: keep it up this long instead of until Enter")
     run.add_argument("--force", action="store_true",
                      help="with --master: run even when the master's installed licenses are not the scenario's")
+    run.add_argument("--tls", action="store_true",
+                     help="speak TLS to the master (its tls_cert); without --master, the master slave-sim starts serves TLS")
+    run.add_argument("--cafile", type=Path, help="with --master: the CA file (or the master's certificate) to verify it; "
+                     "implies --tls (default: the system's CAs)")
+    token = run.add_mutually_exclusive_group()
+    token.add_argument("--token", help=f"the master's auth_token, sent in every hello (seen in ps: prefer --token-file or "
+                       f"{TOKEN_ENV})")
+    token.add_argument("--token-file", type=Path, help="a file holding the token")
     sub.add_parser("actions", help="list the timeline actions a scenario may use")
     chaos = sub.add_parser("chaos", help="a randomized fault drill against two masters on etcd, checked (reproducible by --seed)")
     chaos.add_argument("--seed", type=int, default=None, help="the seed of every choice (default: from the clock, printed)")
@@ -98,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:<16} {what}")
         return 0
     try:
-        scenario = load_scenario(args.scenario, args.size)
+        scenario = with_access(load_scenario(args.scenario, args.size), args)
         if args.workers < 1:
             raise ValueError("--workers must be at least 1")
         runner = Runner(scenario, args.master, None if args.quiet else ProgressLine(sys.stderr), workers=args.workers,
@@ -113,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"the one at {args.master} keeps its own", file=sys.stderr)
     try:
         result = asyncio.run(runner.run())
-    except own_master.Mismatch as exc:
+    except (own_master.Mismatch, AccessError) as exc:
         print(f"slave-sim: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
@@ -125,6 +140,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     json_path, html_path = write_reports(result, args.report_dir)  # first: the reports outlive a closed stdout
     return run_quietly_into_a_pipe(lambda: _print_result(result, json_path, html_path))
+
+
+def with_access(scenario: Scenario, args: argparse.Namespace) -> Scenario:
+    """The scenario's [master] tls, cafile and token, overridden by --tls, --cafile and the token
+    (--token, --token-file, then $SLAVE_SIM_TOKEN). ValueError naming the option."""
+    access = scenario.access
+    if args.cafile is not None:
+        if not args.master:
+            raise ValueError("--cafile goes with --master: the master slave-sim starts serves a certificate it made, "
+                             "which its clients trust")
+        if not args.cafile.is_file():
+            raise ValueError(f"--cafile: no such file {args.cafile}")
+        access = replace(access, tls=True, cafile=args.cafile.resolve())
+    if args.tls:
+        access = replace(access, tls=True)
+    if args.token is not None:
+        if not args.token.strip():
+            raise ValueError("--token is empty")
+        access = replace(access, token=args.token.strip())
+    elif args.token_file is not None:
+        access = replace(access, token=read_token_file(args.token_file, "--token-file"))
+    elif os.environ.get(TOKEN_ENV, "").strip():
+        access = replace(access, token=os.environ[TOKEN_ENV].strip())
+    return replace(scenario, access=access)
 
 
 def _print_result(result: Any, json_path: Path, html_path: Path) -> int:

@@ -12,7 +12,9 @@ from typing import Any
 from licmaster.testing import MasterProcess as Process
 
 
-class MasterProcess(Process):
+class RunMaster(Process):
+    """The run's own master (named apart from licmaster.testing.MasterProcess, which it extends)."""
+
     def __init__(self, licenses: tuple[Path, ...], settings: dict[str, Any], workdir: Path | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="slave-sim-") if workdir is None else None
         root = Path(self._tmp.name) if self._tmp is not None else workdir

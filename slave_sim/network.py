@@ -31,11 +31,11 @@ class Network:
         for i, spec in enumerate(scenario.pbxs):
             if i % workers != worker:
                 continue
-            self.pbxs[spec.name] = SimPBX(spec, masters, recorder)
+            self.pbxs[spec.name] = SimPBX(spec, masters, recorder, access=scenario.access)
             if spec.standby:
                 standby_spec = replace(spec, mac=standby_mac(spec.mac), licensing="central")
                 self.standbys[spec.standby] = SimPBX(standby_spec, masters, recorder, role="standby",
-                                                     standby_for=spec.name, name=spec.standby)
+                                                     standby_for=spec.name, name=spec.standby, access=scenario.access)
 
     @property
     def everyone(self) -> list[SimPBX]:

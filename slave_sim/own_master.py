@@ -18,6 +18,7 @@ from typing import Any
 from licmaster.client import LicenseError, MasterClient
 from licmaster.licenses.files import installed_by_family, load_files
 
+from .access import PLAIN, MasterAccess
 from .auditor import totals
 
 
@@ -36,14 +37,15 @@ def ignored_settings(master_section: dict[str, Any]) -> list[str]:
     return sorted(k for k in master_section if k != "licenses")
 
 
-async def check_licenses(address: str, license_files: Sequence[Path]) -> None:
+async def check_licenses(address: str, license_files: Sequence[Path], access: MasterAccess = PLAIN) -> None:
     """Mismatch naming every family that differs, before the run starts anything."""
-    watcher = MasterClient([address], "slave-sim-preflight", role="observer", connect_timeout=5.0, reconnect=False)
+    watcher = MasterClient([address], "slave-sim-preflight", role="observer", connect_timeout=5.0, reconnect=False,
+                           **access.client_options())
     await watcher.connect()
     try:
         usage = await watcher.usage()
     finally:
-        await watcher.close(bye=False)
+        await watcher.close()  # bye: an operator's journal gets `bye`, not an `expire` a lease TTL later
     found = differences(installed_by_family(load_files([str(p) for p in license_files]).licenses), totals(usage)[1])
     if found:
         raise Mismatch("the master at " + address + " does not have the scenario's licenses, so its expectations would fail "
@@ -51,12 +53,13 @@ async def check_licenses(address: str, license_files: Sequence[Path]) -> None:
                        "anyway with --force)")
 
 
-async def undo_assignments(address: str, assigned: Iterable[tuple[str, Sequence[str]]]) -> int:
+async def undo_assignments(address: str, assigned: Iterable[tuple[str, Sequence[str]]],
+                           access: MasterAccess = PLAIN) -> int:
     """Unassign what the run assigned (user, families), as a PBX of its own; how many users."""
     pairs = list(assigned)
     if not pairs:
         return 0
-    client = MasterClient([address], "slave-sim-cleanup", connect_timeout=5.0, reconnect=False)
+    client = MasterClient([address], "slave-sim-cleanup", connect_timeout=5.0, reconnect=False, **access.client_options())
     await client.connect()
     undone = 0
     try:

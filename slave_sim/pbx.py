@@ -22,6 +22,7 @@ from licmaster.model.errors import Denial
 from licmaster.model.pool import Pool
 from licmaster.model.types import Node
 
+from .access import PLAIN, MasterAccess
 from .metrics import Recorder
 from .objects import DeviceRegistry, ObjectKind, PortAction
 from .scenario import NO_CONNECTION, PbxSpec
@@ -41,8 +42,9 @@ class Refused(NamedTuple):
 
 class SimPBX:
     def __init__(self, spec: PbxSpec, masters: list[str], recorder: Recorder, *, role: str = "pbx",
-                 standby_for: str | None = None, name: str | None = None) -> None:
+                 standby_for: str | None = None, name: str | None = None, access: MasterAccess = PLAIN) -> None:
         self.spec = spec
+        self.access = access  # TLS and the token its hello carries
         self.name = name or spec.name
         self.role = role
         self.standby_for = standby_for
@@ -96,7 +98,7 @@ class SimPBX:
         s = self.spec
         return SimClient(self.masters, self.name, role=self.role, firmware=self.firmware, platform=s.platform,
                             mac=s.mac, licensing=s.licensing, model=s.model, standby_for=self.standby_for,
-                            on_event=self._on_event, connect_timeout=5.0)
+                            on_event=self._on_event, connect_timeout=5.0, **self.access.client_options())
 
     def _on_event(self, event: dict[str, Any]) -> None:
         name = event.get("event")

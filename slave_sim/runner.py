@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ from licmaster.testing import free_port
 from licmaster.testing.etcd import EtcdCluster
 
 from . import own_master
+from .access import check_access, make_certificate
 from .auditor import Auditor
-from .master_process import MasterProcess
+from .master_process import RunMaster
 from .metrics import Recorder
 from .network import Network
 from .proxy import Link
@@ -66,12 +67,14 @@ class Runner:
         self.external_master = master
         self.force = force  # run against a master whose licenses are not the scenario's
         self.workers = max(1, workers)
-        self.master_process: MasterProcess | None = None
+        self.master_process: RunMaster | None = None
         self.links: dict[str, Link] = {}
         self.etcd: EtcdCluster | None = None
         self._etcd_dir: tempfile.TemporaryDirectory[str] | None = None
         self._standby_listen = ""
-        self.standby_process: MasterProcess | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._tls: tuple[Path, Path] | None = None  # the certificate and key of the masters it starts, with TLS
+        self.standby_process: RunMaster | None = None
         self.local: Network | None = None
         self.remote: list[RemoteNetwork] = []
         self.auditor: Auditor | None = None
@@ -84,8 +87,11 @@ class Runner:
 
     async def run(self) -> RunResult:
         start = time.perf_counter()
+        if self.external_master:  # a master that wants TLS or a token is named before anything runs
+            await check_access(self.external_master, self.scenario.access)
         if self.external_master and not self.force:
-            await own_master.check_licenses(self.external_master, self.scenario.licenses)
+            await own_master.check_licenses(self.external_master, self.scenario.licenses, self.scenario.access)
+        self._secure_own_master()
         await self._start_links()
         address = self._start_master()
         masters = [address]
@@ -101,9 +107,10 @@ class Runner:
                 await self.local.start()
             else:
                 self.remote = [RemoteNetwork(self.scenario.path, self.scenario.size, masters, w, self.workers,
-                                             self.recorder.start) for w in range(self.workers)]
+                                             self.recorder.start, access=self.scenario.access) for w in range(self.workers)]
                 await asyncio.gather(*(r.start() for r in self.remote))
-            self.auditor = Auditor(masters, self.recorder, every_master=masters if len(masters) > 1 else None)
+            self.auditor = Auditor(masters, self.recorder, every_master=masters if len(masters) > 1 else None,
+                                   access=self.scenario.access)
             await self.auditor.start()
             if self.standby_process is not None:
                 await self._standby_attached()
@@ -126,7 +133,7 @@ class Runner:
             installed = dict(self.auditor.installed)
             checks = self.judge(final, installed)
             if self.external_master:  # leave the operator's master as the run found it
-                undone = await own_master.undo_assignments(self.external_master, assigned)
+                undone = await own_master.undo_assignments(self.external_master, assigned, self.scenario.access)
                 self.recorder.fault(f"the {undone} user(s) the run gave user licenses on {self.external_master} "
                                     "had them unassigned")
             await self.auditor.stop()
@@ -145,6 +152,8 @@ class Runner:
                 self.etcd.stop()
             if self._etcd_dir is not None:
                 self._etcd_dir.cleanup()
+            if self._tls_dir is not None:
+                self._tls_dir.cleanup()
         return RunResult(self.scenario, self.recorder, checks, time.perf_counter() - start, address,
                          installed, final, journal, undone)
 
@@ -159,8 +168,22 @@ class Runner:
         host, port = self.etcd.endpoints[0].rsplit(":", 1)
         self.links["master-etcd"] = await Link("master-etcd", (host, int(port))).start()
 
+    def _secure_own_master(self) -> None:
+        """[master] tls = true (or --tls) without --master: the masters slave-sim starts serve a
+        certificate made for this run, which its clients trust alone (a cafile given is not used)."""
+        access = self.scenario.access
+        if self.external_master or not access.tls:
+            return
+        self._tls_dir = tempfile.TemporaryDirectory(prefix="slave-sim-tls-")
+        self._tls = make_certificate(Path(self._tls_dir.name))
+        self.scenario = replace(self.scenario, access=replace(access, cafile=self._tls[0]))
+
     def _master_settings(self, standby: bool) -> dict[str, Any]:
         settings = dict(self.scenario.master)
+        if self._tls is not None:
+            settings.update(tls_cert=str(self._tls[0]), tls_key=str(self._tls[1]))
+        if self.scenario.access.token:
+            settings["auth_token"] = self.scenario.access.token
         if self.etcd is not None:
             direct = self.etcd.endpoints
             settings["etcd_endpoints"] = direct if standby else [self.links["master-etcd"].endpoint]
@@ -180,7 +203,7 @@ class Runner:
             host, port = master.rsplit(":", 1)
             self.links["standby-master"] = await Link("standby-master", (host, int(port))).start()
             settings["standby_of"] = self.links["standby-master"].endpoint
-        self.standby_process = MasterProcess(self.scenario.licenses, settings)
+        self.standby_process = RunMaster(self.scenario.licenses, settings)
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self.standby_process.start().target)  # type: ignore[union-attr]
 
     async def partition(self, step: Step) -> None:
@@ -201,10 +224,10 @@ class Runner:
     def _start_master(self) -> str:
         if self.external_master:
             return self.external_master
-        self.master_process = MasterProcess(self.scenario.licenses, self._master_settings(standby=False))
+        self.master_process = RunMaster(self.scenario.licenses, self._master_settings(standby=False))
         address = self.master_process.start().target
         if self.dashboard is not None and self.master_process.http:
-            self.dashboard(f"http://{self.master_process.http}/")
+            self.dashboard(f"{'https' if self._tls else 'http'}://{self.master_process.http}/")
         return address
 
     async def _stop_networks(self) -> None:
@@ -287,7 +310,8 @@ class Runner:
         failed.config.pop("standby_of", None)
         failed.reconfigure()
         await asyncio.get_running_loop().run_in_executor(None, failed.restart_same_port)
-        watcher = MasterClient([failed.target], "sim-return-watch", role="observer", reconnect=False)
+        watcher = MasterClient([failed.target], "slave-sim-return-watch", role="observer", reconnect=False,
+                               **self.scenario.access.client_options())
         await watcher.connect()
         try:
             standby_of = (await watcher.usage()).get("standby_of")

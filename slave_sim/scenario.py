@@ -15,6 +15,8 @@ from licmaster.model import errors
 from licmaster.model.catalog import FAMILIES
 from licmaster.model.rules import normalize_mac
 
+from .access import MasterAccess, read_token_file
+
 
 class ScenarioError(ValueError):
     """A scenario that cannot run; the message names the file, the section and the key."""
@@ -150,6 +152,7 @@ class Scenario:
     size: str = "ci"
     standby_master: bool = False
     etcd: bool = False  # the masters hold leadership in an etcd member slave-sim starts
+    access: MasterAccess = MasterAccess()  # TLS and the token every client of the run connects with
 
     def pbx(self, name: str) -> PbxSpec:
         for spec in self.pbxs:
@@ -170,7 +173,7 @@ _STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "particip
 _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
                 "takeover_ms_max", "takeovers", "over_installed_across_masters", "sites", "failover_refused"}
 _MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "journal_flush_ms", "takeover_after_ms", "licenses", "standby",
-                "etcd", "policy"}
+                "etcd", "policy", "tls", "cafile", "token", "token_file"}
 _TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
 _SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "rooms_scale", "licenses", "pause_scale", "expect", "files"}
 
@@ -209,6 +212,7 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     licenses = tuple(_path(base, x, f"{where} licenses") for x in _list(license_list, f"{where} licenses"))
     if "policy" in master:  # the site policy of the master slave-sim starts, as an absolute path
         master["policy"] = str(_path(base, master["policy"], f"{where} [master] policy").resolve())
+    access = _access(master, base, f"{where} [master]")  # how the run's clients connect; not the master's own settings
     pbxs = _pbxs(raw.get("pbx", []), base, where, sizing)
     names = [p.name for p in pbxs]
     if len(set(names)) != len(names):
@@ -233,7 +237,29 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     if any(s.action in ("fail-master", "return-master") for s in steps) and not standby_master:
         raise ScenarioError(f"{where}: fail-master and return-master need a standby master: set standby = true in [master]")
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
-                    master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master, etcd=etcd)
+                    master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master, etcd=etcd,
+                    access=access)
+
+
+def _access(master: dict[str, Any], base: _Files, where: str) -> MasterAccess:
+    """`tls`, `cafile`, `token` / `token_file`, taken out of `master`: how every client of the run
+    connects (to a master slave-sim starts, which is then given the same; or to --master's)."""
+    tls = master.pop("tls", False)
+    if not isinstance(tls, bool):
+        raise ScenarioError(f"{where}: tls must be true or false, not {tls!r}")
+    cafile = master.pop("cafile", None)
+    ca = _path(base, cafile, f"{where} cafile").resolve() if cafile is not None else None
+    token, token_file = master.pop("token", None), master.pop("token_file", None)
+    if token is not None and token_file is not None:
+        raise ScenarioError(f"{where}: token and token_file: give one of them")
+    if token is not None and (not isinstance(token, str) or not token.strip() or token != token.strip()):
+        raise ScenarioError(f"{where}: token must be the master's auth_token, a string without surrounding blanks")
+    if token_file is not None:
+        try:
+            token = read_token_file(_path(base, token_file, f"{where} token_file"), f"{where} token_file")
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
+    return MasterAccess(tls=tls or ca is not None, cafile=ca, token=token)  # a CA file means TLS
 
 
 def _known(table: dict[str, Any], keys: set[str], where: str) -> None:

@@ -12,22 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from .access import MasterAccess
 from .metrics import Recorder
 from .network import Network
 from .scenario import load_scenario
 
 
 def worker_main(conn: Connection, scenario_path: str, size: str, masters: list[str], worker: int, workers: int,
-                start: float) -> None:
-    asyncio.run(_serve(conn, Path(scenario_path), size, masters, worker, workers, start))
+                start: float, access: MasterAccess | None = None) -> None:
+    asyncio.run(_serve(conn, Path(scenario_path), size, masters, worker, workers, start, access))
 
 
-async def _serve(conn: Connection, path: Path, size: str, masters: list[str], worker: int, workers: int, start: float) -> None:
+async def _serve(conn: Connection, path: Path, size: str, masters: list[str], worker: int, workers: int, start: float,
+                 access: MasterAccess | None = None) -> None:
     scenario = load_scenario(path, size)
+    if access is not None:  # the run's, with the command line's --tls, --cafile, --token (over the pipe, not argv)
+        scenario = replace(scenario, access=access)
     recorder = Recorder(start=start)
     network = Network(scenario, masters, recorder, worker=worker, workers=workers)
     loop = asyncio.get_running_loop()
@@ -57,11 +62,12 @@ async def _serve(conn: Connection, path: Path, size: str, masters: list[str], wo
 class RemoteNetwork:
     """The runner's handle on one worker process."""
 
-    def __init__(self, scenario_path: Path, size: str, masters: list[str], worker: int, workers: int, start: float) -> None:
+    def __init__(self, scenario_path: Path, size: str, masters: list[str], worker: int, workers: int, start: float,
+                 access: MasterAccess | None = None) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=worker_main, name=f"slave-sim-worker-{worker}", daemon=True,
-                                   args=(child, str(scenario_path), size, masters, worker, workers, start))
+                                   args=(child, str(scenario_path), size, masters, worker, workers, start, access))
         self.process.start()
         self.worker = worker
         self.last_belief: dict[str, int] = {}

@@ -71,6 +71,12 @@ STANDBY = '[[pbx]]\nname = "a"\nstandby = "a-standby"\n[[step]]\naction = "takeo
     (STANDBY + '[expect]\nfailover_refused = ["standby_unlicensed"]\n', "failover_refused: expected { code = count or [min, max] }"),
     ('[[pbx]]\nname = "a"\n[expect]\nfailover_refused = { standby_unlicensed = 1 }\n',
      "failover_refused: the scenario has no failover step (takeover, fail-master) to refuse"),
+    ('tls = "yes"\n[[pbx]]\nname = "a"\n', "[master]: tls must be true or false, not 'yes'"),
+    ('cafile = "ca.pem"\n[[pbx]]\nname = "a"\n', "[master] cafile: no such file"),
+    ('token = 42\n[[pbx]]\nname = "a"\n', "[master]: token must be the master's auth_token"),
+    ('token = ""\n[[pbx]]\nname = "a"\n', "[master]: token must be the master's auth_token"),
+    ('token = "x"\ntoken_file = "l.toml"\n[[pbx]]\nname = "a"\n', "[master]: token and token_file: give one of them"),
+    ('token_file = "token"\n[[pbx]]\nname = "a"\n', "[master] token_file: no such file"),
 ])
 def test_mistakes_are_named(tmp_path: Path, text: str, says: str) -> None:
     with pytest.raises(ScenarioError, match=re.escape(says)):
@@ -111,3 +117,19 @@ def test_failover_refused_takes_any_error_code_of_the_protocol_and_slave_sims_ow
     text = STANDBY + '[expect]\nfailover_refused = { no_connection = [0, 1], not_settled = 0, decentral = 2 }\n'
     expect = load_scenario(write(tmp_path, text)).expect
     assert expect.failover_refused == {"no_connection": (0, 1), "not_settled": (0, 0), "decentral": (2, 2)}
+
+
+def test_the_master_keys_say_how_every_client_connects_and_are_not_the_masters_settings(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("(a certificate)")
+    (tmp_path / "token").write_text("  s3cret\n")
+    path = write(tmp_path, '[[pbx]]\nname = "a"\n')
+    path.write_text(path.read_text().replace('[master]\n', '[master]\ncafile = "ca.pem"\ntoken_file = "token"\nheartbeat_ms = 500\n'))
+    scenario = load_scenario(path)
+    assert scenario.access.tls and scenario.access.cafile == (tmp_path / "ca.pem").resolve()  # a CA file means TLS
+    assert scenario.access.token == "s3cret" and "s3cret" not in repr(scenario)
+    assert scenario.master == {"heartbeat_ms": 500}  # what a master slave-sim starts is given; the keys above are not
+    (tmp_path / "token").write_text("\n")
+    with pytest.raises(ScenarioError, match=re.escape("[master] token_file: ") + ".*is empty"):
+        load_scenario(path)
+    plain = load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n')).access
+    assert not plain.tls and plain.token is None and plain.client_options() == {"ssl": None, "auth": None}

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from licmaster.client import LicenseError, MasterClient
+from slave_sim.access import PLAIN, check_access, diagnose
 from slave_sim.auditor import Auditor
 from slave_sim.cli import ProgressLine
 from slave_sim.metrics import Recorder
@@ -20,7 +22,7 @@ from slave_sim.report import console, render_html, to_dict
 from slave_sim.runner import Runner, RunResult
 from slave_sim.scenario import load_scenario
 
-from .daemon import Daemon
+from .daemon import Daemon, self_signed_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
@@ -34,7 +36,7 @@ def slave_sim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 # The city's full size (1,000 PBXs, 100,000 devices) is a sizing run, not a CI test: beside three
 # other test workers on two shared cores, one simulator process could not keep 1,000 PBXs'
 # heartbeats (seen: 44 s, sessions expired, the audit failed). It is run by hand, `--workers 2`,
-# and quoted in the README; its CI size runs here, and tests/test_replication.py holds 30,000 leases.
+# and quoted in docs/performance.md; its CI size runs here, and tests/test_replication.py holds 30,000 leases.
 SIZING_ONLY = {("city", "full")}
 RUNS = [(p, size) for p in SHIPPED for size in ("ci", "full") if (p.stem, size) not in SIZING_ONLY]
 
@@ -71,6 +73,13 @@ def test_against_a_master_someone_else_runs(tmp_path: Path) -> None:
         daemon.stop()
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads((tmp_path / "quickstart-ci.json").read_text())["master"] == daemon.master
+    # The simulator's own sessions say bye: the operator's journal has no `expire` of them (its
+    # preflight used to leave one a lease TTL after it looked at the master's licenses).
+    from licmaster.daemon.journal import read_journal
+    ended = [(r["node"], r["event"]) for r in read_journal(tmp_path / "master" / "data" / "journal.sqlite3",
+                                                            kinds={"bye", "expire"}) if r["node"].startswith("slave-sim-")]
+    assert {("slave-sim-auditor", "bye"), ("slave-sim-preflight", "bye")} <= set(ended), ended
+    assert all(event == "bye" for _, event in ended), ended
 
 
 def test_unmet_expectations_fail_the_run_with_the_evidence(tmp_path: Path) -> None:
@@ -324,3 +333,82 @@ async def test_a_takeover_no_master_answers_is_a_refused_failover_step(tmp_path:
     assert (refused["pbx"], refused["failed"], refused["code"]) == ("site-standby", "site", "no_connection")
     assert refused["text"].startswith("takeover by site-standby of site refused: no_connection")
     assert not recorder.takeover_ms and recorder.timeline[-1]["event"] == refused["text"]
+
+
+def test_a_drill_against_a_secured_master_takes_tls_and_the_token_and_says_what_it_lacks(tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path)
+    licenses = (ROOT / "scenarios" / "licenses" / "quickstart.toml").read_text()
+    daemon = Daemon(tmp_path / "m", licenses, tls_cert=str(cert), tls_key=str(key), auth_token="s3cret",
+                    heartbeat_ms=200, lease_ttl_ms=1000).start()
+    quickstart = str(ROOT / "scenarios" / "quickstart.toml")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return slave_sim(quickstart, "--master", daemon.master, "--quiet", "--report-dir", str(tmp_path / "r"), *args,
+                         cwd=tmp_path)
+
+    def said(out: subprocess.CompletedProcess[str]) -> str:
+        """The run's own complaint: one line (the other is the notice on [master] settings)."""
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stdout + out.stderr
+        [line] = [x for x in out.stderr.splitlines() if "[master] settings" not in x]
+        return line
+
+    try:
+        plain = said(run())
+        assert plain == f"slave-sim: the master at {daemon.master} speaks TLS: run with --tls [--cafile CA]"
+        untrusted = said(run("--tls", "--token", "s3cret"))
+        assert "its certificate was not accepted (self-signed certificate): give --cafile CA" in untrusted
+        assert "asks for a token (auth_failed): run with --token" in said(run("--tls", "--cafile", str(cert)))
+        assert "refused the token (auth_failed): check --token" in said(run("--tls", "--cafile", str(cert), "--token", "nope"))
+        out = run("--tls", "--cafile", str(cert), "--token", "s3cret")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "PASSED" in out.stdout and "left as found" in out.stdout
+    finally:
+        daemon.stop()
+
+
+def test_tls_against_a_plaintext_master_is_named_and_the_token_may_come_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "m", (ROOT / "scenarios" / "licenses" / "quickstart.toml").read_text(), auth_token="s3cret",
+                    heartbeat_ms=200, lease_ttl_ms=1000).start()
+    quickstart = str(ROOT / "scenarios" / "quickstart.toml")
+    (tmp_path / "token").write_text("s3cret\n")
+    try:
+        tls = slave_sim(quickstart, "--master", daemon.master, "--quiet", "--tls", "--token", "s3cret", cwd=tmp_path)
+        assert tls.returncode == 2
+        assert f"slave-sim: the master at {daemon.master} does not speak TLS: run without --tls" in tls.stderr
+        from_file = slave_sim(quickstart, "--master", daemon.master, "--quiet", "--token-file", str(tmp_path / "token"),
+                              "--report-dir", str(tmp_path / "file"), cwd=tmp_path)
+        assert from_file.returncode == 0, from_file.stdout + from_file.stderr
+        from_env = subprocess.run([sys.executable, "-m", "slave_sim.cli", "run", quickstart, "--master", daemon.master, "--quiet",
+                                   "--workers", "2", "--report-dir", str(tmp_path / "env")], capture_output=True, text=True,
+                                  cwd=tmp_path, timeout=300,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT), "SLAVE_SIM_TOKEN": "s3cret"})
+        assert from_env.returncode == 0, from_env.stdout + from_env.stderr  # the worker processes have it too
+    finally:
+        daemon.stop()
+
+
+async def test_a_scenario_asks_its_own_master_for_tls_and_a_token(tmp_path: Path) -> None:
+    text = (ROOT / "scenarios" / "quickstart.toml").read_text().replace(
+        'licenses = ["licenses/quickstart.toml"]',
+        f'licenses = ["{ROOT / "scenarios" / "licenses" / "quickstart.toml"}"]\ntls = true\ntoken = "s3cret"')
+    (tmp_path / "secure.toml").write_text(text)
+    scenario = load_scenario(tmp_path / "secure.toml")
+    assert scenario.access.tls and scenario.access.token == "s3cret" and "s3cret" not in repr(scenario)
+    seen: list[str | None] = []
+    runner = Runner(scenario)
+
+    async def probe() -> None:  # after the last step, while the run's master still serves
+        assert runner.master_process is not None
+        address = runner.master_process.target
+        seen.append(await diagnose(address, PLAIN))
+        await check_access(address, runner.scenario.access)  # the run's own: TLS, its certificate, the token
+        observer = MasterClient([address], "probe", role="observer", reconnect=False,
+                                ssl=runner.scenario.access.context())  # TLS without the token
+        with pytest.raises(LicenseError, match="auth_failed"):
+            await observer.connect()
+        await observer.close()
+
+    runner.hold = probe
+    result = await runner.run()
+    assert result.passed, console(result)
+    assert seen == [f"the master at {result.master} speaks TLS: run with --tls [--cafile CA]"]
