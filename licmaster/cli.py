@@ -18,7 +18,7 @@ from typing import Any
 from licmaster import __version__, console_cli
 from licmaster.daemon import reload_requests, serve
 from licmaster.daemon import report as usage_report
-from licmaster.daemon.config import ConfigError, load_config
+from licmaster.daemon.config import Config, ConfigError, load_config
 from licmaster.daemon.datadir import holder_pid
 from licmaster.daemon.journal import read_journal
 from licmaster.licenses.files import installed_by_family, load_files
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.set_defaults(run=_check)
 
     ident = sub.add_parser("id", help="print this machine's installation id (what signed license files are bound to)")
-    ident.add_argument("--config", type=Path, help="a master's config: its hardware_id, if set, is the id")
+    ident.add_argument("--config", type=Path, help="a master's config: its hardware_id, if set, is the id (default $LICMASTER_CONFIG)")
     ident.set_defaults(run=_id)
 
     lic = sub.add_parser("license", help="vendor tools: make a key pair, sign license files")
@@ -79,18 +79,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     console_cli.add_parsers(sub)
 
     reload = sub.add_parser("reload", help="re-read a running master's license files; print what changed or why it refused")
-    reload.add_argument("--data-dir", default="licmaster-data", type=Path,
-                        help="the master's data directory: SIGHUP to the pid in it, then its journal says how it went")
-    reload.add_argument("--url", help="or through its console (with --token, a manage token): http(s)://host:port or host:port")
-    reload.add_argument("--token", help="a manage token of the console (admin_tokens)")
-    reload.add_argument("--cafile", help="CA certificate to verify an https console")
+    reload.add_argument("--data-dir", type=Path,
+                        help="the master's data directory (default: the config's data_dir, else ./licmaster-data): a reload "
+                        "request in it, SIGHUP to the master holding it, then that reload's outcome")
+    console_cli.add_config_argument(reload)
+    reload.add_argument("--url", help="or through its console (with a manage token): http(s)://host:port or host:port "
+                        f"(default ${console_cli.ENV_URL}, else the config's http); a token or $LICMASTER_URL also goes this way")
+    console_cli.add_token_arguments(reload, "a manage token of the console (admin_tokens)")
+    reload.add_argument("--cafile", help="CA certificate to verify an https console (default: the config's tls_ca or tls_cert)")
     reload.add_argument("--force", action="store_true",
                         help="take a license set that would take standby cover away from a standby PBX connected now")
     reload.add_argument("--json", action="store_true", help="print the outcome as JSON")
     reload.set_defaults(run=_reload)
 
     journal = sub.add_parser("journal", help="read the journal: grants, check-ins, denials, expiries, takeovers")
-    journal.add_argument("--data-dir", default="licmaster-data", type=Path, help="the master's data directory")
+    journal.add_argument("--data-dir", type=Path, help="the master's data directory (default: the config's, else ./licmaster-data)")
+    console_cli.add_config_argument(journal)
     journal.add_argument("--event", help="only this event (grant, checkin, deny, expire, bye, takeover, ...)")
     journal.add_argument("--node", help="only this node")
     journal.add_argument("--since", help="only since then: 7d, 12h, 30m, 90s, or epoch seconds")
@@ -99,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     journal.set_defaults(run=_journal)
 
     rep = sub.add_parser("report", help="usage report from the journal: peaks per hour, day and node, who was refused, top holders")
-    rep.add_argument("--data-dir", default="licmaster-data", type=Path, help="the master's data directory")
+    rep.add_argument("--data-dir", type=Path, help="the master's data directory (default: the config's, else ./licmaster-data)")
+    console_cli.add_config_argument(rep)
     rep.add_argument("--since", default="7d", help="how far back: 7d, 12h, 30m, or epoch seconds (default %(default)s)")
     fmt = rep.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
@@ -110,8 +115,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--policy", type=Path, metavar="SITES_TOML", help="the site policy: peaks and refusals per site too")
     rep.set_defaults(run=_report)
 
+    parser.set_defaults(read_config=_from_config)  # where a command finds its master (console_cli.FromConfig)
     args = parser.parse_args(argv)
-    return run_quietly_into_a_pipe(lambda: int(args.run(args)))
+    return run_quietly_into_a_pipe(lambda: _run(args))
+
+
+def _master_config(args: argparse.Namespace) -> Config | None:
+    """The master's config from --config or $LICMASTER_CONFIG, read as `serve` reads it (None
+    without either); BadInput when it cannot be read or has problems (all of them, one line)."""
+    source = console_cli.config_source(args)
+    if source is None:
+        return None
+    path, flag = source
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        problems = [line.removeprefix(f"{path}: ") for line in str(exc).splitlines()]
+        raise console_cli.BadInput(f"{flag} {path}: {'; '.join(problems)}") from None
+
+
+def _from_config(args: argparse.Namespace) -> console_cli.FromConfig | None:
+    """What the config says about finding the master: its console as a client asks it (https with
+    tls_cert; a console on every address is asked on loopback), tokens, data directory."""
+    config = _master_config(args)
+    source = console_cli.config_source(args)
+    if config is None or source is None:
+        return None
+    url = None
+    if config.http:
+        host, port = config.http_address
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        url = f"{'https' if config.tls_cert else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+    manage = next((t.token for t in config.admin_tokens if t.role == "manage"), None)
+    view = next((t.token for t in config.admin_tokens if t.role == "view"), manage)
+    return console_cli.FromConfig(where=f"{source[1]} {source[0]}", url=url,
+                                  cafile=(config.tls_ca or config.tls_cert) if config.tls_cert else None,
+                                  view_token=view, manage_token=manage, data_dir=Path(config.data_dir))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The subcommand; what it was given and cannot use (a config, a token file, a console
+    address) is one line naming it, exit status 2."""
+    try:
+        return int(args.run(args))
+    except console_cli.BadInput as exc:
+        print(f"licmaster: {exc}", file=sys.stderr)
+        return 2
 
 
 
@@ -127,13 +176,21 @@ def _check(args: argparse.Namespace) -> int:
     v = verdict(loaded, args.firmware, args.today, platform=args.platform, mac=args.mac, model=args.model,
                 warn_days=args.warn_days)
     sites = _check_policy(args.policy, loaded.licenses) if args.policy is not None else None
+    policy_ok = sites is None or sites["ok"]
     if args.json:
-        print(json.dumps(v.to_dict() | ({"sites": sites} if sites is not None else {}), indent=2, ensure_ascii=False))
-    else:
+        doc = v.to_dict() | ({"sites": sites} if sites is not None else {})
+        doc["ok"] = doc["ok"] and policy_ok  # the whole verdict: a refused policy is not OK
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    elif sites is None:
         print(render_text(v))
-        if sites is not None:
-            print(_render_sites(sites))
-    return 0 if v.ok and (sites is None or sites["ok"]) else 1
+    else:
+        # The verdict's last line sums up: after the sites, and counting the policy's errors too.
+        body, _, summary = render_text(v).rpartition("\n")
+        if not policy_ok:
+            policy_errors = f"the site policy: {len(sites['problems'])} error(s)"
+            summary = f"{len(v.errors)} error(s), {len(v.warnings)} warning(s); {policy_errors}"
+        print(body + "\n" + _render_sites(sites) + "\n\n" + summary)
+    return 0 if v.ok and policy_ok else 1
 
 
 def _check_policy(path: Path, licenses: list[InstalledLicense]) -> dict[str, Any]:
@@ -169,14 +226,8 @@ def _render_sites(sites: dict[str, Any]) -> str:
 
 
 def _id(args: argparse.Namespace) -> int:
-    hardware_id = ""
-    if args.config is not None:
-        try:
-            hardware_id = load_config(args.config).hardware_id
-        except ConfigError as exc:
-            print(f"licmaster: config: {exc}", file=sys.stderr)
-            return 2
-    print(installation_id(hardware_id))
+    config = _master_config(args)
+    print(installation_id(config.hardware_id if config is not None else ""))
     return 0
 
 
@@ -219,7 +270,7 @@ def _site_name(policy: Policy) -> Callable[[str], str | None]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    path = args.data_dir / "journal.sqlite3"
+    path = console_cli.data_dir(args) / "journal.sqlite3"
     if not path.is_file():
         print(f"licmaster: no journal at {path}", file=sys.stderr)
         return 2
@@ -253,11 +304,11 @@ def _reload(args: argparse.Namespace) -> int:
     """Through the console when given --url/--token, else SIGHUP to the master of --data-dir; then
     what came of this reload: what changed, `check`'s warnings on the new set, or why it was refused."""
     outcome: dict[str, Any]
-    if args.url or args.token:
-        args.url = args.url or console_cli.DEFAULT_URL
+    if args.url or args.token or args.token_file or (args.data_dir is None and console_cli.console_wanted(args)):
+        console_cli.resolve_console(args, manage=True)
         outcome = console_cli.post_reload(args)
     else:
-        signalled = _reload_by_signal(args.data_dir, args.force)
+        signalled = _reload_by_signal(console_cli.data_dir(args), args.force)
         if isinstance(signalled, str):
             print(f"licmaster: {signalled}", file=sys.stderr)
             return 2
@@ -279,7 +330,14 @@ def _reload(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         if outcome.get("forceable"):
             print("licmaster reload --force takes it anyway", file=sys.stderr)
-    return 0 if outcome.get("ok") else 1
+    tokens = outcome.get("tokens") or {"ok": True, "changed": []}  # None: a master started without a config file
+    if not args.json and tokens["changed"]:
+        print("tokens: " + "; ".join(tokens["changed"]))
+    if not args.json and not tokens["ok"]:
+        print("tokens NOT reloaded, the ones in force stay:", file=sys.stderr)
+        for problem in tokens["problems"]:
+            print(f"  {problem}", file=sys.stderr)
+    return 0 if outcome.get("ok") and tokens["ok"] else 1
 
 
 def _reload_by_signal(data_dir: Path, force: bool) -> dict[str, Any] | str:
@@ -315,7 +373,7 @@ def _mac(text: str) -> str:
 
 
 def _journal(args: argparse.Namespace) -> int:
-    path = args.data_dir / "journal.sqlite3"
+    path = console_cli.data_dir(args) / "journal.sqlite3"
     if not path.is_file():
         print(f"licmaster: no journal at {path}", file=sys.stderr)
         return 2
@@ -338,7 +396,8 @@ def _journal(args: argparse.Namespace) -> int:
             print(json.dumps(row))
             continue
         when = dt.datetime.fromtimestamp(row["ts"], dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        fields = " ".join(f"{k}={row[k]}" for k in ("node", "resource", "holder", "lease", "detail", "rule") if row[k] is not None)
+        shown = {**row, "detail": events.detail_text(row["event"], row["detail"])}  # `28 leases`, not a bare 28
+        fields = " ".join(f"{k}={shown[k]}" for k in ("node", "resource", "holder", "lease", "detail", "rule") if shown[k] is not None)
         note = f" — {row['note']}" if row.get("note") else ""
         print(f"{when} {row['event']:<9} {fields}{note}")
     return 0

@@ -46,7 +46,7 @@ def office() -> Pool:
 # in one place so that `pytest -m "not process"` runs the in-memory suite alone (about a tenth of
 # the time) and `pytest -m "not browser"` runs everything but Chromium.
 PROCESS_MODULES = frozenset({
-    "test_bench", "test_chaos", "test_cli", "test_client", "test_console", "test_dashboard", "test_datadir",
+    "test_alerts", "test_bench", "test_chaos", "test_cli", "test_client", "test_console", "test_dashboard", "test_datadir",
     "test_durability", "test_examples", "test_leadership", "test_replication", "test_serve_fuzz", "test_server",
     "test_site_policy", "test_slave_sim", "test_standby_master"})
 BROWSER_MODULES = frozenset({"test_dashboard"})

@@ -242,3 +242,210 @@ def test_reload_prints_the_outcome_of_its_own_reload_not_the_refusal_just_before
         assert "REFUSED" not in out.err
     finally:
         daemon.stop()
+
+
+def test_check_with_a_refused_policy_does_not_say_ok(tmp_path: Path) -> None:
+    licenses = tmp_path / "licenses.toml"
+    licenses.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 10\n')
+    policy = tmp_path / "sites.toml"
+    policy.write_text('[site.hq]\nnodes = ["hq"]\nreserve = { "PBX-Port" = 50 }\n')  # more than installed
+    out = run("check", str(licenses), "--policy", str(policy))
+    assert out.returncode == 1 and "Sites (" in out.stdout and "REFUSED" in out.stdout, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert "OK" not in lines  # it printed OK, then "Sites: REFUSED"
+    assert lines[-1].endswith("; the site policy: 1 error(s)") and lines[-1].startswith("0 error(s)"), lines[-1]
+    as_json = json.loads(run("check", str(licenses), "--policy", str(policy), "--json").stdout)
+    assert as_json["ok"] is False and as_json["sites"]["ok"] is False
+    policy.write_text('[site.hq]\nnodes = ["hq"]\nreserve = { "PBX-Port" = 5 }\n')
+    good = run("check", str(licenses), "--policy", str(policy))
+    assert good.returncode == 0 and good.stdout.splitlines()[-1] == "OK", good.stdout  # the verdict last, after the sites
+
+
+def test_serve_without_license_files_warns_where_it_is_seen(tmp_path: Path) -> None:
+    from licmaster.testing import MasterProcess
+
+    from .daemon import FAST
+
+    master = MasterProcess(tmp_path / "m", {**FAST, "licenses": []}).start()
+    try:
+        log = master.log
+    finally:
+        master.stop()
+    assert "level=warning event=no_license_files" in log  # was level=info
+    assert "licmaster: WARNING: no license files: the pool is EMPTY and every checkout is refused" in log
+    assert log.index("licmaster: WARNING: no license files") > log.index("licmaster: serving PBXs")  # said last
+
+
+async def test_the_journal_prints_a_count_with_its_unit(tmp_path: Path) -> None:
+    from licmaster.daemon.journal import Journal, read_journal
+
+    journal = Journal(tmp_path / "data" / "journal.sqlite3")
+    journal.rows += [(1_764_000_000.0, "bye", "hq", None, None, None, "28"), (1_764_000_001.0, "expire", "branch", None, None, None, "1"),
+                     (1_764_000_002.0, "assign", "hq", "PBX-UC", "alice", None, "13"),
+                     (1_764_000_003.0, "bye", "stuck", None, None, None, "released by alice")]
+    await journal.close()
+    out = run("journal", "--data-dir", str(tmp_path / "data"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith("bye       node=hq detail=28 leases"), lines
+    assert lines[1].endswith("expire    node=branch detail=1 lease")
+    assert lines[2].endswith("assign    node=hq resource=PBX-UC holder=alice detail=V13")
+    assert lines[3].endswith("bye       node=stuck detail=released by alice")
+    assert [r["detail"] for r in read_journal(tmp_path / "data" / "journal.sqlite3")] == ["28", "1", "13", "released by alice"]
+    assert json.loads(run("journal", "--data-dir", str(tmp_path / "data"), "--json").stdout.splitlines()[0])["detail"] == "28"
+
+
+# ---------------------------------------------------------------- the CLI finds its master (issue 23, items 6 and 7)
+
+def run_in(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """The CLI from another directory than the master's, with these variables (and none of ours)."""
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LICMASTER_")}
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "licmaster.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**clean, "PYTHONPATH": pythonpath, **env}, timeout=60)
+
+
+def one_clear_line(out: subprocess.CompletedProcess, *names: str) -> None:
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    for name in names:
+        assert name in out.stderr, out.stderr
+
+
+def test_what_the_cli_cannot_use_is_one_line_naming_it_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n")
+    one_clear_line(run_in(tmp_path, "status", "--token-file", "missing"), "--token-file missing", "cannot read")
+    one_clear_line(run_in(tmp_path, "status", "--token-file", "empty"), "--token-file empty", "empty")
+    one_clear_line(run_in(tmp_path, "release", "pbx1", LICMASTER_TOKEN_FILE=str(tmp_path)), "LICMASTER_TOKEN_FILE", "cannot read")
+    one_clear_line(run_in(tmp_path, "status", LICMASTER_URL="ftp://somewhere"), "LICMASTER_URL 'ftp://somewhere'")
+    one_clear_line(run_in(tmp_path, "status", LICMASTER_URL="http://host:99999"), "LICMASTER_URL", "not a console address")
+    one_clear_line(run_in(tmp_path, "reload", LICMASTER_URL="no such host"), "LICMASTER_URL 'no such host'")
+    one_clear_line(run_in(tmp_path, "journal", "--config", "nowhere.toml"), "--config nowhere.toml", "cannot read")
+    (tmp_path / "bad.toml").write_text('max_frame = "big"\nheartbeat_ms = 0\n')
+    one_clear_line(run_in(tmp_path, "report", LICMASTER_CONFIG="bad.toml"), "LICMASTER_CONFIG bad.toml", "max_frame", "heartbeat_ms")
+    (tmp_path / "off.toml").write_text('http = ""\n')
+    one_clear_line(run_in(tmp_path, "status", "--config", "off.toml"), "off.toml", "no console")
+
+
+async def test_the_cli_finds_its_master_by_its_config_or_the_environment_and_says_who_holds_a_family(tmp_path: Path) -> None:
+    import asyncio
+
+    from licmaster.client import MasterClient
+    from licmaster.testing.process import free_port
+
+    from .daemon import Daemon
+
+    view, manage = "view-token-0123456789", "manage-token-0123456789"
+    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 5\n[[license]]\ntype = "PBX-Operator13"\ncount = 3\n'
+    daemon = Daemon(tmp_path / "m", licenses, http=f"127.0.0.1:{free_port()}", lease_ttl_ms=30_000,
+                    admin_tokens=[{"token": view, "role": "view"}, {"token": manage, "role": "manage", "name": "ops"}]).start()
+    elsewhere = tmp_path / "elsewhere"  # not the master's directory: no ./licmaster-data here
+    elsewhere.mkdir()
+    config = str(daemon.config_file)
+    try:
+        hq, branch = MasterClient([daemon.master], "hq"), MasterClient([daemon.master], "branch")
+        await hq.connect()
+        await branch.connect()
+        await hq.checkout("operator", "desk-1")
+        await hq.checkout("operator", "desk-2")
+        await branch.checkout("operator", "desk-3")
+        await hq.checkout("port", "alice")
+
+        def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+            return run_in(elsewhere, *args, **env)
+
+        status = await asyncio.to_thread(cli, "status", "--config", config)  # its http, its view token
+        assert status.returncode == 0 and "PBX-Operator" in status.stdout and "hq" in status.stdout, status.stderr
+        family = await asyncio.to_thread(cli, "status", "--family", "PBX-Operator", LICMASTER_CONFIG=config)
+        assert family.returncode == 0, family.stderr
+        lines = family.stdout.splitlines()
+        assert lines[0] == "PBX-Operator: 3 of 3 installed in use" and lines[1] == "held by 2 node(s): branch 1, hq 2"
+        assert [line.split()[:2] for line in lines[4:]] == [["branch", "desk-3"], ["hq", "desk-1"], ["hq", "desk-2"]]
+        as_json = json.loads((await asyncio.to_thread(cli, "status", "--family", "PBX-Operator", "--json", LICMASTER_CONFIG=config)).stdout)
+        assert [h["holder"] for h in as_json["held"]] == ["desk-3", "desk-1", "desk-2"]
+        unknown = await asyncio.to_thread(cli, "status", "--family", "PBX-Nonsense", LICMASTER_CONFIG=config)
+        assert unknown.returncode == 1 and "404 unknown_family" in unknown.stderr
+
+        token_file = tmp_path / "manage.token"
+        token_file.write_text(manage + "\n")
+        url = f"http://{daemon.http}"
+        by_env = await asyncio.to_thread(cli, "release", "hq", "--holder", "desk-2", LICMASTER_URL=url,
+                                         LICMASTER_TOKEN_FILE=str(token_file))
+        assert by_env.returncode == 0 and "released operator of desk-2" in by_env.stdout and "by ops" in by_env.stdout, by_env.stderr
+        view_only = await asyncio.to_thread(cli, "release", "hq", "--holder", "desk-1", "--url", url, LICMASTER_TOKEN=view)
+        assert view_only.returncode == 1 and "403 forbidden" in view_only.stderr
+        by_config = await asyncio.to_thread(cli, "release", "hq", "--holder", "desk-1", "--config", config)  # its manage token
+        assert by_config.returncode == 0 and "released operator of desk-1" in by_config.stdout, by_config.stderr
+        reloaded = await asyncio.to_thread(cli, "reload", LICMASTER_CONFIG=config)  # SIGHUP to the master of its data_dir
+        assert reloaded.returncode == 0 and reloaded.stdout.startswith("reloaded: nothing changed"), reloaded.stdout + reloaded.stderr
+        through_console = await asyncio.to_thread(cli, "reload", "--config", config, "--token-file", str(token_file))
+        assert through_console.returncode == 0 and through_console.stdout.startswith("reloaded:"), through_console.stderr
+        await hq.close()
+        await branch.close()
+    finally:
+        daemon.stop()
+    journal = run_in(elsewhere, "journal", "--event", "operator", LICMASTER_CONFIG=config)  # its data_dir, not ./licmaster-data
+    assert journal.returncode == 0 and "release 1 lease(s) of hq by ops" in journal.stdout, journal.stderr
+    report = run_in(elsewhere, "report", "--config", config, "--since", "1h", "--json")
+    assert report.returncode == 0 and json.loads(report.stdout)["days"], report.stderr
+    gone = run_in(elsewhere, "status", "--config", config)
+    assert gone.returncode == 1 and f"cannot reach the console at http://{daemon.http} (`http` in {config})" in gone.stderr
+
+
+def test_tokens_reload_on_sighup_and_a_metrics_token_serves_the_scrape(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from .daemon import Daemon
+
+    manage, new, scrape = "manage-token-0123456789", "second-manage-token-0123", "scrape-token-0123456789"
+
+    def get(path: str, token: str | None) -> int:
+        request = urllib.request.Request(f"http://{daemon.http}{path}", headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n',
+                    admin_tokens=[{"token": manage, "role": "manage"}]).start()
+    data = str(tmp_path / "m" / "data")
+    try:
+        assert get("/metrics", None) == 401 and get("/metrics", scrape) == 401  # the scrape is down once tokens exist
+        daemon.reconfigure(admin_tokens=[{"token": manage, "role": "manage"}, {"token": new, "role": "manage", "name": "bob"}],
+                           metrics_token=scrape)
+        taken = run_in(tmp_path, "reload", "--data-dir", data)  # SIGHUP: no restart
+        assert taken.returncode == 0 and "tokens: bob (manage) added; metrics_token set" in taken.stdout, taken.stdout + taken.stderr
+        assert get("/metrics", scrape) == 200 and get("/api/v1/usage", scrape) == 401 and get("/api/v1/usage", new) == 200
+        daemon.reconfigure(metrics_token="", metrics_public=True, heartbeat_ms=99_999)  # a bad config: no token changes
+        kept = run_in(tmp_path, "reload", "--data-dir", data)
+        assert kept.returncode == 1 and "tokens NOT reloaded, the ones in force stay:" in kept.stderr, kept.stdout + kept.stderr
+        assert "heartbeat_ms (99999) must be below lease_ttl_ms" in kept.stderr
+        assert get("/metrics", scrape) == 200 and get("/metrics", None) == 401 and get("/api/v1/usage", new) == 200
+        daemon.reconfigure(heartbeat_ms=200)
+        public = run_in(tmp_path, "reload", "--data-dir", data)
+        assert public.returncode == 0 and "metrics_token removed; metrics_public true" in public.stdout, public.stdout + public.stderr
+        assert get("/metrics", None) == 200 and get("/api/v1/usage", None) == 401
+    finally:
+        daemon.stop()
+    assert "event=tokens_reloaded" in daemon.log and "event=tokens_refused" in daemon.log
+
+
+def test_a_config_with_tls_is_asked_over_https_verified_with_its_certificate(tmp_path: Path) -> None:
+    from licmaster.testing.process import free_port
+
+    from .daemon import Daemon, self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path)
+    daemon = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n', http=f"0.0.0.0:{free_port()}",
+                    tls_cert=str(cert), tls_key=str(key)).start()
+    try:
+        status = run_in(tmp_path, "status", LICMASTER_CONFIG=str(daemon.config_file))  # a console on every address: loopback
+        assert status.returncode == 0 and "PBX-Port" in status.stdout, status.stderr
+    finally:
+        daemon.stop()
+    gone = run_in(tmp_path, "status", LICMASTER_CONFIG=str(daemon.config_file))
+    assert gone.returncode == 1 and "cannot reach the console at https://127.0.0.1:" in gone.stderr

@@ -78,3 +78,14 @@ def test_the_checks_across_keys_are_listed_together_too(tmp_path: Path) -> None:
         config_from_dict({"listen": "nowhere", "tls_cert": "c.pem", "heartbeat_ms": 5000, "lease_ttl_ms": 3000}, tmp_path)
     said = str(raised.value).splitlines()
     assert len(said) == 3 and said[0].startswith("listen") and "tls_key" in said[1] and "heartbeat_ms" in said[2]
+
+
+def test_metrics_token_and_metrics_public_are_checked_and_exclude_each_other() -> None:
+    assert config_from_dict({"metrics_token": "scrape-token-0123456789"}, Path(".")).metrics_token == "scrape-token-0123456789"
+    assert config_from_dict({"metrics_public": True}, Path(".")).metrics_public is True
+    with pytest.raises(ConfigError, match="metrics_token: expected a secret of at least 16"):
+        config_from_dict({"metrics_token": "short"}, Path("."))
+    with pytest.raises(ConfigError, match="metrics_public: expected true or false"):
+        config_from_dict({"metrics_public": "yes"}, Path("."))
+    with pytest.raises(ConfigError, match="metrics_token and metrics_public: set one"):
+        config_from_dict({"metrics_token": "scrape-token-0123456789", "metrics_public": True}, Path("."))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -237,14 +238,48 @@ async def test_metrics_parse_and_match_the_pool(console: Console_) -> None:
     text = await console.get("/metrics")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
-    port = (("family", "PBX-Port"), ("version", "13"))
+    port = (("bound", ""), ("family", "PBX-Port"), ("version", "13"))
     assert samples[("licmaster_licenses_installed", port)] == 3
     assert samples[("licmaster_licenses_in_use", port)] == 1
     assert samples[("licmaster_grants_total", ())] == 1
-    assert samples[("licmaster_denials_total", (("code", "version"), ("rule", "R-VER-2")))] == 1
+    assert samples[("licmaster_denials_total", (("code", "version"), ("family", "PBX-Operator"), ("rule", "R-VER-2")))] == 1
     assert samples[("licmaster_sessions", (("role", "pbx"),))] == 1
     assert samples[("licmaster_role", (("role", "acting"),))] == 1
     assert samples[("licmaster_request_batch_seconds_count", ())] >= 3
+
+
+async def test_pools_bound_to_different_macs_are_series_of_their_own_and_denials_count_by_family(tmp_path: Path) -> None:
+    # Two PBX-IPVA13 entries of 10 and 5, each bound to its own VM: one full while the other has room
+    # was one series of 15, "10 of 15 in use"; an alert must see the full one.
+    licenses = ('[[license]]\ntype = "PBX-IPVA13"\ncount = 10\nbind = "00:90:33:00:00:0a"\n'
+                '[[license]]\ntype = "PBX-IPVA13"\ncount = 5\nbind = "00:90:33:00:00:0b"\n'
+                '[[license]]\ntype = "PBX-Port13"\ncount = 20\n')
+    async with console_on(tmp_path, licenses) as c:
+        vm = c.master.connect_now()
+        assert vm.call("hello", node="vm-b", **{**PBX, "platform": "ipva", "mac": "00:90:33:00:00:0b"})["ok"]
+        for n in range(5):  # its own 5 (R-IPVA-1, R-IPVA-2), then refused: the other VM's 10 are not its
+            assert vm.call("checkout", resource="port", holder=f"u{n}")["ok"]
+        assert vm.call("checkout", resource="port", holder="u5")["error"] == "exhausted"
+        other = c.master.connect_now()
+        assert other.call("hello", node="vm-c", **{**PBX, "platform": "ipva", "mac": "00:90:33:00:00:0c"})["ok"]
+        assert other.call("checkout", resource="port", holder="x")["error"] == "bound_elsewhere"
+        assert other.call("checkout", resource="nonsense", holder="x")["error"] == "unknown_resource"
+        text = await c.get("/metrics")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        ipva = {s[1]: v for s, v in samples.items() if s[0] == "licmaster_licenses_in_use" and ("family", "PBX-IPVA") in s[1]}
+        assert ipva == {(("bound", "00:90:33:00:00:0a"), ("family", "PBX-IPVA"), ("version", "13")): 0,
+                        (("bound", "00:90:33:00:00:0b"), ("family", "PBX-IPVA"), ("version", "13")): 5}
+        assert samples[("licmaster_licenses_installed", (("bound", "00:90:33:00:00:0b"), ("family", "PBX-IPVA"),
+                                                          ("version", "13")))] == 5
+        denials = {s[1]: v for s, v in samples.items() if s[0] == "licmaster_denials_total"}
+        assert denials[(("code", "bound_elsewhere"), ("family", "PBX-IPVA"), ("rule", "R-IPVA-2"))] == 1
+        assert denials[(("code", "unknown_resource"), ("family", ""), ("rule", ""))] == 1  # about no family
+        assert sum(v for labels, v in denials.items() if ("family", "PBX-IPVA") in labels) == 2
+        assert all(name in ("family", "code", "rule") for labels in denials for name, _ in labels)  # no node label
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True) \
+            if shutil.which("promtool") else None
+        assert check is None or check.returncode == 0, check.stdout + check.stderr
 
 
 async def test_the_console_speaks_https_when_the_master_serves_tls(tmp_path: Path) -> None:
@@ -307,6 +342,44 @@ async def test_an_unknown_api_path_or_method_gets_the_apis_json_error(console: C
     assert wrong["error"] == "method_not_allowed" and "GET is not allowed" in wrong["message"]
 
 
+async def ask(c: Console_, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with c.http.request(method, c.base + path, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_a_method_no_path_takes_is_405_on_a_read_only_console_not_403(console: Console_) -> None:
+    # Read-only on loopback (no admin_tokens): was 403 "read-only", as if a DELETE changed something.
+    for method, path in (("DELETE", "/api/v1/usage"), ("DELETE", "/api/v1/reload"), ("PUT", "/api/v1/nodes/pbx1"),
+                         ("POST", "/api/v1/usage")):
+        status, body = await ask(console, method, path)
+        assert (status, body["error"]) == (405, "method_not_allowed"), (method, path, body)
+        assert f"{method} is not allowed here" in body["message"]
+    assert (await ask(console, "POST", "/api/v1/reload"))[0] == 403  # a change the console takes: still read-only
+
+
+async def test_a_method_no_path_takes_is_405_for_a_view_token_and_401_without_one(guarded: Console_) -> None:
+    assert (await ask(guarded, "DELETE", "/api/v1/usage", VIEW))[0] == 405  # a view token may read: told 405
+    assert (await ask(guarded, "DELETE", "/api/v1/usage"))[0] == 401  # who are you, first
+    assert (await ask(guarded, "POST", "/api/v1/reload", VIEW))[0] == 403  # a change: a manage token's
+
+
+async def test_ha_on_a_master_without_a_standby_says_nothing_takes_over(console: Console_) -> None:
+    coordination = (await console.get("/api/v1/ha"))["coordination"]
+    assert coordination["mode"] == "single" and "nothing takes over" in coordination["note"]
+    assert "standby takes over" not in coordination["note"]
+
+
+async def test_the_journal_api_gives_a_counts_unit_beside_the_detail_as_stored(console: Console_) -> None:
+    pbx = console.master.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+    for holder in ("a", "b"):
+        pbx.call("checkout", resource="port", holder=holder)
+    assert pbx.call("bye")["ok"]
+    [bye] = (await console.get("/api/v1/journal?event=bye"))["events"]
+    assert (bye["detail"], bye["detail_text"]) == ("2", "2 leases")  # stored bare: other code parses it
+
+
 
 async def test_an_operator_takes_one_lease_or_one_user_license_back_and_it_is_said_everywhere(tmp_path: Path) -> None:
     licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "App(phone)13"\ncount = 2\n'
@@ -352,6 +425,17 @@ async def test_ssa_terms_and_rentals_are_shown_with_the_days_left(tmp_path: Path
         assert sample.labels == {"family": "PBX-Port", "version": "12"} and sample.value == terms[0]["days_left"]
 
 
+async def test_two_ssa_terms_of_one_family_and_version_are_one_series_the_sooner_end(tmp_path: Path) -> None:
+    # Two samples with the same labels make a scrape Prometheus rejects whole.
+    licenses = ('[[license]]\ntype = "PBX-Port13"\ncount = 4\nssa_until = 2099-01-01\n'
+                '[[license]]\ntype = "PBX-Port13"\ncount = 2\nssa_until = 2098-01-01\n')
+    async with console_on(tmp_path, licenses) as c:
+        terms = (await c.get("/api/v1/usage"))["terms"]
+        families = {f.name: f for f in text_string_to_metric_families(await c.get("/metrics"))}
+        [sample] = families["licmaster_ssa_days_left"].samples
+        assert sample.value == min(t["days_left"] for t in terms) and len(terms) == 2
+
+
 
 STANDBY_COVERED = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n'
 
@@ -390,3 +474,95 @@ async def test_a_reload_taking_standby_cover_away_needs_force_and_the_cover_is_i
         assert (cover["held"], cover["rule"], cover["standbys"]) == (False, "R-STBY-2", ["hq-standby (for hq)"])
         assert "3 usable Standby for 5 Port" in cover["message"]
         assert (await c.get("/api/v1/ha", VIEW))["last_reload"]["forced"] is True
+
+
+# ---------------------------------------------------------------- issue 23, items 6 and 7
+
+SCRAPE = "scrape-token-0123456789"
+
+
+async def test_a_metrics_token_reads_metrics_and_nothing_else_and_metrics_public_opens_metrics_alone(tmp_path: Path) -> None:
+    async with console_on(tmp_path / "token", LICENSES, admin_tokens=TOKENS, metrics_token=SCRAPE) as c:
+        assert "licmaster_epoch" in await c.get("/metrics", SCRAPE)
+        assert "licmaster_epoch" in await c.get("/metrics", VIEW)  # an admin token still reads it
+        assert "metrics_token" in (await c.get("/metrics", status=401))["message"]
+        assert (await c.get("/metrics", "not-the-scrape-token", status=401))["error"] == "unauthorized"
+        assert (await c.get("/api/v1/usage", SCRAPE, status=401))["error"] == "unauthorized"  # good for /metrics only
+        assert (await c.post("/api/v1/reload", SCRAPE, status=401))["error"] == "unauthorized"
+    async with console_on(tmp_path / "public", LICENSES, admin_tokens=TOKENS, metrics_public=True) as c:
+        assert "licmaster_epoch" in await c.get("/metrics")
+        assert (await c.get("/api/v1/usage", status=401))["error"] == "unauthorized"
+
+
+def test_metrics_off_loopback_with_a_metrics_token_and_no_admin_tokens() -> None:
+    from licmaster.daemon.console.access import decide_metrics
+
+    assert decide_metrics((), SCRAPE, False, f"Bearer {SCRAPE}", "192.0.2.7").allowed
+    assert decide_metrics((), SCRAPE, False, None, "192.0.2.7").status == 401
+    assert decide_metrics((), "", True, None, "192.0.2.7").allowed
+    assert decide_metrics((), "", False, None, "192.0.2.7").status == 403  # as before: loopback only
+    assert decide_metrics((), SCRAPE, False, None, "127.0.0.1").allowed  # the console's loopback reading, as before
+
+
+async def test_a_reload_takes_new_tokens_from_the_config_and_a_bad_config_keeps_the_old_ones(tmp_path: Path) -> None:
+    from licmaster.testing.process import write_config
+
+    new = "ops-token-0123456789abc"
+    async with console_on(tmp_path, LICENSES, admin_tokens=TOKENS) as c:
+        assert (await c.get("/api/v1/usage", new, status=401))["error"] == "unauthorized"
+        assert (await c.get("/metrics", SCRAPE, status=401))["error"] == "unauthorized"
+        c.master.config["admin_tokens"] = [TOKENS[1], {"token": new, "role": "manage", "name": "ops"}]  # VIEW revoked
+        c.master.config["metrics_token"] = SCRAPE
+        write_config(c.master.workdir / "licmaster.toml", c.master.config)
+        taken = await c.post("/api/v1/reload", MANAGE)
+        assert taken["tokens"] == {"ok": True, "changed": ["ops (manage) added", "view:view... (view) removed", "metrics_token set"],
+                                   "problems": []}
+        assert (await c.get("/api/v1/usage", new))["role"] == "acting"
+        assert (await c.get("/api/v1/usage", VIEW, status=401))["error"] == "unauthorized"
+        assert "licmaster_epoch" in await c.get("/metrics", SCRAPE)
+
+        c.master.config["admin_tokens"] = [{"token": "short", "role": "manage"}]  # a bad config: nothing of it is taken
+        write_config(c.master.workdir / "licmaster.toml", c.master.config)
+        kept = await c.post("/api/v1/reload", new)
+        assert kept["tokens"]["ok"] is False and kept["changed"] == {}
+        assert "admin_tokens[0].token: expected a secret of at least 16 characters" in kept["tokens"]["problems"][0]
+        assert (await c.get("/api/v1/usage", new))["role"] == "acting" and "licmaster_epoch" in await c.get("/metrics", SCRAPE)
+        ha = await c.get("/api/v1/ha", new)
+        assert ha["last_reload"]["tokens"]["ok"] is False  # said until the next reload
+        assert c.master.master is not None and c.master.master.journal is not None
+        await c.master.master.journal.flush()
+        said = [e["detail"] for e in (await c.get("/api/v1/journal?event=operator", new))["events"]]
+        assert said[0].startswith("console tokens reloaded: ops (manage) added") and said[0].endswith("(by alice)")
+        assert said[1].startswith("console tokens NOT reloaded, the ones in force stay:") and "admin_tokens[0]" in said[1]
+
+
+OPERATORS = ('[[license]]\ntype = "PBX-Port13"\ncount = 10\n[[license]]\ntype = "PBX-Operator13"\ncount = 5\n'
+             '[[license]]\ntype = "App(phone)13"\ncount = 3\n')
+
+
+async def test_who_holds_a_family_across_every_node_in_pages(tmp_path: Path) -> None:
+    async with console_on(tmp_path, OPERATORS) as c:
+        peers = {name: c.master.connect_now() for name in ("branch", "hq", "annex")}
+        for name, peer in peers.items():
+            assert peer.call("hello", node=name, **PBX)["ok"]
+        for name, desks in (("hq", ["desk-1", "desk-2"]), ("branch", ["desk-3"]), ("annex", [])):
+            peers[name].call("checkout", resource="port", holder=f"{name}-phone")
+            for desk in desks:
+                assert peers[name].call("checkout", resource="operator", holder=desk)["ok"]
+        assert peers["hq"].call("assign", user="ann", families=["App(phone)"])["ok"]
+        one = await c.get("/api/v1/families/PBX-Operator")
+        assert (one["family"], one["consumption"], one["installed"], one["in_use"]) == ("PBX-Operator", "floating", 5, 3)
+        assert [(h["node"], h["holder"], h["count"]) for h in one["held"]] == [("branch", "desk-3", 1), ("hq", "desk-1", 1),
+                                                                                ("hq", "desk-2", 1)]
+        assert one["held"][0]["took"] == [{"family": "PBX-Operator", "version": 13, "count": 1}] and one["next_cursor"] is None
+        pages = await every_page(c, "/api/v1/families/PBX-Operator?limit=1")
+        assert [len(p["held"]) for p in pages] == [1, 1, 1]
+        assert [h["holder"] for p in pages for h in p["held"]] == ["desk-3", "desk-1", "desk-2"]  # each once, in order
+        users = await c.get("/api/v1/families/App(phone)")
+        assert users["consumption"] == "user" and users["held"] == []
+        assert [(u["user"], u["node"], u["version"]) for u in users["users"]] == [("ann", "hq", 13)]
+        nobody = await c.get("/api/v1/families/PBX-Channels")
+        assert (nobody["installed"], nobody["held"], nobody["users"]) == (0, [], [])
+        assert (await c.get("/api/v1/families/PBX-Nonsense", status=404))["error"] == "unknown_family"
+        for bad in ("limit=0", "limit=10001", "cursor=hq", "cursor=hq/x"):
+            assert (await c.get(f"/api/v1/families/PBX-Operator?{bad}", status=400))["error"] == "bad_request"

@@ -34,7 +34,8 @@ def browser(tmp_path: Path) -> Iterator[object]:
     options.binary_location = shutil.which("chromium") or ""
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}"):
+                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}",
+                 "--lang=en-US"):  # a 12-hour locale: the page must still show 24-hour times
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or ""), options=options)
     yield driver
@@ -157,7 +158,7 @@ async def test_a_page_opened_after_an_incident_shows_it_and_draws_a_chart_with_a
         assert "exhausted" in denials_text and "pbx1" in denials_text
         assert str(page(browser, "return document.getElementById('denied').textContent")) == "last hour: 1"
         events_text = str(page(browser, "return document.getElementById('events').textContent"))
-        assert "pbx2 went silent: its session expired, 1 lease(s) back in the pool" in events_text
+        assert "pbx2 went silent: its session expired, 1 lease back in the pool" in events_text
         assert "licenses reloaded" in events_text and "master start" in events_text
         # peak and usable beside each pool, not only on hover
         extra = page(browser, "return [...document.querySelectorAll('.pool')].map(p => "
@@ -264,5 +265,108 @@ async def test_a_banner_says_so_while_standby_cover_is_missing(tmp_path: Path, b
         d.signal(signal.SIGHUP)
         await until(lambda: not banner(browser)[0], 10)
         await standby.close()
+    finally:
+        d.stop()
+
+
+TRIAGE_LICENSES = ('[[license]]\ntype = "PBX-Port13"\ncount = 10\n[[license]]\ntype = "PBX-Standby13"\ncount = 10\n'
+                   '[[license]]\ntype = "PBX-Operator13"\ncount = 2\n[[license]]\ntype = "PBX-QueueMonitor13"\ncount = 1\n')
+CLOCK = r"^\d\d:\d\d:\d\d$"  # 24 hours: 14:05:09, never 2:05:09 PM
+
+
+async def test_the_page_answers_triage_at_a_glance(tmp_path: Path, browser: object) -> None:
+    import re
+    import signal
+
+    d = Daemon(tmp_path / "m", TRIAGE_LICENSES).start()
+    try:
+        pbx1, pbx2 = MasterClient([d.master], "pbx1"), MasterClient([d.master], "pbx2")
+        await pbx1.connect()
+        await pbx2.connect()
+        for n in range(9):  # 9 of 10 Ports: near exhaustion
+            await pbx1.checkout("port", f"user{n}")
+        await pbx1.checkout("queue-monitor", "q1")
+        with pytest.raises(LicenseError, match="exhausted"):
+            await pbx1.checkout("queue-monitor", "q2")
+        await pbx2.checkout("operator", "desk1")
+        await pbx2.checkout("operator", "desk2")
+        for _ in range(3):  # the journal keeps one row and a count; the box counts all three
+            with pytest.raises(LicenseError, match="exhausted"):
+                await pbx2.checkout("operator", "desk3")
+        standby = MasterClient([d.master], "hq-standby", role="standby", standby_for="hq")
+        await standby.connect()
+        silent, leaving = MasterClient([d.master], "branch-silent"), MasterClient([d.master], "branch-leaving")
+        await silent.connect()
+        await leaving.connect()
+        await silent.close(bye=False)  # its session expires after the lease TTL
+        await leaving.close()  # bye
+        preflight = MasterClient([d.master], "slave-sim-preflight", role="observer")  # as slave-sim names its own
+        await preflight.connect()
+        await preflight.usage()
+        await preflight.close()
+        d.signal(signal.SIGHUP)  # a reload: its time is on the page
+        browser.set_window_size(1400, 1300)  # type: ignore[attr-defined]
+        browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]
+        await until(lambda: port_count(browser) == "9 / 10", 10)
+
+        # near exhaustion: amber from 90% of usable, red when none is left, with the percentage
+        pools = page(browser, "return Object.fromEntries([...document.querySelectorAll('.pool')].map(p => [p.dataset.family, "
+                              "[p.dataset.level, p.querySelector('.pct').textContent, p.querySelector('.fill').className]]))")
+        assert pools["PBX-Port"] == ["near", "90%", "fill near"]  # type: ignore[index]
+        assert pools["PBX-Operator"] == ["full", "100%", "fill full"]  # type: ignore[index]
+        # standby cover: a line, not an unused PBX-Standby pool
+        assert "PBX-Standby" not in pools  # type: ignore[operator]
+        await until(lambda: "hq-standby" in str(page(browser, "return document.getElementById('cover').textContent")), 5)
+        cover = page(browser, "const c = document.getElementById('cover'); return [c.dataset.held, c.textContent]")
+        assert cover == ["true", "Standby cover holds: 10 Standby for 10 Port (V13, R-STBY-2) · standby PBX hq-standby (for hq)"]
+
+        # who was refused: by node and family, every refusal counted
+        def box() -> object:
+            return page(browser, "const t = document.getElementById('refused'); if (t.hidden) return null;"
+                                 "const head = [...t.querySelectorAll('thead th')].map(c => c.textContent);"
+                                 "return [head, [...t.querySelectorAll('tbody tr')].map(r => [...r.children].map(c => c.textContent))];")
+        await until(lambda: box() is not None, 5)
+        assert box() == [["node", "PBX-Operator", "PBX-QueueMonitor", "all"],
+                         [["pbx2", "3", "", "3"], ["pbx1", "", "1", "1"]]]
+
+        # which PBXs are missing: gone within the hour, with since when, until they are back
+        def missing() -> dict[str, list[str]]:
+            return {r[0]: r[1:] for r in page(browser, "return [...document.querySelectorAll('#nodes tr.gone')].map(r => "  # type: ignore[union-attr]
+                                                       "[...r.children].map(c => c.textContent))")}
+        await until(lambda: "branch-silent" in missing(), 10)
+        gone = missing()
+        assert sorted(gone) == ["branch-leaving", "branch-silent"]  # not slave-sim's own session
+        assert gone["branch-silent"][2] == "expired: went silent" and gone["branch-leaving"][2] == "left (bye)"
+        assert all(re.match(CLOCK, row[3]) for row in gone.values()), gone
+        first_rows = page(browser, "return [...document.querySelectorAll('#nodes tbody tr')].slice(0, 2).map(r => r.dataset.node)")
+        assert sorted(first_rows) == ["branch-leaving", "branch-silent"]  # type: ignore[arg-type]  # missing first
+
+        # the simulator's own sessions are marked as such in the events
+        await until(lambda: "slave-sim-preflight" in str(page(browser, "return document.getElementById('events').textContent")), 5)
+        marked = page(browser, "return [...document.querySelectorAll('#events li')].filter(li => li.textContent.includes("
+                               "'slave-sim-preflight')).map(li => [li.className, li.querySelector('.sim') !== null])")
+        assert marked == [["bye simulator", True]]
+        unmarked = page(browser, "return [...document.querySelectorAll('#events li')].filter(li => li.textContent.includes("
+                                 "'branch-leaving')).map(li => li.querySelector('.sim') !== null)")
+        assert unmarked == [False]
+
+        # 24 hours everywhere: events, denials, the reload, the chart's time axis
+        await until(lambda: "last reload" in str(page(browser, "return document.getElementById('reload').textContent")), 10)
+        reload_said = str(page(browser, "return document.getElementById('reload').textContent"))
+        assert re.match(r"last reload \d\d:\d\d:\d\d by SIGHUP", reload_said), reload_said
+        stamps = page(browser, "return [...document.querySelectorAll('#events li, #denials li')].map(li => "
+                               "li.firstChild.textContent.trim())")
+        assert stamps and all(re.match(CLOCK, t) for t in stamps), stamps  # type: ignore[union-attr]
+        await until(lambda: page(browser, "return document.querySelectorAll('#chart .time-tick').length") != 0, 10)
+        ticks = page(browser, "return [...document.querySelectorAll('#chart .time-tick')].map(t => t.textContent)")
+        assert all(re.match(r"^\d\d:\d\d(:\d\d)?$", t) for t in ticks), ticks  # type: ignore[union-attr]
+        browser.save_screenshot(str(tmp_path / "triage.png"))  # type: ignore[attr-defined]
+
+        # a missing PBX that comes back is no longer missing
+        back = MasterClient([d.master], "branch-leaving")
+        await back.connect()
+        await until(lambda: "branch-leaving" not in missing(), 5)
+        for client in (pbx1, pbx2, standby, back):
+            await client.close()
     finally:
         d.stop()

@@ -35,12 +35,21 @@ def test_a_subscriber_that_does_not_read_is_dropped_and_its_stream_told_to_end()
 
 def test_every_notable_event_reads_as_words() -> None:
     texts = {name: event_text((0.0, name, "pbx1", None, None, None, "3")) for name in NOTABLE}
-    assert texts[events.EXPIRE] == "pbx1 went silent: its session expired, 3 lease(s) back in the pool"
+    assert texts[events.EXPIRE] == "pbx1 went silent: its session expired, 3 leases back in the pool"
     assert texts[events.TAKEOVER] == "pbx1 took over from 3, and its leases"
     assert texts[events.RELOAD_REFUSED].startswith("reload REFUSED")
     generic = {name for name, text in texts.items() if text.startswith("master ")}
     assert generic == {events.START, events.STOP}  # every other kind has its own words
     assert len(set(texts.values())) == len(NOTABLE)
+
+
+def test_a_bye_or_expire_reads_its_count_with_the_unit_and_a_fence_its_reason() -> None:
+    def text(name: str, detail: str) -> str:
+        return event_text((0.0, name, "hq", None, None, None, detail))
+    assert text(events.BYE, "28") == "hq left, 28 leases back in the pool"  # the journal keeps a bare 28
+    assert text(events.BYE, "1") == "hq left, 1 lease back in the pool"
+    assert text(events.EXPIRE, "0") == "hq went silent: its session expired, 0 leases back in the pool"
+    assert text(events.BYE, "released by alice") == "hq left: released by alice"  # fenced: no count, no unit
 
 
 async def sse(c: Console_, until: set[str], timeout: float = 10.0) -> dict[str, list[Any]]:
@@ -80,7 +89,7 @@ async def test_a_page_opened_after_denials_and_a_silent_pbx_gets_them_at_once(tm
     [denial] = recent["denials"]
     assert (denial["node"], denial["code"], denial["rule"]) == ("pbx1", "exhausted", "R-PORT-1")
     texts = [e["text"] for e in recent["events"]]
-    assert "pbx1 went silent: its session expired, 3 lease(s) back in the pool" in texts
+    assert "pbx1 went silent: its session expired, 3 leases back in the pool" in texts
     assert texts[0].startswith("master start")
 
 
@@ -137,3 +146,55 @@ async def test_a_denial_before_the_page_opened_comes_once_not_again_as_live(tmp_
             names.append(queue.get_nowait().split("\n", 1)[0])
         assert "event: denials" not in names  # it came in `recent` already
         assert names[:3] == ["event: state", "event: history", "event: recent"] and hub.recent()["denied"] == 1
+
+
+async def test_after_a_restart_the_state_still_has_refusals_by_node_and_family_and_the_pbxs_gone(tmp_path: Path) -> None:
+    d = await in_process(tmp_path / "m", LICENSES, http="127.0.0.1:0")
+    pbx, left, sim = d.connect_now(), d.connect_now(), d.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+    for holder in "abc":
+        pbx.call("checkout", resource="port", holder=holder)
+    for _ in range(4):  # the journal keeps one row and a count of the three more: all four are counted
+        assert pbx.call("checkout", resource="port", holder="d")["error"] == "exhausted"
+    assert pbx.call("checkout", resource="operator", holder="desk")["error"] == "version"  # PBX-Operator12 for a V13 PBX
+    assert left.call("hello", node="branch", **PBX)["ok"] and left.call("bye")["ok"]
+    assert sim.call("hello", node="slave-sim-auditor", role="observer")["ok"] and sim.call("bye")["ok"]
+    await d.stop()
+    await d.start()  # a new run on the same data directory: the page's last hour comes from the journal
+    assert d.master is not None
+    console = Console(d.master)
+    await console.start()
+    c = Console_(d, console, aiohttp.ClientSession())
+    try:
+        seen = await sse(c, {"recent", "state"})
+        hub = console.live
+        assert hub is not None
+        await hub.seeded.wait()
+        state = hub.state()
+    finally:
+        await c.http.close()
+        await console.stop()
+        await d.stop()
+    assert state["refused"] == {"cells": [["pbx1", "PBX-Operator", 1], ["pbx1", "PBX-Port", 4]], "nodes": 1}
+    assert seen["recent"][0]["denied"] == 5
+    assert [(g["node"], g["event"]) for g in state["gone"]] == [("branch", "bye")]  # not slave-sim's own session
+    simulator = [e for e in seen["recent"][0]["events"] if e["node"] == "slave-sim-auditor"]
+    assert [(e["event"], e["simulator"]) for e in simulator] == [("bye", True)]
+    assert not any(e["simulator"] for e in seen["recent"][0]["events"] if e["node"] != "slave-sim-auditor")
+
+
+async def test_a_pbx_gone_is_listed_until_it_is_back_and_an_observer_gone_is_not(tmp_path: Path) -> None:
+    async with console_on(tmp_path, LICENSES) as c:
+        hub = c.console.live
+        assert hub is not None
+        pbx, observer = c.master.connect_now(), c.master.connect_now()
+        assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+        assert observer.call("hello", node="a-standby-master", role="observer")["ok"]
+        hub.state()  # a tick of the feed: it sees who is here, in which role
+        assert pbx.call("bye")["ok"] and observer.call("bye")["ok"]
+        await c.master.master.journal.flush()  # type: ignore[union-attr]
+        [gone] = hub.state()["gone"]
+        assert (gone["node"], gone["event"], gone["role"]) == ("pbx1", "bye", "pbx") and gone["at"] > 0
+        again = c.master.connect_now()
+        assert again.call("hello", node="pbx1", **PBX)["ok"]
+        assert hub.state()["gone"] == []

@@ -440,3 +440,21 @@ async def test_a_pipelined_burst_across_a_failover_is_all_answered_and_believed_
     finally:
         standby.stop()
         master.stop()
+
+
+async def test_ha_says_who_takes_over_from_whom_on_a_master_and_its_standby(tmp_path: Path) -> None:
+    import aiohttp
+
+    with master_and_standby(tmp_path) as (master, standby):
+        pbx = MasterClient([master.master], "pbx1", connect_timeout=0.5)
+        await pbx.connect()
+        await replicated(pbx)
+        await pbx.close()
+        async with aiohttp.ClientSession() as http:
+            async def coordination(d: Daemon) -> dict[str, Any]:
+                async with http.get(f"http://{d.http}/api/v1/ha") as response:
+                    return (await response.json())["coordination"]
+            on_master, on_standby = await coordination(master), await coordination(standby)
+    assert on_master == {"mode": "two-node", "note": "1 standby master(s) follow this one: the standby takes over when it "
+                                                     "cannot reach this master (docs/operations.md)"}
+    assert on_standby["mode"] == "two-node" and f"this master follows {master.master} and takes over" in on_standby["note"]

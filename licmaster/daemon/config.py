@@ -27,6 +27,8 @@ peers = []                      # ["host:port", ...]: the other masters of this 
 vendor_keys = []                # ["vendor.pub", ...]: license files must be signed by one of these
 hardware_id = ""                # this installation's id for signed files (default: the host's MAC)
 admin_tokens = []               # [{token = "...", role = "view" | "manage", name = "..."}]: the console's access
+metrics_token = ""              # a bearer token for /metrics alone (the Prometheus scrape), apart from admin_tokens
+metrics_public = false          # true: /metrics answers anyone, without a token
 etcd_endpoints = []             # ["host:port", ...]: hold leadership in etcd (one pool under any partition)
 etcd_prefix = "/licmaster"      # the installation's keys in etcd
 etcd_ttl_s = 2                  # the leader key's lease
@@ -95,6 +97,10 @@ class Config:
     # The console (docs/admin-api.md): bearer tokens with a role, "view" or "manage". None:
     # the API is read-only and answers only on loopback.
     admin_tokens: tuple[AdminToken, ...] = ()
+    # /metrics apart from the admin tokens (a Prometheus scrape): a bearer token that reads
+    # /metrics and nothing else, or /metrics open to anyone. Re-read with admin_tokens at a reload.
+    metrics_token: str = ""
+    metrics_public: bool = False
     hardware_id: str = ""  # this installation's id; default: the host's MAC (licmaster id)
     # Leadership in etcd (docs/operations.md, "One pool under partition"): with endpoints, only
     # the holder of <etcd_prefix>/leader grants, and standbys become master only by election.
@@ -199,6 +205,8 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
         problems.append("tls_cert and tls_key go together: set both or neither")
     if config.tls_ca and not config.tls_cert:
         problems.append("tls_ca verifies the other masters' TLS: it needs tls_cert and tls_key for this one")
+    if config.metrics_token and config.metrics_public:
+        problems.append("metrics_token and metrics_public: set one (metrics_public opens /metrics to anyone, a token is then moot)")
     if config.heartbeat_ms >= config.lease_ttl_ms:
         problems.append(f"heartbeat_ms ({config.heartbeat_ms}) must be below lease_ttl_ms ({config.lease_ttl_ms})")
     if problems:
@@ -213,10 +221,12 @@ def _value(key: str, value: Any, base: Path) -> Any:
         if value.__class__ is not int or not lo <= value <= hi:
             raise ConfigError(f"{key}: expected a whole number from {lo} to {hi}, not {value!r}")
         return value
-    if key == "fsync":
+    if key in ("fsync", "metrics_public"):
         if value.__class__ is not bool:
-            raise ConfigError(f"fsync: expected true or false, not {value!r}")
+            raise ConfigError(f"{key}: expected true or false, not {value!r}")
         return value
+    if key == "metrics_token" and (not isinstance(value, str) or 0 < len(value) < 16):
+        raise ConfigError("metrics_token: expected a secret of at least 16 characters (or \"\" for none)")
     if key == "policy" and value == "":
         return None
     if key in ("data_dir", "policy"):

@@ -398,6 +398,7 @@ class Master:
         return self._reload_once(who, force)
 
     def _reload_once(self, who: str, force: bool) -> ReloadReport | None:
+        tokens = self._reload_tokens(who)  # whatever becomes of the licenses: a token is no license
         loaded = self._load_licenses()
         problems = [str(p) for p in loaded.errors]
         policy = self.policy
@@ -417,7 +418,7 @@ class Master:
                 logs.event("reload_refused", logging.ERROR, problem=problem, who=who)
             self.record(events.RELOAD_REFUSED, detail="; ".join(problems)[:2000], rule=lost[0][1].rule if forceable else None)
             self.last_reload = {"ok": False, "at": time.time(), "by": who, "changed": {}, "problems": problems[:50],
-                                "warnings": [], "forced": False, "forceable": forceable}
+                                "warnings": [], "forced": False, "forceable": forceable, "tokens": tokens}
             return None
         before = self.pool.installed_by_family()
         self._last_good = loaded
@@ -447,8 +448,49 @@ class Master:
                     f"{'; ' + forced if forced else ''} (by {who})"[:2000], rule=lost[0][1].rule if lost else None)
         self.last_reload = {"ok": True, "at": time.time(), "by": who, "changed": changed,
                             "problems": [str(p) for p in report.problems][:50],
-                            "warnings": [p.to_dict() for p in warnings][:50], "forced": bool(lost)}
+                            "warnings": [p.to_dict() for p in warnings][:50], "forced": bool(lost), "tokens": tokens}
         return report
+
+    # Where `licmaster serve` read its config (None: no file, e.g. the in-process harness): each
+    # reload re-reads the console's tokens from it.
+    config_file: Path | None = None
+
+    def _reload_tokens(self, who: str) -> dict[str, Any] | None:
+        """Re-read `admin_tokens`, `metrics_token` and `metrics_public` from the config file: a
+        token is added or revoked without a restart. A config with any problem changes no token
+        (the ones in force stay) and the outcome says why: {"ok", "changed", "problems"}.
+        Only these keys are taken at a reload: the others need a restart."""
+        import dataclasses  # here, beside the one method that needs them
+
+        from licmaster.daemon.config import ConfigError, load_config
+
+        if self.config_file is None:
+            return None
+        path = str(self.config_file)
+        try:
+            fresh = load_config(self.config_file)
+        except ConfigError as exc:
+            problems = [line if line.startswith(path) else f"{path}: {line}" for line in str(exc).splitlines()]
+            logs.event("tokens_refused", logging.ERROR, problem="; ".join(problems), who=who, hint="the tokens in force stay")
+            self.record(events.OPERATOR, detail=f"console tokens NOT reloaded, the ones in force stay: {'; '.join(problems)} "
+                        f"(by {who})"[:2000])
+            return {"ok": False, "changed": [], "problems": problems[:20]}
+        old = self.config
+        before, after = {t.token: t for t in old.admin_tokens}, {t.token: t for t in fresh.admin_tokens}
+        changed = [f"{t.who} ({t.role}) added" for key, t in after.items() if key not in before]
+        changed += [f"{t.who} ({t.role}) removed" for key, t in before.items() if key not in after]
+        changed += [f"{t.who} ({t.role}) is now {after[key].who} ({after[key].role})" for key, t in before.items()
+                    if key in after and after[key] != t]
+        if fresh.metrics_token != old.metrics_token:
+            changed.append("metrics_token " + ("removed" if not fresh.metrics_token else "set" if not old.metrics_token else "changed"))
+        if fresh.metrics_public != old.metrics_public:
+            changed.append(f"metrics_public {'true' if fresh.metrics_public else 'false'}")
+        if changed:
+            self.config = dataclasses.replace(old, admin_tokens=fresh.admin_tokens, metrics_token=fresh.metrics_token,
+                                              metrics_public=fresh.metrics_public)
+            logs.event("tokens_reloaded", changed="; ".join(changed), who=who, admin_tokens=len(fresh.admin_tokens))
+            self.record(events.OPERATOR, detail=f"console tokens reloaded: {'; '.join(changed)} (by {who})"[:2000])
+        return {"ok": True, "changed": changed, "problems": []}
 
     def _cover_lost(self, loaded: LoadResult) -> list[tuple[Node, Denial]]:
         """The standby PBXs there now whose cover this license set would take away (cover.py)."""
@@ -523,12 +565,28 @@ class Master:
             held = self.follower.holdings.held()
             asyncio.get_running_loop().create_task(self.follower.stop())
             self.follower = None
+        self.failover.take_over("won the election in etcd", epoch, held, install=self._serve_at, announce=self._announce_epoch,
+                                detail=f"epoch={epoch} (etcd revision)")
+
+    def _serve_at(self, epoch: int) -> None:
+        """A new pool at this epoch, from the license files as they are now (or the last good
+        set), made durable first: the one way a master starts serving after its start."""
+        assert self.store is not None
         self.store.set_meta("epoch", str(epoch))
         self.dispatch.install(self._build_pool(self._load_for_failover(), "licenses"), epoch)
 
     def _announce_epoch(self, epoch: int) -> None:
         for conn in list(self.dispatch.connections):
             conn.send_event({"event": "epoch", "epoch": epoch, "master": self.name})
+
+    def _end_sessions(self, event: dict[str, Any]) -> None:
+        """Giving way: every session ends (its leases released), and every connection but the
+        standby masters' is told `event` and closed."""
+        dispatch = self.dispatch
+        dispatch.sessions.end_all(End.STEP_DOWN, event=event, detail="stepped down")
+        for conn in list(dispatch.connections):
+            if conn not in self.feed:
+                conn.close(event)
 
     def _follow_leader(self, leader: str) -> None:
         if self.role.state is not Role.STANDBY or self.role.following == leader:
@@ -559,13 +617,6 @@ class Master:
             self.dispatch.confirm_until = until
 
     def _unconfirmed(self) -> None:
-        self.failover.take_over("won the election in etcd", epoch, held, install=self._serve_at, announce=self._announce_epoch,
-                                detail=f"epoch={epoch} (etcd revision)")
-
-    def _serve_at(self, epoch: int) -> None:
-        """A new pool at this epoch, from the license files as they are now (or the last good
-        set), made durable first: the one way a master starts serving after its start."""
-        assert self.store is not None
         """A read came in past the deadline (the renewal did not come: this process was paused)."""
         if self.leadership is not None:
             self.leadership.expired("the leadership's deadline passed without a renewal")
@@ -579,15 +630,6 @@ class Master:
             return  # stepped down meanwhile (a peer won): nothing to resume
         dispatch = self.dispatch
         dispatch.resume()
-    def _end_sessions(self, event: dict[str, Any]) -> None:
-        """Giving way: every session ends (its leases released), and every connection but the
-        standby masters' is told `event` and closed."""
-        dispatch = self.dispatch
-        dispatch.sessions.end_all(End.STEP_DOWN, event=event, detail="stepped down")
-        for conn in list(dispatch.connections):
-            if conn not in self.feed:
-                conn.close(event)
-
         loop = asyncio.get_running_loop()
         suspended_at, held = self._suspended or (loop.time(), {})
         self._suspended = None

@@ -22,7 +22,7 @@ from licmaster.daemon.master import Master, StartError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser("serve", help="run the license master")
-    serve.add_argument("--config", type=Path, help="TOML config file (every key has a default)")
+    serve.add_argument("--config", type=Path, help="TOML config file (every key has a default; default $LICMASTER_CONFIG)")
     serve.add_argument("--listen", help="host:port for PBXs (overrides the config)")
     serve.add_argument("--http", help="host:port for the admin API (overrides the config)")
     serve.add_argument("--data-dir", dest="data_dir", help="data directory (overrides the config)")
@@ -33,7 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     serve.set_defaults(run=run)
 
 
+NO_LICENSES_HINT = "pass --licenses FILE or set licenses = [...] in the config; serving an empty pool"
+NO_LICENSES = ("licmaster: WARNING: no license files: the pool is EMPTY and every checkout is refused "
+               "(start it with --licenses FILE, or with licenses = [...] in its config)")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.config is None and os.environ.get("LICMASTER_CONFIG"):
+        args.config = Path(os.environ["LICMASTER_CONFIG"])  # as every other subcommand finds it
     try:
         config = load_config(args.config, listen=args.listen, http=args.http, data_dir=args.data_dir,
                              licenses=[str(Path(p).resolve()) for p in args.licenses] if args.licenses else None)
@@ -43,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     logs.setup(config.log_format, config.log_level)
     _raise_fd_limit(config.max_connections)
     if not config.licenses:
-        logs.event("no_license_files", hint="pass --licenses FILE or set licenses = [...] in the config; serving an empty pool")
+        logs.event("no_license_files", logging.WARNING, hint=NO_LICENSES_HINT)
     try:
-        return asyncio.run(_serve(config, args.name, args.ready_file))
+        return asyncio.run(_serve(config, args.name, args.ready_file, args.config))
     except StartError as exc:
         print(f"licmaster: {exc}", file=sys.stderr)
         return 1
@@ -89,8 +96,9 @@ def write_ready(path: Path, master: Master, console: Console | None) -> None:
     tmp.replace(path)
 
 
-async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
+async def _serve(config: Config, name: str, ready_file: Path | None, config_file: Path | None = None) -> int:
     master = Master(config, name=name)
+    master.config_file = config_file  # a reload re-reads the console's tokens from it
     await master.start()
     console = Console(master) if config.http else None
     if console is not None:
@@ -108,6 +116,8 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
     console_at = f", console at {master.dispatch.console_url}/" if console is not None and master.dispatch.console_url else ""
     print(f"licmaster: serving PBXs on {host}:{port}{console_at}, data in {Path(config.data_dir).resolve()}",
           file=sys.stderr, flush=True)
+    if not config.licenses:  # said again last, where whoever started it looks
+        print(NO_LICENSES, file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason = {"why": "stopping"}
@@ -123,7 +133,8 @@ async def _serve(config: Config, name: str, ready_file: Path | None) -> int:
     loop.add_signal_handler(signal.SIGHUP, master.reload, "SIGHUP")
     if ready_file is not None:
         write_ready(ready_file, master, console)
-    notify_systemd("READY=1", f"STATUS=serving PBXs on {host}:{port} ({master.role.state.value})")
+    notify_systemd("READY=1", f"STATUS=serving PBXs on {host}:{port} ({master.role.state.value})"
+                   + ("; NO license files: an empty pool" if not config.licenses else ""))
     await stop.wait()
     notify_systemd("STOPPING=1")
     if console is not None:

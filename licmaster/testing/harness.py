@@ -181,6 +181,7 @@ class InProcessMaster:
     async def start(self) -> InProcessMaster:
         path = write_config(self.workdir / "licmaster.toml", self.config)
         self.master = Master(load_config(path), name=self.name)
+        self.master.config_file = path  # as `licmaster serve --config` does: a reload re-reads the tokens
         await self.master.start(listen=False)
         return self
 

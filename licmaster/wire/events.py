@@ -58,6 +58,29 @@ class Change(NamedTuple):
 REPLICA_FIELDS = Change._fields
 
 
+# Events whose detail is a bare count, and what it counts: kept bare (code parses it), printed
+# with its unit. A bye or expire counts the leases the session gave back.
+COUNTED = {BYE: ("lease", "leases"), EXPIRE: ("lease", "leases")}
+
+
+def detail_text(event: str, detail: Any) -> str | None:
+    """A row's detail as a person reads it: `28 leases` for a bye's `28`, `V13` for a user
+    license's version, `exhausted, 3 more refusals` for `exhausted x3`; else as stored."""
+    if detail is None:
+        return None
+    text = str(detail)
+    counted = COUNTED.get(event)
+    if counted is not None and text.isascii() and text.isdigit():
+        return f"{int(text)} {counted[0] if int(text) == 1 else counted[1]}"
+    if event in (ASSIGN, UNASSIGN) and text.isascii() and text.isdigit():
+        return f"V{text}"
+    if event == DENY_REPEATED:
+        code, _, times = text.rpartition(" x")
+        if code and times.isascii() and times.isdigit():
+            return f"{code}, {times} more refusal{'' if times == '1' else 's'}"
+    return text
+
+
 def full(row: Row) -> Row:
     """The row with every field, missing trailing ones as None."""
     return row + _PAD[len(row):]

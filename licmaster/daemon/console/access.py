@@ -4,6 +4,8 @@
   `view` token reads, a `manage` token also reloads and releases.
 - Without any, the console is read-only and answers only on loopback: nobody configured who may
   change things, and nobody off this host may read.
+- `/metrics` alone may also be read with `metrics_token` (a Prometheus scrape's bearer token,
+  good for nothing else), or by anyone with `metrics_public`.
 """
 
 from __future__ import annotations
@@ -55,3 +57,17 @@ def decide(tokens: tuple[AdminToken, ...], authorization: str | None, remote: st
                 return Decision(False, 403, f"a {token.role} token may not change anything: this needs a manage token")
             return Decision(True, who=token.who)
     return Decision(False, 401, "unknown token")
+
+
+def decide_metrics(tokens: tuple[AdminToken, ...], metrics_token: str, public: bool, authorization: str | None,
+                   remote: str | None) -> Decision:
+    """GET /metrics: anyone with `metrics_public`; the `metrics_token`; else as any read (`decide`)."""
+    if public:
+        return Decision(True, who="metrics_public")
+    scheme, _, presented = (authorization or "").partition(" ")
+    if metrics_token and scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), metrics_token.encode()):
+        return Decision(True, who="metrics_token")
+    decision = decide(tokens, authorization, remote, mutation=False)
+    if not decision.allowed and metrics_token:
+        return Decision(False, 401, "/metrics needs Authorization: Bearer <metrics_token> (or an admin token)")
+    return decision

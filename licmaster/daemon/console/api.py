@@ -23,14 +23,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from licmaster.daemon import logs, operator
 from licmaster.daemon import report as usage_report
-from licmaster.daemon.console.access import allowed_origin, decide
+from licmaster.daemon.console.access import allowed_origin, decide, decide_metrics
 from licmaster.daemon.console.live import Live
 from licmaster.daemon.console.metrics import MasterCollector, newest_firmware, usable
 from licmaster.daemon.journal import page
 from licmaster.daemon.master import StartError
 from licmaster.daemon.sessions import End
 from licmaster.licenses.verdict import verdict
-from licmaster.model.catalog import CURRENT_VERSION
+from licmaster.model.catalog import CURRENT_VERSION, FAMILIES, Consumption
 from licmaster.model.leases import lease_number
 from licmaster.wire import events
 
@@ -64,8 +64,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         authorization = request.headers.get("Authorization")
         if authorization is None and request.path == "/api/v1/live" and request.query.get("token"):
             authorization = f"Bearer {request.query['token']}"  # EventSource cannot send headers
-        decision = decide(master.config.admin_tokens, authorization, request.remote,
-                          mutation=request.method not in ("GET", "HEAD"))
+        cfg = master.config  # read per request: a reload may have replaced the tokens
+        decision = (decide_metrics(cfg.admin_tokens, cfg.metrics_token, cfg.metrics_public, authorization, request.remote)
+                    if request.path == "/metrics" and request.method in ("GET", "HEAD") else
+                    decide(cfg.admin_tokens, authorization, request.remote, mutation=_changes(request)))
         if not decision.allowed:
             return _cors(request, error(decision.status, "forbidden" if decision.status == 403 else "unauthorized", decision.reason))
         request[WHO] = decision.who
@@ -82,6 +84,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         logs.log.exception("console_error path=%s", request.path)
         return error(500, "internal", "internal error, logged")
+
+
+def _changes(request: web.Request) -> bool:
+    """Would this request change something? Only one a route takes can: a method no route takes
+    there (DELETE, PUT, POST on a read) is judged as a read, so whoever may read is told 405, not 403."""
+    return request.method not in ("GET", "HEAD") and request.match_info.http_exception is None
 
 
 def _cors(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
@@ -215,6 +223,60 @@ async def node(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+async def family(request: web.Request) -> web.Response:
+    """Who holds one license family across every node (FlexNet's `lmstat -a`): a page of the
+    floating leases that took units of it, in node name then grant order, or, for a user
+    license (PBX-UC, App(...)), a page of the users it is assigned to, in name order."""
+    master = request.app[MASTER]
+    name = request.match_info["family"]
+    spec = FAMILIES.get(name)
+    if spec is None:
+        raise Refused(404, "unknown_family", f"no license family {name[:64]!r} (e.g. PBX-Port, PBX-Operator, App(phone))")
+    limit = _int(request, "limit", 1000, 1, 10_000)
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and (len(cursor) > 200 or not cursor.isprintable()):
+        raise Refused(400, "bad_request", "cursor must be the next_cursor of an earlier page")
+    buckets = [b for b in master.pool.buckets() if b.family == name]
+    out: dict[str, Any] = {"family": name, "consumption": spec.consumption.value,
+                           "installed": sum(b.installed for b in buckets), "in_use": sum(b.in_use for b in buckets)}
+    if spec.consumption is Consumption.USER:
+        assert master.store is not None
+        rows = master.store.db.execute("SELECT user, version, node, since FROM assignments WHERE family = ? AND user > ? "
+                                       "ORDER BY user LIMIT ?", (name, cursor or "", limit + 1)).fetchall()
+        out["held"], out["users"] = [], [{"user": u, "version": v, "node": n, "since": t} for u, v, n, t in rows[:limit]]
+        out["next_cursor"] = rows[limit - 1][0] if len(rows) > limit else None
+    else:
+        out["held"], out["next_cursor"] = _family_leases(master, name, cursor, limit)
+        out["users"] = []
+    return web.json_response(out)
+
+
+def _family_leases(master: Master, family: str, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """The leases holding units of `family`, after `cursor` ("node/lease"), at most `limit`, and
+    the next page's cursor; only as many nodes are read as the page needs."""
+    after_node, after_lease = "", 0
+    if cursor is not None:
+        after_node, _, after_id = cursor.rpartition("/")
+        number = lease_number(after_id)
+        if not after_node or number is None:
+            raise Refused(400, "bad_request", "cursor must be the next_cursor of an earlier page (node/lease)")
+        after_lease = number
+    names = sorted(master.pool.book.held)
+    held: list[dict[str, Any]] = []
+    for node_name in names[bisect.bisect_left(names, after_node):]:
+        for lease in sorted(master.pool.node_leases(node_name), key=lambda held_lease: lease_number(held_lease.id) or 0):
+            if node_name == after_node and (lease_number(lease.id) or 0) <= after_lease:
+                continue
+            took = [t for t in master.pool.took_view(lease).wire if t["family"] == family]
+            if not took:
+                continue
+            if len(held) == limit:
+                return held, f"{held[-1]['node']}/{held[-1]['lease']}"
+            held.append({"node": node_name, "resource": lease.resource, "holder": lease.holder, "lease": lease.id,
+                         "count": sum(t["count"] for t in took), "took": took})
+    return held, None
+
+
 async def journal(request: web.Request) -> web.Response:
     master = request.app[MASTER]
     limit = _int(request, "limit", 100, 1, 10_000)
@@ -228,6 +290,8 @@ async def journal(request: web.Request) -> web.Response:
     rows, next_cursor = await asyncio.get_running_loop().run_in_executor(None, lambda: page(
         path, event=request.query.get("event") or None, node=request.query.get("node") or None,
         since=_seconds_ago(request, "since"), limit=limit, cursor=cursor))
+    for row in rows:  # `detail` as stored (code parses it); `detail_text` with its unit, `28 leases`
+        row["detail_text"] = events.detail_text(row["event"], row["detail"])
     return web.json_response({"events": rows, "next_cursor": next_cursor})
 
 
@@ -280,9 +344,23 @@ async def ha(request: web.Request) -> web.Response:
         "replication": {"standbys": len(master.feed), "degraded": master.feed.degraded,
                         "lag_s": max(0.0, time.time() - journal_rows[0][0]) if journal_rows else 0.0,
                         "pending_rows": len(journal_rows), **master.following()},
-        "coordination": master.leadership.status() if master.leadership else
-        {"mode": "two-node", "note": "the standby takes over when it cannot reach the master (docs/operations.md)"},
+        "coordination": master.leadership.status() if master.leadership else _two_node(master),
     })
+
+
+def _two_node(master: Master) -> dict[str, Any]:
+    """Without etcd: who takes over from whom, as this master knows it now (no standby: nobody)."""
+    if master.role.following:
+        return {"mode": "two-node", "note": f"this master follows {master.role.following} and takes over "
+                "when it cannot reach it (docs/operations.md)"}
+    if len(master.feed):
+        return {"mode": "two-node", "note": f"{len(master.feed)} standby master(s) follow this one: the standby takes "
+                "over when it cannot reach this master (docs/operations.md)"}
+    if master.config.standby_of or master.config.peers:
+        return {"mode": "two-node", "note": "no standby master follows this one now: nothing takes over if it "
+                "stops (docs/operations.md)"}
+    return {"mode": "single", "note": "no standby master (standby_of, peers): nothing takes over if this master "
+            "stops (docs/operations.md)"}
 
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -363,12 +441,13 @@ async def reload(request: web.Request) -> web.Response:
     if report is None:
         forceable = bool(outcome.get("forceable"))
         return web.json_response({"error": "reload_refused", "problems": outcome.get("problems", []), "forceable": forceable,
+                                  "tokens": outcome.get("tokens"),
                                   "message": "the new set would take standby cover away: the set in force stays "
                                   "(POST reload?force=true takes it anyway)" if forceable else
                                   "the license files have errors: the set in force stays"}, status=422)
     return web.json_response({"licenses": sum(lic.count for lic in master.pool.installed),
                               "changed": outcome.get("changed", {}), "warnings": outcome.get("warnings", []),
-                              "forced": bool(outcome.get("forced")),
+                              "forced": bool(outcome.get("forced")), "tokens": outcome.get("tokens"),
                               "problems": [p.to_dict() for p in report.problems], "overcommitted": report.overcommitted})
 
 
@@ -431,7 +510,7 @@ def application(master: Master, hub: Live) -> web.Application:
     api = "/api/v1"
     app.add_routes([
         web.get(f"{api}/usage", usage), web.get(f"{api}/nodes", nodes), web.get(f"{api}/nodes/{{node}}", node),
-        web.get(f"{api}/journal", journal), web.get(f"{api}/denials", denials), web.get(f"{api}/check", check),
+        web.get(f"{api}/families/{{family}}", family), web.get(f"{api}/journal", journal), web.get(f"{api}/denials", denials), web.get(f"{api}/check", check),
         web.get(f"{api}/ha", ha), web.get(f"{api}/report", report), web.post(f"{api}/reload", reload), web.post(f"{api}/nodes/{{node}}/release", release),
         web.get(f"{api}/users", users), web.post(f"{api}/users/{{user}}/unassign", unassign),
         web.get("/metrics", metrics), web.get(f"{api}/live", live),

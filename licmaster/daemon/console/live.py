@@ -9,6 +9,10 @@ subscriber gets at once the state, the history and `recent`: the last hour's den
 so a page opened after an incident shows it. `recent` comes from memory, seeded at start from
 the journal, so it spans restarts of this master (not a failover: the other master's journal is
 its own).
+For triage, the state also carries the last hour's refusals by node and family (`refused`, every
+one counted, a flood too) and the PBXs gone within the hour (`gone`: expired, left, taken over,
+from the journal's rows, until they come back). The simulator's own sessions (`slave-sim-...`:
+its preflight, auditor, watchers) are marked as such (`simulator`) in events and nodes.
 Browsers reconnect by themselves (EventSource), and the page tries the other masters' consoles
 when this one is gone (docs/admin-api.md, "Dashboard").
 """
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from licmaster.daemon import logs
 from licmaster.daemon.console.metrics import newest_firmware, usable
+from licmaster.daemon.denials import family_of
 from licmaster.daemon.journal import read_journal
 from licmaster.model.errors import Denial
 from licmaster.wire import events
@@ -41,6 +46,15 @@ RECENT_SHOWN = 100  # of each, sent to a page as it opens (the newest)
 NOTABLE = frozenset({events.TAKEOVER, events.EXPIRE, events.BYE, events.ROLE, events.PROMOTE, events.STEP_DOWN,
                      events.RELOAD, events.RELOAD_REFUSED, events.SSA_ENDED, events.LICENSES_REFUSED,
                      events.REPLICA_LOST, events.ABORT, events.OPERATOR, events.START, events.STOP})
+GONE = frozenset({events.EXPIRE, events.BYE, events.TAKEOVER})  # a PBX's session ended: it is missing until it is back
+GONE_SHOWN = 50  # rows of gone PBXs in the node table (the newest)
+REFUSED_NODES = 10  # nodes in the box of refusals by node and family (those refused most)
+SIMULATOR = "slave-sim-"  # slave-sim's own sessions name themselves so (preflight, auditor, its watchers, cleanup)
+
+
+def simulator_session(node: str | None) -> bool:
+    """A session slave-sim opens for itself, not one of the PBXs it simulates."""
+    return bool(node) and str(node).startswith(SIMULATOR)
 
 
 def event_text(row: Row) -> str:
@@ -50,10 +64,11 @@ def event_text(row: Row) -> str:
     name = r[events.EVENT]
     if name == events.TAKEOVER:
         return f"{node} took over from {detail}, and its leases" if detail else f"{node} took over"
-    if name == events.EXPIRE:
-        return f"{node} went silent: its session expired, {detail} lease(s) back in the pool"
-    if name == events.BYE:
-        return f"{node} left, {detail} lease(s) back in the pool"
+    if name in (events.EXPIRE, events.BYE):
+        ended = "went silent: its session expired" if name == events.EXPIRE else "left"
+        if detail.isascii() and detail.isdigit():  # the count given back, with its unit: `28 leases`
+            return f"{node} {ended}, {events.detail_text(name, detail)} back in the pool"
+        return f"{node} {ended}{': ' + detail if detail else ''}"  # fenced or stepped down: why
     if name == events.ROLE:
         return f"role {detail}"
     if name == events.PROMOTE:
@@ -88,6 +103,10 @@ class Live:
         self.recent_denials: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)
         self.denied_per_minute: dict[int, int] = {}  # every denial counts, also those not kept
+        self.refused_per_minute: dict[int, dict[tuple[str, str], int]] = {}  # the same, by (node, family)
+        self.gone: dict[str, dict[str, Any]] = {}  # node -> how and when its session ended (the newest)
+        self._roles: dict[str, str] = {}  # node -> role, of the sessions seen (a gone observer is no missing PBX)
+        self._refused: tuple[int, dict[str, Any]] | None = None  # (minute, refused()) until a denial or the next minute
         self._seen_from = 0.0
         self.seeded = asyncio.Event()  # the journal's last hour is in `recent`  # journal rows before this come from the seed, later ones from batches
         self._last_state = ""
@@ -115,19 +134,26 @@ class Live:
         since = self._seen_from - HISTORY_S
         rows = await asyncio.get_running_loop().run_in_executor(None, _seed_rows, journal.path, since, self._seen_from)
         denials, notable = [], []
+        kinds: dict[tuple[Any, ...], str] = {}  # (node, code, rule, resource) -> family, for its deny_repeated rows
         for row in rows:
             if row["event"] == events.DENY:
+                family = family_of(row["detail"] or "", row["resource"], row["note"])
+                kinds[(row["node"], row["detail"], row["rule"], row["resource"])] = family
                 denials.append({"at": row["ts"], "node": row["node"], "code": row["detail"], "rule": row["rule"],
-                                "resource": row["resource"], "message": row["note"] or ""})
-                self._count_denials(row["ts"], 1)
+                                "resource": row["resource"], "family": family, "message": row["note"] or ""})
+                self._count_denials(row["ts"], 1, row["node"] or "", family)
             elif row["event"] == events.DENY_REPEATED:
                 code, _, times = (row["detail"] or "? x0").rpartition(" x")
                 count = int(times) if times.isdigit() else 0
+                family = kinds.get((row["node"], code, row["rule"], row["resource"])) or family_of(code, row["resource"], None)
                 denials.append({"at": row["ts"], "node": row["node"], "code": code, "rule": row["rule"],
-                                "resource": row["resource"], "message": f"{count} more like it within a second"})
-                self._count_denials(row["ts"], count)
+                                "resource": row["resource"], "family": family,
+                                "message": f"{count} more like it within a second"})
+                self._count_denials(row["ts"], count, row["node"] or "", family)
             else:
-                notable.append(_event_of(tuple(row[f] for f in events.FIELDS)))
+                full = tuple(row[f] for f in events.FIELDS)
+                notable.append(_event_of(full))
+                self._note_gone(full)
         # What this hub saw while reading is newer: the seed goes before it.
         self.recent_denials.extendleft(reversed(denials[-RECENT_KEPT:]))
         self.recent_events.extendleft(reversed(notable[-RECENT_KEPT:]))
@@ -138,16 +164,64 @@ class Live:
                 item = _event_of(row)
                 self.recent_events.append(item)
                 self._events.append(item)
+                self._note_gone(row)
 
-    def _count_denials(self, at: float, count: int) -> None:
+    def _note_gone(self, row: Row) -> None:
+        """A session that ended (expire, bye, takeover: the failed PBX): missing from now on,
+        until it is back; the newest ending of each node is kept."""
+        r = events.full(row)
+        name = r[events.EVENT]
+        if name not in GONE:
+            return
+        node, detail = r[events.NODE], r[events.DETAIL]
+        if name == events.TAKEOVER:  # journaled by the standby that took over; the failed PBX is `detail`
+            node, detail = detail, node
+        if not node or simulator_session(node):
+            return
+        seen = self.gone.get(node)
+        if seen is None or seen["at"] <= r[events.TS]:
+            role = self._roles.get(node) or (seen["role"] if seen is not None else None)
+            self.gone[node] = {"node": node, "at": r[events.TS], "event": name, "detail": detail, "role": role}
+
+    def _count_denials(self, at: float, count: int, node: str, family: str) -> None:
         minute = int(at // 60)
         self.denied_per_minute[minute] = self.denied_per_minute.get(minute, 0) + count
+        cells = self.refused_per_minute.setdefault(minute, {})
+        cells[(node, family)] = cells.get((node, family), 0) + count
+        self._refused = None
+
+    def _forget_before(self, since: float) -> None:
+        for minute in [m for m in self.denied_per_minute if (m + 1) * 60 <= since]:
+            del self.denied_per_minute[minute]
+        for minute in [m for m in self.refused_per_minute if (m + 1) * 60 <= since]:
+            del self.refused_per_minute[minute]
+        for node in [n for n, g in self.gone.items() if g["at"] < since]:
+            del self.gone[node]
+
+    def refused(self, now: float | None = None) -> dict[str, Any]:
+        """The last hour's refusals by node and family (every one: the counts `denied` sums), for
+        the REFUSED_NODES nodes refused most; `nodes`: how many nodes were refused in all."""
+        now = now if now is not None else time.time()
+        self._forget_before(now - HISTORY_S)
+        if self._refused is not None and self._refused[0] == int(now // 60):
+            return self._refused[1]  # four ticks a second: summed again only when it can have changed
+        cells: dict[tuple[str, str], int] = {}
+        for counts in self.refused_per_minute.values():
+            for key, n in counts.items():
+                cells[key] = cells.get(key, 0) + n
+        by_node: dict[str, int] = {}
+        for (node, _), n in cells.items():
+            by_node[node] = by_node.get(node, 0) + n
+        top = set(heapq.nsmallest(REFUSED_NODES, by_node, key=lambda node: (-by_node[node], node)))
+        refused = {"cells": [[node, family, n] for (node, family), n in sorted(cells.items()) if node in top],
+                   "nodes": len(by_node)}
+        self._refused = (int(now // 60), refused)
+        return refused
 
     def recent(self, now: float | None = None) -> dict[str, Any]:
         """The last hour's denials and events, newest last, as a page that opens now gets them."""
         since = (now if now is not None else time.time()) - HISTORY_S
-        for minute in [m for m in self.denied_per_minute if (m + 1) * 60 <= since]:
-            del self.denied_per_minute[minute]
+        self._forget_before(since)
         return {"denials": [d for d in self.recent_denials if d["at"] >= since][-RECENT_SHOWN:],
                 "denied": sum(self.denied_per_minute.values()),
                 "events": [e for e in self.recent_events if e["at"] >= since][-RECENT_SHOWN:]}
@@ -172,9 +246,10 @@ class Live:
 
     def _on_denial(self, node: str, denial: Denial, resource: str | None) -> None:
         now = time.time()
-        self._count_denials(now, 1)
+        family = family_of(denial.code, resource, denial.message, denial.details.get("family"))
+        self._count_denials(now, 1, node, family)
         if len(self._denials) < MAX_DENIALS:  # a flood: counted, not each kept
-            item = {"at": now, "node": node, "code": denial.code, "rule": denial.rule,
+            item = {"at": now, "node": node, "code": denial.code, "rule": denial.rule, "family": family,
                     "resource": resource if resource and len(resource) <= 32 else "?", "message": denial.message[:200]}
             self._denials.append(item)
             self.recent_denials.append(item)
@@ -239,20 +314,30 @@ class Live:
             row["in_use"] += bucket.in_use
             row["peak"] = max(row["peak"], bucket.peak)
             row["usable"] += usable(master, bucket, firmware)
-        loop_now = asyncio.get_running_loop().time()
+        loop_now, now = asyncio.get_running_loop().time(), time.time()
         sessions = dispatch.sessions.by_node.values()
+        for s in sessions:
+            self._roles[s.node] = s.info.role
+        if len(self._roles) > 2 * len(dispatch.sessions.by_node) + 1000:  # names come and go: keep those still here
+            self._roles = {s.node: s.info.role for s in sessions}
         # A city has a thousand PBXs: the page shows the ones to look at (cut off first, then the
         # largest holders), and says how many it leaves out; the API pages them all.
         shown = heapq.nsmallest(NODES_SHOWN, sessions, key=lambda s: (s.conn is not None, -len(master.pool.node_leases(s.node)), s.node))
         nodes = [{"node": s.node, "role": s.info.role, "firmware": s.info.firmware if s.info.role != "observer" else None,
                   "connected": s.conn is not None, "leases": len(master.pool.node_leases(s.node)),
-                  "idle_s": round(loop_now - s.last_seen, 1)}
+                  "idle_s": round(loop_now - s.last_seen, 1), "simulator": simulator_session(s.node),
+                  # connected since, or (cut off) last heard of, as a wall-clock time
+                  "since": round(now - (loop_now - (s.since if s.conn is not None else s.last_seen)))}
                  for s in shown]
+        refused = self.refused(now)  # also forgets what is older than the hour
+        gone = sorted((g for g in self.gone.values() if g["node"] not in dispatch.sessions.by_node and g["role"] != "observer"),
+                      key=lambda g: -g["at"])
         return {"master": master.name, "role": master.role.state.value, "epoch": dispatch.epoch,
                 "listen": f"{master.address[0]}:{master.address[1]}" if master.address else None,
                 "following": master.role.following or None, "grace_ms": dispatch.grace_left_ms(),
                 "pools": [{"family": f, **row} for f, row in sorted(families.items())], "nodes": nodes,
-                "nodes_total": len(dispatch.sessions.by_node), "last_reload": master.last_reload,
+                "nodes_total": len(dispatch.sessions.by_node), "gone": gone[:GONE_SHOWN], "gone_total": len(gone),
+                "refused": refused, "last_reload": master.last_reload,
                 "terms": [t.to_dict() for t in master.terms()], "sites": master.sites_usage(),
                 "standby_cover": master.standby_cover().to_dict(),  # the banner while it does not hold
                 "standbys": len(master.feed), "degraded": master.feed.degraded, "peers": master.peer_states(),
@@ -263,7 +348,8 @@ NODES_SHOWN = 50  # rows of the dashboard's node table
 
 
 def _event_of(row: Row) -> dict[str, Any]:
-    return {"at": row[events.TS], "event": row[events.EVENT], "node": row[events.NODE], "text": event_text(row)}
+    return {"at": row[events.TS], "event": row[events.EVENT], "node": row[events.NODE], "text": event_text(row),
+            "simulator": simulator_session(row[events.NODE])}
 
 
 def _seed_rows(path: Any, since: float, until: float) -> list[dict[str, Any]]:

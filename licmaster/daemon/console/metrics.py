@@ -1,6 +1,10 @@
 """Prometheus metrics of a running master, read from its state at each scrape (a collector, not
-counters on the request path): licenses per family and version, grants and denials, sessions,
-request latency per batch, journal and replication lag, epoch and role."""
+counters on the request path): licenses per family, version and bound MAC, grants and denials,
+sessions, request latency per batch, journal and replication lag, epoch and role.
+
+Every label takes values from a bounded set (docs/admin-api.md, "Metrics"): families, versions
+and bound MACs of the installed license files, error codes, rules, roles, site names of the
+policy; no node name is a label."""
 
 from __future__ import annotations
 
@@ -43,15 +47,16 @@ class MasterCollector(Collector):
         if master._dispatch is None:
             return
         dispatch = master.dispatch
-        labels = ["family", "version"]
+        # bound: the MAC a device-bound pool serves alone (R-IPVA-2, R-HW-1), "" for a pool any PBX draws
+        labels = ["family", "version", "bound"]
         installed = GaugeMetricFamily("licmaster_licenses_installed", "Licenses installed", labels=labels)
         in_use = GaugeMetricFamily("licmaster_licenses_in_use", "Licenses in use now", labels=labels)
         serving = GaugeMetricFamily("licmaster_licenses_usable", "Licenses that serve the newest firmware connected", labels=labels)
         peak = GaugeMetricFamily("licmaster_licenses_peak", "Most in use at once since the master started", labels=labels)
-        totals: dict[tuple[str, str], list[int]] = {}
+        totals: dict[tuple[str, str, str], list[int]] = {}
         firmware = newest_firmware(master)
         for bucket in master.pool.buckets():
-            key = (bucket.family, "" if bucket.version is None else str(bucket.version))
+            key = (bucket.family, "" if bucket.version is None else str(bucket.version), bucket.bound or "")
             row = totals.setdefault(key, [0, 0, 0, 0])
             row[0] += bucket.installed
             row[1] += bucket.in_use
@@ -65,9 +70,10 @@ class MasterCollector(Collector):
         yield from (installed, in_use, serving, peak)
         yield CounterMetricFamily("licmaster_grants", "Floating licenses granted by this master's pool",
                                   value=master.pool.book.issued())
-        denials = CounterMetricFamily("licmaster_denials", "Requests refused, by error code and rule", labels=["code", "rule"])
-        for (code, rule), n in sorted(dispatch.denials.totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-            denials.add_metric([code, rule or ""], n)
+        denials = CounterMetricFamily("licmaster_denials", "Requests refused, by the family they were about (\"\" for none), "
+                                      "error code and rule", labels=["family", "code", "rule"])
+        for (family, code, rule), n in sorted(dispatch.denials.by_family.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+            denials.add_metric([family, code, rule or ""], n)
         yield denials
         sessions = GaugeMetricFamily("licmaster_sessions", "Sessions, by role", labels=["role"])
         by_role: dict[str, int] = {"pbx": 0, "standby": 0, "observer": 0}
@@ -111,9 +117,13 @@ class MasterCollector(Collector):
         yield standby
         days = GaugeMetricFamily("licmaster_ssa_days_left", "Days to the end of an SSA term (R-SSA-1), per installed entry's "
                                  "family and version", labels=["family", "version"])
+        soonest: dict[tuple[str, str], int] = {}  # two entries of one family and version: one series, the sooner end
         for term in master.terms():
             if term.days_left is not None:
-                days.add_metric([term.family, str(term.version or "")], term.days_left)
+                term_key = (term.family, str(term.version or ""))
+                soonest[term_key] = min(soonest.get(term_key, term.days_left), term.days_left)
+        for term_key, left in sorted(soonest.items()):
+            days.add_metric(list(term_key), left)
         yield days
         sites = master.sites_usage()
         if sites:  # the site policy (docs/operations.md, "Sites")

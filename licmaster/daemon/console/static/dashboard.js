@@ -54,17 +54,22 @@ function render(state, base) {
     `${state.master} · ${state.role} · epoch ${state.epoch}${grace} · ${state.listen || base}`;
   document.getElementById("master").dataset.role = state.role;
   coverBanner(state.standby_cover);
+  coverLine(state.standby_cover, state.pools);
   const pools = document.getElementById("pools");
   assignStyles(history);
-  pools.replaceChildren(...state.pools.map((p) => {
+  // PBX-Standby is never drawn (R-STBY-2: its count enables the standby function): the cover line says what it does.
+  pools.replaceChildren(...state.pools.filter((p) => p.family !== "PBX-Standby").map((p) => {
     const share = (n) => p.installed ? Math.min(100, 100 * n / p.installed) : 0;
-    const row = el("div", { class: "pool", "data-family": p.family },
+    const level = fullness(p);
+    const pct = p.usable > 0 ? `${Math.floor(100 * p.in_use / p.usable)}%` : (p.installed ? "none usable" : "");
+    const row = el("div", { class: "pool" + (level ? " " + level : ""), "data-family": p.family, "data-level": level },
       el("div", { class: "family" }, el("i", { class: "swatch", style: swatch(p.family) }), p.family,
         el("div", { class: "extra", "data-peak": p.peak, "data-usable": p.usable }, `peak ${p.peak} · usable ${p.usable}`)),
       el("div", { class: "track" },
-        el("div", { class: "fill" + (p.in_use >= p.installed ? " full" : ""), style: `width:${share(p.in_use)}%` }),
+        el("div", { class: "fill" + (level ? " " + level : ""), style: `width:${share(p.in_use)}%` }),
         el("div", { class: "peak", style: `left:calc(${share(p.peak)}% - 1px)`, title: `peak ${p.peak}` })),
-      el("div", { class: "count", "data-in-use": p.in_use }, `${p.in_use} / ${p.installed}`));
+      el("div", { class: "count", "data-in-use": p.in_use }, `${p.in_use} / ${p.installed}`),
+      el("div", { class: "pct" + (level ? " " + level : ""), title: `in use, of the ${p.usable} usable` }, pct));
     if (p.usable < p.installed) row.title = `${p.installed - p.usable} of ${p.installed} serve none of the PBXs connected (version, binding)`;
     return row;
   }));
@@ -80,13 +85,23 @@ function render(state, base) {
       el("td", {}, r.site), el("td", {}, r.family), el("td", {}, r.in_use), el("td", {}, r.reserve || "–"),
       el("td", {}, r.max ?? "–"), el("td", { title: Object.entries(r.refused_by_code).map(([c, n]) => `${c} ${n}`).join(", ") }, r.refused));
   }));
+  // Missing first: cut off (a session without its connection), then gone within the hour, then the connected.
   const nodes = document.querySelector("#nodes tbody");
-  nodes.replaceChildren(...state.nodes.map((n) => el("tr", {},
-    el("td", {}, n.node), el("td", {}, n.role), el("td", {}, n.firmware ?? "–"),
-    el("td", {}, n.connected ? "yes" : "no"), el("td", {}, n.leases), el("td", {}, `${n.idle_s} s`))));
+  const session = (n) => el("tr", { "data-node": n.node, class: n.connected ? "connected" : "cut-off" },
+    el("td", {}, n.node, ...(n.simulator ? [" ", simBadge()] : [])), el("td", {}, n.role), el("td", {}, n.firmware ?? "–"),
+    el("td", {}, n.connected ? "connected" : "cut off"), el("td", {}, n.since ? when(n.since) : "–"), el("td", {}, n.leases),
+    el("td", {}, `${n.idle_s} s`));
+  const gone = (g) => el("tr", { "data-node": g.node, class: "gone " + g.event },
+    el("td", {}, g.node), el("td", {}, g.role ?? "–"), el("td", {}, "–"), el("td", {}, goneText(g)),
+    el("td", {}, when(g.at)), el("td", {}, "–"), el("td", {}, "–"));
+  nodes.replaceChildren(...state.nodes.filter((n) => !n.connected).map(session), ...(state.gone || []).map(gone),
+    ...state.nodes.filter((n) => n.connected).map(session));
   const left = (state.nodes_total ?? state.nodes.length) - state.nodes.length;
-  document.querySelector("#nodes-more").textContent = left > 0
-    ? `${left} more not shown (cut off first, then the largest holders are): every node in licmaster status or /api/v1/nodes` : "";
+  const goneLeft = (state.gone_total ?? 0) - (state.gone || []).length;
+  document.querySelector("#nodes-more").textContent = [left > 0
+    ? `${left} more not shown (cut off first, then the largest holders are): every node in licmaster status or /api/v1/nodes` : "",
+  goneLeft > 0 ? `${goneLeft} more gone within the hour: licmaster journal --event expire` : ""].filter(Boolean).join(" · ");
+  refusedBox(state.refused);
   const masters = document.querySelector("#masters tbody");
   const rows = [el("tr", {}, el("td", {}, `${state.master} (this)`), el("td", {}, state.role), el("td", {}, state.epoch),
     el("td", {}, state.degraded ? "degraded: its standby is gone" : (state.standbys ? `${state.standbys} standby following` : "no standby")))];
@@ -99,11 +114,11 @@ function render(state, base) {
   const said = document.querySelector("#reload");
   said.className = reload && !reload.ok ? "note alarm" : "note";
   said.textContent = !reload ? "" : reload.ok
-    ? `last reload ${new Date(reload.at * 1000).toLocaleTimeString()} by ${reload.by}: ` +
+    ? `last reload ${when(reload.at)} by ${reload.by}: ` +
       (Object.entries(reload.changed).map(([f, [a, b]]) => `${f} ${a}→${b}`).join(", ") || "nothing changed") +
       (reload.forced ? " · FORCED: a standby PBX's cover taken away" : "") +
       ((reload.warnings || []).length ? ` · ${reload.warnings.length} warning(s): ${reload.warnings[0].message}` : "")
-    : `last reload REFUSED ${new Date(reload.at * 1000).toLocaleTimeString()} by ${reload.by}: ${reload.problems.length} problem(s), ` +
+    : `last reload REFUSED ${when(reload.at)} by ${reload.by}: ${reload.problems.length} problem(s), ` +
       `the set in force stays — ${reload.problems[0] ?? ""}`;
   chart();
   if (state.role === "standby" && consoles.length > 1) {
@@ -127,11 +142,69 @@ function coverBanner(cover) {
     (cover.rule ? ` (${cover.rule})` : "");
 }
 
+function fullness(p) {
+  // Against what serves the PBXs connected: red when none is left, amber from 90%.
+  if (!p.installed) return "";
+  if (p.usable <= 0 || p.in_use >= p.usable) return "full";
+  return p.in_use >= 0.9 * p.usable ? "near" : "";
+}
+
+function coverLine(cover, pools) {
+  // One line in place of a PBX-Standby bar: does a standby PBX's takeover stay licensed (R-STBY-2/3)?
+  const line = document.getElementById("cover");
+  if (!cover) { line.textContent = ""; return; }
+  line.className = "cover " + (!cover.held ? "lost" : cover.reason === "no_standby" ? "none" : "held");
+  line.dataset.held = cover.held;
+  line.dataset.reason = cover.reason;
+  const installed = (family) => (pools.find((p) => p.family === family) || { installed: 0 }).installed;
+  const who = cover.standbys.length ? ` · standby PBX ${cover.standbys.join(", ")}` : " · no standby PBX connected";
+  line.textContent = cover.reason === "no_standby" ? "Standby cover: none needed (no PBX-Standby installed, no standby PBX connected)"
+    : cover.held ? `Standby cover holds: ${installed("PBX-Standby")} Standby for ${installed("PBX-Port")} Port ` +
+      `(V${cover.firmware}, ${cover.rule})${who}`
+    : `Standby cover MISSING: ${cover.message}${cover.rule ? ` (${cover.rule})` : ""}${who}`;
+}
+
+function goneText(g) {
+  if (g.event === "expire") return "expired: went silent";
+  if (g.event === "takeover") return `failed: ${g.detail} took over`;
+  return /^\d+$/.test(g.detail ?? "0") ? "left (bye)" : `left: ${g.detail}`;  // "released by alice": an operator's
+}
+
+function simBadge() {
+  return el("span", { class: "sim", title: "a session of slave-sim itself (its preflight, auditor or watchers), not a PBX" },
+    "simulator's own session");
+}
+
+function refusedBox(refused) {
+  // The last hour's refusals by node and family, every one counted (the list below shows the newest).
+  const cells = refused ? refused.cells : [];
+  const table = document.getElementById("refused");
+  table.hidden = cells.length === 0;
+  const families = [...new Set(cells.map(([, f]) => f))].sort((a, b) => (a === "") - (b === "") || a.localeCompare(b));
+  const byNode = {};
+  for (const [node, family, n] of cells) (byNode[node] ??= { total: 0 })[family] = n;
+  for (const [node, , n] of cells) byNode[node].total += n;
+  const nodes = Object.keys(byNode).sort((a, b) => byNode[b].total - byNode[a].total || a.localeCompare(b));
+  table.querySelector("thead").replaceChildren(el("tr", {}, el("th", {}, "node"),
+    ...families.map((f) => el("th", { "data-family": f, title: f ? f : "refusals about no family: not the master, grace, bad requests" }, f || "other")),
+    el("th", {}, "all")));
+  table.querySelector("tbody").replaceChildren(...nodes.map((node) => el("tr", { "data-node": node }, el("td", {}, node),
+    ...families.map((f) => el("td", { "data-family": f }, byNode[node][f] ?? "")), el("td", {}, byNode[node].total))));
+  const more = refused ? refused.nodes - nodes.length : 0;
+  table.querySelector("caption").textContent = more > 0 ? `the ${nodes.length} nodes refused most; ${more} more` : "";
+}
+
 function serverClock(points) {
   if (points.length) skew = points[points.length - 1].at - Date.now() / 1000;
 }
 
-function when(at) { return new Date(at * 1000).toLocaleTimeString([], { hourCycle: "h23" }); }
+function clock(at, seconds = true) {
+  // 24 h, whatever the browser's locale: 14:05:09
+  const d = new Date(at * 1000), two = (n) => String(n).padStart(2, "0");
+  return `${two(d.getHours())}:${two(d.getMinutes())}` + (seconds ? `:${two(d.getSeconds())}` : "");
+}
+
+function when(at) { return clock(at); }
 
 function recent(data) {
   // What happened before the page opened: replaces the lists (a reconnect brings it again).
@@ -155,7 +228,8 @@ function denials(list) {
 function events(list) {
   const ol = document.getElementById("events");
   for (const e of list) {
-    ol.prepend(el("li", { "data-event": e.event, class: e.event }, `${when(e.at)} `, el("span", { class: "code" }, e.event), ` ${e.text}`));
+    ol.prepend(el("li", { "data-event": e.event, class: e.event + (e.simulator ? " simulator" : "") }, `${when(e.at)} `,
+      el("span", { class: "code" }, e.event), ...(e.simulator ? [" ", simBadge()] : []), ` ${e.text}`));
   }
   while (ol.children.length > SHOWN) ol.lastChild.remove();
 }
@@ -211,11 +285,10 @@ function chart() {
   }
   const span = t1 - t0;
   const every = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600].find((s) => span / s <= 6) ?? Math.ceil(span / 6);  // ≤ ~6 labels
-  const label = { hour: "2-digit", minute: "2-digit", hourCycle: "h23", ...(every < 60 ? { second: "2-digit" } : {}) };
   for (let t = Math.ceil(t0 / every) * every; t <= t1; t += every) {
     axes.append(svgEl("line", { x1: x(t), x2: x(t), y1: H - bottom, y2: H - bottom + 4, class: "axis" }));
     axes.append(svgEl("text", { x: x(t), y: H - 6, "text-anchor": "middle", class: "tick time-tick" },
-      new Date(t * 1000).toLocaleTimeString([], label)));
+      clock(t, every < 60)));
   }
   axes.append(svgEl("line", { x1: left, x2: W - right, y1: H - bottom, y2: H - bottom, class: "axis" }));
   axes.append(svgEl("line", { x1: left, x2: left, y1: top, y2: H - bottom, class: "axis" }));
