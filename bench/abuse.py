@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from _master import bench_master  # noqa: E402
 
 from licmaster.client import MasterClient  # noqa: E402
-from licmaster.daemon.journal import read_journal  # noqa: E402
+from licmaster.daemon.storage.journal import read_journal  # noqa: E402
 from licmaster.testing import MasterProcess  # noqa: E402
 from licmaster.wire.codec import encode  # noqa: E402
 

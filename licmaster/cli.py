@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from licmaster import __version__, console_cli
-from licmaster.daemon import reload_requests, serve
-from licmaster.daemon import report as usage_report
+from licmaster import __version__, console_cli, serve
+from licmaster.console import report as usage_report
+from licmaster.daemon import reload_requests
 from licmaster.daemon.config import Config, ConfigError, load_config
-from licmaster.daemon.datadir import holder_pid
-from licmaster.daemon.journal import read_journal
+from licmaster.daemon.storage.datadir import holder_pid
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.licenses.files import installed_by_family, load_files
 from licmaster.licenses.identity import installation_id
 from licmaster.licenses.policy import load_policy

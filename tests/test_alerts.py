@@ -233,7 +233,7 @@ def test_the_docs_name_every_metric_a_master_gives_and_no_other(timeline: Timeli
     assert given, "nothing scraped"
     missing = {name for name in given if name not in documented and f"{name}_total" not in documented}
     assert not missing, f"not in docs/admin-api.md's metric table: {sorted(missing)}"
-    source = (ROOT / "licmaster" / "daemon" / "console" / "metrics.py").read_text()
+    source = (ROOT / "licmaster" / "console" / "metrics.py").read_text()
     unknown = {name for name in documented if f'"{name.removesuffix("_total")}"' not in source}
     assert not unknown, f"documented, but no master gives them: {sorted(unknown)}"
 

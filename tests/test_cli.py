@@ -91,14 +91,15 @@ def test_the_journal_refuses_an_unknown_event_and_reads_since_an_age(tmp_path: P
 
 
 async def test_report_csv_counts_a_taken_over_lease_once_for_its_holder_and_says_its_columns(tmp_path: Path) -> None:
-    from licmaster.daemon.journal import Journal
+    from licmaster.daemon.storage.journal import Journal
 
     day = 1_764_000_000 // 86400 * 86400  # 2025-11-24T00:00Z
     journal = Journal(tmp_path / "data" / "journal.sqlite3")
-    journal.rows += [(day + 1, "start"), *[(day + 2 + n, "grant", "hq", "port", f"u{n}", f"{day}.a.{n}", "PBX-Port13:1") for n in range(3)],
+    for row in [(day + 1, "start"), *[(day + 2 + n, "grant", "hq", "port", f"u{n}", f"{day}.a.{n}", "PBX-Port13:1") for n in range(3)],
                      (day + 60, "takeover", "hq-spare", None, None, None, "hq"), (day + 70, "checkin", "hq-spare", "port", "u0", f"{day}.a.0"),
                      (day + 80, "bye", "hq-spare"), *[(day + 90 + n, "grant", "hq", "port", f"u{n}", f"{day}.b.{n}", "PBX-Port13:1") for n in range(3)],
-                     (day + 120, "stop")]
+                     (day + 120, "stop")]:
+        journal.rows.append(row)
     await journal.close()
     licenses = tmp_path / "licenses.toml"
     licenses.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 4\n')
@@ -220,7 +221,7 @@ def test_reload_prints_the_outcome_of_its_own_reload_not_the_refusal_just_before
     import time
 
     from licmaster.cli import main
-    from licmaster.daemon.journal import read_journal
+    from licmaster.daemon.storage.journal import read_journal
 
     from .daemon import Daemon
 
@@ -277,12 +278,13 @@ def test_serve_without_license_files_warns_where_it_is_seen(tmp_path: Path) -> N
 
 
 async def test_the_journal_prints_a_count_with_its_unit(tmp_path: Path) -> None:
-    from licmaster.daemon.journal import Journal, read_journal
+    from licmaster.daemon.storage.journal import Journal, read_journal
 
     journal = Journal(tmp_path / "data" / "journal.sqlite3")
-    journal.rows += [(1_764_000_000.0, "bye", "hq", None, None, None, "28"), (1_764_000_001.0, "expire", "branch", None, None, None, "1"),
-                     (1_764_000_002.0, "assign", "hq", "PBX-UC", "alice", None, "13"),
-                     (1_764_000_003.0, "bye", "stuck", None, None, None, "released by alice")]
+    for row in [(1_764_000_000.0, "bye", "hq", None, None, None, "28"), (1_764_000_001.0, "expire", "branch", None, None, None, "1"),
+                (1_764_000_002.0, "assign", "hq", "PBX-UC", "alice", None, "13"),
+                (1_764_000_003.0, "bye", "stuck", None, None, None, "released by alice")]:
+        journal.rows.append(row)
     await journal.close()
     out = run("journal", "--data-dir", str(tmp_path / "data"))
     assert out.returncode == 0, out.stderr

@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from licmaster.console.access import decide
+from licmaster.console.api import Console
 from licmaster.daemon.config import AdminToken
-from licmaster.daemon.console.access import decide
-from licmaster.daemon.console.api import Console
 from licmaster.testing import InProcessMaster
 
 from .daemon import Daemon, in_process, self_signed_cert
@@ -495,7 +495,7 @@ async def test_a_metrics_token_reads_metrics_and_nothing_else_and_metrics_public
 
 
 def test_metrics_off_loopback_with_a_metrics_token_and_no_admin_tokens() -> None:
-    from licmaster.daemon.console.access import decide_metrics
+    from licmaster.console.access import decide_metrics
 
     assert decide_metrics((), SCRAPE, False, f"Bearer {SCRAPE}", "192.0.2.7").allowed
     assert decide_metrics((), SCRAPE, False, None, "192.0.2.7").status == 401

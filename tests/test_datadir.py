@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from licmaster.daemon.datadir import DataDirBusy, DataDirLock, holder_pid
-from licmaster.daemon.journal import read_journal
+from licmaster.daemon.storage.datadir import DataDirBusy, DataDirLock, holder_pid
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.testing.process import ROOT
 
 from .daemon import Daemon

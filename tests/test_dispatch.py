@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from licmaster.daemon import logs
-from licmaster.daemon.journal import read_journal
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.wire.codec import HEADER, FrameDecoder, ReplyParts, encode
 
 from .daemon import in_process

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from licmaster.daemon.journal import read_journal
+from licmaster.daemon.storage.journal import read_journal
 
 from .daemon import Daemon, Raw
 

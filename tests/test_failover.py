@@ -1,11 +1,11 @@
-"""Failover's one owner (daemon/failover.py), in memory: the grace window and what it waits for,
+"""Failover's one owner (daemon/ha/failover.py), in memory: the grace window and what it waits for,
 taking over and giving way. A clock of our own; the role machine is the real one."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from licmaster.daemon.failover import Failover, Grace
+from licmaster.daemon.ha.failover import Failover, Grace
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.wire import events
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from licmaster.daemon.journal import Journal, read_journal
-from licmaster.daemon.recovery import held_at_end
+from licmaster.daemon.ha.recovery import held_at_end
+from licmaster.daemon.storage.journal import Journal, read_journal
 
 
 async def open_run(path: Path, **options) -> tuple[Journal, bool, dict]:
@@ -70,9 +70,9 @@ async def test_closing_while_the_timer_has_a_batch_on_its_way_to_the_writer_lose
     journal.record("grant", "pbx1", "port", "alice", "1", "PBX-Port13:1")
     for _ in range(100):  # until the timer has taken the row
         await asyncio.sleep(0.01)
-        if not journal.rows:
+        if not journal.pending():
             break
-    assert not journal.rows
+    assert not journal.pending()
     journal.record("stop", detail="stopping")
     closing = asyncio.create_task(journal.close())  # a clean stop, right then
     await asyncio.sleep(0.05)

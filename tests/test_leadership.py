@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from licmaster.client import LicenseError, MasterClient
-from licmaster.daemon.journal import read_journal
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.testing.etcd import EtcdCluster
 from slave_sim.proxy import Link
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from licmaster.daemon.console.api import Console
-from licmaster.daemon.console.live import NOTABLE, Live, event_text
+from licmaster.console.api import Console
+from licmaster.console.live import NOTABLE, Live, event_text
 from licmaster.wire import events
 
 from .daemon import in_process

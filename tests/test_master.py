@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from licmaster.daemon.console.metrics import MasterCollector
-from licmaster.daemon.journal import read_journal
+from licmaster.console.metrics import MasterCollector
 from licmaster.daemon.role import Role
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.wire.events import STREAM_VERSION
 
 from .daemon import in_process

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 from licmaster.daemon import protocol
-from licmaster.daemon.journal import read_journal
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.wire.codec import encode
 
 from .daemon import in_process

@@ -1,6 +1,6 @@
 """Who held what, rebuilt from journal events (restart) or a replication stream (standby)."""
 
-from licmaster.daemon.recovery import Holdings, held_at_end
+from licmaster.daemon.ha.recovery import Holdings, held_at_end
 
 
 def test_grants_checkins_and_expiry_replay_to_what_is_held() -> None:

@@ -1,4 +1,4 @@
-"""The standby's side of replication (daemon/replication.py's Follower) against a real master
+"""The standby's side of replication (daemon/ha/replication.py's Follower) against a real master
 process: only silence makes a standby take over, never a refusal or a frame it cannot read; and a
 master of city size (30,000 leases) is followed and failed over with nothing lost."""
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from licmaster.client import MasterClient
-from licmaster.daemon.recovery import Holdings
-from licmaster.daemon.replication import Follower
-from licmaster.daemon.store import Store
+from licmaster.daemon.ha.recovery import Holdings
+from licmaster.daemon.ha.replication import Follower
+from licmaster.daemon.storage.store import Store
 
 from .daemon import Daemon, next_event
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from licmaster.cli import main
-from licmaster.daemon.report import render_csv, render_html, render_text, took_families, usage_report
+from licmaster.console.report import render_csv, render_html, render_text, took_families, usage_report
 
 HOUR = 3600.0
 T0 = 1_764_000_000.0 // HOUR * HOUR  # the start of an hour

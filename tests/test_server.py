@@ -15,7 +15,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from licmaster.daemon.journal import read_journal
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.testing import InProcessMaster
 
 from .daemon import Daemon, in_process

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from licmaster.daemon.journal import read_journal
 from licmaster.daemon.master import StartError
+from licmaster.daemon.storage.journal import read_journal
 
 from .daemon import in_process
 from .test_console import PBX, console_on

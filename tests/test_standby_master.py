@@ -337,7 +337,8 @@ async def test_a_standby_without_etcd_is_warned_about_at_start(tmp_path: Path) -
         assert "two_node_mode" in standby.log and "two_node_mode" not in master.log
         watcher = await Raw.open(master.address)
         assert (await watcher.hello("obs", role="observer"))["ok"]
-        assert (await watcher.request("usage"))["coordination"] == {"mode": "two-node"}
+        coordination = (await watcher.request("usage"))["coordination"]  # the wire says what /api/v1/ha says
+        assert coordination["mode"] == "two-node" and "standby master(s) follow this one" in coordination["note"]
     finally:
         standby.stop()
         master.stop()
@@ -391,7 +392,7 @@ async def test_a_checkin_of_an_old_id_sent_after_the_re_sync_frees_no_other_leas
 
         watcher = MasterClient([standby.master], "watcher", role="observer")
         await watcher.connect()
-        from slave_sim.chaos_check import belief_violations
+        from slave_sim.chaos.check import belief_violations
         assert belief_violations(believed_ids(pbx), await counted_ids(watcher)) == []
         assert [h for _, h, _ in (await counted_ids(watcher))["pbx1"]].count("carol") == 1
         await watcher.close()
@@ -431,7 +432,7 @@ async def test_a_pipelined_burst_across_a_failover_is_all_answered_and_believed_
         assert len(outcomes) == 60 and outcomes.count("ok") >= 50, outcomes
         watcher = MasterClient([standby.master], "watcher", role="observer")
         await watcher.connect()
-        from slave_sim.chaos_check import belief_violations
+        from slave_sim.chaos.check import belief_violations
         counted = await counted_ids(watcher)
         assert belief_violations(believed_ids(pbx), counted) == []
         assert sorted(h for _, h, _ in counted["pbx1"]) == sorted(h for _, h in pbx.leases)  # no leak either

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 from licmaster.daemon import logs
 from licmaster.daemon.config import Config
 from licmaster.daemon.denials import DenialJournal
-from licmaster.daemon.failover import Grace
+from licmaster.daemon.ha.failover import Grace
 from licmaster.daemon.role import RoleMachine
 from licmaster.daemon.sessions import End, Session, Sessions
-from licmaster.daemon.store import Store
+from licmaster.daemon.status import MasterStatus
+from licmaster.daemon.storage.store import Store
 from licmaster.daemon.timing import BatchTimer
 from licmaster.model import errors as E
 from licmaster.model.errors import Denial
@@ -43,6 +44,7 @@ from licmaster.wire.events import (
     STREAM_VERSION,
     TAKEOVER,
     UNASSIGN,
+    Row,
 )
 from licmaster.wire.replies import ReplyEncoder, error_reply
 from licmaster.wire.requests import Refused
@@ -50,9 +52,8 @@ from licmaster.wire.requests import Refused
 if TYPE_CHECKING:
     import asyncio
 
-    from licmaster.daemon.journal import Journal
+    from licmaster.daemon.ha.replication import ReplicaFeed
     from licmaster.daemon.protocol import Connection
-    from licmaster.daemon.replication import ReplicaFeed
 
 Op = Callable[[Session, int, dict[str, Any]], Reply]
 checkout_fields, checkin_fields = requests.checkout, requests.checkin
@@ -60,20 +61,21 @@ checkout_fields, checkin_fields = requests.checkout, requests.checkin
 
 class Dispatcher:
     def __init__(self, config: Config, name: str, role: RoleMachine, loop: asyncio.AbstractEventLoop,
-                 feed: ReplicaFeed, record: Callable[..., None]) -> None:
+                 feed: ReplicaFeed, record: Callable[..., None], status: Callable[[], MasterStatus]) -> None:
         self.config = config
         self.name = name
         self.role = role
         self.loop = loop
         self.feed = feed
         self.record = record
+        self.status = status  # the master's status, which `usage` renders (daemon/status.py)
         self.pool = Pool()
         self.book = self.pool.book  # the hot path calls the lease book itself, not through the facade
         self.epoch = 0
         self.replies = ReplyEncoder(0)
-        self.journal: Journal | None = None
+        self.journal_rows: list[Row] | None = None  # the journal's door (Journal.rows), bound once; None once it is closed
         self.store: Store | None = None
-        self.grace = Grace(role, loop.time)  # the grace window and what it waits for (daemon/failover.py)
+        self.grace = Grace(role, loop.time)  # the grace window and what it waits for (daemon/ha/failover.py)
         self.sessions = Sessions(self.pool, record, on_end=self.grace.forget)
         self.denials = DenialJournal(record)
         self.timer = BatchTimer()
@@ -81,10 +83,6 @@ class Dispatcher:
         self.wall = time.time()  # wall clock of the batch being handled, for journal rows
         self.console_url: str | None = None  # this master's console, told in usage (the dashboard finds the others)
         self.suspended_why = ""
-        self.coordination: Callable[[], dict[str, Any]] = lambda: {"mode": "two-node"}  # the master sets its own
-        self.following: Callable[[], dict[str, Any]] = dict  # a standby's replication state, set by the master
-        self.last_reload: Callable[[], dict[str, Any] | None] = lambda: None  # the master's last reload, set by it
-        self.sites: Callable[[], list[dict[str, Any]]] = lambda: []  # per site and family, under the site policy
         # etcd mode: the loop time past which this master's leadership is unconfirmed, and what
         # to do then (suspend). Checked once per read, before any request of it is answered: a
         # process paused past it (SIGSTOP, a VM freeze) must not answer its buffered requests.
@@ -299,7 +297,7 @@ class Dispatcher:
     # ================================================================ grace
 
     def grace_left_ms(self) -> int:
-        """What is left of the grace window, in ms: a pure read (daemon/failover.py, Grace)."""
+        """What is left of the grace window, in ms: a pure read (daemon/ha/failover.py, Grace)."""
         return self.grace.left_ms()
 
     # ================================================================ floating licenses
@@ -319,8 +317,9 @@ class Dispatcher:
             return self._deny(session, rid, outcome, resource, holder)
         lease, new = outcome
         view = lease.view or self.book.view(lease)
-        if new and self.journal is not None:
-            self.journal.rows.append((self.wall, GRANT, node, resource, holder, lease.id, view.label))
+        rows = self.journal_rows
+        if new and rows is not None:
+            rows.append((self.wall, GRANT, node, resource, holder, lease.id, view.label))
         return self.replies.grant(rid, lease.id, view)
 
     def op_checkin(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
@@ -334,8 +333,9 @@ class Dispatcher:
                                            "nothing was checked in (an id from another master or an earlier run, or "
                                            "one already given back; after a re-sync use the ids it answered)",
                                            details={"lease": lease_id}))
-        if self.journal is not None:
-            self.journal.rows.append((self.wall, CHECKIN, session.node, lease.resource, lease.holder, lease.id))
+        rows = self.journal_rows
+        if rows is not None:
+            rows.append((self.wall, CHECKIN, session.node, lease.resource, lease.holder, lease.id))
         return self.replies.ok(rid)
 
     def _sync_entries(self, session: Session, msg: dict[str, Any]) -> list[SyncEntry] | Denial:
@@ -471,23 +471,12 @@ class Dispatcher:
         return self._ok(rid)
 
     def op_usage(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
-        """The pools and a summary of the sessions: bounded whatever the installation's size (the
-        nodes themselves are read with `nodes`, a page at a time)."""
+        """The master's status (daemon/status.py) as `usage` shows it: the pools and a summary of
+        the sessions, bounded whatever the installation's size (the nodes themselves are read with
+        `nodes`, a page at a time)."""
         reply = self._ok(rid)
-        reply.update(pools=self.pool.usage(), summary=self.summary(), master=self.name, grace_ms=self.grace_left_ms(),
-                     standby_of=self.role.following or None, role=self.role.state.value, replicas=len(self.feed),
-                     replication={"standbys": len(self.feed), "degraded": self.feed.degraded, **self.following()},
-                     http=self.console_url, coordination=self.coordination(), last_reload=self.last_reload(),
-                     sites=self.sites())
+        reply.update(self.status().usage_wire())
         return reply
-
-    def summary(self) -> dict[str, Any]:
-        by_role: dict[str, int] = {}
-        connected = 0
-        for s in self.sessions.by_node.values():
-            by_role[s.info.role] = by_role.get(s.info.role, 0) + 1
-            connected += s.conn is not None
-        return {"nodes": len(self.sessions.by_node), "connected": connected, "by_role": by_role, "leases": len(self.pool.leases)}
 
     def op_nodes(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
         """A page of the sessions in node-name order: after `cursor`, at most `limit` (≤ MAX_PAGE),

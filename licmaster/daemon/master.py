@@ -20,19 +20,20 @@ from typing import Any
 
 from licmaster.daemon import cover, logs, reload_requests
 from licmaster.daemon.config import Config
-from licmaster.daemon.datadir import DataDirBusy, DataDirLock
 from licmaster.daemon.dispatch import Dispatcher
-from licmaster.daemon.etcd import Etcd
-from licmaster.daemon.failover import Failover
-from licmaster.daemon.journal import Journal
-from licmaster.daemon.leadership import Leadership
+from licmaster.daemon.ha.etcd import Etcd
+from licmaster.daemon.ha.failover import Failover
+from licmaster.daemon.ha.leadership import Leadership
+from licmaster.daemon.ha.recovery import Holdings, held_at_end
+from licmaster.daemon.ha.replication import Follower, PeerWatch, ReplicaFeed, acting_master
 from licmaster.daemon.protocol import Connection
-from licmaster.daemon.recovery import Holdings, held_at_end
-from licmaster.daemon.replication import Follower, PeerWatch, ReplicaFeed, acting_master
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.daemon.sessions import End
 from licmaster.daemon.site_usage import SiteUsage
-from licmaster.daemon.store import Store
+from licmaster.daemon.status import MasterStatus, PoolStatus, coordination_without_etcd
+from licmaster.daemon.storage.datadir import DataDirBusy, DataDirLock
+from licmaster.daemon.storage.journal import Journal
+from licmaster.daemon.storage.store import Store
 from licmaster.licenses.files import LoadResult, load_files
 from licmaster.licenses.files import installed_by_family as files_by_family
 from licmaster.licenses.identity import installation_id
@@ -42,7 +43,7 @@ from licmaster.licenses.signing import SigningError, Verifier
 from licmaster.licenses.terms import Term, terms
 from licmaster.licenses.verdict import verdict
 from licmaster.model.errors import Denial
-from licmaster.model.inventory import ReloadReport
+from licmaster.model.inventory import Bucket, ReloadReport
 from licmaster.model.pool import Pool
 from licmaster.model.sites import Policy, PolicyError
 from licmaster.model.types import Node, Problem
@@ -80,6 +81,11 @@ class Master:
         self._verifier: Verifier | None = None  # with vendor_keys: every license file signed for this installation
 
     @property
+    def started(self) -> bool:
+        """Storage open and a pool built: `status()` and `dispatch` may be read."""
+        return self._dispatch is not None
+
+    @property
     def dispatch(self) -> Dispatcher:
         if self._dispatch is None:
             raise RuntimeError("the master is not started")
@@ -97,7 +103,7 @@ class Master:
 
     async def start(self, *, listen: bool = True) -> None:
         """Open storage, build the pool, take a role, and (unless `listen` is False, as in the
-        in-process harness) listen for PBXs. (The console is started beside it: daemon/serve.py.)"""
+        in-process harness) listen for PBXs. (The console is started beside it: serve.py.)"""
         cfg = self.config
         try:  # first of all: a second master on this data directory must not even write its journal
             self._lock = DataDirLock.acquire(Path(cfg.data_dir))
@@ -156,11 +162,8 @@ class Master:
         self.journal = Journal(data / "journal.sqlite3", flush_ms=cfg.journal_flush_ms,
                                keep_s=cfg.journal_keep_days * 86_400 if cfg.journal_keep_days else None,
                                snapshot=self._live_leases)
-        dispatch = self._dispatch = Dispatcher(cfg, self.name, self.role, loop, self.feed, self.record)
-        dispatch.journal, dispatch.store = self.journal, self.store
-        dispatch.following = self.following
-        dispatch.last_reload = lambda: self.last_reload
-        dispatch.sites = self.sites_usage
+        dispatch = self._dispatch = Dispatcher(cfg, self.name, self.role, loop, self.feed, self.record, self.status)
+        dispatch.journal_rows, dispatch.store = self.journal.rows, self.store
         dispatch.denials.listeners.append(self.site_usage.on_denial)
         self.site_usage.set_policy(self.policy)
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
@@ -182,7 +185,6 @@ class Master:
                                          on_confirmed=self._confirmed)
             dispatch.on_unconfirmed = self._unconfirmed
             self.leadership.start()
-            dispatch.coordination = self.leadership.status
         elif following:
             self.role.change(Role.STANDBY, "configured as a standby master" if cfg.standby_of else "a peer is the master",
                              following=following)
@@ -359,7 +361,7 @@ class Master:
             await self.journal.close()
             self.journal = None
             if self._dispatch is not None:
-                self._dispatch.journal = None
+                self._dispatch.journal_rows = None
         if self.store:
             self.store.close()
             self.store = None
@@ -513,6 +515,43 @@ class Master:
                 logs.event(f"{what}_warning", logging.WARNING, rule=problem.rule or "-", where=problem.where or "-",
                            message=problem.message)
         return found
+
+    def status(self) -> MasterStatus:
+        """What this master is and holds now, as plain data: what `usage`, the console's API, its
+        dashboard and /metrics render (daemon/status.py)."""
+        dispatch = self.dispatch
+        pool = self.pool
+        sessions = list(dispatch.sessions.by_node.values())
+        firmware = max((s.info.firmware for s in sessions if s.info.role != "observer"), default=None)
+        by_role: dict[str, int] = {}
+        for s in sessions:
+            by_role[s.info.role] = by_role.get(s.info.role, 0) + 1
+        pending = self.journal.pending() if self.journal is not None else []
+        timer = dispatch.timer
+        cfg = self.config
+        return MasterStatus(
+            master=self.name, role=self.role.state.value, epoch=self.epoch, following=self.role.following or None,
+            grace_ms=dispatch.grace_left_ms(), listen=f"{self.address[0]}:{self.address[1]}" if self.address else None,
+            http=dispatch.console_url,
+            pools=tuple(PoolStatus(b.family, b.version, b.bound, b.installed, b.in_use, b.peak, self._usable(b, firmware), b.to_dict())
+                        for b in sorted(pool.buckets(), key=lambda b: (b.family, b.version or 0, b.bound or ""))),
+            sessions_by_role=by_role, sessions_connected=sum(s.conn is not None for s in sessions), leases=pool.book.count,
+            connections=len(dispatch.connections), grants=pool.book.issued(), denials=dict(dispatch.denials.totals),
+            denials_by_family=dict(dispatch.denials.by_family),
+            requests={"counts": list(timer.counts), "count": timer.count, "sum": timer.sum, "requests": timer.requests},
+            journal_pending_rows=len(pending), journal_lag_s=max(0.0, time.time() - pending[0][0]) if pending else 0.0,
+            standbys=len(self.feed), degraded=self.feed.degraded, replica=self.following(),
+            coordination=self.leadership.status() if self.leadership else coordination_without_etcd(
+                self.role.following or None, len(self.feed), bool(cfg.standby_of or cfg.peers)),
+            last_reload=self.last_reload, terms=tuple(t.to_dict() for t in self.terms()), sites=tuple(self.sites_usage()),
+            standby_cover=self.standby_cover().to_dict(), peers=tuple(self.peer_states()), consoles=tuple(self.console_urls()))
+
+    def _usable(self, bucket: Bucket, firmware: int | None) -> int:
+        """What of a bucket serves `firmware` (R-VER-2: any older license of the family caps it);
+        with no PBX connected (None), all of it."""
+        if firmware is None or bucket.version is None:
+            return bucket.installed
+        return 0 if self.pool.planner.version_denial(bucket.family, firmware, "") else bucket.installed
 
     def standby_cover(self) -> cover.Cover:
         """Would a standby PBX's takeover be licensed now (console, /metrics, dashboard)."""

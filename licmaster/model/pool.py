@@ -151,6 +151,10 @@ class Pool:
     def node_leases(self, node: str) -> list[Lease]:
         return self.book.of_node(node)
 
+    def nodes_holding(self) -> list[str]:
+        """The nodes that hold (or held) floating leases in this pool."""
+        return list(self.book.held)
+
     def sync(self, node: str, entries: Sequence[SyncEntry], held_before: set[tuple[str, str]] | None = None) -> SyncResult:
         return self.book.sync(node, entries, held_before)
 

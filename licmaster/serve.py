@@ -14,9 +14,9 @@ import socket
 import sys
 from pathlib import Path
 
+from licmaster.console.api import Console
 from licmaster.daemon import logs
 from licmaster.daemon.config import Config, ConfigError, load_config
-from licmaster.daemon.console.api import Console
 from licmaster.daemon.master import Master, StartError
 
 

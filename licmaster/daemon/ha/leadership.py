@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 
 from licmaster.daemon import logs
-from licmaster.daemon.etcd import Etcd, EtcdUnavailable
+from licmaster.daemon.ha.etcd import Etcd, EtcdUnavailable
 
 MARGIN_S = 0.5  # stop granting this long before the lease can expire in etcd
 

@@ -13,7 +13,7 @@ moments may be unknown to the standby. It is never counted twice, nor lost: the 
 every re-sync whole, during grace too, up to the installed count (what the PBXs re-sync was
 granted by one master, within installed), and only new checkouts wait for grace. Since such a
 grant may exist, the grace window after a takeover runs its whole length (Grace.end_if_nothing_held
-in daemon/failover.py; docs/operations.md, "No grant is lost at failover").
+in daemon/ha/failover.py; docs/operations.md, "No grant is lost at failover").
 
 The stream's shape is wire/events.py's, with its version: a standby asks `replicate` with the
 version it reads, and a master of another version refuses with `version`.
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from licmaster.client import LicenseError, MasterClient
 from licmaster.daemon import logs
-from licmaster.daemon.recovery import Holdings
+from licmaster.daemon.ha.recovery import Holdings
 from licmaster.wire import events
 from licmaster.wire.codec import DEFAULT_MAX_FRAME
 from licmaster.wire.events import (
@@ -45,7 +45,7 @@ from licmaster.wire.events import (
 
 if TYPE_CHECKING:
     from licmaster.daemon.sessions import Endpoint
-    from licmaster.daemon.store import Store
+    from licmaster.daemon.storage.store import Store
 
 
 class ReplicaFeed:

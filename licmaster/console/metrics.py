@@ -8,7 +8,6 @@ policy; no node name is a label."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -21,21 +20,7 @@ from licmaster.daemon.timing import BATCH_BOUNDS
 
 if TYPE_CHECKING:
     from licmaster.daemon.master import Master
-    from licmaster.model.inventory import Bucket
 
-
-
-def newest_firmware(master: Master) -> int | None:
-    """The newest PBX software among the PBXs connected now (observers have none), or None."""
-    return max((s.info.firmware for s in master.dispatch.sessions.by_node.values() if s.info.role != "observer"), default=None)
-
-
-def usable(master: Master, bucket: Bucket, firmware: int | None) -> int:
-    """What of a bucket serves `firmware` (R-VER-2: any older license of the family caps it);
-    with no PBX connected (None), all of it."""
-    if firmware is None or bucket.version is None:
-        return bucket.installed
-    return 0 if master.pool.planner.version_denial(bucket.family, firmware, "") else bucket.installed
 
 
 class MasterCollector(Collector):
@@ -44,9 +29,9 @@ class MasterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         master = self.master
-        if master._dispatch is None:
+        if not master.started:
             return
-        dispatch = master.dispatch
+        status = master.status()
         # bound: the MAC a device-bound pool serves alone (R-IPVA-2, R-HW-1), "" for a pool any PBX draws
         labels = ["family", "version", "bound"]
         installed = GaugeMetricFamily("licmaster_licenses_installed", "Licenses installed", labels=labels)
@@ -54,49 +39,42 @@ class MasterCollector(Collector):
         serving = GaugeMetricFamily("licmaster_licenses_usable", "Licenses that serve the newest firmware connected", labels=labels)
         peak = GaugeMetricFamily("licmaster_licenses_peak", "Most in use at once since the master started", labels=labels)
         totals: dict[tuple[str, str, str], list[int]] = {}
-        firmware = newest_firmware(master)
-        for bucket in master.pool.buckets():
-            key = (bucket.family, "" if bucket.version is None else str(bucket.version), bucket.bound or "")
+        for pool in status.pools:
+            key = (pool.family, "" if pool.version is None else str(pool.version), pool.bound or "")
             row = totals.setdefault(key, [0, 0, 0, 0])
-            row[0] += bucket.installed
-            row[1] += bucket.in_use
-            row[2] += usable(master, bucket, firmware)
-            row[3] = max(row[3], bucket.peak)
+            row[0] += pool.installed
+            row[1] += pool.in_use
+            row[2] += pool.usable
+            row[3] = max(row[3], pool.peak)
         for key, (i, u, s, p) in sorted(totals.items()):
             installed.add_metric(list(key), i)
             in_use.add_metric(list(key), u)
             serving.add_metric(list(key), s)
             peak.add_metric(list(key), p)
         yield from (installed, in_use, serving, peak)
-        yield CounterMetricFamily("licmaster_grants", "Floating licenses granted by this master's pool",
-                                  value=master.pool.book.issued())
+        yield CounterMetricFamily("licmaster_grants", "Floating licenses granted by this master's pool", value=status.grants)
         denials = CounterMetricFamily("licmaster_denials", "Requests refused, by the family they were about (\"\" for none), "
                                       "error code and rule", labels=["family", "code", "rule"])
-        for (family, code, rule), n in sorted(dispatch.denials.by_family.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+        for (family, code, rule), n in sorted(status.denials_by_family.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
             denials.add_metric([family, code, rule or ""], n)
         yield denials
         sessions = GaugeMetricFamily("licmaster_sessions", "Sessions, by role", labels=["role"])
-        by_role: dict[str, int] = {"pbx": 0, "standby": 0, "observer": 0}
-        for session in dispatch.sessions.by_node.values():
-            by_role[session.info.role] = by_role.get(session.info.role, 0) + 1
-        for role_name, n in sorted(by_role.items()):
+        for role_name, n in sorted({"pbx": 0, "standby": 0, "observer": 0, **status.sessions_by_role}.items()):
             sessions.add_metric([role_name], n)
         yield sessions
-        yield GaugeMetricFamily("licmaster_connections", "Open connections", value=len(dispatch.connections))
-        timer = dispatch.timer
-        buckets = [(str(bound), sum(timer.counts[: i + 1])) for i, bound in enumerate(BATCH_BOUNDS)] + [("+Inf", timer.count)]
+        yield GaugeMetricFamily("licmaster_connections", "Open connections", value=status.connections)
+        timer = status.requests
+        buckets = [(str(bound), sum(timer["counts"][: i + 1])) for i, bound in enumerate(BATCH_BOUNDS)] + [("+Inf", timer["count"])]
         yield HistogramMetricFamily("licmaster_request_batch_seconds", "Time to answer one read's requests (a batch)",
-                                    buckets=buckets, sum_value=timer.sum)
-        yield CounterMetricFamily("licmaster_requests", "Requests answered", value=timer.requests)
-        journal = master.journal
-        pending = journal.rows if journal is not None else []
-        yield GaugeMetricFamily("licmaster_journal_pending_rows", "Journal rows not yet written", value=len(pending))
+                                    buckets=buckets, sum_value=timer["sum"])
+        yield CounterMetricFamily("licmaster_requests", "Requests answered", value=timer["requests"])
+        yield GaugeMetricFamily("licmaster_journal_pending_rows", "Journal rows not yet written", value=status.journal_pending_rows)
         yield GaugeMetricFamily("licmaster_journal_lag_seconds", "Age of the oldest journal row not yet written",
-                                value=max(0.0, time.time() - pending[0][0]) if pending else 0.0)
-        yield GaugeMetricFamily("licmaster_replication_standbys", "Standby masters following this one", value=len(master.feed))
+                                value=status.journal_lag_s)
+        yield GaugeMetricFamily("licmaster_replication_standbys", "Standby masters following this one", value=status.standbys)
         yield GaugeMetricFamily("licmaster_replication_degraded", "1 when the standby that followed is gone",
-                                value=int(master.feed.degraded))
-        following = master.following()
+                                value=int(status.degraded))
+        following = status.replica
         if following:  # a standby master: is it attached, and how often was it refused
             yield GaugeMetricFamily("licmaster_replication_attached", "1 when this standby holds the master's snapshot and stream",
                                     value=int(following["status"] == "attached"))
@@ -104,28 +82,28 @@ class MasterCollector(Collector):
                                       value=following["failures"])
             yield GaugeMetricFamily("licmaster_replication_leases", "Floating leases this standby knows of",
                                     value=following["leases"])
-        if master.last_reload is not None:
+        if status.last_reload is not None:
             yield GaugeMetricFamily("licmaster_last_reload_success", "1 when the last reload of the license files was taken",
-                                    value=int(master.last_reload["ok"]))
+                                    value=int(status.last_reload["ok"]))
             yield GaugeMetricFamily("licmaster_last_reload_timestamp_seconds", "When the license files were last reloaded",
-                                    value=master.last_reload["at"])
-        cover = master.standby_cover()
+                                    value=status.last_reload["at"])
+        cover = status.standby_cover
         standby = GaugeMetricFamily("licmaster_standby_cover", "1 when a standby PBX's takeover would be licensed, or nothing "
                                     "needs cover; 0 when it would be refused (R-STBY-2/3). reason: one of "
                                     + ", ".join(REASONS), labels=["reason"])
-        standby.add_metric([cover.reason], int(cover.held))
+        standby.add_metric([cover["reason"]], int(cover["held"]))
         yield standby
         days = GaugeMetricFamily("licmaster_ssa_days_left", "Days to the end of an SSA term (R-SSA-1), per installed entry's "
                                  "family and version", labels=["family", "version"])
         soonest: dict[tuple[str, str], int] = {}  # two entries of one family and version: one series, the sooner end
-        for term in master.terms():
-            if term.days_left is not None:
-                term_key = (term.family, str(term.version or ""))
-                soonest[term_key] = min(soonest.get(term_key, term.days_left), term.days_left)
+        for term in status.terms:
+            if term["days_left"] is not None:
+                term_key = (term["family"], str(term["version"] or ""))
+                soonest[term_key] = min(soonest.get(term_key, term["days_left"]), term["days_left"])
         for term_key, left in sorted(soonest.items()):
             days.add_metric(list(term_key), left)
         yield days
-        sites = master.sites_usage()
+        sites = status.sites
         if sites:  # the site policy (docs/operations.md, "Sites")
             labels_site = ["site", "family"]
             held = GaugeMetricFamily("licmaster_site_in_use", "Licenses a site's PBXs hold now", labels=labels_site)
@@ -142,9 +120,9 @@ class MasterCollector(Collector):
                 for code, n in site_row["refused_by_code"].items():
                     refused.add_metric([*site_key, code], n)
             yield from (held, reserve, most, refused)
-        yield GaugeMetricFamily("licmaster_epoch", "This master's epoch", value=dispatch.epoch)
+        yield GaugeMetricFamily("licmaster_epoch", "This master's epoch", value=status.epoch)
         role = GaugeMetricFamily("licmaster_role", "1 for this master's role", labels=["role"])
         for state in Role:
-            role.add_metric([state.value], int(master.role.state is state))
+            role.add_metric([state.value], int(status.role == state.value))
         yield role
-        yield GaugeMetricFamily("licmaster_grace_seconds", "Left of the grace window", value=dispatch.grace_left_ms() / 1000)
+        yield GaugeMetricFamily("licmaster_grace_seconds", "Left of the grace window", value=status.grace_ms / 1000)

@@ -21,14 +21,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from licmaster.console import report as usage_report
+from licmaster.console.access import allowed_origin, decide, decide_metrics
+from licmaster.console.live import Live
+from licmaster.console.metrics import MasterCollector
 from licmaster.daemon import logs, operator
-from licmaster.daemon import report as usage_report
-from licmaster.daemon.console.access import allowed_origin, decide, decide_metrics
-from licmaster.daemon.console.live import Live
-from licmaster.daemon.console.metrics import MasterCollector, newest_firmware, usable
-from licmaster.daemon.journal import page
 from licmaster.daemon.master import StartError
 from licmaster.daemon.sessions import End
+from licmaster.daemon.storage.journal import page
 from licmaster.licenses.verdict import verdict
 from licmaster.model.catalog import CURRENT_VERSION, FAMILIES, Consumption
 from licmaster.model.leases import lease_number
@@ -133,17 +133,13 @@ def _seconds_ago(request: web.Request, name: str) -> float | None:
 
 
 async def usage(request: web.Request) -> web.Response:
-    master = request.app[MASTER]
-    totals = master.dispatch.denials.totals
-    firmware = newest_firmware(master)
-    pools = [{**bucket.usage(), "usable": usable(master, bucket, firmware)}
-             for bucket in sorted(master.pool.buckets(), key=lambda b: (b.family, b.version or 0, b.bound or ""))]
-    return web.json_response({"master": master.name, "role": master.role.state.value, "epoch": master.epoch,
+    status = request.app[MASTER].status()
+    pools = [{**p.wire, "peak": p.peak, "usable": p.usable} for p in status.pools]
+    return web.json_response({"master": status.master, "role": status.role, "epoch": status.epoch,
                               "pools": pools, "denials": {f"{c}" + (f" ({r})" if r else ""): n for (c, r), n in sorted(
-                                  totals.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
-                              "grants": master.pool.book.issued(), "last_reload": master.last_reload,
-                              "terms": [t.to_dict() for t in master.terms()], "sites": master.sites_usage(),
-                              "standby_cover": master.standby_cover().to_dict()})
+                                  status.denials.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
+                              "grants": status.grants, "last_reload": status.last_reload,
+                              "terms": list(status.terms), "sites": list(status.sites), "standby_cover": status.standby_cover})
 
 
 def _node(master: Master, name: str) -> dict[str, Any]:
@@ -193,7 +189,7 @@ def _grant_times(master: Master, node: str, since: float) -> dict[str, float]:
         times.update({r["lease"]: r["ts"] for r in rows})
         if cursor is None:
             break
-    for row in list(master.journal.rows if master.journal else []):
+    for row in master.journal.pending() if master.journal else []:
         if row[events.EVENT] == events.GRANT and row[events.NODE] == node:
             times[row[events.LEASE]] = row[events.TS]
     return times
@@ -261,7 +257,7 @@ def _family_leases(master: Master, family: str, cursor: str | None, limit: int) 
         if not after_node or number is None:
             raise Refused(400, "bad_request", "cursor must be the next_cursor of an earlier page (node/lease)")
         after_lease = number
-    names = sorted(master.pool.book.held)
+    names = sorted(master.pool.nodes_holding())
     held: list[dict[str, Any]] = []
     for node_name in names[bisect.bisect_left(names, after_node):]:
         for lease in sorted(master.pool.node_leases(node_name), key=lambda held_lease: lease_number(held_lease.id) or 0):
@@ -334,33 +330,14 @@ async def check(request: web.Request) -> web.Response:
 
 
 async def ha(request: web.Request) -> web.Response:
-    master = request.app[MASTER]
-    journal_rows = master.journal.rows if master.journal else []
+    status = request.app[MASTER].status()
     return web.json_response({
-        "master": master.name, "role": master.role.state.value, "epoch": master.epoch,
-        "following": master.role.following or None, "grace_ms": master.dispatch.grace_left_ms(),
-        "last_reload": master.last_reload,
-        "peers": master.peer_states(),
-        "replication": {"standbys": len(master.feed), "degraded": master.feed.degraded,
-                        "lag_s": max(0.0, time.time() - journal_rows[0][0]) if journal_rows else 0.0,
-                        "pending_rows": len(journal_rows), **master.following()},
-        "coordination": master.leadership.status() if master.leadership else _two_node(master),
+        "master": status.master, "role": status.role, "epoch": status.epoch, "following": status.following,
+        "grace_ms": status.grace_ms, "last_reload": status.last_reload, "peers": list(status.peers),
+        "replication": {"standbys": status.standbys, "degraded": status.degraded, "lag_s": status.journal_lag_s,
+                        "pending_rows": status.journal_pending_rows, **status.replica},
+        "coordination": status.coordination,
     })
-
-
-def _two_node(master: Master) -> dict[str, Any]:
-    """Without etcd: who takes over from whom, as this master knows it now (no standby: nobody)."""
-    if master.role.following:
-        return {"mode": "two-node", "note": f"this master follows {master.role.following} and takes over "
-                "when it cannot reach it (docs/operations.md)"}
-    if len(master.feed):
-        return {"mode": "two-node", "note": f"{len(master.feed)} standby master(s) follow this one: the standby takes "
-                "over when it cannot reach this master (docs/operations.md)"}
-    if master.config.standby_of or master.config.peers:
-        return {"mode": "two-node", "note": "no standby master follows this one now: nothing takes over if it "
-                "stops (docs/operations.md)"}
-    return {"mode": "single", "note": "no standby master (standby_of, peers): nothing takes over if this master "
-            "stops (docs/operations.md)"}
 
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -409,7 +386,7 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 
 async def report(request: web.Request) -> web.Response:
-    """The usage report (daemon/report.py): `since` (default 7d), `format=json|html`."""
+    """The usage report (console/report.py): `since` (default 7d), `format=json|html`."""
     master = request.app[MASTER]
     since = _seconds_ago(request, "since") or time.time() - 7 * 86400
     if master.journal:

@@ -29,9 +29,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from licmaster.daemon import logs
-from licmaster.daemon.console.metrics import newest_firmware, usable
 from licmaster.daemon.denials import family_of
-from licmaster.daemon.journal import read_journal
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.model.errors import Denial
 from licmaster.wire import events
 from licmaster.wire.events import Row
@@ -305,15 +304,15 @@ class Live:
 
     def state(self) -> dict[str, Any]:
         master = self.master
+        status = master.status()
         dispatch = master.dispatch
         families: dict[str, dict[str, int]] = {}
-        firmware = newest_firmware(master)
-        for bucket in master.pool.buckets():
-            row = families.setdefault(bucket.family, {"installed": 0, "in_use": 0, "peak": 0, "usable": 0})
-            row["installed"] += bucket.installed
-            row["in_use"] += bucket.in_use
-            row["peak"] = max(row["peak"], bucket.peak)
-            row["usable"] += usable(master, bucket, firmware)
+        for pool in status.pools:
+            row = families.setdefault(pool.family, {"installed": 0, "in_use": 0, "peak": 0, "usable": 0})
+            row["installed"] += pool.installed
+            row["in_use"] += pool.in_use
+            row["peak"] = max(row["peak"], pool.peak)
+            row["usable"] += pool.usable
         loop_now, now = asyncio.get_running_loop().time(), time.time()
         sessions = dispatch.sessions.by_node.values()
         for s in sessions:
@@ -332,16 +331,14 @@ class Live:
         refused = self.refused(now)  # also forgets what is older than the hour
         gone = sorted((g for g in self.gone.values() if g["node"] not in dispatch.sessions.by_node and g["role"] != "observer"),
                       key=lambda g: -g["at"])
-        return {"master": master.name, "role": master.role.state.value, "epoch": dispatch.epoch,
-                "listen": f"{master.address[0]}:{master.address[1]}" if master.address else None,
-                "following": master.role.following or None, "grace_ms": dispatch.grace_left_ms(),
+        return {"master": status.master, "role": status.role, "epoch": status.epoch, "listen": status.listen,
+                "following": status.following, "grace_ms": status.grace_ms,
                 "pools": [{"family": f, **row} for f, row in sorted(families.items())], "nodes": nodes,
                 "nodes_total": len(dispatch.sessions.by_node), "gone": gone[:GONE_SHOWN], "gone_total": len(gone),
-                "refused": refused, "last_reload": master.last_reload,
-                "terms": [t.to_dict() for t in master.terms()], "sites": master.sites_usage(),
-                "standby_cover": master.standby_cover().to_dict(),  # the banner while it does not hold
-                "standbys": len(master.feed), "degraded": master.feed.degraded, "peers": master.peer_states(),
-                "consoles": master.console_urls()}
+                "refused": refused, "last_reload": status.last_reload, "terms": list(status.terms), "sites": list(status.sites),
+                "standby_cover": status.standby_cover,  # the banner while it does not hold
+                "standbys": status.standbys, "degraded": status.degraded, "peers": list(status.peers),
+                "consoles": list(status.consoles)}
 
 
 NODES_SHOWN = 50  # rows of the dashboard's node table

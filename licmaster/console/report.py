@@ -70,7 +70,7 @@ def usage_report(rows: Iterable[dict[str, Any]], since: float, until: float,
     when the period begins, and as each hour and day of it begins, counts for it, events or not.
     User licenses count as in use while assigned (they are durable: a new run does not end them).
     A takeover moves the failed node's leases, and their count, to the standby PBX, as the master
-    does (model/leases.py `move`, daemon/recovery.py `Holdings`): a lease the standby holds
+    does (model/leases.py `move`, daemon/ha/recovery.py `Holdings`): a lease the standby holds
     already (same resource and holder) goes back. With `installed` (per family), each day's peak
     comes with the headroom left. With `site_of` (the site policy's node -> site), peaks of
     floating licenses and refusals per site too; a lease taken over by a standby PBX stays its
@@ -261,7 +261,7 @@ def from_journal(path: Any, since: float, until: float | None = None, installed:
                  site_of: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """The report over [since, until] from a journal file. It replays from the journal's start
     (bounded by its retention, journal_keep_days), so what was held at `since` is known."""
-    from licmaster.daemon.journal import read_journal
+    from licmaster.daemon.storage.journal import read_journal
 
     until = until if until is not None else dt.datetime.now(dt.UTC).timestamp()
     return usage_report(read_journal(path), since, until, installed, site_of)
