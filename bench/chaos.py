@@ -3,7 +3,7 @@
     python bench/chaos.py                          # seeds 1-3, 2 minutes each
     python bench/chaos.py --seeds 10 --minutes 5
 
-Each seed is `slave-sim chaos --seed N` (slave_sim/chaos.py): two masters on a 3-member etcd,
+Each seed is `slave-sim chaos --seed N` (slave_sim/chaos/): two masters on a 3-member etcd,
 sites of PBXs through proxies, and a nemesis killing, pausing and cutting masters, sites and
 etcd members. Prints one JSON object: per seed, the faults injected, grants, losses told to
 PBXs, peaks against installed, and the violations the checker found (target: none), with the
@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from slave_sim.chaos import ChaosConfig, run_chaos  # noqa: E402
+from slave_sim.chaos.plan import ChaosConfig  # noqa: E402
+from slave_sim.chaos.runner import run_chaos  # noqa: E402
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""`slave-sim run SCENARIO [--master host:port] [--size ci|full] [--report-dir DIR]`, and
-`slave-sim chaos [--seed N] [--seconds S | --minutes M]` (slave_sim/chaos.py).
+"""`slave-sim run SCENARIO [--master host:port] [--size ci|full] [--report-dir DIR]` (slave_sim/drill/), and
+`slave-sim chaos [--seed N] [--seconds S | --minutes M]` (slave_sim/chaos/).
 
 `--tls`, `--cafile CA` and `--token` (`--token-file`, $SLAVE_SIM_TOKEN) reach a secured master
 (slave_sim/access.py): a master that speaks TLS to a plaintext hello, or refuses the token, is
@@ -26,12 +26,13 @@ from typing import Any, TextIO
 from licmaster import __version__
 from licmaster.terminal import run_quietly_into_a_pipe
 
-from . import own_master
 from .access import TOKEN_ENV, AccessError, read_token_file
-from .metrics import Recorder
-from .report import console, write_reports
-from .runner import Runner
-from .scenario import ACTIONS, Scenario, ScenarioError, load_scenario
+from .drill import own_master
+from .drill.actions import ACTIONS
+from .drill.metrics import Recorder
+from .drill.report import console, write_reports
+from .drill.runner import Runner
+from .drill.scenario import Scenario, ScenarioError, load_scenario
 
 
 class ProgressLine:
@@ -109,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "chaos":
         return _chaos(args)
     if args.command == "actions":
-        for name, what in ACTIONS.items():
-            print(f"{name:<16} {what}")
+        for name, action in ACTIONS.items():
+            print(f"{name:<16} {action.doc}")
         return 0
     try:
         scenario = with_access(load_scenario(args.scenario, args.size), args)
@@ -173,9 +174,11 @@ def _print_result(result: Any, json_path: Path, html_path: Path) -> int:
 
 
 def _chaos(args: argparse.Namespace) -> int:
-    from .chaos import FAULTS, ChaosConfig, run_chaos
-    from .chaos_report import console as chaos_console
-    from .chaos_report import write_reports as write_chaos_reports
+    from .chaos.faults import FAULTS
+    from .chaos.plan import ChaosConfig
+    from .chaos.report import console as chaos_console
+    from .chaos.report import write_reports as write_chaos_reports
+    from .chaos.runner import run_chaos
 
     seconds = args.minutes * 60 if args.minutes is not None else (args.seconds if args.seconds is not None else 30.0)
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000

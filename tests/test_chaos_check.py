@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slave_sim.chaos_check import check
+from slave_sim.chaos.check import check
 
 
 def history(**changes: Any) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def test_a_lease_believed_and_counted_under_the_same_id_for_the_same_holder_is_s
 
 
 def test_each_way_a_belief_can_differ_from_the_master_s_count_is_named() -> None:
-    from slave_sim.chaos_check import belief_violations
+    from slave_sim.chaos.check import belief_violations
     believed = {"p1": [["port", "a", "11"], ["port", "b", "12"], ["port", "c", "13"]]}
     counted = {"p1": [["port", "a", "21"], ["port", "x", "12"]]}  # a under another id; b's id is x's; c not at all
     found = belief_violations(believed, counted, 5.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slave_sim.scenario import ScenarioError, load_scenario, matches
+from slave_sim.drill.scenario import ScenarioError, load_scenario, matches
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
@@ -133,3 +133,38 @@ def test_the_master_keys_say_how_every_client_connects_and_are_not_the_masters_s
         load_scenario(path)
     plain = load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n')).access
     assert not plain.tls and plain.token is None and plain.client_options() == {"ssl": None, "auth": None}
+
+
+def test_every_action_is_one_row_with_its_method_and_every_method_has_its_row() -> None:
+    """An action is a row of ACTIONS and a `do_<action>` method of whoever plays it: the Runner
+    for the run's actions, the Network for the PBXs'. Neither without the other."""
+    from slave_sim.drill.actions import ACTIONS
+    from slave_sim.drill.network import Network
+    from slave_sim.drill.runner import Runner
+
+    players = {"run": Runner, "pbx": Network}
+    for name, action in ACTIONS.items():
+        assert action.name == name
+        assert callable(getattr(players[action.scope], action.method, None)), f"{name}: no {players[action.scope].__name__}.{action.method}"
+    for scope, player in players.items():
+        methods = {m for m in dir(player) if m.startswith("do_")}
+        rows = {a.method for a in ACTIONS.values() if a.scope == scope}
+        assert methods == rows, f"{player.__name__}: do_ methods without a row {sorted(methods - rows)}, rows without one {sorted(rows - methods)}"
+
+
+def test_the_table_says_what_an_action_needs_and_validation_reads_it(tmp_path: Path) -> None:
+    from slave_sim.drill.actions import ACTIONS
+    from slave_sim.drill.runner import Runner
+
+    with pytest.raises(ScenarioError, match=re.escape("action must be one of " + ", ".join(ACTIONS))):
+        load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n[[step]]\naction = "dance"\n'))
+    with pytest.raises(ScenarioError, match="fail-master and return-master need a standby master: set standby = true"):
+        load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n[[step]]\naction = "return-master"\n'))
+    own = sorted(name for name, a in ACTIONS.items() if a.needs_own_master)
+    assert own == ["fail-master", "reload-licenses", "restart-master", "return-master"]
+    restart = load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n[[step]]\naction = "restart-master"\n'))
+    with pytest.raises(ValueError, match="run it without --master"):
+        Runner(restart, master="127.0.0.1:1")
+    steps = load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n[[step]]\naction = "kill"\npbx = "a"\n'
+                                          '[[step]]\naction = "pause"\nseconds = 1.5\n')).steps
+    assert [s.describe() for s in steps] == ["kill a", "pause 1.5s"]  # the row says it is targeted, and what it shows

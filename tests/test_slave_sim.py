@@ -14,13 +14,13 @@ import pytest
 
 from licmaster.client import LicenseError, MasterClient
 from slave_sim.access import PLAIN, check_access, diagnose
-from slave_sim.auditor import Auditor
 from slave_sim.cli import ProgressLine
-from slave_sim.metrics import Recorder
-from slave_sim.network import Network
-from slave_sim.report import console, render_html, to_dict
-from slave_sim.runner import Runner, RunResult
-from slave_sim.scenario import load_scenario
+from slave_sim.drill.auditor import Auditor
+from slave_sim.drill.metrics import Recorder
+from slave_sim.drill.network import Network
+from slave_sim.drill.report import console, render_html, to_dict
+from slave_sim.drill.runner import Runner, RunResult
+from slave_sim.drill.scenario import load_scenario
 
 from .daemon import Daemon, self_signed_cert
 
@@ -75,7 +75,7 @@ def test_against_a_master_someone_else_runs(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "quickstart-ci.json").read_text())["master"] == daemon.master
     # The simulator's own sessions say bye: the operator's journal has no `expire` of them (its
     # preflight used to leave one a lease TTL after it looked at the master's licenses).
-    from licmaster.daemon.journal import read_journal
+    from licmaster.daemon.storage.journal import read_journal
     ended = [(r["node"], r["event"]) for r in read_journal(tmp_path / "master" / "data" / "journal.sqlite3",
                                                             kinds={"bye", "expire"}) if r["node"].startswith("slave-sim-")]
     assert {("slave-sim-auditor", "bye"), ("slave-sim-preflight", "bye")} <= set(ended), ended

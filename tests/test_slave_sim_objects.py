@@ -2,7 +2,7 @@
 
 import pytest
 
-from slave_sim.objects import DeviceRegistry, ObjectKind, PortAction
+from slave_sim.drill.objects import DeviceRegistry, ObjectKind, PortAction
 
 
 def test_one_port_per_object_however_many_devices_R_PORT_1() -> None:

@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .access import MasterAccess
+from ..access import MasterAccess
 from .metrics import Recorder
 from .network import Network
 from .scenario import load_scenario

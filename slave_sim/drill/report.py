@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..reports import write_pair
 from .runner import RunResult
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
@@ -99,15 +100,6 @@ def most_refused_text(d: dict[str, Any]) -> str:
 def write_reports(result: RunResult, directory: Path) -> tuple[Path, Path]:
     d = to_dict(result)
     return write_pair(directory, f"{d['scenario']}-{d['size']}", d, render_html(d))
-
-
-def write_pair(directory: Path, stem: str, doc: dict[str, Any], page: str) -> tuple[Path, Path]:
-    """A run's two reports: STEM.json (the document) and STEM.html (the page)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = directory / f"{stem}.json", directory / f"{stem}.html"
-    json_path.write_text(json.dumps(doc, indent=1))
-    html_path.write_text(page)
-    return json_path, html_path
 
 
 # ---------------------------------------------------------------- HTML

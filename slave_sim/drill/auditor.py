@@ -9,7 +9,7 @@ from typing import Any
 
 from licmaster.client import LicenseError, MasterClient, parse_address
 
-from .access import PLAIN, MasterAccess
+from ..access import PLAIN, MasterAccess
 from .metrics import Recorder
 
 

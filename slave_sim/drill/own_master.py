@@ -18,7 +18,7 @@ from typing import Any
 from licmaster.client import LicenseError, MasterClient
 from licmaster.licenses.files import installed_by_family, load_files
 
-from .access import PLAIN, MasterAccess
+from ..access import PLAIN, MasterAccess
 from .auditor import totals
 
 

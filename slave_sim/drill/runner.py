@@ -17,13 +17,14 @@ from licmaster.model.catalog import FAMILIES, Consumption
 from licmaster.testing import free_port
 from licmaster.testing.etcd import EtcdCluster
 
+from ..access import check_access, make_certificate
+from ..proxy import Link
 from . import own_master
-from .access import check_access, make_certificate
+from .actions import ACTIONS
 from .auditor import Auditor
 from .master_process import RunMaster
 from .metrics import Recorder
 from .network import Network
-from .proxy import Link
 from .scenario import NOT_SETTLED, Scenario, Step, failover_steps
 from .workers import RemoteNetwork
 
@@ -78,8 +79,7 @@ class Runner:
         self.local: Network | None = None
         self.remote: list[RemoteNetwork] = []
         self.auditor: Auditor | None = None
-        if master and any(s.action in ("restart-master", "reload-licenses", "fail-master", "return-master")
-                          for s in scenario.steps):
+        if master and any(ACTIONS[s.action].needs_own_master for s in scenario.steps):
             raise ValueError("this scenario restarts the master or replaces its licenses: run it without --master, "
                              "so that slave-sim owns the master")
 
@@ -206,21 +206,6 @@ class Runner:
         self.standby_process = RunMaster(self.scenario.licenses, settings)
         return await asyncio.get_running_loop().run_in_executor(None, lambda: self.standby_process.start().target)  # type: ignore[union-attr]
 
-    async def partition(self, step: Step) -> None:
-        for name in step.cut:
-            self._link(name).set_cut(True)
-            self.recorder.fault(f"link {name} cut")
-        for name in step.heal:
-            self._link(name).set_cut(False)
-            self.recorder.fault(f"link {name} healed")
-
-    def _link(self, name: str) -> Link:
-        link = self.links.get(name)
-        if link is None:
-            raise RuntimeError(f"this run has no link {name!r} (links: {', '.join(self.links) or 'none'}): "
-                               "standby-master needs [master] standby = true, master-etcd needs etcd = true")
-        return link
-
     def _start_master(self) -> str:
         if self.external_master:
             return self.external_master
@@ -250,18 +235,9 @@ class Runner:
     async def play(self, index: int, step: Step) -> None:
         started = time.perf_counter()
         units = 0
-        if step.action == "pause":
-            await asyncio.sleep(step.seconds)
-        elif step.action == "restart-master":
-            await self.restart_master()
-        elif step.action == "reload-licenses":
-            await self.reload_licenses(step)
-        elif step.action == "fail-master":
-            await self.fail_master(step.describe())
-        elif step.action == "return-master":
-            await self.return_master()
-        elif step.action == "partition":
-            await self.partition(step)
+        action = ACTIONS[step.action]
+        if action.scope == "run":
+            await getattr(self, action.method)(step)
         elif self.local is not None:
             units = await self.local.play(step)
         else:
@@ -281,7 +257,22 @@ class Runner:
             await asyncio.sleep(0.05)
         raise RuntimeError("the standby master did not attach to the master within 15 s")
 
-    async def fail_master(self, step: str = "fail-master") -> None:
+    async def _all_settled(self, epoch: int) -> bool:
+        if self.local is not None:
+            return await self.local.settled(epoch)
+        return all(await asyncio.gather(*(r.settled(epoch) for r in self.remote)))
+
+    async def audit(self, label: str) -> None:
+        assert self.auditor is not None
+        await asyncio.sleep(0.05)  # replies in flight land first
+        await self.auditor.check_agreement(label, await self.belief())
+
+    # ================================================================ the run's actions, one method each (actions.py)
+
+    async def do_pause(self, step: Step) -> None:
+        await asyncio.sleep(step.seconds)
+
+    async def do_fail_master(self, step: Step) -> None:
         """A failover step: if the PBXs are not all re-synced on the standby master, or the
         auditor finds no acting master at the new epoch, within 30 s, it is recorded as refused
         (not_settled), which fails the run unless [expect] failover_refused allows it."""
@@ -296,10 +287,10 @@ class Runner:
         else:
             self.recorder.fault(f"every PBX re-synced on the standby master (epoch {epoch})")
             return
-        self.recorder.failover_refused(step, "fail-master", "the standby master", "the master", NOT_SETTLED, None, why,
+        self.recorder.failover_refused(step.describe(), "fail-master", "the standby master", "the master", NOT_SETTLED, None, why,
                                        f"fail-master: the standby master's takeover did not complete: {NOT_SETTLED}: {why}")
 
-    async def return_master(self) -> None:
+    async def do_return_master(self, step: Step) -> None:
         """The failed master starts again on its data with the acting master as a peer: it must
         follow it, not serve. The two then swap roles, so that a later fail-master kills the
         acting one and the returned one takes over in turn."""
@@ -323,12 +314,7 @@ class Runner:
         await self._standby_attached()
         self.recorder.fault(f"the failed master is back: it follows the acting master (epoch {epoch}) as its standby")
 
-    async def _all_settled(self, epoch: int) -> bool:
-        if self.local is not None:
-            return await self.local.settled(epoch)
-        return all(await asyncio.gather(*(r.settled(epoch) for r in self.remote)))
-
-    async def restart_master(self) -> None:
+    async def do_restart_master(self, step: Step) -> None:
         assert self.master_process is not None and self.auditor is not None
         epoch = self.auditor.client.epoch + 1
         self.recorder.fault("master killed (kill -9)")
@@ -338,7 +324,7 @@ class Runner:
         settled = await self._all_settled(epoch)
         self.recorder.fault("every PBX re-synced" if settled else "some PBXs did not re-sync within 30 s")
 
-    async def reload_licenses(self, step: Step) -> None:
+    async def do_reload_licenses(self, step: Step) -> None:
         assert self.master_process is not None and self.auditor is not None
         before = list(self.auditor.pools)
         self.master_process.reload(step.licenses)
@@ -350,10 +336,20 @@ class Runner:
                 break
         self.recorder.fault("licenses reloaded: " + ", ".join(f"{f} {n}" for f, n in sorted(self.auditor.installed.items())))
 
-    async def audit(self, label: str) -> None:
-        assert self.auditor is not None
-        await asyncio.sleep(0.05)  # replies in flight land first
-        await self.auditor.check_agreement(label, await self.belief())
+    async def do_partition(self, step: Step) -> None:
+        for name in step.cut:
+            self._link(name).set_cut(True)
+            self.recorder.fault(f"link {name} cut")
+        for name in step.heal:
+            self._link(name).set_cut(False)
+            self.recorder.fault(f"link {name} healed")
+
+    def _link(self, name: str) -> Link:
+        link = self.links.get(name)
+        if link is None:
+            raise RuntimeError(f"this run has no link {name!r} (links: {', '.join(self.links) or 'none'}): "
+                               "standby-master needs [master] standby = true, master-etcd needs etcd = true")
+        return link
 
     # ================================================================ verdict
 

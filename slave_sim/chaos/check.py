@@ -1,6 +1,6 @@
 """The chaos drill's checker: what must hold of a recorded history, whatever the faults. Pure.
 
-A history is what the drill saw (slave_sim/chaos.py):
+A history is what the drill saw (runner.py):
 - `samples`: every ~100 ms, `believed` (the leases the PBXs may use now, summed: each PBX's
   `MasterClient.believed()`), `acting` (in use summed over every master that answered and
   serves), `installed`;

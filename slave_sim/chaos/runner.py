@@ -10,10 +10,11 @@ beside a nemesis that, every 1-3 s, picks a fault among: kill -9 of a master (re
 heal), SIGSTOP (SIGCONT), a master cut from etcd (both ways, or one way), a site cut from one
 master (both ways or one way) or from both, the two masters cut from each other (each reaches
 the other by its `advertise` address, through a proxy), one or two etcd members killed
-(restarted) — at most two faults at a time, each healed after 1-5 s.
-Every choice comes from `--seed`: the same seed gives the same faults in the same order (their
-timing against the workload still varies with the machine). At the end everything is healed and
-the drill waits for the PBXs to be served again. The history goes to chaos_check.py.
+(restarted) — at most two faults at a time, each healed after 1-5 s. Each kind is a dataclass
+with its inject/heal pair (faults.py).
+Every choice comes from `--seed` (plan.py): the same seed gives the same faults in the same order
+(their timing against the workload still varies with the machine). At the end everything is
+healed and the drill waits for the PBXs to be served again. The history goes to check.py.
 
 After every failover (the serving master or its epoch changed) and at the end, an audit pauses
 the workload, lets the requests in flight land, and compares what each PBX settled on that master
@@ -38,25 +39,10 @@ from licmaster.client import LicenseError, MasterClient
 from licmaster.testing.etcd import EtcdCluster
 from licmaster.testing.process import MasterProcess, free_port
 
-from .chaos_check import SERVED_WITHIN_S, belief_violations, check
-from .proxy import Link
-
-FAULTS = ("kill", "stop", "cut-etcd", "cut-etcd-oneway", "cut-site", "cut-site-oneway", "cut-site-all", "cut-masters",
-          "etcd-kill", "etcd-kill-2")
-DIRECTIONS = ("up", "down")  # a one-way cut: what goes towards the master (or etcd) is lost, or what comes back
-
-
-@dataclass
-class ChaosConfig:
-    seed: int
-    seconds: float = 30.0
-    sites: int = 3
-    pbxs_per_site: int = 2
-    users: int = 8  # per PBX: the holders it checks Ports out for
-    installed: int = 30  # Ports: fewer than PBXs x users, so the pool runs dry
-    lease_ttl_ms: int = 2000
-    heartbeat_ms: int = 400
-    faults: tuple[str, ...] = FAULTS
+from ..proxy import Link
+from .check import SERVED_WITHIN_S, belief_violations, check
+from .faults import ETCD_MEMBERS, MASTERS
+from .plan import ChaosConfig, Step, plan
 
 
 @dataclass
@@ -101,10 +87,10 @@ class Chaos:
 
     async def _start(self) -> None:
         cfg = self.config
-        self.etcd = EtcdCluster(self.workdir / "etcd", members=3).start()
+        self.etcd = EtcdCluster(self.workdir / "etcd", members=ETCD_MEMBERS).start()
         licenses = self.workdir / "licenses.toml"
         licenses.write_text(f'[[license]]\ntype = "PBX-Port13"\ncount = {cfg.installed}\n')
-        for m in range(2):
+        for m in range(MASTERS):
             links = [await Link(f"m{m}-etcd{j}", ("127.0.0.1", port)).start() for j, port in enumerate(self.etcd.client_ports)]
             self.etcd_links.append(links)
             port = free_port()  # known before it starts: the link the other master uses leads there
@@ -258,57 +244,6 @@ class Chaos:
 
     # ---------------------------------------------------------------- the nemesis
 
-    async def _inject(self, fault: tuple[Any, ...]) -> None:
-        kind = fault[0]
-        loop = asyncio.get_running_loop()
-        if kind == "kill":
-            self.masters[fault[1]].kill9()
-        elif kind == "stop":
-            self.masters[fault[1]].signal(signal.SIGSTOP)
-        elif kind == "cut-etcd":
-            for link in self.etcd_links[fault[1]]:
-                link.set_cut(True)
-        elif kind == "cut-etcd-oneway":
-            for link in self.etcd_links[fault[1]]:
-                link.set_cut(True, fault[2])
-        elif kind == "cut-site":
-            self.site_links[fault[1]][fault[2]].set_cut(True)
-        elif kind == "cut-site-oneway":
-            self.site_links[fault[1]][fault[2]].set_cut(True, fault[3])
-        elif kind == "cut-masters":
-            for link in self.peer_links:
-                link.set_cut(True)
-        elif kind == "cut-site-all":
-            for link in self.site_links[fault[1]]:
-                link.set_cut(True)
-        else:
-            assert self.etcd is not None
-            for j in fault[1:]:
-                await loop.run_in_executor(None, self.etcd.kill, j)
-
-    async def _heal(self, fault: tuple[Any, ...]) -> None:
-        kind = fault[0]
-        loop = asyncio.get_running_loop()
-        if kind == "kill":
-            await loop.run_in_executor(None, self.masters[fault[1]].restart_same_port)
-        elif kind == "stop":
-            self.masters[fault[1]].signal(signal.SIGCONT)
-        elif kind in ("cut-etcd", "cut-etcd-oneway"):
-            for link in self.etcd_links[fault[1]]:
-                link.set_cut(False)
-        elif kind in ("cut-site", "cut-site-oneway"):
-            self.site_links[fault[1]][fault[2]].set_cut(False)
-        elif kind == "cut-masters":
-            for link in self.peer_links:
-                link.set_cut(False)
-        elif kind == "cut-site-all":
-            for link in self.site_links[fault[1]]:
-                link.set_cut(False)
-        else:
-            assert self.etcd is not None
-            for j in fault[1:]:
-                await loop.run_in_executor(None, self.etcd.restart, j)
-
     async def _nemesis(self, steps: list[Step]) -> None:
         """Carry the plan out on the wall clock, in its order."""
         loop = asyncio.get_running_loop()
@@ -316,11 +251,11 @@ class Chaos:
         for step in steps:
             await asyncio.sleep(max(0.0, began + step.at - loop.time()))
             if step.heal:
-                await self._heal(step.fault)
+                await step.fault.heal(self)
             else:
-                await self._inject(step.fault)
+                await step.fault.inject(self)
                 self.faults_injected += 1
-            self.history.note("heal" if step.heal else "fault", fault=describe(step.fault))
+            self.history.note("heal" if step.heal else "fault", fault=step.fault.describe())
 
     # ---------------------------------------------------------------- the run
 
@@ -367,105 +302,6 @@ class Chaos:
         finally:
             self._stop.set()
             await self._stop_all()
-
-
-@dataclass(frozen=True)
-class Step:
-    at: float  # seconds from the start of the faults
-    fault: tuple[Any, ...]
-    heal: bool
-
-
-def plan(config: ChaosConfig) -> list[Step]:
-    """Every fault and heal of a run, drawn from the seed alone, in virtual time: the same seed
-    gives the same steps, whatever the machine. A fault every 1-3 s, each healed 1-5 s later, at
-    most two at a time, one process fault per master and one fault per etcd member at a time;
-    at the end (`seconds`) whatever is still faulted is healed, etcd first."""
-    rng = random.Random(config.seed)
-    steps: list[Step] = []
-    active: dict[tuple[Any, ...], float] = {}
-    t = rng.uniform(1.0, 3.0)
-    while t < config.seconds:
-        for fault, heal_at in sorted(active.items(), key=lambda kv: kv[1]):
-            if heal_at <= t:
-                steps.append(Step(heal_at, fault, True))
-                del active[fault]
-        fault = _draw(rng, config)
-        if len(active) < 2 and _free(fault, active):
-            active[fault] = min(t + rng.uniform(1.0, 5.0), config.seconds)
-            steps.append(Step(t, fault, False))
-        t += rng.uniform(1.0, 3.0)
-    for fault, heal_at in sorted(active.items(), key=lambda kv: (not kv[0][0].startswith("etcd"), kv[1])):
-        steps.append(Step(min(heal_at, config.seconds), fault, True))
-    return sorted(steps, key=lambda step: step.at)
-
-
-def _draw(rng: random.Random, config: ChaosConfig) -> tuple[Any, ...]:
-    kind = rng.choice(config.faults)
-    if kind in ("kill", "stop", "cut-etcd"):
-        return (kind, rng.randrange(2))
-    if kind == "cut-etcd-oneway":
-        return (kind, rng.randrange(2), rng.choice(DIRECTIONS))
-    if kind == "cut-site":
-        return (kind, rng.randrange(config.sites), rng.randrange(2))
-    if kind == "cut-site-oneway":
-        return (kind, rng.randrange(config.sites), rng.randrange(2), rng.choice(DIRECTIONS))
-    if kind == "cut-masters":
-        return (kind,)
-    if kind == "cut-site-all":
-        return (kind, rng.randrange(config.sites))
-    if kind == "etcd-kill":
-        return (kind, rng.randrange(3))
-    return (kind, *sorted(rng.sample(range(3), 2)))
-
-
-def _free(fault: tuple[Any, ...], active: dict[tuple[Any, ...], float]) -> bool:
-    """Not already faulted: one process fault per master, one fault per etcd member, at a time."""
-    if fault in active:
-        return False
-    if fault[0] in ("kill", "stop"):
-        return all(not (f[0] in ("kill", "stop") and f[1] == fault[1]) for f in active)
-    if fault[0].startswith("etcd"):
-        busy = {j for f in active if f[0].startswith("etcd") for j in f[1:]}
-        return not busy & set(fault[1:])
-    if fault[0].startswith("cut-"):  # one cut per link at a time: cuts of one link do not stack
-        links = _links_of(fault)
-        return all(not links & _links_of(f) for f in active if f[0].startswith("cut-"))
-    return True
-
-
-def _links_of(fault: tuple[Any, ...]) -> set[tuple[Any, ...]]:
-    kind = fault[0]
-    if kind in ("cut-etcd", "cut-etcd-oneway"):
-        return {("etcd", fault[1])}
-    if kind in ("cut-site", "cut-site-oneway"):
-        return {("site", fault[1], fault[2])}
-    if kind == "cut-site-all":
-        return {("site", fault[1], m) for m in range(2)}
-    return {("masters",)}
-
-
-def describe(fault: tuple[Any, ...]) -> str:
-    kind = fault[0]
-    if kind == "kill":
-        return f"kill -9 master{fault[1]}"
-    if kind == "stop":
-        return f"SIGSTOP master{fault[1]}"
-    if kind == "cut-etcd":
-        return f"cut master{fault[1]} from etcd"
-    if kind == "cut-etcd-oneway":
-        return f"cut master{fault[1]} from etcd one way ({'its requests' if fault[2] == 'up' else 'the answers'} lost)"
-    if kind == "cut-site":
-        return f"cut site{fault[1]} from master{fault[2]}"
-    if kind == "cut-site-oneway":
-        return f"cut site{fault[1]} from master{fault[2]} one way ({'requests' if fault[3] == 'up' else 'replies'} lost)"
-    if kind == "cut-masters":
-        return "cut the two masters from each other"
-    if kind == "cut-site-all":
-        return f"cut site{fault[1]} from both masters"
-    if kind == "etcd-kill":
-        return f"kill etcd member m{fault[1]}"
-    return f"kill etcd members m{fault[1]} and m{fault[2]} (no quorum)"
 
 
 async def run_chaos(config: ChaosConfig) -> dict[str, Any]:

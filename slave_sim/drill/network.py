@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+from .actions import ACTIONS
 from .metrics import Recorder
 from .pbx import SimPBX
 from .scenario import Scenario, Step, matches
@@ -76,47 +77,74 @@ class Network:
         return [p for name, p in self.pbxs.items() if any(matches(t, name) for t in step.pbx)]
 
     async def play(self, step: Step) -> int:
-        """A PBX-level step (everything but pause, restart-master and reload-licenses).
-        Returns how many units of work (registrations, log-ins, ...) it did."""
-        action = step.action
-        pbxs = [p for p in self.targets(step) if p.alive]
-        units: list[Unit] = []
-        if action == "register":
-            units = [_bind(p.register, d) for p in pbxs for d in p.to_register(step.fraction)]
-        elif action == "unregister":
-            units = [_bind(p.unregister, d) for p in pbxs for d in p.to_unregister(step.fraction)]
-        elif action == "configure-users":
-            units = [_bind(p.configure_user, u) for p in pbxs for u in _part(p.users, step.fraction)]
-        elif action == "conference":
-            units = [_bind(p.start_conference, r, step.participants) for p in pbxs for r in _part(p.rooms(), step.fraction)]
-        elif action == "end-conference":
-            units = [_bind(p.end_conference, r) for p in pbxs for r in p.rooms()]
-        elif action == "operator-login":
-            units = [_bind(p.operator_login, d) for p in pbxs for d in _part(p.desks(), step.fraction)]
-        elif action == "operator-logout":
-            units = [_bind(p.operator_logout, d) for p in pbxs for d in p.desks()]
-        elif action == "queue-monitor":
-            units = [_bind(p.monitor_queue, q) for p in pbxs for q in p.queues()]
-        elif action == "isdn-up":
-            units = [_bind(p.isdn_up, i) for p in pbxs for i in p.interfaces()]
-        elif action == "isdn-down":
-            units = [_bind(p.isdn_down, i) for p in pbxs for i in p.interfaces()]
-        elif action == "upgrade":
-            units = [_bind(p.upgrade, step.firmware) for p in pbxs]
-        elif action in ("kill", "cut"):
-            for p in pbxs:
-                p.kill() if action == "kill" else p.cut()
-                self.killed_at[p.name] = time.perf_counter()
-                self.recorder.fault(f"{p.name} {'killed' if action == 'kill' else 'cut off'}")
-        elif action == "restore":
-            for p in self.targets(step):
-                if p.state in ("dead", "cut"):
-                    await p.restore()
-                    self.recorder.fault(f"{p.name} back")
-        elif action == "takeover":
-            await self.takeover(step.standby, step.describe())
+        """A PBX step (scope "pbx" in actions.py), by its `do_<action>` method: the units of work
+        it returns (registrations, log-ins, ...) run paced at the step's rate. Returns how many."""
+        units: list[Unit] = await getattr(self, ACTIONS[step.action].method)(step)
         await run_units(units, step.rate / self.workers)
         return len(units)
+
+    def _alive(self, step: Step) -> list[SimPBX]:
+        return [p for p in self.targets(step) if p.alive]
+
+    # ---------------------------------------------------------------- the PBX actions, one method each
+
+    async def do_register(self, step: Step) -> list[Unit]:
+        return [_bind(p.register, d) for p in self._alive(step) for d in p.to_register(step.fraction)]
+
+    async def do_unregister(self, step: Step) -> list[Unit]:
+        return [_bind(p.unregister, d) for p in self._alive(step) for d in p.to_unregister(step.fraction)]
+
+    async def do_configure_users(self, step: Step) -> list[Unit]:
+        return [_bind(p.configure_user, u) for p in self._alive(step) for u in _part(p.users, step.fraction)]
+
+    async def do_conference(self, step: Step) -> list[Unit]:
+        return [_bind(p.start_conference, r, step.participants) for p in self._alive(step) for r in _part(p.rooms(), step.fraction)]
+
+    async def do_end_conference(self, step: Step) -> list[Unit]:
+        return [_bind(p.end_conference, r) for p in self._alive(step) for r in p.rooms()]
+
+    async def do_operator_login(self, step: Step) -> list[Unit]:
+        return [_bind(p.operator_login, d) for p in self._alive(step) for d in _part(p.desks(), step.fraction)]
+
+    async def do_operator_logout(self, step: Step) -> list[Unit]:
+        return [_bind(p.operator_logout, d) for p in self._alive(step) for d in p.desks()]
+
+    async def do_queue_monitor(self, step: Step) -> list[Unit]:
+        return [_bind(p.monitor_queue, q) for p in self._alive(step) for q in p.queues()]
+
+    async def do_isdn_up(self, step: Step) -> list[Unit]:
+        return [_bind(p.isdn_up, i) for p in self._alive(step) for i in p.interfaces()]
+
+    async def do_isdn_down(self, step: Step) -> list[Unit]:
+        return [_bind(p.isdn_down, i) for p in self._alive(step) for i in p.interfaces()]
+
+    async def do_upgrade(self, step: Step) -> list[Unit]:
+        return [_bind(p.upgrade, step.firmware) for p in self._alive(step)]
+
+    async def do_kill(self, step: Step) -> list[Unit]:
+        for p in self._alive(step):
+            p.kill()
+            self.killed_at[p.name] = time.perf_counter()
+            self.recorder.fault(f"{p.name} killed")
+        return []
+
+    async def do_cut(self, step: Step) -> list[Unit]:
+        for p in self._alive(step):
+            p.cut()
+            self.killed_at[p.name] = time.perf_counter()
+            self.recorder.fault(f"{p.name} cut off")
+        return []
+
+    async def do_restore(self, step: Step) -> list[Unit]:
+        for p in self.targets(step):
+            if p.state in ("dead", "cut"):
+                await p.restore()
+                self.recorder.fault(f"{p.name} back")
+        return []
+
+    async def do_takeover(self, step: Step) -> list[Unit]:
+        await self.takeover(step.standby, step.describe())
+        return []
 
     async def takeover(self, standby_name: str, step: str = "takeover") -> None:
         for name, standby in self.standbys.items():

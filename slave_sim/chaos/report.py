@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .chaos import FAULTS
-from .report import write_pair
+from ..reports import write_pair
+from .faults import FAULTS
 
 
 def console(r: dict[str, Any]) -> str:

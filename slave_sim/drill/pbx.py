@@ -1,7 +1,7 @@
 """A simulated PBX: its objects and devices, and a real client of the master.
 
 Users, executives and trunks take a Port when their first device registers and give it back
-with the last (R-PORT-1/3, through slave_sim.objects); group numbers and waiting queues take
+with the last (R-PORT-1/3, through slave_sim.drill.objects); group numbers and waiting queues take
 none (R-PORT-2). Conference rooms, ISDN interfaces, operator desks and queue monitors check
 their licenses out as they come into use. A decentral PBX serves itself from its own local
 license file and never draws on the master (R-MODE-2/3): when it runs short, it asks the master
@@ -22,7 +22,7 @@ from licmaster.model.errors import Denial
 from licmaster.model.pool import Pool
 from licmaster.model.types import Node
 
-from .access import PLAIN, MasterAccess
+from ..access import PLAIN, MasterAccess
 from .metrics import Recorder
 from .objects import DeviceRegistry, ObjectKind, PortAction
 from .scenario import NO_CONNECTION, PbxSpec

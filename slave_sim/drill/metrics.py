@@ -37,7 +37,7 @@ class Recorder:
     # per site, as the devices saw it: (t, site, Ports held +/-, users waiting for a Port +/-)
     site_events: list[tuple[float, str, int, int]] = field(default_factory=list)
     site_refused: Counter[tuple[str, str]] = field(default_factory=Counter)  # (site, code)
-    # refused failover steps (slave_sim.scenario.failover_steps): {t, step, action, pbx, failed, code, rule, message, text}
+    # refused failover steps (slave_sim.drill.scenario.failover_steps): {t, step, action, pbx, failed, code, rule, message, text}
     failover_refusals: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:

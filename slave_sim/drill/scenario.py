@@ -15,47 +15,22 @@ from licmaster.model import errors
 from licmaster.model.catalog import FAMILIES
 from licmaster.model.rules import normalize_mac
 
-from .access import MasterAccess, read_token_file
+from ..access import MasterAccess, read_token_file
+from .actions import ACTIONS
 
 
 class ScenarioError(ValueError):
     """A scenario that cannot run; the message names the file, the section and the key."""
 
 
-ACTIONS = {
-    "register": "devices register (Port per object, R-PORT-1/3)",
-    "unregister": "devices unregister",
-    "configure-users": "assign the PBX's user-license template to its users (R-USER, R-UC)",
-    "conference": "start conferences in bridge rooms (R-CHAN)",
-    "end-conference": "end conferences",
-    "operator-login": "operator desks log in (R-OP-1)",
-    "operator-logout": "operator desks log out",
-    "queue-monitor": "start monitoring the waiting queues (R-QM-1, R-VER-4)",
-    "isdn-up": "ISDN interfaces come up (R-HW-3/4)",
-    "isdn-down": "ISDN interfaces go down",
-    "upgrade": "PBXs move to another firmware version and say hello again (R-VER)",
-    "pause": "wait; with audit = true the master and the network must then agree exactly",
-    "kill": "a PBX dies: its connection drops, it sends nothing more",
-    "cut": "a PBX is cut off: the connection hangs, nothing goes through",
-    "restore": "a killed or cut-off PBX comes back, reconnects and re-syncs",
-    "takeover": "a standby PBX takes over its failed PBX (R-STBY)",
-    "restart-master": "the master is killed (kill -9) and started again",
-    "reload-licenses": "the master's license files are replaced and it reloads them (SIGHUP, no restart)",
-    "fail-master": "the master is killed (kill -9) and its standby master takes over ([master] standby = true)",
-    "return-master": "the master that failed starts again on its data, finds its standby acting as master "
-                     "and follows it as the new standby (the two swap roles)",
-    "partition": "cut and heal named links (cut = [...], heal = [...]): standby-master, master-etcd",
-}
 LINKS = ("standby-master", "master-etcd")
-FAILOVER_ACTIONS = ("takeover", "fail-master")  # failover_steps() says why these
+FAILOVER_ACTIONS = tuple(a.name for a in ACTIONS.values() if a.failover)  # failover_steps() says why these
 # Codes a refused failover step is recorded with: the protocol's error codes (docs/protocol.md),
 # and slave-sim's own for what no master said: no_connection (the standby reached no master),
 # not_settled (after fail-master, the PBXs or the auditor were not on the acting master in time).
 NO_CONNECTION, NOT_SETTLED = "no_connection", "not_settled"
 FAILOVER_CODES = frozenset({value for name, value in vars(errors).items() if name.isupper() and isinstance(value, str)}
                            | {NO_CONNECTION, NOT_SETTLED})
-TARGETED = {"register", "unregister", "configure-users", "conference", "end-conference", "operator-login",
-            "operator-logout", "queue-monitor", "isdn-up", "isdn-down", "upgrade", "kill", "cut", "restore"}
 
 
 @dataclass(frozen=True)
@@ -114,11 +89,14 @@ class Step:
     heal: tuple[str, ...] = ()  # partition: links to heal
 
     def describe(self) -> str:
-        target = ",".join(self.pbx) or "all"
-        links = " ".join([*(f"cut {n}" for n in self.cut), *(f"heal {n}" for n in self.heal)])
-        extra = {"pause": f"{self.seconds:g}s", "takeover": self.standby, "upgrade": f"V{self.firmware}",
-                 "conference": f"{self.participants} participants", "partition": links}.get(self.action, "")
-        return self.label or " ".join(x for x in (self.action, target if self.action in TARGETED else "", extra) if x)
+        action = ACTIONS[self.action]
+        target = (",".join(self.pbx) or "all") if action.targeted else ""
+        return self.label or " ".join(x for x in (self.action, target, action.detail(self)) if x)
+
+    @property
+    def link_changes(self) -> str:
+        """A partition's links, as "cut a heal b"."""
+        return " ".join([*(f"cut {n}" for n in self.cut), *(f"heal {n}" for n in self.heal)])
 
 
 @dataclass(frozen=True)
@@ -234,8 +212,9 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
         raise ScenarioError(f"{where} [expect] failover_refused: the scenario has no failover step "
                             f"({', '.join(FAILOVER_ACTIONS)}) to refuse")
     name = raw.get("name", path.stem)
-    if any(s.action in ("fail-master", "return-master") for s in steps) and not standby_master:
-        raise ScenarioError(f"{where}: fail-master and return-master need a standby master: set standby = true in [master]")
+    if any(ACTIONS[s.action].needs == "standby-master" for s in steps) and not standby_master:
+        named = " and ".join(a.name for a in ACTIONS.values() if a.needs == "standby-master")
+        raise ScenarioError(f"{where}: {named} need a standby master: set standby = true in [master]")
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
                     master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master, etcd=etcd,
                     access=access)
