@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from slave_sim.chaos import faults
-from slave_sim.chaos.faults import FAULTS, describe
+from slave_sim.chaos.faults import FAULTS, Fault, Kill, Stop, describe
 from slave_sim.chaos.plan import ChaosConfig, plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,17 +42,17 @@ def test_the_plan_is_the_seeds_alone_and_keeps_its_bounds() -> None:
     config = ChaosConfig(seed=5, seconds=120)
     steps = plan(config)
     assert steps == plan(ChaosConfig(seed=5, seconds=120)) and steps != plan(ChaosConfig(seed=6, seconds=120))
-    active: set[tuple] = set()
+    active: set[Fault] = set()
     kinds = set()
     for step in steps:
         if step.heal:
             active.remove(step.fault)  # every heal heals a fault that was on
         else:
             assert step.fault not in active and len(active) < 2
-            process_faults = [f for f in active if f[0] in ("kill", "stop") and step.fault[0] in ("kill", "stop")]
-            assert all(f[1] != step.fault[1] for f in process_faults)
+            if isinstance(step.fault, Kill | Stop):  # never two process faults on one master at once
+                assert all(f.master != step.fault.master for f in active if isinstance(f, Kill | Stop))
             active.add(step.fault)
-            kinds.add(step.fault[0])
+            kinds.add(step.fault.kind)
     assert not active and steps[-1].at <= 120  # everything healed by the end
     assert kinds == set(FAULTS)  # two minutes draw every kind of fault
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -60,16 +60,6 @@ class Fault:
 
     async def heal(self, chaos: Installation) -> None:
         raise NotImplementedError
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """(kind, *fields), a tuple field spread: the form faults had when they were tuples,
-        e.g. ("cut-site-oneway", 1, 0, "up")."""
-        return (self.kind, *(x for value in astuple(self) for x in (value if isinstance(value, tuple) else (value,))))
-
-    def __getitem__(self, index: int) -> Any:
-        """`fault[0]` is its kind, `fault[1]`... its fields, as when faults were tuples (kept for
-        the readers of that form, tests/test_chaos.py's bounds test; new code reads the names)."""
-        return self.as_tuple()[index]
 
 
 # ---------------------------------------------------------------- a master's process
