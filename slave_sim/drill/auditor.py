@@ -73,8 +73,7 @@ class Auditor:
         async def one(address: str, watcher: MasterClient) -> tuple[str, dict[str, Any] | None]:
             pinned = parse_address(address)
             if watcher.masters != [pinned]:  # a master stepping down sends its clients elsewhere: not this one
-                watcher.masters[:] = [pinned]
-                watcher.master_index = 0
+                watcher.master_list.pin(pinned)
                 watcher.abort_connection()
             try:
                 return address, await asyncio.wait_for(watcher.usage(), self.interval)
