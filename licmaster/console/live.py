@@ -56,6 +56,21 @@ def simulator_session(node: str | None) -> bool:
     return bool(node) and str(node).startswith(SIMULATOR)
 
 
+# The events told in one sentence each: {node} and {detail} of the row.
+_SAID = {
+    events.ROLE: "role {detail}",
+    events.PROMOTE: "became the acting master ({detail})",
+    events.STEP_DOWN: "stepped down: {detail}",
+    events.RELOAD: "licenses reloaded: {detail}",
+    events.RELOAD_REFUSED: "reload REFUSED, the licenses in force stay: {detail}",
+    events.LICENSES_REFUSED: "license files refused: {detail}",
+    events.SSA_ENDED: "SSA ended: {detail}",
+    events.REPLICA_LOST: "no standby master follows any more: {detail}",
+    events.ABORT: "{node}: connection dropped: {detail}",
+    events.OPERATOR: "operator: {detail}",
+}
+
+
 def event_text(row: Row) -> str:
     """A journal row of a NOTABLE event, in words (the dashboard's event feed)."""
     r = events.full(row)
@@ -68,26 +83,9 @@ def event_text(row: Row) -> str:
         if detail.isascii() and detail.isdigit():  # the count given back, with its unit: `28 leases`
             return f"{node} {ended}, {events.detail_text(name, detail)} back in the pool"
         return f"{node} {ended}{': ' + detail if detail else ''}"  # fenced or stepped down: why
-    if name == events.ROLE:
-        return f"role {detail}"
-    if name == events.PROMOTE:
-        return f"became the acting master ({detail})"
-    if name == events.STEP_DOWN:
-        return f"stepped down: {detail}"
-    if name == events.RELOAD:
-        return f"licenses reloaded: {detail}"
-    if name == events.RELOAD_REFUSED:
-        return f"reload REFUSED, the licenses in force stay: {detail}"
-    if name == events.LICENSES_REFUSED:
-        return f"license files refused: {detail}"
-    if name == events.SSA_ENDED:
-        return f"SSA ended: {detail}"
-    if name == events.REPLICA_LOST:
-        return f"no standby master follows any more: {detail}"
-    if name == events.ABORT:
-        return f"{node}: connection dropped: {detail}"
-    if name == events.OPERATOR:
-        return f"operator: {detail}"
+    said = _SAID.get(name)
+    if said is not None:
+        return said.format(node=node, detail=detail)
     return f"master {name}{': ' + detail if detail else ''}"  # start, stop
 
 
