@@ -1,13 +1,13 @@
 """Abuse of a real `licmaster serve` while a well-behaved PBX (the canary) checks out and in.
 
-    python bench/abuse.py                  # every attack, ~45 s
-    python bench/abuse.py --only never-reads,refusal-flood
+    python bench/abuse.py                  # every attack, ~90 s
+    python bench/abuse.py --only never-reads,refusal-flood,holder-flood
 
 One attack at a time, each for a few seconds, from this process; the canary runs in a process of
 its own and times each checkout+checkin round trip. For each attack the bench prints the
 canary's p99 during it, the master's peak RSS growth over its level before, the journal's
 growth (bytes, with its write-ahead log; the canary's own rows are in it too: compare with
-`quiet`) and its denial rows, and the descriptors the master still holds once the attack's
+`quiet`), its denial rows and its unmet-demand rows (`demand`, `demand_dropped`), and the descriptors the master still holds once the attack's
 sessions have expired (compared with before it). Targets (issue 10): canary p99 <= 20 ms throughout, <= 50 MB RSS
 growth for any one attack, journal growth <= 1 MB per 10,000 refused requests, no descriptor left.
 Prints one JSON object.
@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from _master import bench_master  # noqa: E402
 
 from licmaster.client import MasterClient  # noqa: E402
+from licmaster.daemon.denials import RETRY_S  # noqa: E402
 from licmaster.daemon.storage.journal import read_journal  # noqa: E402
 from licmaster.testing import MasterProcess  # noqa: E402
 from licmaster.wire.codec import encode  # noqa: E402
@@ -176,6 +177,28 @@ async def refusal_flood(address: tuple[str, int], seconds: float, refusals: int 
     return {"refused_requests": sent}
 
 
+async def holder_flood(address: tuple[str, int], seconds: float, holders: int = 100_000) -> dict[str, Any]:
+    """One session refused for 100,000 distinct holders (a license it has none of): each is an
+    unmet demand, and the master keeps at most 1,024 of a node's open (daemon/denials.py).
+    Waits out the retry window, so that the demands' rows are journaled within the attack."""
+    reader, w = await open_raw(address)
+    w.write(encode({"op": "hello", "id": 0, "node": "holder-flooder", **HELLO}))
+    for i in range(1, holders + 1):
+        w.write(encode({"op": "checkout", "id": i, "resource": "conference", "holder": f"phone-{i:06d}"}))
+        if i % 200 == 0:
+            await w.drain()
+            while True:
+                try:
+                    await asyncio.wait_for(reader.read(1 << 20), 0.001)
+                except TimeoutError:
+                    break
+    await w.drain()
+    await asyncio.sleep(0.5)
+    w.close()
+    await asyncio.sleep(RETRY_S + 1.0)
+    return {"refused_requests": holders}
+
+
 async def churn(address: tuple[str, int], seconds: float) -> dict[str, Any]:
     """Connections opened, said hello on, and reset (RST), as fast as they go."""
     n = 0
@@ -230,7 +253,7 @@ async def quiet(address: tuple[str, int], seconds: float) -> dict[str, Any]:
 
 ATTACKS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "quiet": quiet, "idle": idle, "slowloris": slowloris, "oversize-frames": oversize, "garbage": garbage,
-    "refusal-flood": refusal_flood, "churn-rst": churn, "never-reads": never_reads, "past-max-connections": past_max_connections,
+    "refusal-flood": refusal_flood, "holder-flood": holder_flood, "churn-rst": churn, "never-reads": never_reads, "past-max-connections": past_max_connections,
 }
 
 
@@ -261,6 +284,7 @@ async def attack(name: str, master: MasterProcess, seconds: float) -> dict[str, 
     return {"attack": name, **detail, "window": (started, ended),
             "rss_growth_mb": round(peak[0] - rss_before, 1), "journal_growth_kb": round((journal_after - journal_before) / 1024, 1),
             "journal_denial_rows": sum(r["event"] in ("deny", "deny_repeated") for r in rows),
+            "journal_demand_rows": sum(r["event"] in ("demand", "demand_dropped") for r in rows),
             "descriptors_left": descriptors(pid) - fds_before}
 
 

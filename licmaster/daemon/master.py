@@ -342,7 +342,7 @@ class Master:
         if self.role.state is not Role.STOPPED:
             self.role.change(Role.STOPPED, reason)
         if self._dispatch is not None:
-            self._dispatch.denials.flush(asyncio.get_running_loop().time())
+            self._dispatch.denials.close(asyncio.get_running_loop().time())  # the demands still open too
         if self._dispatch is not None:
             event = {"event": "shutdown", "reason": reason}
             self._dispatch.sessions.end_all(End.SHUTDOWN, event=event)

@@ -14,6 +14,7 @@ than misreading the stream.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -25,6 +26,10 @@ STREAM_VERSION = 2  # 2: the snapshot comes in `snapshot` events of bounded size
 GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER = "grant", "checkin", "release", "expire", "bye", "takeover"
 ASSIGN, UNASSIGN = "assign", "unassign"  # user licenses: resource = family, holder = user, detail = version
 DENY, DENY_REPEATED = "deny", "deny_repeated"  # deny_repeated: detail = "<code> x<count>" (daemon/denials.py)
+# An unmet demand: one holder of a node refused, asking again within the retry window, from its
+# first ask to its last (detail: `demand_detail`); demand_dropped: the holders of a node and
+# resource beyond the bound on those tracked, counted in one row a window (daemon/denials.py).
+DEMAND, DEMAND_DROPPED = "demand", "demand_dropped"
 REPLICA_LOST = "replica_lost"  # the last standby master following this one is gone: degraded
 ABORT = "abort"  # a connection dropped for its behaviour (replies left unread): detail says why
 OPERATOR = "operator"  # an operator took something back by hand: detail says what, and who
@@ -32,7 +37,8 @@ START, STOP, PROMOTE, STEP_DOWN, ROLE = "start", "stop", "promote", "step_down",
 RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED = "reload", "reload_refused", "ssa_ended", "licenses_refused"
 
 STATE_EVENTS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER})
-KINDS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, ASSIGN, UNASSIGN, DENY, DENY_REPEATED, REPLICA_LOST, ABORT, OPERATOR,
+KINDS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, ASSIGN, UNASSIGN, DENY, DENY_REPEATED, DEMAND, DEMAND_DROPPED,
+                   REPLICA_LOST, ABORT, OPERATOR,
                    START, STOP, PROMOTE, STEP_DOWN, ROLE, RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED})  # every event a journal holds
 REPLICATED = STATE_EVENTS | {ASSIGN, UNASSIGN}
 
@@ -58,6 +64,45 @@ class Change(NamedTuple):
 REPLICA_FIELDS = Change._fields
 
 
+class Demand(NamedTuple):
+    """What a `demand` or `demand_dropped` row's detail says. Times are epoch seconds (wall
+    clock), to the millisecond; the row's own `ts` is when it was written, after the last ask."""
+
+    code: str  # the refusal's code, at the first ask
+    family: str | None  # the catalog family it was about, None when the refusal named none
+    first: float  # the first ask
+    last: float  # the last ask (a demand_dropped row: the first and last of its window)
+    asks: int  # refused requests, retries included
+    holders: int | None = None  # demand_dropped: how many distinct holders (estimated, see daemon/denials.py); else None
+    at_least: bool = False  # demand_dropped: more holders than the estimate can tell; `holders` is a lower bound
+
+
+def demand_detail(demand: Demand) -> str:
+    """A Demand as a row's detail: `exhausted family=PBX-Port first=1700000000.123
+    last=1700000003.456 asks=50`, and `holders=<n>` (`<n>+`: at least) on a demand_dropped row."""
+    holders = "" if demand.holders is None else f" holders={demand.holders}{'+' if demand.at_least else ''}"
+    return (f"{demand.code} family={demand.family or '-'}{holders} first={demand.first:.3f} last={demand.last:.3f}"
+            f" asks={demand.asks}")
+
+
+def read_demand(detail: Any) -> Demand | None:
+    """A `demand` or `demand_dropped` row's detail, read back (None if it is not one)."""
+    if not isinstance(detail, str):
+        return None
+    code, *pairs = detail.split(" ")
+    fields: dict[str, str] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        fields[key] = value
+    try:
+        holders = fields.get("holders")
+        return Demand(code, None if fields.get("family", "-") == "-" else fields["family"], float(fields["first"]),
+                      float(fields["last"]), int(fields["asks"]), None if holders is None else int(holders.rstrip("+")),
+                      holders is not None and holders.endswith("+"))
+    except (KeyError, ValueError):
+        return None
+
+
 # Events whose detail is a bare count, and what it counts: kept bare (code parses it), printed
 # with its unit. A bye or expire counts the leases the session gave back.
 COUNTED = {BYE: ("lease", "leases"), EXPIRE: ("lease", "leases")}
@@ -65,7 +110,8 @@ COUNTED = {BYE: ("lease", "leases"), EXPIRE: ("lease", "leases")}
 
 def detail_text(event: str, detail: Any) -> str | None:
     """A row's detail as a person reads it: `28 leases` for a bye's `28`, `V13` for a user
-    license's version, `exhausted, 3 more refusals` for `exhausted x3`; else as stored."""
+    license's version, `exhausted, 3 more refusals` for `exhausted x3`, `exhausted (PBX-Port),
+    12 asks over 3.4 s from 2025-11-24T09:00:01.120Z` for a demand; else as stored."""
     if detail is None:
         return None
     text = str(detail)
@@ -78,7 +124,22 @@ def detail_text(event: str, detail: Any) -> str | None:
         code, _, times = text.rpartition(" x")
         if code and times.isascii() and times.isdigit():
             return f"{code}, {times} more refusal{'' if times == '1' else 's'}"
+    if event in (DEMAND, DEMAND_DROPPED):
+        demand = read_demand(text)
+        if demand is not None:
+            about = f"{demand.code}{' (' + demand.family + ')' if demand.family else ''}"
+            asks = f"{demand.asks} ask{'' if demand.asks == 1 else 's'}"
+            asked = (f"{asks} at {_utc(demand.first)}" if demand.last == demand.first
+                     else f"{asks} over {demand.last - demand.first:.1f} s from {_utc(demand.first)}")
+            if event == DEMAND:
+                return f"{about}, {asked}"
+            holders = f"{'at least ' if demand.at_least else ''}{demand.holders} more holder{'' if demand.holders == 1 else 's'}"
+            return f"{about}, {holders} not named, {asked}"
     return text
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def full(row: Row) -> Row:
