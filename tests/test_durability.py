@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from licmaster.daemon.storage.journal import read_journal
+from licmaster.wire.events import read_demand
 
 from .daemon import Daemon, Raw
 
@@ -116,11 +117,17 @@ async def test_the_journal_records_grants_checkins_and_denials_with_rules(tmp_pa
     roles = [r["detail"] for r in rows if r["event"] == "role"]
     assert roles == ["starting -> acting: started", "acting -> stopped: signal SIGTERM"]  # every role change journaled
     events = [(r["event"], r["node"], r["holder"], r["detail"], r["rule"]) for r in rows if r["event"] not in ("start", "role")]
+    # ann's refused assignment is also an unmet demand, still open at the stop: written then, whole
+    demand = next(r for r in rows if r["event"] == "demand")
+    assert (demand["node"], demand["holder"], demand["rule"]) == ("pbx-a", "ann", "R-USER-2")
+    said = read_demand(demand["detail"])
+    assert said is not None and (said.code, said.family, said.asks) == ("prerequisite", "App(softphone)", 1)
     assert events == [
         ("grant", "pbx-a", "alice", "PBX-Port13:1", None),
         ("checkin", "pbx-a", "alice", None, None),
         ("deny", "pbx-a", "ann", "prerequisite", "R-USER-2"),
         ("bye", "pbx-a", None, "0", None),
+        ("demand", "pbx-a", "ann", demand["detail"], "R-USER-2"),
         ("stop", None, None, "signal SIGTERM", None),
     ]
 
