@@ -219,3 +219,21 @@ async def test_a_reply_larger_than_the_peer_reads_comes_in_frames_it_can_read(tm
         assert sorted(g["holder"] for g in whole["leases"]) == sorted(f"user-{i}" for i in range(300))
     finally:
         await d.stop()
+
+
+async def test_a_hello_is_journaled_once_a_session_and_again_when_the_pbx_says_other_things(tmp_path) -> None:
+    from licmaster.daemon.storage.journal import read_journal
+
+    from .daemon import in_process
+
+    d = await in_process(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
+    try:
+        for firmware in (13, 13, 13, 12):  # three reconnects of one session, then a downgrade
+            pbx = await d.connect()
+            assert (await pbx.hello("pbx1", firmware=firmware))["ok"]
+        assert d.master is not None and d.master.journal is not None
+        await d.master.journal.flush()
+    finally:
+        await d.stop()
+    hellos = [r["detail"] for r in read_journal(tmp_path / "m" / "data" / "journal.sqlite3", event="hello")]
+    assert [('"firmware":13' in h, '"firmware":12' in h) for h in hellos] == [(True, False), (False, True)]

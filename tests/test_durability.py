@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from licmaster.daemon.storage.journal import read_journal
-from licmaster.wire.events import read_demand
+from licmaster.wire.events import read_demand, read_hello
 
 from .daemon import Daemon, Raw
 
@@ -116,7 +116,11 @@ async def test_the_journal_records_grants_checkins_and_denials_with_rules(tmp_pa
     rows = read_journal(d.workdir / "data" / "journal.sqlite3")
     roles = [r["detail"] for r in rows if r["event"] == "role"]
     assert roles == ["starting -> acting: started", "acting -> stopped: signal SIGTERM"]  # every role change journaled
-    events = [(r["event"], r["node"], r["holder"], r["detail"], r["rule"]) for r in rows if r["event"] not in ("start", "role")]
+    # Each session's hello is recorded with what the PBX said of itself: what a replay needs.
+    [hello] = [r for r in rows if r["event"] == "hello"]
+    node = read_hello(hello["node"], hello["detail"])
+    assert node is not None and (node.name, node.firmware, node.platform, node.licensing) == ("pbx-a", 13, "gateway", "central")
+    events = [(r["event"], r["node"], r["holder"], r["detail"], r["rule"]) for r in rows if r["event"] not in ("start", "role", "hello")]
     # ann's refused assignment is also an unmet demand, still open at the stop: written then, whole
     demand = next(r for r in rows if r["event"] == "demand")
     assert (demand["node"], demand["holder"], demand["rule"]) == ("pbx-a", "ann", "R-USER-2")

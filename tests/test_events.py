@@ -93,3 +93,15 @@ def test_a_stream_of_another_version_or_shape_is_refused_not_misread(event: dict
 def test_every_event_the_journal_may_hold_is_known_by_name() -> None:
     named = {value for name, value in vars(events).items() if name.isupper() and isinstance(value, str)}
     assert events.KINDS == named
+
+
+def test_a_hello_row_reads_back_as_the_node_that_said_it() -> None:
+    from licmaster.model.types import Node
+    from licmaster.wire.events import hello_detail, read_hello
+
+    node = Node("hq-standby", role="standby", firmware=13, platform="ipva", mac="00:90:33:00:00:0a", model="IP811",
+                standby_for="hq")
+    assert read_hello("hq-standby", hello_detail(node)) == node
+    assert read_hello("pbx", hello_detail(Node("pbx"))) == Node("pbx")
+    for bad in (None, "", "not json", "[1]", '{"colour":"red"}', '{"firmware":"x","bogus":1}'):
+        assert read_hello("pbx", bad) is None

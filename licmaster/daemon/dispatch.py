@@ -265,6 +265,7 @@ class Dispatcher:
             # session and every lease in it; the old connection is told and closed.
             session.conn.session = None
             session.conn.close({"event": "fenced", "reason": "replaced by a new connection of the same node"})
+        said = session is None or session.info != info  # a new session, or one whose PBX says other things now
         if session is None:
             session = Session(info.name, "", conn, now, info)
             self.sessions.by_node[info.name] = session
@@ -275,6 +276,8 @@ class Dispatcher:
         conn.session = session
         conn.reply_limit = parsed.max_frame or DEFAULT_MAX_FRAME
         conn.hello_done()
+        if said:  # what a replay needs of the node; not again for every reconnect of one session
+            self.record(events.HELLO, info.name, detail=events.hello_detail(info))
         for lease in self.pool.set_node(info):
             self.record(RELEASE, info.name, lease.resource, lease.holder, lease.id, "node changed")
         logs.event("hello", node=info.name, role=info.role, firmware=info.firmware, platform=info.platform,

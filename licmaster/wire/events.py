@@ -14,10 +14,12 @@ than misreading the stream.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+from licmaster.model.types import Node
 from licmaster.wire.codec import PART_MARGIN, frame_with, packed_runs
 
 STREAM_VERSION = 2  # 2: the snapshot comes in `snapshot` events of bounded size, not in the reply
@@ -30,6 +32,10 @@ DENY, DENY_REPEATED = "deny", "deny_repeated"  # deny_repeated: detail = "<code>
 # first ask to its last (detail: `demand_detail`); demand_dropped: the holders of a node and
 # resource beyond the bound on those tracked, counted in one row a window (daemon/denials.py).
 DEMAND, DEMAND_DROPPED = "demand", "demand_dropped"
+# A session began: what the PBX said of itself (detail: `hello_detail`), so that the record of an
+# installation holds what a replay needs to draw licenses as the master did (firmware, platform,
+# MAC, licensing mode, model, whom a standby PBX stands in for).
+HELLO = "hello"
 REPLICA_LOST = "replica_lost"  # the last standby master following this one is gone: degraded
 ABORT = "abort"  # a connection dropped for its behaviour (replies left unread): detail says why
 OPERATOR = "operator"  # an operator took something back by hand: detail says what, and who
@@ -38,7 +44,7 @@ RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED = "reload", "reload_refused"
 
 STATE_EVENTS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER})
 KINDS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, ASSIGN, UNASSIGN, DENY, DENY_REPEATED, DEMAND, DEMAND_DROPPED,
-                   REPLICA_LOST, ABORT, OPERATOR,
+                   HELLO, REPLICA_LOST, ABORT, OPERATOR,
                    START, STOP, PROMOTE, STEP_DOWN, ROLE, RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED})  # every event a journal holds
 REPLICATED = STATE_EVENTS | {ASSIGN, UNASSIGN}
 
@@ -234,3 +240,27 @@ class Snapshot:
                 raise StreamError(f"snapshot part {part}: {key} is not a list of {width}-field rows")
             into.extend(rows)
         self.received += 1
+
+
+_NODE_FIELDS = ("role", "firmware", "platform", "mac", "licensing", "model", "standby_for")
+
+
+def hello_detail(node: Node) -> str:
+    """A `hello` row's detail: what the node said of itself, as compact JSON (fields left at
+    nothing are left out)."""
+    said = {name: getattr(node, name) for name in _NODE_FIELDS if getattr(node, name) is not None}
+    return json.dumps(said, separators=(",", ":"), sort_keys=True)
+
+
+def read_hello(name: str, detail: Any) -> Node | None:
+    """The node a `hello` row records, read back (None if the detail is not one)."""
+    try:
+        said = json.loads(detail) if isinstance(detail, str) else None
+    except ValueError:
+        return None
+    if not isinstance(said, dict) or not set(said) <= set(_NODE_FIELDS):
+        return None
+    try:
+        return Node(name, **said)
+    except TypeError:
+        return None
