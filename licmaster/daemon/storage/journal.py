@@ -70,6 +70,7 @@ class Journal:
         # appends to it directly: CPython's list.append is specialised, a bound method or a call
         # through record() costs ~230 instructions more per request (measured).
         self.rows: list[Row] = []
+        self._writing: list[list[Row]] = []  # batches a flush took, until the writer thread has written them
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._db: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
@@ -129,8 +130,10 @@ class Journal:
             await self.flush(loop, wait_for_writer=False)  # the timer itself waits for nobody
 
     def pending(self) -> list[Row]:
-        """The rows recorded and not yet written, oldest first (a copy)."""
-        return self.rows.copy()
+        """The rows recorded and not yet written, oldest first (a copy): those a flush has taken
+        and the writer thread has not written yet too, or a reader of the database and of this
+        would find neither (the console's "since when" of a lease granted right then)."""
+        return [row for batch in self._writing for row in batch] + self.rows
 
     async def flush(self, loop: asyncio.AbstractEventLoop | None = None, *, wait_for_writer: bool = True) -> None:
         """When it returns, everything recorded before the call is written (with `wait_for_writer`,
@@ -141,9 +144,12 @@ class Journal:
             self.rows.clear()
             for listener in self.on_batch:
                 listener(batch)
+            self._writing.append(batch)
             # Shielded: close() cancels the timer's flush; the batch it took must still be written
             # (unshielded, a write still queued behind another was dropped, and its rows with it).
-            await asyncio.shield(loop.run_in_executor(self._executor, self._write, batch))
+            written = asyncio.shield(loop.run_in_executor(self._executor, self._write, batch))
+            written.add_done_callback(lambda _: self._writing.remove(batch))
+            await written
         elif wait_for_writer:
             await loop.run_in_executor(self._executor, _written)
         if self.keep_s is not None and self.snapshot is not None and self._run is not None \
