@@ -1,3 +1,4 @@
-"""The operator's console, in the master's process and loop: a JSON API under /api/v1/, Prometheus
-metrics at /metrics (docs/admin-api.md). Nothing here is on the PBXs' request path: it reads the
-master's state when asked."""
+"""The operator's console, in the master's process and loop, above the daemon: a JSON API under
+/api/v1/, Prometheus metrics at /metrics, the live dashboard (docs/admin-api.md), and the usage
+report from the journal. Nothing here is on the PBXs' request path: it renders `Master.status()`
+when asked, and the daemon never imports it."""
