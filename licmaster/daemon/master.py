@@ -14,14 +14,14 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from licmaster.daemon import cover, logs, reload_requests
 from licmaster.daemon.config import Config
 from licmaster.daemon.dispatch import Dispatcher
-from licmaster.daemon.ha.etcd import Etcd
+from licmaster.daemon.ha.etcd import Etcd, EtcdClient
 from licmaster.daemon.ha.failover import Failover
 from licmaster.daemon.ha.leadership import Leadership
 from licmaster.daemon.ha.recovery import Holdings, held_at_end
@@ -55,9 +55,11 @@ class StartError(RuntimeError):
 
 
 class Master:
-    def __init__(self, config: Config, *, name: str = "licmaster") -> None:
+    def __init__(self, config: Config, *, name: str = "licmaster",
+                 etcd_client: Callable[[Sequence[str]], EtcdClient] = Etcd) -> None:
         self.config = config
         self.name = name
+        self.etcd_client = etcd_client  # a seam: the real etcd client, or a model of etcd (licmaster/testing/etcd_model.py)
         self.role = RoleMachine(on_change=self._role_changed)
         self.feed = ReplicaFeed(on_change=self._standbys_changed)
         self.store: Store | None = None
@@ -179,7 +181,7 @@ class Master:
         if cfg.etcd_endpoints:
             self.role.change(Role.STANDBY, "waiting for the election in etcd")
             address = cfg.advertise or (f"{self.address[0]}:{self.address[1]}" if self.address else cfg.listen)
-            self.leadership = Leadership(Etcd(cfg.etcd_endpoints), f"{cfg.etcd_prefix.rstrip('/')}/leader", self.name, address,
+            self.leadership = Leadership(self.etcd_client(cfg.etcd_endpoints), f"{cfg.etcd_prefix.rstrip('/')}/leader", self.name, address,
                                          ttl_s=cfg.etcd_ttl_s, on_won=self._won, on_follow=self._follow_leader,
                                          on_suspend=self._suspend, on_resume=self._resume, on_lost=self._lost,
                                          on_confirmed=self._confirmed)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from licmaster.daemon.config import load_config
+from licmaster.daemon.ha.etcd import EtcdClient
 from licmaster.daemon.master import Master
 from licmaster.daemon.protocol import Connection
 from licmaster.testing.peers import RawPeer
@@ -169,8 +171,10 @@ class InProcessPeer(RawPeer):
 class InProcessMaster:
     """`Master` on a config written as for `licmaster serve`, without a listener."""
 
-    def __init__(self, workdir: Path, licenses: str, *, name: str = "test-master", **config: Any) -> None:
+    def __init__(self, workdir: Path, licenses: str, *, name: str = "test-master",
+                 etcd_client: Callable[[Sequence[str]], EtcdClient] | None = None, **config: Any) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.etcd_client = etcd_client  # a model of etcd in place of the real client (licmaster/testing/etcd_model.py)
         self.workdir = workdir
         self.license_file = workdir / "licenses.toml"
         self.license_file.write_text(licenses)
@@ -180,7 +184,7 @@ class InProcessMaster:
 
     async def start(self) -> InProcessMaster:
         path = write_config(self.workdir / "licmaster.toml", self.config)
-        self.master = Master(load_config(path), name=self.name)
+        self.master = Master(load_config(path), name=self.name, **({"etcd_client": self.etcd_client} if self.etcd_client else {}))
         self.master.config_file = path  # as `licmaster serve --config` does: a reload re-reads the tokens
         await self.master.start(listen=False)
         return self

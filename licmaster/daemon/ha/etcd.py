@@ -15,7 +15,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -36,7 +36,27 @@ class KeyValue:
     lease: int
 
 
+class EtcdClient(Protocol):
+    """What leadership asks of etcd: the seam a model of etcd stands in at (licmaster/testing/
+    etcd_model.py; a deterministic simulation). Every call raises EtcdUnavailable when no member
+    answers."""
+
+    async def grant(self, ttl_s: int) -> tuple[int, int]: ...
+
+    async def keep_alive(self, lease: int) -> int: ...
+
+    async def revoke(self, lease: int) -> None: ...
+
+    async def create(self, key: str, value: str, lease: int) -> tuple[bool, int, KeyValue | None]: ...
+
+    async def get(self, key: str) -> KeyValue | None: ...
+
+    async def close(self) -> None: ...
+
+
 class Etcd:
+    """The real client, over the JSON gateway of the members at `endpoints`."""
+
     def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 1.0) -> None:
         self.endpoints = [e if "://" in e else f"http://{e}" for e in endpoints]
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)

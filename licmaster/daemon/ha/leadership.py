@@ -25,13 +25,13 @@ import logging
 from collections.abc import Callable
 
 from licmaster.daemon import logs
-from licmaster.daemon.ha.etcd import Etcd, EtcdUnavailable
+from licmaster.daemon.ha.etcd import EtcdClient, EtcdUnavailable
 
 MARGIN_S = 0.5  # stop granting this long before the lease can expire in etcd
 
 
 class Leadership:
-    def __init__(self, etcd: Etcd, key: str, name: str, address: str, *, ttl_s: int,
+    def __init__(self, etcd: EtcdClient, key: str, name: str, address: str, *, ttl_s: int,
                  on_won: Callable[[int], None], on_follow: Callable[[str], None],
                  on_suspend: Callable[[str], None], on_resume: Callable[[], None],
                  on_lost: Callable[[str | None], None], on_confirmed: Callable[[float], None] | None = None,
