@@ -337,7 +337,12 @@ async def test_a_standby_without_etcd_is_warned_about_at_start(tmp_path: Path) -
         assert "two_node_mode" in standby.log and "two_node_mode" not in master.log
         watcher = await Raw.open(master.address)
         assert (await watcher.hello("obs", role="observer"))["ok"]
-        coordination = (await watcher.request("usage"))["coordination"]  # the wire says what /api/v1/ha says
+        for _ in range(200):  # until the standby has attached: before, this master knows of no standby ("single")
+            usage = await watcher.request("usage")
+            if usage["replicas"] == 1:
+                break
+            await asyncio.sleep(0.05)
+        coordination = usage["coordination"]  # the wire says what /api/v1/ha says
         assert coordination["mode"] == "two-node" and "standby master(s) follow this one" in coordination["note"]
     finally:
         standby.stop()
