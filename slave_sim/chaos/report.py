@@ -22,6 +22,9 @@ def console(r: dict[str, Any]) -> str:
     served = [v - r["last_heal"] for v in r["served"].values() if v is not None]
     if served:
         lines.append(f"  served again after the last heal: slowest PBX {max(served):.2f} s")
+    if "lapses" in r:  # what a phone would notice; measured, a rule once PBXs keep their leases for a hold (issue 22)
+        lines.append(f"  availability: {r['lapses']} time(s) a PBX was told its leases lapsed ({r['leases_lapsed']} leases it "
+                     f"had to stop using), {r['losses']} lease(s) lost at a re-sync")
     if "audits" in r:
         lines.append(f"  beliefs audited against the serving master: {r['audits']} time(s) (after each failover and at the end), "
                      f"{r['leases_audited']} leases compared by id")

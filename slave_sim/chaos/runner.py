@@ -55,6 +55,9 @@ class History:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     refusals: dict[str, int] = field(default_factory=dict)
     audits: list[dict[str, Any]] = field(default_factory=list)
+    # Availability, measured (issue 22 makes it a rule once a PBX keeps its leases for a hold):
+    # each `lapsed` a PBX was told, with how many leases it then had to stop using.
+    lapses: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:
         return round(time.perf_counter() - self.started, 3)
@@ -121,6 +124,8 @@ class Chaos:
             if event.get("event") == "lost":
                 self.history.losses.append({"t": self.history.now(), "pbx": pbx, "holder": event.get("holder"),
                                             "why": event.get("error")})
+            elif event.get("event") == "lapsed":
+                self.history.lapses.append({"t": self.history.now(), "pbx": pbx, "leases": event.get("leases", 0)})
         return seen
 
     async def _stop_all(self) -> None:
@@ -297,7 +302,8 @@ class Chaos:
                     "peak_believed": max((s["believed"] for s in self.history.samples), default=0),
                     "peak_acting": max((s["acting"] for s in self.history.samples), default=0),
                     "samples": self.history.samples, "last_heal": last_heal, "served": served,
-                    "audits": len(self.history.audits),
+                    "audits": len(self.history.audits), "lapses": len(self.history.lapses),
+                    "leases_lapsed": sum(int(lapse["leases"]) for lapse in self.history.lapses),
                     "leases_audited": sum(sum(map(len, a["believed"].values())) for a in self.history.audits)}
         finally:
             self._stop.set()
