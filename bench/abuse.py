@@ -165,16 +165,22 @@ async def refusal_flood(address: tuple[str, int], seconds: float, refusals: int 
         w.write(encode({"op": "checkout", "id": i, "resource": f"{i}-{big}", "holder": "h"}))
         sent += 1
         if i % 20 == 0:
-            await w.drain()
-            while True:  # keep reading, so that this attack is the names, not back-pressure
-                try:
-                    await asyncio.wait_for(reader.read(1 << 20), 0.001)
-                except TimeoutError:
-                    break
+            await _send_and_read(reader, w)  # so that this attack is the names, not back-pressure
     await w.drain()
     await asyncio.sleep(0.5)
     w.close()
     return {"refused_requests": sent}
+
+
+async def _send_and_read(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    """Send what is written, and read every reply waiting: a flood that reads its replies keeps
+    the master writing, so the attack is what is asked, not back-pressure."""
+    await w.drain()
+    while True:
+        try:
+            await asyncio.wait_for(reader.read(1 << 20), 0.001)
+        except TimeoutError:
+            break
 
 
 async def holder_flood(address: tuple[str, int], seconds: float, holders: int = 100_000) -> dict[str, Any]:
@@ -186,12 +192,7 @@ async def holder_flood(address: tuple[str, int], seconds: float, holders: int = 
     for i in range(1, holders + 1):
         w.write(encode({"op": "checkout", "id": i, "resource": "conference", "holder": f"phone-{i:06d}"}))
         if i % 200 == 0:
-            await w.drain()
-            while True:
-                try:
-                    await asyncio.wait_for(reader.read(1 << 20), 0.001)
-                except TimeoutError:
-                    break
+            await _send_and_read(reader, w)
     await w.drain()
     await asyncio.sleep(0.5)
     w.close()
