@@ -93,3 +93,15 @@ def test_a_reply_in_parts_is_whole_only_with_its_last_part_and_parts_that_do_not
         parts.add(1, {"id": 1, "part": 1, "data": b""})
     with pytest.raises(FrameError):
         parts.add(1, {"id": 1, "parts": 1})
+
+
+def test_leases_stay_the_pbxs_for_the_whole_hold_not_only_a_lease_ttl() -> None:
+    # The two clocks: a PBX cut off from every master keeps using what it holds for hold_s.
+    holdings = Holdings()
+    holdings.adopt([lease("alice", "11")])
+    wire = object()
+    holdings.ok_reply(wire, 1.0, True, {"ok": True})
+    hold = 259_200.0
+    assert holdings.lapse(1.0 + 3.0, hold) is None and holdings.confirmed(1.0 + 3600, hold)
+    assert set(holdings.believed(1.0 + hold - 0.001, hold)) == {("port", "alice")}
+    assert holdings.believed(1.0 + hold, hold) == {} and holdings.lapse(1.0 + hold, hold) is not None

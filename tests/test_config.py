@@ -46,6 +46,10 @@ def test_peers_are_addresses() -> None:
     ({"tls_cert": "cert.pem"}, "tls_cert"),
     ({"tls_ca": "ca.pem"}, "tls_ca"),
     ({"heartbeat_ms": 3000, "lease_ttl_ms": 3000}, "heartbeat_ms"),
+    ({"hold_s": 2}, "hold_s"),  # below the lease TTL (3 s): a PBX would lose its licenses before it is absent
+    ({"hold_s": 30 * 86_400 + 1}, "hold_s"),
+    ({"hold_s": "72h"}, "hold_s"),
+    ({"hold_s": float("nan")}, "hold_s"),
     ({"listne": "127.0.0.1:1"}, "listne"),
 ])
 def test_a_wrong_value_names_its_key(raw: dict, names: str) -> None:
@@ -89,3 +93,10 @@ def test_metrics_token_and_metrics_public_are_checked_and_exclude_each_other() -
         config_from_dict({"metrics_public": "yes"}, Path("."))
     with pytest.raises(ConfigError, match="metrics_token and metrics_public: set one"):
         config_from_dict({"metrics_token": "scrape-token-0123456789", "metrics_public": True}, Path("."))
+
+
+def test_the_hold_is_72_hours_by_default_and_may_be_from_the_ttl_to_30_days() -> None:
+    assert config_from_dict({}, Path(".")).hold_s == 259_200
+    assert config_from_dict({"hold_s": 3}, Path(".")).hold_s == 3
+    assert config_from_dict({"lease_ttl_ms": 600, "heartbeat_ms": 100, "hold_s": 0.6}, Path(".")).hold_s == 0.6
+    assert config_from_dict({"hold_s": 30 * 86_400}, Path(".")).hold_s == 2_592_000

@@ -68,19 +68,26 @@ async def test_kill9_restart_keeps_assignments_and_never_over_allocates(tmp_path
         d.stop()
 
 
-async def test_what_a_pbx_does_not_resync_is_free_after_grace(tmp_path: Path) -> None:
-    d = Daemon(tmp_path / "m", LICENSES, grace_ms=800).start()
+async def test_what_a_pbx_does_not_resync_after_a_kill_9_stays_its_own_for_its_hold_then_is_free(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", LICENSES, grace_ms=800, hold_s=3.5).start()
     try:
         a = await Raw.open(d.address)
         await a.hello("pbx-a")
-        await a.request("checkout", resource="port", holder="alice")
+        lease = (await a.request("checkout", resource="port", holder="alice"))["lease"]
         await asyncio.sleep(0.1)
         d.kill9()
         d.restart_same_port()
         b = await Raw.open(d.address)
         await b.hello("pbx-b")
-        await keep_alive(0.9, b)  # pbx-a never came back
+        await keep_alive(0.9, b)  # pbx-a never came back: its lease is adopted, absent, within its hold
         assert (await b.request("checkout", resource="port", holder="x"))["ok"]
+        refused = await b.request("checkout", resource="port", holder="y")
+        assert refused["error"] == "exhausted"  # 2 installed: x, and alice's (pbx-a may still use it)
+        usage = await b.request("usage")
+        assert [(s["node"], s["held"]) for s in usage["absent"]["shown"]] == [("pbx-a", {"port": 1})]
+        assert next(lease for lease in (await b.request("nodes", held=True))["nodes"] if lease["node"] == "pbx-a")["held"] == \
+            [["port", "alice", lease]]  # adopted with its id: a check-in of it frees exactly it
+        await keep_alive(3.0, b)  # its hold (3.5 s after the restart) runs out
         assert (await b.request("checkout", resource="port", holder="y"))["ok"]
     finally:
         d.stop()

@@ -42,7 +42,8 @@ def test_a_rush_of_grants_in_one_batch_crosses_in_frames_the_standby_can_read() 
 
 
 LEASE_ROWS = st.lists(st.tuples(st.text(min_size=1, max_size=64), st.sampled_from(["port", "ipva", "channel"]),
-                                st.text(min_size=1, max_size=256), st.text(min_size=1, max_size=64)).map(list), max_size=300)
+                                st.text(min_size=1, max_size=256), st.text(min_size=1, max_size=64),
+                                st.text(max_size=64)).map(list), max_size=300)
 ASSIGNMENT_ROWS = st.lists(st.tuples(st.text(min_size=1, max_size=256), st.sampled_from(["App(phone)", "PBX-UC"]),
                                      st.none() | st.integers(9, 13), st.text(min_size=1, max_size=64)).map(list), max_size=100)
 

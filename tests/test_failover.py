@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from licmaster.daemon.ha.failover import Failover, Grace
+from licmaster.daemon.ha.recovery import Holdings
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.wire import events
+from licmaster.wire.events import Change
 
 
 class Clock:
@@ -69,15 +71,18 @@ def test_what_a_failed_pbx_held_its_standby_may_re_take() -> None:
     assert grace.take("hq-standby") == {("port", "alice")} and role.state is Role.ACTING
 
 
-def test_taking_over_installs_then_opens_grace_then_journals_and_announces() -> None:
+def test_taking_over_installs_adopts_what_was_held_then_opens_grace_then_journals_and_announces() -> None:
     role, grace, clock, changes = serving()
     done: list[Any] = []
     failover = Failover(role, grace, lambda event, **kw: done.append((event, kw["detail"])), grace_s=3.0)
-    failover.take_over("the master is gone: taking over", 7, {"pbx1": {("port", "a")}},
+    holdings = Holdings().apply_all([Change(events.GRANT, "pbx1", "port", "a", "7001", "PBX-Port:1")])
+    failover.take_over("the master is gone: taking over", 7, holdings,
                        install=lambda epoch: done.append(("install", epoch, role.state)),
+                       adopt=lambda held: done.append(("adopt", held.rows(), role.state)),
                        announce=lambda epoch: done.append(("announce", epoch, role.state)), detail="epoch=7")
-    assert done == [("install", 7, Role.STANDBY), (events.PROMOTE, "epoch=7"), ("announce", 7, Role.GRACE)]
-    assert role.grace_until == clock.now + 3.0 and not grace.complete
+    assert done == [("install", 7, Role.STANDBY), ("adopt", [("pbx1", "port", "a", "7001", "PBX-Port:1")], Role.STANDBY),
+                    (events.PROMOTE, "epoch=7"), ("announce", 7, Role.GRACE)]
+    assert role.grace_until == clock.now + 3.0 and not grace.complete and grace.held == {"pbx1": {("port", "a")}}
 
 
 def test_giving_way_ends_every_session_and_forgets_what_grace_waited_for() -> None:

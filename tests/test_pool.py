@@ -567,3 +567,27 @@ def test_user_licenses_restored_after_a_restart_count_in_the_peak_too() -> None:
     [bucket] = [b for b in pool.buckets() if b.family == "App(phone)"]
     assert (bucket.in_use, bucket.peak) == (2, 2)
 
+
+def test_a_lease_another_master_granted_is_adopted_as_it_was_with_its_id_and_buckets() -> None:
+    pool = pool_of(("PBX-Port13", 2), ("PBX-IPVA13", 1, MAC_A), ("Relay-PRIs", 1, MAC_B), ("Relay-Channels", 30, MAC_B),
+                   nodes=(Node("gw", mac=MAC_B, model="IP1130"),))
+    old = pool_of(("PBX-Port13", 2), ("PBX-IPVA13", 1, MAC_A), ("Relay-PRIs", 1, MAC_B), ("Relay-Channels", 30, MAC_B),
+                  nodes=(Node("gw", mac=MAC_B, model="IP1130"), Node("ipva", mac=MAC_A, platform="IPVA")))
+    pri = granted(old.checkout("gw", "isdn", "t2", count=30, interface="pri")).lease
+    ipva = granted(old.checkout("ipva", "port", "alice")).lease
+    rows = [(lease.node, lease.resource, lease.holder, lease.id, old.took_view(lease).label) for lease in (pri, ipva)]
+    assert ":" in old.took_view(ipva).label.split(" bound to ")[-1]  # a MAC in the label: the parse must not split it
+    adopted, refused = pool.book.adopt(rows)
+    assert refused == [] and [(lease.id, lease.node) for lease in adopted] == [(pri.id, "gw"), (ipva.id, "ipva")]
+    assert {family: in_use(pool, family) for family in ("PBX-Port", "PBX-IPVA", "Relay-PRIs", "Relay-Channels")} == \
+        {family: in_use(old, family) for family in ("PBX-Port", "PBX-IPVA", "Relay-PRIs", "Relay-Channels")}
+    assert pool.book.adopt(rows) == ([], [])  # what a node holds already is not taken twice
+    assert pool.checkin("ipva", ipva.id) is not None and in_use(pool, "PBX-IPVA") == 0  # its id frees exactly it
+
+
+def test_a_lease_whose_buckets_are_gone_is_drawn_afresh_or_refused_when_nothing_is_free() -> None:
+    pool = pool_of(("PBX-Port13", 1))
+    adopted, refused = pool.book.adopt([("a", "port", "x", "90001", "PBX-Port12:1"),  # no such bucket here: drawn
+                                        ("b", "port", "y", "90002", None)])  # no label: drawn, but nothing is free
+    assert [lease.holder for lease in adopted] == ["x"] and in_use(pool, "PBX-Port") == 1
+    assert [(node, holder, denial.code) for node, _, holder, denial in refused] == [("b", "y", "exhausted")]

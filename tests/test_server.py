@@ -11,6 +11,7 @@ import asyncio
 import signal
 import struct
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -224,34 +225,86 @@ async def test_sync_makes_the_sessions_leases_exactly_the_set(daemon: InProcessM
     assert bad["error"] == "bad_request" and bad["field"] == "leases[0].holder"
 
 
-async def test_a_silent_pbx_expires_and_its_leases_come_back(tmp_path: Path) -> None:
-    daemon = await in_process(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600)
+async def test_a_silent_pbx_is_absent_after_the_ttl_keeps_its_leases_for_its_hold_then_they_come_back(tmp_path: Path) -> None:
+    daemon = await in_process(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600, hold_s=2.5)
     try:
-        await silent_pbx_expires(daemon)
+        await silent_pbx_absent_then_expired(daemon)
     finally:
         await daemon.stop()
 
 
-async def silent_pbx_expires(daemon: InProcessMaster) -> None:
+def port_in_use(usage: dict[str, Any]) -> int:
+    return int(next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"])
+
+
+async def silent_pbx_absent_then_expired(daemon: InProcessMaster) -> None:
     silent = await daemon.connect()
     await silent.hello("silent")
     for holder in ("a", "b", "c"):
         assert (await silent.request("checkout", resource="port", holder=holder))["ok"]
     watcher = await daemon.connect()
     await watcher.hello("watcher", role="observer")
-    for _ in range(40):  # the TTL is 600 ms here; keep the watcher alive while waiting
+    fenced = asyncio.create_task(silent.recv(timeout=5))  # the TTL (600 ms): absent, and its connection closed
+    while not fenced.done():  # the watcher speaks meanwhile (an observer holding nothing expires at the TTL)
+        await watcher.request("heartbeat")
         await asyncio.sleep(0.05)
-        usage = await watcher.request("usage")
-        if next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 0:
+    event = fenced.result()
+    assert event["event"] == "fenced" and event["reason"].startswith("absent")
+    usage = await watcher.request("usage")
+    assert port_in_use(usage) == 3  # absent is not gone: the hold keeps them its own
+    assert usage["absent"]["pbxs"] == 1 and usage["absent"]["leases"] == 3
+    assert [(a["node"], a["held"]) for a in usage["absent"]["shown"]] == [("silent", {"port": 3})]
+    assert "silent" in [n["node"] for n in (await watcher.request("nodes"))["nodes"]]
+    for _ in range(80):  # the hold (2.5 s from its last word); keep the watcher alive meanwhile
+        await asyncio.sleep(0.05)
+        if port_in_use(await watcher.request("usage")) == 0:
             break
     else:
-        pytest.fail("the silent PBX's leases were never reclaimed")
+        pytest.fail("the silent PBX's leases were never reclaimed after its hold")
     assert "silent" not in [n["node"] for n in (await watcher.request("nodes"))["nodes"]]
-    event = await silent.recv()
-    assert event["event"] == "fenced" and event["reason"].startswith("expired")
     await asyncio.sleep(0.1)
-    expiries = read_journal(daemon.workdir / "data" / "journal.sqlite3", event="expire")
-    assert [(e["node"], e["detail"]) for e in expiries] == [("silent", "3")]
+    journal = daemon.workdir / "data" / "journal.sqlite3"
+    assert [e["node"] for e in read_journal(journal, event="absent")] == ["silent"]
+    assert [(e["node"], e["detail"]) for e in read_journal(journal, event="expire")] == [("silent", "3")]
+
+
+async def test_an_absent_pbx_that_comes_back_within_its_hold_keeps_every_lease(tmp_path: Path) -> None:
+    daemon = await in_process(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600)  # the default hold, 72 h
+    try:
+        pbx = await daemon.connect()
+        hello = await pbx.hello("branch")
+        assert hello["hold_s"] == 259_200
+        leases = [(await pbx.request("checkout", resource="port", holder=h))["lease"] for h in ("a", "b")]
+        assert (await pbx.recv(timeout=5))["reason"].startswith("absent")
+        back = await daemon.connect()  # the link is back: a new connection, a hello, the re-sync
+        await back.hello("branch")
+        synced = await back.request("sync", leases=[{"resource": "port", "holder": "a"}, {"resource": "port", "holder": "b"}])
+        assert synced["ok"] and sorted(g["lease"] for g in synced["leases"]) == sorted(leases) and synced["released"] == 0
+        usage = await back.request("usage")
+        assert port_in_use(usage) == 2 and usage["absent"]["pbxs"] == 0
+        await asyncio.sleep(0.1)
+        assert [e["node"] for e in read_journal(daemon.workdir / "data" / "journal.sqlite3", event="back")] == ["branch"]
+    finally:
+        await daemon.stop()
+
+
+async def test_a_pbx_started_afresh_says_so_and_what_its_node_held_is_free_at_once(tmp_path: Path) -> None:
+    daemon = await in_process(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600)
+    try:
+        before = await daemon.connect()
+        await before.hello("branch")
+        for holder in ("a", "b"):
+            assert (await before.request("checkout", resource="port", holder=holder))["ok"]
+        restarted = await daemon.connect()  # the PBX rebooted: it holds nothing, and says so
+        assert (await restarted.hello("branch", fresh=True))["ok"]
+        assert port_in_use(await restarted.request("usage")) == 0
+        await asyncio.sleep(0.1)
+        released = read_journal(daemon.workdir / "data" / "journal.sqlite3", event="release")
+        assert [(e["holder"], e["detail"]) for e in released] == [("a", "started afresh"), ("b", "started afresh")]
+        refused = await restarted.hello("branch", fresh="yes")
+        assert refused["error"] == "bad_request" and "fresh" in refused["message"]
+    finally:
+        await daemon.stop()
 
 
 async def test_broken_frames_close_only_their_connection(daemon: InProcessMaster) -> None:

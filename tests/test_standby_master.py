@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from licmaster.client import LicenseError, MasterClient, NotConnected
 from licmaster.testing import free_port
 
@@ -376,30 +378,36 @@ async def counted_ids(observer: MasterClient) -> dict[str, list[list[str]]]:
     return {n["node"]: n["held"] for n in await observer.all_nodes(held=True)}
 
 
-async def test_a_checkin_of_an_old_id_sent_after_the_re_sync_frees_no_other_lease(tmp_path: Path) -> None:
+async def test_a_checkin_of_an_old_id_sent_after_the_re_sync_frees_that_lease_and_no_other(tmp_path: Path) -> None:
     # Lease ids used to count from 1 on every master: bob's id on the old master was carol's on
     # the new one, and a check-in of bob sent across the failover freed carol, whom the PBX still
-    # believed it held. Now an id names one lease for the installation's whole history.
+    # believed it held. Now an id names one lease for the installation's whole history: the new
+    # master adopts bob and carol with their ids, and names its own grants from another base.
     with master_and_standby(tmp_path, {"grace_ms": 1000}) as (master, standby):
         pbx = MasterClient([master.master, standby.master], "pbx1", connect_timeout=0.5)
         await pbx.connect()
         for holder in ("alice", "bob", "carol"):
             await pbx.checkout("port", holder)
+        old_alice = pbx.leases[("port", "alice")].lease
         await pbx.checkin("port", "alice")  # the old master's ids: bob 2, carol 3 (before the fix)
-        old_bob = pbx.leases[("port", "bob")].lease
+        old_bob, old_carol = pbx.leases[("port", "bob")].lease, pbx.leases[("port", "carol")].lease
         await replicated(pbx)
         master.kill9()
-        await next_event(pbx, "reconnected")  # re-synced: bob and carol, with the new master's ids
-        assert pbx.leases[("port", "bob")].lease != old_bob  # the client uses the new ids from now on
+        await next_event(pbx, "reconnected")  # re-synced: bob and carol, adopted with their ids
+        assert (pbx.leases[("port", "bob")].lease, pbx.leases[("port", "carol")].lease) == (old_bob, old_carol)
+        dave = await pbx.checkout("port", "dave")  # the new master's own grant: an id no other lease ever had
+        assert dave.lease not in (old_alice, old_bob, old_carol)
+        gone = await pbx.send("checkin", lease=old_alice)  # given back before the failover
+        assert gone["error"] == "unknown_lease" and gone["lease"] == old_alice
         del pbx.leases[("port", "bob")]  # the PBX let bob go; its check-in went out with the old id
         late = await pbx.send("checkin", lease=old_bob)
-        assert late["error"] == "unknown_lease" and late["lease"] == old_bob
+        assert late["ok"]  # it frees bob, the lease it names, and nothing else
 
         watcher = MasterClient([standby.master], "watcher", role="observer")
         await watcher.connect()
         from slave_sim.chaos.check import belief_violations
         assert belief_violations(believed_ids(pbx), await counted_ids(watcher)) == []
-        assert [h for _, h, _ in (await counted_ids(watcher))["pbx1"]].count("carol") == 1
+        assert sorted(h for _, h, _ in (await counted_ids(watcher))["pbx1"]) == ["carol", "dave"]
         await watcher.close()
         await pbx.close()
 
@@ -464,3 +472,34 @@ async def test_ha_says_who_takes_over_from_whom_on_a_master_and_its_standby(tmp_
     assert on_master == {"mode": "two-node", "note": "1 standby master(s) follow this one: the standby takes over when it "
                                                      "cannot reach this master (docs/operations.md)"}
     assert on_standby["mode"] == "two-node" and f"this master follows {master.master} and takes over" in on_standby["note"]
+
+
+async def test_after_a_kill_9_the_new_master_counts_what_a_silent_pbx_holds_for_its_hold(tmp_path: Path) -> None:
+    # Issue 22: a PBX that reaches only the old master (here: silent) keeps using its Ports for
+    # its hold; the standby that takes over adopts them, shows the PBX absent, and serves new
+    # checkouts from what is truly free only, at once after its grace window.
+    with master_and_standby(tmp_path, {"grace_ms": 600}) as (master, standby):
+        cut_off = await Raw.open(master.address)
+        await cut_off.hello("branch")
+        ids = [(await cut_off.request("checkout", resource="port", holder=h))["lease"] for h in ("a", "b")]
+        watcher = MasterClient([master.master], "watcher", role="observer")
+        await watcher.connect()
+        await replicated(watcher)
+        await watcher.close()
+        master.kill9()
+        hq = MasterClient([standby.master], "hq", connect_timeout=0.5, max_retry_s=5, follow_named=False)
+        for _ in range(100):  # until the standby has taken over (before, it sends PBXs to the dead master)
+            try:
+                await hq.connect()
+                break
+            except (NotConnected, LicenseError):
+                await asyncio.sleep(0.05)
+        await hq.checkout("port", "carol")  # waits out the grace window (retried), then the one free Port
+        with pytest.raises(LicenseError, match="exhausted"):
+            await hq.checkout("port", "dave")  # 3 installed: branch's 2 are its own for its hold
+        usage = await hq.usage()
+        assert usage["absent"]["pbxs"] == 1 and usage["absent"]["leases"] == 2
+        assert [(a["node"], a["held"]) for a in usage["absent"]["shown"]] == [("branch", {"port": 2})]
+        held = {n["node"]: n["held"] for n in await hq.all_nodes(held=True)}
+        assert sorted(held["branch"]) == sorted([["port", "a", ids[0]], ["port", "b", ids[1]]])  # with their ids
+        await hq.close()

@@ -23,9 +23,12 @@
 - a master that answers nothing for a whole lease TTL is left (`unresponsive`) for the next one;
 - events (`fenced`, `epoch`, `shutdown`, and the client's own `reconnected`, `lost`,
   `unresponsive`, `lapsed`) go to `client.events` (an asyncio.Queue) and to `on_event` if given;
-- lease validity: what it holds is the PBX's while a master confirmed it within the lease TTL
-  (`confirmed()`, `believed()`); past that, `lapsed` says the PBX must stop using it until a
-  master answers again and the re-sync gives it back (docs/operations.md, "Lease validity").
+- lease validity: what it holds is the PBX's while a master confirmed it within the master's
+  `hold_s` (72 h by default; `confirmed()`, `believed()`): a PBX cut off from every master keeps
+  its phones up. Past that, `lapsed` says the PBX must stop using it until a master answers
+  again and the re-sync gives it back (docs/operations.md, "Two clocks");
+- a client that holds nothing says so in its hello (`fresh`): whatever the master still held
+  for its node goes back at once.
 """
 
 from __future__ import annotations
@@ -234,7 +237,10 @@ class MasterClient:
             loop.create_connection(lambda: _Wire(self), host, port, ssl=self.ssl), self.connect_timeout)
         self._wire = wire
         try:
-            reply = await asyncio.wait_for(self._request("hello", self.hello_fields), self.connect_timeout)
+            # Holding nothing, it says so (`fresh`): whatever its node still held (a PBX restarted
+            # within its hold, a grant whose reply the lost connection never brought) goes back now.
+            hello = self.hello_fields if self.holdings.held else {**self.hello_fields, "fresh": True}
+            reply = await asyncio.wait_for(self._request("hello", hello), self.connect_timeout)
         except BaseException:
             self._drop_wire("no answer to hello")
             raise
@@ -514,7 +520,7 @@ class MasterClient:
             lost = self.holdings.revoked(event)
             if lost is not None:
                 self._emit(lost)
-        elif name == "fenced" and wire is self._wire and not str(event.get("reason", "")).startswith("expired"):
+        elif name == "fenced" and wire is self._wire and not str(event.get("reason", "")).startswith(("expired", "absent")):
             # Another connection or a standby is this node now: do not come back. (On an older
             # connection of ours, the newer one replacing it is us: nothing to do.)
             self._closed = True
@@ -544,16 +550,25 @@ class MasterClient:
 
     @property
     def lease_ttl_s(self) -> float:
+        """How long the master waits for a word from this PBX (and this client for one from the
+        master) before it counts the other absent."""
         return float(self.session.get("lease_ttl_ms", 3000)) / 1000
 
+    @property
+    def hold_s(self) -> float:
+        """How long the leases stay this PBX's after the last confirmation (the master's `hold_s`;
+        a master that does not say one holds them a lease TTL)."""
+        hold = self.session.get("hold_s")
+        return float(hold) if isinstance(hold, (int, float)) and hold > 0 else self.lease_ttl_s
+
     def confirmed(self) -> bool:
-        """A master confirmed this PBX's leases within the lease TTL: they are its own."""
-        return self.holdings.confirmed(asyncio.get_running_loop().time(), self.lease_ttl_s)
+        """A master confirmed this PBX's leases within its hold: they are its own."""
+        return self.holdings.confirmed(asyncio.get_running_loop().time(), self.hold_s)
 
     def believed(self) -> dict[tuple[str, str], HeldLease]:
-        """The leases this PBX may use now: all it holds while confirmed, none past the lease TTL
+        """The leases this PBX may use now: all it holds while confirmed, none past the hold
         without a confirmation (they are kept, to be re-synced when a master answers again)."""
-        return self.holdings.believed(asyncio.get_running_loop().time(), self.lease_ttl_s)
+        return self.holdings.believed(asyncio.get_running_loop().time(), self.hold_s)
 
     def _fail_wire(self, wire: _Wire, exc: Exception) -> None:
         """Every request still pending on this connection fails: no reply can come on it any more."""
@@ -608,7 +623,7 @@ class MasterClient:
         while not self._closed:
             interval = self.session.get("heartbeat_ms", 1000) / 1000
             await asyncio.sleep(interval / 2)
-            lapsed = self.holdings.lapse(loop.time(), self.lease_ttl_s)  # once per lapse: stop using what it holds
+            lapsed = self.holdings.lapse(loop.time(), self.hold_s)  # once per lapse: stop using what it holds
             if lapsed is not None:
                 self._emit(lapsed)
             wire = self._wire

@@ -3,8 +3,8 @@ holds with their confirmation and lapse, and replies that come in parts. No sock
 clock of its own (times are handed in): `MasterClient` (connection.py) is its asyncio shell, and
 the tests drive it in memory.
 
-Lease validity (docs/operations.md, "Lease validity"): the leases are the PBX's while a master
-confirmed them (answered a request ok) within the lease TTL, counted from when that request was
+Lease validity (docs/operations.md, "Two clocks"): the leases are the PBX's while a master
+confirmed them (answered a request ok) within its hold (`hold_s`), counted from when that request was
 *sent*; only on a connection where the master holds exactly these leases (after their sync, or
 a hello with none to bring) does an ok reply confirm them.
 """
@@ -110,18 +110,18 @@ class Holdings:
 
     # ---------------------------------------------------------------- validity
 
-    def confirmed(self, now: float, ttl: float) -> bool:
-        return now < self.confirmed_at + ttl
+    def confirmed(self, now: float, hold: float) -> bool:
+        return now < self.confirmed_at + hold
 
-    def believed(self, now: float, ttl: float) -> dict[Key, HeldLease]:
-        """What the PBX may use now: all it holds while confirmed, none past the lease TTL."""
-        return self.held if self.confirmed(now, ttl) else {}
+    def believed(self, now: float, hold: float) -> dict[Key, HeldLease]:
+        """What the PBX may use now: all it holds while confirmed, none past the hold."""
+        return self.held if self.confirmed(now, hold) else {}
 
-    def lapse(self, now: float, ttl: float) -> dict[str, Any] | None:
-        """The `lapsed` event, once per lapse: held, and no confirmation for a whole TTL."""
-        if self.held and not self.lapsed and not self.confirmed(now, ttl):
+    def lapse(self, now: float, hold: float) -> dict[str, Any] | None:
+        """The `lapsed` event, once per lapse: held, and no confirmation for a whole hold."""
+        if self.held and not self.lapsed and not self.confirmed(now, hold):
             self.lapsed = True
-            return {"event": "lapsed", "leases": len(self.held), "why": f"no master confirmed them for {ttl:g} s"}
+            return {"event": "lapsed", "leases": len(self.held), "why": f"no master confirmed them for {hold:g} s"}
         return None
 
     def session_opened(self, connection: Hashable) -> None:

@@ -7,7 +7,8 @@ data_dir = "licmaster-data"     # SQLite files: state.sqlite3, journal.sqlite3
 licenses = ["licenses.toml"]    # license files, relative to this file
 policy = ""                     # "sites.toml": the site policy (reserve, max, include/exclude), read with the licenses
 heartbeat_ms = 1000
-lease_ttl_ms = 3000
+lease_ttl_ms = 3000               # how long a PBX may be silent before it is absent
+hold_s = 259200                 # how long an absent PBX keeps its floating licenses (72 h; lease_ttl_ms to 30 days)
 grace_ms = 3000                 # after a restart: checkouts wait this long for PBXs to re-sync
 hello_timeout_ms = 5000
 max_frame = 65536
@@ -45,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 TAKEOVER_AFTER_MS = 1000
+HOLD_S = 259_200  # 72 h: a cut-off PBX keeps its phones up over a long weekend (docs/operations.md, "Two clocks")
+HOLD_MOST_S = 30 * 86_400
 ADMIN_ROLES = ("view", "manage")
 
 
@@ -72,6 +75,10 @@ class Config:
     policy: Path | None = None  # the site policy file (docs/operations.md, "Sites"), read with the licenses
     heartbeat_ms: int = 1000
     lease_ttl_ms: int = 3000
+    # Two clocks (docs/operations.md, "Lease validity"): a PBX silent for lease_ttl_ms is absent;
+    # its floating licenses stay its own, counted and given to nobody else, until hold_s after
+    # its last word.
+    hold_s: float = HOLD_S
     grace_ms: int | None = None  # None: lease_ttl_ms
     hello_timeout_ms: int = 5000
     max_frame: int = 65_536
@@ -207,6 +214,9 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> Config:
         problems.append("tls_ca verifies the other masters' TLS: it needs tls_cert and tls_key for this one")
     if config.metrics_token and config.metrics_public:
         problems.append("metrics_token and metrics_public: set one (metrics_public opens /metrics to anyone, a token is then moot)")
+    if not config.lease_ttl_ms / 1000 <= config.hold_s <= HOLD_MOST_S:
+        problems.append(f"hold_s ({config.hold_s:g}) must be from lease_ttl_ms ({config.lease_ttl_ms / 1000:g} s) "
+                        f"to 30 days ({HOLD_MOST_S}): how long an absent PBX keeps its licenses")
     if config.heartbeat_ms >= config.lease_ttl_ms:
         problems.append(f"heartbeat_ms ({config.heartbeat_ms}) must be below lease_ttl_ms ({config.lease_ttl_ms})")
     if problems:
@@ -249,6 +259,10 @@ def _value(key: str, value: Any, base: Path) -> Any:
         return value
     if key in ("etcd_endpoints", "peers"):
         return _addresses(key, value)
+    if key == "hold_s":
+        if value.__class__ not in (int, float) or value != value:
+            raise ConfigError(f"hold_s: expected a number of seconds, not {value!r}")
+        return value
     if key == "etcd_ttl_s":
         if value.__class__ is not int or not 2 <= value <= 60:
             raise ConfigError(f"etcd_ttl_s: expected a whole number of seconds from 2 to 60, not {value!r}")

@@ -266,6 +266,8 @@ class Dispatcher:
             session.conn.session = None
             session.conn.close({"event": "fenced", "reason": "replaced by a new connection of the same node"})
         said = session is None or session.info != info  # a new session, or one whose PBX says other things now
+        if session is not None and session.absent_since is not None:
+            self.sessions.back(session, now)
         if session is None:
             session = Session(info.name, "", conn, now, info)
             self.sessions.by_node[info.name] = session
@@ -280,11 +282,15 @@ class Dispatcher:
             self.record(events.HELLO, info.name, detail=events.hello_detail(info))
         for lease in self.pool.set_node(info):
             self.record(RELEASE, info.name, lease.resource, lease.holder, lease.id, "node changed")
+        if parsed.fresh:  # the PBX holds nothing (started afresh): what its node held goes back now, not after its hold
+            for lease in self.pool.release_node(info.name):
+                self.record(RELEASE, info.name, lease.resource, lease.holder, lease.id, "started afresh")
+            self.grace.forget(info.name)  # nothing held before is its to re-take any more
         logs.event("hello", node=info.name, role=info.role, firmware=info.firmware, platform=info.platform,
                    licensing=info.licensing, peer=conn.peer)
         reply = self._ok(rid)
         reply.update(session=session.id, heartbeat_ms=self.config.heartbeat_ms, lease_ttl_ms=self.config.lease_ttl_ms,
-                     master=self.name, max_frame=self.config.max_frame)
+                     hold_s=self.config.hold_s, master=self.name, max_frame=self.config.max_frame)
         grace = self.grace_left_ms()
         if grace:
             reply["grace_ms"] = grace
@@ -524,7 +530,7 @@ class Dispatcher:
             return error_reply(rid, max_frame)
         max_frame = max_frame or DEFAULT_MAX_FRAME
         started = perf_counter()
-        leases = [[lease.node, lease.resource, lease.holder, lease.id] for lease in self.pool.leases.values()]
+        leases = [[lease.node, lease.resource, lease.holder, lease.id, self.book.view(lease).label] for lease in self.pool.leases.values()]
         assignments = [[user, family, a.bucket.version if a.bucket else None, a.node]
                        for user, held in self.pool.users.items() for family, a in held.items()]
         frames = events.snapshot_frames(leases, assignments, max_frame)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import heapq
 import logging
 import math
 import ssl
@@ -24,13 +25,13 @@ from licmaster.daemon.dispatch import Dispatcher
 from licmaster.daemon.ha.etcd import Etcd, EtcdClient
 from licmaster.daemon.ha.failover import Failover
 from licmaster.daemon.ha.leadership import Leadership
-from licmaster.daemon.ha.recovery import Holdings, held_at_end
+from licmaster.daemon.ha.recovery import Holdings, holdings_at_end
 from licmaster.daemon.ha.replication import Follower, PeerWatch, ReplicaFeed, acting_master
 from licmaster.daemon.protocol import Connection
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.daemon.sessions import End
 from licmaster.daemon.site_usage import SiteUsage
-from licmaster.daemon.status import MasterStatus, PoolStatus, coordination_without_etcd
+from licmaster.daemon.status import ABSENT_SHOWN, AbsentPbx, MasterStatus, PoolStatus, coordination_without_etcd
 from licmaster.daemon.storage.datadir import DataDirBusy, DataDirLock
 from licmaster.daemon.storage.journal import Journal
 from licmaster.daemon.storage.store import Store
@@ -67,8 +68,8 @@ class Master:
         self.address: tuple[str, int] | None = None
         self.follower: Follower | None = None
         self._lock: DataDirLock | None = None
-        self._suspended: tuple[float, dict[str, set[tuple[str, str]]]] | None = None  # (when, what each PBX held)
         self.last_reload: dict[str, Any] | None = None  # the last reload's outcome, until the next one
+        self._grace_until = 0.0  # the grace window's end when the leadership was last suspended
         self.leadership: Leadership | None = None
         self.peer_watch: PeerWatch | None = None
         self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
@@ -170,7 +171,7 @@ class Master:
         self.site_usage.set_policy(self.policy)
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
         had_run, changes = self.journal.begin_run()
-        self._held_at_start = held_at_end(changes)  # what the PBXs held when the last run ended
+        self._held_at_start = holdings_at_end(changes)  # what the PBXs held when the last run ended
         self.failover = Failover(self.role, dispatch.grace, self.record, grace_s=cfg.effective_grace_ms / 1000)
         self.journal.on_batch.append(self.feed.on_batch)
         self.journal.start()
@@ -191,8 +192,9 @@ class Master:
             self.role.change(Role.STANDBY, "configured as a standby master" if cfg.standby_of else "a peer is the master",
                              following=following)
             self._follow(following)
-        elif had_run and cfg.effective_grace_ms > 0:  # after a clean stop, the journal has every grant it answered
-            dispatch.grace.open("restarted: PBXs re-take what they held first", self._held_at_start,
+        elif had_run:  # after a clean stop, the journal has every grant it answered
+            self.adopt(self._held_at_start)
+            dispatch.grace.open("restarted: PBXs re-take what they held first", self._held_at_start.held(),
                                 complete=self.journal.last_run_clean, until=loop.time() + cfg.effective_grace_ms / 1000)
         else:
             self.role.change(Role.ACTING, "started")
@@ -302,12 +304,13 @@ class Master:
         else:
             logs.event("replicating_to", standbys=standbys, why=why)
 
-    def _live_leases(self) -> list[tuple[str, str, str, str]] | None:
+    def _live_leases(self) -> list[tuple[str, str, str, str, str]] | None:
         """Every live lease, for a journal checkpoint; none while a grace window runs (the pool
         does not yet hold what the PBXs will re-take) or on a standby (it holds no leases)."""
         if self.role.state is not Role.ACTING:
             return None
-        return [(lease.node, lease.resource, lease.holder, lease.id) for lease in self.pool.leases.values()]
+        book = self.pool.book
+        return [(lease.node, lease.resource, lease.holder, lease.id, book.view(lease).label) for lease in self.pool.leases.values()]
 
     def _peer_auth(self) -> dict[str, Any] | None:
         """Masters of one installation share its auth_token: the one this master asks of PBXs."""
@@ -546,7 +549,23 @@ class Master:
             coordination=self.leadership.status() if self.leadership else coordination_without_etcd(
                 self.role.following or None, len(self.feed), bool(cfg.standby_of or cfg.peers)),
             last_reload=self.last_reload, terms=tuple(t.to_dict() for t in self.terms()), sites=tuple(self.sites_usage()),
-            standby_cover=self.standby_cover().to_dict(), peers=tuple(self.peer_states()), consoles=tuple(self.console_urls()))
+            standby_cover=self.standby_cover().to_dict(), peers=tuple(self.peer_states()), consoles=tuple(self.console_urls()),
+            hold_s=cfg.hold_s, **self._absent_status())
+
+    def _absent_status(self) -> dict[str, Any]:
+        """The absent PBXs for status(): counts over all, the longest absent listed."""
+        absent = self.dispatch.sessions.absent_sessions()
+        book = self.pool.book
+        now, wall = asyncio.get_running_loop().time(), time.time()
+        shown = []
+        for session in heapq.nsmallest(ABSENT_SHOWN, absent, key=lambda s: (s.absent_since or 0.0, s.node)):
+            held: dict[str, int] = {}
+            for lease in book.of_node(session.node):
+                held[lease.resource] = held.get(lease.resource, 0) + 1
+            shown.append(AbsentPbx(session.node, wall - (now - (session.absent_since or now)), sum(held.values()), held,
+                                   wall + (session.last_seen + self.config.hold_s - now)))
+        return {"absent_pbxs": len(absent), "absent_leases": sum(len(book.of_node(s.node)) for s in absent),
+                "absent": tuple(shown)}
 
     def _usable(self, bucket: Bucket, firmware: int | None) -> int:
         """What of a bucket serves `firmware` (R-VER-2: any older license of the family caps it);
@@ -603,11 +622,32 @@ class Master:
         PBXs held comes from the master this one followed, or from its own journal."""
         held = self._held_at_start
         if self.follower is not None:
-            held = self.follower.holdings.held()
+            held = self.follower.holdings
             asyncio.get_running_loop().create_task(self.follower.stop())
             self.follower = None
-        self.failover.take_over("won the election in etcd", epoch, held, install=self._serve_at, announce=self._announce_epoch,
-                                detail=f"epoch={epoch} (etcd revision)")
+        self.failover.take_over("won the election in etcd", epoch, held, install=self._serve_at, adopt=self.adopt,
+                                announce=self._announce_epoch, detail=f"epoch={epoch} (etcd revision)")
+
+    def adopt(self, holdings: Holdings) -> None:
+        """What the PBXs may still believe they hold, counted before anything is served (after a
+        restart, a takeover, an election won): each lease adopted as it was (LeaseBook.adopt),
+        journaled as a grant (so this master's own standby and journal know it), and its node's
+        session absent from now: the PBX keeps it for its hold, or re-syncs, or says it holds
+        nothing (docs/operations.md, "Two clocks")."""
+        dispatch = self.dispatch
+        now = asyncio.get_running_loop().time()
+        wall = time.time()
+        adopted, refused = dispatch.book.adopt(holdings.rows())
+        for lease in adopted:
+            self.record(events.GRANT, lease.node, lease.resource, lease.holder, lease.id, dispatch.book.view(lease).label,
+                        note="adopted")
+        for node, resource, holder, denial in refused:
+            logs.event("lease_not_adopted", logging.ERROR, node=node, resource=resource, holder=holder, why=denial.message)
+            self.record(events.RELEASE, node, resource, holder, None, f"not adopted: {denial.code}", denial.rule)
+        for node in sorted({lease.node for lease in adopted}):
+            dispatch.sessions.adopt(node, now, self.config.hold_s, wall)
+        if adopted or refused:
+            logs.event("adopted", leases=len(adopted), refused=len(refused), nodes=len({lease.node for lease in adopted}))
 
     def _serve_at(self, epoch: int) -> None:
         """A new pool at this epoch, from the license files as they are now (or the last good
@@ -643,14 +683,18 @@ class Master:
         so it sends its PBXs away at once, to whichever master leads next, and serves none until
         it can confirm again. Observers stay."""
         dispatch = self.dispatch
+        self._grace_until = self.role.grace_until  # a grace window under way goes on when the leadership is renewed
         self.role.change(Role.SUSPENDED, why)
         dispatch.suspend(why)
-        # What the PBXs held: their beliefs stay valid up to a lease TTL from now (the last
-        # confirmation), so a resumed leader keeps it for them until then (_resume).
-        self._suspended = (asyncio.get_running_loop().time(), self.pool.book.held_by_node())
+        # The PBXs keep what they hold, for their hold (the reaper counts it: absent, then
+        # expired), and this master keeps counting it: a resumed leader gives none of it away,
+        # and one that loses the lead gives way (its successor counts it too: Failover.take_over).
         event = {"event": "shutdown", "reason": f"this master cannot confirm its leadership ({why[:160]}): use another"}
         for session in [s for s in dispatch.sessions.by_node.values() if s.info.role != "observer"]:
-            dispatch.sessions.end(session, End.STEP_DOWN, event=event, detail="leadership unconfirmed")
+            conn, session.conn = session.conn, None
+            if conn is not None:
+                conn.session = None
+                conn.close(event)
 
     def _confirmed(self, until: float) -> None:
         """The leadership renewed (or won): confirmed until this loop time."""
@@ -669,14 +713,14 @@ class Master:
         seed 2: no quorum, then quorum back.)"""
         if self.role.state is not Role.SUSPENDED:
             return  # stepped down meanwhile (a peer won): nothing to resume
-        dispatch = self.dispatch
-        dispatch.resume()
-        loop = asyncio.get_running_loop()
-        suspended_at, held = self._suspended or (loop.time(), {})
-        self._suspended = None
-        # Its own book at the suspension: every lease it had answered, so the window may end early.
-        dispatch.grace.open("leadership renewed: the PBXs sent away re-take what they held first", held, complete=True,
-                            until=suspended_at + self.config.lease_ttl_ms / 1000, acting_why="leadership renewed")
+        self.dispatch.resume()
+        # Its book is as it was: every lease a PBX may believe is still counted (the sessions sent
+        # away are absent, within their hold), so new checkouts are served from what is free at once
+        # (unless a grace window after a takeover was under way: it goes on to its end).
+        if self._grace_until > asyncio.get_running_loop().time():
+            self.role.change(Role.GRACE, "leadership renewed, within the grace window", grace_until=self._grace_until)
+        else:
+            self.role.change(Role.ACTING, "leadership renewed")
 
     def _lost(self, leader: str | None) -> None:
         """The key is gone (or another's): stop serving at once; follow whoever leads next."""
@@ -703,16 +747,15 @@ class Master:
         """The master is gone: this standby takes over, with a higher epoch, the replicated user
         assignments, and a grace window in which PBXs re-take what they held."""
         epoch = max(self.epoch, master_epoch) + 1
-        held = holdings.held()
-        self.failover.take_over("the master is gone: taking over", epoch, held, install=self._serve_at,
+        self.failover.take_over("the master is gone: taking over", epoch, holdings, install=self._serve_at, adopt=self.adopt,
                                 announce=self._announce_epoch, detail=f"epoch={epoch}")
         logs.event("promoted", logging.WARNING, master=self.name, epoch=epoch, users=len(self.pool.users),
-                   held=sum(len(v) for v in held.values()), grace_ms=self.config.effective_grace_ms)
+                   held=len(holdings.lease_node), grace_ms=self.config.effective_grace_ms)
 
     # ================================================================ expiry
 
     async def _reap(self) -> None:
-        """Sessions silent for lease_ttl_ms have failed: their floating leases go back."""
+        """Sessions silent for lease_ttl_ms are absent; past their hold, their floating leases go back."""
         ttl = self.config.lease_ttl_ms / 1000
         tick = min(self.config.heartbeat_ms, self.config.lease_ttl_ms / 8) / 1000
         loop = asyncio.get_running_loop()
@@ -723,13 +766,25 @@ class Master:
             self.revalue_at_date_change()
 
     def reap(self, now: float, ttl: float) -> None:
-        """Expire silent sessions; abort connections that leave their replies unread for a lease
-        TTL (a graceful close would wait for them for ever); close the denial journal's window."""
+        """The two clocks (docs/operations.md, "Two clocks"): a session silent for a lease TTL is
+        absent, and keeps its leases until `hold_s` after its last word; past that (or silent for
+        a TTL while holding nothing) it expires and its leases go back. Also: abort connections
+        that leave their replies unread for a lease TTL (a graceful close would wait for them for
+        ever), and close the denial journal's window."""
         dispatch = self.dispatch
         sessions = dispatch.sessions
+        hold = self.config.hold_s
+        wall = time.time()
+        book = dispatch.book
         for session in [s for s in sessions.by_node.values() if now - s.last_seen > ttl]:
-            sessions.end(session, End.EXPIRE, event={"event": "fenced", "reason": "expired: nothing heard within lease_ttl_ms"},
-                         silent_ms=int((now - session.last_seen) * 1000))
+            silent = now - session.last_seen
+            if silent <= hold and book.holds(session.node):
+                if session.absent_since is None:
+                    sessions.absent(session, now, hold, wall)
+                continue
+            why = "expired: nothing heard within hold_s" if session.absent_since is not None else \
+                "expired: nothing heard within lease_ttl_ms"
+            sessions.end(session, End.EXPIRE, event={"event": "fenced", "reason": why}, silent_ms=int(silent * 1000))
         for conn in [c for c in dispatch.connections if c.stalled_for(now) > ttl]:
             node = conn.session.node if conn.session else None
             why = f"replies unread for {int(conn.stalled_for(now) * 1000)} ms"

@@ -1,8 +1,10 @@
 """Sessions, and the one way a session ends.
 
 A session is a node's, not a connection's: it outlives a dropped connection until the node says
-`bye`, goes silent for a lease TTL, is taken over by its standby, is fenced by an operator, or the
-master steps down or shuts down. Each of those ends it through `Sessions.end`, which releases
+`bye`, says hello afresh (holding nothing), stays silent past its hold, is taken over by its
+standby, is fenced by an operator, or the master steps down or shuts down. Silent for a lease
+TTL, a session holding leases is *absent* (`Sessions.absent`): it keeps them, counted and given
+to nobody else, until `hold_s` after its last word (docs/operations.md, "Two clocks"). Each of those ends it through `Sessions.end`, which releases
 (or not), journals, forgets and closes in one place; what differs between them is data (ENDINGS).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,9 +40,9 @@ class Endpoint(Protocol):
 class Session:
     """A node's session: it outlives its connection until it ends (see End)."""
 
-    __slots__ = ("conn", "id", "info", "last_seen", "node", "since", "sync_parts")
+    __slots__ = ("absent_since", "conn", "id", "info", "last_seen", "node", "since", "sync_parts")
 
-    def __init__(self, node: str, session_id: str, conn: Endpoint, now: float, info: Node) -> None:
+    def __init__(self, node: str, session_id: str, conn: Endpoint | None, now: float, info: Node) -> None:
         self.node = node
         self.id = session_id
         self.conn: Endpoint | None = conn
@@ -47,11 +50,12 @@ class Session:
         self.info = info
         self.since = now
         self.sync_parts: list[Any] = []  # entries of a sync in parts (`more`), until its last part
+        self.absent_since: float | None = None  # loop time it went absent (silent for a lease TTL), while it is
 
 
 class End(enum.Enum):
     BYE = "bye"  # the node said goodbye: its reply goes out, then the connection closes
-    EXPIRE = "expire"  # nothing heard for a lease TTL
+    EXPIRE = "expire"  # nothing heard within its hold (or, holding nothing, within a lease TTL)
     TAKEOVER = "takeover"  # its standby took its leases over
     FENCE = "fence"  # an operator released it
     STEP_DOWN = "step_down"  # this master gives way to a newer one
@@ -115,6 +119,49 @@ class Sessions:
         logs.event(f"session_{why.value}", ending.level, node=node, released=len(released), **log_fields)
         return released
 
+    def absent(self, session: Session, now: float, hold_s: float, wall: float) -> None:
+        """Silent for a lease TTL while holding leases: absent. It keeps them until `hold_s`
+        after its last word; its connection, if one is left (a path gone quiet), is closed, so
+        that the PBX's next word comes on a new one, with a hello and a re-sync."""
+        session.absent_since = now
+        node = session.node
+        leases = self.pool.node_leases(node)
+        back_at = wall + (session.last_seen + hold_s - now)
+        self.record(events.ABSENT, node, detail=f"{len(leases)} leases held until {_iso(back_at)}")
+        conn, session.conn = session.conn, None
+        if conn is not None:
+            conn.session = None
+            conn.close({"event": "fenced", "reason": f"absent: nothing heard within lease_ttl_ms; its leases are held until {_iso(back_at)}"})
+        logs.event("session_absent", logging.WARNING, node=node, leases=len(leases), held_until=_iso(back_at))
+
+    def adopt(self, node: str, now: float, hold_s: float, wall: float) -> Session:
+        """A node whose leases this master adopted (a takeover, a restart): absent from now, as
+        if its last word were now (its PBX heard its last confirmation earlier, so its belief
+        ends before this hold does)."""
+        session = self.by_node.get(node)
+        if session is None:
+            session = self.by_node[node] = Session(node, "", None, now, Node(node))
+            session.absent_since = now
+            self.record(events.ABSENT, node, detail=f"{len(self.pool.node_leases(node))} leases adopted, held until "
+                        f"{_iso(wall + hold_s)}")
+        return session
+
+    def back(self, session: Session, now: float) -> None:
+        """An absent session's PBX spoke again (a hello), within its hold: nothing was lost."""
+        if session.absent_since is None:
+            return
+        away_ms = int((now - session.absent_since) * 1000)
+        session.absent_since = None
+        self.record(events.BACK, session.node, detail=str(away_ms))
+        logs.event("session_back", node=session.node, away_ms=away_ms)
+
+    def absent_sessions(self) -> list[Session]:
+        return [s for s in self.by_node.values() if s.absent_since is not None]
+
     def end_all(self, why: End, *, event: dict[str, Any] | None = None, detail: str | None = None) -> None:
         for session in list(self.by_node.values()):
             self.end(session, why, event=event, detail=detail)
+
+
+def _iso(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))

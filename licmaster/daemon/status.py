@@ -25,6 +25,25 @@ class PoolStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class AbsentPbx:
+    """A PBX silent for a lease TTL that still holds floating leases (docs/operations.md, "Two
+    clocks"): since when (wall clock), what it holds by resource, and when that goes back
+    (`hold_s` after its last word) unless it speaks first."""
+
+    node: str
+    since: float
+    leases: int
+    held: dict[str, int]  # resource -> leases
+    back_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "since": self.since, "leases": self.leases, "held": self.held, "back_at": self.back_at}
+
+
+ABSENT_SHOWN = 100  # absent PBXs listed (the longest absent first); the counts cover all of them
+
+
+@dataclass(frozen=True, slots=True)
 class MasterStatus:
     master: str
     role: str
@@ -54,6 +73,10 @@ class MasterStatus:
     standby_cover: dict[str, Any]
     peers: tuple[dict[str, Any], ...]
     consoles: tuple[str, ...]
+    hold_s: float = 0.0
+    absent_pbxs: int = 0  # every absent PBX
+    absent_leases: int = 0  # the leases they hold
+    absent: tuple[AbsentPbx, ...] = ()  # the first ABSENT_SHOWN of them, longest absent first
 
     @property
     def sessions(self) -> int:
@@ -66,7 +89,13 @@ class MasterStatus:
                             "leases": self.leases},
                 "master": self.master, "grace_ms": self.grace_ms, "standby_of": self.following, "role": self.role,
                 "replicas": self.standbys, "replication": {"standbys": self.standbys, "degraded": self.degraded, **self.replica},
-                "http": self.http, "coordination": self.coordination, "last_reload": self.last_reload, "sites": list(self.sites)}
+                "http": self.http, "coordination": self.coordination, "last_reload": self.last_reload, "sites": list(self.sites),
+                "absent": self.absent_wire()}
+
+    def absent_wire(self) -> dict[str, Any]:
+        """The absent PBXs: how many, what they hold, and the first ABSENT_SHOWN of them."""
+        return {"pbxs": self.absent_pbxs, "leases": self.absent_leases, "hold_s": self.hold_s,
+                "shown": [a.to_dict() for a in self.absent]}
 
 
 def coordination_without_etcd(following: str | None, standbys: int, configured: bool) -> dict[str, Any]:

@@ -296,6 +296,10 @@ class LeaseBook:
         held = self.held.get(node)
         return held.by_resource.get(resource, {}).get(holder) if held else None
 
+    def holds(self, node: str) -> bool:
+        held = self.held.get(node)
+        return held is not None and bool(held.by_id)
+
     def of_node(self, node: str) -> list[Lease]:
         held = self.held.get(node)
         return list(held.by_id.values()) if held else []
@@ -363,6 +367,50 @@ class LeaseBook:
             else:
                 result.granted.append(outcome[0])
         return result
+
+    def adopt(self, rows: Sequence[tuple[str, str, str, str, str | None]]) -> tuple[list[Lease], list[tuple[str, str, str, Denial]]]:
+        """Leases another master granted (the master this one took over from, or this master's
+        own last run), counted here as they were, before anything is served: each keeps its id
+        (unique for the installation, so a check-in of it frees exactly it) and takes the same
+        buckets, found by their labels (`TookView.label`), past the site policy's limits and
+        past what is free (it was granted within installed). A lease whose buckets this pool does
+        not have (the license files changed, or no label was kept) is drawn afresh as a
+        checkout; one that cannot be is returned as refused. Rows are (node, resource, holder,
+        lease id, label or None); a (resource, holder) a node holds already is skipped."""
+        buckets = {bucket.label(): bucket for bucket in self.planner.inventory.buckets.values()}
+        labels = sorted(buckets, key=len, reverse=True)  # "PBX-Port" must not match "PBX-Port bound to ..."
+        adopted: list[Lease] = []
+        refused: list[tuple[str, str, str, Denial]] = []
+        for node, resource, holder, lease_id, label in rows:
+            if self.find(node, resource, holder) is not None:
+                continue
+            took = _took_of(label, buckets, labels) if label else None
+            if took is None:
+                self._enforcing = False
+                try:
+                    outcome = self.checkout(node, resource, holder)
+                finally:
+                    self._enforcing = True
+                if type(outcome) is Denial:
+                    refused.append((node, resource, holder, outcome))
+                else:
+                    adopted.append(outcome[0])
+                continue
+            held = self.held.get(node)
+            if held is None:
+                held = self.held[node] = Held()
+            if held.site_counts is None and self.enforcer is not None:
+                held.site_counts = self.enforcer.site_counts(self.nodes.get(node) or Node(node))
+            lease = Lease(lease_id, node, resource, holder, took, max(n for _, n in took), None)
+            _apply(took)
+            if held.site_counts is not None:
+                for bucket, n in took:
+                    count = held.site_counts.get(bucket.family)
+                    if count is not None:
+                        count.add(n)
+            self._attach(held, lease)
+            adopted.append(lease)
+        return adopted, refused
 
     def move(self, failed: str, standby: str) -> list[Lease]:
         """Every lease of `failed` to `standby` at once; one the standby holds already is released."""
@@ -459,6 +507,25 @@ def lease_number(lease_id: str) -> int | None:
 
 
 _KNOWN_RESOURCES = frozenset({"port", "conference", "isdn", "operator", "queue-monitor"})
+
+
+def _took_of(label: str, buckets: dict[str, Bucket], labels: list[str]) -> Took | None:
+    """A grant's label ("PBX-Port:1", "Relay-PRIs bound to gw1:1 PBX-Channels:30") read back
+    as this pool's buckets; None if a part names no bucket here."""
+    took: list[tuple[Bucket, int]] = []
+    rest = label
+    while rest:
+        for name in labels:
+            if rest.startswith(name + ":"):
+                digits = rest[len(name) + 1:].split(" ", 1)
+                if not digits[0].isdigit() or int(digits[0]) < 1:
+                    return None
+                took.append((buckets[name], int(digits[0])))
+                rest = digits[1] if len(digits) > 1 else ""
+                break
+        else:
+            return None
+    return tuple(took) or None
 
 
 def _draws(node: str, resource: str, steps: list[Step], count: int) -> Took | Denial:

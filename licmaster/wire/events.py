@@ -22,7 +22,9 @@ from typing import Any, NamedTuple
 from licmaster.model.types import Node
 from licmaster.wire.codec import PART_MARGIN, frame_with, packed_runs
 
-STREAM_VERSION = 2  # 2: the snapshot comes in `snapshot` events of bounded size, not in the reply
+# 2: the snapshot comes in `snapshot` events of bounded size, not in the reply; 3: each snapshot
+# lease row carries what it took (its grant's label), so a master taking over adopts it as it was
+STREAM_VERSION = 3
 
 # Journal event kinds. The first six change who holds which floating license.
 GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER = "grant", "checkin", "release", "expire", "bye", "takeover"
@@ -36,6 +38,9 @@ DEMAND, DEMAND_DROPPED = "demand", "demand_dropped"
 # installation holds what a replay needs to draw licenses as the master did (firmware, platform,
 # MAC, licensing mode, model, whom a standby PBX stands in for).
 HELLO = "hello"
+# A PBX silent for a lease TTL is absent (detail: its leases and when they go back, wall clock);
+# `back` when it speaks again within its hold (detail: how long it was away, in ms).
+ABSENT, BACK = "absent", "back"
 REPLICA_LOST = "replica_lost"  # the last standby master following this one is gone: degraded
 ABORT = "abort"  # a connection dropped for its behaviour (replies left unread): detail says why
 OPERATOR = "operator"  # an operator took something back by hand: detail says what, and who
@@ -44,7 +49,7 @@ RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED = "reload", "reload_refused"
 
 STATE_EVENTS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER})
 KINDS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, ASSIGN, UNASSIGN, DENY, DENY_REPEATED, DEMAND, DEMAND_DROPPED,
-                   HELLO, REPLICA_LOST, ABORT, OPERATOR,
+                   HELLO, ABSENT, BACK, REPLICA_LOST, ABORT, OPERATOR,
                    START, STOP, PROMOTE, STEP_DOWN, ROLE, RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED})  # every event a journal holds
 REPLICATED = STATE_EVENTS | {ASSIGN, UNASSIGN}
 
@@ -195,7 +200,7 @@ def replica_frames(batch: Sequence[Row], max_frame: int) -> list[bytes]:
     return [frame_with(head, "rows", packed) for _, packed in packed_runs(rows, max_frame - PART_MARGIN)]
 
 
-LeaseRow = Sequence[Any]  # [node, resource, holder, lease]
+LeaseRow = Sequence[Any]  # [node, resource, holder, lease, label]
 AssignmentRow = Sequence[Any]  # [user, family, version or None, node]
 
 
@@ -234,7 +239,7 @@ class Snapshot:
         if part != self.received or not isinstance(parts, int) or (self.parts is not None and parts != self.parts):
             raise StreamError(f"snapshot part {str(part)[:16]} of {str(parts)[:16]} where part {self.received} was due")
         self.parts = parts
-        for key, width, into in (("leases", 4, self.leases), ("assignments", 4, self.assignments)):
+        for key, width, into in (("leases", 5, self.leases), ("assignments", 4, self.assignments)):
             rows = event.get(key, [])
             if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) != width for r in rows):
                 raise StreamError(f"snapshot part {part}: {key} is not a list of {width}-field rows")

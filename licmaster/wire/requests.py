@@ -99,6 +99,7 @@ class Hello:
     node: Node
     auth: dict[str, Any] | None
     max_frame: int | None = None
+    fresh: bool = False  # the client holds no lease (a PBX started afresh): whatever its node held goes back at once
 
 
 def hello(msg: dict[str, Any]) -> Hello | Denial:
@@ -117,6 +118,9 @@ def hello(msg: dict[str, Any]) -> Hello | Denial:
     max_frame = frame_size(msg)
     if isinstance(max_frame, Denial):
         return max_frame
+    fresh = msg.get("fresh", False)
+    if fresh.__class__ is not bool:
+        return bad_request("fresh", "must be true (this client holds no lease) or false")
     if role == "observer":
         return Hello(Node(name, role="observer"), auth, max_frame)
     firmware = msg.get("firmware")
@@ -143,7 +147,7 @@ def hello(msg: dict[str, Any]) -> Hello | Denial:
         standby_for = named
     elif "standby_for" in msg:
         return bad_request("standby_for", "only a standby says which node it may take over")
-    return Hello(Node(name, role, firmware, platform, mac, licensing, model, standby_for), auth, max_frame)
+    return Hello(Node(name, role, firmware, platform, mac, licensing, model, standby_for), auth, max_frame, fresh)
 
 
 def frame_size(msg: dict[str, Any]) -> int | None | Denial:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from licmaster.daemon.ha.recovery import Holdings
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.model import errors as E
 from licmaster.model.errors import Denial
@@ -110,13 +111,15 @@ class Failover:
         self.record = record
         self.grace_s = grace_s
 
-    def take_over(self, why: str, epoch: int, held: Held, *, install: Callable[[int], None], announce: Callable[[int], None],
-                  detail: str) -> None:
-        """Serve from a new pool at `epoch` (`install`), in a grace window for what the PBXs held
-        (from the master followed, or this master's journal: never known whole, see Grace), and
-        tell every connection (`announce`: the `epoch` event)."""
+    def take_over(self, why: str, epoch: int, holdings: Holdings, *, install: Callable[[int], None],
+                  adopt: Callable[[Holdings], None], announce: Callable[[int], None], detail: str) -> None:
+        """Serve from a new pool at `epoch` (`install`), counting every lease the PBXs held
+        (`adopt`: from the master followed, or this master's journal), in a grace window for
+        what they hold (never known whole: see Grace), and tell every connection (`announce`:
+        the `epoch` event)."""
         install(epoch)
-        self.grace.open(why, held, complete=False, until=self.grace.clock() + self.grace_s)
+        adopt(holdings)
+        self.grace.open(why, holdings.held(), complete=False, until=self.grace.clock() + self.grace_s)
         self.record(events.PROMOTE, detail=detail)
         announce(epoch)
 

@@ -18,11 +18,13 @@ Key = tuple[str, str]  # (resource, holder)
 
 
 class Holdings:
-    """Leases by node, kept up to date one event at a time."""
+    """Leases by node, kept up to date one event at a time, with what each took (the grant's
+    label: a master that takes over adopts each lease as it was, `rows`)."""
 
     def __init__(self) -> None:
         self.by_node: dict[str, dict[str, Key]] = {}
         self.lease_node: dict[str, str] = {}
+        self.took: dict[str, str] = {}  # lease id -> the grant's label (TookView.label), when known
 
     def apply(self, event: str, node: str | None, resource: str | None, holder: str | None,
               lease: str | None, detail: str | None) -> None:
@@ -32,13 +34,17 @@ class Holdings:
         if event == GRANT and lease and resource and holder:
             self.by_node.setdefault(node, {})[lease] = (resource, holder)
             self.lease_node[lease] = node
+            if detail:
+                self.took[lease] = detail
         elif event in (CHECKIN, RELEASE) and lease:
             owner = self.lease_node.pop(lease, None)
+            self.took.pop(lease, None)
             if owner is not None:
                 self.by_node.get(owner, {}).pop(lease, None)
         elif event in (EXPIRE, BYE):
             for lid in self.by_node.pop(node, {}):
                 self.lease_node.pop(lid, None)
+                self.took.pop(lid, None)
         elif event == TAKEOVER and detail:
             moved = self.by_node.pop(detail, {})
             target = self.by_node.setdefault(node, {})
@@ -46,6 +52,7 @@ class Holdings:
             for lid, key in moved.items():
                 if key in held:  # the standby held it already: one of the two was checked in
                     self.lease_node.pop(lid, None)
+                    self.took.pop(lid, None)
                     continue
                 target[lid] = key
                 self.lease_node[lid] = node
@@ -58,7 +65,17 @@ class Holdings:
     def held(self) -> dict[str, set[Key]]:
         return {node: set(leases.values()) for node, leases in self.by_node.items() if leases}
 
+    def rows(self) -> list[tuple[str, str, str, str, str | None]]:
+        """Every lease as (node, resource, holder, lease id, label or None)."""
+        return [(node, resource, holder, lid, self.took.get(lid))
+                for node, leases in self.by_node.items() for lid, (resource, holder) in leases.items()]
+
 
 def held_at_end(changes: Iterable[Change]) -> dict[str, set[Key]]:
     """Replay the changes, oldest first."""
     return Holdings().apply_all(changes).held()
+
+
+def holdings_at_end(changes: Iterable[Change]) -> Holdings:
+    """Replay the changes, oldest first: who held what, with what each took."""
+    return Holdings().apply_all(changes)

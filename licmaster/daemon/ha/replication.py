@@ -340,8 +340,8 @@ class Follower:
 
     def _install(self, snapshot: events.Snapshot) -> None:
         holdings = Holdings()
-        for node, resource, holder, lease in snapshot.leases:
-            holdings.apply(GRANT, node, resource, holder, lease, None)
+        for node, resource, holder, lease, label in snapshot.leases:
+            holdings.apply(GRANT, node, resource, holder, lease, label)
         self.holdings = holdings
         self.store.replace_assignments([(user, family, version, node) for user, family, version, node in snapshot.assignments])
         self.synced = True

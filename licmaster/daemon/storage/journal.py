@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 # (and "msgpack" batches stay readable).
 MARSHAL_VERSION = 4
 FORMAT = f"marshal-{MARSHAL_VERSION}"
-LeaseRow = tuple[str, str, str, str]  # (node, resource, holder, lease)
+LeaseRow = tuple[str, str, str, str, str]  # (node, resource, holder, lease, label)
 
 
 class Journal:
@@ -99,7 +99,9 @@ class Journal:
             checkpoint = self._db.execute("SELECT seq, leases, format FROM checkpoints WHERE run = ?", (last_run[0],)).fetchone()
             if checkpoint is not None:  # who held what at that batch; the batches before may be gone
                 replay_from = checkpoint[0]
-                rows += [Change(GRANT, node, resource, holder, lease, None) for node, resource, holder, lease in _decode(*checkpoint[1:])]
+                # (checkpoints written before labels were kept have four fields)
+                rows += [Change(GRANT, row[0], row[1], row[2], row[3], row[4] if len(row) > 4 else None)
+                         for row in _decode(*checkpoint[1:])]
             for row in _events(self._db, after_seq=replay_from):
                 if row[events.EVENT] in STATE_EVENTS:
                     rows.append(events.change_of(row))
