@@ -48,3 +48,17 @@ def test_the_city_bench_rushes_fails_over_and_empties_with_nothing_lost() -> Non
     [run] = figures["runs"]
     assert (run["held_after_rush"], run["held_after_failover"], run["lost"], run["left_in_use"]) == (100, 100, 0, 0)
     assert run["standby_snapshot_ms"] is not None and run["failover_s"] > 0
+
+
+def test_the_reclaim_bench_times_every_end_and_the_hold_is_not_given_back_early() -> None:
+    out = run_bench("bench/reclaim.py", "--runs", "1", "--ports", "2")
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert list(figures["ends"]) == ["bye", "takeover", "operator_release", "newer_hello", "restart_fresh"]
+    assert all(len(end["runs_ms"]) == 1 and end["runs_ms"][0] is not None for end in figures["ends"].values())
+    default, short = figures["hold"]["default"], figures["hold"]["short"]
+    # the default hold (72 h): a crashed PBX is absent, and after 2 x TTL still holds its Ports
+    assert default["still_held_after_2x_ttl"] and default["other_pbx_checkout"] == "exhausted"
+    # a short hold: neither absent before the TTL nor given back before the hold, and given back then
+    assert short["absent_after_ms"] is not None and not short["absent_early"]
+    assert short["back_after_ms"] is not None and not short["back_early"] and short["other_pbx_got_them_then"]
