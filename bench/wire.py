@@ -4,6 +4,7 @@
     python bench/wire.py --connections 32 --depths 64 --seconds 5 --workers 1
     python bench/wire.py --rate 10000 --only-rate
     python bench/wire.py --only-saturation --runs 5
+    python bench/wire.py --only-saturation --standby    # a standby master attached (synchronous replication)
 
 Each connection is a PBX session doing mixed checkout/checkin of Ports: every checkout reply is
 followed by the checkin of its lease, every checkin by a new checkout. Saturation keeps `depth`
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -41,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from _master import bench_master  # noqa: E402
 
 from licmaster.testing import MasterProcess  # noqa: E402
-from licmaster.wire.codec import HEADER, encode  # noqa: E402
+from licmaster.wire.codec import HEADER, FrameDecoder, encode  # noqa: E402
 
 _pack = msgpack.Packer().pack
 _unpackb = msgpack.unpackb
@@ -52,9 +54,36 @@ _CHECKIN_HEAD = b"\x83" + _pack("op") + _pack("checkin") + _pack("lease")
 _ID_KEY = _pack("id")
 
 
-def start_master(workdir: Path, ports: int) -> MasterProcess:
+def start_master(workdir: Path, ports: int, **config: Any) -> MasterProcess:
     return bench_master(workdir, f'[[license]]\ntype = "PBX-Port13"\ncount = {ports}\n',
-                        heartbeat_ms=5000, lease_ttl_ms=60000, max_connections=100000)
+                        heartbeat_ms=5000, lease_ttl_ms=60000, max_connections=100000, **config)
+
+
+def attach_standby(workdir: Path, master: MasterProcess) -> MasterProcess:
+    """A standby master following `master`, once attached: every grant's reply then waits for its
+    acknowledgement (daemon/ha/feed.py). It runs on this machine's cores too, as it would on its own."""
+    standby = start_master(workdir, 1_000_000, standby_of=master.master)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        usage = asyncio.run(_usage(master.address))
+        if usage.get("replication", {}).get("in_sync"):
+            return standby
+        time.sleep(0.1)
+    raise RuntimeError("the standby master did not attach")
+
+
+async def _usage(address: tuple[str, int]) -> dict:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(encode({"op": "hello", "id": 0, "node": "bench-watch", "role": "observer"}) + encode({"op": "usage", "id": 1}))
+    decoder = FrameDecoder(1 << 22)
+    while True:
+        data = await reader.read(1 << 16)
+        if not data:
+            return {}
+        for message in decoder.feed(data):
+            if message.get("id") == 1:
+                writer.close()
+                return message
 
 
 class LoadConnection(asyncio.Protocol):
@@ -257,20 +286,23 @@ def main() -> None:
     parser.add_argument("--only-rate", action="store_true", help="measure latency at --rate only")
     parser.add_argument("--only-saturation", action="store_true", help="measure saturation only")
     parser.add_argument("--master", help="host:port of a running master (default: start one)")
+    parser.add_argument("--standby", action="store_true", help="attach a standby master to the master started")
     args = parser.parse_args()
 
-    proc = None
+    proc = standby = None
     with tempfile.TemporaryDirectory() as tmp:
         if args.master:
             host, _, port = args.master.rpartition(":")
             address = (host, int(port))
         else:
-            proc = start_master(Path(tmp), ports=1_000_000)
+            proc = start_master(Path(tmp) / "master", ports=1_000_000)
             address = proc.address
+            if args.standby:
+                standby = attach_standby(Path(tmp) / "standby", proc)
         pid = proc.proc.pid if proc is not None and proc.proc is not None else None
         try:
             depths = [int(d) for d in args.depths.split(",")]
-            out: dict = {"bench": "wire", "connections": args.connections * args.workers, "depths": depths,
+            out: dict = {"bench": "wire", "standby": args.standby, "connections": args.connections * args.workers, "depths": depths,
                          "workers": args.workers, "seconds": args.seconds, "cpus": os.cpu_count()}
             # the latency run first, on a master that has not yet been through saturation
             if not args.only_saturation:
@@ -294,6 +326,8 @@ def main() -> None:
         finally:
             if proc is not None:
                 proc.stop(30)
+            if standby is not None:
+                standby.stop(30)
 
 
 if __name__ == "__main__":

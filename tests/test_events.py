@@ -85,10 +85,27 @@ def test_a_snapshot_part_out_of_order_or_of_another_shape_is_refused(event: dict
     {"event": "replica", "rows": []},
     {"event": "replica", "v": STREAM_VERSION, "rows": [["grant", "a", "port"]]},
     {"event": "replica", "v": STREAM_VERSION, "rows": "x"},
+    {"event": "replica", "v": STREAM_VERSION, "rows": b"\x00garbage"},
+    {"event": "replica", "v": STREAM_VERSION, "rows": [[1.0, "grant", "a", "port", 7, "1"]]},
+    {"event": "replica", "v": STREAM_VERSION, "rows": [[1.0, "grant", "a"]]},
+    {"event": "replica", "v": STREAM_VERSION, "rows": [[1.0, "grant", "a", "port", "x", "1", None, None, None, None]]},
 ])
 def test_a_stream_of_another_version_or_shape_is_refused_not_misread(event: dict) -> None:
     with pytest.raises(StreamError):
         events.read_replica(event)
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.binary(max_size=8),
+                       lambda inner: st.lists(inner, max_size=10), max_leaves=40)
+
+
+@given(JSONISH)
+def test_any_value_as_replica_rows_is_read_or_refused_with_a_stream_error(rows: object) -> None:
+    try:
+        changes = events.read_replica({"event": "replica", "v": STREAM_VERSION, "rows": rows})
+    except StreamError:
+        return
+    assert all(isinstance(change, Change) for change in changes)
 
 
 def test_every_event_the_journal_may_hold_is_known_by_name() -> None:

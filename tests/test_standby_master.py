@@ -297,17 +297,38 @@ async def test_without_its_standby_the_master_serves_on_degraded_and_says_so(tmp
         pbx = MasterClient([master.master], "pbx1", connect_timeout=0.5)
         await pbx.connect()
         await replicated(pbx)
-        assert (await pbx.usage())["replication"] == {"standbys": 1, "degraded": False}
+        assert (await pbx.usage())["replication"] == {"standbys": 1, "in_sync": 1, "degraded": False}
         standby.kill9()
         for _ in range(50):
             usage = await pbx.usage()
             if usage["replication"]["degraded"]:
                 break
             await asyncio.sleep(0.05)
-        assert usage["replication"] == {"standbys": 0, "degraded": True}
+        assert usage["replication"] == {"standbys": 0, "in_sync": 0, "degraded": True}
         await pbx.checkout("port", "alice")  # serving on
         await pbx.close()
     assert "replication_degraded" in master.log
+
+
+async def test_a_standby_that_stops_acknowledging_is_dropped_and_the_master_answers_on_alone(tmp_path: Path) -> None:
+    # Synchronous replication must not let a hung standby hang the PBXs: a grant's reply waits
+    # for it at most half the takeover delay (plus a reaper tick), then it is dropped.
+    import signal
+
+    with master_and_standby(tmp_path, {"takeover_after_ms": 1000}) as (master, standby):
+        pbx = MasterClient([master.master], "pbx1", connect_timeout=0.5)
+        await pbx.connect()
+        await replicated(pbx)
+        await pbx.checkout("port", "alice")  # acknowledged: in sync
+        standby.signal(signal.SIGSTOP)
+        try:
+            await asyncio.wait_for(pbx.checkout("port", "bob"), 5)  # held until the standby is dropped
+            usage = await pbx.usage()
+            assert usage["replication"]["in_sync"] == 0 and usage["replication"]["degraded"]
+        finally:
+            standby.signal(signal.SIGCONT)
+        await pbx.close()
+    assert "replica_dropped" in master.log
 
 
 async def test_a_master_paused_half_a_second_keeps_its_role(tmp_path: Path) -> None:
@@ -503,3 +524,37 @@ async def test_after_a_kill_9_the_new_master_counts_what_a_silent_pbx_holds_for_
         held = {n["node"]: n["held"] for n in await hq.all_nodes(held=True)}
         assert sorted(held["branch"]) == sorted([["port", "a", ids[0]], ["port", "b", ids[1]]])  # with their ids
         await hq.close()
+
+
+async def test_every_grant_answered_before_a_kill_9_is_counted_by_the_standby_that_takes_over(tmp_path: Path) -> None:
+    # Synchronous replication: a checkout's reply goes out only once the standby has the grant.
+    # A journal flush of a second (so the old batch-by-batch stream would have sent none of them)
+    # and the master killed the moment the last reply is in: the standby adopts all 20.
+    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 20\n'
+    master = Daemon(tmp_path / "master", licenses, grace_ms=600, journal_flush_ms=1000).start()
+    standby = Daemon(tmp_path / "standby", licenses, standby_of=master.master, grace_ms=600, journal_flush_ms=1000).start()
+    try:
+        pbx = await Raw.open(master.address)
+        await pbx.hello("branch")
+        watcher = MasterClient([master.master], "watcher", role="observer")
+        await watcher.connect()
+        await replicated(watcher)
+        assert (await watcher.usage())["replication"]["in_sync"] == 1
+        await watcher.close()
+        ids = [(await pbx.request("checkout", resource="port", holder=f"u{i}"))["lease"] for i in range(20)]
+        master.kill9()
+        observer = MasterClient([standby.master], "observer", role="observer")
+        for _ in range(100):
+            try:
+                await observer.connect()
+                if (await observer.usage())["role"] in ("grace", "acting"):
+                    break
+            except (NotConnected, LicenseError):
+                pass
+            await asyncio.sleep(0.05)
+        held = {n["node"]: n["held"] for n in await observer.all_nodes(held=True)}
+        assert sorted(lease for _, _, lease in held["branch"]) == sorted(ids)
+        await observer.close()
+    finally:
+        standby.stop()
+        master.stop()

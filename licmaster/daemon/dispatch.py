@@ -52,7 +52,7 @@ from licmaster.wire.requests import Refused
 if TYPE_CHECKING:
     import asyncio
 
-    from licmaster.daemon.ha.replication import ReplicaFeed
+    from licmaster.daemon.ha.feed import ReplicaFeed
     from licmaster.daemon.protocol import Connection
 
 Op = Callable[[Session, int, dict[str, Any]], Reply]
@@ -89,11 +89,12 @@ class Dispatcher:
         self.confirm_until = math.inf
         self.on_unconfirmed: Callable[[], None] = lambda: None
         self.lease_tag: Callable[[], int] = lambda: secrets.randbelow(LEASE_TAGS)  # a seam: a simulation draws it from its seed
+        self.granted = False  # the read being answered granted something (its replies wait for the standbys)
         self._ops: dict[str, Op] = {
             "heartbeat": self.op_heartbeat, "bye": self.op_bye, "checkout": self.op_checkout,
             "checkin": self.op_checkin, "sync": self.op_sync, "takeover": self.op_takeover,
             "assign": self.op_assign, "unassign": self.op_unassign, "usage": self.op_usage, "nodes": self.op_nodes,
-            "recording": self.op_recording, "replicate": self.op_replicate,
+            "recording": self.op_recording, "replicate": self.op_replicate, "ack": self.op_ack,
         }
 
     def suspend(self, why: str) -> None:
@@ -156,9 +157,18 @@ class Dispatcher:
         logs.event("hello_timeout", logging.WARNING, peer=conn.peer)
 
     def handle(self, conn: Connection, batch: list[dict[str, Any]]) -> list[Reply]:
-        """Answer every request a read brought, in order (timed as one batch for the metrics)."""
+        """Answer every request a read brought, in order (timed as one batch for the metrics).
+        With a standby master attached, a read that granted anything (a checkout, a re-sync, a
+        takeover, a user license) has its replies held until the standby acknowledged the rows
+        (daemon/ha/feed.py); so has a later read on the same connection while one is held, to
+        keep request order. What only frees (a check-in) is not held: a standby that missed it
+        counts a lease too many, never one too few, and it goes with the next push."""
         started = perf_counter()
+        self.granted = False
         replies = self._answer(conn, batch)
+        feed = self.feed
+        if feed.syncing and (self.granted or conn in feed.held):
+            replies = feed.hold(conn, replies)
         self.timer.observe(perf_counter() - started, len(batch))
         return replies
 
@@ -329,6 +339,7 @@ class Dispatcher:
         rows = self.journal_rows
         if new and rows is not None:
             rows.append((self.wall, GRANT, node, resource, holder, lease.id, view.label))
+            self.granted = True
         return self.replies.grant(rid, lease.id, view)
 
     def op_checkin(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
@@ -402,6 +413,7 @@ class Dispatcher:
         for lease in result.released:
             self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
         granted = []
+        self.granted = True
         for lease in result.granted:
             view = self.pool.took_view(lease)
             self.record(GRANT, session.node, lease.resource, lease.holder, lease.id, view.label)
@@ -422,6 +434,7 @@ class Dispatcher:
         if isinstance(moved, Denial):
             return self._deny(session, rid, moved, "takeover", failed)
         self.record(TAKEOVER, session.node, detail=failed)
+        self.granted = True
         self.grace.move(failed, session.node)
         old = self.sessions.get(failed)
         if old is not None:
@@ -463,6 +476,7 @@ class Dispatcher:
             undo = self.pool.unassign if assign else self.pool.assign
             undo(session.node, user, [f for f, _ in result.changed])
             raise
+        self.granted = self.granted or assign
         for family, version in result.changed:
             self.record(ASSIGN if assign else UNASSIGN, session.node, family, user, None, str(version))
         reply = self._ok(rid)
@@ -529,6 +543,8 @@ class Dispatcher:
         if isinstance(max_frame, Denial):
             return error_reply(rid, max_frame)
         max_frame = max_frame or DEFAULT_MAX_FRAME
+        if session.conn in self.feed:  # attached already: a new snapshot, the stream from it
+            self.feed.detach(session.conn, "a standby master attached again")
         started = perf_counter()
         leases = [[lease.node, lease.resource, lease.holder, lease.id, self.book.view(lease).label] for lease in self.pool.leases.values()]
         assignments = [[user, family, a.bucket.version if a.bucket else None, a.node]
@@ -541,3 +557,13 @@ class Dispatcher:
         reply = self._ok(rid)
         reply.update(stream=STREAM_VERSION, snapshot_parts=len(frames), leases=len(leases), assignments=len(assignments))
         return reply
+
+    def op_ack(self, session: Session, rid: int, msg: dict[str, Any]) -> Reply:
+        """A standby master applied every push up to `seq`: replies waiting for it may go out."""
+        seq = msg.get("seq")
+        if session.info.role != "observer" or session.conn is None or session.conn not in self.feed:
+            return error_reply(rid, E.bad_request("op", "only an attached standby master acknowledges the replica stream"))
+        if seq.__class__ is not int or seq < 0:
+            return error_reply(rid, E.bad_request("seq", f"{requests.describe(seq)}: the number of a push, a whole number"))
+        self.feed.ack(session.conn, seq)
+        return self.replies.ok(rid)

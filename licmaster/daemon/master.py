@@ -24,9 +24,10 @@ from licmaster.daemon.config import Config
 from licmaster.daemon.dispatch import Dispatcher
 from licmaster.daemon.ha.etcd import Etcd, EtcdClient
 from licmaster.daemon.ha.failover import Failover
+from licmaster.daemon.ha.feed import ReplicaFeed
 from licmaster.daemon.ha.leadership import Leadership
 from licmaster.daemon.ha.recovery import Holdings, holdings_at_end
-from licmaster.daemon.ha.replication import Follower, PeerWatch, ReplicaFeed, acting_master
+from licmaster.daemon.ha.replication import Follower, PeerWatch, acting_master
 from licmaster.daemon.protocol import Connection
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.daemon.sessions import End
@@ -174,6 +175,10 @@ class Master:
         self._held_at_start = holdings_at_end(changes)  # what the PBXs held when the last run ended
         self.failover = Failover(self.role, dispatch.grace, self.record, grace_s=cfg.effective_grace_ms / 1000)
         self.journal.on_batch.append(self.feed.on_batch)
+        # Synchronous replication (daemon/ha/feed.py): one push per loop turn; a standby that has not
+        # acknowledged within half the takeover delay is dropped, the master then serving alone.
+        self.feed.rows, self.feed.clock, self.feed.schedule = self.journal.rows, loop.time, loop.call_soon
+        self.feed.ack_timeout_s = cfg.effective_takeover_after_ms / 2000
         self.journal.start()
         self.record(events.START, detail=f"epoch={self.epoch}")
         if listen:
@@ -792,4 +797,7 @@ class Master:
             self.record(events.ABORT, node, detail=why)
             conn.abort()
         dispatch.denials.tick(now)
+        for late in self.feed.drop_late(now):
+            logs.event("replica_dropped", logging.WARNING, peer=getattr(late, "peer", "-"),
+                       why=f"no acknowledgement within {int(self.feed.ack_timeout_s * 1000)} ms")
 

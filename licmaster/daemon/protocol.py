@@ -189,6 +189,12 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.transport.write(encode(event))
 
+    def send_replies(self, replies: list[Reply]) -> None:
+        """Replies held until the standby masters had what they follow (daemon/ha/feed.py), in order."""
+        transport = self.transport
+        if transport is not None and replies:
+            transport.write(encode_many(replies, self.reply_limit))
+
     def send_frames(self, frames: bytes) -> None:
         """Frames already encoded (the replica stream's), written as they are."""
         if self.transport is not None and not self.closing:

@@ -88,7 +88,7 @@ class MasterStatus:
                 "summary": {"nodes": self.sessions, "connected": self.sessions_connected, "by_role": self.sessions_by_role,
                             "leases": self.leases},
                 "master": self.master, "grace_ms": self.grace_ms, "standby_of": self.following, "role": self.role,
-                "replicas": self.standbys, "replication": {"standbys": self.standbys, "degraded": self.degraded, **self.replica},
+                "replicas": self.standbys, "replication": {"standbys": self.standbys, "in_sync": self.standbys, "degraded": self.degraded, **self.replica},
                 "http": self.http, "coordination": self.coordination, "last_reload": self.last_reload, "sites": list(self.sites),
                 "absent": self.absent_wire()}
 

@@ -112,6 +112,10 @@ def packed_runs(items: Sequence[Any], limit: int) -> list[tuple[int, bytes]]:
     runs: list[tuple[int, bytes]] = []
     if not items:
         return runs
+    if len(items) <= 256:  # the common case (a read's rows, a small batch): packed once, if it fits
+        packed: bytes = pack(items)
+        if len(packed) <= limit:
+            return [(len(items), packed)]
     sample = items[:256]
     per_item = max(1, len(pack(sample)) // len(sample))
     step = max(1, (limit * 3 // 4) // per_item)
@@ -119,7 +123,7 @@ def packed_runs(items: Sequence[Any], limit: int) -> list[tuple[int, bytes]]:
     todo.reverse()
     while todo:
         start, stop = todo.pop()
-        packed: bytes = pack(items[start:stop])
+        packed = pack(items[start:stop])
         if len(packed) <= limit:
             runs.append((stop - start, packed))
         elif stop - start == 1:

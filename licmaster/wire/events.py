@@ -167,9 +167,9 @@ def change_of(row: Row) -> Change:
     return Change(r[EVENT], r[NODE], r[RESOURCE], r[HOLDER], r[LEASE], r[DETAIL])
 
 
-def replica_rows(batch: Iterable[Row]) -> list[list[Any]]:
-    """The state changes of a journal batch, as the replica event carries them."""
-    return [list(change_of(row)) for row in batch if row[EVENT] in REPLICATED]
+def replica_rows(batch: Iterable[Row]) -> list[Row]:
+    """The state changes of a journal batch: its rows whose event is REPLICATED, as they are."""
+    return [row for row in batch if row[EVENT] in REPLICATED]
 
 
 class StreamError(ValueError):
@@ -177,7 +177,13 @@ class StreamError(ValueError):
 
 
 def read_replica(event: dict[str, Any]) -> list[Change]:
-    """The changes of a `replica` event; StreamError if its version or shape is not this one's."""
+    """The changes of a `replica` event; StreamError if its version or shape is not this one's.
+
+    Its `rows` are journal rows as they are (FIELDS, trailing fields may be left off): packed
+    without a copy per row, since every grant is pushed to the standby before it is answered
+    (daemon/ha/feed.py). What it carries is checked row by row before anything is applied.
+    (marshal, which the journal writes, packs them at half the cost; but it allocates what a
+    few bytes claim before reading them, so a standby would trust its master with its memory.)"""
     version = event.get("v")
     if version != STREAM_VERSION:
         raise StreamError(f"replica stream version {str(version)[:16]}, this master reads {STREAM_VERSION}")
@@ -186,18 +192,27 @@ def read_replica(event: dict[str, Any]) -> list[Change]:
         raise StreamError("replica event without rows")
     out = []
     for row in rows:
-        if not isinstance(row, list) or len(row) != len(REPLICA_FIELDS):
-            raise StreamError(f"replica row is not {len(REPLICA_FIELDS)} fields: {str(row)[:80]}")
-        out.append(Change(*row))
+        if not isinstance(row, (list, tuple)) or not 6 <= len(row) <= len(FIELDS) \
+                or not all(f is None or isinstance(f, str) for f in row[EVENT:]):
+            raise StreamError(f"replica row is not a journal row: {str(row)[:80]}")
+        if row[EVENT] in REPLICATED:
+            out.append(change_of(tuple(row)))
     return out
 
 
-def replica_frames(batch: Sequence[Row], max_frame: int) -> list[bytes]:
+def replica_frames(batch: Sequence[Row], max_frame: int, *, seq: int | None = None) -> list[bytes]:
     """A journal batch's state changes as `replica` events, each frame at most `max_frame` bytes
-    (a rush of grants makes batches of thousands of rows); none when nothing in it changes state."""
+    (a rush of grants makes batches of thousands of rows); none when nothing in it changes state.
+    With `seq` (a push of synchronous replication, daemon/ha/feed.py) the last frame carries it,
+    for the standby to acknowledge once it has applied the whole push; such a push always has a
+    frame, if need be with no rows."""
     rows = replica_rows(batch)
-    head = {"event": "replica", "v": STREAM_VERSION}
-    return [frame_with(head, "rows", packed) for _, packed in packed_runs(rows, max_frame - PART_MARGIN)]
+    head: dict[str, Any] = {"event": "replica", "v": STREAM_VERSION}
+    runs = [packed for _, packed in packed_runs(rows, max_frame - PART_MARGIN)]
+    if seq is None:
+        return [frame_with(head, "rows", packed) for packed in runs]
+    runs = runs or [b"\x90"]  # an empty array
+    return [frame_with(head if i < len(runs) - 1 else {**head, "seq": seq}, "rows", packed) for i, packed in enumerate(runs)]
 
 
 LeaseRow = Sequence[Any]  # [node, resource, holder, lease, label]

@@ -1,19 +1,21 @@
 """The standby master's side of replication: follow the master, take over when it is gone.
 
 The standby connects to the master as an observer and asks `replicate`: the answer is a snapshot
-(every floating lease, every user assignment, the master's epoch), then the master sends the
-state-changing events of each journal batch as `{"event": "replica", "rows": [...]}`. The
-standby mirrors user assignments into its own SQLite store as they come (they are durable there
-too) and keeps the floating leases as `Holdings`. When the master has been unreachable for
+(every floating lease with what it took, every user assignment, the master's epoch), then the
+master pushes every state change as `{"event": "replica", "rows": [...], "seq": n}`, and the
+standby acknowledges each push once applied (`ack`). The master answers a request that changed
+state only once every attached standby has acknowledged it (daemon/ha/feed.py): replication is
+synchronous, so a standby that takes over knows every grant the old master answered. The standby
+mirrors user assignments into its own SQLite store as they come (they are durable there too) and
+keeps the floating leases as `Holdings`. When the master has been unreachable for
 `takeover_after_ms`, the standby takes over (`Master.promote`): a higher epoch, the mirrored
-assignments, and a grace window in which only what the PBXs held may be re-taken.
+assignments, every lease adopted as it was (its PBX absent until it re-syncs), and a grace window
+in which only what the PBXs held may be re-taken.
 
-Replication is asynchronous (up to one journal flush behind): a grant made in the master's last
-moments may be unknown to the standby. It is never counted twice, nor lost: the new master takes
-every re-sync whole, during grace too, up to the installed count (what the PBXs re-sync was
-granted by one master, within installed), and only new checkouts wait for grace. Since such a
-grant may exist, the grace window after a takeover runs its whole length (Grace.end_if_nothing_held
-in daemon/ha/failover.py; docs/operations.md, "No grant is lost at failover").
+A standby dropped for acknowledging too slowly (or detached) is out of sync: the master serves
+alone and says so. Without etcd a standby cannot know whether it was dropped before the master
+died, so after a takeover the grace window runs its whole length (docs/operations.md, "Failover
+keeps the holds").
 
 The stream's shape is wire/events.py's, with its version: a standby asks `replicate` with the
 version it reads, and a master of another version refuses with `version`.
@@ -39,58 +41,11 @@ from licmaster.wire.events import (
     GRANT,
     STREAM_VERSION,
     UNASSIGN,
-    Row,
     StreamError,
 )
 
 if TYPE_CHECKING:
-    from licmaster.daemon.sessions import Endpoint
     from licmaster.daemon.storage.store import Store
-
-
-class ReplicaFeed:
-    """The master's side: the standby masters following this one, each with the largest frame it
-    reads, and each journal batch's state changes sent to them before the batch is written."""
-
-    def __init__(self, on_change: Callable[[int, str], None] | None = None) -> None:
-        self._replicas: dict[Endpoint, int] = {}  # connection -> its max_frame
-        self.had_standby = False  # once a standby followed, its absence is a degraded state
-        self.on_change = on_change  # (standbys now, why): the master logs and journals it
-
-    def __len__(self) -> int:
-        return len(self._replicas)
-
-    @property
-    def degraded(self) -> bool:
-        """A standby followed this master and none does now: a failover would find nobody."""
-        return self.had_standby and not self._replicas
-
-    def attach(self, conn: Endpoint, max_frame: int) -> None:
-        self._replicas[conn] = max_frame
-        self.had_standby = True
-        if self.on_change is not None:
-            self.on_change(len(self._replicas), "a standby master attached")
-
-    def detach(self, conn: Endpoint) -> None:
-        if self._replicas.pop(conn, None) is not None and self.on_change is not None:
-            self.on_change(len(self._replicas), "a standby master's connection was lost")
-
-    def __contains__(self, conn: object) -> bool:
-        return conn in self._replicas
-
-    def on_batch(self, batch: list[Row]) -> None:
-        if not self._replicas:
-            return
-        framed: dict[int, bytes] = {}  # one encoding per frame size (standbys of one build share one)
-        for conn, max_frame in list(self._replicas.items()):
-            if not conn.open:
-                self._replicas.pop(conn, None)
-                continue
-            frames = framed.get(max_frame)
-            if frames is None:
-                frames = framed[max_frame] = b"".join(events.replica_frames(batch, max_frame))
-            if frames:
-                conn.send_frames(frames)
 
 
 def observer_of(master: str, node: str, *, auth: dict[str, Any] | None, tls: ssl.SSLContext | None,
@@ -380,5 +335,13 @@ class Follower:
                     self.holdings.apply(*row)
             if changes:
                 self.store.apply_assignment_changes(changes)
+            seq = event.get("seq")
+            if seq.__class__ is int:  # applied: the master may answer what waited for these rows
+                self.client.send("ack", seq=seq).add_done_callback(_ignore_reply)
         elif name == "epoch":
             self.master_epoch = max(self.master_epoch, int(event.get("epoch", 0)))
+
+
+def _ignore_reply(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # an ack on a connection that went away: the next attach starts afresh

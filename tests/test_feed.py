@@ -1,0 +1,131 @@
+"""Synchronous replication, the master's side (licmaster/daemon/ha/feed.py): replies that follow a
+state change wait for every attached standby master; nothing else does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from licmaster.daemon.ha.feed import ReplicaFeed
+from licmaster.wire.codec import FrameDecoder
+from licmaster.wire.events import GRANT, read_replica
+
+
+class Peer:
+    """A connection as the feed sees it: what was written to it, and whether it is closed."""
+
+    def __init__(self) -> None:
+        self.closing = False
+        self.replies: list[Any] = []
+        self.frames = b""
+        self.closed_with: dict[str, Any] | None = None
+
+    @property
+    def open(self) -> bool:
+        return not self.closing
+
+    def send_replies(self, replies: list[Any]) -> None:
+        self.replies += replies
+
+    def send_frames(self, frames: bytes) -> None:
+        self.frames += frames
+
+    def close(self, event: dict[str, Any] | None = None) -> None:
+        self.closing, self.closed_with = True, event
+
+    def events(self) -> list[dict[str, Any]]:
+        return FrameDecoder(1 << 20).feed(self.frames)
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def feed_with_standby() -> tuple[ReplicaFeed, list[Any], Peer, Clock]:
+    rows: list[Any] = []
+    scheduled: list[Any] = []
+    clock = Clock()
+    feed = ReplicaFeed(clock=clock, ack_timeout_s=0.5, schedule=scheduled.append)
+    feed.rows = rows
+    standby = Peer()
+    feed.attach(standby, 65536)  # type: ignore[arg-type]
+    return feed, rows, standby, clock
+
+
+def grant(rows: list[Any], lease: str) -> None:
+    rows.append((1.0, GRANT, "pbx1", "port", f"holder{lease}", lease, "PBX-Port:1"))
+
+
+def test_a_reply_after_a_grant_waits_for_the_standbys_acknowledgement_and_no_longer() -> None:
+    feed, rows, standby, _ = feed_with_standby()
+    pbx = Peer()
+    grant(rows, "7001")
+    assert feed.hold(pbx, [{"id": 1, "ok": True}]) == []  # type: ignore[arg-type]
+    feed.push()  # the loop's next turn
+    (event,) = standby.events()
+    assert event["event"] == "replica" and event["seq"] == 1 and read_replica(event)[0].lease == "7001"
+    assert pbx.replies == []  # not before the standby has it
+    feed.ack(standby, 1)  # type: ignore[arg-type]
+    assert pbx.replies == [{"id": 1, "ok": True}] and feed.held == {}
+
+
+def test_replies_keep_request_order_behind_a_held_one_and_the_reads_of_a_turn_share_one_push() -> None:
+    feed, rows, standby, _ = feed_with_standby()
+    pbx, other = Peer(), Peer()
+    grant(rows, "7001")
+    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
+    grant(rows, "7002")
+    feed.hold(other, [{"id": 9}])  # type: ignore[arg-type]
+    feed.hold(pbx, [{"id": 2}])  # type: ignore[arg-type]  # a heartbeat behind the held grant
+    feed.push()
+    assert [e["seq"] for e in standby.events()] == [1]  # one push for the turn
+    assert [c.lease for c in read_replica(standby.events()[0])] == ["7001", "7002"]
+    feed.ack(standby, 1)  # type: ignore[arg-type]
+    assert pbx.replies == [{"id": 1}, {"id": 2}] and other.replies == [{"id": 9}]
+
+
+def test_rows_journaled_outside_a_read_go_with_the_flush_and_nothing_is_sent_twice() -> None:
+    feed, rows, standby, _ = feed_with_standby()
+    grant(rows, "7001")
+    feed.hold(Peer(), [{"id": 1}])  # type: ignore[arg-type]
+    feed.push()
+    grant(rows, "7002")  # e.g. a lease adopted at a takeover, or an expiry by the reaper
+    batch = rows.copy()
+    rows.clear()
+    feed.on_batch(batch)
+    assert [[c.lease for c in read_replica(e)] for e in standby.events()] == [["7001"], ["7002"]]
+
+
+def test_a_standby_that_does_not_acknowledge_in_time_is_dropped_and_the_replies_go_out() -> None:
+    feed, rows, standby, clock = feed_with_standby()
+    pbx = Peer()
+    grant(rows, "7001")
+    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
+    feed.push()
+    clock.now += 0.4
+    assert feed.drop_late(clock.now) == [] and pbx.replies == []
+    clock.now += 0.1
+    assert feed.drop_late(clock.now) == [standby]
+    assert pbx.replies == [{"id": 1}] and feed.in_sync == 0 and not feed.syncing and feed.degraded
+    assert standby.closed_with is not None and standby.closed_with["event"] == "replica_dropped"
+
+
+def test_without_a_standby_nothing_is_held_and_a_lost_standby_releases_what_waited_for_it() -> None:
+    feed = ReplicaFeed()
+    assert not feed.syncing
+    feed, rows, standby, _ = feed_with_standby()
+    pbx = Peer()
+    grant(rows, "7001")
+    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
+    feed.push()
+    feed.detach(standby)  # type: ignore[arg-type]
+    assert pbx.replies == [{"id": 1}]
+
+
+def test_a_connection_closing_after_its_reply_is_answered_at_once() -> None:
+    feed, rows, _, _ = feed_with_standby()
+    bye = Peer()
+    bye.closing = True
+    assert feed.hold(bye, [{"id": 1}]) == [{"id": 1}]  # type: ignore[arg-type]
