@@ -2,9 +2,9 @@
 (examples/grafana/licmaster.json), on what a real master's /metrics gives.
 
 A real master, with a standby master following it, goes through a timeline: quiet; Ports at 90%
-and one VM's PBX-IPVA licenses used up while the other VM's are free; a reload that takes standby
-cover away and brings an SSA term ending in 10 days; the standby master killed; the master
-stopped. /metrics is scraped at each step, and the scrapes become a `promtool test rules` file's
+and one VM's PBX-IPVA licenses used up while the other VM's are free; a PBX gone silent (absent,
+its hold of 30 minutes ending within the hour) and a reload that takes standby cover away and
+brings an SSA term ending in 10 days; the standby master killed; the master stopped. /metrics is scraped at each step, and the scrapes become a `promtool test rules` file's
 input series, one 20-minute window per step: each alert is expected where it must fire and
 nowhere else. The docs' metric table and the Grafana dashboard's queries are checked against the
 same scrapes. Skipped, with the reason, where promtool is missing (Debian's prometheus package:
@@ -48,7 +48,8 @@ POLICY = '[site.hq]\nnodes = ["pbx*"]\nmax = { "PBX-Port" = 10 }\n'  # so that t
 MASTER, STANDBY = "master:4461", "standby:4461"  # the instance labels Prometheus would give them
 WINDOW = 20  # minutes of series per step of the timeline
 ALERTS = ("LicmasterPoolNearlyExhausted", "LicmasterPoolExhausted", "LicmasterStandbyCoverLost", "LicmasterReplicationDegraded",
-          "LicmasterSSAEndingSoon", "LicmasterDown", "LicmasterNoServingMaster")
+          "LicmasterSSAEndingSoon", "LicmasterAbsentHoldEnding", "LicmasterDown", "LicmasterNoServingMaster")
+HOLD_S = 1800  # the master's hold: an absent PBX's ends within the hour from the start (LicmasterAbsentHoldEnding)
 
 Scrape = dict[str, Any]  # the metric families, by name, as prometheus_client parses /metrics
 
@@ -87,7 +88,8 @@ async def play(workdir: Path) -> Timeline:
     policy = workdir / "sites.toml"
     workdir.mkdir(parents=True, exist_ok=True)
     policy.write_text(POLICY)
-    master = Daemon(workdir / "master", LICENSES.format(standby=10, ssa=today + dt.timedelta(days=400)), policy=str(policy)).start()
+    master = Daemon(workdir / "master", LICENSES.format(standby=10, ssa=today + dt.timedelta(days=400)), policy=str(policy),
+                    hold_s=HOLD_S).start()
     standby: Daemon | None = None
     clients: list[MasterClient] = []
     try:
@@ -109,6 +111,10 @@ async def play(workdir: Path) -> Timeline:
             await vm_b.checkout("port", "vm-user5")
         full = scrape(master)
 
+        # pbx1 cut off (the connection stays open, nothing comes): absent after the lease TTL, its
+        # 4 Ports still counted (the pool alerts stay as they were) until its hold ends
+        pbx.freeze()
+        await until(lambda: value(scrape(master), "licmaster_absent_pbxs") == 1)
         # 5 Standby for 10 Ports (no standby PBX is connected: the reload is taken), an SSA ending in 10 days
         master.license_file.write_text(LICENSES.format(standby=5, ssa=today + dt.timedelta(days=10)))
         master.signal(signal.SIGHUP)
@@ -118,8 +124,10 @@ async def play(workdir: Path) -> Timeline:
         standby.kill9()
         await until(lambda: value(scrape(master), "licmaster_replication_degraded") == 1)
         degraded = scrape(master)
+        assert value(quiet, "licmaster_replication_in_sync") == 1 and value(degraded, "licmaster_replication_in_sync") == 0
         for client in clients:
             await client.close()
+        pbx.abort()  # frozen: close() sends nothing; drop its socket
     finally:
         if standby is not None:
             standby.stop()
@@ -171,7 +179,20 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 @needs_promtool
 def test_the_rules_file_is_valid() -> None:
     checked = promtool("check", "rules", str(RULES))
-    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "SUCCESS: 8 rules found" in checked.stdout, checked.stdout + checked.stderr
+
+
+def humanize_duration(seconds: float) -> str:
+    """Prometheus's `humanizeDuration` template function, for one second or more."""
+    whole = int(seconds)
+    days, hours, minutes, secs = whole // 86400, whole // 3600 % 24, whole // 60 % 60, whole % 60
+    if days:
+        return f"{days}d {hours}h {minutes}m {secs}s"
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{seconds:.4g}s"
 
 
 @needs_promtool
@@ -192,6 +213,17 @@ def test_each_alert_fires_on_a_real_masters_series_where_it_must_and_nowhere_els
             f"SSA of PBX-Operator V13 on {MASTER} ends in {days:g} days")]
     replication = [({**m, "severity": "warning"}, f"Replication degraded on {MASTER}: a failover now would find no standby master")]
 
+    def hold_ending(text: str) -> list[tuple[dict[str, str], str]]:
+        left = value(text, "licmaster_absent_hold_left_seconds")
+        assert left is not None and HOLD_S - 120 < left < HOLD_S  # pbx1's hold, less the seconds since it went silent
+        return [({**m, "severity": "warning"}, f"The hold of an absent PBX on {MASTER} ends in {humanize_duration(left)}: "
+                 "its licenses then go back to the pool")]
+
+    assert value(full, "licmaster_absent_pbxs") == 0 and value(full, "licmaster_absent_hold_left_seconds") is None
+    assert (value(reloaded, "licmaster_absent_pbxs"), value(reloaded, "licmaster_absent_leases")) == (1, 4)
+    assert value(reloaded, "licmaster_hold_seconds") == HOLD_S
+    assert value(reloaded, "licmaster_licenses_in_use", family="PBX-Port") == 9  # pbx1's 4 are still counted: 90% still
+
     def down(instance: str) -> tuple[dict[str, str], str]:
         return {"instance": instance, "job": "licmaster", "severity": "critical"}, f"licmaster on {instance} is down"
 
@@ -203,9 +235,11 @@ def test_each_alert_fires_on_a_real_masters_series_where_it_must_and_nowhere_els
          "alert_rule_test": [*expect(0, {}),
                              *expect(1, {"LicmasterPoolNearlyExhausted": nearly, "LicmasterPoolExhausted": exhausted}),
                              *expect(2, {"LicmasterPoolNearlyExhausted": nearly, "LicmasterPoolExhausted": exhausted,
-                                         "LicmasterStandbyCoverLost": cover, "LicmasterSSAEndingSoon": ssa}),
+                                         "LicmasterStandbyCoverLost": cover, "LicmasterSSAEndingSoon": ssa,
+                                         "LicmasterAbsentHoldEnding": hold_ending(reloaded)}),
                              *expect(3, {"LicmasterPoolNearlyExhausted": nearly, "LicmasterPoolExhausted": exhausted,
                                          "LicmasterStandbyCoverLost": cover, "LicmasterSSAEndingSoon": ssa,
+                                         "LicmasterAbsentHoldEnding": hold_ending(degraded),
                                          "LicmasterReplicationDegraded": replication, "LicmasterDown": [down(STANDBY)]}),
                              *expect(4, {"LicmasterDown": [down(MASTER), down(STANDBY)]})]},
         # the standby master alone answers: it serves nobody

@@ -9,6 +9,7 @@ import json
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -566,3 +567,89 @@ async def test_who_holds_a_family_across_every_node_in_pages(tmp_path: Path) -> 
         assert (await c.get("/api/v1/families/PBX-Nonsense", status=404))["error"] == "unknown_family"
         for bad in ("limit=0", "limit=10001", "cursor=hq", "cursor=hq/x"):
             assert (await c.get(f"/api/v1/families/PBX-Operator?{bad}", status=400))["error"] == "bad_request"
+
+
+# ---------------------------------------------------------------- two clocks: absent PBXs
+
+ABSENT_LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 5\n[[license]]\ntype = "PBX-Operator13"\ncount = 1\n'
+HOLD_DEFAULT_S = 259_200  # 72 h: the config's default, not set in these tests
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+async def test_a_pbx_gone_silent_is_absent_in_metrics_usage_ha_and_nodes_with_its_leases_held_until_it_is_back(
+        tmp_path: Path) -> None:
+    from licmaster.client import MasterClient
+
+    d = Daemon(tmp_path / "m", ABSENT_LICENSES, lease_ttl_ms=1000).start()  # hold_s: the default
+    cut_off, present, back = MasterClient([d.master], "pbx1"), MasterClient([d.master], "pbx2"), MasterClient([d.master], "pbx1")
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def get(path: str) -> Any:
+                async with http.get(f"http://{d.http}{path}") as response:
+                    assert response.status == 200, await response.text()
+                    return await response.json() if response.content_type == "application/json" else await response.text()
+
+            async def until_absent(pbxs: int) -> str:
+                for _ in range(200):
+                    text = await get("/metrics")
+                    if metric(text, "licmaster_absent_pbxs") == pbxs:
+                        return str(text)
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"licmaster_absent_pbxs never {pbxs}")
+
+            for client in (cut_off, present):
+                await client.connect()
+            for holder in ("alice", "bob"):
+                await cut_off.checkout("port", holder)
+            await cut_off.checkout("operator", "desk")
+            await present.checkout("port", "carol")
+            text = await get("/metrics")
+            assert (metric(text, "licmaster_absent_pbxs"), metric(text, "licmaster_absent_leases")) == (0, 0)
+            assert metric(text, "licmaster_hold_seconds") == HOLD_DEFAULT_S
+            assert metric(text, "licmaster_absent_hold_left_seconds") is None  # no absent PBX, no hold ending
+            assert (await get("/api/v1/usage"))["absent"] == {"pbxs": 0, "leases": 0, "hold_s": HOLD_DEFAULT_S, "shown": []}
+
+            silent_at = time.time()
+            cut_off.freeze()  # cut off: the connection stays open, nothing comes any more
+            text = await until_absent(1)
+            assert metric(text, "licmaster_absent_leases") == 3
+            left = metric(text, "licmaster_absent_hold_left_seconds")
+            assert left is not None and HOLD_DEFAULT_S - 30 < left < HOLD_DEFAULT_S
+            port = {"family": "PBX-Port", "version": "13", "bound": ""}
+            assert metric(text, "licmaster_licenses_in_use", **port) == 3  # its two still counted: nobody else gets them
+            assert metric(text, "licmaster_sessions", role="pbx") == 2  # its session stays
+
+            usage = await get("/api/v1/usage")
+            absent = usage["absent"]
+            assert (absent["pbxs"], absent["leases"], absent["hold_s"]) == (1, 3, HOLD_DEFAULT_S)
+            [pbx1] = absent["shown"]
+            assert (pbx1["node"], pbx1["leases"], pbx1["held"]) == ("pbx1", 3, {"port": 2, "operator": 1})
+            assert silent_at < pbx1["since"] <= time.time()  # a lease TTL after its last word
+            assert silent_at - 2 < pbx1["back_at"] - HOLD_DEFAULT_S <= silent_at + 0.5  # hold_s after its last word
+            ha = (await get("/api/v1/ha"))["absent"]
+            assert (ha["pbxs"], ha["leases"], [a["node"] for a in ha["shown"]]) == (1, 3, ["pbx1"])
+            one = await get("/api/v1/nodes/pbx1")
+            assert one["connected"] is False and one["leases"] == 3
+            assert abs(one["absent_since"] - pbx1["since"]) < 0.5 and abs(one["back_at"] - pbx1["back_at"]) < 0.5
+            other = await get("/api/v1/nodes/pbx2")
+            assert (other["connected"], other["absent_since"], other["back_at"]) == (True, None, None)
+
+            await back.connect()  # pbx1 again, restarted: holding nothing, it says so, and its leases go back
+            text = await until_absent(0)
+            assert metric(text, "licmaster_absent_leases") == 0 and metric(text, "licmaster_absent_hold_left_seconds") is None
+            assert metric(text, "licmaster_licenses_in_use", **port) == 1
+            assert (await get("/api/v1/usage"))["absent"] == {"pbxs": 0, "leases": 0, "hold_s": HOLD_DEFAULT_S, "shown": []}
+            journal = (await get("/api/v1/journal?node=pbx1"))["events"]
+            assert [e["event"] for e in journal if e["event"] in ("absent", "back")] == ["absent", "back"]
+    finally:
+        cut_off.abort()  # frozen: close() would send nothing
+        for client in (present, back):
+            await client.close()
+        d.stop()

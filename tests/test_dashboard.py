@@ -132,7 +132,10 @@ def page(driver: object, script: str) -> object:
 
 
 async def test_a_page_opened_after_an_incident_shows_it_and_draws_a_chart_with_axes(tmp_path: Path, browser: object) -> None:
-    d = Daemon(tmp_path / "m", INCIDENT_LICENSES).start()
+    # A hold as short as the lease TTL (2 s here): the killed PBX's session expires and its lease
+    # goes back at the TTL, as after a hold that ran out (with the default 72 h it would be absent:
+    # test_the_page_shows_each_absent_pbx_what_it_holds_and_when_that_goes_back).
+    d = Daemon(tmp_path / "m", INCIDENT_LICENSES, hold_s=2).start()
     try:
         pbx = MasterClient([d.master], "pbx1")
         await pbx.connect()
@@ -145,7 +148,7 @@ async def test_a_page_opened_after_an_incident_shows_it_and_draws_a_chart_with_a
         gone = MasterClient([d.master], "pbx2")
         await gone.connect()
         await gone.checkout("operator", "desk2")
-        await gone.close(bye=False)  # killed: its session expires after the lease TTL
+        await gone.close(bye=False)  # killed: its session expires after the lease TTL, its hold ending with it
         import signal
         d.signal(signal.SIGHUP)  # a reload
         await until(lambda: "session_expire" in d.log and "event=reload" in d.log, 10)
@@ -369,4 +372,60 @@ async def test_the_page_answers_triage_at_a_glance(tmp_path: Path, browser: obje
         for client in (pbx1, pbx2, standby, back):
             await client.close()
     finally:
+        d.stop()
+
+
+def absent_panel(driver: object) -> tuple[str, bool, list[list[str]]]:
+    """The Absent PBXs panel: its summary, whether its table is hidden, and the table's rows."""
+    return tuple(page(driver, "return [document.getElementById('absent-summary').textContent, "  # type: ignore[return-value]
+                              "document.getElementById('absent').hidden, [...document.querySelectorAll('#absent tbody tr')]"
+                              ".map(r => [...r.children].map(c => c.textContent))]"))
+
+
+async def test_the_page_shows_each_absent_pbx_what_it_holds_and_when_that_goes_back(tmp_path: Path, browser: object) -> None:
+    import re
+
+    d = Daemon(tmp_path / "m", INCIDENT_LICENSES, lease_ttl_ms=1000).start()  # hold_s: the default, 72 h
+    present, cut_off, back = MasterClient([d.master], "pbx1"), MasterClient([d.master], "pbx2"), MasterClient([d.master], "pbx2")
+    try:
+        browser.set_window_size(1400, 1300)  # type: ignore[attr-defined]
+        browser.get(f"http://{d.http}/")  # type: ignore[attr-defined]
+        await until(lambda: port_count(browser) == "0 / 3", 10)
+        assert absent_panel(browser) == (
+            "No PBX is absent: every PBX holding licenses was heard within the lease TTL (hold 72 h).", True, [])
+        await present.connect()
+        await cut_off.connect()
+        await present.checkout("port", "alice")
+        for holder in ("bob", "carol"):
+            await cut_off.checkout("port", holder)
+        await cut_off.checkout("operator", "desk")
+        silent_at = time.time()
+        cut_off.freeze()  # cut off: the connection stays open, nothing comes any more
+        await until(lambda: absent_panel(browser)[2], 10)
+        summary, hidden, rows = absent_panel(browser)
+        assert (summary, hidden) == ("1 absent PBX holds 3 leases (hold 72 h)", False)
+        [(node, since, holds, goes_back)] = rows
+        assert (node, holds) == ("pbx2", "port 2, operator 1")
+        assert re.fullmatch(r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d", since), since  # 24 h; the date only if not today
+        # 72 h after its last word, another day: with its date, and what is left, cut to the minute
+        assert goes_back == time.strftime("%Y-%m-%d ", time.localtime(silent_at + 259_200)) + goes_back[11:], goes_back
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(in 71 h 59 min\)", goes_back), goes_back
+        assert port_count(browser) == "3 / 3"  # its two Ports still counted: nobody else gets them
+        state = page(browser, "return [...document.querySelectorAll('#nodes tbody tr')].map(r => "
+                              "[r.dataset.node, r.className, r.children[3].textContent])")
+        assert state[0] == ["pbx2", "absent", "absent"]  # type: ignore[index]  # missing first
+        await until(lambda: "pbx2 went silent: absent, 3 leases held until" in str(
+            page(browser, "return document.getElementById('events').textContent")), 5)
+        browser.save_screenshot(str(tmp_path / "absent.png"))  # type: ignore[attr-defined]
+
+        await back.connect()  # pbx2 again, restarted: back within its hold, holding nothing (its leases go back)
+        await until(lambda: absent_panel(browser)[1], 5)
+        assert absent_panel(browser) == (
+            "No PBX is absent: every PBX holding licenses was heard within the lease TTL (hold 72 h).", True, [])
+        await until(lambda: port_count(browser) == "1 / 3", 5)
+        await until(lambda: "pbx2 is back after" in str(page(browser, "return document.getElementById('events').textContent")), 5)
+    finally:
+        cut_off.abort()  # frozen: close() would send nothing
+        for client in (present, back):
+            await client.close()
         d.stop()

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import pytest
 
+from licmaster.client import MasterClient
 from licmaster.console.api import Console
 from licmaster.console.live import NOTABLE, Live, event_text
 from licmaster.wire import events
 
-from .daemon import in_process
+from .daemon import Daemon, in_process
 from .test_console import LICENSES, PBX, Console_, console_on
 
 
@@ -54,8 +58,13 @@ def test_a_bye_or_expire_reads_its_count_with_the_unit_and_a_fence_its_reason() 
 
 async def sse(c: Console_, until: set[str], timeout: float = 10.0) -> dict[str, list[Any]]:
     """The live feed's events by name, read until each name in `until` has come once."""
+    return await feed(c.http, c.base, until, timeout)
+
+
+async def feed(http: aiohttp.ClientSession, base: str, until: set[str], timeout: float = 10.0) -> dict[str, list[Any]]:
+    """`sse` on any console (one of a `licmaster serve` process, say)."""
     seen: dict[str, list[Any]] = {}
-    async with c.http.get(c.base + "/api/v1/live") as response:
+    async with http.get(base + "/api/v1/live") as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
         name = ""
         async with asyncio.timeout(timeout):
@@ -71,14 +80,16 @@ async def sse(c: Console_, until: set[str], timeout: float = 10.0) -> dict[str, 
 
 
 async def test_a_page_opened_after_denials_and_a_silent_pbx_gets_them_at_once(tmp_path: Path) -> None:
-    async with console_on(tmp_path, LICENSES, lease_ttl_ms=600) as c:
+    # A hold as short as the lease TTL: a silent PBX's session expires, its leases back, at the
+    # TTL (with the default 72 h it would be absent: the test below). The incident is the expiry.
+    async with console_on(tmp_path, LICENSES, lease_ttl_ms=600, hold_s=0.6) as c:
         pbx = c.master.connect_now()
         assert pbx.call("hello", node="pbx1", **PBX)["ok"]
         for holder in "abcd":
             pbx.call("checkout", resource="port", holder=holder)
         ipva = c.master.connect_now()
         assert ipva.call("hello", node="vm", **{**PBX, "platform": "ipva", "mac": "00:90:33:00:00:0b"})["ok"]
-        pbx.close()  # gone without a word: its session expires after the TTL
+        pbx.close()  # gone without a word: its session expires after the TTL, its hold ending with it
         for _ in range(100):
             await asyncio.sleep(0.05)
             if not c.master.master.dispatch.sessions.by_node.get("pbx1"):  # type: ignore[union-attr]
@@ -198,3 +209,57 @@ async def test_a_pbx_gone_is_listed_until_it_is_back_and_an_observer_gone_is_not
         again = c.master.connect_now()
         assert again.call("hello", node="pbx1", **PBX)["ok"]
         assert hub.state()["gone"] == []
+
+
+@pytest.mark.process  # a real `licmaster serve`, for a real client (this module is not in conftest's PROCESS_MODULES)
+async def test_a_pbx_gone_silent_is_in_the_state_as_absent_and_its_absence_and_return_are_events_in_words(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 5\n', lease_ttl_ms=1000, hold_s=7200).start()
+    cut_off, back = MasterClient([d.master], "pbx1"), MasterClient([d.master], "pbx1")
+    try:
+        async with aiohttp.ClientSession() as http:
+            base = f"http://{d.http}"
+
+            async def state_until(check: Callable[[dict[str, Any]], bool], said: str = "") -> dict[str, list[Any]]:
+                """What a page opened now gets (its first state, the last hour's events), once its state
+                passes `check` and an event's text matches `said` (the journal's batch may come a tick later)."""
+                for _ in range(100):
+                    seen = await feed(http, base, {"state", "recent"})
+                    if check(seen["state"][0]) and any(re.fullmatch(said, e["text"]) for e in seen["recent"][0]["events"]):
+                        return seen
+                    await asyncio.sleep(0.1)
+                raise AssertionError(f"not in the state, or no event {said!r}, in time")
+
+            await cut_off.connect()
+            for holder in ("alice", "bob"):
+                await cut_off.checkout("port", holder)
+            seen = await state_until(lambda state: state["pools"][0]["in_use"] == 2, "master start.*")
+            assert seen["state"][0]["absent"] == {"pbxs": 0, "leases": 0, "hold_s": 7200, "shown": []}
+            cut_off.freeze()  # cut off: the connection stays open, nothing comes any more
+            seen = await state_until(lambda state: state["absent"]["pbxs"] == 1, r"pbx1 went silent: absent, 2 leases held until \S+Z")
+            state = seen["state"][0]
+            [pbx1] = state["absent"]["shown"]
+            assert (state["absent"]["leases"], pbx1["node"], pbx1["leases"], pbx1["held"]) == (2, "pbx1", 2, {"port": 2})
+            assert 7200 - 30 < pbx1["back_at"] - pbx1["since"] < 7200  # hold_s after its last word, a TTL before `since`
+            [node] = state["nodes"]
+            assert (node["node"], node["connected"], node["absent"], node["leases"]) == ("pbx1", False, True, 2)
+            assert state["pools"][0]["in_use"] == 2  # still counted
+
+            await back.connect()  # pbx1 again, restarted: back within its hold, holding nothing (its leases go back)
+            seen = await state_until(lambda state: state["absent"]["pbxs"] == 0, r"pbx1 is back after \d+\.\d s, within its hold")
+            assert seen["state"][0]["absent"]["shown"] == [] and seen["state"][0]["pools"][0]["in_use"] == 0
+    finally:
+        cut_off.abort()  # frozen: close() would send nothing
+        await back.close()
+        d.stop()
+
+
+def test_an_absence_and_a_return_read_as_words() -> None:
+    def text(name: str, detail: str) -> str:
+        return event_text((0.0, name, "hq", None, None, None, detail))
+    assert text(events.ABSENT, "1 leases held until 2026-12-06T14:05:09Z") == \
+        "hq went silent: absent, 1 lease held until 2026-12-06T14:05:09Z"
+    assert text(events.ABSENT, "28 leases adopted, held until 2026-12-06T14:05:09Z") == \
+        "hq absent, not back since this master began serving: 28 leases adopted, held until 2026-12-06T14:05:09Z"
+    assert text(events.BACK, "4200") == "hq is back after 4.2 s, within its hold"
+    assert text(events.BACK, str(259_140_000)) == "hq is back after 71 h 59 min, within its hold"
+    assert text(events.BACK, "303000") == "hq is back after 5 min 3 s, within its hold"

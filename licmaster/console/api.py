@@ -139,7 +139,8 @@ async def usage(request: web.Request) -> web.Response:
                               "pools": pools, "denials": {f"{c}" + (f" ({r})" if r else ""): n for (c, r), n in sorted(
                                   status.denials.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))},
                               "grants": status.grants, "last_reload": status.last_reload,
-                              "terms": list(status.terms), "sites": list(status.sites), "standby_cover": status.standby_cover})
+                              "terms": list(status.terms), "sites": list(status.sites), "standby_cover": status.standby_cover,
+                              "absent": status.absent_wire()})  # PBXs silent past the TTL, still holding (two clocks)
 
 
 def _node(master: Master, name: str) -> dict[str, Any]:
@@ -155,6 +156,10 @@ def _node(master: Master, name: str) -> dict[str, Any]:
         "licensing": info.licensing, "address": f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None,
         "connected": conn is not None, "connected_since": wall_now - (loop_now - session.since),
         "last_seen": wall_now - (loop_now - session.last_seen), "leases": len(master.pool.node_leases(name)),
+        # absent (silent for a lease TTL, still holding): since when, and when its leases go back
+        "absent_since": None if session.absent_since is None else wall_now - (loop_now - session.absent_since),
+        "back_at": None if session.absent_since is None else
+        wall_now - (loop_now - session.last_seen) + master.config.hold_s,
     }
     return out
 
@@ -334,9 +339,11 @@ async def ha(request: web.Request) -> web.Response:
     return web.json_response({
         "master": status.master, "role": status.role, "epoch": status.epoch, "following": status.following,
         "grace_ms": status.grace_ms, "last_reload": status.last_reload, "peers": list(status.peers),
-        "replication": {"standbys": status.standbys, "degraded": status.degraded, "lag_s": status.journal_lag_s,
+        "replication": {"standbys": status.standbys, "in_sync": status.standbys, "degraded": status.degraded, "lag_s": status.journal_lag_s,
                         "pending_rows": status.journal_pending_rows, **status.replica},
         "coordination": status.coordination,
+        # after a takeover or a restart, the PBXs not yet back are absent here, their leases adopted
+        "absent": status.absent_wire(),
     })
 
 

@@ -4,15 +4,17 @@ One `Live` hub per console. Every `tick_s` it builds the state once (pools, node
 sends it to every subscriber, only when it changed; every `sample_s` it appends one point to
 the last hour's usage history; a denial is pushed as it happens (coalesced per tick, at most
 `MAX_DENIALS` an event), and so is every event an operator looks for after an incident
-(`NOTABLE`: takeovers, expiries, role changes, reloads, ...), as the journal writes it. A
-subscriber gets at once the state, the history and `recent`: the last hour's denials and events,
-so a page opened after an incident shows it. `recent` comes from memory, seeded at start from
-the journal, so it spans restarts of this master (not a failover: the other master's journal is
-its own).
+(`NOTABLE`: takeovers, expiries, absences and returns, role changes, reloads, ...), as the
+journal writes it. A subscriber gets at once the state, the history and `recent`: the last
+hour's denials and events, so a page opened after an incident shows it. `recent` comes from
+memory, seeded at start from the journal, so it spans restarts of this master (not a failover:
+the other master's journal is its own).
 For triage, the state also carries the last hour's refusals by node and family (`refused`, every
-one counted, a flood too) and the PBXs gone within the hour (`gone`: expired, left, taken over,
-from the journal's rows, until they come back). The simulator's own sessions (`slave-sim-...`:
-its preflight, auditor, watchers) are marked as such (`simulator`) in events and nodes.
+one counted, a flood too), the PBXs gone within the hour (`gone`: expired, left, taken over,
+from the journal's rows, until they come back), and the PBXs absent now (`absent`: silent for a
+lease TTL, their floating licenses held until their hold ends; docs/operations.md, "Two clocks").
+The simulator's own sessions (`slave-sim-...`: its preflight, auditor, watchers) are marked as
+such (`simulator`) in events and nodes.
 Browsers reconnect by themselves (EventSource), and the page tries the other masters' consoles
 when this one is gone (docs/admin-api.md, "Dashboard").
 """
@@ -23,6 +25,7 @@ import asyncio
 import heapq
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections import deque
@@ -42,8 +45,8 @@ HISTORY_S = 3600
 MAX_DENIALS = 50
 RECENT_KEPT = 500  # denials, and events, kept for a page that opens later
 RECENT_SHOWN = 100  # of each, sent to a page as it opens (the newest)
-NOTABLE = frozenset({events.TAKEOVER, events.EXPIRE, events.BYE, events.ROLE, events.PROMOTE, events.STEP_DOWN,
-                     events.RELOAD, events.RELOAD_REFUSED, events.SSA_ENDED, events.LICENSES_REFUSED,
+NOTABLE = frozenset({events.TAKEOVER, events.EXPIRE, events.BYE, events.ABSENT, events.BACK, events.ROLE, events.PROMOTE,
+                     events.STEP_DOWN, events.RELOAD, events.RELOAD_REFUSED, events.SSA_ENDED, events.LICENSES_REFUSED,
                      events.REPLICA_LOST, events.ABORT, events.OPERATOR, events.START, events.STOP})
 GONE = frozenset({events.EXPIRE, events.BYE, events.TAKEOVER})  # a PBX's session ended: it is missing until it is back
 GONE_SHOWN = 50  # rows of gone PBXs in the node table (the newest)
@@ -71,6 +74,16 @@ _SAID = {
 }
 
 
+def duration(seconds: float) -> str:
+    """A span as a person reads it: 4.2 s, 5 min 3 s, 71 h 59 min (cut, not rounded up)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
 def event_text(row: Row) -> str:
     """A journal row of a NOTABLE event, in words (the dashboard's event feed)."""
     r = events.full(row)
@@ -86,6 +99,14 @@ def event_text(row: Row) -> str:
     said = _SAID.get(name)
     if said is not None:
         return said.format(node=node, detail=detail)
+    if name == events.ABSENT:  # detail: "3 leases held until <UTC>", or "... adopted, ..." after a takeover or restart
+        held = re.sub(r"^1 leases\b", "1 lease", detail)
+        if "adopted" in detail:
+            return f"{node} absent, not back since this master began serving: {held}"
+        return f"{node} went silent: absent, {held}" if held else f"{node} went silent: absent"
+    if name == events.BACK:  # detail: how long it was away, in ms (a PBX restarted afresh then gives its leases back)
+        away = f" after {duration(int(detail) / 1000)}" if detail.isascii() and detail.isdigit() else ""
+        return f"{node} is back{away}, within its hold"
     return f"master {name}{': ' + detail if detail else ''}"  # start, stop
 
 
@@ -322,6 +343,7 @@ class Live:
         shown = heapq.nsmallest(NODES_SHOWN, sessions, key=lambda s: (s.conn is not None, -len(master.pool.node_leases(s.node)), s.node))
         nodes = [{"node": s.node, "role": s.info.role, "firmware": s.info.firmware if s.info.role != "observer" else None,
                   "connected": s.conn is not None, "leases": len(master.pool.node_leases(s.node)),
+                  "absent": s.absent_since is not None,  # silent past the TTL, its leases held (two clocks)
                   "idle_s": round(loop_now - s.last_seen, 1), "simulator": simulator_session(s.node),
                   # connected since, or (cut off) last heard of, as a wall-clock time
                   "since": round(now - (loop_now - (s.since if s.conn is not None else s.last_seen)))}
@@ -336,10 +358,17 @@ class Live:
                 "refused": refused, "last_reload": status.last_reload, "terms": list(status.terms), "sites": list(status.sites),
                 "standby_cover": status.standby_cover,  # the banner while it does not hold
                 "standbys": status.standbys, "degraded": status.degraded, "peers": list(status.peers),
-                "consoles": list(status.consoles)}
+                "consoles": list(status.consoles),
+                "absent": _absent(status.absent_wire())}  # the Absent PBXs panel: counts, hold_s, the longest absent
 
 
 NODES_SHOWN = 50  # rows of the dashboard's node table
+
+
+def _absent(wire: dict[str, Any]) -> dict[str, Any]:
+    """`absent` with its times in whole seconds: read from two clocks at each tick, they would
+    differ in the microseconds, and the state would look changed four times a second."""
+    return {**wire, "shown": [{**a, "since": round(a["since"]), "back_at": round(a["back_at"])} for a in wire["shown"]]}
 
 
 def _event_of(row: Row) -> dict[str, Any]:

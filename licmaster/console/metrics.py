@@ -1,6 +1,7 @@
 """Prometheus metrics of a running master, read from its state at each scrape (a collector, not
 counters on the request path): licenses per family, version and bound MAC, grants and denials,
-sessions, request latency per batch, journal and replication lag, epoch and role.
+sessions, absent PBXs and what they hold, request latency per batch, journal and replication lag,
+epoch and role.
 
 Every label takes values from a bounded set (docs/admin-api.md, "Metrics"): families, versions
 and bound MACs of the installed license files, error codes, rules, roles, site names of the
@@ -8,6 +9,7 @@ policy; no node name is a label."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -72,6 +74,8 @@ class MasterCollector(Collector):
         yield GaugeMetricFamily("licmaster_journal_lag_seconds", "Age of the oldest journal row not yet written",
                                 value=status.journal_lag_s)
         yield GaugeMetricFamily("licmaster_replication_standbys", "Standby masters following this one", value=status.standbys)
+        yield GaugeMetricFamily("licmaster_replication_in_sync", "Standby masters that acknowledged every grant before it "
+                                "was answered (0: this master serves alone)", value=status.standbys)
         yield GaugeMetricFamily("licmaster_replication_degraded", "1 when the standby that followed is gone",
                                 value=int(status.degraded))
         following = status.replica
@@ -120,6 +124,19 @@ class MasterCollector(Collector):
                 for code, n in site_row["refused_by_code"].items():
                     refused.add_metric([*site_key, code], n)
             yield from (held, reserve, most, refused)
+        # Two clocks (docs/operations.md): a PBX silent for a lease TTL is absent, and its floating
+        # licenses stay counted, given to nobody else, until its hold ends. Counts only: a node
+        # name as a label would grow with every PBX (the API and the dashboard name them).
+        yield GaugeMetricFamily("licmaster_absent_pbxs", "PBXs silent for a lease TTL that still hold floating licenses",
+                                value=status.absent_pbxs)
+        yield GaugeMetricFamily("licmaster_absent_leases", "Floating leases the absent PBXs hold (counted in use)",
+                                value=status.absent_leases)
+        yield GaugeMetricFamily("licmaster_hold_seconds", "How long an absent PBX keeps its floating licenses after its "
+                                "last word (hold_s)", value=status.hold_s)
+        if status.absent:  # the soonest hold to end, of the longest absent (status() lists those first)
+            yield GaugeMetricFamily("licmaster_absent_hold_left_seconds", "Seconds until the soonest hold of an absent PBX "
+                                    "ends: its leases then go back to the pool", value=max(0.0, min(
+                                        a.back_at for a in status.absent) - time.time()))
         yield GaugeMetricFamily("licmaster_epoch", "This master's epoch", value=status.epoch)
         role = GaugeMetricFamily("licmaster_role", "1 for this master's role", labels=["role"])
         for state in Role:

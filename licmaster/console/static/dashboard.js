@@ -85,11 +85,12 @@ function render(state, base) {
       el("td", {}, r.site), el("td", {}, r.family), el("td", {}, r.in_use), el("td", {}, r.reserve || "–"),
       el("td", {}, r.max ?? "–"), el("td", { title: Object.entries(r.refused_by_code).map(([c, n]) => `${c} ${n}`).join(", ") }, r.refused));
   }));
-  // Missing first: cut off (a session without its connection), then gone within the hour, then the connected.
+  // Missing first: absent or cut off (a session without its connection), then gone within the hour, then the connected.
+  // Absent: silent for a lease TTL, its leases held (the Absent PBXs panel says until when); cut off: not yet.
   const nodes = document.querySelector("#nodes tbody");
-  const session = (n) => el("tr", { "data-node": n.node, class: n.connected ? "connected" : "cut-off" },
+  const session = (n) => el("tr", { "data-node": n.node, class: n.connected ? "connected" : (n.absent ? "absent" : "cut-off") },
     el("td", {}, n.node, ...(n.simulator ? [" ", simBadge()] : [])), el("td", {}, n.role), el("td", {}, n.firmware ?? "–"),
-    el("td", {}, n.connected ? "connected" : "cut off"), el("td", {}, n.since ? when(n.since) : "–"), el("td", {}, n.leases),
+    el("td", {}, n.connected ? "connected" : (n.absent ? "absent" : "cut off")), el("td", {}, n.since ? when(n.since) : "–"), el("td", {}, n.leases),
     el("td", {}, `${n.idle_s} s`));
   const gone = (g) => el("tr", { "data-node": g.node, class: "gone " + g.event },
     el("td", {}, g.node), el("td", {}, g.role ?? "–"), el("td", {}, "–"), el("td", {}, goneText(g)),
@@ -102,9 +103,11 @@ function render(state, base) {
     ? `${left} more not shown (cut off first, then the largest holders are): every node in licmaster status or /api/v1/nodes` : "",
   goneLeft > 0 ? `${goneLeft} more gone within the hour: licmaster journal --event expire` : ""].filter(Boolean).join(" · ");
   refusedBox(state.refused);
+  absentPanel(state.absent);
   const masters = document.querySelector("#masters tbody");
   const rows = [el("tr", {}, el("td", {}, `${state.master} (this)`), el("td", {}, state.role), el("td", {}, state.epoch),
-    el("td", {}, state.degraded ? "degraded: its standby is gone" : (state.standbys ? `${state.standbys} standby following` : "no standby")))];
+    el("td", {}, state.degraded ? "degraded: no in-sync standby, serving alone (its standby is gone)"
+      : (state.standbys ? `${state.standbys} in-sync standby following` : "no in-sync standby: serving alone")))];
   for (const p of state.peers || []) {
     rows.push(el("tr", {}, el("td", {}, p.peer), el("td", {}, p.reachable === false ? "unreachable" : (p.role ?? "?")),
       el("td", {}, p.epoch ?? "–"), el("td", {}, p.standby_of ? `follows ${p.standby_of}` : (p.why ?? ""))));
@@ -162,6 +165,60 @@ function coverLine(cover, pools) {
     : cover.held ? `Standby cover holds: ${installed("PBX-Standby")} Standby for ${installed("PBX-Port")} Port ` +
       `(V${cover.firmware}, ${cover.rule})${who}`
     : `Standby cover MISSING: ${cover.message}${cover.rule ? ` (${cover.rule})` : ""}${who}`;
+}
+
+function absentPanel(absent) {
+  // Two clocks: a PBX silent for a lease TTL is absent; what it holds stays its own (in use, given
+  // to nobody else) until its hold ends, hold_s after its last word. Longest absent first.
+  const a = absent || { pbxs: 0, leases: 0, hold_s: 0, shown: [] };
+  const summary = document.getElementById("absent-summary");
+  summary.className = "absent-summary " + (a.pbxs ? "some" : "none");
+  summary.dataset.pbxs = a.pbxs;
+  summary.dataset.leases = a.leases;
+  const hold = a.hold_s ? ` (hold ${span(a.hold_s)})` : "";
+  summary.textContent = a.pbxs
+    ? `${count(a.pbxs, "absent PBX", "absent PBXs")} ${a.pbxs === 1 ? "holds" : "hold"} ${count(a.leases, "lease", "leases")}${hold}`
+    : `No PBX is absent: every PBX holding licenses was heard within the lease TTL${hold}.`;
+  const table = document.getElementById("absent");
+  table.hidden = a.shown.length === 0;
+  const now = Date.now() / 1000 + skew;
+  table.querySelector("tbody").replaceChildren(...a.shown.map((p) => {
+    const left = p.back_at - now;
+    return el("tr", { "data-node": p.node, "data-leases": p.leases, class: left < 3600 ? "ending" : "" },
+      el("td", {}, p.node), el("td", {}, stamp(p.since)), el("td", {}, heldText(p.held)),
+      el("td", { title: "its leases go back to the pool then, unless it speaks first" }, `${stamp(p.back_at)} (${inSpan(left)})`));
+  }));
+  const more = a.pbxs - a.shown.length;
+  document.getElementById("absent-more").textContent = more > 0
+    ? `${more} more absent, not listed (the longest absent are): every node in licmaster status or /api/v1/nodes` : "";
+}
+
+function count(n, one, many) { return `${n} ${n === 1 ? one : many}`; }
+
+function heldText(held) {
+  // "port 10, operator 1": by resource, the most first
+  return Object.entries(held).sort((x, y) => y[1] - x[1] || x[0].localeCompare(y[0])).map(([r, n]) => `${r} ${n}`).join(", ");
+}
+
+function span(seconds) {
+  // a configured duration: 72 h, 30 min, 3 s
+  if (seconds >= 3600 && seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds >= 60 && seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
+}
+
+function inSpan(left) {
+  // what is left, cut to the minute (never rounded up: 72 h less a few seconds is "in 71 h 59 min")
+  if (left <= 0) return "due now";
+  if (left < 60) return "in under a minute";
+  const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60);
+  return h ? `in ${h} h ${m} min` : `in ${m} min`;
+}
+
+function stamp(at) {
+  // 24 h; with the date when it is not today (a hold ends up to 30 days on)
+  const d = new Date(at * 1000), today = new Date((Date.now() / 1000 + skew) * 1000), two = (n) => String(n).padStart(2, "0");
+  return d.toDateString() === today.toDateString() ? clock(at) : `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${clock(at)}`;
 }
 
 function goneText(g) {
@@ -307,3 +364,5 @@ function chart() {
 }
 
 connect();
+// "in 71 h 59 min" counts down between states (a state is sent only when something changed)
+setInterval(() => { if (lastState) absentPanel(lastState.absent); }, 15000);
