@@ -49,6 +49,16 @@ async def until_role(daemon: Daemon, role: str, timeout: float = 10.0) -> dict:
     raise AssertionError(f"{daemon.master} never became {role}: {usage['role']}")
 
 
+async def until_in_sync(leader: Daemon, standby: Daemon, timeout: float = 10.0) -> dict:
+    """Until the leader's in-sync record in etcd names the standby (it may lead if the leader goes)."""
+    for _ in range(int(timeout / 0.1)):
+        usage = await role_of(leader)
+        if usage["coordination"].get("in_sync") == [standby.master]:
+            return usage
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{standby.master} never in sync: {usage['coordination']}")
+
+
 async def test_only_the_leader_grants_and_a_standby_takes_over_only_by_election(tmp_path: Path, etcd: EtcdCluster) -> None:
     a = Daemon(tmp_path / "a", LICENSES, etcd_endpoints=etcd.endpoints).start()
     await until_role(a, "acting")
@@ -67,13 +77,43 @@ async def test_only_the_leader_grants_and_a_standby_takes_over_only_by_election(
         for holder in ("x", "y"):
             await pbx.checkout("port", holder)
         epoch_a = pbx.epoch
-        await asyncio.sleep(0.5)  # replicated to b
+        await until_in_sync(a, b)  # replicated to b, and b recorded in sync: it may lead
         a.kill9()
         reconnected = await next_event(pbx, "reconnected", timeout=15)
         assert reconnected["master"] == b.master and pbx.epoch > epoch_a  # the epoch is etcd's revision
         assert len(pbx.leases) == 2
         usage = await role_of(b)
         assert usage["role"] in ("grace", "acting") and sum(p["in_use"] for p in usage["pools"]) == 2
+        await pbx.close()
+    finally:
+        b.stop()
+        a.stop()
+
+
+async def test_an_in_sync_standby_elected_after_a_kill_9_serves_new_checkouts_at_once_counting_every_lease(
+        tmp_path: Path, etcd: EtcdCluster) -> None:
+    # Issue 22 item 3 and issue 27 item 3: with synchronous replication and the in-sync record in
+    # etcd, the standby that wins knows every grant the old leader answered: no grace window
+    # holds new checkouts back, and a PBX that never comes back keeps its Ports for its hold.
+    a = Daemon(tmp_path / "a", LICENSES, etcd_endpoints=etcd.endpoints, grace_ms=5000).start()
+    await until_role(a, "acting")
+    b = Daemon(tmp_path / "b", LICENSES, etcd_endpoints=etcd.endpoints, grace_ms=5000).start()
+    try:
+        usage = await until_in_sync(a, b)
+        assert usage["replication"]["in_sync"] == 1
+        gone = await Raw.open(a.address)  # a PBX that will never come back (cut off for good)
+        await gone.hello("branch")
+        ids = [(await gone.request("checkout", resource="port", holder=h))["lease"] for h in ("p1", "p2")]
+        a.kill9()  # the moment the last reply is in: the standby has both grants (synchronous replication)
+        usage = await until_role(b, "acting", timeout=15)
+        roles = [r["detail"] for r in read_journal(b.workdir / "data" / "journal.sqlite3", event="role")]
+        assert not any("-> grace" in r for r in roles), roles  # no grace window: nothing unknown to wait for
+        pbx = MasterClient([b.master], "hq", connect_timeout=0.5)
+        await pbx.connect()
+        await pbx.checkout("port", "carol")  # served at once, from what is truly free
+        held = {n["node"]: n["held"] for n in await pbx.all_nodes(held=True)}
+        assert sorted(lease for _, _, lease in held["branch"]) == sorted(ids)  # adopted, with their ids
+        assert (await pbx.usage())["absent"]["leases"] == 2
         await pbx.close()
     finally:
         b.stop()
@@ -134,6 +174,7 @@ async def test_a_leader_cut_from_etcd_without_peers_never_lets_two_pools_hold_mo
         await until_role(a, "acting")
         b = Daemon(tmp_path / "b", LICENSES, etcd_endpoints=etcd.endpoints).start()
         await until_role(b, "standby")
+        await until_in_sync(a, b)
         old_side = MasterClient([a.master], "old-side", connect_timeout=0.5, max_retry_s=0.3)
         both = MasterClient([a.master, b.master], "both", connect_timeout=0.5, max_retry_s=0.3)
         new_side = MasterClient([b.master, a.master], "new-side", connect_timeout=0.5, max_retry_s=0.3)
@@ -183,12 +224,13 @@ async def test_a_leader_paused_past_its_deadline_answers_nothing_it_read_meanwhi
         await until_role(a, "acting")
         b = Daemon(tmp_path / "b", LICENSES, etcd_endpoints=etcd.endpoints, lease_ttl_ms=10_000).start()
         await until_role(b, "standby")
+        await until_in_sync(a, b)  # only an in-sync standby may lead when a is gone
         pbx = await Raw.open(a.address)
         assert (await pbx.hello("pbx1"))["ok"]
         a.signal(signal.SIGSTOP)
         try:
             pbx.send({"op": "checkout", "id": 7, "resource": "port", "holder": "late"})  # waits in a's socket
-            await until_role(b, "grace", timeout=10)  # a's lease lapsed in etcd: b leads
+            await until_role(b, "acting", timeout=10)  # a's lease lapsed in etcd: b, in sync, leads at once (no grace)
         finally:
             a.signal(signal.SIGCONT)
         heard = []

@@ -11,8 +11,8 @@ from licmaster.daemon.ha.leadership import Leadership
 from licmaster.testing.etcd_model import EtcdModel
 
 
-def leadership(model: EtcdModel, name: str, seen: list[tuple[str, Any]]) -> Leadership:
-    return Leadership(model.client(), "/licmaster/leader", name, f"{name}:4460", ttl_s=1, poll_s=0.05,
+def leadership(model: EtcdModel, name: str, seen: list[tuple[str, Any]], *, in_sync: bool = True) -> Leadership:
+    return Leadership(model.client(), "/licmaster/leader", name, f"{name}:4460", ttl_s=1, poll_s=0.05, in_sync=lambda: in_sync,
                       on_won=lambda epoch: seen.append((name, ("won", epoch))),
                       on_follow=lambda leader: seen.append((name, ("follow", leader))),
                       on_suspend=lambda why: seen.append((name, ("suspend", why))),
@@ -38,6 +38,7 @@ async def test_one_leader_a_quorum_lost_suspends_it_and_a_killed_leader_is_repla
     await until(lambda: ("m2", ("follow", "m1:4460")) in seen)
     won = [(name, what[1]) for name, what in seen if what[0] == "won"]
     assert won == [("m1", first.epoch)] and not second.leading  # one leader, its epoch the key's revision
+    assert await first.record_in_sync(["m2:4460"])  # m2 acknowledges every grant m1 answers (daemon/ha/feed.py)
 
     model.up = False  # the quorum is lost: nobody can renew; the leader stops confirming before its lease ends
     await until(lambda: first.suspended)
@@ -48,9 +49,36 @@ async def test_one_leader_a_quorum_lost_suspends_it_and_a_killed_leader_is_repla
     assert first._task is not None
     first._task.cancel()  # kill -9: no revoke; the key goes with its lease's TTL
     await until(lambda: second.leading)
-    assert second.epoch > first.epoch
+    assert second.epoch > first.epoch and second.complete  # an in-sync standby: it knows every grant answered
     assert [name for name, what in seen if what[0] == "won"] == ["m1", "m2"]
     await second.stop()
+
+
+async def test_only_an_in_sync_standby_or_the_leader_before_may_lead_and_a_deposed_leader_records_nothing() -> None:
+    model = EtcdModel()
+    seen: list[tuple[str, Any]] = []
+    first = leadership(model, "m1", seen)
+    first.start()
+    await until(lambda: first.leading)
+    late = leadership(model, "m2", seen)  # attached once, then dropped: m1 recorded no in-sync standby
+    assert await first.record_in_sync([])
+    behind = leadership(model, "m3", seen, in_sync=False)  # named in the record, but its stream is not whole
+    assert await first.record_in_sync(["m3:4460"])
+    late.start()
+    behind.start()
+    assert first._task is not None
+    first._task.cancel()  # kill -9 of the leader
+    await until(lambda: "/licmaster/leader" not in model.keys, 3)
+    await asyncio.sleep(0.3)
+    assert not late.leading and not behind.leading  # neither holds every grant m1 answered
+    assert late.state == "waiting" and "in-sync" in late.why
+    again = leadership(model, "m1", seen)  # the leader before, restarted: its journal says what it knows
+    again.start()
+    await until(lambda: again.leading)
+    assert not again.complete
+    assert not await first.record_in_sync(["m2:4460"])  # the deposed run writes nothing any more
+    for one in (late, behind, again):
+        await one.stop()
 
 
 async def test_a_master_leads_through_the_model_of_etcd_and_serves_only_while_it_leads(tmp_path) -> None:

@@ -75,7 +75,7 @@ class Config:
     policy: Path | None = None  # the site policy file (docs/operations.md, "Sites"), read with the licenses
     heartbeat_ms: int = 1000
     lease_ttl_ms: int = 3000
-    # Two clocks (docs/operations.md, "Lease validity"): a PBX silent for lease_ttl_ms is absent;
+    # Two clocks (docs/operations.md, "Two clocks"): a PBX silent for lease_ttl_ms is absent;
     # its floating licenses stay its own, counted and given to nobody else, until hold_s after
     # its last word.
     hold_s: float = HOLD_S
@@ -129,7 +129,7 @@ class Config:
     def effective_grace_ms(self) -> int:
         """The lease TTL by default. With etcd never less: a new leader must not give out again
         what the old one's PBXs may still hold, and they hold it at most a lease TTL after the
-        old one last confirmed it (docs/operations.md, "Lease validity")."""
+        old one last confirmed it (docs/operations.md, "Two clocks")."""
         grace = self.lease_ttl_ms if self.grace_ms is None else self.grace_ms
         return max(grace, self.lease_ttl_ms) if self.etcd_endpoints else grace
 

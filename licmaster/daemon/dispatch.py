@@ -100,7 +100,7 @@ class Dispatcher:
     def suspend(self, why: str) -> None:
         """Leadership unconfirmed (etcd mode): this master confirms nothing. Every op of a PBX,
         heartbeats included, answers `no_quorum`: a reply that is ok is what keeps a PBX's
-        leases valid (docs/operations.md, "Lease validity"), and only a confirmed leader may give
+        leases valid (docs/operations.md, "Two clocks"), and only a confirmed leader may give
         one. Observers still read. Swapping the handlers costs the hot path nothing."""
         self.suspended_why = why
         self.confirm_until = math.inf  # suspended already: nothing more to check per batch
@@ -551,7 +551,8 @@ class Dispatcher:
                        for user, held in self.pool.users.items() for family, a in held.items()]
         frames = events.snapshot_frames(leases, assignments, max_frame)
         session.conn.send_frames(b"".join(frames))
-        self.feed.attach(session.conn, max_frame)
+        name = msg.get("master")
+        self.feed.attach(session.conn, max_frame, name[:64] if isinstance(name, str) and name else session.node)
         logs.event("replica_attached", node=session.node, leases=len(leases), assignments=len(assignments), parts=len(frames),
                    bytes=sum(map(len, frames)), ms=round((perf_counter() - started) * 1000, 1))
         reply = self._ok(rid)

@@ -71,6 +71,8 @@ class Master:
         self._lock: DataDirLock | None = None
         self.last_reload: dict[str, Any] | None = None  # the last reload's outcome, until the next one
         self._grace_until = 0.0  # the grace window's end when the leadership was last suspended
+        self._recording: asyncio.Task[None] | None = None  # writing the in-sync record to etcd
+        self._record_again = False
         self.leadership: Leadership | None = None
         self.peer_watch: PeerWatch | None = None
         self.today: Callable[[], dt.date] = dt.date.today  # the calendar SSA terms are read against
@@ -186,11 +188,13 @@ class Master:
         self._reaper = loop.create_task(self._reap(), name="session-reaper")
         if cfg.etcd_endpoints:
             self.role.change(Role.STANDBY, "waiting for the election in etcd")
-            address = cfg.advertise or (f"{self.address[0]}:{self.address[1]}" if self.address else cfg.listen)
+            address = self._advertised()
             self.leadership = Leadership(self.etcd_client(cfg.etcd_endpoints), f"{cfg.etcd_prefix.rstrip('/')}/leader", self.name, address,
                                          ttl_s=cfg.etcd_ttl_s, on_won=self._won, on_follow=self._follow_leader,
                                          on_suspend=self._suspend, on_resume=self._resume, on_lost=self._lost,
-                                         on_confirmed=self._confirmed)
+                                         on_confirmed=self._confirmed,
+                                         in_sync=lambda: self.follower is not None and self.follower.whole)
+            self.feed.recorded = True
             dispatch.on_unconfirmed = self._unconfirmed
             self.leadership.start()
         elif following:
@@ -300,14 +304,34 @@ class Master:
         self.record(events.ROLE, detail=f"{old.value} -> {new.value}: {why}")
 
     def _standbys_changed(self, standbys: int, why: str) -> None:
-        """Replication to the standby is not on the grant path: without one the master keeps
-        serving, degraded (a failover now would find no standby), and says so."""
+        """Without an in-sync standby the master keeps serving, alone (degraded: a failover now
+        would find no standby), and says so. With etcd, the in-sync record follows (_record_in_sync)."""
         if standbys == 0:
             logs.event("replication_degraded", logging.WARNING, why=why, standbys=0,
-                       action="serving on; a failover now would find no standby master")
+                       action="serving on alone; a failover now would find no in-sync standby master")
             self.record(events.REPLICA_LOST, detail=why)
         else:
             logs.event("replicating_to", standbys=standbys, why=why)
+        if self.leadership is not None and self.leadership.leading:
+            self._record_again = True
+            if self._recording is None or self._recording.done():
+                self._recording = asyncio.get_running_loop().create_task(self._record_in_sync(), name="in-sync-record")
+
+    async def _record_in_sync(self) -> None:
+        """Write the in-sync standbys to etcd until the record says what the feed has; a standby
+        that left holds replies back until the record no longer names it (daemon/ha/feed.py)."""
+        assert self.leadership is not None
+        while self._record_again:
+            self._record_again = False
+            names = self.feed.in_sync_names()
+            if await self.leadership.record_in_sync(names):
+                self.feed.left(names)
+            elif not self.leadership.leading or self.leadership.suspended:
+                self.feed.left([])  # no longer leading: its PBXs' connections are closed, nothing waits
+                return
+            else:
+                self._record_again = True
+                await asyncio.sleep(0.1)  # etcd slow or unreachable: the deadline suspends this master if it lasts
 
     def _live_leases(self) -> list[tuple[str, str, str, str, str]] | None:
         """Every live lease, for a journal checkpoint; none while a grace window runs (the pool
@@ -613,8 +637,13 @@ class Master:
         assert self.store is not None
         self.follower = Follower(master, self.name, self.store, self.config.effective_takeover_after_ms, self.promote,
                                  auth=self._peer_auth(), tls=self._peer_ssl, autonomous=not self.config.etcd_endpoints,
-                                 max_frame=self.config.max_frame)
+                                 max_frame=self.config.max_frame, advertise=self._advertised())
         self.follower.start()
+
+    def _advertised(self) -> str:
+        """The address the other masters reach this one at (the leader key's, the in-sync record's)."""
+        cfg = self.config
+        return cfg.advertise or (f"{self.address[0]}:{self.address[1]}" if self.address else cfg.listen)
 
     def following(self) -> dict[str, Any]:
         """The standby's replication state (usage, /api/v1/ha, /metrics); empty when acting."""
@@ -626,12 +655,16 @@ class Master:
         """The election is won: master from now on, at the epoch etcd's revision gives. What the
         PBXs held comes from the master this one followed, or from its own journal."""
         held = self._held_at_start
+        assert self.leadership is not None and self.journal is not None
+        # Known whole: won as an in-sync standby (the leader dropped no standby from the record
+        # before answering without it), or the leader before, back after a clean stop.
+        complete = self.leadership.complete if self.follower is not None else self.journal.last_run_clean
         if self.follower is not None:
             held = self.follower.holdings
             asyncio.get_running_loop().create_task(self.follower.stop())
             self.follower = None
         self.failover.take_over("won the election in etcd", epoch, held, install=self._serve_at, adopt=self.adopt,
-                                announce=self._announce_epoch, detail=f"epoch={epoch} (etcd revision)")
+                                announce=self._announce_epoch, detail=f"epoch={epoch} (etcd revision)", complete=complete)
 
     def adopt(self, holdings: Holdings) -> None:
         """What the PBXs may still believe they hold, counted before anything is served (after a

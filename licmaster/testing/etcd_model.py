@@ -69,16 +69,31 @@ class ModelClient:
             self.model.keys = {key: kv for key, kv in self.model.keys.items() if kv.lease != lease}
             self.model.revision += 1
 
-    async def create(self, key: str, value: str, lease: int) -> tuple[bool, int, KeyValue | None]:
+    async def create(self, key: str, value: str, lease: int, *,
+                     also: tuple[str, str, int] | None = None) -> tuple[bool, int, KeyValue | None]:
         self.model._now()
         held = self.model.keys.get(key)
-        if held is not None:
+        other = self.model.keys.get(also[0]) if also is not None else None
+        if held is not None or (also is not None and (other.mod_revision if other else 0) != also[2]):
             return False, self.model.revision, held
         if lease not in self.model.leases:
             raise EtcdUnavailable(f"lease {lease:x} not found")  # as the gateway's error for a lease gone
         self.model.revision += 1
         self.model.keys[key] = KeyValue(value, self.model.revision, self.model.revision, lease)
+        if also is not None:
+            self.model.keys[also[0]] = KeyValue(also[1], other.create_revision if other else self.model.revision,
+                                                self.model.revision, 0)
         return True, self.model.revision, None
+
+    async def put_if_held(self, key: str, value: str, holder_key: str, holder_revision: int) -> bool:
+        self.model._now()
+        holder = self.model.keys.get(holder_key)
+        if holder is None or holder.create_revision != holder_revision:
+            return False
+        self.model.revision += 1
+        old = self.model.keys.get(key)
+        self.model.keys[key] = KeyValue(value, old.create_revision if old else self.model.revision, self.model.revision, 0)
+        return True
 
     async def get(self, key: str) -> KeyValue | None:
         self.model._now()

@@ -47,7 +47,10 @@ class EtcdClient(Protocol):
 
     async def revoke(self, lease: int) -> None: ...
 
-    async def create(self, key: str, value: str, lease: int) -> tuple[bool, int, KeyValue | None]: ...
+    async def create(self, key: str, value: str, lease: int, *,
+                     also: tuple[str, str, int] | None = None) -> tuple[bool, int, KeyValue | None]: ...
+
+    async def put_if_held(self, key: str, value: str, holder_key: str, holder_revision: int) -> bool: ...
 
     async def get(self, key: str) -> KeyValue | None: ...
 
@@ -101,18 +104,33 @@ class Etcd:
     async def revoke(self, lease: int) -> None:
         await self._post("/v3/lease/revoke", {"ID": str(lease)})
 
-    async def create(self, key: str, value: str, lease: int) -> tuple[bool, int, KeyValue | None]:
-        """Put `key` only if it does not exist: (created, the revision, the holder's key if not)."""
+    async def create(self, key: str, value: str, lease: int, *,
+                     also: tuple[str, str, int] | None = None) -> tuple[bool, int, KeyValue | None]:
+        """Put `key` only if it does not exist: (created, the revision, the holder's key if not).
+        `also` = (key, value, mod_revision): in the same transaction, put that key too, and only
+        if it was last written at that revision (0: absent) — the in-sync record (leadership.py)."""
         k = _b64(key)
-        doc = await self._post("/v3/kv/txn", {
-            "compare": [{"key": k, "target": "CREATE", "create_revision": "0"}],
-            "success": [{"request_put": {"key": k, "value": _b64(value), "lease": str(lease)}}],
-            "failure": [{"request_range": {"key": k}}]})
+        compare: list[dict[str, Any]] = [{"key": k, "target": "CREATE", "create_revision": "0"}]
+        success: list[dict[str, Any]] = [{"request_put": {"key": k, "value": _b64(value), "lease": str(lease)}}]
+        if also is not None:
+            other, other_value, revision = also
+            compare.append({"key": _b64(other), "target": "MOD", "mod_revision": str(revision)})
+            success.append({"request_put": {"key": _b64(other), "value": _b64(other_value)}})
+        doc = await self._post("/v3/kv/txn", {"compare": compare, "success": success,
+                                              "failure": [{"request_range": {"key": k}}]})
         revision = int(doc["header"]["revision"])
         if doc.get("succeeded"):
             return True, revision, None
         kvs = doc.get("responses", [{}])[0].get("response_range", {}).get("kvs", [])
         return False, revision, _kv(kvs[0]) if kvs else None
+
+    async def put_if_held(self, key: str, value: str, holder_key: str, holder_revision: int) -> bool:
+        """Put `key` only while `holder_key` is the one created at `holder_revision` (this
+        master's leadership, its epoch): a deposed leader writes nothing."""
+        doc = await self._post("/v3/kv/txn", {
+            "compare": [{"key": _b64(holder_key), "target": "CREATE", "create_revision": str(holder_revision)}],
+            "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}], "failure": []})
+        return bool(doc.get("succeeded"))
 
     async def get(self, key: str) -> KeyValue | None:
         doc = await self._post("/v3/kv/range", {"key": _b64(key)})

@@ -44,7 +44,7 @@ class Grace:
         """Serve from now on, in a grace window until `until` (loop time) for what was `held`; with
         no time left (grace_ms = 0, or the window is already past), acting at once."""
         self.held, self.complete = held, complete
-        if until > self.clock():
+        if until > self.clock() and (held or not complete):
             self.role.change(Role.GRACE, why, grace_until=until)
             self.end_if_nothing_held()
         else:
@@ -112,14 +112,17 @@ class Failover:
         self.grace_s = grace_s
 
     def take_over(self, why: str, epoch: int, holdings: Holdings, *, install: Callable[[int], None],
-                  adopt: Callable[[Holdings], None], announce: Callable[[int], None], detail: str) -> None:
+                  adopt: Callable[[Holdings], None], announce: Callable[[int], None], detail: str,
+                  complete: bool = False) -> None:
         """Serve from a new pool at `epoch` (`install`), counting every lease the PBXs held
-        (`adopt`: from the master followed, or this master's journal), in a grace window for
-        what they hold (never known whole: see Grace), and tell every connection (`announce`:
-        the `epoch` event)."""
+        (`adopt`: from the master followed, or this master's journal), and tell every connection
+        (`announce`: the `epoch` event). Unless `holdings` are known `complete` (an in-sync
+        standby elected in etcd: synchronous replication gave it every grant answered), a grant
+        it never saw may exist, so new checkouts wait a grace window for the PBXs to re-sync; when
+        complete, every lease a PBX may believe is counted already, and it serves at once."""
         install(epoch)
         adopt(holdings)
-        self.grace.open(why, holdings.held(), complete=False, until=self.grace.clock() + self.grace_s)
+        self.grace.open(why, {} if complete else holdings.held(), complete=complete, until=self.grace.clock() + self.grace_s)
         self.record(events.PROMOTE, detail=detail)
         announce(epoch)
 

@@ -46,6 +46,11 @@ class ReplicaFeed:
                  ack_timeout_s: float = 0.5, schedule: Callable[[Callable[[], None]], object] | None = None) -> None:
         self._replicas: dict[Endpoint, int] = {}  # connection -> its max_frame
         self.acked: dict[Endpoint, int] = {}  # connection -> the last push it acknowledged
+        self.names: dict[Endpoint, str] = {}  # connection -> the standby master's name
+        # With leadership in etcd (`recorded`): a standby that left keeps the replies waiting (at
+        # the last push it acknowledged) until the in-sync record in etcd no longer names it.
+        self.recorded = False
+        self.leaving: dict[Endpoint, tuple[str, int]] = {}
         self.had_standby = False  # once a standby followed, its absence is a degraded state
         self.on_change = on_change  # (standbys now, why): the master logs and journals it
         self.clock = clock or (lambda: 0.0)
@@ -76,10 +81,14 @@ class ReplicaFeed:
         """Standbys that have every row behind every reply answered (every attached one: a late one is dropped)."""
         return len(self._replicas)
 
-    def attach(self, conn: Endpoint, max_frame: int) -> None:
+    def in_sync_names(self) -> list[str]:
+        return sorted(set(self.names.values()))
+
+    def attach(self, conn: Endpoint, max_frame: int, name: str = "") -> None:
         """After its snapshot (sent in the same turn): in sync from here on."""
         self._replicas[conn] = max_frame
         self.acked[conn] = self.seq
+        self.names[conn] = name
         self.had_standby = True
         self.syncing = True
         if self.rows is not None:
@@ -91,8 +100,11 @@ class ReplicaFeed:
         if self._replicas.pop(conn, None) is None:
             self.held.pop(conn, None)  # a PBX's connection: what it waited for can reach nobody now
             return
-        self.acked.pop(conn, None)
-        self.syncing = bool(self._replicas)
+        acked = self.acked.pop(conn, 0)
+        name = self.names.pop(conn, "")
+        if self.recorded:
+            self.leaving[conn] = (name, acked)
+        self.syncing = bool(self._replicas) or bool(self.leaving)
         self._release()
         if self.on_change is not None:
             self.on_change(len(self._replicas), why)
@@ -134,6 +146,7 @@ class ReplicaFeed:
 
     def _send(self, rows: list[Row]) -> None:
         if not self._replicas:
+            self.seq += 1  # what was held for this push now waits only on standbys that left, if any
             self._release()
             return
         self.seq += 1
@@ -156,9 +169,20 @@ class ReplicaFeed:
             self.acked[conn] = min(seq, self.seq)
             self._release()
 
+    def left(self, recorded: list[str]) -> None:
+        """The in-sync record in etcd now names only `recorded`: standbys that left and are not
+        named hold nothing back any more."""
+        for conn, (name, _) in list(self.leaving.items()):
+            if name not in recorded:
+                del self.leaving[conn]
+        self.syncing = bool(self._replicas) or bool(self.leaving)
+        self._release()
+
     def _release(self) -> None:
-        """Write the held replies that no attached standby still owes an acknowledgement for."""
-        floor = min(self.acked.values()) if self._replicas else self.seq + 1
+        """Write the held replies that no standby still owes an acknowledgement for (attached,
+        or left but still named in the in-sync record)."""
+        owed = [*self.acked.values(), *(acked for _, acked in self.leaving.values())]
+        floor = min(owed) if owed else self.seq + 1
         while self._sent and self._sent[0][0] <= floor:
             self._sent.popleft()
         for conn, queue in list(self.held.items()):

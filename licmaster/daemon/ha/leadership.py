@@ -10,11 +10,22 @@ its request path (`on_confirmed`), so a process paused past it answers nothing w
 found in another master's hands makes it step down (`on_lost`). A master that does not lead
 watches the key and campaigns when it is free: only winning makes it master (`on_won`).
 
+Only a master that holds every grant the last leader answered may lead next: beside the leader
+key, `<etcd_prefix>/insync` records the leader's name and its in-sync standby masters (the ones
+that acknowledge every grant before it is answered: daemon/ha/feed.py), as Kafka records its
+in-sync replicas (each master named by its address, the one in the leader key: names may repeat).
+The leader writes it (`record_in_sync`) only while it holds its key, and drops
+a standby from it before it answers anything without that standby. A master campaigns only if
+the record names it as the leader or as an in-sync standby whose stream is whole (`in_sync`), or
+if there is no record; its campaign is one transaction with the record's revision, so a record
+changed meanwhile makes it fail. A standby that wins as an in-sync one knows every lease a PBX
+may believe (`complete`): no grace window need hold new checkouts back.
+
 A suspended leader confirms nothing: it sends its PBXs away and serves none until it renews (a
-PBX's lease is valid only while a confirmed leader confirmed it within the lease TTL:
-docs/operations.md, "Lease validity"). With etcd's quorum lost nobody can renew or win, so no
-master serves and the PBXs' leases lapse after a lease TTL: the price of never giving a license
-twice under any partition.
+PBX's lease is valid only while a confirmed leader confirmed it within its hold:
+docs/operations.md, "Two clocks"); it keeps counting what they hold. With etcd's quorum lost
+nobody can renew or win, so no master grants, and the PBXs keep what they hold for their hold:
+no license is given twice under any partition, and no phone goes down for it.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import logging
 from collections.abc import Callable
 
 from licmaster.daemon import logs
-from licmaster.daemon.ha.etcd import EtcdClient, EtcdUnavailable
+from licmaster.daemon.ha.etcd import EtcdClient, EtcdUnavailable, KeyValue
 
 MARGIN_S = 0.5  # stop granting this long before the lease can expire in etcd
 
@@ -35,7 +46,7 @@ class Leadership:
                  on_won: Callable[[int], None], on_follow: Callable[[str], None],
                  on_suspend: Callable[[str], None], on_resume: Callable[[], None],
                  on_lost: Callable[[str | None], None], on_confirmed: Callable[[float], None] | None = None,
-                 poll_s: float = 0.2) -> None:
+                 in_sync: Callable[[], bool] = lambda: False, poll_s: float = 0.2) -> None:
         self.etcd, self.key, self.name, self.address = etcd, key, name, address
         self.ttl_s, self.poll_s = ttl_s, poll_s
         self.on_won, self.on_follow, self.on_suspend, self.on_resume, self.on_lost = on_won, on_follow, on_suspend, on_resume, on_lost
@@ -48,6 +59,10 @@ class Leadership:
         self.leader: str | None = None  # the address in the key, as last read
         self.state = "campaigning"
         self.why = ""  # why suspended, or why etcd could not be asked
+        self.insync_key = key.rsplit("/", 1)[0] + "/insync"
+        self.in_sync = in_sync  # this master's replica stream is whole (it may lead if the record names it)
+        self.complete = False  # the last win was as an in-sync standby: it holds every grant answered before
+        self.recorded: list[str] | None = None  # the in-sync standbys this leader last recorded
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -66,7 +81,36 @@ class Leadership:
 
     def status(self) -> dict[str, object]:
         return {"mode": "etcd", "state": self.state, "leader": self.leader, "epoch": self.epoch or None,
-                "lease_ttl_s": self.ttl_s, "why": self.why or None}
+                "lease_ttl_s": self.ttl_s, "why": self.why or None, "in_sync": self.recorded if self.leading else None}
+
+    async def record_in_sync(self, standbys: list[str]) -> bool:
+        """Record this leader's in-sync standby masters (only while it holds its key): True once
+        etcd has it. A standby leaves the record before any reply stops waiting for it (Master)."""
+        if not self.leading or self.suspended:
+            return False
+        try:
+            done = await self.etcd.put_if_held(self.insync_key, _record(self.address, standbys), self.key, self.epoch)
+        except EtcdUnavailable as exc:
+            self._unreachable(str(exc))
+            return False
+        if done:
+            self.recorded = sorted(standbys)
+        return done
+
+    def _eligible(self, record: KeyValue | None) -> tuple[bool, bool]:
+        """(may this master campaign, would it win knowing every grant answered before)."""
+        if record is None:
+            return True, False  # no leader recorded one: the first election of an installation
+        try:
+            said = json.loads(record.value)
+            leader, standbys = str(said["leader"]), [str(n) for n in said["standbys"]]
+        except (ValueError, KeyError, TypeError):
+            return True, False  # unreadable: no record to hold anyone back
+        if leader == self.address:
+            return True, False  # the leader before, back: its own journal says what it knows
+        if self.address in standbys and self.in_sync():
+            return True, True
+        return False, False
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,14 +132,22 @@ class Leadership:
         try:
             sent = asyncio.get_running_loop().time()
             holder = await self.etcd.get(self.key)  # a read while another leads: no lease granted for nothing
-            created, revision = False, 0
+            created, revision, complete = False, 0, False
             if holder is None:
+                record = await self.etcd.get(self.insync_key)
+                eligible, complete = self._eligible(record)
+                if not eligible:
+                    self._not_in_sync(record)
+                    return
                 if not self.lease:
                     self.lease, granted = await self.etcd.grant(self.ttl_s)
                     self.ttl_s = max(self.ttl_s, granted)
                 sent = asyncio.get_running_loop().time()
+                # The key, and a record of no in-sync standby yet, in one transaction that fails
+                # if the record changed since it was read.
                 created, revision, holder = await self.etcd.create(
-                    self.key, json.dumps({"name": self.name, "address": self.address}), self.lease)
+                    self.key, json.dumps({"name": self.name, "address": self.address}), self.lease,
+                    also=(self.insync_key, _record(self.address, []), record.mod_revision if record else 0))
         except EtcdUnavailable as exc:
             self.lease = 0  # perhaps lapsed meanwhile: a fresh one on the next try
             self._unreachable(str(exc))
@@ -104,8 +156,8 @@ class Leadership:
         if created:
             self.leading, self.epoch, self.leader = True, revision, self.address
             self.deadline = sent + self.ttl_s - MARGIN_S
-            self.state = "leading"
-            logs.event("leadership_won", logging.WARNING, key=self.key, epoch=revision)
+            self.state, self.complete, self.recorded = "leading", complete, []
+            logs.event("leadership_won", logging.WARNING, key=self.key, epoch=revision, in_sync=complete)
             self.on_won(revision)
             self._confirm()
             return
@@ -181,6 +233,14 @@ class Leadership:
         self.leader = None
         self.on_lost(None)
 
+    def _not_in_sync(self, record: KeyValue | None) -> None:
+        """The key is free and this master may not take it: it does not hold every grant the
+        last leader answered. It waits for the leader before, or an in-sync standby, to lead."""
+        why = f"not an in-sync standby of the last leader ({record.value if record else '-'}): only one may lead"[:300]
+        if why != self.why:
+            logs.event("leadership_not_in_sync", logging.WARNING, key=self.insync_key, record=record.value if record else "-")
+        self.why, self.state = why, "waiting"
+
     def _unreachable(self, why: str) -> None:
         if why != self.why:
             logs.event("etcd_unreachable", logging.WARNING, why=why)
@@ -192,3 +252,7 @@ def _address(value: str) -> str | None:
         return str(json.loads(value)["address"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _record(leader: str, standbys: list[str]) -> str:
+    return json.dumps({"leader": leader, "standbys": sorted(standbys)}, separators=(",", ":"))

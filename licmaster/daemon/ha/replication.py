@@ -165,7 +165,7 @@ class Follower:
     def __init__(self, master: str, name: str, store: Store, takeover_after_ms: int,
                  on_takeover: Callable[[Holdings, int], None], *, auth: dict[str, Any] | None = None,
                  tls: ssl.SSLContext | None = None, autonomous: bool = True, max_frame: int = DEFAULT_MAX_FRAME,
-                 stream: int = STREAM_VERSION) -> None:
+                 stream: int = STREAM_VERSION, advertise: str = "") -> None:
         self.master = master
         self.autonomous = autonomous
         self.auth = auth
@@ -178,7 +178,12 @@ class Follower:
         self.holdings = Holdings()
         self.master_epoch = 0
         self.synced = False
+        # The holdings are a whole prefix of the master's stream: a snapshot installed, and every
+        # push since applied (and acknowledged), up to the end of that connection. What a leader
+        # elected as an in-sync standby (leadership.py) relies on.
+        self.whole = False
         self.name = name
+        self.advertise = advertise or name  # how the master names this standby in etcd's in-sync record
         self.client = self._new_client()
         self._task: asyncio.Task[None] | None = None
         self._incoming: events.Snapshot | None = None
@@ -265,8 +270,9 @@ class Follower:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._incoming = events.Snapshot()
+        self.whole = False  # until the new snapshot is installed: what this master has is behind
         try:
-            reply = await self.client.call("replicate", stream=self.stream, max_frame=self.max_frame)
+            reply = await self.client.call("replicate", stream=self.stream, max_frame=self.max_frame, master=self.advertise)
         except LicenseError as exc:
             self._incoming = None
             self._failed("refused", f"{exc.code}: {exc.message}", logging.ERROR)
@@ -299,7 +305,7 @@ class Follower:
             holdings.apply(GRANT, node, resource, holder, lease, label)
         self.holdings = holdings
         self.store.replace_assignments([(user, family, version, node) for user, family, version, node in snapshot.assignments])
-        self.synced = True
+        self.synced = self.whole = True
 
     def _on_event(self, event: dict[str, Any]) -> None:
         name = event.get("event")
@@ -323,7 +329,7 @@ class Follower:
                 rows = events.read_replica(event)
             except StreamError as exc:
                 logs.event("replica_unreadable", logging.ERROR, master=self.master, why=str(exc))
-                self.synced = False
+                self.synced = self.whole = False
                 self.client.abort_connection()  # a new attach, a new snapshot
                 return
             changes: list[tuple[str, str, str, int | None, str]] = []  # (event, user, family, version, node)
