@@ -34,8 +34,10 @@ def test_a_short_seed_finds_no_violation_and_reports_it(seed: int, tmp_path: Pat
     assert max(s["believed"] for s in report["samples"]) <= report["config"]["installed"]
     # Beliefs were compared lease by lease with the serving master's count, at the end at least.
     assert report["audits"] >= 1 and report["leases_audited"] > 0 and "leases compared by id" in out.stdout
-    # What the phones would notice is measured (a rule once PBXs keep their leases for a hold: issue 22).
-    assert report["lapses"] >= 0 and f"availability: {report['lapses']} time(s)" in out.stdout
+    # What the phones would notice: within the masters' hold (72 h by default), no lease lapses nor is lost (issue 22).
+    assert report["hold_s"] == 259200 and report["availability"]["out_of_service"] == 0
+    assert "availability (hold 259200 s): 0 time(s) a PBX was told its leases lapsed" in out.stdout
+    assert report["violations_by_rule"]["no PBX loses a lease within its hold"] == 0 and "violations by rule: " in out.stdout
     html = (tmp_path / f"chaos-seed{seed}.html").read_text()
     assert f"seed {seed}" in html and "PASSED" in html and "<script" not in html
 
@@ -57,6 +59,16 @@ def test_the_plan_is_the_seeds_alone_and_keeps_its_bounds() -> None:
             kinds.add(step.fault.kind)
     assert not active and steps[-1].at <= 120  # everything healed by the end
     assert kinds == set(FAULTS)  # two minutes draw every kind of fault
+    # Long cuts: a site cut from both masters for 2-4 lease TTLs (its PBXs absent, within their hold).
+    ttl = config.lease_ttl_ms / 1000
+    began: dict[Fault, float] = {}
+    long_cuts = []
+    for step in steps:
+        if not step.heal:
+            began[step.fault] = step.at
+        elif isinstance(step.fault, faults.CutSiteLong) and step.at < config.seconds:  # (the end heals what is left)
+            long_cuts.append(step.at - began[step.fault])
+    assert long_cuts and all(2 * ttl <= lasted <= 4 * ttl for lasted in long_cuts)
 
 
 def test_the_reports_timeline_is_the_plan(tmp_path: Path) -> None:
@@ -113,6 +125,7 @@ def test_each_kind_of_fault_is_a_dataclass_with_named_fields_told_as_before() ->
         faults.CutMasters(): "cut the two masters from each other",
         faults.EtcdKill(members=(2,)): "kill etcd member m2",
         faults.EtcdKillTwo(members=(0, 2)): "kill etcd members m0 and m2 (no quorum)",
+        faults.CutSiteLong(site=1): "cut site1 from both masters, 2-4 lease TTLs",
     }
     assert {fault.describe() for fault in told} == set(told.values()) and [describe(fault) for fault in told] == list(told.values())
     assert {type(fault) for fault in told} == set(faults.KINDS.values()) and tuple(faults.KINDS) == FAULTS

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slave_sim.chaos.check import check
+from slave_sim.availability import HOLD_RULE, Availability, describe
+from slave_sim.chaos.check import RULES, by_rule, check
 
 
 def history(**changes: Any) -> dict[str, Any]:
@@ -14,7 +15,9 @@ def history(**changes: Any) -> dict[str, Any]:
         "grants": [{"t": 0.05, "pbx": "p1", "holder": "a"}, {"t": 0.06, "pbx": "p1", "holder": "b"},
                    {"t": 0.07, "pbx": "p2", "holder": "c"}],
         "checkins": [{"t": 0.3, "pbx": "p1", "holder": "b"}],
-        "losses": [{"t": 0.4, "pbx": "p2", "holder": "c"}],
+        # p2's hold ran out (2 s without a confirmation), then its re-sync lost "c": allowed
+        "lapses": [{"t": 0.35, "pbx": "p2", "leases": 1, "silent_s": 2.0, "hold_s": 2.0}],
+        "losses": [{"t": 0.4, "pbx": "p2", "holder": "c", "why": "exhausted", "lapsed": True}],
         "held": {"p1": ["a"], "p2": []},
         "last_heal": 10.0, "served": {"p1": 10.5, "p2": 11.0},
     }
@@ -71,3 +74,38 @@ def test_each_way_a_belief_can_differ_from_the_master_s_count_is_named() -> None
         "p1 believes port 'c' as lease 13: the master does not count it"]
     assert check(history(audits=[{"t": 5.0, "believed": believed, "counted": counted}]))[0]["rule"] == \
         "every lease a PBX believes is the master's count for it"
+
+
+def test_a_lease_lost_within_its_hold_is_a_violation() -> None:
+    losses = [{"t": 0.4, "pbx": "p2", "holder": "c", "why": "exhausted", "lapsed": False}]
+    [violation] = check(history(losses=losses))
+    assert violation["rule"] == HOLD_RULE and violation["pbx"] == "p2"
+    assert violation["detail"] == "p2 lost 'c' at t=0.40 s (exhausted) within its hold"
+    counts = by_rule([violation])
+    assert list(counts) == list(RULES) and counts[HOLD_RULE] == 1 and sum(counts.values()) == 1
+
+
+def test_a_lapse_before_a_whole_hold_without_a_confirmation_is_a_violation() -> None:
+    lapses = [{"t": 0.35, "pbx": "p2", "leases": 1, "silent_s": 1.5, "hold_s": 2.0}]
+    [violation] = check(history(lapses=lapses))
+    assert violation["rule"] == HOLD_RULE
+    assert violation["detail"] == "p2 was told its 1 leases lapsed at t=0.35 s, 1.5 s after its last confirmation (hold 2 s)"
+
+
+def test_availability_counts_what_the_pbxs_were_told_and_a_re_sync_ends_a_lapse() -> None:
+    seen = Availability()
+    seen.seen(1.0, "p1", {"event": "lost", "holder": "a", "error": "exhausted"})  # within its hold
+    seen.seen(2.0, "p1", {"event": "lapsed", "leases": 3}, silent_s=5.0, hold_s=5.0)
+    seen.seen(2.5, "p1", {"event": "lost", "holder": "b", "error": "exhausted"})  # its hold had run out
+    seen.seen(3.0, "p1", {"event": "reconnected"})
+    seen.seen(4.0, "p1", {"event": "lost", "holder": "c", "error": "revoked"})  # confirmed again since: within its hold
+    seen.seen(4.5, "p1", {"event": "unresponsive"})  # not about its leases
+    assert seen.summary() == {"lapses": 1, "leases_lapsed": 3, "leases_lost": 3, "out_of_service": 6}
+    assert [v["detail"].split(" at ")[0] for v in seen.within_hold()] == ["p1 lost 'a'", "p1 lost 'c'"]
+    assert describe(seen.summary()) == ("1 time(s) a PBX was told its leases lapsed (3 leases it had to stop using), "
+                                        "3 lease(s) lost at a re-sync")
+    other = Availability()
+    other.seen(0.5, "p2", {"event": "lapsed", "leases": 2}, silent_s=float("inf"), hold_s=5.0)  # never confirmed
+    seen.merge(other)
+    assert [lapse["pbx"] for lapse in seen.lapses] == ["p2", "p1"] and seen.summary()["leases_lapsed"] == 5
+    assert len(seen.within_hold()) == 2  # a lapse of leases never confirmed is after any hold

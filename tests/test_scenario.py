@@ -77,6 +77,12 @@ STANDBY = '[[pbx]]\nname = "a"\nstandby = "a-standby"\n[[step]]\naction = "takeo
     ('token = ""\n[[pbx]]\nname = "a"\n', "[master]: token must be the master's auth_token"),
     ('token = "x"\ntoken_file = "l.toml"\n[[pbx]]\nname = "a"\n', "[master]: token and token_file: give one of them"),
     ('token_file = "token"\n[[pbx]]\nname = "a"\n', "[master] token_file: no such file"),
+    ('hold_s = 2\n[[pbx]]\nname = "a"\n', "[master]: hold_s must be a number of seconds from the lease TTL (3) to 30 days"),
+    ('lease_ttl_ms = 1000\nhold_s = 2592001\n[[pbx]]\nname = "a"\n', "hold_s must be a number of seconds from the lease TTL (1)"),
+    ('hold_s = "72h"\n[[pbx]]\nname = "a"\n', "hold_s must be a number of seconds"),
+    ('[[pbx]]\nname = "a"\n[[step]]\naction = "etcd-down"\nseconds = 5\n', "etcd-down need the masters in etcd: set etcd = true"),
+    ('etcd = true\n[[pbx]]\nname = "a"\n[[step]]\naction = "etcd-down"\n', "etcd-down needs seconds = how long"),
+    ('[[pbx]]\nname = "a"\n[expect]\nout_of_service = [2, 1]\n', "out_of_service: expected a count or [min, max]"),
 ])
 def test_mistakes_are_named(tmp_path: Path, text: str, says: str) -> None:
     with pytest.raises(ScenarioError, match=re.escape(says)):
@@ -161,10 +167,29 @@ def test_the_table_says_what_an_action_needs_and_validation_reads_it(tmp_path: P
     with pytest.raises(ScenarioError, match="fail-master and return-master need a standby master: set standby = true"):
         load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n[[step]]\naction = "return-master"\n'))
     own = sorted(name for name, a in ACTIONS.items() if a.needs_own_master)
-    assert own == ["fail-master", "reload-licenses", "restart-master", "return-master"]
+    assert own == ["etcd-down", "fail-master", "reload-licenses", "restart-master", "return-master"]
     restart = load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n[[step]]\naction = "restart-master"\n'))
     with pytest.raises(ValueError, match="run it without --master"):
         Runner(restart, master="127.0.0.1:1")
     steps = load_scenario(write(tmp_path, '[[pbx]]\nname = "a"\n[[step]]\naction = "kill"\npbx = "a"\n'
                                           '[[step]]\naction = "pause"\nseconds = 1.5\n')).steps
     assert [s.describe() for s in steps] == ["kill a", "pause 1.5s"]  # the row says it is targeted, and what it shows
+
+
+def test_the_master_keeps_an_absent_pbxs_licenses_for_the_hold_the_scenario_gives_it(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[pbx]]\nname = "a"\n')
+    path.write_text(path.read_text().replace('[master]\n', '[master]\nlease_ttl_ms = 1000\nhold_s = 1\n'))
+    scenario = load_scenario(path)
+    assert scenario.master == {"lease_ttl_ms": 1000, "hold_s": 1}  # what the master slave-sim starts is given
+    assert scenario.expect.out_of_service == (0, 0)  # no device may lose service because of licensing, unless expected
+    assert load_scenario(ROOT / "scenarios" / "standby-drill-refused.toml").master["hold_s"] == 1  # about reclaiming
+
+
+def test_the_quorum_lost_drill_takes_every_etcd_member_down_past_the_ttl_and_expects_no_lapse() -> None:
+    scenario = load_scenario(ROOT / "scenarios" / "quorum-lost.toml")
+    [outage] = [s for s in scenario.steps if s.action == "etcd-down"]
+    assert scenario.etcd and outage.seconds > scenario.master["lease_ttl_ms"] / 1000 and outage.describe() == "etcd-down 5s"
+    for size in ("ci", "full"):  # the newcomers' hellos are refused no_quorum while the outage lasts, at either size
+        expect = load_scenario(ROOT / "scenarios" / "quorum-lost.toml", size=size).expect
+        assert expect.out_of_service == (0, 0) and expect.over_installed_across_masters == (0, 0)
+        assert expect.denials["no_quorum"][0] >= 1

@@ -19,7 +19,7 @@ from slave_sim.drill.auditor import Auditor
 from slave_sim.drill.metrics import Recorder
 from slave_sim.drill.network import Network
 from slave_sim.drill.report import console, render_html, to_dict
-from slave_sim.drill.runner import Runner, RunResult
+from slave_sim.drill.runner import Check, Runner, RunResult
 from slave_sim.drill.scenario import load_scenario
 
 from .daemon import Daemon, self_signed_cert
@@ -412,3 +412,81 @@ async def test_a_scenario_asks_its_own_master_for_tls_and_a_token(tmp_path: Path
     result = await runner.run()
     assert result.passed, console(result)
     assert seen == [f"the master at {result.master} speaks TLS: run with --tls [--cafile CA]"]
+
+
+# ---------------------------------------------------------------- availability: no device loses service within the hold
+
+NETWORK_CUT = ROOT / "scenarios" / "network-cut.toml"
+
+
+def test_a_cut_shorter_than_the_hold_costs_the_site_no_lease_and_the_report_shows_it_absent(tmp_path: Path) -> None:
+    out = slave_sim(str(NETWORK_CUT), "--quiet", "--report-dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((tmp_path / "network-cut-ci.json").read_text())
+    [site] = [row for row in report["absent"]["pbxs"] if row["node"] == "site"]  # absent while cut off, its Ports held
+    assert site["leases"] == 10 and site["held"] == {"port": 10} and report["absent"]["hold_s"] == 259200
+    assert report["availability"]["out_of_service"] == 0 and not report["availability"]["loss_events"]
+    assert report["denials"]["by_code"] == {"exhausted": 2}  # the headquarters' newcomers, not the site's own phones
+    assert "absent PBXs (silent past the lease TTL; the master keeps their leases for hold_s = 259200 s): 1" in out.stdout
+    assert "    site: 10 lease(s) held (port 10), absent from " in out.stdout
+    assert ("[ok] availability: 0 time(s) a PBX was told its leases lapsed (0 leases it had to stop using), 0 lease(s) "
+            "lost at a re-sync: 0 out of service because of licensing (expected 0..0)") in out.stdout
+    page = (tmp_path / "network-cut-ci.html").read_text()
+    assert "<h2>Availability</h2>" in page and "<td>site</td><td>10</td><td>port 10</td>" in page
+
+
+def availability_verdict(path: Path, lapsed: int, lost: int) -> Check:
+    """The availability check of a run of `path` whose PBXs were told so many lapsed and lost leases."""
+    runner = Runner(load_scenario(path))
+    seen = runner.recorder.availability
+    if lapsed:
+        seen.lapsed(2.0, "site", lapsed, silent_s=259200.0, hold_s=259200.0)
+    for n in range(lost):
+        seen.lost(2.5, "site", f"site/user{n}", "exhausted")
+    [check] = [c for c in runner.judge({}, {}) if c.name == "availability"]
+    return check
+
+
+def test_every_verdict_checks_availability_and_a_lost_lease_fails_it_unless_the_drill_expects_it(tmp_path: Path) -> None:
+    assert availability_verdict(NETWORK_CUT, 0, 0).passed
+    failed = availability_verdict(NETWORK_CUT, 10, 2)
+    assert not failed.passed and failed.detail == (
+        "1 time(s) a PBX was told its leases lapsed (10 leases it had to stop using), 2 lease(s) lost at a re-sync: "
+        "12 out of service because of licensing (expected 0..0)")
+    assert not availability_verdict(NETWORK_CUT, 0, 1).passed
+    rehearsed = tmp_path / "network-cut.toml"  # a drill that rehearses a loss says how many
+    rehearsed.write_text(NETWORK_CUT.read_text().replace("out_of_service = 0 ", "out_of_service = [1, 12] ")
+                         .replace('"licenses/', f'"{NETWORK_CUT.parent}/licenses/'))
+    assert availability_verdict(rehearsed, 10, 2).passed and not availability_verdict(rehearsed, 0, 0).passed
+
+
+def test_each_absence_the_auditor_sees_is_one_row_with_the_most_it_held() -> None:
+    recorder = Recorder()
+    one = {"node": "site", "since": 1000.02, "leases": 10, "held": {"port": 10}, "back_at": 260000.0}
+    recorder.saw_absent(1.0, {"pbxs": 1, "leases": 10, "hold_s": 259200, "shown": [one]})
+    recorder.saw_absent(1.2, {"pbxs": 1, "leases": 9, "hold_s": 259200, "shown": [{**one, "since": 1000.03, "leases": 9,
+                                                                                    "held": {"port": 9}}]})
+    recorder.saw_absent(1.4, {"pbxs": 0, "leases": 0, "hold_s": 259200, "shown": []})  # back
+    recorder.saw_absent(1.6, {"pbxs": 1, "leases": 4, "hold_s": 259200, "shown": [{**one, "since": 1010.0, "leases": 4}]})
+    assert recorder.hold_s == 259200
+    assert [(r["node"], r["from_t"], r["to_t"], r["leases"], r["held"]) for r in recorder.absences] == [
+        ("site", 1.0, 1.2, 10, {"port": 10}), ("site", 1.6, 1.6, 4, {"port": 10})]
+
+
+def test_a_port_two_masters_count_for_one_phone_is_counted_once() -> None:
+    from slave_sim.masters import ports_counted_twice
+
+    master = [{"node": "hq", "held": [["port", "u1", "7-1"], ["port", "u2", "7-2"]]}, {"node": "annex", "held": []}]
+    standby = [{"node": "hq", "held": [["port", "u1", "7-1"], ["port", "u2", "7-2"], ["conference", "room", "7-3"]]},
+               {"node": "annex", "held": [["port", "u1", "8-1"]]}]  # annex's u1 is another phone than hq's
+    assert ports_counted_twice([master, standby]) == 2 and ports_counted_twice([master]) == 0
+    assert ports_counted_twice([master, standby, standby]) == 5  # hq u1 and u2 twice more each, annex u1 once more
+
+
+def test_a_suspended_masters_book_counts_only_while_no_master_grants() -> None:
+    from slave_sim.masters import books_in_use
+
+    assert books_in_use({"m0": "suspended", "m1": "acting"}) == {"m1"}  # deposed: it gives way, its book stale
+    assert books_in_use({"m0": "suspended", "m1": "standby"}) == {"m0"}  # it resumes with its book if renewed
+    assert books_in_use({"m0": "acting", "m1": "grace", "m2": "unreachable"}) == {"m0", "m1"}  # both grant: both count
+    assert books_in_use({"m0": "standby", "m1": "unreachable"}) == set()

@@ -3,9 +3,12 @@
 A history is what the drill saw (runner.py):
 - `samples`: every ~100 ms, `believed` (the leases the PBXs may use now, summed: each PBX's
   `MasterClient.believed()`), `acting` (in use summed over every master that answered and
-  serves), `installed`;
+  serves, slave_sim/masters.py: a suspended one only while none grants, a Port two of them count
+  for one phone, one adopted from the other, counted once), `installed`;
 - `grants`, `checkins`, `losses`: per PBX and holder, each `ok` checkout, each check-in the PBX
-  made, each loss the PBX was told of (`lost`);
+  made, each loss the PBX was told of (`lost`, with `lapsed`: its hold had run out before);
+- `lapses`: each `lapsed` a PBX was told, with how long it had gone without a confirmation
+  (`silent_s`) and its hold (`hold_s`);
 - `held`: what each PBX holds at the end, after every fault was healed;
 - `last_heal` and `served`: when the last fault was healed, and when each PBX was first
   confirmed by a master after it.
@@ -18,14 +21,28 @@ The rules (issue 16): never more believed nor in use than installed, at any samp
 grant still held at the end, or given back, or its loss told to its PBX; every PBX served again
 within `SERVED_WITHIN_S` of the last heal. And (issue 27) every lease a PBX believes is counted
 by the acting master for that PBX, under the id the PBX holds, for the same holder: the
-pool's count is what the phones believe, not only what the master thinks it gave.
+pool's count is what the phones believe, not only what the master thinks it gave. And (issue 22)
+no PBX loses a lease within its hold: no `lost` while its hold runs, no `lapsed` before a whole
+hold without a confirmation (slave_sim/availability.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..availability import HOLD_RULE, Availability
+
 SERVED_WITHIN_S = 5.0
+OVER_RULE = "never over installed"
+GRANT_RULE = "every grant held, given back or its loss told"
+SERVED_RULE = f"served within {SERVED_WITHIN_S:g} s of the last heal"
+BELIEF_RULE = "every lease a PBX believes is the master's count for it"
+RULES = (OVER_RULE, GRANT_RULE, SERVED_RULE, BELIEF_RULE, HOLD_RULE)
+
+
+def by_rule(violations: list[dict[str, Any]]) -> dict[str, int]:
+    """How many violations of each rule, every rule named (0 where it held)."""
+    return {rule: sum(1 for v in violations if v["rule"] == rule) for rule in RULES}
 
 
 def check(history: dict[str, Any]) -> list[dict[str, Any]]:
@@ -34,16 +51,17 @@ def check(history: dict[str, Any]) -> list[dict[str, Any]]:
     over = next((s for s in history["samples"] if s["believed"] > s["installed"] or s["acting"] > s["installed"]), None)
     if over is not None:
         what = "believed" if over["believed"] > over["installed"] else "acting"
-        violations.append({"rule": "never over installed", "t": over["t"], "sample": over,
+        violations.append({"rule": OVER_RULE, "t": over["t"], "sample": over,
                            "detail": f"{what} {over[what]} > installed {over['installed']} at t={over['t']:.2f} s"})
     violations += unaccounted(history)
+    violations += Availability(lapses=history.get("lapses", []), losses=history["losses"]).within_hold()
     for audit in history.get("audits", []):
         violations += belief_violations(audit["believed"], audit["counted"], audit["t"])
     last_heal = history["last_heal"]
     for pbx, at in sorted(history["served"].items()):
         if at is None or at - last_heal > SERVED_WITHIN_S:
             late = "never" if at is None else f"after {at - last_heal:.2f} s"
-            violations.append({"rule": f"served within {SERVED_WITHIN_S:g} s of the last heal", "t": at, "pbx": pbx,
+            violations.append({"rule": SERVED_RULE, "t": at, "pbx": pbx,
                                "detail": f"{pbx} served again {late} (last heal at t={last_heal:.2f} s)"})
     return violations
 
@@ -59,7 +77,7 @@ def unaccounted(history: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     for (pbx, holder), (t, kind) in sorted(last.items()):
         if kind == "grants" and holder not in history["held"].get(pbx, ()):
-            found.append({"rule": "every grant held, given back or its loss told", "t": t, "pbx": pbx,
+            found.append({"rule": GRANT_RULE, "t": t, "pbx": pbx,
                           "detail": f"{pbx} was granted {holder!r} at t={t:.2f} s: not held at the end, never given back, "
                                     "no loss told"})
     return found
@@ -88,6 +106,6 @@ def belief_violations(believed: Ids, counted: Ids, t: float | None = None) -> li
                 why = f"the master counts it under id {by_key[(resource, holder)]}"
             else:
                 why = "the master does not count it"
-            found.append({"rule": "every lease a PBX believes is the master's count for it", "t": t, "pbx": pbx,
+            found.append({"rule": BELIEF_RULE, "t": t, "pbx": pbx,
                           "detail": f"{pbx} believes {resource} {holder!r} as lease {lease_id}: {why}"})
     return found

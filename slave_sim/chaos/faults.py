@@ -49,6 +49,10 @@ class Fault:
     def draw(cls, rng: random.Random, sites: int) -> Fault:
         raise NotImplementedError
 
+    def lasts(self, rng: random.Random, lease_ttl_s: float) -> float:
+        """How long it stays before its heal, drawn from the seed: 1-5 s."""
+        return rng.uniform(1.0, 5.0)
+
     def holds(self) -> frozenset[Held]:
         raise NotImplementedError
 
@@ -233,6 +237,20 @@ class CutSiteAll(Cut):
 
 
 @dataclass(frozen=True)
+class CutSiteLong(CutSiteAll):
+    """A site cut from both masters well past the lease TTL (2-4 TTLs): its PBXs are absent, and
+    keep what they hold (their hold is far longer): the masters give none of it to anyone else."""
+
+    kind: ClassVar[str] = "cut-site-long"
+
+    def lasts(self, rng: random.Random, lease_ttl_s: float) -> float:
+        return rng.uniform(2.0, 4.0) * lease_ttl_s
+
+    def describe(self) -> str:
+        return f"cut site{self.site} from both masters, 2-4 lease TTLs"
+
+
+@dataclass(frozen=True)
 class CutMasters(Cut):
     """Each master reaches the other by its `advertise` address, through a proxy: both cut."""
 
@@ -298,7 +316,7 @@ class EtcdKillTwo(EtcdKill):
 
 
 KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (Kill, Stop, CutEtcd, CutEtcdOneWay, CutSite, CutSiteOneWay,
-                                                           CutSiteAll, CutMasters, EtcdKill, EtcdKillTwo)}
+                                                           CutSiteAll, CutMasters, EtcdKill, EtcdKillTwo, CutSiteLong)}
 FAULTS = tuple(KINDS)  # in this order: the seed picks a kind by its index
 
 

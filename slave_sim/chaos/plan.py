@@ -31,8 +31,8 @@ class Step:
 
 def plan(config: ChaosConfig) -> list[Step]:
     """Every fault and heal of a run, drawn from the seed alone, in virtual time: the same seed
-    gives the same steps, whatever the machine. A fault every 1-3 s, each healed 1-5 s later, at
-    most two at a time, one process fault per master and one fault per etcd member at a time;
+    gives the same steps, whatever the machine. A fault every 1-3 s, each healed 1-5 s later (a
+    long cut of a site: 2-4 lease TTLs), at most two at a time, one process fault per master and one fault per etcd member at a time;
     at the end (`seconds`) whatever is still faulted is healed, etcd first."""
     rng = random.Random(config.seed)
     steps: list[Step] = []
@@ -45,7 +45,7 @@ def plan(config: ChaosConfig) -> list[Step]:
                 del active[fault]
         fault = KINDS[rng.choice(config.faults)].draw(rng, config.sites)
         if len(active) < 2 and _free(fault, active):
-            active[fault] = min(t + rng.uniform(1.0, 5.0), config.seconds)
+            active[fault] = min(t + fault.lasts(rng, config.lease_ttl_ms / 1000), config.seconds)
             steps.append(Step(t, fault, False))
         t += rng.uniform(1.0, 3.0)
     for fault, heal_at in sorted(active.items(), key=lambda kv: (not kv[0].kind.startswith("etcd"), kv[1])):

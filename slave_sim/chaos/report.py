@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..availability import describe
 from ..reports import write_pair
 from .faults import FAULTS
 
@@ -22,12 +23,14 @@ def console(r: dict[str, Any]) -> str:
     served = [v - r["last_heal"] for v in r["served"].values() if v is not None]
     if served:
         lines.append(f"  served again after the last heal: slowest PBX {max(served):.2f} s")
-    if "lapses" in r:  # what a phone would notice; measured, a rule once PBXs keep their leases for a hold (issue 22)
-        lines.append(f"  availability: {r['lapses']} time(s) a PBX was told its leases lapsed ({r['leases_lapsed']} leases it "
-                     f"had to stop using), {r['losses']} lease(s) lost at a re-sync")
+    if "availability" in r:  # what a phone would notice: within the hold, none (check.py)
+        hold = f" (hold {r['hold_s']:g} s)" if r.get("hold_s") is not None else ""
+        lines.append(f"  availability{hold}: {describe(r['availability'])}")
     if "audits" in r:
         lines.append(f"  beliefs audited against the serving master: {r['audits']} time(s) (after each failover and at the end), "
                      f"{r['leases_audited']} leases compared by id")
+    if "violations_by_rule" in r:
+        lines.append("  violations by rule: " + ", ".join(f"{rule} {n}" for rule, n in r["violations_by_rule"].items()))
     if r["violations"]:
         lines.append(f"  reproduce: {reproduce(r)}")
         lines.append("  violations:")
@@ -69,7 +72,7 @@ svg text{{font:11px system-ui,sans-serif;fill:#444}}</style></head><body>
 <h1>Chaos drill, seed {r['seed']} <span class="verdict">{verdict}</span></h1>
 {repro}
 <p>{r['faults_injected']} faults in {r['seconds']:g} s; {r['grants']} grants, {r['checkins']} check-ins, {r['losses']} losses
-told to their PBXs. Peaks: believed by the PBXs {r['peak_believed']}, in use on the serving masters {r['peak_acting']},
+told to their PBXs. Availability: {e(describe(r['availability']))}. Peaks: believed by the PBXs {r['peak_believed']}, in use on the serving masters {r['peak_acting']},
 installed {r['config']['installed']}.</p>
 <h2>Violations</h2><ul>{violations}</ul>
 {first}

@@ -8,7 +8,8 @@ A row says everything the rest of the drill asks about an action:
 - `targeted`: a step of it picks PBXs with `pbx = [...]` (and the step's description names them).
 - `needs`: what the run must have besides PBXs. "own-master": slave-sim starts the master (no
   `--master`, or the run is refused before it starts); "standby-master": that, and
-  `[master] standby = true` (or the scenario is refused at load); "none".
+  `[master] standby = true` (or the scenario is refused at load); "etcd": that slave-sim starts
+  the master, and `[master] etcd = true` (or the scenario is refused at load); "none".
 - `failover`: a standby takes over what a failed peer held; a refusal fails the run unless
   `[expect] failover_refused` allows it (scenario.failover_steps() says why these).
 - `shows`: what the step's description adds, a format of the step (`{step.seconds:g}s`).
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Scope = Literal["pbx", "run"]
-Needs = Literal["none", "own-master", "standby-master"]
+Needs = Literal["none", "own-master", "standby-master", "etcd"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Action:
     @property
     def needs_own_master(self) -> bool:
         """It kills, restarts or reloads the master: slave-sim must have started it."""
-        return self.needs in ("own-master", "standby-master")
+        return self.needs in ("own-master", "standby-master", "etcd")
 
     def detail(self, step: object) -> str:
         """What a step of it shows after its name and targets (`step` a scenario.Step)."""
@@ -87,4 +88,7 @@ ACTIONS: dict[str, Action] = _rows(
                                           "and follows it as the new standby (the two swap roles)", needs="standby-master"),
     Action("partition", "run", False, "cut and heal named links (cut = [...], heal = [...]): standby-master, master-etcd",
            shows="{step.link_changes}"),
+    Action("etcd-down", "run", False, "every etcd member is killed for `seconds`, then started again; the steps after it play "
+                                      "during the outage (no quorum: no master grants) ([master] etcd = true)",
+           needs="etcd", shows="{step.seconds:g}s"),
 )

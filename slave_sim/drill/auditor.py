@@ -8,8 +8,10 @@ import asyncio
 from typing import Any
 
 from licmaster.client import LicenseError, MasterClient, parse_address
+from licmaster.model.catalog import SMB_PORT
 
 from ..access import PLAIN, MasterAccess
+from ..masters import SERVING, books_in_use, ports_counted_twice
 from .metrics import Recorder
 
 
@@ -23,7 +25,7 @@ def totals(usage: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
     return in_use, installed
 
 
-SERVING = ("grace", "acting", "suspended")
+PORT_FAMILIES = ("PBX-Port", SMB_PORT)  # a port lease takes one of these, one each (R-PORT-1)
 
 
 class Auditor:
@@ -70,35 +72,48 @@ class Auditor:
                 continue  # the master may be restarting; the client reconnects
 
     async def sample_every_master(self) -> None:
-        async def one(address: str, watcher: MasterClient) -> tuple[str, dict[str, Any] | None]:
+        """Each master's role, and what the serving ones count together beyond installed
+        (masters.books_in_use: a suspended master's book only while none grants): a Port lease
+        two of them count for the same PBX and holder (one adopted it from the other, absent
+        there) is one license for one phone, counted once."""
+        async def one(address: str, watcher: MasterClient) -> tuple[str, dict[str, Any] | None, list[dict[str, Any]]]:
             pinned = parse_address(address)
             if watcher.masters != [pinned]:  # a master stepping down sends its clients elsewhere: not this one
                 watcher.master_list.pin(pinned)
                 watcher.abort_connection()
             try:
-                return address, await asyncio.wait_for(watcher.usage(), self.interval)
+                usage = await asyncio.wait_for(watcher.usage(), self.interval)
+                nodes = await asyncio.wait_for(watcher.all_nodes(held=True), self.interval) \
+                    if usage.get("role") in SERVING else []
             except (TimeoutError, LicenseError, ConnectionError, OSError):
-                return address, None
+                return address, None, []
+            return address, usage, nodes
 
         results = await asyncio.gather(*(one(a, w) for a, w in self.watchers.items()))
-        summed: dict[str, int] = {}
-        installed: dict[str, int] = {}
-        roles: dict[str, str] = {}
-        for address, usage in results:
-            role = "unreachable" if usage is None else str(usage.get("role"))
-            roles[address] = role
+        roles = {address: "unreachable" if usage is None else str(usage.get("role")) for address, usage, _ in results}
+        for address, role in roles.items():
             if self.roles.get(address) != role:
                 if address in self.roles:
                     self.recorder.fault(f"master {address}: {self.roles[address]} -> {role}")
                 self.roles[address] = role
-            if usage is not None and role in SERVING:
+        counted = books_in_use(roles)
+        summed: dict[str, int] = {}
+        installed: dict[str, int] = {}
+        for address, usage, _ in results:
+            if usage is not None and address in counted:
                 in_use, inst = totals(usage)
                 for family, n in in_use.items():
                     summed[family] = summed.get(family, 0) + n
                 for family, n in inst.items():
                     installed[family] = max(installed.get(family, 0), n)
+        twice = ports_counted_twice([nodes for address, _, nodes in results if address in counted])
+        over_summed = max((summed.get(f, 0) - n for f, n in installed.items()), default=0)
+        for family in PORT_FAMILIES:
+            if family in summed:
+                summed[family] -= twice
         over = max((summed.get(f, 0) - n for f, n in installed.items()), default=0)
-        self.recorder.across_masters.append({"t": round(self.recorder.now(), 3), "over": max(0, over), "roles": roles,
+        self.recorder.across_masters.append({"t": round(self.recorder.now(), 3), "over": max(0, over),
+                                             "over_summed": max(0, over_summed), "counted_twice": twice, "roles": roles,
                                              "serving": sorted(a for a, r in roles.items() if r in SERVING)})
 
     async def reach(self, epoch: int, timeout: float = 30.0) -> bool:
@@ -123,7 +138,9 @@ class Auditor:
         in_use, installed = totals(usage)
         self.installed = installed
         self.pools = [{k: p[k] for k in ("family", "version", "bound", "installed")} for p in usage["pools"]]
-        self.recorder.samples.append({"t": round(self.recorder.now(), 3), "in_use": in_use, "installed": installed})
+        t = round(self.recorder.now(), 3)
+        self.recorder.samples.append({"t": t, "in_use": in_use, "installed": installed})
+        self.recorder.saw_absent(t, usage.get("absent") or {})
         for pool in usage["pools"]:
             if pool["in_use"] > pool["installed"]:
                 self.recorder.violations.append({"t": round(self.recorder.now(), 3), "what": "over-allocation", "pool": pool})

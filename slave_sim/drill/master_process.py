@@ -11,6 +11,8 @@ from typing import Any
 
 from licmaster.testing import MasterProcess as Process
 
+from .scenario import LEASE_TTL_MS
+
 
 class RunMaster(Process):
     """The run's own master (named apart from licmaster.testing.MasterProcess, which it extends)."""
@@ -23,7 +25,7 @@ class RunMaster(Process):
         self.licenses = tuple(root / f"licenses-{i}.toml" for i in range(max(1, len(licenses))))
         root.mkdir(parents=True, exist_ok=True)
         self._install(licenses)
-        super().__init__(root, {"log_level": "warning", "heartbeat_ms": 1000, "lease_ttl_ms": 3000,
+        super().__init__(root, {"log_level": "warning", "heartbeat_ms": 1000, "lease_ttl_ms": LEASE_TTL_MS,
                                 "licenses": [str(p.resolve()) for p in self.licenses], **settings}, name="sim-master")
 
     @property

@@ -8,6 +8,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..availability import Availability
+
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -39,6 +41,13 @@ class Recorder:
     site_refused: Counter[tuple[str, str]] = field(default_factory=Counter)  # (site, code)
     # refused failover steps (slave_sim.drill.scenario.failover_steps): {t, step, action, pbx, failed, code, rule, message, text}
     failover_refusals: list[dict[str, Any]] = field(default_factory=list)
+    # devices that lost service because of licensing: leases lapsed, or lost at a re-sync
+    availability: Availability = field(default_factory=Availability)
+    # PBXs the master counted absent (silent past the lease TTL, their leases held for hold_s), as
+    # the auditor saw them: one row per absence, {node, from_t, to_t, since, back_at, leases, held}
+    absences: list[dict[str, Any]] = field(default_factory=list)
+    hold_s: float | None = None  # the master's, as its usage says
+    _last_absent_t: float = -1.0  # the auditor's last sample
 
     def now(self) -> float:
         return time.perf_counter() - self.start
@@ -66,6 +75,23 @@ class Recorder:
         """A site's users: one more (or fewer) holding a Port, or waiting for one it was refused."""
         if site is not None:
             self.site_events.append((self.now(), site, held, waiting))
+
+    def saw_absent(self, t: float, absent: dict[str, Any]) -> None:
+        """The master's usage `absent` at a sample: each PBX it lists extends the row of its
+        absence under way (listed at the last sample too, absent since the same moment), or opens
+        a row; the most leases it held meanwhile is kept."""
+        if "hold_s" in absent:
+            self.hold_s = absent["hold_s"]
+        ongoing = {row["node"]: row for row in self.absences if row["to_t"] == self._last_absent_t}
+        for pbx in absent.get("shown", []):
+            row = ongoing.get(pbx["node"])
+            if row is None or abs(row["since"] - pbx["since"]) > 1.0:  # (`since` is recomputed at each usage)
+                row = {"node": pbx["node"], "from_t": t, "since": pbx["since"], "leases": 0, "held": {}}
+                self.absences.append(row)
+            row.update(to_t=t, back_at=pbx["back_at"])
+            if pbx["leases"] >= row["leases"]:
+                row.update(leases=pbx["leases"], held=dict(pbx["held"]))
+        self._last_absent_t = t
 
     def fault(self, what: str) -> None:
         self.timeline.append({"t": round(self.now(), 3), "event": what})
@@ -127,6 +153,7 @@ class Recorder:
         self.site_refused.update(other.site_refused)
         self.takeover_ms.extend(other.takeover_ms)
         self.failover_refusals = sorted(self.failover_refusals + other.failover_refusals, key=lambda item: item["t"])
+        self.availability.merge(other.availability)
         self.timeline = sorted(self.timeline + other.timeline, key=lambda item: item["t"])
 
     def sites(self) -> dict[str, Any]:

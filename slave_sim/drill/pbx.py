@@ -10,6 +10,7 @@ once, as a misconfigured PBX would, and records the refusal the master gives.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -98,17 +99,33 @@ class SimPBX:
         s = self.spec
         return SimClient(self.masters, self.name, role=self.role, firmware=self.firmware, platform=s.platform,
                             mac=s.mac, licensing=s.licensing, model=s.model, standby_for=self.standby_for,
-                            on_event=self._on_event, connect_timeout=5.0, **self.access.client_options())
+                            on_event=self._on_event, on_hello_refused=self._hello_refused, connect_timeout=5.0,
+                            **self.access.client_options())
+
+    def _hello_refused(self, refusal: LicenseError) -> None:
+        """A master refused this PBX a session (`no_quorum`: it cannot confirm its leadership): a
+        denial of the PBX's, whatever it was going to ask; its client tries again by itself."""
+        self.recorder.denial("hello", self.name, refusal.code, refusal.rule, site=self.spec.site)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         name = event.get("event")
-        if name == "fenced" and self.state == "up":
+        self.recorder.availability.seen(round(self.recorder.now(), 3), self.name, event, **self._clocks())
+        if name == "fenced" and self.state == "up" and not str(event.get("reason", "")).startswith("absent"):
             self.state = "fenced"
             self.recorder.fault(f"{self.name} fenced: {event.get('reason')}")
         elif name == "lost":
             self.recorder.denial("sync", self.name, event.get("error") or "?", event.get("rule"), site=self.spec.site)
+        elif name == "lapsed":
+            self.recorder.fault(f"{self.name} told its {event.get('leases')} leases lapsed: {event.get('why')}")
         elif name == "reconnected":
             self.recorder.fault(f"{self.name} reconnected (epoch {event.get('epoch')})")
+
+    def _clocks(self) -> dict[str, float]:
+        """How long its client has gone without a confirmation, and its hold (what a lapse is
+        checked against)."""
+        if self.client is None:
+            return {}
+        return {"silent_s": asyncio.get_running_loop().time() - self.client.confirmed_at, "hold_s": self.client.hold_s}
 
     async def stop(self) -> None:
         if self.client is not None and self.state == "up":
@@ -129,14 +146,14 @@ class SimPBX:
 
     async def restore(self) -> None:
         """Back after a kill or a cut: a new connection, and a sync of what it believes it holds."""
+        self._lapsed_while_cut()
         held = list(self.client.leases.values()) if self.client else []
         if self.client is not None:
             self.client.abort()
         self.client = self._new_client()
         await self._timed("hello", self.client.connect)
         self.client.adopt(held)
-        await self._timed("sync", self.client.sync)
-        self._forget_lost()
+        await self._resync()
         self.state = "up"
 
     async def upgrade(self, firmware: int) -> None:
@@ -150,8 +167,30 @@ class SimPBX:
         self.client = self._new_client()
         await self._timed("hello", self.client.connect)
         self.client.adopt(held)
-        with contextlib.suppress(LicenseError):
+        await self._resync()
+
+    def _lapsed_while_cut(self) -> None:
+        """A cut-off PBX's client is frozen (no heartbeat loop, so no `lapsed` event): what it
+        would have been told, had its hold run out during the cut, is counted as it comes back."""
+        client = self.client
+        if self.state != "cut" or client is None or not client.leases or client.confirmed():
+            return
+        self.recorder.availability.lapsed(round(self.recorder.now(), 3), self.name, len(client.leases), **self._clocks())
+        self.recorder.fault(f"{self.name} cut off past its hold ({client.hold_s:g} s): its {len(client.leases)} leases lapsed")
+
+    async def _resync(self) -> None:
+        """The sync of what it believes it holds (after a restore or an upgrade). A refused entry
+        is a `lost` event (_on_event); a sync refused whole loses every lease it brought. Objects
+        whose Port did not come back lose their registrations."""
+        assert self.client is not None
+        try:
             await self._timed("sync", self.client.sync)
+        except LicenseError as exc:
+            for _, holder in sorted(self.client.leases):
+                self.recorder.availability.lost(round(self.recorder.now(), 3), self.name, holder, exc.code)
+            self.client.leases.clear()
+        else:
+            self.recorder.availability.served(self.name)
         self._forget_lost()
 
     def _forget_lost(self) -> None:
@@ -323,11 +362,14 @@ class SimPBX:
     # ---------------------------------------------------------------- what this PBX believes it holds
 
     def belief(self) -> dict[str, int]:
-        """Licenses in use on the master by this PBX, per family, as the PBX believes."""
+        """Licenses the master should count for this PBX, per family, as the PBX believes: what
+        its client holds while within its hold (`believed()`), up, cut off or dead alike (the
+        master cannot tell a dead PBX from a cut-off one: it keeps what either held for its
+        hold). Nothing once it said bye, or its standby took over."""
         out: dict[str, int] = {}
-        if self.client is None or self.state not in ("up",):
+        if self.client is None or self.state not in ("up", "cut", "dead"):
             return out
-        held: list[HeldLease] = list(self.client.leases.values())
+        held: list[HeldLease] = list(self.client.believed().values())
         for lease in held:
             for took in lease.took:
                 out[took["family"]] = out.get(took["family"], 0) + took["count"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from ..availability import describe as describe_availability
 from ..reports import write_pair
 from .runner import RunResult
 
@@ -30,7 +32,46 @@ def to_dict(result: RunResult) -> dict[str, Any]:
         "peak_in_use": r.peak_in_use(), "installed": result.installed, "final_in_use": result.final_in_use,
         "timeline": r.timeline, "audits": r.audits, "violations": r.violations, "samples": r.samples,
         "journal": result.journal, "undone_user_licenses": result.undone,
+        "availability": {**r.availability.summary(), "lapse_events": r.availability.lapses,
+                         "loss_events": r.availability.losses},
+        "absent": {"hold_s": r.hold_s, "pbxs": r.absences},
+        "across_masters": across_masters(r.across_masters),
     }
+
+
+def across_masters(samples: list[dict[str, Any]]) -> dict[str, int] | None:
+    """With several masters: the most in use beyond installed over the serving ones at a sample,
+    a Port both count for one phone counted once (`most_over`) and twice (`most_over_summed`)."""
+    if not samples:
+        return None
+    return {"samples": len(samples), "most_over": max(s["over"] for s in samples),
+            "most_over_summed": max(s["over_summed"] for s in samples),
+            "most_counted_twice": max(s["counted_twice"] for s in samples)}
+
+
+SHOWN_ABSENT = 10  # a city's absent PBXs are counted, the first ones listed
+
+
+def when(wall: float) -> str:
+    """A wall-clock time of the master's, in UTC."""
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(wall))
+
+
+def absent_rows(d: dict[str, Any]) -> list[str]:
+    """Each absence the auditor saw, in a line: the PBX, what it held, for how long it was absent
+    in the run, and when its hold would have run out."""
+    rows = []
+    for row in d["absent"]["pbxs"]:
+        held = ", ".join(f"{resource} {n}" for resource, n in sorted(row["held"].items()))
+        rows.append(f"{row['node']}: {row['leases']} lease(s) held ({held or 'none'}), absent from {row['from_t']:.1f} s to "
+                    f"{row['to_t']:.1f} s of the run; held until {when(row['back_at'])} unless it speaks")
+    return rows
+
+
+def absent_title(d: dict[str, Any]) -> str:
+    hold = d["absent"]["hold_s"]
+    return ("absent PBXs (silent past the lease TTL; the master keeps their leases for hold_s"
+            + (f" = {hold:g} s" if hold is not None else "") + f"): {len(d['absent']['pbxs'])}")
 
 
 def sites_figures(result: RunResult) -> dict[str, Any] | None:
@@ -72,6 +113,12 @@ def console(result: RunResult) -> str:
         lines.append(f"  {op:<15} {lat['count']:>7}  p50 {lat['p50_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms")
     if d["takeover_ms"]:
         lines.append(f"  takeovers answered in: {', '.join(f'{t:.1f} ms' for t in d['takeover_ms'])}")
+    absent = absent_rows(d)
+    if absent:
+        lines.append(f"  {absent_title(d)}")
+        lines += [f"    {row}" for row in absent[:SHOWN_ABSENT]]
+        if len(absent) > SHOWN_ABSENT:
+            lines.append(f"    and {len(absent) - SHOWN_ABSENT} more")
     if d["undone_user_licenses"] is not None:
         lines.append(f"  left as found: the {d['undone_user_licenses']} user(s) given user licenses by the run had them unassigned")
     if d["sites"] is not None:
@@ -128,6 +175,7 @@ def render_html(d: dict[str, Any]) -> str:
     steps = "".join(f"<tr><td>{e(x['step'])}</td><td>{x['units']}</td><td>{x['seconds']:.3f}</td>"
                     f"<td>{x['per_s'] if x['per_s'] is not None else ''}</td></tr>" for x in d["steps"])
     violations = "".join(f"<li>{e(json.dumps(v))}</li>" for v in d["violations"][:50]) or "<li>none</li>"
+    availability = availability_html(d)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>slave-sim: {e(d['scenario'])} {verdict}</title>
 <style>
@@ -146,6 +194,7 @@ svg text{{font:11px system-ui,sans-serif;fill:#444}}
 ran {d['seconds']:.1f} s against {e(str(d['master']))}. {d['grants']} grants, {d['denials']['total']} denials.</p>
 <h2>Expectations</h2><table>{checks}</table>
 {sites}
+{availability}
 <h2>Licenses in use over time</h2>{usage_chart(d)}
 <h2>Denials by reason and rule</h2>{denial_chart(d)}
 {f"<p>Refused most: {e(most_refused_text(d))}</p>" if d["denials"]["most_refused"]["top"] else ""}
@@ -156,6 +205,24 @@ ran {d['seconds']:.1f} s against {e(str(d['master']))}. {d['grants']} grants, {d
 <h2>Violations</h2><ul>{violations}</ul>
 </body></html>
 """
+
+
+def availability_html(d: dict[str, Any]) -> str:
+    """Devices that lost service because of licensing, and the absent PBXs with what they held."""
+    e = html.escape
+    told = [*(f"<li>{lapse['t']:.2f} s: {e(lapse['pbx'])} told its {lapse['leases']} leases lapsed</li>"
+              for lapse in d["availability"]["lapse_events"]),
+            *(f"<li>{loss['t']:.2f} s: {e(loss['pbx'])} lost {e(str(loss['holder']))} ({e(str(loss['why']))})</li>"
+              for loss in d["availability"]["loss_events"])]
+    rows = "".join(f"<tr><td>{e(row['node'])}</td><td>{row['leases']}</td>"
+                   f"<td>{e(', '.join(f'{k} {n}' for k, n in sorted(row['held'].items())))}</td>"
+                   f"<td>{row['from_t']:.1f}–{row['to_t']:.1f} s</td><td>{e(when(row['back_at']))}</td></tr>"
+                   for row in d["absent"]["pbxs"][:100])
+    absent = (f"<p>{e(absent_title(d))}.</p><table><tr><th>PBX</th><th>leases held</th><th>by resource</th>"
+              f"<th>absent in the run</th><th>held until (UTC)</th></tr>{rows}</table>" if rows
+              else "<p>No PBX was absent (silent past the lease TTL).</p>")
+    return (f"<h2>Availability</h2><p>{e(describe_availability(d['availability']))}.</p>"
+            + (f"<ul>{''.join(told[:50])}</ul>" if told else "") + absent)
 
 
 def usage_chart(d: dict[str, Any], width: int = 1000, height: int = 300) -> str:

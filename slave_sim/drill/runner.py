@@ -18,6 +18,7 @@ from licmaster.testing import free_port
 from licmaster.testing.etcd import EtcdCluster
 
 from ..access import check_access, make_certificate
+from ..availability import describe as describe_availability
 from ..proxy import Link
 from . import own_master
 from .actions import ACTIONS
@@ -72,6 +73,7 @@ class Runner:
         self.links: dict[str, Link] = {}
         self.etcd: EtcdCluster | None = None
         self._etcd_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._etcd_outage: asyncio.Task[None] | None = None  # etcd-down: its members start again when it ends
         self._standby_listen = ""
         self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         self._tls: tuple[Path, Path] | None = None  # the certificate and key of the masters it starts, with TLS
@@ -80,7 +82,7 @@ class Runner:
         self.remote: list[RemoteNetwork] = []
         self.auditor: Auditor | None = None
         if master and any(ACTIONS[s.action].needs_own_master for s in scenario.steps):
-            raise ValueError("this scenario restarts the master or replaces its licenses: run it without --master, "
+            raise ValueError("this scenario restarts the master, replaces its licenses or stops its etcd: run it without --master, "
                              "so that slave-sim owns the master")
 
     # ================================================================ the run
@@ -123,6 +125,7 @@ class Runner:
                 if self.progress:
                     self.progress(i, total, step.describe(), self.recorder)
                 await self.play(i, step)
+            await self._etcd_back()
             if self.progress:
                 self.progress(total, total, "everyone leaves", self.recorder)
             assigned = self.local.assignments() if self.local is not None else \
@@ -140,6 +143,8 @@ class Runner:
             if self.hold is not None:
                 await self.hold()
         finally:
+            if self._etcd_outage is not None:
+                self._etcd_outage.cancel()
             for remote in self.remote:
                 remote.kill()
             for link in self.links.values():
@@ -344,6 +349,39 @@ class Runner:
             self._link(name).set_cut(False)
             self.recorder.fault(f"link {name} healed")
 
+    async def do_etcd_down(self, step: Step) -> None:
+        """Every etcd member killed for `seconds`, then started again on its data; the steps
+        after it play during the outage. Without quorum the leader cannot confirm its leadership:
+        it grants nothing (a PBX's hello is refused `no_quorum`, its client tries again by itself)
+        and sends its PBXs away; they keep what they hold for their hold. A PBX step that needs a
+        master waits for the quorum to come back."""
+        etcd = self._etcd()
+        await self._etcd_back()  # an earlier outage first ends
+        loop = asyncio.get_running_loop()
+        for member in range(len(etcd.names)):
+            await loop.run_in_executor(None, etcd.kill, member)
+        self.recorder.fault(f"every etcd member killed ({len(etcd.names)}): no quorum for {step.seconds:g} s")
+        self._etcd_outage = loop.create_task(self._etcd_restart_after(etcd, step.seconds), name="etcd-outage")
+
+    async def _etcd_restart_after(self, etcd: EtcdCluster, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        loop = asyncio.get_running_loop()
+        for member in range(len(etcd.names)):
+            await loop.run_in_executor(None, etcd.start_member, member)
+        await loop.run_in_executor(None, etcd.wait_healthy)
+        self.recorder.fault("etcd members back: quorum")
+
+    async def _etcd_back(self) -> None:
+        """The etcd outage under way (etcd-down) has ended: its members are back."""
+        outage, self._etcd_outage = self._etcd_outage, None
+        if outage is not None:
+            await outage
+
+    def _etcd(self) -> EtcdCluster:
+        if self.etcd is None:
+            raise RuntimeError("this run has no etcd: etcd-down needs [master] etcd = true, without --master")
+        return self.etcd
+
     def _link(self, name: str) -> Link:
         link = self.links.get(name)
         if link is None:
@@ -389,8 +427,11 @@ class Runner:
         if e.over_installed_across_masters is not None:
             lo, hi = e.over_installed_across_masters
             worst = max((s["over"] for s in r.across_masters), default=0)
+            twice = max((s["counted_twice"] for s in r.across_masters), default=0)
             checks.append(Check("in use beyond installed, summed over the masters", lo <= worst <= hi,
-                                f"at most {worst} over, over {len(r.across_masters)} samples of every master (expected {lo}..{hi})"))
+                                f"at most {worst} over, over {len(r.across_masters)} samples of every master "
+                                f"(a Port two masters count for one phone counted once: up to {twice} at a sample) "
+                                f"(expected {lo}..{hi})"))
         sizing = r.sites()
         by_site = {row["site"]: row for row in sizing["sites"]}
         for site, bounds in sorted(e.sites.items()):
@@ -403,6 +444,7 @@ class Runner:
                                         kind="sizing"))
         if failover_steps(self.scenario.steps):
             checks.append(failover_check(r.failover_refusals, e.failover_refused, len(failover_steps(self.scenario.steps))))
+        checks.append(availability_check(r.availability.summary(), e.out_of_service))
         if e.takeover_ms_max is not None:
             worst = max(r.takeover_ms, default=0.0)
             checks.append(Check(f"takeover within {e.takeover_ms_max:g} ms", bool(r.takeover_ms) and worst <= e.takeover_ms_max,
@@ -411,6 +453,16 @@ class Runner:
 
 
 SHOWN_REFUSALS = 5  # a city's failed takeovers are counted, not each listed
+
+
+def availability_check(summary: dict[str, int], allowed: tuple[int, int]) -> Check:
+    """The check "availability", in every run: the leases whose devices lost service because of
+    licensing (their PBX told they lapsed, or lost at a re-sync) within `[expect] out_of_service`
+    (0 unless the drill rehearses such a loss: no fault shorter than the hold may cost one)."""
+    lo, hi = allowed
+    n = summary["out_of_service"]
+    return Check("availability", lo <= n <= hi,
+                 f"{describe_availability(summary)}: {n} out of service because of licensing (expected {lo}..{hi})")
 
 
 def failover_check(refusals: list[dict[str, Any]], allowed: dict[str, tuple[int, int]], steps: int) -> Check:

@@ -115,6 +115,9 @@ class Expectations:
     sites: dict[str, SiteExpect] = field(default_factory=dict)
     # refused failover steps allowed, by code (a count or [min, max] each); a code not named: none
     failover_refused: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # leases whose devices lost service because of licensing (told `lapsed`, or lost at a
+    # re-sync): a count or [min, max]; 0 unless the drill rehearses such a loss
+    out_of_service: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -149,9 +152,11 @@ _PBX_KEYS = {"name", "copies", "platform", "model", "firmware", "mac", "licensin
 _STEP_KEYS = {"action", "pbx", "fraction", "rate", "seconds", "audit", "participants", "firmware", "standby", "label",
               "licenses", "cut", "heal"}
 _EXPECT_KEYS = {"no_over_allocation", "audit_agrees", "nothing_left", "denials", "denial_rules", "peak_in_use",
-                "takeover_ms_max", "takeovers", "over_installed_across_masters", "sites", "failover_refused"}
-_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "grace_ms", "journal_flush_ms", "takeover_after_ms", "licenses", "standby",
-                "etcd", "policy", "tls", "cafile", "token", "token_file"}
+                "takeover_ms_max", "takeovers", "over_installed_across_masters", "sites", "failover_refused", "out_of_service"}
+_MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "hold_s", "grace_ms", "journal_flush_ms", "takeover_after_ms", "licenses",
+                "standby", "etcd", "policy", "tls", "cafile", "token", "token_file"}
+LEASE_TTL_MS = 3000  # a master slave-sim starts, without [master] lease_ttl_ms (drill/master_process.py)
+HOLD_MOST_S = 30 * 86_400
 _TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
 _SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "rooms_scale", "licenses", "pause_scale", "expect", "files"}
 
@@ -191,6 +196,7 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     if "policy" in master:  # the site policy of the master slave-sim starts, as an absolute path
         master["policy"] = str(_path(base, master["policy"], f"{where} [master] policy").resolve())
     access = _access(master, base, f"{where} [master]")  # how the run's clients connect; not the master's own settings
+    _hold(master, f"{where} [master]")
     pbxs = _pbxs(raw.get("pbx", []), base, where, sizing)
     names = [p.name for p in pbxs]
     if len(set(names)) != len(names):
@@ -215,6 +221,9 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     if any(ACTIONS[s.action].needs == "standby-master" for s in steps) and not standby_master:
         named = " and ".join(a.name for a in ACTIONS.values() if a.needs == "standby-master")
         raise ScenarioError(f"{where}: {named} need a standby master: set standby = true in [master]")
+    if any(ACTIONS[s.action].needs == "etcd" for s in steps) and not etcd:
+        named = " and ".join(a.name for a in ACTIONS.values() if a.needs == "etcd")
+        raise ScenarioError(f"{where}: {named} need the masters in etcd: set etcd = true in [master]")
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
                     master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master, etcd=etcd,
                     access=access)
@@ -239,6 +248,19 @@ def _access(master: dict[str, Any], base: _Files, where: str) -> MasterAccess:
         except ValueError as exc:
             raise ScenarioError(str(exc)) from None
     return MasterAccess(tls=tls or ca is not None, cafile=ca, token=token)  # a CA file means TLS
+
+
+def _hold(master: dict[str, Any], where: str) -> None:
+    """`hold_s`: how long the master keeps an absent PBX's floating licenses; from the lease TTL
+    to 30 days, as the master takes it (a drill about reclaiming a dead PBX's licenses sets it
+    short, e.g. equal to the TTL)."""
+    if "hold_s" not in master:
+        return
+    hold, ttl_ms = master["hold_s"], master.get("lease_ttl_ms", LEASE_TTL_MS)
+    ttl_s = ttl_ms / 1000 if isinstance(ttl_ms, (int, float)) else LEASE_TTL_MS / 1000  # a wrong TTL: the master says so
+    if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not ttl_s <= hold <= HOLD_MOST_S:
+        raise ScenarioError(f"{where}: hold_s must be a number of seconds from the lease TTL ({ttl_s:g}) to 30 days "
+                            f"({HOLD_MOST_S}), not {hold!r}")
 
 
 def _known(table: dict[str, Any], keys: set[str], where: str) -> None:
@@ -383,6 +405,8 @@ def _step(item: Any, i: int, where: str, names: set[str], standbys: set[str], si
             raise ScenarioError(f"{w}: no link named {link!r} (links: {', '.join(LINKS)})")
     if action == "partition" and not (cut or heal):
         raise ScenarioError(f"{w}: partition needs cut = [...] and/or heal = [...]")
+    if action == "etcd-down" and not item.get("seconds"):
+        raise ScenarioError(f"{w}: etcd-down needs seconds = how long every etcd member stays down")
     rate_scale = _num(sizing, "rate_scale", 1.0, f"{where} sizes")
     pause_scale = _num(sizing, "pause_scale", 1.0, f"{where} sizes")
     return Step(action=action, pbx=targets, fraction=_num(item, "fraction", 1.0, w, 0.0, 1.0),
@@ -419,6 +443,7 @@ def _expect(raw: Any, where: str) -> Expectations:
         if "over_installed_across_masters" in raw else None,
         sites=_site_expects(raw.get("sites", {}), f"{where} sites"),
         failover_refused=_failover_refused(raw.get("failover_refused", {}), f"{where} failover_refused"),
+        out_of_service=_bounds(raw.get("out_of_service", 0), f"{where} out_of_service"),
     )
 
 

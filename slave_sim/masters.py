@@ -1,0 +1,36 @@
+"""What several masters count together. Pure.
+
+A master that takes over (a standby promoted, an election won) adopts every lease the other had
+out, under the same id, for PBXs absent on it (docs/operations.md, "Two clocks"). While both
+serve (cut apart without etcd, or one suspended without quorum), each counts that one phone's
+license: summed over the masters it is counted twice, which is not a license more in use.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+
+def ports_counted_twice(nodes_by_master: list[list[dict[str, Any]]]) -> int:
+    """Port leases counted by more than one master for the same PBX and holder, beyond their
+    first count; each master's sessions as `nodes(held=True)` lists them ([resource, holder, id]
+    per lease). A Port lease takes one Port (R-PORT-1): so many Ports counted twice."""
+    counts = Counter((node["node"], holder) for nodes in nodes_by_master for node in nodes
+                     for resource, holder, _ in node.get("held", []) if resource == "port")
+    return sum(n - 1 for n in counts.values())
+
+
+GRANTING = ("acting", "grace")  # roles that grant
+SERVING = (*GRANTING, "suspended")  # roles that count a book (a suspended master grants nothing)
+
+
+def books_in_use(roles: dict[str, str]) -> set[str]:
+    """The masters whose in-use counts are licenses in use, by role: every one that grants
+    (acting, grace), and a suspended one (leadership unconfirmed: it keeps its book and resumes
+    with it if its leadership is renewed) only while none grants. Once another master leads, a
+    suspended one's book is stale (what was checked in on the other is still in it), and it
+    gives way without serving from it: counting it too would count Ports twice that no phone
+    uses. Should it resume while another grants, both grant, and both count."""
+    granting = {master for master, role in roles.items() if role in GRANTING}
+    return granting or {master for master, role in roles.items() if role == "suspended"}
