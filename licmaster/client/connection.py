@@ -22,7 +22,9 @@
   `LicenseError` with the code, the rule and the sentence;
 - a master that answers nothing for a whole lease TTL is left (`unresponsive`) for the next one;
 - events (`fenced`, `epoch`, `shutdown`, and the client's own `reconnected`, `lost`,
-  `unresponsive`, `lapsed`) go to `client.events` (an asyncio.Queue) and to `on_event` if given;
+  `unresponsive`, `lapsed`, `refused` — a hello a master refused, `busy` or `no_quorum`, with
+  its code and `retry_ms`; the client tries the next master, and waits that long only when
+  every one refused) go to `client.events` (an asyncio.Queue) and to `on_event` if given;
 - lease validity: what it holds is the PBX's while a master confirmed it within the master's
   `hold_s` (72 h by default; `confirmed()`, `believed()`): a PBX cut off from every master keeps
   its phones up. Past that, `lapsed` says the PBX must stop using it until a master answers
@@ -60,7 +62,12 @@ class LicenseError(Exception):
 
 
 class NotConnected(ConnectionError):
-    """No master answered, or the connection to it is gone (requests in flight fail with this)."""
+    """No master answered, or the connection to it is gone (requests in flight fail with this).
+    `retry_s`: how long the masters that refused asked to be left alone (their `retry_ms`)."""
+
+    def __init__(self, message: str, *, retry_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_s = retry_s
 
 
 class _Wire(asyncio.Protocol):
@@ -215,20 +222,25 @@ class MasterClient:
         is new). No waiting within a round: a backoff is only for when every address refused."""
         last: Exception | None = None
         tried: set[tuple[str, int]] = set()
+        retry_s = 0.0  # the longest retry_ms a refusal of this round asked for
         while len(tried) < len(self.masters):
             tried.add(self.address)
             try:
                 return await self._connect_once()
             except (TimeoutError, OSError, LicenseError) as exc:
-                if isinstance(exc, LicenseError) and exc.code not in ("not_master", "busy"):
+                if isinstance(exc, LicenseError) and exc.code not in ("not_master", "busy", "no_quorum"):
                     raise
+                if isinstance(exc, LicenseError):  # another master may serve (a new leader): try it in this round
+                    retry_s = max(retry_s, float(exc.reply.get("retry_ms", 0) or 0) / 1000)
+                    if exc.code != "not_master":  # said, as a refusal of this PBX's (a standby's not_master is routine)
+                        self._emit({**exc.reply, "event": "refused", "op": "hello", "master": f"{self.address[0]}:{self.address[1]}"})
                 last = exc
                 named = self.master_list.named(exc.reply) if isinstance(exc, LicenseError) and exc.code == "not_master" else None
                 if named is not None and named not in tried:
                     self.master_list.go_to(named)
                     continue
                 self.master_list.next_untried(tried)
-        raise NotConnected(f"no master answered: {last}")
+        raise NotConnected(f"no master answered: {last}", retry_s=retry_s)
 
     async def _connect_once(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -599,9 +611,11 @@ class MasterClient:
         while not self._closed:
             try:
                 await self.connect()
-            except (TimeoutError, OSError, LicenseError, ConnectionError):
+            except (TimeoutError, OSError, LicenseError, ConnectionError) as exc:
                 self.master_list.next()
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                # Every master refused: wait as they asked (no_quorum says retry_ms), or the backoff.
+                asked = exc.retry_s if isinstance(exc, NotConnected) else 0.0
+                await asyncio.sleep(max(delay * random.uniform(0.5, 1.0), asked))
                 delay = min(delay * 2, RETRY_CAP_S)
                 continue
             try:

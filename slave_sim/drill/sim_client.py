@@ -11,17 +11,15 @@ from licmaster.client import LicenseError, MasterClient
 
 class SimClient(MasterClient):
     """A PBX of the simulator: MasterClient as it is, but that a hello a master refuses
-    (`no_quorum` while no master may grant, ...) is told to `on_hello_refused` before the client
-    goes on as it would (a reconnect tries again by itself)."""
+    (`no_quorum` while no master may grant, `busy`: the client's `refused` event) is told to
+    `on_hello_refused`; the client goes on as it would (it tries the next master, and again)."""
 
-    def __init__(self, *args: Any, on_hello_refused: Callable[[LicenseError], None] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_hello_refused = on_hello_refused
+    def __init__(self, *args: Any, on_hello_refused: Callable[[LicenseError], None] | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None, **kwargs: Any) -> None:
+        def told(event: dict[str, Any]) -> None:
+            if event.get("event") == "refused" and on_hello_refused is not None:
+                on_hello_refused(LicenseError(event))
+            if on_event is not None:
+                on_event(event)
 
-    async def connect(self) -> dict[str, Any]:
-        try:
-            return await super().connect()
-        except LicenseError as exc:
-            if self.on_hello_refused is not None:
-                self.on_hello_refused(exc)
-            raise
+        super().__init__(*args, on_event=told, **kwargs)
