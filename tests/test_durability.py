@@ -209,3 +209,26 @@ async def test_a_restart_after_the_journal_was_pruned_still_waits_for_the_holder
             await client.close()
     finally:
         await again.stop()
+
+
+async def test_a_pbx_that_lies_in_its_re_sync_gets_only_what_is_free_beside_what_others_hold(tmp_path: Path) -> None:
+    # Bad input: after a kill -9, pbx-b re-syncs leases it never held. It gets what is free, and
+    # nothing of pbx-a's (adopted, absent, within its hold): the pool stays within installed.
+    d = Daemon(tmp_path / "m", LICENSES, grace_ms=300).start()
+    try:
+        a = await Raw.open(d.address)
+        await a.hello("pbx-a")
+        assert (await a.request("checkout", resource="port", holder="alice"))["ok"]
+        await asyncio.sleep(0.1)
+        d.kill9()
+        d.restart_same_port()
+        b = await Raw.open(d.address)
+        await b.hello("pbx-b")
+        claims = [{"resource": "port", "holder": h} for h in ("alice", "x", "y")]  # 2 Ports installed
+        synced = await b.request("sync", leases=claims)
+        assert synced["ok"] and len(synced["leases"]) == 1
+        assert sorted(e["error"] for e in synced["denied"]) == ["exhausted", "exhausted"]
+        usage = await b.request("usage")
+        assert port_in_use(usage) == 2 and usage["absent"]["shown"][0]["node"] == "pbx-a"
+    finally:
+        d.stop()

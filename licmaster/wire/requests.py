@@ -50,7 +50,7 @@ def describe(value: Any, most: int = 32) -> str:
     return f"a {type(value).__name__}"
 
 OPS = frozenset({"hello", "heartbeat", "bye", "checkout", "checkin", "sync", "takeover", "assign", "unassign", "usage",
-                 "nodes", "replicate", "recording"})
+                 "nodes", "replicate", "ack", "recording"})
 MIN_FRAME, MAX_FRAME = 4096, 64 * 1024 * 1024  # what a peer may say it reads (`max_frame`)
 MAX_PAGE = 200  # entries of one `nodes` page: 200 of the longest fit well in 64 KiB
 
