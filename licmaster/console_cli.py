@@ -271,12 +271,30 @@ def _status(args: argparse.Namespace) -> int:
     if usage["denials"]:
         print()
         print("denials since start: " + ", ".join(f"{k}: {n}" for k, n in usage["denials"].items()))
-    print()
     now = time.time()
+    absent = usage.get("absent") or {}
+    if absent.get("pbxs"):
+        print()
+        print(f"absent: {absent['pbxs']} PBX(s) silent past the lease TTL hold {absent['leases']} lease(s), "
+              f"theirs until their hold ({absent['hold_s']:g} s) runs out")
+        print(table(["node", "absent since", "holds", "goes back"],
+                    [[a["node"], _when(a["since"]), ", ".join(f"{r} {n}" for r, n in sorted(a["held"].items())),
+                      f"{_when(a['back_at'])} (in {_duration(a['back_at'] - now)})"] for a in absent["shown"]]))
+        if absent["pbxs"] > len(absent["shown"]):
+            print(f"  ... and {absent['pbxs'] - len(absent['shown'])} more (the longest absent are shown)")
+    print()
     print(table(["node", "role", "firmware", "platform", "address", "connected", "leases", "last seen"],
                 [[n["node"], n["role"], n["firmware"], n["platform"], n["address"], "yes" if n["connected"] else "no",
                   n["leases"], f"{now - n['last_seen']:.1f} s ago"] for n in nodes]) if nodes else "(no sessions)")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    """`71 h 59 min`, `12 min`, `40 s`."""
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
 
 
 def _when(ts: float | None) -> str:
