@@ -312,6 +312,11 @@ class Master:
             self.record(events.REPLICA_LOST, detail=why)
         else:
             logs.event("replicating_to", standbys=standbys, why=why)
+        self._schedule_record()
+
+    def _schedule_record(self) -> None:
+        """Bring the in-sync record in etcd to what the feed has (a standby attached or left, the
+        leadership resumed after a suspension that stopped a write)."""
         if self.leadership is not None and self.leadership.leading:
             self._record_again = True
             if self._recording is None or self._recording.done():
@@ -746,12 +751,12 @@ class Master:
 
     def _resume(self) -> None:
         """Renewed after a suspension (etcd back with the lease refreshed). The PBXs sent away
-        still believe what they held until a lease TTL after the suspension: until then it is
-        theirs to re-take (a grace window), not anyone's to take. (Found by `slave-sim chaos`,
-        seed 2: no quorum, then quorum back.)"""
+        are absent, within their hold, and still counted: nothing of theirs is anyone else's.
+        (`slave-sim chaos`, seed 2, found a leader resumed with nothing counted.)"""
         if self.role.state is not Role.SUSPENDED:
             return  # stepped down meanwhile (a peer won): nothing to resume
         self.dispatch.resume()
+        self._schedule_record()  # a write the suspension stopped (a standby attached meanwhile) is made now
         # Its book is as it was: every lease a PBX may believe is still counted (the sessions sent
         # away are absent, within their hold), so new checkouts are served from what is free at once
         # (unless a grace window after a takeover was under way: it goes on to its end).
@@ -830,6 +835,10 @@ class Master:
             self.record(events.ABORT, node, detail=why)
             conn.abort()
         dispatch.denials.tick(now)
+        leadership = self.leadership
+        if leadership is not None and leadership.leading and not leadership.suspended \
+                and leadership.recorded != self.feed.in_sync_names() and (self._recording is None or self._recording.done()):
+            self._schedule_record()  # a write that failed or was missed: the record heals within a tick
         for late in self.feed.drop_late(now):
             logs.event("replica_dropped", logging.WARNING, peer=getattr(late, "peer", "-"),
                        why=f"no acknowledgement within {int(self.feed.ack_timeout_s * 1000)} ms")
