@@ -34,6 +34,24 @@ def test_the_abuse_bench_measures_an_attack_beside_the_canary() -> None:
     assert figures["canary_round_trips"] > 0 and figures["attacks"][1]["descriptors_left"] == 0
 
 
+def test_the_abuse_bench_floods_absent_pbxs_and_none_outlasts_what_the_ports_allow() -> None:
+    # 1.5 s: long enough for absent PBXs to come back (silent for 2 lease TTLs of 300 ms first)
+    out = run_bench("bench/abuse.py", "--only", "absent-flood", "--seconds", "1.5")
+    assert out.returncode == 0, out.stderr
+    [flood] = json.loads(out.stdout)["attacks"]
+    assert flood["attack"] == "absent-flood" and flood["nodes"] > 0
+    assert flood["granted"] + sum(n for key, n in flood.items() if key.startswith("refused_")) == flood["nodes"]
+    end, rows = flood["end"], flood["journal_rows"]
+    # absent PBXs hold a Port each: never more than installed, and exactly those the flood left holding one
+    assert flood["peak"]["absent_pbxs"] <= flood["installed_ports"] and end["absent_pbxs"] <= flood["installed_ports"]
+    assert end["absent_pbxs"] == end["absent_leases"] == end["ports_in_use"] == end["holding_expected"]
+    # a PBX that holds nothing (refused, restarted, gone with bye) leaves no session behind
+    assert end["holding_nothing"] == 0 and end["sessions"] == end["absent_pbxs"] + end["connected"]
+    assert end["hold_s"] == 72 * 3600 and flood["bounds_hold"]
+    assert flood["cut_off_left_open"] == 0 and flood["descriptors_left"] == 0
+    assert rows["absent"] >= end["absent_pbxs"] and rows["back"] <= flood.get("returns", 0)
+
+
 def test_the_failover_bench_times_a_kill_and_counts_what_was_lost() -> None:
     out = run_bench("bench/failover.py", "--runs", "1", "--pbxs", "2", "--ports", "2")
     assert out.returncode == 0, out.stderr
