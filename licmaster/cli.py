@@ -4,6 +4,7 @@ this machine's `id`, and the vendor's `license keygen` / `license sign`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 from licmaster import __version__, console_cli, serve
 from licmaster.console import report as usage_report
+from licmaster.console import whatif
 from licmaster.daemon import reload_requests
 from licmaster.daemon.config import Config, ConfigError, load_config
 from licmaster.daemon.storage.datadir import holder_pid
@@ -28,6 +30,7 @@ from licmaster.licenses.signing import TABLE as SIGNATURE_TABLE
 from licmaster.licenses.signing import SigningError, Verifier, keygen, load_private_key, signature_table
 from licmaster.licenses.verdict import render_text, verdict
 from licmaster.model.catalog import CURRENT_VERSION
+from licmaster.model.pool import Pool
 from licmaster.model.rules import normalize_mac
 from licmaster.model.sites import Policy, PolicyError, reach
 from licmaster.model.types import InstalledLicense
@@ -114,6 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--licenses", nargs="+", metavar="FILE", help="the installed license files: each peak with the headroom left")
     rep.add_argument("--policy", type=Path, metavar="SITES_TOML", help="the site policy: peaks and refusals per site too")
     rep.set_defaults(run=_report)
+
+    wi = sub.add_parser("whatif", help="replay the recorded demand against other licenses, a policy, failures: "
+                        "who would have been refused, and the count that serves everyone")
+    wi.add_argument("--data-dir", type=Path, help="the master's data directory (default: the config's, else ./licmaster-data)")
+    console_cli.add_config_argument(wi)
+    wi.add_argument("--since", default="7d", help="from: 7d, 12h, 30m, or epoch seconds (default %(default)s)")
+    wi.add_argument("--until", help="to: epoch seconds (default: now)")
+    wi.add_argument("--licenses", nargs="+", metavar="FILE", help="the candidate license files (default: the config's)")
+    wi.add_argument("--policy", type=Path, metavar="SITES_TOML", help="the candidate site policy (default: the config's)")
+    wi.add_argument("--firmware", type=int, help="replay as if every PBX ran this major version")
+    wi.add_argument("--lose", action="append", default=[], metavar="NODE|@SITE",
+                    help="these PBXs die (their standby PBXs take over where R-STBY-2 allows); with --at, repeatable")
+    wi.add_argument("--at", action="append", default=[], metavar="TIME|peak", help="when each --lose happens: epoch seconds or 'peak'")
+    wi.add_argument("--json", action="store_true")
+    wi.set_defaults(run=_whatif)
 
     parser.set_defaults(read_config=_from_config)  # where a command finds its master (console_cli.FromConfig)
     args = parser.parse_args(argv)
@@ -267,6 +285,73 @@ def _site_name(policy: Policy) -> Callable[[str], str | None]:
         site = policy.site_of(node)
         return site.name if site is not None else None
     return site_of
+
+
+def _whatif(args: argparse.Namespace) -> int:
+    """`licmaster whatif`: the journal's demand replayed in the master's own pool (console/whatif.py)."""
+    path = console_cli.data_dir(args) / "journal.sqlite3"
+    if not path.is_file():
+        print(f"licmaster: no journal at {path}", file=sys.stderr)
+        return 2
+    now = time.time()
+    try:
+        since = usage_report.parse_age(args.since, now)
+    except ValueError:
+        print(f"licmaster: --since {args.since!r}: expected 7d, 12h, 30m, 90s or epoch seconds", file=sys.stderr)
+        return 2
+    try:
+        until = float(args.until) if args.until else now
+    except ValueError:
+        print(f"licmaster: --until {args.until!r}: expected epoch seconds", file=sys.stderr)
+        return 2
+    if len(args.at) != len(args.lose):
+        print(f"licmaster: {len(args.lose)} --lose and {len(args.at)} --at: each --lose needs its --at", file=sys.stderr)
+        return 2
+    if args.firmware is not None and not 1 <= args.firmware <= 99:
+        print(f"licmaster: --firmware {args.firmware}: a major version from 1 to 99", file=sys.stderr)
+        return 2
+    config = _master_config(args)
+    files = args.licenses or ([str(p) for p in config.licenses] if config is not None else [])
+    if not files:
+        print("licmaster: --licenses FILE...: the candidate license files (or --config for the installed ones)", file=sys.stderr)
+        return 2
+    loaded = load_files(files)
+    if not loaded.ok:
+        print("licmaster: the candidate license files have errors:\n" + "\n".join(f"  {p}" for p in loaded.errors), file=sys.stderr)
+        return 2
+    policy_file = args.policy or (config.policy if config is not None else None)
+    policy = None
+    if policy_file is not None:
+        try:
+            policy = load_policy(policy_file, installed_by_family(loaded.licenses))
+        except PolicyError as exc:
+            print("licmaster: the site policy has errors:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
+            return 2
+    asks, nodes = whatif.asks_from(read_journal(path), until=until)
+    if args.firmware is not None:
+        nodes = {name: dataclasses.replace(node, firmware=args.firmware) if node.role != "observer" else node
+                 for name, node in nodes.items()}
+    losses = []
+    for target, at in zip(args.lose, args.at, strict=True):
+        when = whatif.peak_time(asks, since) if at == "peak" else _epoch(at)
+        if when is None:
+            print(f"licmaster: --at {at!r}: expected epoch seconds or 'peak' (and a record with a peak)", file=sys.stderr)
+            return 2
+        losses.append(whatif.Loss(target, when))
+    pool = Pool(loaded.licenses)
+    pool.set_policy(policy)
+    result = whatif.replay(asks, nodes, pool, losses=losses, site_of=_site_name(policy) if policy else None, since=since)
+    doc = {"since": since, "until": until, "licenses": files, "policy": str(policy_file) if policy_file else None,
+           "firmware": args.firmware, **result.to_dict()}
+    print(json.dumps(doc, indent=2) if args.json else whatif.render_text(doc))
+    return 0
+
+
+def _epoch(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -182,8 +182,8 @@ def test_a_demand_still_open_at_stop_is_written_as_it_stands() -> None:
 
 def test_a_demand_row_reads_back_and_reads_as_words() -> None:
     detail = demand_detail(Demand("exhausted", "PBX-Port", 1_700_000_000.1234, 1_700_000_003.5, 50))
-    assert detail == "exhausted family=PBX-Port first=1700000000.123 last=1700000003.500 asks=50"
-    assert read_demand(detail) == Demand("exhausted", "PBX-Port", 1_700_000_000.123, 1_700_000_003.5, 50)
+    assert detail == "exhausted family=PBX-Port first=1700000000.123400 last=1700000003.500000 asks=50"
+    assert read_demand(detail) == Demand("exhausted", "PBX-Port", 1_700_000_000.1234, 1_700_000_003.5, 50)  # to the microsecond
     assert events.detail_text(events.DEMAND, detail) == "exhausted (PBX-Port), 50 asks over 3.4 s from 2023-11-14T22:13:20.123Z"
     dropped = demand_detail(Demand("policy", None, 1_700_000_000.0, 1_700_000_009.0, 400, 120, True))
     assert read_demand(dropped) == Demand("policy", None, 1_700_000_000.0, 1_700_000_009.0, 400, 120, True)

@@ -89,10 +89,12 @@ class Demand(NamedTuple):
 
 
 def demand_detail(demand: Demand) -> str:
-    """A Demand as a row's detail: `exhausted family=PBX-Port first=1700000000.123
-    last=1700000003.456 asks=50`, and `holders=<n>` (`<n>+`: at least) on a demand_dropped row."""
+    """A Demand as a row's detail: `exhausted family=PBX-Port first=1700000000.123456
+    last=1700000003.456789 asks=50`, and `holders=<n>` (`<n>+`: at least) on a demand_dropped row.
+    To the microsecond: a replay (console/whatif.py) places each refused ask among the journal's
+    rows by its time, and a millisecond holds many of them."""
     holders = "" if demand.holders is None else f" holders={demand.holders}{'+' if demand.at_least else ''}"
-    return (f"{demand.code} family={demand.family or '-'}{holders} first={demand.first:.3f} last={demand.last:.3f}"
+    return (f"{demand.code} family={demand.family or '-'}{holders} first={demand.first:.6f} last={demand.last:.6f}"
             f" asks={demand.asks}")
 
 

@@ -1,0 +1,134 @@
+"""What if (licmaster/console/whatif.py): the recorded demand replayed against candidate licenses
+and failures, in the master's own pool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from licmaster.console.whatif import Loss, asks_from, replay
+from licmaster.daemon.storage.journal import read_journal
+from licmaster.model.pool import Pool
+from licmaster.model.types import Node
+from licmaster.wire import events
+from licmaster.wire.events import Demand
+
+from .conftest import licenses
+from .daemon import in_process
+
+T0 = 1_750_000_000.0
+
+
+def hello(ts: float, node: str, **said: Any) -> dict[str, Any]:
+    return {"ts": ts, "event": "hello", "node": node, "detail": events.hello_detail(Node(node, **said))}
+
+
+def grant(ts: float, node: str, holder: str, lease: str) -> dict[str, Any]:
+    return {"ts": ts, "event": "grant", "node": node, "resource": "port", "holder": holder, "lease": lease, "detail": "PBX-Port13:1"}
+
+
+def checkin(ts: float, node: str, lease: str) -> dict[str, Any]:
+    return {"ts": ts, "event": "checkin", "node": node, "resource": "port", "lease": lease}
+
+
+def refused(ts: float, node: str, holder: str, until: float) -> dict[str, Any]:
+    detail = events.demand_detail(Demand("exhausted", "PBX-Port", ts, until, 3))
+    return {"ts": until + 10, "event": "demand", "node": node, "resource": "port", "holder": holder, "detail": detail}
+
+
+def test_with_fewer_ports_it_says_who_would_have_been_refused_and_what_would_serve_everyone() -> None:
+    rows = [hello(T0, "hq", mac="00:90:33:00:00:01"),
+            grant(T0 + 1, "hq", "alice", "1"), grant(T0 + 2, "hq", "bob", "2"), grant(T0 + 3, "hq", "carol", "3"),
+            refused(T0 + 4, "hq", "dave", T0 + 8),  # the record's 3 Ports were not enough for dave
+            checkin(T0 + 10, "hq", "1"), grant(T0 + 11, "hq", "erin", "4")]
+    asks, nodes = asks_from(rows)
+    assert [(a.holder, a.end is not None, a.recorded_granted) for a in asks] == \
+        [("alice", True, True), ("bob", False, True), ("carol", False, True), ("dave", True, False), ("erin", False, True)]
+    as_recorded = replay(asks, nodes, Pool(licenses(("PBX-Port13", 3))))
+    assert [(a.holder, code) for a, code in as_recorded.outcomes] == \
+        [("alice", None), ("bob", None), ("carol", None), ("dave", "exhausted"), ("erin", None)]
+    port = as_recorded.families["PBX-Port"].to_dict()
+    assert (port["peak_in_use"], port["refused"], port["peak_demand"], port["would_serve_everyone"]) == (3, 1, 4, 4)
+    fewer = replay(asks, nodes, Pool(licenses(("PBX-Port13", 2)))).families["PBX-Port"].to_dict()
+    assert fewer["refused"] == 2 and [w["holder"] for w in fewer["who"]] == ["carol", "dave"]
+    assert fewer["headroom_at_peak"] == 0 and fewer["first_refused"] == T0 + 3
+    more = replay(asks, nodes, Pool(licenses(("PBX-Port13", 4)))).families["PBX-Port"].to_dict()
+    assert more["refused"] == 0 and more["peak_in_use"] == 4 and more["headroom_at_peak"] == 0
+
+
+def test_losing_a_pbx_its_standby_takes_over_only_when_the_standby_licenses_allow_it_R_STBY_2() -> None:
+    rows = [hello(T0, "hq", mac="00:90:33:00:00:01"), hello(T0, "hq-standby", role="standby", standby_for="hq",
+                                                            mac="00:90:33:00:00:02"),
+            grant(T0 + 1, "hq", "alice", "1"), grant(T0 + 2, "hq", "bob", "2")]
+    asks, nodes = asks_from(rows)
+    covered = replay(asks, nodes, Pool(licenses(("PBX-Port13", 2), ("PBX-Standby13", 2))), losses=[Loss("hq", T0 + 5)])
+    assert covered.lost == [{"target": "hq", "at": T0 + 5, "taken_over": [{"failed": "hq", "standby": "hq-standby", "moved": 2}],
+                             "down": []}]
+    short = replay(asks, nodes, Pool(licenses(("PBX-Port13", 2))), losses=[Loss("hq", T0 + 5)])
+    (down,) = short.lost[0]["down"]
+    assert down["failed"] == "hq" and down["leases"] == 2 and "Standby" in down["why"]
+
+
+async def test_replayed_with_the_installed_licenses_a_real_record_gives_every_grant_and_refusal_again(tmp_path: Path) -> None:
+    # Exact on the record: a real master, refusals, retries, a check-in, a PBX gone and its
+    # standby taking over; its journal replayed one by one against the same licenses.
+    text = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n'
+    d = await in_process(tmp_path / "m", text)
+    try:
+        hq, branch, standby = d.connect_now(), d.connect_now(), d.connect_now()
+        assert hq.call("hello", node="hq", role="pbx", firmware=13, platform="gateway", mac="00:90:33:00:00:01",
+                       licensing="central")["ok"]
+        assert branch.call("hello", node="branch", role="pbx", firmware=13, platform="gateway", mac="00:90:33:00:00:02",
+                           licensing="central")["ok"]
+        assert standby.call("hello", node="hq-standby", role="standby", standby_for="hq", firmware=13, platform="gateway",
+                            mac="00:90:33:00:00:03", licensing="central")["ok"]
+        said = [hq.call("checkout", resource="port", holder=h) for h in ("alice", "bob")]
+        said += [branch.call("checkout", resource="port", holder=h) for h in ("carol", "dave", "dave", "erin")]
+        assert [r["ok"] for r in said] == [True, True, True, False, False, False]
+        assert hq.call("checkin", lease=said[0]["lease"])["ok"]
+        assert branch.call("checkout", resource="port", holder="dave")["ok"]
+        assert standby.call("takeover", failed="hq")["ok"]
+        assert branch.call("checkout", resource="port", holder="frank")["error"] == "exhausted"
+    finally:
+        await d.stop()
+    rows = read_journal(d.workdir / "data" / "journal.sqlite3")
+    asks, nodes = asks_from(rows)
+    result = replay(asks, nodes, Pool(licenses(("PBX-Port13", 3), ("PBX-Standby13", 3))))
+    recorded = sorted((a.node, a.holder, a.recorded_granted) for a in asks)
+    replayed = sorted((a.node, a.holder, code is None) for a, code in result.outcomes)
+    assert replayed == recorded  # every grant a grant again, every refusal a refusal
+    assert sorted(h for (n, h, ok) in recorded if not ok) == ["dave", "erin", "frank"]  # dave's retries: one demand
+    assert json.dumps(result.to_dict())  # plain data, for --json and the API
+
+
+async def test_licmaster_whatif_answers_with_fewer_ports_and_a_pbx_lost_at_the_peak(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    d = await in_process(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 4\n')
+    try:
+        hq = d.connect_now()
+        assert hq.call("hello", node="hq", role="pbx", firmware=13, platform="gateway", mac="00:90:33:00:00:01",
+                       licensing="central")["ok"]
+        for holder in ("a", "b", "c", "d"):
+            assert hq.call("checkout", resource="port", holder=holder)["ok"]
+    finally:
+        await d.stop()
+    fewer = tmp_path / "fewer.toml"
+    fewer.write_text('[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
+
+    def whatif(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "licmaster.cli", "whatif", "--data-dir", str(d.workdir / "data"),
+                               "--since", "1h", *args], capture_output=True, text=True, timeout=60)
+
+    answer = whatif("--licenses", str(fewer), "--json")
+    assert answer.returncode == 0, answer.stderr
+    port = next(f for f in json.loads(answer.stdout)["families"] if f["family"] == "PBX-Port")
+    assert (port["installed"], port["refused"], port["would_serve_everyone"]) == (3, 1, 4)
+    assert [w["holder"] for w in port["who"]] == ["d"]
+    text = whatif("--licenses", str(fewer), "--lose", "hq", "--at", "peak")
+    assert text.returncode == 0 and "PBX-Port: 3 installed" in text.stdout and "lost hq" in text.stdout
+    assert "hq down with 3 leases" in text.stdout  # no standby PBX said hello for it
+    bad = whatif("--licenses", str(fewer), "--lose", "hq")
+    assert bad.returncode == 2 and "each --lose needs its --at" in bad.stderr
