@@ -381,11 +381,22 @@ class LeaseBook:
         labels = sorted(buckets, key=len, reverse=True)  # "PBX-Port" must not match "PBX-Port bound to ..."
         adopted: list[Lease] = []
         refused: list[tuple[str, str, str, Denial]] = []
+        # label -> (took, count): a city's 100,000 leases share a few labels (a failover waits on this loop)
+        read: dict[str, tuple[Took, int] | None] = {}
+        smb = self.planner.inventory.smb
+        attached = 0
         for node, resource, holder, lease_id, label in rows:
-            if self.find(node, resource, holder) is not None:
+            held = self.held.get(node)
+            if held is not None and holder in held.by_resource.get(resource, ()):
                 continue
-            took = _took_of(label, buckets, labels) if label else None
-            if took is None:
+            shape = None
+            if label:
+                if label in read:
+                    shape = read[label]
+                else:
+                    took_read = _took_of(label, buckets, labels)
+                    shape = read[label] = (took_read, max(n for _, n in took_read)) if took_read else None
+            if shape is None:
                 self._enforcing = False
                 try:
                     outcome = self.checkout(node, resource, holder)
@@ -396,20 +407,31 @@ class LeaseBook:
                 else:
                     adopted.append(outcome[0])
                 continue
-            held = self.held.get(node)
             if held is None:
                 held = self.held[node] = Held()
             if held.site_counts is None and self.enforcer is not None:
                 held.site_counts = self.enforcer.site_counts(self.nodes.get(node) or Node(node))
-            lease = Lease(lease_id, node, resource, holder, took, max(n for _, n in took), None)
-            _apply(took)
+            took, count = shape
+            lease = Lease(lease_id, node, resource, holder, took, count, None)
+            for bucket, n in took:
+                bucket.in_use += n
             if held.site_counts is not None:
                 for bucket, n in took:
-                    count = held.site_counts.get(bucket.family)
-                    if count is not None:
-                        count.add(n)
-            self._attach(held, lease)
+                    site_count = held.site_counts.get(bucket.family)
+                    if site_count is not None:
+                        site_count.add(n)
+            held.by_id[lease_id] = lease
+            by_holder = held.by_resource.get(resource)
+            if by_holder is None:
+                by_holder = held.by_resource[resource] = {}
+            by_holder[holder] = lease
+            if smb:
+                self._note_smb(lease, +1)
             adopted.append(lease)
+            attached += 1
+        self.count += attached  # (a lease drawn afresh was counted by its checkout)
+        for bucket in buckets.values():
+            bucket.peak = max(bucket.peak, bucket.in_use)
         return adopted, refused
 
     def move(self, failed: str, standby: str) -> list[Lease]:
