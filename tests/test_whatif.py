@@ -20,6 +20,12 @@ from .daemon import in_process
 T0 = 1_750_000_000.0
 
 
+def says_hello(peer: Any, node: str, mac: str, **more: Any) -> None:
+    """A PBX's hello on a real master (in-process), as the tests here record it."""
+    assert peer.call("hello", node=node, role=more.pop("role", "pbx"), firmware=13, platform="gateway", mac=mac,
+                     licensing="central", **more)["ok"]
+
+
 def hello(ts: float, node: str, **said: Any) -> dict[str, Any]:
     return {"ts": ts, "event": "hello", "node": node, "detail": events.hello_detail(Node(node, **said))}
 
@@ -77,12 +83,9 @@ async def test_replayed_with_the_installed_licenses_a_real_record_gives_every_gr
     d = await in_process(tmp_path / "m", text)
     try:
         hq, branch, standby = d.connect_now(), d.connect_now(), d.connect_now()
-        assert hq.call("hello", node="hq", role="pbx", firmware=13, platform="gateway", mac="00:90:33:00:00:01",
-                       licensing="central")["ok"]
-        assert branch.call("hello", node="branch", role="pbx", firmware=13, platform="gateway", mac="00:90:33:00:00:02",
-                           licensing="central")["ok"]
-        assert standby.call("hello", node="hq-standby", role="standby", standby_for="hq", firmware=13, platform="gateway",
-                            mac="00:90:33:00:00:03", licensing="central")["ok"]
+        says_hello(hq, "hq", "00:90:33:00:00:01")
+        says_hello(branch, "branch", "00:90:33:00:00:02")
+        says_hello(standby, "hq-standby", "00:90:33:00:00:03", role="standby", standby_for="hq")
         said = [hq.call("checkout", resource="port", holder=h) for h in ("alice", "bob")]
         said += [branch.call("checkout", resource="port", holder=h) for h in ("carol", "dave", "dave", "erin")]
         assert [r["ok"] for r in said] == [True, True, True, False, False, False]
@@ -109,8 +112,7 @@ async def test_licmaster_whatif_answers_with_fewer_ports_and_a_pbx_lost_at_the_p
     d = await in_process(tmp_path / "m", '[[license]]\ntype = "PBX-Port13"\ncount = 4\n')
     try:
         hq = d.connect_now()
-        assert hq.call("hello", node="hq", role="pbx", firmware=13, platform="gateway", mac="00:90:33:00:00:01",
-                       licensing="central")["ok"]
+        says_hello(hq, "hq", "00:90:33:00:00:01")
         for holder in ("a", "b", "c", "d"):
             assert hq.call("checkout", resource="port", holder=holder)["ok"]
     finally:
