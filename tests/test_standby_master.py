@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from licmaster.client import LicenseError, MasterClient, NotConnected
+from licmaster.daemon.storage.journal import read_journal
 from licmaster.testing import free_port
 
 from .daemon import Daemon, Raw, next_event, self_signed_cert
@@ -515,9 +516,11 @@ async def test_after_a_kill_9_the_new_master_counts_what_a_silent_pbx_holds_for_
                 break
             except (NotConnected, LicenseError):
                 await asyncio.sleep(0.05)
-        await hq.checkout("port", "carol")  # waits out the grace window (retried), then the one free Port
+        await hq.checkout("port", "carol")  # the one free Port, at once
         with pytest.raises(LicenseError, match="exhausted"):
             await hq.checkout("port", "dave")  # 3 installed: branch's 2 are its own for its hold
+        roles = [r["detail"] for r in read_journal(standby.workdir / "data" / "journal.sqlite3", event="role")]
+        assert not any("-> grace" in r for r in roles), roles  # its stream was whole: nothing unknown to wait for
         usage = await hq.usage()
         assert usage["absent"]["pbxs"] == 1 and usage["absent"]["leases"] == 2
         assert [(a["node"], a["held"]) for a in usage["absent"]["shown"]] == [("branch", {"port": 2})]

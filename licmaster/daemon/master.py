@@ -791,10 +791,15 @@ class Master:
 
     def promote(self, holdings: Holdings, master_epoch: int) -> None:
         """The master is gone: this standby takes over, with a higher epoch, the replicated user
-        assignments, and a grace window in which PBXs re-take what they held."""
+        assignments and every lease adopted. Its stream whole when the master went silent
+        (synchronous replication: every grant answered was acknowledged by it, or it was told
+        `replica_dropped`), it knows every lease a PBX may believe and serves at once; else a
+        grace window lets the PBXs re-sync first. (Cut apart rather than dead, the two serve
+        alike: the two-node trade-off, docs/operations.md.)"""
         epoch = max(self.epoch, master_epoch) + 1
+        complete = self.follower is not None and self.follower.whole
         self.failover.take_over("the master is gone: taking over", epoch, holdings, install=self._serve_at, adopt=self.adopt,
-                                announce=self._announce_epoch, detail=f"epoch={epoch}")
+                                announce=self._announce_epoch, detail=f"epoch={epoch}", complete=complete)
         logs.event("promoted", logging.WARNING, master=self.name, epoch=epoch, users=len(self.pool.users),
                    held=len(holdings.lease_node), grace_ms=self.config.effective_grace_ms)
 

@@ -12,10 +12,10 @@ keeps the floating leases as `Holdings`. When the master has been unreachable fo
 assignments, every lease adopted as it was (its PBX absent until it re-syncs), and a grace window
 in which only what the PBXs held may be re-taken.
 
-A standby dropped for acknowledging too slowly (or detached) is out of sync: the master serves
-alone and says so. Without etcd a standby cannot know whether it was dropped before the master
-died, so after a takeover the grace window runs its whole length (docs/operations.md, "Failover
-keeps the holds").
+A standby dropped for acknowledging too slowly is told so (`replica_dropped`) and is out of sync
+until its next snapshot: the master serves alone and says so. A standby whose stream was whole
+when its master went silent (`whole`) knows every grant answered, and serves at once after its
+takeover; one that was not waits a grace window (docs/operations.md, "Two clocks").
 
 The stream's shape is wire/events.py's, with its version: a standby asks `replicate` with the
 version it reads, and a master of another version refuses with `version`.
@@ -346,6 +346,8 @@ class Follower:
                 self.client.send("ack", seq=seq).add_done_callback(_ignore_reply)
         elif name == "epoch":
             self.master_epoch = max(self.master_epoch, int(event.get("epoch", 0)))
+        elif name == "replica_dropped":  # the master answers without this standby from now on
+            self.synced = self.whole = False
 
 
 def _ignore_reply(future: asyncio.Future[Any]) -> None:
