@@ -341,6 +341,7 @@ def _whatif(args: argparse.Namespace) -> int:
     pool = Pool(loaded.licenses)
     pool.set_policy(policy)
     result = whatif.replay(asks, nodes, pool, losses=losses, site_of=_site_name(policy) if policy else None, since=since)
+    result.add_traffic(since, until)
     doc = {"since": since, "until": until, "licenses": files, "policy": str(policy_file) if policy_file else None,
            "firmware": args.firmware, **result.to_dict()}
     print(json.dumps(doc, indent=2) if args.json else whatif.render_text(doc))

@@ -134,3 +134,33 @@ async def test_licmaster_whatif_answers_with_fewer_ports_and_a_pbx_lost_at_the_p
     assert "hq down with 3 leases" in text.stdout  # no standby PBX said hello for it
     bad = whatif("--licenses", str(fewer), "--lose", "hq")
     assert bad.returncode == 2 and "each --lose needs its --at" in bad.stderr
+
+
+def test_traffic_theory_stands_beside_the_replay_for_the_busiest_hour() -> None:
+    from licmaster.model import traffic
+
+    # Two hours; in the second, 30 phones each hold a Port for 6 minutes, one every 2 minutes: 1.5
+    # Erlangs offered on average, 3 at a time at most; 2 Ports installed.
+    rows = [hello(T0, "hq", mac="00:90:33:00:00:01")]
+    for i in range(30):
+        start = T0 + 3600 + i * 120
+        rows += [grant(start, "hq", f"p{i}", str(i + 1)), checkin(start + 360, "hq", str(i + 1))]
+    rows.sort(key=lambda r: r["ts"])
+    asks, nodes = asks_from(rows)
+    result = replay(asks, nodes, Pool(licenses(("PBX-Port13", 2))), since=T0)
+    result.add_traffic(T0, T0 + 7200)
+    t = result.families["PBX-Port"].to_dict()["traffic"]
+    assert t["busy_hour"][0] >= T0 + 3600 and 2.5 < t["erlangs"] <= 3.0
+    assert t["erlang_b"] == round(traffic.erlang_b(2, t["erlangs"]), 4) and t["sources"] == 30
+    assert t["engset"] == round(traffic.engset(2, 30, t["erlangs"]), 4) < t["erlang_b"]
+    # The replay refuses the third phone of every overlap (1 in 3); Erlang-B expects more (53%):
+    # these arrivals are evenly spaced, smoother than Poisson's; within 2x, no note is needed.
+    assert t["replay_refused"] == 0.3333 and t["erlang_b"] > 0.5 and t["note"] is None and t["servers_for_1pct"] >= 6
+
+
+def test_where_the_replay_and_the_formula_differ_much_it_says_the_likely_why() -> None:
+    from licmaster.console.whatif import _disagreement
+
+    assert "bursts" in (_disagreement(0.40, 0.05) or "")  # a PBX registering its phones at once
+    assert "less" in (_disagreement(0.01, 0.30) or "")
+    assert _disagreement(0.30, 0.35) is None and _disagreement(0.0, 0.01) is None

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from licmaster.model import traffic
 from licmaster.model.errors import Denial
 from licmaster.model.pool import Pool
 from licmaster.model.types import Node
@@ -73,12 +74,16 @@ class FamilyOutcome:
     refused: int = 0
     first_refused: float | None = None
     who: list[dict[str, Any]] = field(default_factory=list)
+    holdings: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of every unit asked for, from `since`
+    sources: set[tuple[str, str]] = field(default_factory=set)  # (node, holder) that asked
+    asked: list[tuple[float, bool]] = field(default_factory=list)  # (when, refused) of every ask from `since`
+    traffic: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "installed": self.installed, "peak_in_use": self.peak_in_use, "peak_at": self.peak_at,
                 "headroom_at_peak": self.installed - self.peak_in_use, "peak_demand": self.peak_demand,
                 "would_serve_everyone": max(self.peak_demand, self.peak_in_use), "refused": self.refused,
-                "first_refused": self.first_refused, "who": self.who}
+                "first_refused": self.first_refused, "who": self.who, "traffic": self.traffic}
 
 
 @dataclass
@@ -99,6 +104,26 @@ class Replay:
     def to_dict(self) -> dict[str, Any]:
         return {"asks": self.asks, "families": [f.to_dict() for f in sorted(self.families.values(), key=lambda f: f.family)],
                 "lost": self.lost}
+
+    def add_traffic(self, since: float, until: float) -> None:
+        """Traffic theory beside the replay, per family: the busiest hour's offered traffic in
+        Erlangs (the holding times asked for, served or not), Erlang-B's blocking at the
+        candidate count, Engset's for a population of few holders, and the replay's own share
+        refused in that hour. Where they disagree, the note says the likely why."""
+        for f in self.families.values():
+            if not f.holdings or until - since < traffic.HOUR:
+                continue
+            busy = traffic.busiest_hour([(max(a, since), min(b, until)) for a, b in f.holdings if b > since], since, until)
+            in_hour = [refused for at, refused in f.asked if busy.start <= at < busy.end]
+            replayed = sum(in_hour) / len(in_hour) if in_hour else 0.0
+            erlang_b = traffic.erlang_b(f.installed, busy.erlangs)
+            sources = len(f.sources)
+            engset = traffic.engset(f.installed, sources, busy.erlangs) if busy.erlangs < sources else None
+            f.traffic = {"busy_hour": [busy.start, busy.end], "erlangs": round(busy.erlangs, 3), "erlang_b": round(erlang_b, 4),
+                         "engset": None if engset is None else round(engset, 4), "sources": sources,
+                         "replay_refused": round(replayed, 4), "asks_in_hour": len(in_hour),
+                         "servers_for_1pct": traffic.servers_for(busy.erlangs, 0.01) if busy.erlangs > 0 else 0,
+                         "note": _disagreement(replayed, erlang_b if engset is None else engset)}
 
 
 def asks_from(rows: Iterable[dict[str, Any]], *, until: float | None = None) -> tuple[list[Ask], dict[str, Node]]:
@@ -181,6 +206,8 @@ def replay(asks: list[Ask], nodes: dict[str, Node], pool: Pool, *, losses: Itera
                 family = str((outcome.details or {}).get("family") or ask.resource)
                 out.outcomes.append((ask, outcome.code))
                 if at >= since:
+                    _asked(out.family(family), ask, refused=True)
+                if at >= since:
                     _refused(out.family(family), ask, outcome)
                 unmet[index] = family  # still asking until its end (to the end of the period, if none)
                 out.family(family).unmet += 1
@@ -189,6 +216,9 @@ def replay(asks: list[Ask], nodes: dict[str, Node], pool: Pool, *, losses: Itera
             else:
                 lease = outcome[0]
                 out.outcomes.append((ask, None))
+                if at >= since:
+                    for family in {bucket.family for bucket, _ in lease.took}:
+                        _asked(out.family(family), ask, refused=False)
                 granted[index] = lease.id
                 if ask.end is not None:
                     heapq.heappush(timeline, (ask.end, ask.end_seq, 1, index))
@@ -200,6 +230,24 @@ def replay(asks: list[Ask], nodes: dict[str, Node], pool: Pool, *, losses: Itera
             out.family(unmet.pop(index)).unmet -= 1
         _sample(out, pool, at, counted=at >= since)
     return out
+
+
+def _asked(family: FamilyOutcome, ask: Ask, *, refused: bool) -> None:
+    end = ask.end if ask.end is not None else math.inf
+    family.holdings.extend([(ask.start, end)] * ask.count)
+    family.sources.add((ask.node, ask.holder))
+    family.asked.append((ask.start, refused))
+
+
+def _disagreement(replayed: float, model: float) -> str | None:
+    """Why the replay and the loss formula may differ, when they differ much."""
+    if abs(replayed - model) < 0.02 or (min(replayed, model) > 0 and max(replayed, model) / min(replayed, model) < 2):
+        return None
+    if replayed > model:
+        return ("the record refused more than the formula expects: its asks come in bursts (a PBX registering its "
+                "phones at once, retries), not as independent Poisson requests")
+    return ("the record refused less than the formula expects: its holders are few and ask in turn, or the hour's "
+            "asks were spread more evenly than Poisson requests")
 
 
 def peak_time(asks: list[Ask], since: float = -math.inf) -> float | None:
@@ -298,6 +346,12 @@ def render_text(doc: dict[str, Any]) -> str:
                      + (f" at {_utc(f['peak_at'])}" if f["peak_at"] else "") + f", headroom {f['headroom_at_peak']}; "
                      f"{f['refused']} refused" + (f" (first at {_utc(f['first_refused'])})" if f["first_refused"] else "")
                      + f"; {f['would_serve_everyone']} would have served everyone")
+        t = f.get("traffic")
+        if t:
+            lines.append(f"    busiest hour from {_utc(t['busy_hour'][0])}: {t['erlangs']:g} Erlangs offered; refused there "
+                         f"{t['replay_refused']:.1%} in the replay, Erlang-B {t['erlang_b']:.1%}"
+                         + (f", Engset ({t['sources']} holders) {t['engset']:.1%}" if t["engset"] is not None else "")
+                         + f"; {t['servers_for_1pct']} for 1% blocking" + (f" ({t['note']})" if t["note"] else ""))
         for who in f["who"][:5]:
             lines.append(f"    refused {who['node']}/{who['holder']} ({who['resource']}) at {_utc(who['at'])}: {who['code']}"
                          + (f" ({who['rule']})" if who.get("rule") else ""))
