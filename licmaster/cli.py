@@ -4,7 +4,6 @@ this machine's `id`, and the vendor's `license keygen` / `license sign`."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -30,7 +29,6 @@ from licmaster.licenses.signing import TABLE as SIGNATURE_TABLE
 from licmaster.licenses.signing import SigningError, Verifier, keygen, load_private_key, signature_table
 from licmaster.licenses.verdict import render_text, verdict
 from licmaster.model.catalog import CURRENT_VERSION
-from licmaster.model.pool import Pool
 from licmaster.model.rules import normalize_mac
 from licmaster.model.sites import Policy, PolicyError, reach
 from licmaster.model.types import InstalledLicense
@@ -327,32 +325,15 @@ def _whatif(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             print("licmaster: the site policy has errors:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
             return 2
-    asks, nodes = whatif.asks_from(read_journal(path), until=until)
-    if args.firmware is not None:
-        nodes = {name: dataclasses.replace(node, firmware=args.firmware) if node.role != "observer" else node
-                 for name, node in nodes.items()}
-    losses = []
-    for target, at in zip(args.lose, args.at, strict=True):
-        when = whatif.peak_time(asks, since) if at == "peak" else _epoch(at)
-        if when is None:
-            print(f"licmaster: --at {at!r}: expected epoch seconds or 'peak' (and a record with a peak)", file=sys.stderr)
-            return 2
-        losses.append(whatif.Loss(target, when))
-    pool = Pool(loaded.licenses)
-    pool.set_policy(policy)
-    result = whatif.replay(asks, nodes, pool, losses=losses, site_of=_site_name(policy) if policy else None, since=since)
-    result.add_traffic(since, until)
-    doc = {"since": since, "until": until, "licenses": files, "policy": str(policy_file) if policy_file else None,
-           "firmware": args.firmware, **result.to_dict()}
+    try:
+        doc = whatif.answer(read_journal(path), loaded.licenses, policy, since=since, until=until, firmware=args.firmware,
+                            lose=list(zip(args.lose, args.at, strict=True)))
+    except ValueError as exc:
+        print(f"licmaster: --{exc}", file=sys.stderr)
+        return 2
+    doc.update(licenses=files, policy=str(policy_file) if policy_file else None)
     print(json.dumps(doc, indent=2) if args.json else whatif.render_text(doc))
     return 0
-
-
-def _epoch(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 def _report(args: argparse.Namespace) -> int:

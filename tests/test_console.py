@@ -662,3 +662,22 @@ async def test_a_pbx_gone_silent_is_absent_in_metrics_usage_ha_and_nodes_with_it
         for client in (present, back):
             await client.close()
         d.stop()
+
+
+async def test_what_if_over_the_api_with_a_candidate_beside_the_license_files_and_nothing_else(console: Console_) -> None:
+    pbx = console.master.connect_now()
+    assert pbx.call("hello", node="pbx1", **PBX)["ok"]
+    for holder in ("a", "b", "c"):
+        assert pbx.call("checkout", resource="port", holder=holder)["ok"]
+    (console.master.license_file.parent / "fewer.toml").write_text('[[license]]\ntype = "PBX-Port13"\ncount = 2\n')
+    as_installed = await console.get("/api/v1/whatif?since=1h")
+    port = next(f for f in as_installed["families"] if f["family"] == "PBX-Port")
+    assert port["refused"] == 0 and port["peak_in_use"] == 3
+    fewer = await console.get("/api/v1/whatif?since=1h&licenses=fewer.toml")
+    port = next(f for f in fewer["families"] if f["family"] == "PBX-Port")
+    assert (port["installed"], port["refused"], port["would_serve_everyone"]) == (2, 1, 3)
+    lost = await console.get("/api/v1/whatif?since=1h&lose=pbx1&at=peak")
+    assert lost["lost"][0]["down"][0]["failed"] == "pbx1" and lost["lost"][0]["down"][0]["leases"] == 3
+    for query in ("licenses=../licmaster.toml", "licenses=/etc/passwd", "licenses=missing.toml", "lose=pbx1", "firmware=x"):
+        refused = await console.get(f"/api/v1/whatif?{query}", status=400)
+        assert refused["error"] == "bad_request"

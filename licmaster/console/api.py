@@ -22,13 +22,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from licmaster.console import report as usage_report
+from licmaster.console import whatif
 from licmaster.console.access import allowed_origin, decide, decide_metrics
 from licmaster.console.live import Live
 from licmaster.console.metrics import MasterCollector
 from licmaster.daemon import logs, operator
 from licmaster.daemon.master import StartError
 from licmaster.daemon.sessions import End
-from licmaster.daemon.storage.journal import page
+from licmaster.daemon.storage.journal import page, read_journal
+from licmaster.licenses.files import load_files
 from licmaster.licenses.verdict import verdict
 from licmaster.model.catalog import CURRENT_VERSION, FAMILIES, Consumption
 from licmaster.model.leases import lease_number
@@ -406,6 +408,56 @@ async def report(request: web.Request) -> web.Response:
     return web.json_response(doc)
 
 
+async def whatif_view(request: web.Request) -> web.Response:
+    """What if (console/whatif.py; docs/operations.md, "What if"): the journal's demand replayed
+    against candidate licenses. `since` (default 7d), `until` (epoch seconds, default now),
+    `licenses` (repeatable: file names beside the master's own license files; default the set
+    in force), `firmware`, `lose` and `at` (repeatable, in pairs: a node or @site, and epoch
+    seconds or `peak`). The master's own site policy applies."""
+    master = request.app[MASTER]
+    since = _seconds_ago(request, "since") or time.time() - 7 * 86400
+    until = _number(request, "until") or time.time()
+    firmware = _number(request, "firmware")
+    if firmware is not None and (firmware != int(firmware) or not 1 <= firmware <= 99):
+        raise Refused(400, "bad_request", "firmware must be a major version from 1 to 99")
+    lose, at = request.query.getall("lose", []), request.query.getall("at", [])
+    if len(lose) != len(at):
+        raise Refused(400, "bad_request", f"{len(lose)} lose and {len(at)} at: each lose needs its at")
+    names = request.query.getall("licenses", [])
+    if names:
+        folder = Path(master.config.licenses[0]).parent if master.config.licenses else Path(".")
+        for name in names:  # a name beside the license files, never a path: the API reads no other file
+            if not name or Path(name).name != name or name.startswith(".") or not (folder / name).is_file():
+                raise Refused(400, "bad_request", f"licenses: {name[:64]!r} is not a license file beside the master's own")
+        loaded = load_files([folder / name for name in names])
+        if not loaded.ok:
+            raise Refused(400, "bad_request", "the candidate license files have errors: " + "; ".join(map(str, loaded.errors))[:800])
+        candidates = loaded.licenses
+    else:
+        candidates = master.license_set.licenses if master.license_set is not None else []
+    if master.journal:
+        await master.journal.flush()
+    path = Path(master.config.data_dir) / "journal.sqlite3"
+    try:
+        doc = await asyncio.get_running_loop().run_in_executor(None, lambda: whatif.answer(
+            read_journal(path), candidates, master.policy, since=since, until=until,
+            firmware=int(firmware) if firmware is not None else None, lose=list(zip(lose, at, strict=True))))
+    except ValueError as exc:
+        raise Refused(400, "bad_request", str(exc)) from None
+    doc.update(licenses=names or "installed")
+    return web.json_response(doc)
+
+
+def _number(request: web.Request, name: str) -> float | None:
+    text = request.query.get(name)
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise Refused(400, "bad_request", f"{name} must be a number") from None
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -495,7 +547,7 @@ def application(master: Master, hub: Live) -> web.Application:
     app.add_routes([
         web.get(f"{api}/usage", usage), web.get(f"{api}/nodes", nodes), web.get(f"{api}/nodes/{{node}}", node),
         web.get(f"{api}/families/{{family}}", family), web.get(f"{api}/journal", journal), web.get(f"{api}/denials", denials), web.get(f"{api}/check", check),
-        web.get(f"{api}/ha", ha), web.get(f"{api}/report", report), web.post(f"{api}/reload", reload), web.post(f"{api}/nodes/{{node}}/release", release),
+        web.get(f"{api}/ha", ha), web.get(f"{api}/report", report), web.get(f"{api}/whatif", whatif_view), web.post(f"{api}/reload", reload), web.post(f"{api}/nodes/{{node}}/release", release),
         web.get(f"{api}/users", users), web.post(f"{api}/users/{{user}}/unassign", unassign),
         web.get("/metrics", metrics), web.get(f"{api}/live", live),
         web.get("/", index), web.get("/static/{name}", static),

@@ -21,6 +21,7 @@ gives its licenses back (its users are down: counted as lost).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import time
@@ -31,10 +32,12 @@ from typing import Any
 from licmaster.model import traffic
 from licmaster.model.errors import Denial
 from licmaster.model.pool import Pool
-from licmaster.model.types import Node
+from licmaster.model.sites import Policy
+from licmaster.model.types import InstalledLicense, Node
 from licmaster.wire import events
 
 ISDN_INTERFACE = {"Relay-PRIs": "pri", "Relay-BRIs": "bri"}
+LAST = 2**62  # a loss's place among the rows of its instant: after them
 REFUSED_SHOWN = 20  # who was refused: the first this many (every refusal is counted)
 
 
@@ -94,6 +97,7 @@ class Replay:
     outcomes: list[tuple[Ask, str | None]] = field(default_factory=list)  # (ask, None if granted else the refusal's code)
     lost: list[dict[str, Any]] = field(default_factory=list)  # --lose: what happened at each loss
     asks: int = 0
+    unserved: int = 0  # asks of a lost PBX with no standby: its phones were down
 
     def family(self, name: str) -> FamilyOutcome:
         out = self.families.get(name)
@@ -103,7 +107,7 @@ class Replay:
 
     def to_dict(self) -> dict[str, Any]:
         return {"asks": self.asks, "families": [f.to_dict() for f in sorted(self.families.values(), key=lambda f: f.family)],
-                "lost": self.lost}
+                "lost": self.lost, "unserved_after_loss": self.unserved}
 
     def add_traffic(self, since: float, until: float) -> None:
         """Traffic theory beside the replay, per family: the busiest hour's offered traffic in
@@ -191,16 +195,26 @@ def replay(asks: list[Ask], nodes: dict[str, Node], pool: Pool, *, losses: Itera
         timeline.append((ask.start, ask.seq if ask.recorded_granted else -1, 3, i))
     lost = list(losses)
     for j, loss in enumerate(lost):
-        timeline.append((loss.at, -2, 0, j))
+        timeline.append((loss.at, LAST, 0, j))  # after what the record has at that instant (`peak`: after its asks)
     heapq.heapify(timeline)
     granted: dict[int, str] = {}  # ask index -> replay lease id
     unmet: dict[int, str] = {}  # ask index -> family, while a refused ask still asks
+    dead: dict[str, str | None] = {}  # a PBX lost -> its standby PBX that took over (None: its users are down)
     while timeline:
         at, _, what, index = heapq.heappop(timeline)
         if what == 0:
-            out.lost.append(_lose(pool, lost[index], nodes, site_of))
+            outcome_of_loss = _lose(pool, lost[index], nodes, site_of)
+            out.lost.append(outcome_of_loss)
+            dead.update({t["failed"]: t["standby"] for t in outcome_of_loss["taken_over"]})
+            dead.update({d["failed"]: None for d in outcome_of_loss["down"]})
         elif what == 3:
             ask = asks[index]
+            if ask.node in dead:  # its phones ask through the standby that took over, or not at all
+                standby = dead[ask.node]
+                if standby is None:
+                    out.unserved += 1
+                    continue
+                ask = asks[index] = dataclasses.replace(ask, node=standby)
             outcome = pool.checkout(ask.node, ask.resource, ask.holder, ask.count, ask.interface)
             if isinstance(outcome, Denial):
                 family = str((outcome.details or {}).get("family") or ask.resource)
@@ -260,6 +274,41 @@ def peak_time(asks: list[Ask], since: float = -math.inf) -> float | None:
         if at >= since and held > best:
             best, when = held, at
     return when
+
+
+def answer(rows: Iterable[dict[str, Any]], licenses: Iterable[InstalledLicense], policy: Policy | None, *, since: float,
+           until: float, firmware: int | None = None, lose: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The whole question, as `licmaster whatif` and GET /api/v1/whatif ask it: the record's
+    demand up to `until`, replayed against `licenses` under `policy` (every PBX on `firmware`,
+    if given), with each (target, at) of `lose` ("peak" or epoch seconds); counted from
+    `since`, with traffic theory beside it. ValueError names a bad `at`."""
+    asks, nodes = asks_from(rows, until=until)
+    if firmware is not None:
+        nodes = {name: dataclasses.replace(node, firmware=firmware) if node.role != "observer" else node
+                 for name, node in nodes.items()}
+    losses = []
+    for target, at in lose:
+        when = peak_time(asks, since) if at == "peak" else _epoch(at)
+        if when is None:
+            raise ValueError(f"at {at!r}: expected epoch seconds or 'peak' (and a record with a peak)")
+        losses.append(Loss(target, when))
+    pool = Pool(licenses)
+    pool.set_policy(policy)
+    site_of = None
+    if policy is not None:
+        def site_of(name: str) -> str | None:
+            site = policy.site_of(name)
+            return site.name if site is not None else None
+    result = replay(asks, nodes, pool, losses=losses, site_of=site_of, since=since)
+    result.add_traffic(since, until)
+    return {"since": since, "until": until, "firmware": firmware, **result.to_dict()}
+
+
+def _epoch(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _sample(out: Replay, pool: Pool, at: float, *, counted: bool) -> None:
