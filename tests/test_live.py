@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,6 +36,21 @@ def test_a_subscriber_that_does_not_read_is_dropped_and_its_stream_told_to_end()
     assert slow not in hub.subscribers
     drained = [slow.get_nowait() for _ in range(slow.qsize())]
     assert drained[-1] == ""  # the end marker: the stream handler stops and the browser reconnects
+
+
+def test_a_flood_of_pbx_names_leaves_the_hours_history_bounded_by_count_too() -> None:
+    from licmaster.console.live import GONE_MOST, REFUSED_CELLS_MOST
+
+    master = SimpleNamespace(dispatch=SimpleNamespace(denials=SimpleNamespace(listeners=[])))
+    hub = Live(master)  # type: ignore[arg-type]
+    now = time.time()
+    for i in range(GONE_MOST + 500):
+        hub._note_gone((now + i / 1000, events.EXPIRE, f"pbx-{i}", None, None, None, "1"))
+        hub._count_denials(now, 1, f"pbx-{i}", "PBX-Port")
+    assert len(hub.gone) == GONE_MOST and "pbx-0" not in hub.gone and f"pbx-{GONE_MOST + 499}" in hub.gone
+    cells = hub.refused_per_minute[int(now // 60)]
+    assert len(cells) == REFUSED_CELLS_MOST + 1 and cells[("*", "PBX-Port")] == GONE_MOST + 500 - REFUSED_CELLS_MOST
+    assert sum(cells.values()) == GONE_MOST + 500  # every refusal still counted
 
 
 def test_every_notable_event_reads_as_words() -> None:

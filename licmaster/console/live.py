@@ -50,6 +50,11 @@ NOTABLE = frozenset({events.TAKEOVER, events.EXPIRE, events.BYE, events.ABSENT, 
                      events.REPLICA_LOST, events.ABORT, events.OPERATOR, events.START, events.STOP})
 GONE = frozenset({events.EXPIRE, events.BYE, events.TAKEOVER})  # a PBX's session ended: it is missing until it is back
 GONE_SHOWN = 50  # rows of gone PBXs in the node table (the newest)
+# The hour's history is bounded by time and, against a flood of PBX names (bench/abuse.py
+# absent-flood: 100,000 names in 30 s grew it ~0.8 KB a name), by count too: the oldest gone PBXs,
+# and the refused (node, family) cells of a minute past this many, folded into one "*" node.
+GONE_MOST = 10_000
+REFUSED_CELLS_MOST = 5_000
 REFUSED_NODES = 10  # nodes in the box of refusals by node and family (those refused most)
 SIMULATOR = "slave-sim-"  # slave-sim's own sessions name themselves so (preflight, auditor, its watchers, cleanup)
 
@@ -196,16 +201,20 @@ class Live:
             node, detail = detail, node
         if not node or simulator_session(node):
             return
-        seen = self.gone.get(node)
+        seen = self.gone.pop(node, None)  # (re-inserted: the dict stays oldest first)
         if seen is None or seen["at"] <= r[events.TS]:
             role = self._roles.get(node) or (seen["role"] if seen is not None else None)
-            self.gone[node] = {"node": node, "at": r[events.TS], "event": name, "detail": detail, "role": role}
+            seen = {"node": node, "at": r[events.TS], "event": name, "detail": detail, "role": role}
+        self.gone[node] = seen
+        while len(self.gone) > GONE_MOST:
+            del self.gone[next(iter(self.gone))]
 
     def _count_denials(self, at: float, count: int, node: str, family: str) -> None:
         minute = int(at // 60)
         self.denied_per_minute[minute] = self.denied_per_minute.get(minute, 0) + count
         cells = self.refused_per_minute.setdefault(minute, {})
-        cells[(node, family)] = cells.get((node, family), 0) + count
+        key = (node, family) if (node, family) in cells or len(cells) < REFUSED_CELLS_MOST else ("*", family)
+        cells[key] = cells.get(key, 0) + count
         self._refused = None
 
     def _forget_before(self, since: float) -> None:
