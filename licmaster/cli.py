@@ -21,7 +21,7 @@ from licmaster.console import whatif
 from licmaster.daemon import reload_requests
 from licmaster.daemon.config import Config, ConfigError, load_config
 from licmaster.daemon.storage.datadir import holder_pid
-from licmaster.daemon.storage.journal import read_journal
+from licmaster.daemon.storage.journal import iter_rows, read_journal
 from licmaster.licenses.files import installed_by_family, load_files
 from licmaster.licenses.identity import installation_id
 from licmaster.licenses.policy import load_policy
@@ -326,7 +326,7 @@ def _whatif(args: argparse.Namespace) -> int:
             print("licmaster: the site policy has errors:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
             return 2
     try:
-        doc = whatif.answer(read_journal(path), loaded.licenses, policy, since=since, until=until, firmware=args.firmware,
+        doc = whatif.answer(lambda: iter_rows(path), loaded.licenses, policy, since=since, until=until, firmware=args.firmware,
                             lose=list(zip(args.lose, args.at, strict=True)))
     except ValueError as exc:
         print(f"licmaster: --{exc}", file=sys.stderr)

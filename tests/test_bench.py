@@ -80,3 +80,22 @@ def test_the_reclaim_bench_times_every_end_and_the_hold_is_not_given_back_early(
     # a short hold: neither absent before the TTL nor given back before the hold, and given back then
     assert short["absent_after_ms"] is not None and not short["absent_early"]
     assert short["back_after_ms"] is not None and not short["back_early"] and short["other_pbx_got_them_then"]
+
+
+def test_the_whatif_bench_replays_a_synthetic_journal_below_its_peak_and_refuses_some() -> None:
+    out = run_bench("bench/whatif.py", "--phones", "200", "--days", "3")
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    record = figures["record"]
+    assert figures["rows"] == record["rows"] > 0 and record["by_event"]["hello"] == figures["pbxs"]
+    assert record["by_event"]["grant"] > 0 and record["by_event"]["demand"] > 0  # a busy day ran the record's master out
+    [port] = figures["families"]
+    # the candidate is below the record's peak: it is all in use at some point, and someone is refused
+    assert port["family"] == "PBX-Port" and port["installed"] == figures["candidate_ports"] < record["recorded_peak_in_use"]
+    assert port["peak_in_use"] == figures["candidate_ports"] and port["refused"] > 0
+    assert port["would_serve_everyone"] > figures["candidate_ports"] and port["traffic"] is not None
+    assert figures["replay_s"] > 0 and figures["replay_peak_rss_mb"] > 0
+    # against the record's own count, the replay refuses exactly the record's refused phones
+    again = run_bench("bench/whatif.py", "--phones", "200", "--days", "3", "--licenses", str(record["recorded_installed"]))
+    [as_recorded] = json.loads(again.stdout)["families"]
+    assert as_recorded["refused"] == record["by_event"]["demand"] and as_recorded["peak_demand"] == record["recorded_peak_demand"]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from licmaster.console.whatif import Loss, asks_from, replay
+from licmaster.console.whatif import Loss, replay
 from licmaster.daemon.storage.journal import read_journal
 from licmaster.model.pool import Pool
 from licmaster.model.types import Node
@@ -46,34 +46,33 @@ def refused(ts: float, node: str, holder: str, until: float) -> dict[str, Any]:
 def test_with_fewer_ports_it_says_who_would_have_been_refused_and_what_would_serve_everyone() -> None:
     rows = [hello(T0, "hq", mac="00:90:33:00:00:01"),
             grant(T0 + 1, "hq", "alice", "1"), grant(T0 + 2, "hq", "bob", "2"), grant(T0 + 3, "hq", "carol", "3"),
-            refused(T0 + 4, "hq", "dave", T0 + 8),  # the record's 3 Ports were not enough for dave
-            checkin(T0 + 10, "hq", "1"), grant(T0 + 11, "hq", "erin", "4")]
-    asks, nodes = asks_from(rows)
-    assert [(a.holder, a.end is not None, a.recorded_granted) for a in asks] == \
-        [("alice", True, True), ("bob", False, True), ("carol", False, True), ("dave", True, False), ("erin", False, True)]
-    as_recorded = replay(asks, nodes, Pool(licenses(("PBX-Port13", 3))))
-    assert [(a.holder, code) for a, code in as_recorded.outcomes] == \
-        [("alice", None), ("bob", None), ("carol", None), ("dave", "exhausted"), ("erin", None)]
+            checkin(T0 + 10, "hq", "1"), grant(T0 + 11, "hq", "erin", "4"),
+            refused(T0 + 4, "hq", "dave", T0 + 8)]  # written after dave's last ask: the 3 Ports were not enough
+    as_recorded = replay(rows, Pool(licenses(("PBX-Port13", 3))), keep_outcomes=True)
+    assert as_recorded.outcomes is not None
+    assert [(a.holder, a.recorded_granted, code) for a, code in as_recorded.outcomes] == \
+        [("alice", True, None), ("bob", True, None), ("carol", True, None), ("dave", False, "exhausted"), ("erin", True, None)]
     port = as_recorded.families["PBX-Port"].to_dict()
     assert (port["peak_in_use"], port["refused"], port["peak_demand"], port["would_serve_everyone"]) == (3, 1, 4, 4)
-    fewer = replay(asks, nodes, Pool(licenses(("PBX-Port13", 2)))).families["PBX-Port"].to_dict()
+    fewer = replay(rows, Pool(licenses(("PBX-Port13", 2)))).families["PBX-Port"].to_dict()
     assert fewer["refused"] == 2 and [w["holder"] for w in fewer["who"]] == ["carol", "dave"]
     assert fewer["headroom_at_peak"] == 0 and fewer["first_refused"] == T0 + 3
-    more = replay(asks, nodes, Pool(licenses(("PBX-Port13", 4)))).families["PBX-Port"].to_dict()
+    more = replay(rows, Pool(licenses(("PBX-Port13", 4)))).families["PBX-Port"].to_dict()
     assert more["refused"] == 0 and more["peak_in_use"] == 4 and more["headroom_at_peak"] == 0
 
 
 def test_losing_a_pbx_its_standby_takes_over_only_when_the_standby_licenses_allow_it_R_STBY_2() -> None:
     rows = [hello(T0, "hq", mac="00:90:33:00:00:01"), hello(T0, "hq-standby", role="standby", standby_for="hq",
                                                             mac="00:90:33:00:00:02"),
-            grant(T0 + 1, "hq", "alice", "1"), grant(T0 + 2, "hq", "bob", "2")]
-    asks, nodes = asks_from(rows)
-    covered = replay(asks, nodes, Pool(licenses(("PBX-Port13", 2), ("PBX-Standby13", 2))), losses=[Loss("hq", T0 + 5)])
+            grant(T0 + 1, "hq", "alice", "1"), grant(T0 + 2, "hq", "bob", "2"), grant(T0 + 9, "hq", "carol", "3")]
+    covered = replay(rows, Pool(licenses(("PBX-Port13", 3), ("PBX-Standby13", 3))), losses=[Loss("hq", T0 + 5)])
     assert covered.lost == [{"target": "hq", "at": T0 + 5, "taken_over": [{"failed": "hq", "standby": "hq-standby", "moved": 2}],
                              "down": []}]
-    short = replay(asks, nodes, Pool(licenses(("PBX-Port13", 2))), losses=[Loss("hq", T0 + 5)])
+    assert covered.families["PBX-Port"].in_use == 3 and covered.unserved == 0  # carol asks through the standby
+    short = replay(rows, Pool(licenses(("PBX-Port13", 3))), losses=[Loss("hq", T0 + 5)])
     (down,) = short.lost[0]["down"]
     assert down["failed"] == "hq" and down["leases"] == 2 and "Standby" in down["why"]
+    assert short.families["PBX-Port"].in_use == 0 and short.unserved == 1  # hq is down: carol's phone with it
 
 
 async def test_replayed_with_the_installed_licenses_a_real_record_gives_every_grant_and_refusal_again(tmp_path: Path) -> None:
@@ -96,12 +95,11 @@ async def test_replayed_with_the_installed_licenses_a_real_record_gives_every_gr
     finally:
         await d.stop()
     rows = read_journal(d.workdir / "data" / "journal.sqlite3")
-    asks, nodes = asks_from(rows)
-    result = replay(asks, nodes, Pool(licenses(("PBX-Port13", 3), ("PBX-Standby13", 3))))
-    recorded = sorted((a.node, a.holder, a.recorded_granted) for a in asks)
-    replayed = sorted((a.node, a.holder, code is None) for a, code in result.outcomes)
-    assert replayed == recorded  # every grant a grant again, every refusal a refusal
-    assert sorted(h for (n, h, ok) in recorded if not ok) == ["dave", "erin", "frank"]  # dave's retries: one demand
+    result = replay(rows, Pool(licenses(("PBX-Port13", 3), ("PBX-Standby13", 3))), keep_outcomes=True)
+    assert result.outcomes is not None
+    disagreements = [(a.node, a.holder, a.recorded_granted, code) for a, code in result.outcomes if a.recorded_granted != (code is None)]
+    assert disagreements == []  # every grant a grant again, every refusal a refusal
+    assert sorted(a.holder for a, _ in result.outcomes if not a.recorded_granted) == ["dave", "erin", "frank"]  # dave's retries: one
     assert json.dumps(result.to_dict())  # plain data, for --json and the API
 
 
@@ -146,16 +144,16 @@ def test_traffic_theory_stands_beside_the_replay_for_the_busiest_hour() -> None:
         start = T0 + 3600 + i * 120
         rows += [grant(start, "hq", f"p{i}", str(i + 1)), checkin(start + 360, "hq", str(i + 1))]
     rows.sort(key=lambda r: r["ts"])
-    asks, nodes = asks_from(rows)
-    result = replay(asks, nodes, Pool(licenses(("PBX-Port13", 2))), since=T0)
+    result = replay(rows, Pool(licenses(("PBX-Port13", 2))), since=T0, until=T0 + 7200)
     result.add_traffic(T0, T0 + 7200)
     t = result.families["PBX-Port"].to_dict()["traffic"]
-    assert t["busy_hour"][0] >= T0 + 3600 and 2.5 < t["erlangs"] <= 3.0
-    assert t["erlang_b"] == round(traffic.erlang_b(2, t["erlangs"]), 4) and t["sources"] == 30
-    assert t["engset"] == round(traffic.engset(2, 30, t["erlangs"]), 4) < t["erlang_b"]
-    # The replay refuses the third phone of every overlap (1 in 3); Erlang-B expects more (53%):
+    # the busiest hour on the clock: [T0 + 3200, T0 + 6800), 3 phones at a time from T0 + 3600
+    assert t["busy_hour"][0] == (T0 + 3600) // 3600 * 3600 and 2.5 < t["erlangs"] <= 3.0
+    assert abs(t["erlang_b"] - traffic.erlang_b(2, t["erlangs"])) < 1e-3 and t["sources"] == 30
+    assert abs(t["engset"] - traffic.engset(2, 30, t["erlangs"])) < 1e-3 and t["engset"] < t["erlang_b"]
+    # The replay refuses the third phone of every overlap (1 in 3); Erlang-B expects more (48%):
     # these arrivals are evenly spaced, smoother than Poisson's; within 2x, no note is needed.
-    assert t["replay_refused"] == 0.3333 and t["erlang_b"] > 0.5 and t["note"] is None and t["servers_for_1pct"] >= 6
+    assert t["replay_refused"] == 0.3333 and t["erlang_b"] > 0.45 and t["note"] is None and t["servers_for_1pct"] >= 6
 
 
 def test_where_the_replay_and_the_formula_differ_much_it_says_the_likely_why() -> None:

@@ -29,7 +29,7 @@ from licmaster.console.metrics import MasterCollector
 from licmaster.daemon import logs, operator
 from licmaster.daemon.master import StartError
 from licmaster.daemon.sessions import End
-from licmaster.daemon.storage.journal import page, read_journal
+from licmaster.daemon.storage.journal import iter_rows, page
 from licmaster.licenses.files import load_files
 from licmaster.licenses.verdict import verdict
 from licmaster.model.catalog import CURRENT_VERSION, FAMILIES, Consumption
@@ -440,7 +440,7 @@ async def whatif_view(request: web.Request) -> web.Response:
     path = Path(master.config.data_dir) / "journal.sqlite3"
     try:
         doc = await asyncio.get_running_loop().run_in_executor(None, lambda: whatif.answer(
-            read_journal(path), candidates, master.policy, since=since, until=until,
+            lambda: iter_rows(path), candidates, master.policy, since=since, until=until,
             firmware=int(firmware) if firmware is not None else None, lose=list(zip(lose, at, strict=True))))
     except ValueError as exc:
         raise Refused(400, "bad_request", str(exc)) from None

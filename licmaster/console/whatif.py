@@ -16,7 +16,13 @@ The replay takes every ask in time order (the journal's order within one instant
 out of the candidate pool and gives it back at its end. What is refused is recorded per family:
 how many, when first, who. `--lose NODE|@SITE --at TIME|peak` kills PBXs at that moment: their
 standby PBXs take over where one said hello (R-STBY-2 decides, as on the master); a PBX with none
-gives its licenses back (its users are down: counted as lost).
+gives its licenses back (its users are down), and its later asks go unserved.
+
+It streams: the journal is read once, row by row, and only what is open (leases held, refused
+asks still asking, events due within `LAG_S`) is kept, so a year of a 10,000-phone installation
+replays in bounded memory. A `demand` row is written after its holder's last ask (its first may
+be well before); events are held back `LAG_S` (an hour) behind the newest row so that such an
+ask still takes its place in time; one that asked for longer is taken as soon as it is read.
 """
 
 from __future__ import annotations
@@ -35,15 +41,24 @@ from licmaster.model.pool import Pool
 from licmaster.model.sites import Policy
 from licmaster.model.types import InstalledLicense, Node
 from licmaster.wire import events
+from licmaster.wire.events import CHECKIN, DETAIL, EVENT, GRANT, HOLDER, LEASE, NODE, NOTE, RELEASE, RESOURCE, TS, Row
 
 ISDN_INTERFACE = {"Relay-PRIs": "pri", "Relay-BRIs": "bri"}
-LAST = 2**62  # a loss's place among the rows of its instant: after them
+_SHAPED = frozenset({"isdn", "conference"})  # resources whose count and interface come from the grant's label
+HOUR = traffic.HOUR
 REFUSED_SHOWN = 20  # who was refused: the first this many (every refusal is counted)
+# Events wait this far behind the newest row read: a demand row is written after its holder's last
+# ask, so an hour of retries is still replayed in its place; a longer one starts when read.
+LAG_S = 3600.0
+LAST = 2**62  # a loss's place among the rows of its instant: after them
+# What an event does, in the order they go at one instant and journal place: a loss after the
+# record's own events; ends before starts (a Port checked in and out again in one read).
+LOSS, END, START = 0, 1, 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ask:
-    """One demand: `node` wanted (`resource`, `holder`) from `start` to `end` (None: to the end)."""
+    """One demand: `node` wants (`resource`, `holder`) from `start` until its end."""
 
     start: float
     seq: int  # the journal's order within one instant
@@ -52,9 +67,10 @@ class Ask:
     holder: str
     count: int = 1
     interface: str | None = None
-    end: float | None = None
-    end_seq: int = 0  # the journal row that ended it
     recorded_granted: bool = True  # the master granted it (a grant row), or refused it (a demand row)
+    lease: str | None = None  # the replay's lease, while granted
+    family: str | None = None  # the replay's refusal's family, while refused and still asking
+    families: tuple[str, ...] = ()  # the families its lease took
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +93,9 @@ class FamilyOutcome:
     refused: int = 0
     first_refused: float | None = None
     who: list[dict[str, Any]] = field(default_factory=list)
-    holdings: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of every unit asked for, from `since`
+    held_by_hour: dict[int, float] = field(default_factory=dict)  # clock hour -> seconds of holding asked for
+    asks_by_hour: dict[int, list[int]] = field(default_factory=dict)  # clock hour -> [asks, refused]
     sources: set[tuple[str, str]] = field(default_factory=set)  # (node, holder) that asked
-    asked: list[tuple[float, bool]] = field(default_factory=list)  # (when, refused) of every ask from `since`
     traffic: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,10 +107,10 @@ class FamilyOutcome:
 
 @dataclass
 class Replay:
-    """The outcome: per family; every ask with what the replay did (for comparing with the record)."""
+    """The outcome per family, the losses, and (when asked for) every ask with what the replay did."""
 
     families: dict[str, FamilyOutcome] = field(default_factory=dict)
-    outcomes: list[tuple[Ask, str | None]] = field(default_factory=list)  # (ask, None if granted else the refusal's code)
+    outcomes: list[tuple[Ask, str | None]] | None = None  # (ask, None if granted else the refusal's code)
     lost: list[dict[str, Any]] = field(default_factory=list)  # --lose: what happened at each loss
     asks: int = 0
     unserved: int = 0  # asks of a lost PBX with no standby: its phones were down
@@ -110,185 +126,346 @@ class Replay:
                 "lost": self.lost, "unserved_after_loss": self.unserved}
 
     def add_traffic(self, since: float, until: float) -> None:
-        """Traffic theory beside the replay, per family: the busiest hour's offered traffic in
-        Erlangs (the holding times asked for, served or not), Erlang-B's blocking at the
-        candidate count, Engset's for a population of few holders, and the replay's own share
-        refused in that hour. Where they disagree, the note says the likely why."""
+        """Traffic theory beside the replay, per family: the busiest clock hour's offered traffic
+        in Erlangs (the holding times asked for, served or not; hours on the clock, as traffic
+        reports count them, so a year needs a counter per hour, not per holding), Erlang-B's
+        blocking at the candidate count, Engset's for a population of few holders, and the
+        replay's own share refused in that hour. Where they disagree, the note says the likely why."""
         for f in self.families.values():
-            if not f.holdings or until - since < traffic.HOUR:
+            if not f.held_by_hour or until - since < traffic.HOUR:
                 continue
-            busy = traffic.busiest_hour([(max(a, since), min(b, until)) for a, b in f.holdings if b > since], since, until)
-            in_hour = [refused for at, refused in f.asked if busy.start <= at < busy.end]
-            replayed = sum(in_hour) / len(in_hour) if in_hour else 0.0
-            erlang_b = traffic.erlang_b(f.installed, busy.erlangs)
+            hour, held = max(f.held_by_hour.items(), key=lambda kv: (kv[1], -kv[0]))
+            erlangs = held / traffic.HOUR
+            asked, refused = f.asks_by_hour.get(hour, [0, 0])
+            replayed = refused / asked if asked else 0.0
+            erlang_b = traffic.erlang_b(f.installed, erlangs)
             sources = len(f.sources)
-            engset = traffic.engset(f.installed, sources, busy.erlangs) if busy.erlangs < sources else None
-            f.traffic = {"busy_hour": [busy.start, busy.end], "erlangs": round(busy.erlangs, 3), "erlang_b": round(erlang_b, 4),
-                         "engset": None if engset is None else round(engset, 4), "sources": sources,
-                         "replay_refused": round(replayed, 4), "asks_in_hour": len(in_hour),
-                         "servers_for_1pct": traffic.servers_for(busy.erlangs, 0.01) if busy.erlangs > 0 else 0,
+            engset = traffic.engset(f.installed, sources, erlangs) if erlangs < sources else None
+            f.traffic = {"busy_hour": [hour * traffic.HOUR, (hour + 1) * traffic.HOUR], "erlangs": round(erlangs, 3),
+                         "erlang_b": round(erlang_b, 4), "engset": None if engset is None else round(engset, 4),
+                         "sources": sources, "replay_refused": round(replayed, 4), "asks_in_hour": asked,
+                         "servers_for_1pct": traffic.servers_for(erlangs, 0.01) if erlangs > 0 else 0,
                          "note": _disagreement(replayed, erlang_b if engset is None else engset)}
 
 
-def asks_from(rows: Iterable[dict[str, Any]], *, until: float | None = None) -> tuple[list[Ask], dict[str, Node]]:
-    """The demand a journal records, and what each PBX said of itself (its last hello)."""
-    nodes: dict[str, Node] = {}
-    asks: list[Ask] = []
-    open_by_lease: dict[str, int] = {}  # lease id -> index in asks, while it is held
-    open_by_node: dict[str, dict[tuple[str, str], int]] = {}  # node -> (resource, holder) -> index
-    for seq, row in enumerate(rows):
-        kind, node, ts = row["event"], row.get("node"), float(row["ts"])
-        if until is not None and ts > until:
-            break
-        if node is None:
-            continue
-        if kind == events.HELLO:
-            said = events.read_hello(node, row.get("detail"))
-            if said is not None:
-                nodes[node] = said
-        elif kind == events.GRANT and row.get("note") != "adopted":
-            key = (row["resource"], row["holder"])
-            held = open_by_node.setdefault(node, {})
-            if key in held:  # a re-sync of what it holds: the same demand going on
-                open_by_lease[row["lease"]] = held[key]
-                continue
-            count, interface = _shape(row["resource"], row.get("detail"))
-            held[key] = open_by_lease[row["lease"]] = len(asks)
-            asks.append(Ask(ts, seq, node, row["resource"], row["holder"], count, interface))
-        elif kind in (events.CHECKIN, events.RELEASE) and row.get("lease"):
-            index = open_by_lease.pop(row["lease"], None)
-            if index is not None:
-                _close(asks, index, ts, seq, open_by_node)
-        elif kind in (events.EXPIRE, events.BYE):
-            for index in list(open_by_node.get(node, {}).values()):
-                _close(asks, index, ts, seq, open_by_node)
-        elif kind == events.TAKEOVER and row.get("detail"):
-            failed = str(row["detail"])
-            for index in list(open_by_node.get(failed, {}).values()):
-                ask = asks[index]
-                _close(asks, index, ts, seq, open_by_node)
-                open_by_node.setdefault(node, {})[(ask.resource, ask.holder)] = len(asks)
-                asks.append(Ask(ts, seq, node, ask.resource, ask.holder, ask.count, ask.interface))
-        elif kind == events.DEMAND and row.get("resource") and row.get("holder"):
-            demand = events.read_demand(row.get("detail"))
-            if demand is not None:
-                asks.append(Ask(demand.first, seq, node, row["resource"], row["holder"], end=demand.last, end_seq=seq,
-                                recorded_granted=False))
-    return asks, nodes
+class Replayer:
+    """Journal rows in (`feed`), in the journal's order; the replay out (`finish`)."""
 
+    def __init__(self, pool: Pool, *, losses: Iterable[Loss] = (), site_of: Callable[[str], str | None] | None = None,
+                 since: float = -math.inf, until: float = math.inf, keep_outcomes: bool = False) -> None:
+        self.pool = pool
+        self.site_of = site_of
+        self.since, self.until = since, until
+        self.out = Replay(outcomes=[] if keep_outcomes else None)
+        for bucket in pool.buckets():
+            self.out.family(bucket.family).installed += bucket.installed
+        self.nodes: dict[str, Node] = {}
+        self.timeline: list[tuple[float, int, int, Any]] = []  # (time, journal place, what, payload)
+        self.losses = list(losses)
+        for j, loss in enumerate(self.losses):
+            heapq.heappush(self.timeline, (loss.at, LAST, LOSS, j))
+        self.asks: dict[int, Ask] = {}  # open asks by number
+        self._numbers = 0
+        # The record as it was: what each node holds, by (resource, holder) and by lease id.
+        self._recorded: dict[str, dict[tuple[str, str], int]] = {}
+        self._by_lease: dict[str, int] = {}
+        self.dead: dict[str, str | None] = {}  # a PBX lost -> its standby PBX that took over (None: down)
+        self.seq = 0
+        self.last_ts = -math.inf  # the newest row's time: the period's end when `until` is not given
+        self.in_use: dict[str, int] = {}  # family -> units in use in the replay, kept as leases come and go
+        for bucket in pool.buckets():
+            self.in_use[bucket.family] = self.in_use.get(bucket.family, 0) + bucket.in_use
 
-def replay(asks: list[Ask], nodes: dict[str, Node], pool: Pool, *, losses: Iterable[Loss] = (),
-           site_of: Callable[[str], str | None] | None = None, since: float = -math.inf) -> Replay:
-    """Every ask, in time order, checked out of `pool` and given back at its end. Peaks and
-    refusals count from `since` (what was held before it is replayed too, so it is known)."""
-    for node in nodes.values():
-        pool.set_node(node)
-    out = Replay(asks=len(asks))
-    for bucket in pool.buckets():
-        out.family(bucket.family).installed += bucket.installed
-    # (time, journal order, what, payload): a start, an end, or a loss. A refused ask is placed by
-    # its time (a demand row's, to the microsecond), ahead of the rows of the same instant; the
-    # rows of one read share their read's time, so within one read the order of a refused ask
-    # among the read's other requests is not known: it comes first (docs/operations.md, "What if").
-    timeline: list[tuple[float, int, int, int]] = []
-    for i, ask in enumerate(asks):  # what: 0 a loss, 1 an end, 2 a refused ask's end, 3 a start (ends first)
-        timeline.append((ask.start, ask.seq if ask.recorded_granted else -1, 3, i))
-    lost = list(losses)
-    for j, loss in enumerate(lost):
-        timeline.append((loss.at, LAST, 0, j))  # after what the record has at that instant (`peak`: after its asks)
-    heapq.heapify(timeline)
-    granted: dict[int, str] = {}  # ask index -> replay lease id
-    unmet: dict[int, str] = {}  # ask index -> family, while a refused ask still asks
-    dead: dict[str, str | None] = {}  # a PBX lost -> its standby PBX that took over (None: its users are down)
-    while timeline:
-        at, _, what, index = heapq.heappop(timeline)
-        if what == 0:
-            outcome_of_loss = _lose(pool, lost[index], nodes, site_of)
-            out.lost.append(outcome_of_loss)
-            dead.update({t["failed"]: t["standby"] for t in outcome_of_loss["taken_over"]})
-            dead.update({d["failed"]: None for d in outcome_of_loss["down"]})
-        elif what == 3:
-            ask = asks[index]
-            if ask.node in dead:  # its phones ask through the standby that took over, or not at all
-                standby = dead[ask.node]
-                if standby is None:
-                    out.unserved += 1
-                    continue
-                ask = asks[index] = dataclasses.replace(ask, node=standby)
-            outcome = pool.checkout(ask.node, ask.resource, ask.holder, ask.count, ask.interface)
-            if isinstance(outcome, Denial):
-                family = str((outcome.details or {}).get("family") or ask.resource)
-                out.outcomes.append((ask, outcome.code))
-                if at >= since:
-                    _asked(out.family(family), ask, refused=True)
-                if at >= since:
-                    _refused(out.family(family), ask, outcome)
-                unmet[index] = family  # still asking until its end (to the end of the period, if none)
-                out.family(family).unmet += 1
-                if ask.end is not None:
-                    heapq.heappush(timeline, (ask.end, ask.end_seq, 2, index))
+    # ---------------------------------------------------------------- the record, row by row
+
+    def feed(self, row: Row) -> None:
+        """One journal row (`events.FIELDS`, all of them: `events.full`)."""
+        ts = row[TS]
+        if ts > self.until:
+            return
+        if ts > self.last_ts:
+            self.last_ts = ts
+        self.seq += 1
+        seq = self.seq
+        kind, node = row[EVENT], row[NODE]
+        if node is not None:
+            if kind == GRANT:
+                if row[NOTE] != "adopted":
+                    self._granted(ts, seq, node, row)
+            elif kind == CHECKIN or kind == RELEASE:
+                number = self._by_lease.pop(row[LEASE], None) if row[LEASE] else None
+                if number is not None:
+                    self._end(ts, seq, number)
+            elif kind == events.HELLO:
+                said = events.read_hello(node, row[DETAIL])
+                if said is not None:
+                    self.nodes[node] = said
+                    self.pool.set_node(said)
+            elif kind in (events.EXPIRE, events.BYE):
+                for number in list(self._recorded.get(node, {}).values()):
+                    self._end(ts, seq, number)
+            elif kind == events.TAKEOVER and row[DETAIL]:
+                failed = str(row[DETAIL])
+                for number in list(self._recorded.get(failed, {}).values()):
+                    ask = self.asks.get(number)
+                    self._end(ts, seq, number)
+                    if ask is not None:
+                        self._start(ts, seq, Ask(ts, seq, node, ask.resource, ask.holder, ask.count, ask.interface))
+            elif kind == events.DEMAND and row[RESOURCE] and row[HOLDER]:
+                demand = events.read_demand(row[DETAIL])
+                if demand is not None:
+                    number = self._start(demand.first, -1, Ask(demand.first, -1, node, row[RESOURCE], row[HOLDER],
+                                                               recorded_granted=False), recorded=False)
+                    heapq.heappush(self.timeline, (demand.last, seq, END, number))
+        self._run(ts - LAG_S)
+
+    def _granted(self, ts: float, seq: int, node: str, row: Row) -> None:
+        resource, holder = row[RESOURCE], row[HOLDER]
+        key = (resource, holder)
+        held = self._recorded.get(node)
+        if held is None:
+            held = self._recorded[node] = {}
+        elif key in held:  # a re-sync of what it holds: the same demand going on
+            self._by_lease[row[LEASE]] = held[key]
+            return
+        count, interface = _shape(resource, row[DETAIL]) if resource in _SHAPED else (1, None)
+        self._by_lease[row[LEASE]] = self._start(ts, seq, Ask(ts, seq, node, resource, holder, count, interface))
+
+    def _start(self, ts: float, seq: int, ask: Ask, *, recorded: bool = True) -> int:
+        self._numbers += 1
+        number = self._numbers
+        self.asks[number] = ask
+        if recorded:
+            self._recorded.setdefault(ask.node, {})[(ask.resource, ask.holder)] = number
+        heapq.heappush(self.timeline, (ts, seq, START, number))
+        return number
+
+    def _end(self, ts: float, seq: int, number: int) -> None:
+        ask = self.asks.get(number)
+        if ask is not None:
+            held = self._recorded.get(ask.node, {})
+            if held.get((ask.resource, ask.holder)) == number:
+                del held[(ask.resource, ask.holder)]
+        heapq.heappush(self.timeline, (ts, seq, END, number))
+
+    # ---------------------------------------------------------------- the replay, in time order
+
+    def _run(self, before: float) -> None:
+        timeline = self.timeline
+        while timeline and timeline[0][0] <= before:
+            at, _, what, payload = heapq.heappop(timeline)
+            if what == LOSS:
+                self._lose(self.losses[payload])
+                self._recount()
+                touched: Iterable[str] = self.in_use
+            elif what == START:
+                touched = self._take(at, payload)
             else:
-                lease = outcome[0]
-                out.outcomes.append((ask, None))
-                if at >= since:
-                    for family in {bucket.family for bucket, _ in lease.took}:
-                        _asked(out.family(family), ask, refused=False)
-                granted[index] = lease.id
-                if ask.end is not None:
-                    heapq.heappush(timeline, (ask.end, ask.end_seq, 1, index))
-        elif what == 1:
-            lease_id = granted.pop(index, None)
-            if lease_id is not None:
-                pool.checkin(_holder_node(pool, lease_id, asks[index].node), lease_id)
+                touched = self._give(at, payload)
+            if at >= self.since:
+                self._sample(at, touched)
+
+    def _take(self, at: float, number: int) -> Iterable[str]:
+        """Check an ask out; the families whose counts it changed."""
+        ask = self.asks.get(number)
+        if ask is None:
+            return ()
+        self.out.asks += 1
+        if ask.node in self.dead:  # its phones ask through the standby that took over, or not at all
+            standby = self.dead[ask.node]
+            if standby is None:
+                self.out.unserved += 1
+                self.asks.pop(number, None)
+                return ()
+            ask.node = standby
+        outcome = self.pool.checkout(ask.node, ask.resource, ask.holder, ask.count, ask.interface)
+        counted = at >= self.since
+        if isinstance(outcome, Denial):
+            family = str((outcome.details or {}).get("family") or ask.resource)
+            ask.family = family
+            f = self.out.family(family)
+            f.unmet += 1
+            if self.out.outcomes is not None:
+                self.out.outcomes.append((ask, outcome.code))
+            if counted:
+                _refused(f, ask, outcome)
+                _asked(f, ask, at, refused=True)
+            return (family,)
+        lease, new = outcome
+        ask.lease = lease.id
+        ask.families = tuple({bucket.family for bucket, _ in lease.took})
+        if new:
+            for bucket, n in lease.took:
+                self.in_use[bucket.family] = self.in_use.get(bucket.family, 0) + n
+        if self.out.outcomes is not None:
+            self.out.outcomes.append((ask, None))
+        if counted:
+            for family in ask.families:
+                _asked(self.out.family(family), ask, at, refused=False)
+        return ask.families
+
+    def _give(self, at: float, number: int) -> Iterable[str]:
+        """Give an ask's lease back (or end a refused ask); the families whose counts changed."""
+        ask = self.asks.pop(number, None)
+        if ask is None:
+            return ()
+        if ask.lease is not None:
+            lease = self.pool.checkin(ask.node, ask.lease)
+            if lease is not None:
+                for bucket, n in lease.took:
+                    self.in_use[bucket.family] -= n
+            for family in ask.families:
+                self._held(family, ask, at)
+            return ask.families
+        if ask.family is not None:
+            self.out.family(ask.family).unmet -= 1
+            self._held(ask.family, ask, at)
+            return (ask.family,)
+        return ()
+
+    def _recount(self) -> None:
+        """In use per family, from the pool (after a loss moved or gave back many leases at once)."""
+        self.in_use = {}
+        for bucket in self.pool.buckets():
+            self.in_use[bucket.family] = self.in_use.get(bucket.family, 0) + bucket.in_use
+
+    def _held(self, family: str, ask: Ask, end: float) -> None:
+        """The holding asked for, clipped to the period, added to the clock hours it spans."""
+        start = ask.start if ask.start > self.since else self.since
+        if end > self.until:
+            end = self.until
+        if end > self.last_ts:
+            end = self.last_ts
+        if end <= start or start == -math.inf:
+            return
+        hours = self.out.family(family).held_by_hour
+        hour = int(start // HOUR)
+        last = int(end // HOUR)
+        count = ask.count
+        if hour == last:  # the common case: within one clock hour
+            hours[hour] = hours.get(hour, 0.0) + (end - start) * count
+            return
+        while start < end:
+            edge = min(end, (hour + 1) * HOUR)
+            hours[hour] = hours.get(hour, 0.0) + (edge - start) * count
+            start, hour = edge, hour + 1
+
+    def _sample(self, at: float, touched: Iterable[str]) -> None:
+        """Peaks of the families an event changed: in use, and in use with what is still unmet."""
+        out, in_use = self.out, self.in_use
+        for family in touched:
+            f = out.family(family)
+            used = f.in_use = in_use.get(family, 0)
+            if used > f.peak_in_use:
+                f.peak_in_use, f.peak_at = used, at
+            if used + f.unmet > f.peak_demand:
+                f.peak_demand = used + f.unmet
+
+    def _lose(self, loss: Loss) -> None:
+        """The PBXs of `loss` die: each one's standby PBX takes over (R-STBY-2 decides, as on the
+        master), or its licenses go back with its users down."""
+        if loss.target.startswith("@"):
+            site = loss.target[1:]
+            doomed = sorted(name for name, node in self.nodes.items() if self.site_of is not None
+                            and self.site_of(name) == site and node.role != "standby")
         else:
-            out.family(unmet.pop(index)).unmet -= 1
-        _sample(out, pool, at, counted=at >= since)
-    return out
+            doomed = [loss.target]
+        taken, down = [], []
+        for name in doomed:
+            standby = next((n.name for n in self.nodes.values() if n.standby_for == name), None)
+            held = len(self.pool.node_leases(name))
+            outcome = self.pool.takeover(standby, name) if standby is not None else None
+            if standby is not None and not isinstance(outcome, Denial):
+                taken.append({"failed": name, "standby": standby, "moved": held})
+                self.dead[name] = standby
+                for ask in self.asks.values():  # the leases moved: their asks end on the standby
+                    if ask.node == name and ask.lease is not None:
+                        ask.node = standby
+            else:
+                self.pool.release_node(name)
+                for ask in self.asks.values():
+                    if ask.node == name and ask.lease is not None:
+                        ask.lease = None  # given back with the PBX
+                down.append({"failed": name, "leases": held, "standby": standby,
+                             "why": outcome.message if isinstance(outcome, Denial) else "no standby PBX said hello for it"})
+                self.dead[name] = None
+        self.out.lost.append({"target": loss.target, "at": loss.at, "taken_over": taken, "down": down})
+
+    def finish(self) -> Replay:
+        """Every event left, then what is still held counted to the end of the period."""
+        self._run(math.inf)
+        for ask in list(self.asks.values()):
+            for family in ask.families if ask.lease is not None else ((ask.family,) if ask.family else ()):
+                self._held(family, ask, self.until)
+        return self.out
 
 
-def _asked(family: FamilyOutcome, ask: Ask, *, refused: bool) -> None:
-    end = ask.end if ask.end is not None else math.inf
-    family.holdings.extend([(ask.start, end)] * ask.count)
-    family.sources.add((ask.node, ask.holder))
-    family.asked.append((ask.start, refused))
+def replay(rows: Iterable[Row | dict[str, Any]], pool: Pool, *, losses: Iterable[Loss] = (),
+           site_of: Callable[[str], str | None] | None = None, since: float = -math.inf, until: float = math.inf,
+           keep_outcomes: bool = False) -> Replay:
+    """The record's rows (journal tuples, as `iter_rows` gives them, or dicts as `read_journal`
+    does) replayed against `pool`: peaks and refusals count from `since` (what was held before
+    it is replayed too, so it is known), up to `until`."""
+    replayer = Replayer(pool, losses=losses, site_of=site_of, since=since, until=until, keep_outcomes=keep_outcomes)
+    feed = replayer.feed
+    for row in rows:
+        feed(_as_row(row))
+    return replayer.finish()
 
 
-def _disagreement(replayed: float, model: float) -> str | None:
-    """Why the replay and the loss formula may differ, when they differ much."""
-    if abs(replayed - model) < 0.02 or (min(replayed, model) > 0 and max(replayed, model) / min(replayed, model) < 2):
-        return None
-    if replayed > model:
-        return ("the record refused more than the formula expects: its asks come in bursts (a PBX registering its "
-                "phones at once, retries), not as independent Poisson requests")
-    return ("the record refused less than the formula expects: its holders are few and ask in turn, or the hour's "
-            "asks were spread more evenly than Poisson requests")
+def _as_row(row: Row | dict[str, Any]) -> Row:
+    if isinstance(row, dict):
+        return tuple(row.get(name) for name in events.FIELDS)
+    return row if len(row) == len(events.FIELDS) else events.full(row)
 
 
-def peak_time(asks: list[Ask], since: float = -math.inf) -> float | None:
-    """When the record had the most licenses in use at once (from `since`): `--at peak`."""
-    changes = sorted([(a.start, 1) for a in asks if a.recorded_granted] +
-                     [(a.end, -1) for a in asks if a.recorded_granted and a.end is not None])
-    held, best, when = 0, -1, None
-    for at, delta in changes:
-        held += delta
-        if at >= since and held > best:
-            best, when = held, at
+def peak_time(rows: Iterable[Row | dict[str, Any]], since: float = -math.inf, until: float = math.inf) -> float | None:
+    """When the record had the most floating licenses in use at once (from `since`): `--at peak`.
+    One pass of its own over the rows, counting grants and what ends them."""
+    held: dict[str, set[tuple[str, str]]] = {}
+    by_lease: dict[str, tuple[str, tuple[str, str]]] = {}
+    count, best, when = 0, -1, None
+    for raw in rows:
+        row = _as_row(raw)
+        ts, kind, node = row[TS], row[EVENT], row[NODE]
+        if ts > until or node is None:
+            continue
+        if kind == events.GRANT and row[NOTE] != "adopted":
+            key = (row[RESOURCE], row[HOLDER])
+            by_lease[row[LEASE]] = (node, key)
+            if key not in held.setdefault(node, set()):
+                held[node].add(key)
+                count += 1
+        elif kind in (events.CHECKIN, events.RELEASE) and row[LEASE] in by_lease:
+            owner, key = by_lease.pop(row[LEASE])
+            if key in held.get(owner, ()):
+                held[owner].discard(key)
+                count -= 1
+        elif kind in (events.EXPIRE, events.BYE):
+            count -= len(held.pop(node, ()))
+        elif kind == events.TAKEOVER and row[DETAIL]:
+            moved = held.pop(str(row[DETAIL]), set())
+            held.setdefault(node, set()).update(moved)
+        if ts >= since and count > best:
+            best, when = count, ts
     return when
 
 
-def answer(rows: Iterable[dict[str, Any]], licenses: Iterable[InstalledLicense], policy: Policy | None, *, since: float,
-           until: float, firmware: int | None = None, lose: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+def answer(rows: Callable[[], Iterable[Row | dict[str, Any]]], licenses: Iterable[InstalledLicense], policy: Policy | None, *,
+           since: float, until: float, firmware: int | None = None, lose: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
     """The whole question, as `licmaster whatif` and GET /api/v1/whatif ask it: the record's
-    demand up to `until`, replayed against `licenses` under `policy` (every PBX on `firmware`,
-    if given), with each (target, at) of `lose` ("peak" or epoch seconds); counted from
-    `since`, with traffic theory beside it. ValueError names a bad `at`."""
-    asks, nodes = asks_from(rows, until=until)
-    if firmware is not None:
-        nodes = {name: dataclasses.replace(node, firmware=firmware) if node.role != "observer" else node
-                 for name, node in nodes.items()}
+    demand (`rows()` gives its rows, oldest first; called twice for a loss `at` the peak) up to
+    `until`, replayed against `licenses` under `policy` (every PBX on `firmware`, if given), with
+    each (target, at) of `lose` ("peak" or epoch seconds); counted from `since`, with traffic
+    theory beside it. ValueError names a bad `at`."""
     losses = []
+    peak: float | None = None
     for target, at in lose:
-        when = peak_time(asks, since) if at == "peak" else _epoch(at)
+        if at == "peak":
+            peak = peak if peak is not None else peak_time(rows(), since, until)
+            when = peak
+        else:
+            when = _epoch(at)
         if when is None:
             raise ValueError(f"at {at!r}: expected epoch seconds or 'peak' (and a record with a peak)")
         losses.append(Loss(target, when))
@@ -299,9 +476,22 @@ def answer(rows: Iterable[dict[str, Any]], licenses: Iterable[InstalledLicense],
         def site_of(name: str) -> str | None:
             site = policy.site_of(name)
             return site.name if site is not None else None
-    result = replay(asks, nodes, pool, losses=losses, site_of=site_of, since=since)
+    source: Iterable[Row | dict[str, Any]] = rows()
+    if firmware is not None:
+        source = (_on_firmware(_as_row(row), firmware) for row in source)
+    result = replay(source, pool, losses=losses, site_of=site_of, since=since, until=until)
     result.add_traffic(since, until)
     return {"since": since, "until": until, "firmware": firmware, **result.to_dict()}
+
+
+def _on_firmware(row: Row, firmware: int) -> Row:
+    """A hello row as if the PBX ran `firmware`."""
+    if row[EVENT] != events.HELLO or not row[NODE]:
+        return row
+    said = events.read_hello(row[NODE], row[DETAIL])
+    if said is None or said.role == "observer":
+        return row
+    return (*row[:DETAIL], events.hello_detail(dataclasses.replace(said, firmware=firmware)), *row[DETAIL + 1:])
 
 
 def _epoch(text: str) -> float | None:
@@ -311,18 +501,11 @@ def _epoch(text: str) -> float | None:
         return None
 
 
-def _sample(out: Replay, pool: Pool, at: float, *, counted: bool) -> None:
-    in_use: dict[str, int] = {}
-    for bucket in pool.buckets():
-        in_use[bucket.family] = in_use.get(bucket.family, 0) + bucket.in_use
-    for family, used in in_use.items():
-        f = out.family(family)
-        f.in_use = used
-        if counted and used > f.peak_in_use:
-            f.peak_in_use, f.peak_at = used, at
-    if counted:
-        for f in out.families.values():
-            f.peak_demand = max(f.peak_demand, f.in_use + f.unmet)
+def _asked(family: FamilyOutcome, ask: Ask, at: float, *, refused: bool) -> None:
+    family.sources.add((ask.node, ask.holder))
+    counts = family.asks_by_hour.setdefault(int(at // HOUR), [0, 0])
+    counts[0] += 1
+    counts[1] += refused
 
 
 def _refused(family: FamilyOutcome, ask: Ask, denial: Denial) -> None:
@@ -334,43 +517,15 @@ def _refused(family: FamilyOutcome, ask: Ask, denial: Denial) -> None:
                            "code": denial.code, "rule": denial.rule})
 
 
-def _lose(pool: Pool, loss: Loss, nodes: dict[str, Node], site_of: Callable[[str], str | None] | None) -> dict[str, Any]:
-    """The PBXs of `loss` die: each one's standby PBX takes over (R-STBY-2 decides, as on the
-    master), or its licenses go back with its users down."""
-    if loss.target.startswith("@"):
-        site = loss.target[1:]
-        dead = sorted(name for name, node in nodes.items() if site_of is not None and site_of(name) == site
-                      and node.role != "standby")
-    else:
-        dead = [loss.target]
-    taken, down = [], []
-    for name in dead:
-        standby = next((n.name for n in nodes.values() if n.standby_for == name), None)
-        held = len(pool.node_leases(name))
-        outcome = pool.takeover(standby, name) if standby is not None else None
-        if standby is not None and not isinstance(outcome, Denial):
-            taken.append({"failed": name, "standby": standby, "moved": held})
-        else:
-            pool.release_node(name)
-            down.append({"failed": name, "leases": held, "standby": standby,
-                         "why": outcome.message if isinstance(outcome, Denial) else "no standby PBX said hello for it"})
-    return {"target": loss.target, "at": loss.at, "taken_over": taken, "down": down}
-
-
-def _holder_node(pool: Pool, lease_id: str, node: str) -> str:
-    """The node that holds a lease now (a takeover moved it to the standby)."""
-    if any(lease.id == lease_id for lease in pool.node_leases(node)):
-        return node
-    return next((lease.node for lease in pool.leases.values() if lease.id == lease_id), node)
-
-
-def _close(asks: list[Ask], index: int, ts: float, seq: int, open_by_node: dict[str, dict[tuple[str, str], int]]) -> None:
-    ask = asks[index]
-    asks[index] = Ask(ask.start, ask.seq, ask.node, ask.resource, ask.holder, ask.count, ask.interface, ts, seq,
-                      ask.recorded_granted)
-    held = open_by_node.get(ask.node, {})
-    if held.get((ask.resource, ask.holder)) == index:
-        del held[(ask.resource, ask.holder)]
+def _disagreement(replayed: float, model: float) -> str | None:
+    """Why the replay and the loss formula may differ, when they differ much."""
+    if abs(replayed - model) < 0.02 or (min(replayed, model) > 0 and max(replayed, model) / min(replayed, model) < 2):
+        return None
+    if replayed > model:
+        return ("the record refused more than the formula expects: its asks come in bursts (a PBX registering its "
+                "phones at once, retries), not as independent Poisson requests")
+    return ("the record refused less than the formula expects: its holders are few and ask in turn, or the hour's "
+            "asks were spread more evenly than Poisson requests")
 
 
 def _shape(resource: str, label: Any) -> tuple[int, str | None]:
@@ -404,6 +559,8 @@ def render_text(doc: dict[str, Any]) -> str:
         for who in f["who"][:5]:
             lines.append(f"    refused {who['node']}/{who['holder']} ({who['resource']}) at {_utc(who['at'])}: {who['code']}"
                          + (f" ({who['rule']})" if who.get("rule") else ""))
+    if doc.get("unserved_after_loss"):
+        lines.append(f"  {doc['unserved_after_loss']} asks of lost PBXs without a standby went unserved")
     for loss in doc["lost"]:
         lines.append(f"  lost {loss['target']} at {_utc(loss['at'])}: "
                      + ", ".join([f"{t['failed']} -> {t['standby']} ({t['moved']} moved)" for t in loss["taken_over"]]

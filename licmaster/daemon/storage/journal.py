@@ -240,6 +240,28 @@ def page(path: Path, *, event: str | None = None, node: str | None = None, since
         db.close()
 
 
+def iter_rows(path: Path) -> Iterator[tuple[Any, ...]]:
+    """The journal's rows as tuples of every field (`events.full`), oldest first, one batch in
+    memory at a time: what a replay of a year reads (a dict per row cost a sixth of it)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield from _events(db)
+    finally:
+        db.close()
+
+
+def iter_journal(path: Path, *, since: float | None = None) -> Iterator[dict[str, Any]]:
+    """The journal's events as dicts, oldest first, one batch in memory at a time (a year of a
+    10,000-phone installation is ten million rows: `licmaster whatif` streams them)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        for row in _events(db, since=since):
+            if since is None or row[events.TS] >= since:
+                yield events.as_dict(row)
+    finally:
+        db.close()
+
+
 def read_journal(path: Path, *, event: str | None = None, since: float | None = None,
                  kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
     """The journal's events as dicts (`events.FIELDS`), oldest first: one `event`, or any of
