@@ -16,6 +16,7 @@ import math
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,11 @@ class StartError(RuntimeError):
 
 class Master:
     def __init__(self, config: Config, *, name: str = "licmaster",
-                 etcd_client: Callable[[Sequence[str]], EtcdClient] = Etcd) -> None:
+                 etcd_client: Callable[[Sequence[str]], EtcdClient] = Etcd, io_executor: Executor | None = None) -> None:
         self.config = config
         self.name = name
         self.etcd_client = etcd_client  # a seam: the real etcd client, or a model of etcd (licmaster/testing/etcd_model.py)
+        self.io_executor = io_executor  # a seam: the journal's writer (a thread; inline on a simulation's virtual time)
         self.role = RoleMachine(on_change=self._role_changed)
         self.feed = ReplicaFeed(on_change=self._standbys_changed)
         self.store: Store | None = None
@@ -167,7 +169,7 @@ class Master:
         self.store = Store(data / "state.sqlite3", fsync=cfg.fsync)
         self.journal = Journal(data / "journal.sqlite3", flush_ms=cfg.journal_flush_ms,
                                keep_s=cfg.journal_keep_days * 86_400 if cfg.journal_keep_days else None,
-                               snapshot=self._live_leases)
+                               snapshot=self._live_leases, executor=self.io_executor)
         dispatch = self._dispatch = Dispatcher(cfg, self.name, self.role, loop, self.feed, self.record, self.status)
         dispatch.journal_rows, dispatch.store = self.journal.rows, self.store
         dispatch.denials.listeners.append(self.site_usage.on_denial)

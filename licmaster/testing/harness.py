@@ -184,7 +184,8 @@ class InProcessMaster:
 
     async def start(self) -> InProcessMaster:
         path = write_config(self.workdir / "licmaster.toml", self.config)
-        self.master = Master(load_config(path), name=self.name, **({"etcd_client": self.etcd_client} if self.etcd_client else {}))
+        self.master = Master(load_config(path), name=self.name) if self.etcd_client is None else \
+            Master(load_config(path), name=self.name, etcd_client=self.etcd_client)
         self.master.config_file = path  # as `licmaster serve --config` does: a reload re-reads the tokens
         await self.master.start(listen=False)
         return self

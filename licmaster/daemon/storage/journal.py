@@ -22,7 +22,7 @@ import marshal
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ LeaseRow = tuple[str, str, str, str, str]  # (node, resource, holder, lease, lab
 
 class Journal:
     def __init__(self, path: Path, *, flush_ms: int = 200, keep_s: float | None = None, prune_every_s: float = 3600.0,
-                 snapshot: Callable[[], list[LeaseRow] | None] | None = None) -> None:
+                 snapshot: Callable[[], list[LeaseRow] | None] | None = None, executor: Executor | None = None) -> None:
         """`snapshot` gives every live lease for a checkpoint, or None when there must be none
         now (e.g. while a restarted master waits for PBXs to re-sync); without it, or without
         `keep_s`, nothing is ever deleted."""
@@ -71,7 +71,8 @@ class Journal:
         # through record() costs ~230 instructions more per request (measured).
         self.rows: list[Row] = []
         self._writing: list[list[Row]] = []  # batches a flush took, until the writer thread has written them
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        # The writer thread; a seam: a simulation on virtual time writes inline (licmaster/testing/simloop.py).
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._db: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
         self._task: asyncio.Task[None] | None = None

@@ -1,0 +1,112 @@
+"""The virtual-time loop and in-memory network (licmaster/testing/simloop.py): the real Master and
+real MasterClients on one virtual clock, an hour in seconds, the same history from the same seed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from licmaster.client import LicenseError, MasterClient, NotConnected
+from licmaster.daemon.config import Config
+from licmaster.daemon.master import Master
+from licmaster.testing.simloop import HOST, Inline, Stalled, VirtualLoop
+
+LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 12\n'
+
+
+async def office_day(workdir: Path, seed: int, hours: float) -> list[tuple[Any, ...]]:
+    """A master and 5 PBXs whose phones come and go for `hours`; the branch cut off for a minute
+    at half time. The history: what each PBX was answered, when (virtual seconds)."""
+    random.seed(seed)  # the clients' jitter
+    rng = random.Random(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "licenses.toml").write_text(LICENSES)
+    master = Master(Config(listen="127.0.0.1:4460", http="", data_dir=workdir / "data", licenses=(workdir / "licenses.toml",)),
+                    io_executor=Inline())
+    await master.start()
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualLoop)
+    history: list[tuple[Any, ...]] = []
+
+    clients: dict[int, MasterClient] = {}
+
+    def branch_believes() -> dict[Any, Any]:
+        return clients[5].believed()
+
+    async def pbx(n: int) -> None:
+        HOST.set(f"10.0.0.{n}")
+        client = clients[n] = MasterClient(["127.0.0.1:4460"], f"pbx{n}", mac=f"00:90:33:00:00:0{n}", connect_timeout=2.0, max_retry_s=5)
+        await client.connect()
+        if n == 5:
+            await client.checkout("port", "the-branch-desk")  # held all day: the branch has something to keep when cut off
+        while loop.time() < hours * 3600:
+            holder = f"phone{rng.randrange(6)}"
+            try:
+                if ("port", holder) in client.leases:
+                    await client.checkin("port", holder)
+                    history.append((round(loop.time(), 6), client.node, "checkin", holder, "ok"))
+                else:
+                    await client.checkout("port", holder)
+                    history.append((round(loop.time(), 6), client.node, "checkout", holder, "ok"))
+            except (LicenseError, NotConnected, TimeoutError) as exc:
+                history.append((round(loop.time(), 6), client.node, "refused", holder, getattr(exc, "code", type(exc).__name__)))
+            await asyncio.sleep(rng.uniform(5, 120))
+        history.append((round(loop.time(), 6), client.node, "believed", len(client.believed())))
+        await client.close()
+
+    async def cut_the_branch() -> None:
+        await asyncio.sleep(hours * 1800)
+        loop.network.set_cut("10.0.0.5", "127.0.0.1")
+        await asyncio.sleep(60)  # 20 lease TTLs: absent, within its hold
+        history.append((round(loop.time(), 6), "network", "absent", master.status().absent_pbxs, len(branch_believes())))
+        loop.network.heal("10.0.0.5", "127.0.0.1")
+
+    await asyncio.gather(*(pbx(n) for n in range(1, 6)), cut_the_branch())
+    await master.stop()
+    return history
+
+
+def run(workdir: Path, seed: int, hours: float) -> list[tuple[Any, ...]]:
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(office_day(workdir, seed, hours))
+    finally:
+        loop.close()
+
+
+def digest(history: list[tuple[Any, ...]]) -> str:
+    return hashlib.sha256(repr(history).encode()).hexdigest()
+
+
+def test_an_hour_of_a_real_master_and_its_pbxs_runs_in_seconds_and_the_same_seed_gives_the_same_history(tmp_path: Path) -> None:
+    started = time.process_time()
+    first = run(tmp_path / "a", seed=7, hours=1.0)
+    cpu_s = time.process_time() - started
+    again = run(tmp_path / "b", seed=7, hours=1.0)
+    other = run(tmp_path / "c", seed=8, hours=1.0)
+    assert digest(first) == digest(again) and digest(first) != digest(other)
+    assert first[-1][0] >= 3600  # an hour of virtual time...
+    print(f"an hour of virtual time in {cpu_s:.2f} CPU s")  # ...in a few seconds of CPU (not asserted: shared machine)
+    [(at, _, _, absent, believed)] = [h for h in first if h[1] == "network"]
+    assert at == 1860.0 and absent == 1 and believed >= 1  # the branch cut off: absent, and its phones still up
+    assert sum(1 for h in first if h[2] in ("checkout", "checkin")) > 100
+    assert all(h[4] != "lapsed" for h in first if len(h) > 4)  # nobody lost service within its hold
+
+
+def test_a_loop_where_every_task_waits_and_no_timer_is_due_says_so_instead_of_hanging() -> None:
+    loop = VirtualLoop()
+
+    async def waits_for_ever() -> None:
+        await asyncio.get_running_loop().create_future()
+
+    try:
+        with pytest.raises(Stalled, match="every task waits"):
+            loop.run_until_complete(waits_for_ever())
+    finally:
+        loop.close()
