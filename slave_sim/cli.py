@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -106,9 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     chaos.add_argument("--faults", help="only these kinds, comma-separated (default: all; `slave-sim chaos --faults list` "
                        "names them)")
     chaos.add_argument("--report-dir", type=Path, default=Path("reports"))
+    sim = sub.add_parser("sim", help="days of faults in a minute: the real masters and clients on one virtual clock, "
+                         "deterministic from --seed (issue 26, a first part)")
+    sim.add_argument("--seed", type=int, required=True, help="the seed of every choice: the same seed, the same history")
+    sim.add_argument("--hours", type=float, default=24.0, help="simulated hours (default %(default)s)")
+    sim.add_argument("--pbxs", type=int, default=10)
+    sim.add_argument("--phones", type=int, default=14, help="phones per PBX (default %(default)s)")
+    sim.add_argument("--ports", type=int, default=60, help="Ports installed")
+    sim.add_argument("--fault-every", type=float, default=600.0, metavar="SECONDS", help="mean time between faults")
+    sim.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "chaos":
         return _chaos(args)
+    if args.command == "sim":
+        return _sim(args)
     if args.command == "actions":
         for name, action in ACTIONS.items():
             print(f"{name:<16} {action.doc}")
@@ -171,6 +183,32 @@ def _print_result(result: Any, json_path: Path, html_path: Path) -> int:
     print(console(result))
     print(f"  reports: {json_path}  {html_path}")
     return 0 if result.passed else 1
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from .sim import SimConfig, run_sim
+
+    config = SimConfig(seed=args.seed, hours=args.hours, pbxs=args.pbxs, phones=args.phones, ports=args.ports,
+                       fault_every_s=args.fault_every)
+    problems = config.problems()
+    if problems:
+        print("slave-sim: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    print(f"slave-sim: simulation, seed {config.seed}, {config.hours:g} simulated hours", file=sys.stderr, flush=True)
+    doc = run_sim(config).to_dict()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"Simulation, seed {doc['seed']}: {'PASSED' if doc['passed'] else 'FAILED'} ({doc['simulated_s'] / 3600:.2f} "
+              f"simulated hours in {doc['cpu_s']:.1f} CPU s)")
+        print(f"  faults: {doc['faults']} " + ", ".join(f"{k} {n}" for k, n in sorted(doc["faults_by_kind"].items())))
+        print(f"  peak believed by the PBXs {doc['peak_believed']} of {doc['ports']} installed")
+        for rule in ("safety", "availability", "liveness"):
+            print(f"  {rule}: {len(doc[rule])} violation(s)" + "".join(f"\n    {v}" for v in doc[rule][:5]))
+        print(f"  history: {doc['history_events']} events, sha256 {doc['history_sha256']}")
+        if not doc["passed"]:
+            print(f"  replay: {doc['replay']}")
+    return 0 if doc["passed"] else 1
 
 
 def _chaos(args: argparse.Namespace) -> int:

@@ -99,3 +99,11 @@ def test_the_whatif_bench_replays_a_synthetic_journal_below_its_peak_and_refuses
     again = run_bench("bench/whatif.py", "--phones", "200", "--days", "3", "--licenses", str(record["recorded_installed"]))
     [as_recorded] = json.loads(again.stdout)["families"]
     assert as_recorded["refused"] == record["by_event"]["demand"] and as_recorded["peak_demand"] == record["recorded_peak_demand"]
+
+
+def test_the_simulation_bench_runs_seeds_and_reports_hours_faults_and_violations() -> None:
+    out = run_bench("bench/sim.py", "--minutes", "0", "--hours", "0.25", "--fault-every", "120")
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["runs"] == 1 and figures["simulated_hours"] >= 0.25 and figures["faults"] > 0
+    assert figures["violations"] == 0 and figures["failed"] == []

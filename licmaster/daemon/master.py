@@ -59,11 +59,13 @@ class StartError(RuntimeError):
 
 class Master:
     def __init__(self, config: Config, *, name: str = "licmaster",
-                 etcd_client: Callable[[Sequence[str]], EtcdClient] = Etcd, io_executor: Executor | None = None) -> None:
+                 etcd_client: Callable[[Sequence[str]], EtcdClient] = Etcd, io_executor: Executor | None = None,
+                 lease_tag: Callable[[], int] | None = None) -> None:
         self.config = config
         self.name = name
         self.etcd_client = etcd_client  # a seam: the real etcd client, or a model of etcd (licmaster/testing/etcd_model.py)
         self.io_executor = io_executor  # a seam: the journal's writer (a thread; inline on a simulation's virtual time)
+        self.lease_tag = lease_tag  # a seam: the random tag of each pool's lease ids (a simulation draws it from its seed)
         self.role = RoleMachine(on_change=self._role_changed)
         self.feed = ReplicaFeed(on_change=self._standbys_changed)
         self.store: Store | None = None
@@ -172,6 +174,8 @@ class Master:
                                snapshot=self._live_leases, executor=self.io_executor)
         dispatch = self._dispatch = Dispatcher(cfg, self.name, self.role, loop, self.feed, self.record, self.status)
         dispatch.journal_rows, dispatch.store = self.journal.rows, self.store
+        if self.lease_tag is not None:
+            dispatch.lease_tag = self.lease_tag
         dispatch.denials.listeners.append(self.site_usage.on_denial)
         self.site_usage.set_policy(self.policy)
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
