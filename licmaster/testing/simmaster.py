@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from licmaster.daemon.config import Config
+from licmaster.daemon.dispatch import LEASE_TAGS
 from licmaster.daemon.master import Master
-from licmaster.model.leases import LEASE_TAGS
 from licmaster.testing.simloop import HOST, Inline, VirtualLoop
 
 PORT = 4460
