@@ -32,3 +32,10 @@ def test_undoing_adoption_at_a_takeover_is_found_as_more_believed_than_installed
 def test_a_seed_or_an_option_out_of_range_is_named(option: str, value: float) -> None:
     config = SimConfig(**{"seed": 1, option: value})  # type: ignore[arg-type]
     assert any(option.split("_")[0].replace("fault", "fault-every") in problem for problem in config.problems())
+
+
+def test_the_simulated_masters_draw_lease_tags_from_the_models_range() -> None:
+    from licmaster.model.leases import LEASE_TAGS
+    from licmaster.testing import simmaster
+
+    assert simmaster.LEASE_TAGS == LEASE_TAGS

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from licmaster.daemon.config import Config
-from licmaster.daemon.dispatch import LEASE_TAGS
 from licmaster.daemon.master import Master
 from licmaster.testing.simloop import HOST, Inline, VirtualLoop
 
 PORT = 4460
+LEASE_TAGS = 10_000  # model/leases.py's (this layer imports no model module; tests/test_sim.py checks they agree)
 
 
 class SimMaster:
