@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--phones", type=int, default=14, help="phones per PBX (default %(default)s)")
     sim.add_argument("--ports", type=int, default=60, help="Ports installed")
     sim.add_argument("--fault-every", type=float, default=600.0, metavar="SECONDS", help="mean time between faults")
+    sim.add_argument("--etcd", action="store_true", help="the leadership in a model of etcd (default: two-node)")
     sim.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "chaos":
@@ -189,7 +190,7 @@ def _sim(args: argparse.Namespace) -> int:
     from .sim import SimConfig, run_sim
 
     config = SimConfig(seed=args.seed, hours=args.hours, pbxs=args.pbxs, phones=args.phones, ports=args.ports,
-                       fault_every_s=args.fault_every)
+                       fault_every_s=args.fault_every, etcd=args.etcd)
     problems = config.problems()
     if problems:
         print("slave-sim: " + "; ".join(problems), file=sys.stderr)

@@ -3,11 +3,15 @@ and its standby, two-node) and the real MasterClients of the PBXs run on one vir
 (licmaster/testing/simloop.py), in one process; faults are drawn from the seed; the same seed on
 the same commit gives the same history, byte for byte (`history_sha256`).
 
+Two-node by default; with `etcd` the two masters hold the leadership in a model of etcd on the
+same clock (licmaster/testing/etcd_model.py), and only an in-sync standby or the leader before may
+lead.
+
 Faults drawn (every `fault_every_s` on average): kill -9 of the acting master and its restart
 (its journal's unwritten rows lost; it follows whoever took over), a PBX cut from both masters
 for a while (both ways or one way, shorter and longer than the lease TTL), a PBX crashed and
-restarted (its client starts afresh). Not yet: pauses (one loop runs every party: a pause needs
-a per-party clock), etcd (the model is ready: licmaster/testing/etcd_model.py), clock jumps.
+restarted (its client starts afresh), and with etcd its quorum lost for a while (1 s to 10 min).
+Not yet: pauses (one loop runs every party: a pause needs a per-party clock), clock jumps.
 
 Checked, safety apart from liveness:
 - safety, every simulated second: the Ports the PBXs may use (`believed`), summed, and those in
@@ -30,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from licmaster.client import LicenseError, MasterClient, NotConnected
+from licmaster.testing.etcd_model import EtcdModel
 from licmaster.testing.simloop import HOST, Stalled, VirtualLoop
 from licmaster.testing.simmaster import SimMaster
 
 MASTER_HOSTS = ("10.1.0.1", "10.1.0.2")
 FAULTS = ("kill-master", "cut-pbx", "cut-pbx-one-way", "crash-pbx")
+ETCD_FAULTS = (*FAULTS, "quorum-lost")
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class SimConfig:
     phones: int = 14  # per PBX: about 70 held at a time for 60 Ports, so the pool runs out
     ports: int = 60  # installed: fewer than the phones, so that some are refused
     fault_every_s: float = 600.0
+    etcd: bool = False  # leadership in a model of etcd (else two-node: standby_of and peers)
 
     def problems(self) -> list[str]:
         out = []
@@ -85,13 +92,13 @@ class SimResult:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.config
-        return {"seed": c.seed, "hours": c.hours, "pbxs": c.pbxs, "phones": c.phones, "ports": c.ports,
+        return {"seed": c.seed, "hours": c.hours, "pbxs": c.pbxs, "phones": c.phones, "ports": c.ports, "etcd": c.etcd,
                 "fault_every_s": c.fault_every_s, "passed": self.passed, "simulated_s": round(self.simulated_s, 3),
                 "cpu_s": round(self.cpu_s, 2), "faults": len(self.faults), "faults_by_kind": _count(f[1] for f in self.faults),
                 "peak_believed": self.peak_believed, "safety": self.safety[:20], "availability": self.availability[:20],
                 "liveness": self.liveness[:20], "history_events": len(self.history), "history_sha256": self.history_sha256,
                 "replay": f"slave-sim sim --seed {c.seed} --hours {c.hours:g} --pbxs {c.pbxs} --phones {c.phones} "
-                          f"--ports {c.ports} --fault-every {c.fault_every_s:g}"}
+                          f"--ports {c.ports} --fault-every {c.fault_every_s:g}" + (" --etcd" if c.etcd else "")}
 
 
 class World:
@@ -104,9 +111,15 @@ class World:
         self.loop: VirtualLoop = loop
         licenses = f'[[license]]\ntype = "PBX-Port13"\ncount = {config.ports}\n'
         a, b = MASTER_HOSTS
-        self.masters = [SimMaster(workdir / "a", a, licenses, seed=config.seed * 2, peers=(f"{b}:4460",), log_level="error"),
-                        SimMaster(workdir / "b", b, licenses, seed=config.seed * 2 + 1, standby_of=f"{a}:4460",
-                                  peers=(f"{a}:4460",), log_level="error")]
+        self.etcd = EtcdModel() if config.etcd else None
+        if self.etcd is not None:
+            both: dict[str, Any] = {"etcd_endpoints": ("etcd.model:2379",), "etcd_client": self.etcd.client, "log_level": "error"}
+            self.masters = [SimMaster(workdir / "a", a, licenses, seed=config.seed * 2, **both),
+                            SimMaster(workdir / "b", b, licenses, seed=config.seed * 2 + 1, **both)]
+        else:
+            self.masters = [SimMaster(workdir / "a", a, licenses, seed=config.seed * 2, peers=(f"{b}:4460",), log_level="error"),
+                            SimMaster(workdir / "b", b, licenses, seed=config.seed * 2 + 1, standby_of=f"{a}:4460",
+                                      peers=(f"{a}:4460",), log_level="error")]
         self.clients: dict[str, MasterClient] = {}
         self.end = config.hours * 3600
 
@@ -170,8 +183,13 @@ class World:
             await asyncio.sleep(rng.expovariate(1 / self.config.fault_every_s))
             if self.loop.time() >= self.end - 600:  # the last ten minutes heal: liveness is checked at the end
                 return
-            kind = rng.choice(FAULTS)
-            if kind == "kill-master":
+            kind = rng.choice(ETCD_FAULTS if self.etcd is not None else FAULTS)
+            if kind == "quorum-lost" and self.etcd is not None:
+                seconds = rng.choice((1.0, 5.0, 30.0, 600.0))
+                self._fault(kind, f"{seconds:g} s")
+                self.etcd.up = False
+                self.loop.create_task(self._quorum_back(seconds))
+            elif kind == "kill-master":
                 acting = next((m for m in self.masters if m.alive and m.master is not None and m.master.role.serving), None)
                 if acting is None:
                     continue
@@ -199,6 +217,12 @@ class World:
         await asyncio.sleep(after)
         await master.start()
         self.note("restarted", master.host)
+
+    async def _quorum_back(self, after: float) -> None:
+        await asyncio.sleep(after)
+        assert self.etcd is not None
+        self.etcd.up = True
+        self.note("quorum", "back")
 
     async def _heal(self, host: str, after: float) -> None:
         await asyncio.sleep(after)
@@ -250,13 +274,17 @@ async def simulate(config: SimConfig, workdir: Path) -> SimResult:
         client.abort()
     for master in world.masters:
         master.kill()
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:  # what the world left running ends with it
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
     result.cpu_s = time.process_time() - started
     return result
 
 
 def run_sim(config: SimConfig) -> SimResult:
     """One simulation in a virtual loop of its own (the caller's loop, if any, is left alone)."""
-    logging.getLogger("licmaster").setLevel(logging.ERROR)
+    logging.getLogger("licmaster").setLevel(logging.CRITICAL)  # the simulation says what matters; the masters, quiet
     random.seed(config.seed)  # the clients' retry jitter
     loop = VirtualLoop()
     try:

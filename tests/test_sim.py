@@ -39,3 +39,12 @@ def test_the_simulated_masters_draw_lease_tags_from_the_models_range() -> None:
     from licmaster.testing import simmaster
 
     assert simmaster.LEASE_TAGS == LEASE_TAGS
+
+
+def test_with_the_leadership_in_a_model_of_etcd_quorum_losses_and_kills_hold_and_replay_the_same() -> None:
+    config = SimConfig(seed=5, hours=1, fault_every_s=120, etcd=True)
+    first, again = run_sim(config), run_sim(config)
+    assert first.passed and first.history_sha256 == again.history_sha256
+    kinds = {kind for _, kind, _ in first.faults}
+    assert "quorum-lost" in kinds and "kill-master" in kinds
+    assert first.to_dict()["replay"].endswith("--etcd")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from licmaster.daemon.config import Config
+from licmaster.daemon.ha.etcd import EtcdClient
 from licmaster.daemon.master import Master
 from licmaster.testing.simloop import HOST, Inline, VirtualLoop
 
@@ -23,7 +25,8 @@ LEASE_TAGS = 10_000  # model/leases.py's (this layer imports no model module; te
 
 
 class SimMaster:
-    def __init__(self, workdir: Path, host: str, licenses: str, *, seed: int = 0, **config: Any) -> None:
+    def __init__(self, workdir: Path, host: str, licenses: str, *, seed: int = 0,
+                 etcd_client: Callable[[Sequence[str]], EtcdClient] | None = None, **config: Any) -> None:
         self.workdir, self.host = workdir, host
         self.rng = random.Random(seed)  # the tags of its pools' lease ids: from the simulation's seed
         workdir.mkdir(parents=True, exist_ok=True)
@@ -32,6 +35,7 @@ class SimMaster:
                              licenses=(workdir / "licenses.toml",), **config)
         self.master: Master | None = None
         self.starts = 0
+        self.etcd_client = etcd_client  # a model of etcd on the loop's clock (licmaster/testing/etcd_model.py)
 
     @property
     def address(self) -> str:
@@ -45,7 +49,11 @@ class SimMaster:
         """Start as its process would, its tasks on its host (their connections come from there)."""
         context = contextvars.copy_context()
         context.run(HOST.set, self.host)
-        self.master = Master(self.config, name=self.host, io_executor=Inline(), lease_tag=lambda: self.rng.randrange(LEASE_TAGS))
+        def tag() -> int:
+            return self.rng.randrange(LEASE_TAGS)
+
+        self.master = Master(self.config, name=self.host, io_executor=Inline(), lease_tag=tag) if self.etcd_client is None \
+            else Master(self.config, name=self.host, io_executor=Inline(), lease_tag=tag, etcd_client=self.etcd_client)
         self.starts += 1
         await asyncio.get_running_loop().create_task(self.master.start(), context=context)
 
@@ -56,7 +64,7 @@ class SimMaster:
             return
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualLoop)
-        tasks = [master._reaper]
+        tasks = [master._reaper, master._recording]
         if master.follower is not None:
             master.follower.client._stop_tasks()
             tasks.append(master.follower._task)
