@@ -30,12 +30,13 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=6.0, help="simulated hours per seed (default %(default)s)")
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--fault-every", type=float, default=600.0, metavar="SECONDS")
+    parser.add_argument("--etcd", action="store_true", help="the leadership in the model of etcd")
     args = parser.parse_args()
     started = time.perf_counter()
     seeds, simulated_s, faults, failed = [], 0.0, 0, []
     seed = args.first_seed
     while time.perf_counter() - started < args.minutes * 60 or not seeds:
-        result = run_sim(SimConfig(seed=seed, hours=args.hours, fault_every_s=args.fault_every))
+        result = run_sim(SimConfig(seed=seed, hours=args.hours, fault_every_s=args.fault_every, etcd=args.etcd))
         seeds.append(seed)
         simulated_s += result.simulated_s
         faults += len(result.faults)
@@ -43,7 +44,7 @@ def main() -> None:
             failed.append(result.to_dict())
         seed += 1
     wall_min = (time.perf_counter() - started) / 60
-    print(json.dumps({"bench": "sim", "seeds": [seeds[0], seeds[-1]], "runs": len(seeds), "wall_minutes": round(wall_min, 2),
+    print(json.dumps({"bench": "sim", "etcd": args.etcd, "seeds": [seeds[0], seeds[-1]], "runs": len(seeds), "wall_minutes": round(wall_min, 2),
                       "simulated_hours": round(simulated_s / 3600, 1), "faults": faults,
                       "simulated_hours_per_wall_minute": round(simulated_s / 3600 / wall_min, 1),
                       "faults_per_wall_minute": round(faults / wall_min, 1), "violations": sum(
