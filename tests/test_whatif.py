@@ -162,3 +162,32 @@ def test_where_the_replay_and_the_formula_differ_much_it_says_the_likely_why() -
     assert "bursts" in (_disagreement(0.40, 0.05) or "")  # a PBX registering its phones at once
     assert "less" in (_disagreement(0.01, 0.30) or "")
     assert _disagreement(0.30, 0.35) is None and _disagreement(0.0, 0.01) is None
+
+
+async def test_replayed_under_the_same_site_policy_a_record_with_a_site_at_its_maximum_gives_every_refusal_again(
+        tmp_path: Path) -> None:
+    from licmaster.licenses.policy import load_policy
+
+    text = '[[license]]\ntype = "PBX-Port13"\ncount = 6\n'
+    policy_file = tmp_path / "sites.toml"
+    policy_file.write_text('[site.hq]\nnodes = ["hq"]\nreserve = { "PBX-Port" = 2 }\n'
+                           '[site.branch]\nnodes = ["branch"]\nmax = { "PBX-Port" = 3 }\n')
+    d = await in_process(tmp_path / "m", text, policy=str(policy_file))
+    try:
+        hq, branch = d.connect_now(), d.connect_now()
+        says_hello(hq, "hq", "00:90:33:00:00:01")
+        says_hello(branch, "branch", "00:90:33:00:00:02")
+        said = [branch.call("checkout", resource="port", holder=f"b{i}") for i in range(5)]  # its max is 3
+        said += [hq.call("checkout", resource="port", holder=f"h{i}") for i in range(4)]  # 3 left; 2 reserved for hq
+        assert [r["ok"] for r in said] == [True, True, True, False, False, True, True, True, False]
+        assert branch.call("checkin", lease=said[0]["lease"])["ok"]
+        assert branch.call("checkout", resource="port", holder="b9")["ok"]
+    finally:
+        await d.stop()
+    licenses_now = licenses(("PBX-Port13", 6))
+    policy = load_policy(policy_file)
+    pool = Pool(licenses_now)
+    pool.set_policy(policy)
+    result = replay(read_journal(d.workdir / "data" / "journal.sqlite3"), pool, keep_outcomes=True)
+    assert result.outcomes is not None and len(result.outcomes) == 10  # 7 grants, 3 refused holders
+    assert [(a.holder, a.recorded_granted) for a, code in result.outcomes if a.recorded_granted != (code is None)] == []
