@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--out", type=Path, help="write here instead of printing")
     rep.add_argument("--licenses", nargs="+", metavar="FILE", help="the installed license files: each peak with the headroom left")
     rep.add_argument("--policy", type=Path, metavar="SITES_TOML", help="the site policy: peaks and refusals per site too")
+    rep.add_argument("--whatif", nargs="+", metavar="FILE", help="candidate license files: a What if section, the period's "
+                     "demand replayed against them (licmaster whatif)")
     rep.set_defaults(run=_report)
 
     wi = sub.add_parser("whatif", help="replay the recorded demand against other licenses, a policy, failures: "
@@ -357,6 +359,14 @@ def _report(args: argparse.Namespace) -> int:
             return 2
         site_of = _site_name(policy)
     doc = usage_report.from_journal(path, since, now, installed, site_of)
+    if args.whatif:
+        candidates = load_files(args.whatif)
+        if not candidates.ok:
+            print("licmaster: the candidate license files have errors:\n" + "\n".join(f"  {p}" for p in candidates.errors),
+                  file=sys.stderr)
+            return 2
+        doc["whatif"] = whatif.answer(lambda: iter_rows(path), candidates.licenses,
+                                      load_policy(args.policy) if args.policy is not None else None, since=since, until=now)
     text = (json.dumps(doc, indent=2) if args.json else usage_report.render_html(doc) if args.html
             else usage_report.render_csv(doc) if args.csv else usage_report.render_text(doc))
     if args.out:

@@ -681,3 +681,7 @@ async def test_what_if_over_the_api_with_a_candidate_beside_the_license_files_an
     for query in ("licenses=../licmaster.toml", "licenses=/etc/passwd", "licenses=missing.toml", "lose=pbx1", "firmware=x"):
         refused = await console.get(f"/api/v1/whatif?{query}", status=400)
         assert refused["error"] == "bad_request"
+    report = await console.get("/api/v1/report?since=1h&whatif=fewer.toml")  # the usage report's What if section
+    port = next(f for f in report["whatif"]["families"] if f["family"] == "PBX-Port")
+    assert (port["installed"], port["refused"]) == (2, 1)
+    assert (await console.get("/api/v1/report?since=1h&whatif=../x.toml", status=400))["error"] == "bad_request"

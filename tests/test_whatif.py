@@ -132,6 +132,12 @@ async def test_licmaster_whatif_answers_with_fewer_ports_and_a_pbx_lost_at_the_p
     assert "hq down with 3 leases" in text.stdout  # no standby PBX said hello for it
     bad = whatif("--licenses", str(fewer), "--lose", "hq")
     assert bad.returncode == 2 and "each --lose needs its --at" in bad.stderr
+    for fmt, expected in (([], "What if (the period's demand replayed against the candidate licenses):"),
+                          (["--html"], "<h2>What if (the period's demand against the candidate licenses)</h2>")):
+        report = subprocess.run([sys.executable, "-m", "licmaster.cli", "report", "--data-dir", str(d.workdir / "data"),
+                                 "--since", "1h", "--whatif", str(fewer), *fmt], capture_output=True, text=True, timeout=60)
+        assert report.returncode == 0 and expected in report.stdout, report.stderr
+    assert "PBX-Port: 3 installed, peak 3 in use" in report.stdout or "<td>PBX-Port</td><td>3</td><td>3</td>" in report.stdout
 
 
 def test_traffic_theory_stands_beside_the_replay_for_the_busiest_hour() -> None:

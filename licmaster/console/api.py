@@ -38,6 +38,7 @@ from licmaster.wire import events
 
 if TYPE_CHECKING:
     from licmaster.daemon.master import Master
+    from licmaster.model.types import InstalledLicense
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MASTER: web.AppKey[Master] = web.AppKey("master", object)  # type: ignore[arg-type]
@@ -395,7 +396,8 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 
 async def report(request: web.Request) -> web.Response:
-    """The usage report (console/report.py): `since` (default 7d), `format=json|html`."""
+    """The usage report (console/report.py): `since` (default 7d), `format=json|html`, `whatif`
+    (repeatable: candidate license files beside the master's own: a What if section)."""
     master = request.app[MASTER]
     since = _seconds_ago(request, "since") or time.time() - 7 * 86400
     if master.journal:
@@ -403,6 +405,11 @@ async def report(request: web.Request) -> web.Response:
     path = Path(master.config.data_dir) / "journal.sqlite3"
     installed = master.pool.installed_by_family()
     doc = await asyncio.get_running_loop().run_in_executor(None, lambda: usage_report.from_journal(path, since, None, installed, master.site_usage.site_of if master.policy else None))
+    names = request.query.getall("whatif", [])
+    if names:  # the What if section: the period's demand against candidate license files
+        candidates = _candidates(master, names, "whatif")
+        doc["whatif"] = await asyncio.get_running_loop().run_in_executor(None, lambda: whatif.answer(
+            lambda: iter_rows(path), candidates, master.policy, since=since, until=time.time()))
     if request.query.get("format") == "html":
         return web.Response(text=usage_report.render_html(doc, f"{master.name}: usage report"), content_type="text/html")
     return web.json_response(doc)
@@ -424,17 +431,8 @@ async def whatif_view(request: web.Request) -> web.Response:
     if len(lose) != len(at):
         raise Refused(400, "bad_request", f"{len(lose)} lose and {len(at)} at: each lose needs its at")
     names = request.query.getall("licenses", [])
-    if names:
-        folder = Path(master.config.licenses[0]).parent if master.config.licenses else Path(".")
-        for name in names:  # a name beside the license files, never a path: the API reads no other file
-            if not name or Path(name).name != name or name.startswith(".") or not (folder / name).is_file():
-                raise Refused(400, "bad_request", f"licenses: {name[:64]!r} is not a license file beside the master's own")
-        loaded = load_files([folder / name for name in names])
-        if not loaded.ok:
-            raise Refused(400, "bad_request", "the candidate license files have errors: " + "; ".join(map(str, loaded.errors))[:800])
-        candidates = loaded.licenses
-    else:
-        candidates = master.license_set.licenses if master.license_set is not None else []
+    candidates = _candidates(master, names, "licenses") if names else \
+        (master.license_set.licenses if master.license_set is not None else [])
     if master.journal:
         await master.journal.flush()
     path = Path(master.config.data_dir) / "journal.sqlite3"
@@ -446,6 +444,18 @@ async def whatif_view(request: web.Request) -> web.Response:
         raise Refused(400, "bad_request", str(exc)) from None
     doc.update(licenses=names or "installed")
     return web.json_response(doc)
+
+
+def _candidates(master: Master, names: list[str], param: str) -> list[InstalledLicense]:
+    """Candidate license files, by name beside the master's own, never a path: the API reads no other file."""
+    folder = Path(master.config.licenses[0]).parent if master.config.licenses else Path(".")
+    for name in names:
+        if not name or Path(name).name != name or name.startswith(".") or not (folder / name).is_file():
+            raise Refused(400, "bad_request", f"{param}: {name[:64]!r} is not a license file beside the master's own")
+    loaded = load_files([folder / name for name in names])
+    if not loaded.ok:
+        raise Refused(400, "bad_request", "the candidate license files have errors: " + "; ".join(map(str, loaded.errors))[:800])
+    return loaded.licenses
 
 
 def _number(request: web.Request, name: str) -> float | None:

@@ -298,6 +298,11 @@ def render_text(report: dict[str, Any]) -> str:
                   + f"; refused {s['refused']}" + (" (" + ", ".join(f"{c} {n}" for c, n in s["refused_by_code"].items()) + ")"
                                                    if s["refused"] else "")
                   for s in report["sites"]] or ["  nothing held or refused by any site"]
+    if report.get("whatif") is not None:
+        from licmaster.console.whatif import render_text as whatif_text  # one writer of the what-if words
+
+        lines += ["", "What if (the period's demand replayed against the candidate licenses):"]
+        lines += ["  " + line for line in whatif_text(report["whatif"]).splitlines()]
     return "\n".join(lines)
 
 
@@ -353,7 +358,20 @@ td,th{{border-bottom:1px solid #e5e7eb;padding:.2rem .6rem;text-align:left}} th{
 <h2>When a family ran out</h2>{table(["hour", "rule", "refused"], [[r["hour"], r["rule"] or "-", r["refused"]] for r in report["ran_out"]])}
 <h2>Who was refused</h2>{table(["code", "rule", "node", "count"], [[r["code"], r["rule"] or "-", r["node"], r["count"]] for r in report["refused"]])}
 <h2>Top holders</h2>{table(["node", "leases at peak", "grants"], [[h["node"], h["peak_leases"], h["grants"]] for h in report["top_holders"]])}
-{_sites_html(report, table)}</body></html>"""
+{_sites_html(report, table)}{_whatif_html(report, table)}</body></html>"""
+
+
+def _whatif_html(report: dict[str, Any], table: Callable[[list[str], list[list[Any]]], str]) -> str:
+    """The what-if section: per family the candidate count, its peak, headroom, refusals, and the
+    count that would have served everyone (console/whatif.py)."""
+    doc = report.get("whatif")
+    if doc is None:
+        return ""
+    rows = [[f["family"], f["installed"], f["peak_in_use"], f["headroom_at_peak"], f["refused"], f["would_serve_everyone"],
+             f"{f['traffic']['erlangs']:g} E, Erlang-B {f['traffic']['erlang_b']:.1%}" if f.get("traffic") else "-"]
+            for f in doc["families"] if f["installed"] or f["peak_in_use"] or f["refused"]]
+    return ("<h2>What if (the period's demand against the candidate licenses)</h2>"
+            + table(["family", "candidate", "peak in use", "headroom", "refused", "would serve everyone", "busiest hour"], rows))
 
 
 def _sites_html(report: dict[str, Any], table: Callable[[list[str], list[list[Any]]], str]) -> str:
