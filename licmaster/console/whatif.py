@@ -175,6 +175,7 @@ class Replayer:
         self.in_use: dict[str, int] = {}  # family -> units in use in the replay, kept as leases come and go
         for bucket in pool.buckets():
             self.in_use[bucket.family] = self.in_use.get(bucket.family, 0) + bucket.in_use
+        self._integrated_to: float | None = None  # the traffic's integral (in use + unmet, per family) runs to here
 
     # ---------------------------------------------------------------- the record, row by row
 
@@ -217,7 +218,9 @@ class Replayer:
                     number = self._start(demand.first, -1, Ask(demand.first, -1, node, row[RESOURCE], row[HOLDER],
                                                                recorded_granted=False), recorded=False)
                     heapq.heappush(self.timeline, (demand.last, seq, END, number))
-        self._run(ts - LAG_S)
+        timeline = self.timeline
+        if timeline and timeline[0][0] <= ts - LAG_S:
+            self._run(ts - LAG_S)
 
     def _granted(self, ts: float, seq: int, node: str, row: Row) -> None:
         resource, holder = row[RESOURCE], row[HOLDER]
@@ -254,6 +257,7 @@ class Replayer:
         timeline = self.timeline
         while timeline and timeline[0][0] <= before:
             at, _, what, payload = heapq.heappop(timeline)
+            self._integrate(at)
             if what == LOSS:
                 self._lose(self.losses[payload])
                 self._recount()
@@ -314,12 +318,9 @@ class Replayer:
             if lease is not None:
                 for bucket, n in lease.took:
                     self.in_use[bucket.family] -= n
-            for family in ask.families:
-                self._held(family, ask, at)
             return ask.families
         if ask.family is not None:
             self.out.family(ask.family).unmet -= 1
-            self._held(ask.family, ask, at)
             return (ask.family,)
         return ()
 
@@ -329,26 +330,30 @@ class Replayer:
         for bucket in self.pool.buckets():
             self.in_use[bucket.family] = self.in_use.get(bucket.family, 0) + bucket.in_use
 
-    def _held(self, family: str, ask: Ask, end: float) -> None:
-        """The holding asked for, clipped to the period, added to the clock hours it spans."""
-        start = ask.start if ask.start > self.since else self.since
-        if end > self.until:
-            end = self.until
-        if end > self.last_ts:
-            end = self.last_ts
-        if end <= start or start == -math.inf:
+    def _integrate(self, to: float) -> None:
+        """The holding asked for (in use, and unmet asks still asking), per family, added to the
+        clock hours from where the integral stood to `to` (clipped to the period): the offered
+        traffic, as the integral of a level that changes only at events."""
+        start = self._integrated_to
+        self._integrated_to = to
+        if start is None:
             return
-        hours = self.out.family(family).held_by_hour
-        hour = int(start // HOUR)
-        last = int(end // HOUR)
-        count = ask.count
-        if hour == last:  # the common case: within one clock hour
-            hours[hour] = hours.get(hour, 0.0) + (end - start) * count
+        if start < self.since:
+            start = self.since
+        end = min(to, self.until, self.last_ts)
+        if end <= start:
             return
-        while start < end:
-            edge = min(end, (hour + 1) * HOUR)
-            hours[hour] = hours.get(hour, 0.0) + (edge - start) * count
-            start, hour = edge, hour + 1
+        in_use = self.in_use
+        for f in self.out.families.values():
+            level = in_use.get(f.family, 0) + f.unmet
+            if not level:
+                continue
+            hours = f.held_by_hour
+            hour, at = int(start // HOUR), start
+            while at < end:
+                edge = min(end, (hour + 1) * HOUR)
+                hours[hour] = hours.get(hour, 0.0) + (edge - at) * level
+                at, hour = edge, hour + 1
 
     def _sample(self, at: float, touched: Iterable[str]) -> None:
         """Peaks of the families an event changed: in use, and in use with what is still unmet."""
@@ -394,9 +399,7 @@ class Replayer:
     def finish(self) -> Replay:
         """Every event left, then what is still held counted to the end of the period."""
         self._run(math.inf)
-        for ask in list(self.asks.values()):
-            for family in ask.families if ask.lease is not None else ((ask.family,) if ask.family else ()):
-                self._held(family, ask, self.until)
+        self._integrate(min(self.until, self.last_ts))  # what is still held, to the end of the period
         return self.out
 
 
@@ -503,7 +506,10 @@ def _epoch(text: str) -> float | None:
 
 def _asked(family: FamilyOutcome, ask: Ask, at: float, *, refused: bool) -> None:
     family.sources.add((ask.node, ask.holder))
-    counts = family.asks_by_hour.setdefault(int(at // HOUR), [0, 0])
+    hour = int(at // HOUR)
+    counts = family.asks_by_hour.get(hour)
+    if counts is None:
+        counts = family.asks_by_hour[hour] = [0, 0]
     counts[0] += 1
     counts[1] += refused
 
