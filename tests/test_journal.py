@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from licmaster.daemon.ha.recovery import held_at_end
+from licmaster.daemon.ha.recovery import holdings_at_end
 from licmaster.daemon.storage.journal import Journal, read_journal
 
 
 async def open_run(path: Path, **options) -> tuple[Journal, bool, dict]:
     journal = Journal(path, flush_ms=10_000, **options)
     had_run, rows = journal.begin_run()
-    return journal, had_run, held_at_end(rows)
+    return journal, had_run, holdings_at_end(rows).held()
 
 
 async def test_events_come_back_in_order_with_every_field(tmp_path: Path) -> None:

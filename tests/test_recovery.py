@@ -1,6 +1,6 @@
 """Who held what, rebuilt from journal events (restart) or a replication stream (standby)."""
 
-from licmaster.daemon.ha.recovery import Holdings, held_at_end
+from licmaster.daemon.ha.recovery import Holdings, holdings_at_end
 
 
 def test_grants_checkins_and_expiry_replay_to_what_is_held() -> None:
@@ -13,7 +13,7 @@ def test_grants_checkins_and_expiry_replay_to_what_is_held() -> None:
         ("expire", "c", None, None, None, "1"),
         ("release", "b", "port", "carl", "3", "node changed"),
     ]
-    assert held_at_end(rows) == {"a": {("port", "alice")}}
+    assert holdings_at_end(rows).held() == {"a": {("port", "alice")}}
 
 
 def test_takeover_moves_holdings_and_counts_nothing_twice() -> None:

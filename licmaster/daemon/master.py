@@ -31,7 +31,7 @@ from licmaster.daemon.ha.recovery import Holdings, holdings_at_end
 from licmaster.daemon.ha.replication import Follower, PeerWatch, acting_master
 from licmaster.daemon.protocol import Connection
 from licmaster.daemon.role import Role, RoleMachine
-from licmaster.daemon.sessions import End
+from licmaster.daemon.sessions import End, held_until
 from licmaster.daemon.site_usage import SiteUsage
 from licmaster.daemon.status import ABSENT_SHOWN, AbsentPbx, MasterStatus, PoolStatus, coordination_without_etcd
 from licmaster.daemon.storage.datadir import DataDirBusy, DataDirLock
@@ -585,7 +585,7 @@ class Master:
             denials_by_family=dict(dispatch.denials.by_family),
             requests={"counts": list(timer.counts), "count": timer.count, "sum": timer.sum, "requests": timer.requests},
             journal_pending_rows=len(pending), journal_lag_s=max(0.0, time.time() - pending[0][0]) if pending else 0.0,
-            standbys=len(self.feed), degraded=self.feed.degraded, replica=self.following(),
+            standbys=self.feed.in_sync, degraded=self.feed.degraded, replica=self.following(),
             coordination=self.leadership.status() if self.leadership else coordination_without_etcd(
                 self.role.following or None, len(self.feed), bool(cfg.standby_of or cfg.peers)),
             last_reload=self.last_reload, terms=tuple(t.to_dict() for t in self.terms()), sites=tuple(self.sites_usage()),
@@ -603,8 +603,8 @@ class Master:
             for lease in book.of_node(session.node):
                 held[lease.resource] = held.get(lease.resource, 0) + 1
             shown.append(AbsentPbx(session.node, wall - (now - (session.absent_since or now)), sum(held.values()), held,
-                                   wall + (session.last_seen + self.config.hold_s - now)))
-        return {"absent_pbxs": len(absent), "absent_leases": sum(len(book.of_node(s.node)) for s in absent),
+                                   held_until(session, self.config.hold_s, now, wall)))
+        return {"absent_pbxs": len(absent), "absent_leases": sum(book.held_count(s.node) for s in absent),
                 "absent": tuple(shown)}
 
     def _usable(self, bucket: Bucket, firmware: int | None) -> int:
@@ -835,7 +835,7 @@ class Master:
         book = dispatch.book
         for session in [s for s in sessions.by_node.values() if now - s.last_seen > ttl]:
             silent = now - session.last_seen
-            if silent <= hold and book.holds(session.node):
+            if silent <= hold and book.held_count(session.node):
                 if session.absent_since is None:
                     sessions.absent(session, now, hold, wall)
                 continue

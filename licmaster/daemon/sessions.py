@@ -127,7 +127,7 @@ class Sessions:
         session.absent_since = now
         node = session.node
         leases = self.pool.node_leases(node)
-        back_at = wall + (session.last_seen + hold_s - now)
+        back_at = held_until(session, hold_s, now, wall)
         self.record(events.ABSENT, node, detail=f"{len(leases)} leases held until {_iso(back_at)}")
         conn, session.conn = session.conn, None
         if conn is not None:
@@ -166,3 +166,8 @@ class Sessions:
 
 def _iso(wall: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+
+
+def held_until(session: Session, hold_s: float, now: float, wall: float) -> float:
+    """When an absent session's leases go back (wall clock): `hold_s` after its last word."""
+    return wall + (session.last_seen + hold_s - now)

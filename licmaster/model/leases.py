@@ -296,18 +296,14 @@ class LeaseBook:
         held = self.held.get(node)
         return held.by_resource.get(resource, {}).get(holder) if held else None
 
-    def holds(self, node: str) -> bool:
+    def held_count(self, node: str) -> int:
+        """How many floating leases a node holds (no list built)."""
         held = self.held.get(node)
-        return held is not None and bool(held.by_id)
+        return len(held.by_id) if held is not None else 0
 
     def of_node(self, node: str) -> list[Lease]:
         held = self.held.get(node)
         return list(held.by_id.values()) if held else []
-
-    def held_by_node(self) -> dict[str, set[tuple[str, str]]]:
-        """What each node holds, as (resource, holder): what a grace window lets it re-take."""
-        return {node: {(lease.resource, lease.holder) for lease in held.by_id.values()}
-                for node, held in self.held.items() if held.by_id}
 
     def all(self) -> dict[str, Lease]:
         """Every live lease by id (built on demand: for reading, not the hot path)."""

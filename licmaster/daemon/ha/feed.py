@@ -63,7 +63,6 @@ class ReplicaFeed:
         self._sent: deque[tuple[int, float]] = deque()  # (seq, loop time sent) of pushes some standby still owes
         self.held: dict[Endpoint, deque[tuple[int, Replies]]] = {}  # connection -> (push it waits for, replies)
         self._push_scheduled = False
-        self.dropped = 0  # standbys dropped for not acknowledging in time, since start
 
     def __len__(self) -> int:
         return len(self._replicas)
@@ -200,7 +199,6 @@ class ReplicaFeed:
             if owed is not None and now - owed >= self.ack_timeout_s:
                 late.append(conn)
         for conn in late:
-            self.dropped += 1
             self.detach(conn, f"a standby master did not acknowledge within {int(self.ack_timeout_s * 1000)} ms: dropped")
             conn.close({"event": "replica_dropped", "reason": "no acknowledgement in time: attach again with a new snapshot"})
         return late

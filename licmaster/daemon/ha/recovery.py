@@ -71,11 +71,6 @@ class Holdings:
                 for node, leases in self.by_node.items() for lid, (resource, holder) in leases.items()]
 
 
-def held_at_end(changes: Iterable[Change]) -> dict[str, set[Key]]:
-    """Replay the changes, oldest first."""
-    return Holdings().apply_all(changes).held()
-
-
 def holdings_at_end(changes: Iterable[Change]) -> Holdings:
     """Replay the changes, oldest first: who held what, with what each took."""
     return Holdings().apply_all(changes)
