@@ -12,6 +12,23 @@ from collections import Counter
 from typing import Any
 
 
+def held_in_either(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One master's sessions, each node's leases those of either listing (by lease id).
+
+    A master's counts (`usage`) and its leases (`nodes(held=True)`) are two requests: a check-in
+    or checkout between them would make the leases disagree with the counts, and a Port counted
+    twice in the counts go unseen in the leases (a false "over installed"). Listed before and
+    after the counts, every lease the counts saw is in one of the two listings (unless it came
+    and went between them): what is counted twice is then never less than at the counts."""
+    merged: dict[str, dict[str, list[Any]]] = {}
+    for listing in (before, after):
+        for node in listing:
+            by_id = merged.setdefault(node["node"], {})
+            for lease in node.get("held", []):
+                by_id.setdefault(lease[2], lease)
+    return [{"node": node, "held": list(by_id.values())} for node, by_id in merged.items()]
+
+
 def ports_counted_twice(nodes_by_master: list[list[dict[str, Any]]]) -> int:
     """Port leases counted by more than one master for the same PBX and holder, beyond their
     first count; each master's sessions as `nodes(held=True)` lists them ([resource, holder, id]

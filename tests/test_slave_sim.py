@@ -483,6 +483,25 @@ def test_a_port_two_masters_count_for_one_phone_is_counted_once() -> None:
     assert ports_counted_twice([master, standby, standby]) == 5  # hq u1 and u2 twice more each, annex u1 once more
 
 
+def test_a_check_in_between_the_counts_and_the_leases_is_not_read_as_over_installed() -> None:
+    """The race CI once hit: the master counted hq's leases, hq checked them in, and the leases
+    read after the counts no longer showed them counted twice (58 "over" at a sample). Listed
+    before and after the counts, they are."""
+    from slave_sim.masters import held_in_either, ports_counted_twice
+
+    hq = [["port", f"u{i}", f"7-{i}"] for i in range(10)]
+    before = [{"node": "hq", "held": hq}]
+    after = [{"node": "hq", "held": hq[:4]}]  # six checked in just after the master counted ten
+    standby = [{"node": "hq", "held": hq}]  # adopted at the cut, absent there
+    assert ports_counted_twice([after, standby]) == 4  # what the counts alone would be set against
+    assert ports_counted_twice([held_in_either(before, after), standby]) == 10
+    # A checkout between them is in the later listing; each lease once, by id.
+    later = [{"node": "hq", "held": [*hq, ["port", "u10", "7-10"]]}, {"node": "annex", "held": []}]
+    merged = held_in_either(before, later)
+    assert sorted(lease[2] for node in merged for lease in node["held"]) == sorted([*(f"7-{i}" for i in range(10)), "7-10"])
+    assert {node["node"] for node in merged} == {"hq", "annex"}
+
+
 def test_a_suspended_masters_book_counts_only_while_no_master_grants() -> None:
     from slave_sim.masters import books_in_use
 

@@ -45,7 +45,8 @@ from licmaster.testing.etcd import EtcdCluster
 from licmaster.testing.process import MasterProcess, free_port
 
 from ..availability import Availability
-from ..masters import SERVING, books_in_use, ports_counted_twice
+from ..drill.auditor import read_book
+from ..masters import books_in_use, ports_counted_twice
 from ..proxy import Link
 from .check import SERVED_WITHIN_S, belief_violations, by_rule, check
 from .faults import ETCD_MEMBERS, MASTERS
@@ -185,8 +186,7 @@ class Chaos:
                 try:
                     if not watcher.connected.is_set():
                         await watcher.connect()
-                    usage = await asyncio.wait_for(watcher.usage(), 0.3)
-                    nodes = await asyncio.wait_for(watcher.all_nodes(held=True), 0.3) if usage.get("role") in SERVING else []
+                    usage, nodes = await asyncio.wait_for(read_book(watcher), 0.5)
                 except (LicenseError, ConnectionError, OSError, TimeoutError):
                     roles[master.name] = "unreachable"
                     continue

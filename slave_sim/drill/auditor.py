@@ -11,7 +11,7 @@ from licmaster.client import LicenseError, MasterClient, parse_address
 from licmaster.model.catalog import SMB_PORT
 
 from ..access import PLAIN, MasterAccess
-from ..masters import SERVING, books_in_use, ports_counted_twice
+from ..masters import SERVING, books_in_use, held_in_either, ports_counted_twice
 from .metrics import Recorder
 
 
@@ -26,6 +26,16 @@ def totals(usage: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
 
 
 PORT_FAMILIES = ("PBX-Port", SMB_PORT)  # a port lease takes one of these, one each (R-PORT-1)
+
+
+async def read_book(watcher: MasterClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One master's counts (`usage`) and, if it serves, its leases listed before and after them
+    (masters.held_in_either): the leases behind the counts, even while PBXs check in and out."""
+    before = await watcher.all_nodes(held=True)
+    usage = await watcher.usage()
+    if usage.get("role") not in SERVING:
+        return usage, []
+    return usage, held_in_either(before, await watcher.all_nodes(held=True))
 
 
 class Auditor:
@@ -82,9 +92,7 @@ class Auditor:
                 watcher.master_list.pin(pinned)
                 watcher.abort_connection()
             try:
-                usage = await asyncio.wait_for(watcher.usage(), self.interval)
-                nodes = await asyncio.wait_for(watcher.all_nodes(held=True), self.interval) \
-                    if usage.get("role") in SERVING else []
+                usage, nodes = await asyncio.wait_for(read_book(watcher), self.interval)
             except (TimeoutError, LicenseError, ConnectionError, OSError):
                 return address, None, []
             return address, usage, nodes
