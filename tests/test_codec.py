@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from licmaster.wire.codec import FrameDecoder, FrameError, ReplyParts, decode_payload, encode, encode_many, packed_runs
+from licmaster.wire.codec import FrameDecoder, FrameError, ReplyParts, decode_payload, encode, encode_many, join_arrays, packed_runs
 
 
 def frames_of(data: bytes, max_frame: int = 65536) -> list[dict]:
@@ -39,7 +39,9 @@ def test_any_split_of_the_stream_gives_the_same_messages(messages: list[dict], c
     (struct.pack(">I", 1) + b"\xc1", "not a MessagePack map"),
     (struct.pack(">I", 2) + msgpack.packb([1]), "must hold a map"),
     (struct.pack(">I", 3) + msgpack.packb({}) + b"\x01\x02", "trailing bytes"),
-    (struct.pack(">I", 3) + msgpack.packb({1: 2}), "not a MessagePack map"),
+    (struct.pack(">I", 3) + msgpack.packb({1: 2}), "map keys must be strings"),
+    (struct.pack(">I", 3) + b"\x81\x80\x01", "not a MessagePack map"),  # a map as a key
+    (struct.pack(">I", 5) + b"\xdd\xff\xff\xff\xff", "not a MessagePack map"),  # 4 billion items claimed, none there
 ])
 def test_broken_frames_are_named(data: bytes, says: str) -> None:
     with pytest.raises(FrameError, match=says):
@@ -121,3 +123,54 @@ def test_packed_runs_keep_every_item_in_order_and_each_run_within_the_limit(item
     assert all(len(packed) <= limit for _, packed in runs)
     assert [x for _, packed in runs for x in msgpack.unpackb(packed)] == items
     assert sum(n for n, _ in runs) == len(items)
+
+
+WIRE_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=300) | st.binary(max_size=300),
+    lambda inner: st.lists(inner, max_size=20) | st.tuples(inner, inner) | st.dictionaries(st.text(max_size=40), inner, max_size=8),
+    max_leaves=60)
+
+
+@given(WIRE_VALUES)
+def test_what_the_master_packs_is_byte_for_byte_what_msgpacks_packer_gives(value: object) -> None:
+    """codec packs with msgspec's encoder (a third of the cost): a peer cannot tell."""
+    assert encode({"v": value})[4:] == msgpack.Packer(use_bin_type=True).pack({"v": value})
+
+
+@given(st.lists(st.lists(st.tuples(st.floats(allow_nan=False), st.text(max_size=20), st.none()), max_size=40), max_size=6),
+       st.sampled_from([0, 10, 70_000]))
+def test_packed_arrays_join_into_the_array_of_all_their_items(runs: list[list[tuple]], padding: int) -> None:
+    runs = [*runs, [(0.0, "x", None)] * padding]  # past 15 and past 65,535 items: each header size
+    items = [item for run in runs for item in run]
+    joined = join_arrays([msgpack.packb(run) for run in runs], len(items))
+    assert joined == msgpack.packb(items)
+
+
+@given(st.dictionaries(st.text(max_size=40), WIRE_VALUES, max_size=8))
+def test_a_request_decodes_to_what_msgpacks_unpacker_gives(message: dict) -> None:
+    """codec decodes with msgspec (it caches map keys: ~45% cheaper per request)."""
+    packed = msgpack.packb(message, use_bin_type=True)
+    assert msgpack.packb(decode_payload(packed), use_bin_type=True) == packed  # NaN != NaN: compared packed
+
+
+@given(st.binary(max_size=64) | st.builds(lambda head, tail: head + tail, st.sampled_from([b"\x81", b"\x82\xa1a", b"\xdd", b"\x91" * 40]),
+                                          st.binary(max_size=32)))
+def test_any_bytes_are_a_map_or_a_frame_error_as_msgpacks_unpacker_decides(payload: bytes) -> None:
+    try:
+        strict = msgpack.unpackb(payload)
+    except Exception:
+        strict = FrameError
+    try:
+        got = decode_payload(payload)
+    except FrameError:
+        assert strict is FrameError or not isinstance(strict, dict) or any(k.__class__ is not str for k in strict)
+        return
+    assert isinstance(strict, dict) and got.keys() == strict.keys()
+
+
+def test_a_value_nested_past_msgspecs_limit_is_decoded_as_msgpack_decodes_it() -> None:
+    deep = b"\x81\xa1v" + b"\x91" * 1000 + b"\xc0"  # msgspec gives up at the recursion limit, msgpack at 1,024
+    value = decode_payload(deep)["v"]
+    for _ in range(1000):
+        value = value[0]
+    assert value is None

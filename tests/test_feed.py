@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from licmaster.daemon.ha.feed import ReplicaFeed
+from licmaster.daemon.storage.door import Door
 from licmaster.wire.codec import FrameDecoder
 from licmaster.wire.events import GRANT, read_replica
 
@@ -44,11 +45,11 @@ class Clock:
 
 
 def feed_with_standby() -> tuple[ReplicaFeed, list[Any], Peer, Clock]:
-    rows: list[Any] = []
     scheduled: list[Any] = []
     clock = Clock()
     feed = ReplicaFeed(clock=clock, ack_timeout_s=0.5, schedule=scheduled.append)
-    feed.rows = rows
+    feed.door = Door()
+    rows = feed.door.rows
     standby = Peer()
     feed.attach(standby, 65536)  # type: ignore[arg-type]
     return feed, rows, standby, clock
@@ -92,10 +93,13 @@ def test_rows_journaled_outside_a_read_go_with_the_flush_and_nothing_is_sent_twi
     feed.hold(Peer(), [{"id": 1}])  # type: ignore[arg-type]
     feed.push()
     grant(rows, "7002")  # e.g. a lease adopted at a takeover, or an expiry by the reaper
-    batch = rows.copy()
-    rows.clear()
-    feed.on_batch(batch)
+    feed.before_flush()  # the journal's flush is about to take the door's rows
     assert [[c.lease for c in read_replica(e)] for e in standby.events()] == [["7001"], ["7002"]]
+    assert feed.door is not None
+    batch, packed, packed_count = feed.door.take()
+    assert packed_count == len(batch) == 2 and len(packed) == 2  # the journal writes what was pushed
+    feed.before_flush()  # nothing new: nothing sent
+    assert len(standby.events()) == 2
 
 
 def test_a_standby_that_does_not_acknowledge_in_time_is_dropped_and_the_replies_go_out() -> None:

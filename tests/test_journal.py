@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from licmaster.daemon.ha.recovery import holdings_at_end
@@ -99,3 +100,21 @@ async def test_rows_a_flush_took_stay_pending_until_they_are_written(tmp_path: P
     await flushing
     assert journal.pending() == [] and [r["lease"] for r in read_journal(tmp_path / "j.sqlite3", event="grant")] == ["7"]
     await journal.close()
+
+
+async def test_a_batch_a_push_packed_reads_back_like_any_other_and_a_restart_recovers_from_it(tmp_path: Path) -> None:
+    """With a standby attached the journal writes the MessagePack the push sent (storage/door.py)."""
+    path = tmp_path / "j.sqlite3"
+    journal, _, _ = await open_run(path)
+    journal.record("grant", "pbx1", "port", "alice", "1", "PBX-Port13")
+    journal.door.pack(4096)  # what the feed does for a push to the standby
+    journal.record("grant", "pbx1", "port", "bob", "2", "PBX-Port13")  # recorded after the push: packed for the write
+    await journal.flush()
+    journal.record("checkin", "pbx1", "port", "alice", "1")  # a later batch, no standby: marshal
+    await journal.close()
+
+    formats = [fmt for (fmt,) in sqlite3.connect(path).execute("SELECT format FROM batches ORDER BY seq")]
+    assert formats[:2] == ["msgpack", "marshal-4"]
+    assert [(r["event"], r["holder"]) for r in read_journal(path)][:3] == [("grant", "alice"), ("grant", "bob"), ("checkin", "alice")]
+    _, had_run, held = await open_run(path)
+    assert had_run and held == {"pbx1": {("port", "bob")}}

@@ -182,10 +182,10 @@ class Master:
         had_run, changes = self.journal.begin_run()
         self._held_at_start = holdings_at_end(changes)  # what the PBXs held when the last run ended
         self.failover = Failover(self.role, dispatch.grace, self.record, grace_s=cfg.effective_grace_ms / 1000)
-        self.journal.on_batch.append(self.feed.on_batch)
+        self.journal.before_flush.append(self.feed.before_flush)
         # Synchronous replication (daemon/ha/feed.py): one push per loop turn; a standby that has not
         # acknowledged within half the takeover delay is dropped, the master then serving alone.
-        self.feed.rows, self.feed.clock, self.feed.schedule = self.journal.rows, loop.time, loop.call_soon
+        self.feed.door, self.feed.clock, self.feed.schedule = self.journal.door, loop.time, loop.call_soon
         self.feed.ack_timeout_s = cfg.effective_takeover_after_ms / 2000
         self.journal.start()
         self.record(events.START, detail=f"epoch={self.epoch}")

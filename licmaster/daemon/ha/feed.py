@@ -9,9 +9,10 @@ until every attached standby has acknowledged the rows it follows:
   Dispatcher.handle decides) has its replies held, and so has every later read on that
   connection while one is held (replies keep request order). What only frees (a check-in) is
   not held: a standby that missed it counts a lease too many, never one too few;
-- `push` (scheduled once per loop turn, so that the reads of one turn share one push, and on each
-  journal flush for rows journaled outside a read: the reaper, the console) sends the rows not yet
-  sent, as `replica` events whose last frame carries the push's `seq`;
+- `push` (scheduled once per loop turn, so that the reads of one turn share one push, and before
+  each journal flush for rows journaled outside a read: the reaper, the console) sends the rows
+  not yet sent, as `replica` events whose last frame carries the push's `seq`. The journal's door
+  packs them (storage/door.py) and the journal writes the same bytes: a row is packed once;
 - `ack`: a standby applied everything up to `seq`; held replies that no standby still owes go out;
 - `drop_late`: a standby that has not acknowledged a push within `ack_timeout_s` is dropped (its
   connection closed, `replica_dropped`): the master keeps serving, alone, and says so. Only an
@@ -30,10 +31,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from licmaster.wire import events
-from licmaster.wire.events import Row
+from licmaster.wire.codec import PART_MARGIN
 
 if TYPE_CHECKING:
     from licmaster.daemon.sessions import Endpoint
+    from licmaster.daemon.storage.door import Door
 
 Replies = list[Any]
 
@@ -57,8 +59,7 @@ class ReplicaFeed:
         self.ack_timeout_s = ack_timeout_s
         self.schedule = schedule  # runs a callable on the loop's next turn (loop.call_soon)
         self.syncing = False  # a standby is attached: replies after a state change wait for it
-        self.rows: list[Row] | None = None  # the journal's door (Journal.rows), bound by the master
-        self.pushed = 0  # rows of the door already pushed (a flush clears the door: back to 0)
+        self.door: Door | None = None  # the journal's door (Journal.door), bound by the master
         self.seq = 0  # the last push's number
         self._sent: deque[tuple[int, float]] = deque()  # (seq, loop time sent) of pushes some standby still owes
         self.held: dict[Endpoint, deque[tuple[int, Replies]]] = {}  # connection -> (push it waits for, replies)
@@ -90,8 +91,8 @@ class ReplicaFeed:
         self.names[conn] = name
         self.had_standby = True
         self.syncing = True
-        if self.rows is not None:
-            self.pushed = len(self.rows)  # the snapshot has what the door holds now
+        if self.door is not None:
+            self.door.pack(1 << 62)  # the snapshot has what the door holds now: not pushed, but written as packed
         if self.on_change is not None:
             self.on_change(len(self._replicas), "a standby master attached")
 
@@ -128,37 +129,31 @@ class ReplicaFeed:
     def push(self) -> None:
         """Send the rows not yet sent, as one push (the reads of a loop turn share it)."""
         self._push_scheduled = False
-        rows = self.rows
-        if rows is None:
+        door = self.door
+        if door is None:
             return
-        tail = rows[self.pushed:]
-        self.pushed = len(rows)
-        self._send(tail)
-
-    def on_batch(self, batch: list[Row]) -> None:
-        """A journal flush took the door's rows: those not pushed yet go now (journaled outside a
-        read: the reaper's expiries, the console's releases, adoption at a takeover)."""
-        tail = batch[self.pushed:]
-        self.pushed = 0
-        if self._replicas and (tail or self._push_scheduled):
-            self._send(tail)
-
-    def _send(self, rows: list[Row]) -> None:
         if not self._replicas:
             self.seq += 1  # what was held for this push now waits only on standbys that left, if any
             self._release()
             return
+        # Packed once, for the standby with the smallest frames: every standby gets the same bytes,
+        # and the journal writes them too.
+        runs = door.pack(min(self._replicas.values()) - PART_MARGIN)
         self.seq += 1
         self._sent.append((self.seq, self.clock()))
-        framed: dict[int, bytes] = {}  # one encoding per frame size (standbys of one build share one)
-        for conn, max_frame in list(self._replicas.items()):
-            if not conn.open:
+        frames = b"".join(events.replica_push(runs, self.seq))
+        for conn in list(self._replicas):
+            if conn.open:
+                conn.send_frames(frames)
+            else:
                 self.detach(conn)
-                continue
-            frames = framed.get(max_frame)
-            if frames is None:
-                frames = framed[max_frame] = b"".join(events.replica_frames(rows, max_frame, seq=self.seq))
-            conn.send_frames(frames)
+
+    def before_flush(self) -> None:
+        """A journal flush is about to take the door's rows: those not pushed yet go now
+        (journaled outside a read: the reaper's expiries, the console's releases, adoption at a
+        takeover), packed, so that the journal writes what the standbys have."""
+        if self._replicas and self.door is not None and (self.door.unpacked or self._push_scheduled):
+            self.push()
 
     # ---------------------------------------------------------------- acknowledgements
 

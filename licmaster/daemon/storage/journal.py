@@ -1,7 +1,8 @@
 """The journal: grants, check-ins, denials (with code and rule), expiries, takeovers, reloads.
 
-`record` only appends a tuple; every `flush_ms` the batch is packed (marshal, in C) and
-written as one row by a background thread into its own SQLite file. One row per batch instead
+`record` only appends a tuple (to the door, door.py); every `flush_ms` the batch is packed
+(marshal, in C; or the MessagePack a push to the standby masters made of it) and written as one
+row by a background thread into its own SQLite file. One row per batch instead
 of one per event is what keeps the journal off the hot path: at 100,000 operations a second a
 row per event cost a third of the master's CPU. `read_journal` gives the events back one by one.
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import msgpack
 
+from licmaster.daemon.storage.door import MARSHAL, MARSHAL_VERSION, MSGPACK, Door, batch_blob
 from licmaster.wire import events
 from licmaster.wire.events import GRANT, STATE_EVENTS, Change, Row
 
@@ -43,11 +45,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 # A run's latest checkpoint: `seq` is the last batch it sums up, `leases` holds (node, resource,
 # holder, lease) of every lease live at that point.
-# Batches are written with marshal (version 4: tuples of str, float and None), three times
-# cheaper than MessagePack here; the format is stored with each batch so a reader can tell
-# (and "msgpack" batches stay readable).
-MARSHAL_VERSION = 4
-FORMAT = f"marshal-{MARSHAL_VERSION}"
+# Batches are written with marshal, or as the MessagePack a push packed (door.py); the format
+# is stored with each batch so that a reader can tell.
+FORMAT = MARSHAL
 LeaseRow = tuple[str, str, str, str, str]  # (node, resource, holder, lease, label)
 
 
@@ -65,17 +65,17 @@ class Journal:
         self.snapshot = snapshot
         self._last_prune = time.time()
         self._run: int | None = None  # this run's row in `runs` (begin_run)
-        # The journal's one door for rows: recorded and not yet taken by a flush. One list for the
-        # journal's life (a flush copies and clears it), so the request path binds it once and
-        # appends to it directly: CPython's list.append is specialised, a bound method or a call
-        # through record() costs ~230 instructions more per request (measured).
-        self.rows: list[Row] = []
+        # The journal's one door for rows: recorded and not yet taken by a flush. The request path
+        # binds `rows` once and appends to it directly (door.py says why).
+        self.door = Door()
+        self.rows: list[Row] = self.door.rows
         self._writing: list[list[Row]] = []  # batches a flush took, until the writer thread has written them
         # The writer thread; a seam: a simulation on virtual time writes inline (licmaster/testing/simloop.py).
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._db: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
         self._task: asyncio.Task[None] | None = None
+        self.before_flush: list[Callable[[], None]] = []  # each runs before a flush takes the door's rows
         self.on_batch: list[Callable[[list[Row]], None]] = []  # each sees each batch before it is written
 
     def _open(self) -> None:
@@ -143,14 +143,15 @@ class Journal:
         a batch the timer took just before is too: the one writer thread does it first)."""
         loop = loop or asyncio.get_running_loop()
         if self.rows:
-            batch = self.rows.copy()
-            self.rows.clear()
+            for hook in self.before_flush:
+                hook()
+            batch, packed, packed_count = self.door.take()
             for listener in self.on_batch:
                 listener(batch)
             self._writing.append(batch)
             # Shielded: close() cancels the timer's flush; the batch it took must still be written
             # (unshielded, a write still queued behind another was dropped, and its rows with it).
-            written = asyncio.shield(loop.run_in_executor(self._executor, self._write, batch))
+            written = asyncio.shield(loop.run_in_executor(self._executor, self._write, batch, packed, packed_count))
             written.add_done_callback(lambda _: self._writing.remove(batch))
             await written
         elif wait_for_writer:
@@ -162,12 +163,12 @@ class Journal:
             if leases is not None:
                 await loop.run_in_executor(self._executor, self._prune, leases, time.time() - self.keep_s)
 
-    def _write(self, batch: list[Row]) -> None:
+    def _write(self, batch: list[Row], packed: list[bytes] | None = None, packed_count: int = 0) -> None:
         assert self._db is not None
-        blob = marshal.dumps(batch, MARSHAL_VERSION)
+        blob, fmt = batch_blob(batch, packed or [], packed_count)
         with self._db:
             self._db.execute("INSERT INTO batches (first_ts, last_ts, count, events, format) VALUES (?, ?, ?, ?, ?)",
-                             (batch[0][0], batch[-1][0], len(batch), blob, FORMAT))
+                             (batch[0][0], batch[-1][0], len(batch), blob, fmt))
 
     def _prune(self, leases: list[LeaseRow], cutoff: float) -> None:
         """A checkpoint at the newest batch, then the batches before it that are older than `cutoff`."""
@@ -208,7 +209,7 @@ def _decode(blob: bytes, fmt: str) -> list[tuple[Any, ...]]:
     if fmt == FORMAT:
         rows = marshal.loads(blob)
         return rows
-    if fmt == "msgpack":
+    if fmt == MSGPACK:
         rows = msgpack.unpackb(blob, raw=False, use_list=False)
         return rows
     raise ValueError(f"journal batch in unknown format {fmt!r}")
