@@ -1,5 +1,6 @@
-"""`slave-sim run SCENARIO [--master host:port] [--size ci|full] [--report-dir DIR]` (slave_sim/drill/), and
-`slave-sim chaos [--seed N] [--seconds S | --minutes M]` (slave_sim/chaos/).
+"""`slave-sim run SCENARIO [--master host:port] [--size ci|full] [--report-dir DIR]` (slave_sim/drill/),
+`slave-sim chaos [--seed N] [--seconds S | --minutes M]` (slave_sim/chaos/), and `slave-sim replay
+--data-dir DIR --since ... [--speed 60] [--lose NODE|@SITE --at TIME|peak]` (slave_sim/replay/).
 
 `--tls`, `--cafile CA` and `--token` (`--token-file`, $SLAVE_SIM_TOKEN) reach a secured master
 (slave_sim/access.py): a master that speaks TLS to a plaintext hello, or refuses the token, is
@@ -117,7 +118,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--fault-every", type=float, default=600.0, metavar="SECONDS", help="mean time between faults")
     sim.add_argument("--etcd", action="store_true", help="the leadership in a model of etcd (default: two-node)")
     sim.add_argument("--json", action="store_true")
+    replay = sub.add_parser("replay", help="a master's recorded demand played by simulated PBXs against a real master, "
+                            "compressed in time, with faults if asked; the usual verdict and report")
+    replay.add_argument("scenario", nargs="?", type=Path, help="a scenario file saying replay = {...} (else --data-dir, --since)")
+    replay.add_argument("--data-dir", type=Path, help="the recorded master's data directory (its journal.sqlite3)")
+    replay.add_argument("--config", type=Path, help="the recorded master's config (default: a licmaster.toml in or beside "
+                        "the data directory whose data_dir it is): its license files and site policy")
+    replay.add_argument("--since", help="where the period begins: 7d, 12h, 30m, 90s ago, epoch seconds, or an ISO 8601 time")
+    replay.add_argument("--until", help="where it ends (default: now), as --since")
+    replay.add_argument("--speed", help="how many times faster than recorded (default 60: an hour in a minute)")
+    replay.add_argument("--licenses", nargs="+", type=Path, metavar="FILE",
+                        help="the candidate license files of the master it starts (default: the recorded master's)")
+    replay.add_argument("--policy", type=Path, metavar="SITES_TOML", help="the candidate site policy (default: the recorded master's)")
+    replay.add_argument("--lose", action="append", default=[], metavar="NODE|@SITE",
+                        help="these PBXs die (their standby PBXs take over where one is configured); with --at, repeatable")
+    replay.add_argument("--at", action="append", default=[], metavar="TIME|peak", help="when each --lose happens, as --since, "
+                        "or 'peak' (the record's most floating licenses in use)")
+    replay.add_argument("--master", help="host:port of a running master with the candidate licenses (default: start one)")
+    replay.add_argument("--force", action="store_true", help="with --master: run even when its licenses are not the candidate's")
+    replay.add_argument("--report-dir", type=Path, default=Path("reports"), help="where the JSON and HTML reports go")
+    replay.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
+    if args.command == "replay":
+        return _replay(args)
     if args.command == "chaos":
         return _chaos(args)
     if args.command == "sim":
@@ -184,6 +207,47 @@ def _print_result(result: Any, json_path: Path, html_path: Path) -> int:
     print(console(result))
     print(f"  reports: {json_path}  {html_path}")
     return 0 if result.passed else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """`slave-sim replay`: everything the record, the candidates and --lose allow is checked before
+    a process starts (exit status 2 naming what is wrong); then a drill (slave_sim/replay/)."""
+    from .replay.run import ReplayRunner, Request, prepare
+    from .replay.timeline import ReplayError
+
+    try:
+        if len(args.lose) != len(args.at):
+            raise ReplayError(f"{len(args.lose)} --lose and {len(args.at)} --at: each --lose needs its --at")
+        scenario = load_scenario(args.scenario, replay=True) if args.scenario is not None else None
+        if scenario is not None and scenario.replay is None:
+            raise ReplayError(f"{args.scenario} has no replay = {{...}}: run it with `slave-sim run {args.scenario}`")
+        source = scenario.replay if scenario is not None else None
+        request = Request(
+            data_dir=args.data_dir or (source.data_dir if source is not None else None),
+            config=args.config or (source.config if source is not None else None),
+            since=args.since or (source.since if source is not None else None),
+            until=args.until or (source.until if source is not None else None),
+            speed=args.speed if args.speed is not None else (source.speed if source is not None else 60.0),
+            licenses=tuple(args.licenses or ()), policy=args.policy,
+            lose=(*(source.lose if source is not None else ()), *zip(args.lose, args.at, strict=True)),
+            master=args.master, scenario=scenario)
+        plan = prepare(request)
+        runner = ReplayRunner(plan, args.master, None if args.quiet else ProgressLine(sys.stderr), force=args.force)
+    except (ScenarioError, ReplayError) as exc:
+        print(f"slave-sim: {exc}", file=sys.stderr)
+        return 2
+    print(f"slave-sim: {plan.scenario.description}", file=sys.stderr, flush=True)
+    try:
+        result = asyncio.run(runner.run())
+    except (own_master.Mismatch, AccessError, RuntimeError) as exc:
+        print(f"slave-sim: {exc}", file=sys.stderr)
+        return 2
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        where = f"at {args.master}" if args.master else "(the one this run started)"
+        print(f"slave-sim: could not run: the master {where} did not answer: {exc or exc.__class__.__name__}", file=sys.stderr)
+        return 2
+    json_path, html_path = write_reports(result, args.report_dir)
+    return run_quietly_into_a_pipe(lambda: _print_result(result, json_path, html_path))
 
 
 def _sim(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ a new module is checked the day it is written.
     licmaster.cli          the command
     licmaster.terminal     what both commands do the same at a terminal: nothing of the project
     slave_sim              the simulator: model, licenses, client, testing; never daemon internals
+    slave_sim.replay       what reads a master's record offline: also wire, the daemon's journal and config, console
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ ALLOWED: dict[str, set[str]] = {
     "licmaster.console_cli": set(),  # talks HTTP to a master: imports nothing of it
     "licmaster.terminal": set(),  # the commands' shared terminal manners: imports nothing of the project
     "slave_sim": {"licmaster.model", "licmaster.licenses", "licmaster.client", "licmaster.testing", "slave_sim", "licmaster",
-                  "licmaster.terminal"},
+                  "licmaster.terminal", "slave_sim.replay"},
+    # `slave-sim replay` reads a master's record as `licmaster whatif` does: its journal and config
+    # (the daemon's storage and config readers), the rows' schema (wire), whatif's peak and time
+    # parsing (console). What it plays, it plays as a client, as the rest of slave_sim does.
+    "slave_sim.replay": {"licmaster.model", "licmaster.licenses", "licmaster.client", "licmaster.testing", "slave_sim", "licmaster",
+                         "licmaster.terminal", "slave_sim.replay", "licmaster.wire", "licmaster.daemon", "licmaster.console"},
 }
 
 

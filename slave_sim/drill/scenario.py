@@ -6,6 +6,8 @@ is wrong (file, section, key) before anything runs.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -121,6 +123,21 @@ class Expectations:
 
 
 @dataclass(frozen=True)
+class ReplaySource:
+    """`replay = { data_dir = "...", since = "...", until = "...", speed = 60 }`: the scenario is a
+    master's recorded demand, played by `slave-sim replay` (slave_sim/replay/): its PBXs and steps
+    come from the record. Times are kept as written (7d, epoch seconds, ISO 8601) and read when it
+    runs, as the command line's are."""
+
+    data_dir: Path
+    since: str
+    until: str | None = None
+    speed: float = 60.0
+    config: Path | None = None  # the recorded master's config (default: found beside the data directory)
+    lose: tuple[tuple[str, str], ...] = ()  # (NODE or @SITE, TIME or "peak"), as --lose and --at
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -134,6 +151,7 @@ class Scenario:
     standby_master: bool = False
     etcd: bool = False  # the masters hold leadership in an etcd member slave-sim starts
     access: MasterAccess = MasterAccess()  # TLS and the token every client of the run connects with
+    replay: ReplaySource | None = None  # a record played in place of [[pbx]] and [[step]]
 
     def pbx(self, name: str) -> PbxSpec:
         for spec in self.pbxs:
@@ -157,11 +175,15 @@ _MASTER_KEYS = {"heartbeat_ms", "lease_ttl_ms", "hold_s", "grace_ms", "journal_f
                 "standby", "etcd", "policy", "tls", "cafile", "token", "token_file"}
 LEASE_TTL_MS = 3000  # a master slave-sim starts, without [master] lease_ttl_ms (drill/master_process.py)
 HOLD_MOST_S = 30 * 86_400
-_TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes"}
+_TOP_KEYS = {"name", "description", "master", "pbx", "step", "expect", "sizes", "replay"}
+_REPLAY_KEYS = {"data_dir", "since", "until", "speed", "config", "lose"}
+JOURNAL_NAME = "journal.sqlite3"  # in a master's data directory
 _SIZE_KEYS = {"users_scale", "rate_scale", "copies_scale", "rooms_scale", "licenses", "pause_scale", "expect", "files"}
 
 
-def load_scenario(path: str | Path, size: str = "ci") -> Scenario:
+def load_scenario(path: str | Path, size: str = "ci", *, replay: bool = False) -> Scenario:
+    """`replay`: the caller plays a `replay = {...}` scenario (`slave-sim replay`); any other
+    refuses one, naming the command that plays it."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -169,7 +191,10 @@ def load_scenario(path: str | Path, size: str = "ci") -> Scenario:
         raise ScenarioError(f"{p}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
-    return scenario_from_dict(raw, p, size)
+    scenario = scenario_from_dict(raw, p, size)
+    if scenario.replay is not None and not replay:
+        raise ScenarioError(f"{p}: replay = {{...}} plays a master's record: run it with `slave-sim replay {p}`")
+    return scenario
 
 
 def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Scenario:
@@ -197,7 +222,10 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
         master["policy"] = str(_path(base, master["policy"], f"{where} [master] policy").resolve())
     access = _access(master, base, f"{where} [master]")  # how the run's clients connect; not the master's own settings
     _hold(master, f"{where} [master]")
-    pbxs = _pbxs(raw.get("pbx", []), base, where, sizing)
+    replay = _replay(raw["replay"], base, where) if "replay" in raw else None
+    if replay is not None and ("pbx" in raw or "step" in raw):
+        raise ScenarioError(f"{where}: replay = {{...}} plays the record's PBXs and what they did: leave out [[pbx]] and [[step]]")
+    pbxs = _pbxs(raw.get("pbx", []), base, where, sizing) if replay is None else ()
     names = [p.name for p in pbxs]
     if len(set(names)) != len(names):
         raise ScenarioError(f"{where}: PBX names must be unique: {names}")
@@ -211,10 +239,10 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
     expect = _expect(expect_raw, f"{where} [expect]")
     sites = {p.site for p in pbxs if p.site}
     unknown_sites = sorted(set(expect.sites) - sites)
-    if unknown_sites:
+    if unknown_sites and replay is None:  # a replay's sites are the record's, known when it is read
         raise ScenarioError(f"{where} [expect] sites: no PBX is in site(s) {', '.join(unknown_sites)} "
                             f"(sites: {', '.join(sorted(sites)) or 'none: give each [[pbx]] its site'})")
-    if expect.failover_refused and not failover_steps(steps):
+    if expect.failover_refused and not failover_steps(steps) and replay is None:
         raise ScenarioError(f"{where} [expect] failover_refused: the scenario has no failover step "
                             f"({', '.join(FAILOVER_ACTIONS)}) to refuse")
     name = raw.get("name", path.stem)
@@ -226,7 +254,45 @@ def scenario_from_dict(raw: dict[str, Any], path: Path, size: str = "ci") -> Sce
         raise ScenarioError(f"{where}: {named} need the masters in etcd: set etcd = true in [master]")
     return Scenario(name=str(name), description=str(raw.get("description", "")), path=path, licenses=licenses,
                     master=master, pbxs=pbxs, steps=steps, expect=expect, size=size, standby_master=standby_master, etcd=etcd,
-                    access=access)
+                    access=access, replay=replay)
+
+
+def _replay(table: Any, base: _Files, where: str) -> ReplaySource:
+    """`replay = { data_dir, since, until, speed, config, lose }`, paths relative to the scenario."""
+    w = f"{where} replay"
+    _known(table, _REPLAY_KEYS, w)
+    data_dir = table.get("data_dir")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ScenarioError(f"{w}: data_dir must be the recorded master's data directory, not {data_dir!r}")
+    folder = base / data_dir
+    if not (folder / JOURNAL_NAME).is_file():
+        raise ScenarioError(f"{w}: no journal in {folder} ({JOURNAL_NAME} is missing)")
+    if "since" not in table:
+        raise ScenarioError(f"{w}: since is required: where the period begins (\"7d\", epoch seconds or an ISO 8601 time)")
+    speed = table.get("speed", 60.0)
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed <= 0:
+        raise ScenarioError(f"{w}: speed must be a number above 0 (how many times faster than recorded), not {speed!r}")
+    lose = table.get("lose", [])
+    if not isinstance(lose, list) or not all(isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+                                             for pair in lose):
+        raise ScenarioError(f"{w}: lose must be a list of [\"NODE or @SITE\", TIME or \"peak\"] pairs, not {lose!r}")
+    config = table.get("config")
+    return ReplaySource(data_dir=folder.resolve(), since=_when(table["since"], f"{w}: since"),
+                        until=_when(table["until"], f"{w}: until") if "until" in table else None, speed=float(speed),
+                        config=_path(base, config, f"{w} config").resolve() if config is not None else None,
+                        lose=tuple((pair[0], _when(pair[1], f"{w}: lose {pair[0]}")) for pair in lose))
+
+
+def _when(value: Any, where: str) -> str:
+    """A time as written: text (7d, epoch seconds, ISO 8601, "peak"), a number (epoch seconds) or
+    a TOML date-time (UTC unless it says); read when the replay runs."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return repr(float(value))
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+    raise ScenarioError(f"{where} must be a time (\"7d\", epoch seconds, an ISO 8601 time), not {value!r}")
 
 
 def _access(master: dict[str, Any], base: _Files, where: str) -> MasterAccess:
