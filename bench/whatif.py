@@ -16,9 +16,10 @@ the phones' count installed: on busy days it ran out, and each phone it refused 
 row (it retried until its next registration). Seeded: the same options, the same journal.
 
 The replay runs in a fresh process (so its peak RSS is its own): `whatif.answer` over
-`iter_journal`, from the first row to the last, against `--licenses` Ports (default 97% of the
-record's peak in use: a bit below it, so that the replay refuses some). Prints one JSON object;
-targets (reported, not asserted): replay <= 60 s and <= 500 MB peak RSS on a 2-core machine.
+`iter_rows`, as `licmaster whatif` reads the journal (tuples, a batch at a time), from the first
+row to the last, against `--licenses` Ports (default 97% of the record's peak in use: a bit below
+it, so that the replay refuses some). Prints one JSON object; targets (reported, not asserted):
+replay <= 60 s and <= 500 MB peak RSS on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,22 +179,6 @@ def period(path: Path) -> tuple[int, float, float]:
     return rows, first, last
 
 
-class JournalRows:
-    """The journal's rows for `answer`, streamed from the file by `iter_journal`: iterable, and
-    callable for a fresh pass (the rewrite of console/whatif.py in progress takes `rows` as a
-    function giving them; the version before took the rows themselves). Either way, one pass
-    reads the file once, a batch at a time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __call__(self) -> Iterator[dict[str, Any]]:
-        return journal.iter_journal(self.path)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return journal.iter_journal(self.path)
-
-
 def replay_here(path: Path, licenses: int) -> dict[str, Any]:
     """The replay, in this process: its seconds, and peak RSS before and after."""
     from licmaster.console.whatif import answer
@@ -205,7 +189,7 @@ def replay_here(path: Path, licenses: int) -> dict[str, Any]:
     _rows, since, until = period(path)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    doc = answer(JournalRows(path), parsed.licenses, None, since=since, until=until)
+    doc = answer(lambda: journal.iter_rows(path), parsed.licenses, None, since=since, until=until)  # as `licmaster whatif` does
     seconds = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"seconds": seconds, "peak_rss_mb": rss / 1024, "rss_before_mb": rss_before / 1024, "asks": doc["asks"],
