@@ -256,7 +256,7 @@ class Replayer:
                         if key in held:  # a re-sync of what it holds: the same demand going on
                             by_lease[row[LEASE]] = held[key]
                         else:  # a new ask (`_start`, written out)
-                            count, interface = _shape(resource, row[DETAIL]) if resource in _SHAPED else (1, None)
+                            count, interface = lease_shape(resource, row[DETAIL]) if resource in _SHAPED else (1, None)
                             number = self._numbers = self._numbers + 1
                             asks[number] = Ask(ts, seq, node, resource, holder, count, interface)
                             held[key] = number
@@ -689,7 +689,7 @@ def _disagreement(replayed: float, model: float) -> str | None:
             "asks were spread more evenly than Poisson requests")
 
 
-def _shape(resource: str, label: Any) -> tuple[int, str | None]:
+def lease_shape(resource: str, label: Any) -> tuple[int, str | None]:
     """A grant's count and ISDN interface, from what it took (its label: "Relay-PRIs bound to
     gw:1 PBX-Channels:30")."""
     if resource not in ("isdn", "conference") or not isinstance(label, str):

@@ -328,7 +328,7 @@ class _Reader:
 
 def shape(resource: str, label: Any) -> tuple[int, str | None]:
     """A grant's count and ISDN interface, read from its label as `licmaster whatif` reads it."""
-    return whatif._shape(resource, label)  # (private there; a public name is proposed in the report of this change)
+    return whatif.lease_shape(resource, label)
 
 
 def extract(rows: Iterable[Row], since: float, until: float, site_of: Callable[[str], str | None] | None = None) -> Timeline:
