@@ -267,16 +267,22 @@ def test_the_collector_runs_seldom_while_a_replay_runs_and_as_before_after_it() 
         gc.set_threshold(*before)
 
 
-def test_a_lease_moved_by_a_recorded_takeover_and_checked_in_by_the_standby_goes_back() -> None:
-    """The standby checks the moved lease in by the id it had on the failed PBX: that ends the ask
-    (found by `slave-sim replay`: the record granted carol, the replay refused her)."""
+def test_a_recorded_takeover_is_decided_again_by_R_STBY_2_and_the_standby_checks_in_by_the_old_id() -> None:
+    """The standby checks a moved lease in by the id it had on the failed PBX: that ends the ask
+    (found by `slave-sim replay`: the record granted carol, the replay refused her). Under licenses
+    without Standby, the recorded takeover is refused: hq's phones are down, their Ports free."""
     rows = [hello(T0, "hq", mac="00:90:33:00:00:01"),
             hello(T0, "hq-standby", role="standby", standby_for="hq", mac="00:90:33:00:00:02"),
             grant(T0 + 1, "hq", "alice", "1"), grant(T0 + 2, "hq", "bob", "2"),
             {"ts": T0 + 5, "event": "takeover", "node": "hq-standby", "detail": "hq"},
             checkin(T0 + 6, "hq-standby", "2"), grant(T0 + 7, "hq-standby", "carol", "3")]
-    out = replay(rows, Pool(licenses(("PBX-Port13", 2), ("PBX-Standby13", 2))), keep_outcomes=True)
-    assert out.outcomes is not None
-    assert [(a.holder, code) for a, code in out.outcomes] == [("alice", None), ("bob", None), ("alice", None), ("bob", None),
-                                                              ("carol", None)]
-    assert out.families["PBX-Port"].refused == 0 and out.families["PBX-Port"].in_use == 2
+    covered = replay(rows, Pool(licenses(("PBX-Port13", 2), ("PBX-Standby13", 2))), keep_outcomes=True)
+    assert covered.outcomes is not None
+    assert [(a.holder, a.node, code) for a, code in covered.outcomes] == [("alice", "hq-standby", None), ("bob", "hq-standby", None),
+                                                                         ("carol", "hq-standby", None)]
+    assert covered.takeovers == [{"failed": "hq", "standby": "hq-standby", "at": T0 + 5, "moved": 2, "refused": None}]
+    assert covered.families["PBX-Port"].refused == 0 and covered.families["PBX-Port"].in_use == 2
+    without = replay(rows, Pool(licenses(("PBX-Port13", 2))))
+    (refused,) = without.takeovers
+    assert refused["moved"] == 0 and "Standby" in refused["refused"]
+    assert without.families["PBX-Port"].in_use == 1  # carol's: alice's and bob's went back with hq

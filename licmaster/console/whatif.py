@@ -65,7 +65,8 @@ class Ask:
 
     start: float
     seq: int  # the journal's order within one instant
-    node: str
+    node: str  # where the replay holds it (a standby PBX's, once it took over in the replay)
+    owner: str  # where the record holds it: the node its rows name (after a recorded takeover, the standby PBX)
     resource: str
     holder: str
     count: int = 1
@@ -78,10 +79,13 @@ class Ask:
 
 @dataclass(frozen=True, slots=True)
 class Loss:
-    """`--lose`: these PBXs (a node, or every node of a site: `@name`) die at `at` (epoch seconds)."""
+    """`--lose`: these PBXs (a node, or every node of a site: `@name`) die at `at` (epoch seconds).
+    Or a takeover the record holds: `standby` took over `target` at `at`; replayed, R-STBY-2
+    decides again under the candidate licenses."""
 
     target: str
     at: float
+    standby: str | None = None
 
 
 @dataclass
@@ -118,6 +122,7 @@ class Replay:
     families: dict[str, FamilyOutcome] = field(default_factory=dict)
     outcomes: list[tuple[Ask, str | None]] | None = None  # (ask, None if granted else the refusal's code)
     lost: list[dict[str, Any]] = field(default_factory=list)  # --lose: what happened at each loss
+    takeovers: list[dict[str, Any]] = field(default_factory=list)  # the record's takeovers, decided again (R-STBY-2)
     asks: int = 0
     unserved: int = 0  # asks of a lost PBX with no standby: its phones were down
 
@@ -129,7 +134,7 @@ class Replay:
 
     def to_dict(self) -> dict[str, Any]:
         return {"asks": self.asks, "families": [f.to_dict() for f in sorted(self.families.values(), key=lambda f: f.family)],
-                "lost": self.lost, "unserved_after_loss": self.unserved}
+                "lost": self.lost, "unserved_after_loss": self.unserved, "takeovers": self.takeovers}
 
     def add_traffic(self, since: float, until: float) -> None:
         """Traffic theory beside the replay, per family: the busiest clock hour's offered traffic
@@ -258,7 +263,7 @@ class Replayer:
                         else:  # a new ask (`_start`, written out)
                             count, interface = lease_shape(resource, row[DETAIL]) if resource in _SHAPED else (1, None)
                             number = self._numbers = self._numbers + 1
-                            asks[number] = Ask(ts, seq, node, resource, holder, count, interface)
+                            asks[number] = Ask(ts, seq, node, node, resource, holder, count, interface)
                             held[key] = number
                             by_lease[row[LEASE]] = number
                             entry = (ts, seq, START, number)
@@ -268,7 +273,7 @@ class Replayer:
                     if ending is not None:  # its ask ends (`_end`, written out)
                         ask = asks.get(ending)
                         if ask is not None:
-                            held = recorded.get(ask.node)
+                            held = recorded.get(ask.owner)
                             if held is not None:
                                 key = (ask.resource, ask.holder)
                                 if held.get(key) == ending:
@@ -411,21 +416,24 @@ class Replayer:
             for number in list(self._recorded.get(node, {}).values()):
                 self._end(ts, seq, number)
         elif kind == events.TAKEOVER and row[DETAIL]:
+            # `node`, a standby PBX, took `failed`'s leases over. From this row on the record names
+            # them under the standby (a re-sync there is the same demand; a check-in by it names the
+            # lease's old id, which `_by_lease` keeps); the takeover itself is replayed in time order,
+            # where R-STBY-2 decides again under the candidate licenses (`_lose`).
             failed = str(row[DETAIL])
-            moved: dict[int, int] = {}  # the failed PBX's ask -> the standby's
-            for number in list(self._recorded.get(failed, {}).values()):
+            moving = self._recorded.pop(failed, {})
+            for number in moving.values():
                 ask = self.asks.get(number)
-                self._end(ts, seq, number)
                 if ask is not None:
-                    moved[number] = self._start(ts, seq, Ask(ts, seq, node, ask.resource, ask.holder, ask.count, ask.interface))
-            if moved:  # the lease keeps its id on the standby: a check-in by it names the old id
-                for lease, number in self._by_lease.items():
-                    if number in moved:
-                        self._by_lease[lease] = moved[number]
+                    ask.owner = node
+            if moving:
+                self._recorded.setdefault(node, {}).update(moving)
+            self.losses.append(Loss(failed, ts, standby=node))
+            self._push((ts, seq, LOSS, len(self.losses) - 1))
         elif kind == events.DEMAND and row[RESOURCE] and row[HOLDER]:
             demand = events.read_demand(row[DETAIL])
             if demand is not None:
-                number = self._start(demand.first, -1, Ask(demand.first, -1, node, row[RESOURCE], row[HOLDER],
+                number = self._start(demand.first, -1, Ask(demand.first, -1, node, node, row[RESOURCE], row[HOLDER],
                                                            recorded_granted=False), recorded=False)
                 self._push((demand.last, seq, END, number))
 
@@ -442,14 +450,14 @@ class Replayer:
         number = self._numbers
         self.asks[number] = ask
         if recorded:
-            self._recorded.setdefault(ask.node, {})[(ask.resource, ask.holder)] = number
+            self._recorded.setdefault(ask.owner, {})[(ask.resource, ask.holder)] = number
         self._push((ts, seq, START, number))
         return number
 
     def _end(self, ts: float, seq: int, number: int) -> None:
         ask = self.asks.get(number)
         if ask is not None:
-            held = self._recorded.get(ask.node, {})
+            held = self._recorded.get(ask.owner, {})
             if held.get((ask.resource, ask.holder)) == number:
                 del held[(ask.resource, ask.holder)]
         self._push((ts, seq, END, number))
@@ -501,8 +509,13 @@ class Replayer:
 
     def _lose(self, loss: Loss) -> None:
         """The PBXs of `loss` die: each one's standby PBX takes over (R-STBY-2 decides, as on the
-        master), or its licenses go back with its users down."""
-        if loss.target.startswith("@"):
+        master), or its licenses go back with its users down. A recorded takeover (`loss.standby`)
+        is decided the same way; what the failed PBX does later, the record says (it may come
+        back), so it is not marked dead."""
+        recorded = loss.standby is not None
+        if recorded:
+            doomed = [loss.target]
+        elif loss.target.startswith("@"):
             site = loss.target[1:]
             doomed = sorted(name for name, node in self.nodes.items() if self.site_of is not None
                             and self.site_of(name) == site and node.role != "standby")
@@ -510,12 +523,13 @@ class Replayer:
             doomed = [loss.target]
         taken, down = [], []
         for name in doomed:
-            standby = next((n.name for n in self.nodes.values() if n.standby_for == name), None)
+            standby = loss.standby if recorded else next((n.name for n in self.nodes.values() if n.standby_for == name), None)
             held = len(self.pool.node_leases(name))
             outcome = self.pool.takeover(standby, name) if standby is not None else None
             if standby is not None and not isinstance(outcome, Denial):
                 taken.append({"failed": name, "standby": standby, "moved": held})
-                self.dead[name] = standby
+                if not recorded:
+                    self.dead[name] = standby
                 for ask in self.asks.values():  # the leases moved: their asks end on the standby
                     if ask.node == name and ask.lease is not None:
                         ask.node = standby
@@ -526,8 +540,14 @@ class Replayer:
                         ask.lease = None  # given back with the PBX
                 down.append({"failed": name, "leases": held, "standby": standby,
                              "why": outcome.message if isinstance(outcome, Denial) else "no standby PBX said hello for it"})
-                self.dead[name] = None
-        self.out.lost.append({"target": loss.target, "at": loss.at, "taken_over": taken, "down": down})
+                if not recorded:
+                    self.dead[name] = None
+        if recorded:
+            self.out.takeovers.append({"failed": loss.target, "standby": loss.standby, "at": loss.at,
+                                       "moved": taken[0]["moved"] if taken else 0,
+                                       "refused": down[0]["why"] if down else None})
+        else:
+            self.out.lost.append({"target": loss.target, "at": loss.at, "taken_over": taken, "down": down})
 
     def finish(self) -> Replay:
         """Every event left, then what is still held counted to the end of the period."""
@@ -722,6 +742,9 @@ def render_text(doc: dict[str, Any]) -> str:
                          + (f" ({who['rule']})" if who.get("rule") else ""))
     if doc.get("unserved_after_loss"):
         lines.append(f"  {doc['unserved_after_loss']} asks of lost PBXs without a standby went unserved")
+    for took in doc.get("takeovers", []):
+        lines.append(f"  recorded takeover of {took['failed']} by {took['standby']} at {_utc(took['at'])}: "
+                     + (f"refused here, {took['refused']}: its phones down" if took["refused"] else f"allowed ({took['moved']} moved)"))
     for loss in doc["lost"]:
         lines.append(f"  lost {loss['target']} at {_utc(loss['at'])}: "
                      + ", ".join([f"{t['failed']} -> {t['standby']} ({t['moved']} moved)" for t in loss["taken_over"]]
