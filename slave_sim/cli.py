@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -109,15 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "names them)")
     chaos.add_argument("--report-dir", type=Path, default=Path("reports"))
     sim = sub.add_parser("sim", help="days of faults in a minute: the real masters and clients on one virtual clock, "
-                         "deterministic from --seed (issue 26, a first part)")
-    sim.add_argument("--seed", type=int, required=True, help="the seed of every choice: the same seed, the same history")
-    sim.add_argument("--hours", type=float, default=24.0, help="simulated hours (default %(default)s)")
-    sim.add_argument("--pbxs", type=int, default=10)
-    sim.add_argument("--phones", type=int, default=14, help="phones per PBX (default %(default)s)")
-    sim.add_argument("--ports", type=int, default=60, help="Ports installed")
-    sim.add_argument("--fault-every", type=float, default=600.0, metavar="SECONDS", help="mean time between faults")
-    sim.add_argument("--etcd", action="store_true", help="the leadership in a model of etcd (default: two-node)")
-    sim.add_argument("--json", action="store_true")
+                         "deterministic from --seed")
+    from .sim.command import add_arguments as add_sim_arguments
+
+    add_sim_arguments(sim)
     replay = sub.add_parser("replay", help="a master's recorded demand played by simulated PBXs against a real master, "
                             "compressed in time, with faults if asked; the usual verdict and report")
     replay.add_argument("scenario", nargs="?", type=Path, help="a scenario file saying replay = {...} (else --data-dir, --since)")
@@ -251,29 +245,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    from .sim import SimConfig, run_sim
+    from .sim.command import main
 
-    config = SimConfig(seed=args.seed, hours=args.hours, pbxs=args.pbxs, phones=args.phones, ports=args.ports,
-                       fault_every_s=args.fault_every, etcd=args.etcd)
-    problems = config.problems()
-    if problems:
-        print("slave-sim: " + "; ".join(problems), file=sys.stderr)
-        return 2
-    print(f"slave-sim: simulation, seed {config.seed}, {config.hours:g} simulated hours", file=sys.stderr, flush=True)
-    doc = run_sim(config).to_dict()
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(f"Simulation, seed {doc['seed']}: {'PASSED' if doc['passed'] else 'FAILED'} ({doc['simulated_s'] / 3600:.2f} "
-              f"simulated hours in {doc['cpu_s']:.1f} CPU s)")
-        print(f"  faults: {doc['faults']} " + ", ".join(f"{k} {n}" for k, n in sorted(doc["faults_by_kind"].items())))
-        print(f"  peak believed by the PBXs {doc['peak_believed']} of {doc['ports']} installed")
-        for rule in ("safety", "availability", "liveness"):
-            print(f"  {rule}: {len(doc[rule])} violation(s)" + "".join(f"\n    {v}" for v in doc[rule][:5]))
-        print(f"  history: {doc['history_events']} events, sha256 {doc['history_sha256']}")
-        if not doc["passed"]:
-            print(f"  replay: {doc['replay']}")
-    return 0 if doc["passed"] else 1
+    return main(args)
 
 
 def _chaos(args: argparse.Namespace) -> int:
