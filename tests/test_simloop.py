@@ -15,7 +15,7 @@ import pytest
 from licmaster.client import LicenseError, MasterClient, NotConnected
 from licmaster.daemon.config import Config
 from licmaster.daemon.master import Master
-from licmaster.testing.simloop import HOST, Inline, Stalled, VirtualLoop
+from licmaster.testing.simloop import HOST, WALL_EPOCH, Inline, Stalled, VirtualLoop
 
 LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 12\n'
 
@@ -110,3 +110,106 @@ def test_a_loop_where_every_task_waits_and_no_timer_is_due_says_so_instead_of_ha
             loop.run_until_complete(waits_for_ever())
     finally:
         loop.close()
+
+
+class Echo(asyncio.Protocol):
+    """A server that sends back what it gets, and notes when it got it."""
+
+    def __init__(self, got: list[tuple[float, bytes]]) -> None:
+        self.got = got
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.got.append((asyncio.get_running_loop().time(), data))
+        self.transport.write(data)
+
+
+class Gather(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+def in_a_loop(main: Any) -> Any:
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+def test_a_paused_host_runs_nothing_its_sockets_queue_in_order_and_its_clock_runs_on() -> None:
+    async def main(loop: VirtualLoop) -> tuple[list[tuple[float, bytes]], list[float], bytes, float]:
+        got: list[tuple[float, bytes]] = []
+        ticks: list[float] = []
+
+        async def server() -> None:  # a process on 10.1.0.1: a listener and a ticker
+            HOST.set("10.1.0.1")
+            await loop.create_server(lambda: Echo(got), "10.1.0.1", 4460)
+            while True:
+                await asyncio.sleep(1.0)
+                ticks.append(loop.time())
+
+        loop.create_task(server())
+        await asyncio.sleep(0.5)
+        HOST.set("10.0.0.1")
+        transport, client = await loop.create_connection(Gather, "10.1.0.1", 4460)
+        assert isinstance(transport, asyncio.Transport) and isinstance(client, Gather)
+        loop.pause("10.1.0.1")
+        for chunk in (b"1", b"2", b"3"):
+            transport.write(chunk)
+            await asyncio.sleep(2.0)
+        assert not got and client.data == b"" and ticks == []  # stopped: nothing ran, nothing answered
+        loop.resume("10.1.0.1")
+        resumed = loop.time()
+        await asyncio.sleep(0.5)
+        return got, ticks, client.data, resumed
+
+    got, ticks, echoed, resumed = in_a_loop(main)
+    assert [data for _, data in got] == [b"1", b"2", b"3"] and {at for at, _ in got} == {resumed}  # queued, then all at once
+    assert echoed == b"123" and resumed > 6
+    assert ticks[0] == resumed  # its timer, overdue, runs at the resume: the clock ran on meanwhile
+
+
+def test_bytes_written_in_one_instant_arrive_in_order_among_many_timers() -> None:
+    async def main(loop: VirtualLoop) -> bytes:
+        HOST.set("10.1.0.1")
+        await loop.create_server(lambda: Echo([]), "10.1.0.1", 4460)
+        HOST.set("10.0.0.1")
+        for n in range(200):  # timers due at the same instant as the bytes: the heap must not reorder them
+            loop.call_later(loop.network.latency_s * (n % 3), lambda: None)
+        transport, client = await loop.create_connection(Gather, "10.1.0.1", 4460)
+        assert isinstance(transport, asyncio.Transport) and isinstance(client, Gather)
+        for n in range(100):
+            transport.write(b"%d," % n)
+            if n % 7 == 0:
+                await asyncio.sleep(0)
+        await asyncio.sleep(1.0)
+        return client.data
+
+    assert in_a_loop(main) == b"".join(b"%d," % n for n in range(100))
+
+
+def test_the_wall_clock_each_host_reads_follows_the_virtual_clock_and_its_own_offset() -> None:
+    async def main(loop: VirtualLoop) -> list[float]:
+        seen = []
+        with loop.virtual_wall_clock():
+            await asyncio.sleep(10.0)
+            loop.wall_offset["10.1.0.1"] = 3600.0  # its clock stepped an hour ahead
+
+            async def on(host: str) -> None:
+                HOST.set(host)
+                seen.append(time.time())
+
+            await asyncio.gather(on("10.1.0.1"), on("10.1.0.2"))
+        seen.append(time.time())
+        return seen
+
+    ahead, right, after = in_a_loop(main)
+    assert (ahead, right) == (WALL_EPOCH + 10 + 3600, WALL_EPOCH + 10)
+    assert abs(after - time.time()) < 60  # the real clock is back once the simulation ends

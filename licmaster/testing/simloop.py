@@ -18,16 +18,22 @@ unchanged, through seams they use anyway: the loop's clock (`loop.time()`), its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-import selectors
+import heapq
+import itertools
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
 # The host a task connects from (a PBX's address in the simulated network): set it in a task, and
 # every connection that task and the tasks it starts open come from there (links are cut by host).
 HOST: contextvars.ContextVar[str] = contextvars.ContextVar("simulated_host", default="127.0.0.9")
+
+
+WALL_EPOCH = 1_800_000_000.0  # what the virtual wall clock reads at virtual time 0 (2027-01-15)
 
 
 class Stalled(RuntimeError):
@@ -46,39 +52,157 @@ class Inline(Executor):
         return future
 
 
-class _VirtualSelector(selectors.DefaultSelector):
-    """Polls the real file descriptors (the loop's self-pipe) without waiting; advances the
-    loop's clock by the timeout it was given when nothing is ready."""
+class _Timer(asyncio.TimerHandle):
+    """A TimerHandle made without the base's debug checks (every asyncio.sleep makes one)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.loop: VirtualLoop | None = None
+    __slots__ = ()
 
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = super().select(0)
-        if ready or timeout == 0:
-            return ready
-        assert self.loop is not None
-        if timeout is None:
-            raise Stalled(f"at {self.loop.now:.3f} s every task waits and no timer is due")
-        self.loop.now += timeout
-        return []
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...], loop: VirtualLoop,
+                 context: contextvars.Context | None) -> None:
+        self._when, self._callback, self._args, self._loop = when, callback, args, loop
+        self._context = context if context is not None else contextvars.copy_context()
+        self._cancelled, self._scheduled, self._repr, self._source_traceback = False, True, None, None
+
+
+class _Handle(asyncio.Handle):
+    """A Handle made without the base's debug checks (every call_soon makes one)."""
+
+    __slots__ = ()
+
+    def __init__(self, callback: Callable[..., object], args: tuple[Any, ...], loop: VirtualLoop,
+                 context: contextvars.Context | None) -> None:
+        self._callback, self._args, self._loop = callback, args, loop
+        self._context = context if context is not None else contextvars.copy_context()
+        self._cancelled, self._repr, self._source_traceback = False, None, None
 
 
 class VirtualLoop(asyncio.SelectorEventLoop):
     """The loop: `time()` is the virtual clock; `create_server`/`create_connection` go through
-    `network`."""
+    `network`; hosts can be paused (`pause`/`resume`).
+
+    Its iteration is its own (`_run_once`): no selector is polled (nothing here is a file), and
+    timers are kept as (when, sequence, handle) so that two due at the same instant run in the
+    order they were set (a connection's bytes stay in order) and the heap compares in C."""
 
     def __init__(self, network: Network | None = None) -> None:
-        selector = _VirtualSelector()
-        super().__init__(selector)
-        selector.loop = self
+        super().__init__()
         self.now = 0.0
         self.network = network or Network(self)
         self.network.loop = self
+        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._sequence = itertools.count()
+        self.paused: set[str] = set()  # hosts whose callbacks wait (a SIGSTOP'd process: its sockets queue)
+        self._parked: dict[str, list[asyncio.Handle]] = {}
+        self.wall_offset: dict[str, float] = {}  # host -> seconds its wall clock is off (virtual_wall_clock)
 
     def time(self) -> float:
         return self.now
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any,  # type: ignore[override]
+                   context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+        when = self.now + delay  # call_at's body: asyncio.sleep comes here, the simulation's most frequent call
+        timer = _Timer(when, callback, args, self, context)
+        heapq.heappush(self._timers, (when, next(self._sequence), timer))
+        return timer
+
+    def call_soon(self, callback: Callable[..., object], *args: Any,  # type: ignore[override]
+                  context: contextvars.Context | None = None) -> asyncio.Handle:
+        # The base's, without its debug checks (a third of its cost: the simulation calls it most)
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)  # type: ignore[attr-defined]
+        return handle
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any,  # type: ignore[override]
+                context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+        timer = _Timer(when, callback, args, self, context)
+        heapq.heappush(self._timers, (when, next(self._sequence), timer))
+        return timer
+
+    def wall(self) -> float:
+        """The wall clock (time.time) as the current host reads it, with `virtual_wall_clock`: the
+        virtual time from WALL_EPOCH, plus that host's offset (a clock set wrong, then stepped)."""
+        if not self.wall_offset:
+            return WALL_EPOCH + self.now
+        return WALL_EPOCH + self.now + self.wall_offset.get(HOST.get(), 0.0)
+
+    @contextlib.contextmanager
+    def virtual_wall_clock(self) -> Iterator[None]:
+        """time.time() reads `wall()` meanwhile: the wall time the product writes (journal rows,
+        what it shows) follows the virtual clock and each host's offset, deterministically. The
+        product's own seam for time is the loop's (monotonic) clock; the wall clock is the
+        operating system's, so it is set where the operating system's would be."""
+        real = time.time
+        time.time = self.wall
+        try:
+            yield
+        finally:
+            time.time = real
+
+    def _write_to_self(self) -> None:
+        """call_soon_threadsafe's wake-up: nothing to wake, the loop never blocks."""
+
+    def pause(self, host: str) -> None:
+        """From now on no callback of `host` runs (its tasks, what arrives on its connections):
+        each waits, in order, for `resume`. Its clock runs on meanwhile, as a stopped process's."""
+        self.paused.add(host)
+
+    def resume(self, host: str) -> None:
+        self.paused.discard(host)
+        self._ready.extend(self._parked.pop(host, ()))  # type: ignore[attr-defined]
+
+    def _run_once(self) -> None:
+        """Iterations until the loop is stopped (run_forever's own loop is per call: one call
+        does them all, a third less overhead). Each: if nothing is ready, the clock moves to the
+        next timer; every timer due is made ready; what was ready runs (a paused host's
+        callbacks are parked)."""
+        ready: deque[asyncio.Handle] = self._ready  # type: ignore[attr-defined]
+        heappop = heapq.heappop
+        paused, parked = self.paused, self._parked
+        while True:
+            if self._timer_cancelled_count > 100 and 2 * self._timer_cancelled_count > len(self._timers):
+                self._compact()
+            timers = self._timers
+            if not ready:
+                if self._stopping:  # type: ignore[attr-defined]
+                    return
+                while timers and timers[0][2]._cancelled:
+                    heappop(timers)[2]._scheduled = False  # type: ignore[attr-defined]
+                    self._timer_cancelled_count -= 1
+                if not timers:
+                    raise Stalled(f"at {self.now:.3f} s every task waits and no timer is due")
+                if timers[0][0] > self.now:
+                    self.now = timers[0][0]
+            now = self.now
+            while timers and timers[0][0] <= now:
+                timer = heappop(timers)[2]
+                timer._scheduled = False  # type: ignore[attr-defined]
+                if timer._cancelled:
+                    self._timer_cancelled_count -= 1
+                else:
+                    ready.append(timer)
+            for _ in range(len(ready)):
+                handle = ready.popleft()
+                if handle._cancelled:
+                    continue
+                if paused:
+                    host = handle._context.get(HOST)  # type: ignore[attr-defined]
+                    if host in paused:
+                        parked.setdefault(host, []).append(handle)
+                        continue
+                handle._run()
+            if self._stopping:  # type: ignore[attr-defined]
+                return
+
+    def _compact(self) -> None:
+        kept = []
+        for entry in self._timers:
+            if entry[2]._cancelled:
+                entry[2]._scheduled = False  # type: ignore[attr-defined]
+            else:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._timers = kept
+        self._timer_cancelled_count = 0
 
     async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol], host: Any = None,  # type: ignore[override]
                             port: Any = None, **_: Any) -> MemServer:
@@ -151,7 +275,10 @@ class Network:
         client_protocol, server_protocol = factory(), server.factory()
         client.protocol, remote.protocol = client_protocol, server_protocol
         self.transports += [client, remote]
-        server.context.run(server_protocol.connection_made, remote)
+        if host in self.loop.paused:  # the kernel accepts for a stopped process: the server sees it on resuming
+            self.loop.call_soon(server_protocol.connection_made, remote, context=server.context)
+        else:
+            server.context.run(server_protocol.connection_made, remote)
         client_protocol.connection_made(client)
         return client, client_protocol
 
@@ -188,6 +315,8 @@ class MemTransport(asyncio.Transport):
         self.reading = True
         self.held: deque[bytes | None] = deque()  # written while the link is cut (None: then the connection ended)
         self.inbox: deque[bytes] = deque()  # arrived while this end pauses reading
+        self._batch: list[bytes] | None = None  # the bytes on their way that a write in the same instant joins
+        self._batch_when = -1.0
 
     # ---------------------------------------------------------------- asyncio.Transport
 
@@ -229,12 +358,17 @@ class MemTransport(asyncio.Transport):
             return
         loop = self.network.loop
         assert loop is not None
+        when = loop.now + self.network.latency_s
         while self.held:
             data = self.held.popleft()
             if data is None:
-                loop.call_later(self.network.latency_s, peer._lost, context=peer.context)
+                loop.call_at(when, peer._lost, context=peer.context)
+                self._batch = None
+            elif self._batch is not None and self._batch_when == when:
+                self._batch.append(data)  # written in the same instant: one arrival, as TCP coalesces
             else:
-                loop.call_later(self.network.latency_s, peer._arrive, data, context=peer.context)
+                self._batch, self._batch_when = [data], when
+                loop.call_at(when, peer._arrive, self._batch, context=peer.context)
 
     def close(self) -> None:
         """Close after what was written: this end at once, the peer once it all arrived."""
@@ -261,9 +395,13 @@ class MemTransport(asyncio.Transport):
 
     # ---------------------------------------------------------------- the other end's side
 
-    def _arrive(self, data: bytes) -> None:
+    def _arrive(self, batch: list[bytes]) -> None:
         if self.closed:
             return
+        peer = self.peer
+        if peer is not None and peer._batch is batch:
+            peer._batch = None  # delivered: a later write starts another
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
         if not self.reading:
             self.inbox.append(data)
             return
