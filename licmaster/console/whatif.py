@@ -324,16 +324,7 @@ class Replayer:
                                     hours = f.held_by_hour
                                     hours[hour] = hours.get(hour, 0.0) + span * level
                         else:
-                            for f in families.values():
-                                level = in_use.get(f.family, 0) + f.unmet
-                                if not level:
-                                    continue
-                                hours = f.held_by_hour
-                                step, mark = int(start // HOUR), start
-                                while mark < end:
-                                    edge = min(end, (step + 1) * HOUR)
-                                    hours[step] = hours.get(step, 0.0) + (edge - mark) * level
-                                    mark, step = edge, step + 1
+                            _add_holding(families.values(), in_use, start, end)
                             hour = int(end // HOUR)
                             hour_start, hour_end = hour * HOUR, (hour + 1) * HOUR
                 if what == START:  # check the ask out
@@ -495,17 +486,7 @@ class Replayer:
         end = min(to, self.until, self.last_ts)
         if end <= start:
             return
-        in_use = self.in_use
-        for f in self.out.families.values():
-            level = in_use.get(f.family, 0) + f.unmet
-            if not level:
-                continue
-            hours = f.held_by_hour
-            hour, at = int(start // HOUR), start
-            while at < end:
-                edge = min(end, (hour + 1) * HOUR)
-                hours[hour] = hours.get(hour, 0.0) + (edge - at) * level
-                at, hour = edge, hour + 1
+        _add_holding(self.out.families.values(), self.in_use, start, end)
 
     def _lose(self, loss: Loss) -> None:
         """The PBXs of `loss` die: each one's standby PBX takes over (R-STBY-2 decides, as on the
@@ -554,6 +535,21 @@ class Replayer:
         self._replay((), final=True)
         self._integrate(min(self.until, self.last_ts))  # what is still held, to the end of the period
         return self.out
+
+
+def _add_holding(families: Iterable[FamilyOutcome], in_use: dict[str, int], start: float, end: float) -> None:
+    """The holding asked for from `start` to `end` (in use, and unmet asks still asking) added to
+    each family's clock hours, split where an hour ends."""
+    for f in families:
+        level = in_use.get(f.family, 0) + f.unmet
+        if not level:
+            continue
+        hours = f.held_by_hour
+        hour, at = int(start // HOUR), start
+        while at < end:
+            edge = min(end, (hour + 1) * HOUR)
+            hours[hour] = hours.get(hour, 0.0) + (edge - at) * level
+            at, hour = edge, hour + 1
 
 
 def replay(rows: Iterable[Row | dict[str, Any]], pool: Pool, *, losses: Iterable[Loss] = (),
