@@ -102,8 +102,8 @@ def test_the_whatif_bench_replays_a_synthetic_journal_below_its_peak_and_refuses
 
 
 def test_the_simulation_bench_runs_seeds_and_reports_hours_faults_and_violations() -> None:
-    out = run_bench("bench/sim.py", "--minutes", "0", "--hours", "0.25", "--fault-every", "120")
+    out = run_bench("bench/sim.py", "--minutes", "0", "--hours", "0.5", "--fault-every", "60")  # faults stop 15 min before the end
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
-    assert figures["runs"] == 1 and figures["simulated_hours"] >= 0.25 and figures["faults"] > 0
+    assert figures["runs"] == 1 and figures["simulated_hours"] >= 0.5 and figures["faults"] > 0
     assert figures["violations"] == 0 and figures["failed"] == []
