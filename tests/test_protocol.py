@@ -53,6 +53,30 @@ async def test_a_client_that_never_reads_is_held_to_the_high_water_mark_then_abo
         await d.stop()
 
 
+async def test_a_stalled_client_whose_session_also_went_silent_is_journaled_as_aborted_for_unread_replies(tmp_path: Path) -> None:
+    """Its handling stopped when its replies piled up, so its session stopped being heard too: the
+    abort comes first and says why (once, CI on a loaded machine saw the expiry close it silently)."""
+    d = await in_process(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600)
+    try:
+        assert d.master is not None
+        hog = d.connect_now()
+        hog.send({"op": "hello", "id": 0, "node": "observer", "role": "observer"})
+        hog.send_bytes(usage_requests(100_000))
+        await asyncio.sleep(0.05)
+        assert hog.conn.stalled_since is not None and hog.conn.session is not None
+        hog.conn.session.last_seen -= 5.0  # heard last long before it stalled
+        for _ in range(60):
+            await asyncio.sleep(0.05)
+            if hog.transport.aborted:
+                break
+        assert hog.transport.aborted
+        await d.master.journal.flush()  # type: ignore[union-attr]
+        aborts = read_journal(tmp_path / "m" / "data" / "journal.sqlite3", event="abort")
+        assert [a["node"] for a in aborts] == ["observer"] and aborts[0]["detail"].startswith("replies unread for")
+    finally:
+        await d.stop()
+
+
 async def test_a_large_read_is_answered_whole_and_in_order_across_loop_turns(tmp_path: Path) -> None:
     d = await in_process(tmp_path / "m", LICENSES)
     try:

@@ -833,7 +833,15 @@ class Master:
         hold = self.config.hold_s
         wall = time.time()
         book = dispatch.book
+        for conn in [c for c in dispatch.connections if c.stalled_for(now) > ttl]:
+            node = conn.session.node if conn.session else None
+            why = f"replies unread for {int(conn.stalled_for(now) * 1000)} ms"
+            logs.event("connection_aborted", logging.WARNING, peer=conn.peer, node=node or "-", why=why)
+            self.record(events.ABORT, node, detail=why)
+            conn.abort()
         for session in [s for s in sessions.by_node.values() if now - s.last_seen > ttl]:
+            if session.conn is not None and session.conn.stalled_since is not None:
+                continue  # not heard because its replies go unread and its reading stopped: aborted above, and why
             silent = now - session.last_seen
             if silent <= hold and book.held_count(session.node):
                 if session.absent_since is None:
@@ -842,12 +850,6 @@ class Master:
             why = "expired: nothing heard within hold_s" if session.absent_since is not None else \
                 "expired: nothing heard within lease_ttl_ms"
             sessions.end(session, End.EXPIRE, event={"event": "fenced", "reason": why}, silent_ms=int(silent * 1000))
-        for conn in [c for c in dispatch.connections if c.stalled_for(now) > ttl]:
-            node = conn.session.node if conn.session else None
-            why = f"replies unread for {int(conn.stalled_for(now) * 1000)} ms"
-            logs.event("connection_aborted", logging.WARNING, peer=conn.peer, node=node or "-", why=why)
-            self.record(events.ABORT, node, detail=why)
-            conn.abort()
         dispatch.denials.tick(now)
         leadership = self.leadership
         if leadership is not None and leadership.leading and not leadership.suspended \

@@ -29,6 +29,7 @@ class Endpoint(Protocol):
 
     session: Session | None
     closing: bool
+    stalled_since: float | None  # its replies piled up unread since then: its reading stopped
 
     @property
     def open(self) -> bool: ...
