@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from licmaster.daemon.storage.door import Door
 from licmaster.wire import events
-from licmaster.wire.codec import FrameDecoder
+from licmaster.wire.codec import PART_MARGIN, FrameDecoder
 from licmaster.wire.events import STREAM_VERSION, Change, StreamError
 from licmaster.wire.requests import MIN_FRAME
 
@@ -23,20 +24,28 @@ def frames(data: bytes, max_frame: int = 65_536) -> list[dict]:
     return FrameDecoder(max_frame).feed(data)
 
 
+def pushed(batch: list[tuple], max_frame: int = 65_536) -> bytes:
+    """What the master sends a standby for these rows: the journal's door packs them within the
+    standby's frames, a push frames them (daemon/ha/feed.py)."""
+    door = Door()
+    door.rows.extend(batch)
+    return b"".join(events.replica_push(door.pack(max_frame - PART_MARGIN), seq=1))
+
+
 def test_the_replica_event_carries_every_row_and_the_standby_reads_only_state_changes() -> None:
     batch = [(1.0, events.GRANT, "a", "port", "x", "1", "PBX-Port13:1"), (1.1, events.DENY, "a", "port", "y", None, "exhausted", "R-PORT-1"),
              (1.2, events.ASSIGN, "a", "App(phone)", "ann", None, "13")]
-    [event] = frames(b"".join(events.replica_frames(batch, 65_536)))
+    [event] = frames(pushed(batch))
     assert event["v"] == STREAM_VERSION
     assert events.read_replica(event) == [Change("grant", "a", "port", "x", "1", "PBX-Port13:1"),
                                           Change("assign", "a", "App(phone)", "ann", None, "13")]
-    [denial] = frames(b"".join(events.replica_frames([batch[1]], 65_536)))  # sent as it is (no choice per row on the master)
+    [denial] = frames(pushed([batch[1]]))  # sent as it is (no choice per row on the master)
     assert events.read_replica(denial) == []  # a denial changes nothing a standby keeps
 
 
 def test_a_rush_of_grants_in_one_batch_crosses_in_frames_the_standby_can_read() -> None:
     batch = [(1.0, events.GRANT, f"pbx{i % 100}", "port", f"user-{i}", str(i), "PBX-Port13:1") for i in range(5_000)]
-    data = b"".join(events.replica_frames(batch, 4096))
+    data = pushed(batch, 4096)
     read = frames(data, 4096)  # a decoder that refuses any frame over 4096 bytes
     assert len(read) > 1
     assert [c.lease for e in read for c in events.read_replica(e)] == [str(i) for i in range(5_000)]

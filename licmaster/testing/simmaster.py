@@ -52,8 +52,8 @@ class SimMaster:
         def tag() -> int:
             return self.rng.randrange(LEASE_TAGS)
 
-        self.master = Master(self.config, name=self.host, io_executor=Inline(), lease_tag=tag) if self.etcd_client is None \
-            else Master(self.config, name=self.host, io_executor=Inline(), lease_tag=tag, etcd_client=self.etcd_client)
+        seams: dict[str, Any] = {} if self.etcd_client is None else {"etcd_client": self.etcd_client}
+        self.master = Master(self.config, name=self.host, io_executor=Inline(), lease_tag=tag, **seams)
         self.starts += 1
         await asyncio.get_running_loop().create_task(self.master.start(), context=context)
 

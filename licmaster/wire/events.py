@@ -197,20 +197,6 @@ def read_replica(event: dict[str, Any]) -> list[Change]:
     return out
 
 
-def replica_frames(batch: Sequence[Row], max_frame: int, *, seq: int | None = None) -> list[bytes]:
-    """A journal batch's rows as `replica` events, each frame at most `max_frame` bytes (a rush
-    of grants makes batches of thousands of rows); none for an empty batch. Every row goes, as
-    it is: the standby applies those that change state (`read_replica`). Picking them out here
-    cost ~370 CPU instructions a row on the master's request path, where nearly every row of a
-    push is a grant or a check-in anyway. With `seq` (a push of synchronous replication,
-    daemon/ha/feed.py) the last frame carries it, for the standby to acknowledge once it has
-    applied the whole push; such a push always has a frame, if need be with no rows."""
-    runs = [packed for _, packed in packed_runs(batch, max_frame - PART_MARGIN)]
-    if seq is None:
-        return [frame_with(_REPLICA_HEAD, "rows", packed) for packed in runs]
-    return replica_push(runs, seq)
-
-
 _REPLICA_HEAD: dict[str, Any] = {"event": "replica", "v": STREAM_VERSION}
 
 

@@ -163,9 +163,9 @@ class Journal:
             if leases is not None:
                 await loop.run_in_executor(self._executor, self._prune, leases, time.time() - self.keep_s)
 
-    def _write(self, batch: list[Row], packed: list[bytes] | None = None, packed_count: int = 0) -> None:
+    def _write(self, batch: list[Row], packed: list[bytes], packed_count: int) -> None:
         assert self._db is not None
-        blob, fmt = batch_blob(batch, packed or [], packed_count)
+        blob, fmt = batch_blob(batch, packed, packed_count)
         with self._db:
             self._db.execute("INSERT INTO batches (first_ts, last_ts, count, events, format) VALUES (?, ?, ?, ?, ?)",
                              (batch[0][0], batch[-1][0], len(batch), blob, fmt))
