@@ -180,7 +180,10 @@ class Master:
         self.site_usage.set_policy(self.policy)
         dispatch.install(self._build_pool(loaded, "licenses"), self.store.next_epoch())
         had_run, changes = self.journal.begin_run()
-        self._held_at_start = holdings_at_end(changes)  # what the PBXs held when the last run ended
+        # What the PBXs may hold as this process knows it, for an election won with no master to
+        # follow: the last run's end (its journal), until this master gives way (_keep_holdings).
+        self._held_last = holdings_at_end(changes)
+        self._held_last_complete = self.journal.last_run_clean
         self.failover = Failover(self.role, dispatch.grace, self.record, grace_s=cfg.effective_grace_ms / 1000)
         self.journal.before_flush.append(self.feed.before_flush)
         # Synchronous replication (daemon/ha/feed.py): one push per loop turn; a standby that has not
@@ -208,8 +211,8 @@ class Master:
                              following=following)
             self._follow(following)
         elif had_run:  # after a clean stop, the journal has every grant it answered
-            self.adopt(self._held_at_start)
-            dispatch.grace.open("restarted: PBXs re-take what they held first", self._held_at_start.held(),
+            self.adopt(self._held_last)
+            dispatch.grace.open("restarted: PBXs re-take what they held first", self._held_last.held(),
                                 complete=self.journal.last_run_clean, until=loop.time() + cfg.effective_grace_ms / 1000)
         else:
             self.role.change(Role.ACTING, "started")
@@ -665,11 +668,11 @@ class Master:
     def _won(self, epoch: int) -> None:
         """The election is won: master from now on, at the epoch etcd's revision gives. What the
         PBXs held comes from the master this one followed, or from its own journal."""
-        held = self._held_at_start
+        held = self._held_last
         assert self.leadership is not None and self.journal is not None
         # Known whole: won as an in-sync standby (the leader dropped no standby from the record
         # before answering without it), or the leader before, back after a clean stop.
-        complete = self.leadership.complete if self.follower is not None else self.journal.last_run_clean
+        complete = self.leadership.complete if self.follower is not None else self._held_last_complete
         if self.follower is not None:
             held = self.follower.holdings
             asyncio.get_running_loop().create_task(self.follower.stop())
@@ -782,8 +785,23 @@ class Master:
         dispatch.resume()
         dispatch.confirm_until = math.inf
         event = {"event": "shutdown", "reason": "this master no longer holds the leadership", **({"master": leader} if leader else {})}
+        self._keep_holdings()
         self.failover.give_way("the leadership in etcd lapsed", end_sessions=lambda: self._end_sessions(event),
                                then="waiting for the election in etcd")
+
+    def _keep_holdings(self) -> None:
+        """Before giving way (its sessions' ends release every lease and journal a `bye`): what
+        this master counts now is what the PBXs may still believe they hold. Winning the election
+        again with no master followed meanwhile, it adopts that (_won), never its journal's state
+        at start, which may be hours stale (`slave-sim sim --seed 61 --etcd`: a leader that lost
+        its key to a 30 s quorum loss won it back, adopted the 60 leases its journal held at its
+        start, and refused 5 phones their re-sync). Never known whole: a grace window follows."""
+        book = self.dispatch.book
+        view = book.view
+        self._held_last = Holdings().apply_all(
+            events.Change(events.GRANT, lease.node, lease.resource, lease.holder, lease.id, view(lease).label)
+            for lease in book.all().values())
+        self._held_last_complete = False
 
     def step_down(self, peer: str, peer_epoch: int) -> None:
         """A peer is the master at a higher epoch: this one was deposed without knowing (cut off
@@ -791,6 +809,7 @@ class Master:
         sessions end, and it follows the peer as its standby master from now on."""
         self.dispatch.resume()  # a suspended master's refusing ops back to the normal ones
         event = {"event": "shutdown", "reason": f"{peer} is the master (epoch {peer_epoch})", "master": peer}
+        self._keep_holdings()
         self.failover.give_way(f"{peer} is the master at epoch {peer_epoch} > {self.epoch}",
                                end_sessions=lambda: self._end_sessions(event), then="stepped down", following=peer)
         self._follow(peer)
