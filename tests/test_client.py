@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,29 @@ async def test_heartbeats_keep_a_quiet_client_alive(tmp_path: Path) -> None:
         usage = await client.usage()
         assert [n["node"] for n in await client.all_nodes()] == ["quiet"]
         assert next(p for p in usage["pools"] if p["family"] == "PBX-Port")["in_use"] == 1
+        await client.close()
+    finally:
+        daemon.stop()
+
+
+async def test_a_quiet_client_sends_one_heartbeat_per_interval_not_two(tmp_path: Path) -> None:
+    # It wakes every half interval, to send on time; it sent on every wake until this held, which
+    # doubled the load a city of quiet PBXs puts on its master. A busy machine only delays wakes:
+    # never more heartbeats than intervals.
+    daemon = Daemon(tmp_path / "m", LICENSES, heartbeat_ms=100, lease_ttl_ms=600).start()
+    try:
+        client = MasterClient([daemon.master], "quiet")
+        await client.connect()
+        sent: list[str] = []
+        request = client._request
+
+        def counted(op: str, fields: dict[str, Any]) -> Any:
+            sent.append(op)
+            return request(op, fields)
+
+        client._request = counted  # type: ignore[method-assign]
+        await asyncio.sleep(2.0)
+        assert 0 < sent.count("heartbeat") <= 2.0 / 0.1 + 1, sent.count("heartbeat")
         await client.close()
     finally:
         daemon.stop()

@@ -648,8 +648,8 @@ class MasterClient:
                 self._switch_master(wire)  # connection_lost follows: reconnect and sync
                 self._last_heard = loop.time()
                 continue
-            if loop.time() - self._last_sent < interval / 2:
-                continue
+            if loop.time() - self._last_sent < interval * 0.75:
+                continue  # one heartbeat per interval (it wakes twice per interval to send on time)
             future = self._request("heartbeat", {})
             future.add_done_callback(_ignore_result)
 
