@@ -79,7 +79,9 @@ class Dispatcher:
         self.sessions = Sessions(self.pool, record, on_end=self.grace.forget)
         self.denials = DenialJournal(record)
         self.timer = BatchTimer()
-        self.connections: set[Connection] = set()
+        # In the order they opened (a dict, not a set): what is sent to each in turn (an `epoch`
+        # event, a shutdown) goes out in the same order in every run of a simulation.
+        self.connections: dict[Connection, None] = {}
         self.wall = time.time()  # wall clock of the batch being handled, for journal rows
         self.console_url: str | None = None  # this master's console, told in usage (the dashboard finds the others)
         self.suspended_why = ""
@@ -136,15 +138,22 @@ class Dispatcher:
         self.epoch = epoch
         self.replies = ReplyEncoder(epoch)
 
+    def raise_epoch(self, epoch: int) -> None:
+        """Serve the same pool at a higher epoch (Master.catch_up_epoch): only the replies' epoch
+        changes; the lease ids keep the base they were named from."""
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self.replies = ReplyEncoder(epoch)
+
     # ================================================================ the connection's Handler
 
     def opened(self, conn: Connection) -> None:
         if len(self.connections) >= self.config.max_connections:
             conn.shed = True
-        self.connections.add(conn)
+        self.connections[conn] = None
 
     def lost(self, conn: Connection) -> None:
-        self.connections.discard(conn)
+        self.connections.pop(conn, None)
         self.feed.detach(conn)
         session = conn.session
         if session is not None and session.conn is conn:

@@ -219,7 +219,9 @@ class Master:
         if cfg.peers:  # with etcd too: a leader cut from etcd learns from its peers that another one won
             self.peer_watch = PeerWatch(cfg.peers, self.name, auth=self._peer_auth(), tls=self._peer_ssl,
                                         interval_s=cfg.effective_takeover_after_ms / 1000, epoch=lambda: self.epoch,
-                                        acting=lambda: self.role.serving, on_newer=self.step_down)
+                                        acting=lambda: self.role.serving, on_newer=self.step_down,
+                                        on_behind=None if cfg.etcd_endpoints else self.catch_up_epoch,
+                                        address=self._advertised())
             self.peer_watch.start()
         warnings = self._verdict_warnings("licenses", loaded)  # `licmaster check`'s, as a reload logs them
         listening = f"{self.address[0]}:{self.address[1]}" if self.address else "-"
@@ -813,6 +815,23 @@ class Master:
         self.failover.give_way(f"{peer} is the master at epoch {peer_epoch} > {self.epoch}",
                                end_sessions=lambda: self._end_sessions(event), then="stepped down", following=peer)
         self._follow(peer)
+
+    def catch_up_epoch(self, peer: str, peer_epoch: int) -> None:
+        """Its standby master is at a higher epoch than this acting one (two-node): that peer
+        served up to that epoch before this master took over from it without learning it (this
+        one was started or paused while the peer served, and the peer then died). The PBXs that
+        peer served refuse a master at a lower epoch than they saw (deposed, to them), so they
+        would be served by nobody. This master takes the peer's epoch (its pool and leases as
+        they are: only the epoch in its replies changes), keeps it across a restart, and tells
+        every connection (`epoch`). Its standby, taking over later, goes one higher."""
+        old = self.epoch
+        self.dispatch.raise_epoch(peer_epoch)
+        if self.store is not None:
+            self.store.set_meta("epoch", str(peer_epoch))
+        why = f"epoch {old} -> {peer_epoch}: its standby master {peer} is at epoch {peer_epoch}"
+        self.record(events.ROLE, detail=f"{self.role.state.value} -> {self.role.state.value}: {why}")
+        logs.event("epoch_raised", logging.WARNING, master=self.name, epoch=peer_epoch, was=old, standby=peer)
+        self._announce_epoch(peer_epoch)
 
     def promote(self, holdings: Holdings, master_epoch: int) -> None:
         """The master is gone: this standby takes over, with a higher epoch, the replicated user

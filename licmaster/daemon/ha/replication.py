@@ -90,15 +90,23 @@ class PeerWatch:
     """An acting master keeps an observer session on each of its peers and reads their `usage`
     every `interval_s`. A peer that is an acting master at a higher epoch won a failover this
     master did not see (the two were cut apart, or this one was paused): `on_newer(peer,
-    epoch)` is called so that this one steps down, and the two heal into master and standby."""
+    epoch)` is called so that this one steps down, and the two heal into master and standby.
+
+    A peer that is a standby *of this master* (its `standby_of` is `address`) at a higher epoch
+    served at epochs up to its own before this master took over without hearing of them (this
+    one was down or paused while the peer served, then the peer died): its PBXs refuse any
+    master at an epoch lower than one they saw. `on_behind(peer, epoch)` is called so that this
+    master moves its epoch up to the peer's (two-node only: with etcd the epoch is etcd's)."""
 
     def __init__(self, peers: Sequence[str], name: str, *, auth: dict[str, Any] | None, tls: ssl.SSLContext | None,
                  interval_s: float, epoch: Callable[[], int], acting: Callable[[], bool],
-                 on_newer: Callable[[str, int], None]) -> None:
+                 on_newer: Callable[[str, int], None], on_behind: Callable[[str, int], None] | None = None,
+                 address: str = "") -> None:
         self.peers = list(peers)
         self.name, self.auth, self.tls = name, auth, tls
         self.interval_s = interval_s
         self.epoch, self.acting, self.on_newer = epoch, acting, on_newer
+        self.on_behind, self.address = on_behind, address
         self._clients: dict[str, MasterClient] = {}
         self._task: asyncio.Task[None] | None = None
         self._seen: dict[str, dict[str, Any]] = {}
@@ -122,12 +130,20 @@ class PeerWatch:
             if not self.acting():
                 continue
             for peer in self.peers:
-                newer = await self._newer_epoch(peer)
-                if newer is not None and self.acting():
-                    self.on_newer(peer, newer)
+                usage = await self._usage(peer)
+                if usage is None or not self.acting():
+                    continue
+                epoch = acting_epoch(usage)
+                if epoch is not None:
+                    if epoch > self.epoch():
+                        self.on_newer(peer, epoch)
+                elif self.on_behind is not None and self.address and usage.get("standby_of") == self.address:
+                    standby_epoch = int(usage.get("epoch") or 0)
+                    if standby_epoch > self.epoch():
+                        self.on_behind(peer, standby_epoch)
 
-    async def _newer_epoch(self, peer: str) -> int | None:
-        """The peer's epoch if it is an acting master at a higher one than this master's."""
+    async def _usage(self, peer: str) -> dict[str, Any] | None:
+        """The peer's `usage`, or None if it cannot be read now."""
         client = self._clients.get(peer)
         try:
             if client is None or not client.connected.is_set():
@@ -144,8 +160,7 @@ class PeerWatch:
             return None  # unreachable or refusing: nothing to learn now
         self._seen[peer] = {"peer": peer, "reachable": True, "role": usage.get("role"), "epoch": usage.get("epoch"),
                             "standby_of": usage.get("standby_of"), "http": usage.get("http"), "at": time.time()}
-        epoch = acting_epoch(usage)
-        return epoch if epoch is not None and epoch > self.epoch() else None
+        return usage
 
 
 class Follower:
