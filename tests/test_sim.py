@@ -197,3 +197,51 @@ def test_a_master_that_took_over_below_the_epoch_its_dead_peer_served_at_catches
     assert (seen["a_role"], seen["a_epoch"]) == ("standby", 4)
     assert seen["b_epoch_after"] == 4 and seen["client_epoch"] == 4
     assert seen["settled"] and seen["on"] == (b_host, PORT) and seen["held"] == ["alice"] and seen["bob"] is True
+
+
+def _settle(loop: VirtualLoop) -> None:
+    """End every task the scenario left (as the simulation's end does)."""
+    async def cancel_the_rest() -> None:
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    loop.run_until_complete(cancel_the_rest())
+
+
+def test_a_follower_stopped_in_the_turn_its_connection_is_made_follows_no_more(tmp_path: Path) -> None:
+    # Python 3.11's wait_for swallows a cancel that comes in the loop turn in which what it waits
+    # for got done: a follower stopped then (Master._won, _follow_leader) went on following, into
+    # the store of a master that leads (and once that master was killed: "closed database").
+    from licmaster.daemon.ha.replication import Follower
+    from licmaster.daemon.storage.store import Store
+
+    loop = VirtualLoop()
+    store = Store(tmp_path / "standby.sqlite3")
+    accepted: list[float] = []
+
+    async def scenario() -> bool:
+        follower: list[Follower] = []
+
+        def accept() -> asyncio.Protocol:  # the master's side, which never answers: the follower stopped that turn
+            accepted.append(loop.time())
+            if len(accepted) == 1:
+                loop.create_task(follower[0].stop())
+            return asyncio.Protocol()
+
+        loop.network.listen("10.1.0.2", PORT, accept)
+        HOST.set("10.1.0.1")
+        follower.append(Follower(f"10.1.0.2:{PORT}", "10.1.0.1", store, 2000, lambda *_: None, autonomous=False))
+        follower[0].start()
+        await asyncio.sleep(30)
+        task = follower[0]._task
+        return task is not None and task.done()
+
+    try:
+        ended = loop.run_until_complete(scenario())
+        _settle(loop)
+    finally:
+        loop.close()
+        store.close()
+    assert ended and len(accepted) == 1, accepted  # was: reconnecting every second, for ever

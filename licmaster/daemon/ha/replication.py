@@ -201,6 +201,7 @@ class Follower:
         self.advertise = advertise or name  # how the master names this standby in etcd's in-sync record
         self.client = self._new_client()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._incoming: events.Snapshot | None = None
         self._retry_at = 0.0  # no attach before (backoff after a refusal)
         self._probe_at = 0.0  # no reconnect before
@@ -225,6 +226,7 @@ class Follower:
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="replication")
 
     async def stop(self) -> None:
+        self._stopped = True  # as well as the cancel: Python 3.11's wait_for swallows one that comes as what it waited for is done
         if self._task:
             self._task.cancel()
         await self.client.close(bye=False)
@@ -267,6 +269,9 @@ class Follower:
                         self._failed("refused", self.client.unreadable or f"the connection broke: {exc}", logging.ERROR)
                     else:
                         self._set("unreachable", str(exc) or exc.__class__.__name__)
+                if self._stopped:  # stopped while it connected: it follows no more
+                    await self.client.close(bye=False)
+                    return
             if self.client.connected.is_set() and not self.synced and loop.time() >= self._retry_at:
                 await self._attach()
             heard = max(heard, self.client.last_heard)
@@ -323,6 +328,8 @@ class Follower:
         self.synced = self.whole = True
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if self._stopped:
+            return  # what is still on its way when it was stopped: the store is no longer its
         name = event.get("event")
         if name == "snapshot":
             incoming = self._incoming
