@@ -232,3 +232,57 @@ async def test_a_request_on_a_connection_dropped_during_its_hello_fails_instead_
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_a_pbx_refused_by_every_master_for_long_slows_its_rounds_and_finds_a_master_back_within_the_outage_cap(tmp_path: Path) -> None:
+    # On a virtual clock (licmaster/testing/simloop.py): the PBX is cut from its master for two
+    # minutes. For the first OUTAGE_AFTER_S it tries again every RETRY_CAP_S at most (a failover
+    # would be found at once); then every RETRY_OUTAGE_CAP_S at most (it tried 4 times a second
+    # for ever, which a returning master got from every PBX at once); healed, it is back within that.
+    from licmaster.client.connection import OUTAGE_AFTER_S, RETRY_OUTAGE_CAP_S
+    from licmaster.daemon.config import Config
+    from licmaster.daemon.master import Master
+    from licmaster.testing.simloop import HOST, Inline, VirtualLoop
+
+    (tmp_path / "licenses.toml").write_text(LICENSES)
+
+    async def main(loop: VirtualLoop) -> tuple[list[float], float, float]:
+        master = Master(Config(listen="127.0.0.1:4460", http="", data_dir=tmp_path / "data", licenses=(tmp_path / "licenses.toml",)),
+                        io_executor=Inline())
+        await master.start()
+        HOST.set("10.0.0.5")
+        client = MasterClient(["127.0.0.1:4460"], "branch", connect_timeout=2.0)
+        await client.connect()
+        await client.checkout("port", "desk")
+        attempts: list[float] = []
+        connect = loop.network.connect
+
+        async def counted(host: str, port: int, factory: Any, **kw: Any) -> Any:
+            attempts.append(loop.time())
+            return await connect(host, port, factory, **kw)
+
+        loop.network.connect = counted  # type: ignore[method-assign]
+        loop.network.set_cut("10.0.0.5", "127.0.0.1")
+        cut_at = loop.time()
+        await asyncio.sleep(120)
+        loop.network.heal("10.0.0.5", "127.0.0.1")
+        healed_at = loop.time()
+        await asyncio.wait_for(client.ready.wait(), 30)
+        while not client.connected.is_set():
+            await asyncio.sleep(0.01)
+        back_at = loop.time()
+        assert client.believed()  # its Port kept all along (its hold), and re-synced
+        await client.close()
+        await master.stop()
+        return [at - cut_at for at in attempts], healed_at - cut_at, back_at - healed_at
+
+    loop = VirtualLoop()
+    try:
+        attempts, healed, back = loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+    early = [at for at in attempts if at < OUTAGE_AFTER_S]
+    late = [at for at in attempts if OUTAGE_AFTER_S + 5 <= at < healed]
+    assert len(early) >= 10  # fast while a failover may be under way
+    assert len(late) <= (healed - OUTAGE_AFTER_S - 5) / (RETRY_OUTAGE_CAP_S / 2) + 1, len(late)  # then at most one round per cap/2
+    assert back <= RETRY_OUTAGE_CAP_S + 1.0, back

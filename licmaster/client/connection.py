@@ -47,7 +47,14 @@ from licmaster.client.core import Address, HeldLease, Holdings, MasterList, Part
 from licmaster.wire.codec import DEFAULT_MAX_FRAME, PART_MARGIN, FrameDecoder, FrameError, encode, packed_runs
 
 RETRYABLE = ("grace", "busy", "no_quorum")
-RETRY_CAP_S = 0.25  # the longest wait between two rounds of reconnect attempts
+RETRY_CAP_S = 0.25  # the longest wait between two rounds of reconnect attempts, while a failover may be under way
+OUTAGE_AFTER_S = 10.0  # every master refused this long: no failover is under way (a standby takes over within ~2 s)
+RETRY_OUTAGE_CAP_S = 2.0  # ... then the longest wait: 1,000 PBXs do not hammer a returning master 4 times a second each
+
+
+def retry_cap(refused_for_s: float) -> float:
+    """The longest wait between two reconnect rounds after every master refused for this long."""
+    return RETRY_CAP_S if refused_for_s < OUTAGE_AFTER_S else RETRY_OUTAGE_CAP_S
 
 
 class LicenseError(Exception):
@@ -599,7 +606,10 @@ class MasterClient:
 
     async def _reconnect(self) -> None:
         """A round over the addresses at once (connect), then a short, jittered backoff only when
-        every one refused: a standby master that takes over is found within RETRY_CAP_S of it."""
+        every one refused: a standby master that takes over is found within RETRY_CAP_S of it.
+        After OUTAGE_AFTER_S of refusals no failover is under way (the masters are down or cut
+        off) and the rounds slow to one every RETRY_OUTAGE_CAP_S at most: the PBX keeps what it
+        holds meanwhile (its hold), and finds a master back within that."""
         self._resyncing = True
         try:
             await self._reconnect_and_sync()
@@ -608,6 +618,8 @@ class MasterClient:
 
     async def _reconnect_and_sync(self) -> None:
         delay = 0.05
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while not self._closed:
             try:
                 await self.connect()
@@ -616,14 +628,14 @@ class MasterClient:
                 # Every master refused: wait as they asked (no_quorum says retry_ms), or the backoff.
                 asked = exc.retry_s if isinstance(exc, NotConnected) else 0.0
                 await asyncio.sleep(max(delay * random.uniform(0.5, 1.0), asked))
-                delay = min(delay * 2, RETRY_CAP_S)
+                delay = min(delay * 2, retry_cap(loop.time() - started))
                 continue
             try:
                 await self.sync()
             except (TimeoutError, LicenseError, ConnectionError):
                 self._drop_wire("re-sync refused or cut: trying again")  # e.g. a standby master that has not taken over yet
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, RETRY_CAP_S)
+                delay = min(delay * 2, retry_cap(loop.time() - started))
                 continue
             self.ready.set()
             self._emit({"event": "reconnected", "master": f"{self.address[0]}:{self.address[1]}", "epoch": self.epoch})
