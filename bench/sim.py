@@ -4,7 +4,7 @@ budget; simulated hours and faults per wall minute, violations and the seeds tha
     python bench/sim.py                     # one minute
     python bench/sim.py --minutes 30        # a long sweep
     python bench/sim.py --minutes 0.2 --hours 1
-    python bench/sim.py --fault-every 60    # dense: the faults-per-minute target
+    python bench/sim.py --fault-every 600   # sparse: a fault every 10 simulated minutes (default 60)
 
 Each seed is a whole simulation (slave_sim/sim.py): two masters and their PBXs' real clients on
 one virtual clock, faults from the seed. Target (issue 26): >= 24 simulated hours and >= 1,000
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1.0, help="wall-clock budget (default %(default)s)")
     parser.add_argument("--hours", type=float, default=6.0, help="simulated hours per seed (default %(default)s)")
     parser.add_argument("--first-seed", type=int, default=1)
-    parser.add_argument("--fault-every", type=float, default=600.0, metavar="SECONDS")
+    parser.add_argument("--fault-every", type=float, default=60.0, metavar="SECONDS", help="mean simulated time between faults (default %(default)s)")
     parser.add_argument("--etcd", action="store_true", help="the leadership in the model of etcd")
     parser.add_argument("--faults", default="", help="only these kinds, comma-separated")
     args = parser.parse_args()

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pbxs", type=int, default=10)
     parser.add_argument("--phones", type=int, default=14, help="phones per PBX (default %(default)s)")
     parser.add_argument("--ports", type=int, default=60, help="Ports installed")
-    parser.add_argument("--fault-every", type=float, default=600.0, metavar="SECONDS", help="mean time between faults")
+    parser.add_argument("--fault-every", type=float, default=60.0, metavar="SECONDS", help="mean simulated time between faults (default %(default)s)")
     parser.add_argument("--etcd", action="store_true", help="the leadership in a model of etcd (default: two-node)")
     parser.add_argument("--faults", default="", help=f"only these kinds, comma-separated (of {', '.join(ETCD_FAULTS)})")
     parser.add_argument("--trace", nargs="?", type=float, const=30.0, default=None, metavar="SECONDS",

@@ -33,7 +33,7 @@ class SimConfig:
     pbxs: int = 10
     phones: int = 14  # per PBX: about 70 held at a time for 60 Ports, so the pool runs out
     ports: int = 60  # installed: fewer than the phones, so that some are refused
-    fault_every_s: float = 600.0
+    fault_every_s: float = 60.0  # a fault every simulated minute on average: days of them in a wall minute
     etcd: bool = False  # leadership in a model of etcd (else two-node: standby_of and peers)
     faults: tuple[str, ...] = ()  # only these kinds (default: every kind)
 
