@@ -146,3 +146,33 @@ async def until(read: Any, done: Any, timeout: float = 20.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"not reached within {timeout} s: {await read()}")
+
+
+async def test_one_read_of_several_pushes_is_acknowledged_once_for_its_last_push(tmp_path: Path) -> None:
+    # Under load the master pushes once per turn of its loop and the standby reads several pushes
+    # at once: one ack for the read (its last seq) spares the master a request per push, and the
+    # standby a reply. (The follower's connection here goes nowhere: its sends are only looked at.)
+    from licmaster.wire.events import STREAM_VERSION
+
+    store = Store(tmp_path / "standby.sqlite3")
+    follower = Follower("127.0.0.1:1", "standby", store, 1000, Takeovers())
+    follower.synced = True
+    sent: list[tuple[str, dict[str, Any]]] = []
+    send = follower.client.send
+
+    def seen(op: str, **fields: Any) -> Any:
+        sent.append((op, fields))
+        return send(op, **fields)
+
+    follower.client.send = seen  # type: ignore[method-assign]
+    row = [1.0, "grant", "pbx1", "port", "alice", "1", "PBX-Port13", None, None]
+    for seq in (1, 2, 3):  # one read: three pushes
+        follower._on_event({"event": "replica", "v": STREAM_VERSION, "seq": seq, "rows": [[*row[:5], str(seq), *row[6:]]]})
+    assert sent == []  # not within the read
+    await asyncio.sleep(0)
+    assert sent == [("ack", {"seq": 3})]
+    assert sorted(follower.holdings.lease_node) == ["1", "2", "3"]  # every push applied
+    follower._on_event({"event": "replica", "v": STREAM_VERSION, "seq": 4, "rows": []})
+    await asyncio.sleep(0)
+    assert sent[-1] == ("ack", {"seq": 4})  # the next read, its own ack
+    store.close()

@@ -202,6 +202,7 @@ class Follower:
         self.client = self._new_client()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._ack_seq: int | None = None  # the last push applied and not acknowledged yet
         self._incoming: events.Snapshot | None = None
         self._retry_at = 0.0  # no attach before (backoff after a refusal)
         self._probe_at = 0.0  # no reconnect before
@@ -365,11 +366,22 @@ class Follower:
                 self.store.apply_assignment_changes(changes)
             seq = event.get("seq")
             if seq.__class__ is int:  # applied: the master may answer what waited for these rows
-                self.client.send("ack", seq=seq).add_done_callback(_ignore_reply)
+                if self._ack_seq is None:  # one ack per read, for its last push, once every push of it is applied
+                    asyncio.get_running_loop().call_soon(self._ack, self.client)
+                self._ack_seq = seq
         elif name == "epoch":
             self.master_epoch = max(self.master_epoch, int(event.get("epoch", 0)))
         elif name == "replica_dropped":  # the master answers without this standby from now on
             self.synced = self.whole = False
+
+
+    def _ack(self, client: MasterClient) -> None:
+        """Acknowledge the last push applied, on the connection that brought it. Under load one
+        read carries many pushes (one per turn of the master's loop): one ack for them all, which
+        spares the master a request and the standby a reply per push."""
+        seq, self._ack_seq = self._ack_seq, None
+        if seq is not None and client is self.client and not self._stopped:
+            client.send("ack", seq=seq).add_done_callback(_ignore_reply)
 
 
 def _ignore_reply(future: asyncio.Future[Any]) -> None:
