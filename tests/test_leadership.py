@@ -226,7 +226,9 @@ async def test_a_leader_paused_past_its_deadline_answers_nothing_it_read_meanwhi
     a = Daemon(tmp_path / "a", LICENSES, etcd_endpoints=etcd.endpoints, lease_ttl_ms=10_000).start()
     b = None
     try:
-        await until_role(a, "acting")
+        # A first election keeps a grace window of one lease TTL (10 s here): the wait must be
+        # longer than that, or a loaded machine fails it ("never became acting: grace").
+        await until_role(a, "acting", timeout=30)
         b = Daemon(tmp_path / "b", LICENSES, etcd_endpoints=etcd.endpoints, lease_ttl_ms=10_000).start()
         await until_role(b, "standby")
         await until_in_sync(a, b)  # only an in-sync standby may lead when a is gone
