@@ -248,15 +248,15 @@ def cpu_times() -> tuple[int, int] | None:
 
 
 def measure(address: tuple[str, int], workers: int, connections: int, depth: int, seconds: float, rate: float | None,
-            master_pid: int | None = None) -> dict:
+            master_pid: int | None = None, standby_pid: int | None = None) -> dict:
     per_worker_rate = rate / workers if rate else None
     with mp.get_context("spawn").Pool(workers) as pool:
         pending = pool.map_async(worker_main, [(address, w, connections, depth, seconds, per_worker_rate) for w in range(workers)])
         # the master's CPU over the measured window (after the workers' warm-up)
         time.sleep(min(1.0, seconds / 4) + 0.5)
-        cpu0, t0, machine0 = cpu_seconds(master_pid), time.perf_counter(), cpu_times()
+        cpu0, t0, machine0, standby0 = cpu_seconds(master_pid), time.perf_counter(), cpu_times(), cpu_seconds(standby_pid)
         time.sleep(max(0.1, seconds - 1.0))
-        cpu1, t1, machine1 = cpu_seconds(master_pid), time.perf_counter(), cpu_times()
+        cpu1, t1, machine1, standby1 = cpu_seconds(master_pid), time.perf_counter(), cpu_times(), cpu_seconds(standby_pid)
         results = pending.get()
     ops = sum(r["ops"] for r in results)
     secs = statistics.mean(r["seconds"] for r in results)
@@ -272,6 +272,9 @@ def measure(address: tuple[str, int], workers: int, connections: int, depth: int
         out["master_cpu_busy"] = round(busy, 3)  # 1.0 = one core fully used
         if busy > 0:
             out["ops_per_master_cpu_second"] = round(out["ops_per_s"] / busy)
+    if standby0 is not None and standby1 is not None:
+        # the standby's share of the two cores: what it takes from the master and the load
+        out["standby_cpu_busy"] = round((standby1 - standby0) / (t1 - t0), 3)
     return out
 
 
@@ -300,13 +303,14 @@ def main() -> None:
             if args.standby:
                 standby = attach_standby(Path(tmp) / "standby", proc)
         pid = proc.proc.pid if proc is not None and proc.proc is not None else None
+        standby_pid = standby.proc.pid if standby is not None and standby.proc is not None else None
         try:
             depths = [int(d) for d in args.depths.split(",")]
             out: dict = {"bench": "wire", "standby": args.standby, "connections": args.connections * args.workers, "depths": depths,
                          "workers": args.workers, "seconds": args.seconds, "cpus": os.cpu_count()}
             # the latency run first, on a master that has not yet been through saturation
             if not args.only_saturation:
-                rate_runs = [measure(address, args.workers, max(1, args.connections // 4), 1, args.seconds, args.rate, pid)
+                rate_runs = [measure(address, args.workers, max(1, args.connections // 4), 1, args.seconds, args.rate, pid, standby_pid)
                              for _ in range(args.runs)]
                 median = sorted(rate_runs, key=lambda r: r["p99_ms"])[len(rate_runs) // 2]
                 out["at_rate"] = {"offered_ops_per_s": args.rate, **median, "runs_p99_ms": [r["p99_ms"] for r in rate_runs]}
@@ -314,7 +318,7 @@ def main() -> None:
                 runs: dict[int, list[dict]] = {d: [] for d in depths}
                 for _ in range(args.runs):
                     for depth in depths:
-                        runs[depth].append(measure(address, args.workers, args.connections, depth, args.seconds, None, pid))
+                        runs[depth].append(measure(address, args.workers, args.connections, depth, args.seconds, None, pid, standby_pid))
                 by_depth = {}
                 for depth, measured in runs.items():
                     median = sorted(measured, key=lambda r: r["ops_per_s"])[len(measured) // 2]
