@@ -42,12 +42,23 @@ GRANTING = ("acting", "grace")  # roles that grant
 SERVING = (*GRANTING, "suspended")  # roles that count a book (a suspended master grants nothing)
 
 
-def books_in_use(roles: dict[str, str]) -> set[str]:
+def books_in_use(roles: dict[str, str], epochs: dict[str, int] | None = None) -> set[str]:
     """The masters whose in-use counts are licenses in use, by role: every one that grants
     (acting, grace), and a suspended one (leadership unconfirmed: it keeps its book and resumes
     with it if its leadership is renewed) only while none grants. Once another master leads, a
     suspended one's book is stale (what was checked in on the other is still in it), and it
     gives way without serving from it: counting it too would count Ports twice that no phone
-    uses. Should it resume while another grants, both grant, and both count."""
+    uses. Should it resume while another grants, both grant, and both count.
+
+    With `epochs` (etcd's revisions), of several suspended masters only the newest leader's may
+    resume: a higher epoch means the key was created again after the older one's lapsed, so the
+    older cannot renew it (`slave-sim sim --etcd --seed 201`: two suspended, 63 "in use" of 60
+    though the PBXs believed 59)."""
     granting = {master for master, role in roles.items() if role in GRANTING}
-    return granting or {master for master, role in roles.items() if role == "suspended"}
+    if granting:
+        return granting
+    suspended = {master for master, role in roles.items() if role == "suspended"}
+    if epochs and len(suspended) > 1:
+        newest = max(epochs.get(master, 0) for master in suspended)
+        suspended = {master for master in suspended if epochs.get(master, 0) == newest}
+    return suspended

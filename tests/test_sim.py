@@ -245,3 +245,42 @@ def test_a_follower_stopped_in_the_turn_its_connection_is_made_follows_no_more(t
         loop.close()
         store.close()
     assert ended and len(accepted) == 1, accepted  # was: reconnecting every second, for ever
+
+
+def test_two_masters_acting_at_the_same_epoch_heal_into_one_master_and_its_standby(tmp_path: Path) -> None:
+    # `slave-sim sim --seed 102 --fault-every 60`: B took over from a paused A at epoch 22, and A,
+    # killed and restarted meanwhile, came back acting at 22 too (it could not see B). Neither was
+    # newer, so neither stepped down: 61 Ports counted for 60 installed, for good. Here the two
+    # start cut apart, each acting at epoch 1; healed, one gives way and follows the other.
+    loop = VirtualLoop()
+    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n'
+    a_host, b_host = "10.1.0.1", "10.1.0.2"
+    a = SimMaster(tmp_path / "a", a_host, licenses, peers=(f"{b_host}:{PORT}",), log_level="error")
+    b = SimMaster(tmp_path / "b", b_host, licenses, peers=(a.address,), log_level="error")
+
+    async def scenario() -> list[tuple[str, str, int]]:
+        loop.network.set_cut(a_host, b_host)
+        await a.start()
+        await b.start()
+        assert a.master is not None and b.master is not None
+        assert (a.master.role.state.value, b.master.role.state.value) == ("acting", "acting")
+        assert a.master.epoch == b.master.epoch
+        loop.network.heal(a_host, b_host)
+        await asyncio.sleep(10)
+        return [(m.host, m.master.role.state.value, m.master.epoch) for m in (a, b) if m.master is not None]
+
+    async def kill_both() -> None:
+        a.kill()
+        b.kill()
+
+    try:
+        with loop.virtual_wall_clock():
+            try:
+                roles = loop.run_until_complete(scenario())
+            finally:
+                loop.run_until_complete(kill_both())
+                _settle(loop)
+    finally:
+        loop.close()
+    assert sorted(role for _, role, _ in roles) == ["acting", "standby"], roles  # was: both acting for ever
+    assert dict((host, role) for host, role, _ in roles)[a_host] == "acting"  # "10.1.0.1" sorts first: the tie is a's

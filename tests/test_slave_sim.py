@@ -509,3 +509,6 @@ def test_a_suspended_masters_book_counts_only_while_no_master_grants() -> None:
     assert books_in_use({"m0": "suspended", "m1": "standby"}) == {"m0"}  # it resumes with its book if renewed
     assert books_in_use({"m0": "acting", "m1": "grace", "m2": "unreachable"}) == {"m0", "m1"}  # both grant: both count
     assert books_in_use({"m0": "standby", "m1": "unreachable"}) == set()
+    # etcd: of two suspended, only the newest leader's may resume (the older's key lapsed)
+    assert books_in_use({"m0": "suspended", "m1": "suspended"}, {"m0": 182, "m1": 187}) == {"m1"}
+    assert books_in_use({"m0": "suspended", "m1": "suspended"}) == {"m0", "m1"}  # epochs unknown: both

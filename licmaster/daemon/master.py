@@ -806,13 +806,14 @@ class Master:
         self._held_last_complete = False
 
     def step_down(self, peer: str, peer_epoch: int) -> None:
-        """A peer is the master at a higher epoch: this one was deposed without knowing (cut off
-        while its standby took over). Its PBXs are told `shutdown` with the master to use, its
+        """A peer is the master at a higher epoch (or at the same, and wins the tie: PeerWatch):
+        this one was deposed without knowing (cut off or paused while its standby took over). Its PBXs are told `shutdown` with the master to use, its
         sessions end, and it follows the peer as its standby master from now on."""
         self.dispatch.resume()  # a suspended master's refusing ops back to the normal ones
         event = {"event": "shutdown", "reason": f"{peer} is the master (epoch {peer_epoch})", "master": peer}
         self._keep_holdings()
-        self.failover.give_way(f"{peer} is the master at epoch {peer_epoch} > {self.epoch}",
+        newer = f"> {self.epoch}" if peer_epoch > self.epoch else "as this one's: the tie goes to it"
+        self.failover.give_way(f"{peer} is the master at epoch {peer_epoch} {newer}",
                                end_sessions=lambda: self._end_sessions(event), then="stepped down", following=peer)
         self._follow(peer)
 

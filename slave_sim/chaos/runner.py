@@ -182,6 +182,7 @@ class Chaos:
         while not self._stop.is_set():
             roles: dict[str, str] = {}
             books: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # master -> (Ports in use, its sessions' leases)
+            epochs: dict[str, int] = {}
             for master, watcher in zip(self.masters, self.watchers, strict=True):
                 try:
                     if not watcher.connected.is_set():
@@ -191,13 +192,14 @@ class Chaos:
                     roles[master.name] = "unreachable"
                     continue
                 roles[master.name] = str(usage.get("role"))
+                epochs[master.name] = int(usage.get("epoch") or 0)
                 books[master.name] = (sum(p["in_use"] for p in usage["pools"] if p["family"] == "PBX-Port"), nodes)
                 if usage.get("role") in ("acting", "grace"):
                     serving = (self.masters.index(master), int(usage.get("epoch", 0)))
                     if serving != self._serving:
                         self._serving = serving
                         self._audit_due.set()
-            counted = books_in_use(roles)
+            counted = books_in_use(roles, epochs)
             acting = sum(books[m][0] for m in counted) - ports_counted_twice([books[m][1] for m in counted])
             believed = sum(len(client.believed()) for client in self.pbxs)
             self.history.samples.append({"t": self.history.now(), "believed": believed, "acting": acting,

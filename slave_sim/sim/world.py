@@ -296,7 +296,8 @@ class World:
             self.result.peak_believed = max(self.result.peak_believed, believed)
             roles = {m.host: m.master.role.state.value for m in self.masters
                      if m.master is not None and m.master.started and m.host not in self.loop.paused}  # as chaos: one that answers
-            counted = sorted(books_in_use(roles))
+            epochs = {m.host: m.master.epoch for m in self.masters if m.master is not None and m.host in roles}
+            counted = sorted(books_in_use(roles, epochs if self.etcd is not None else None))
             acting = sum(self._book(host).count for host in counted)
             if len(counted) > 1:
                 acting -= ports_counted_twice([self._nodes(host) for host in counted])

@@ -90,7 +90,8 @@ class PeerWatch:
     """An acting master keeps an observer session on each of its peers and reads their `usage`
     every `interval_s`. A peer that is an acting master at a higher epoch won a failover this
     master did not see (the two were cut apart, or this one was paused): `on_newer(peer,
-    epoch)` is called so that this one steps down, and the two heal into master and standby.
+    epoch)` is called so that this one steps down, and the two heal into master and standby; at
+    the same epoch, one of the two gives way (`_yields_to`).
 
     A peer that is a standby *of this master* (its `standby_of` is `address`) at a higher epoch
     served at epochs up to its own before this master took over without hearing of them (this
@@ -135,12 +136,21 @@ class PeerWatch:
                     continue
                 epoch = acting_epoch(usage)
                 if epoch is not None:
-                    if epoch > self.epoch():
+                    if epoch > self.epoch() or (epoch == self.epoch() and self._yields_to(peer, usage)):
                         self.on_newer(peer, epoch)
                 elif self.on_behind is not None and self.address and usage.get("standby_of") == self.address:
                     standby_epoch = int(usage.get("epoch") or 0)
                     if standby_epoch > self.epoch():
                         self.on_behind(peer, standby_epoch)
+
+    def _yields_to(self, peer: str, usage: dict[str, Any]) -> bool:
+        """Two masters acting at the same epoch: each became master while it could not see the
+        other, both counting one up from the same epoch (a takeover, and a restart while the new
+        master was paused). Neither is newer, so neither would ever step down (`slave-sim sim
+        --seed 102`: both acting at epoch 22, 61 Ports counted for 60 installed, for good). The
+        one whose (name, address) sorts after the other's gives way: each side compares the same
+        two pairs (names are host names by default, so they differ), so exactly one does."""
+        return (self.name, self.address) > (str(usage.get("master") or ""), peer)
 
     async def _usage(self, peer: str) -> dict[str, Any] | None:
         """The peer's `usage`, or None if it cannot be read now."""
