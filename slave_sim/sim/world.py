@@ -138,7 +138,10 @@ class World:
                 self.in_flight[name] -= 1
 
     async def _connect(self, client: MasterClient) -> None:
-        while True:
+        # Until it connects, or its PBX crashes meanwhile (then this client is gone with it: an
+        # aborted client tried again here came back beside the restarted one, and the two fenced
+        # each other: seed 106, pbx06 never served again).
+        while self.clients.get(client.node) is client and client.node not in self.down:
             try:
                 await client.connect()
                 return
