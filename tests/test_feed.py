@@ -133,3 +133,28 @@ def test_a_connection_closing_after_its_reply_is_answered_at_once() -> None:
     bye = Peer()
     bye.closing = True
     assert feed.hold(bye, [{"id": 1}]) == [{"id": 1}]  # type: ignore[arg-type]
+
+
+def test_a_standby_back_on_a_new_connection_pays_what_its_old_one_owed() -> None:
+    # etcd: a standby that left keeps replies waiting until the in-sync record drops its name. The
+    # same standby attached again (a new snapshot: everything up to now) is named by the record
+    # again, so the old connection's debt must go with the new attach, or every reply waits for good.
+    feed = ReplicaFeed(clock=Clock(), schedule=lambda _: None)
+    feed.door = Door()
+    feed.recorded = True
+    rows = feed.door.rows
+    first, pbx = Peer(), Peer()
+    feed.attach(first, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]
+    grant(rows, "7001")
+    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
+    feed.push()
+    feed.detach(first)  # type: ignore[arg-type]  # gone before its ack: the record still names it
+    assert pbx.replies == [] and feed.leaving
+    again = Peer()
+    feed.attach(again, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]  # its snapshot has 7001
+    assert pbx.replies == [{"id": 1}] and not feed.leaving
+    grant(rows, "7002")
+    feed.hold(pbx, [{"id": 2}])  # type: ignore[arg-type]
+    feed.push()
+    feed.ack(again, feed.seq)  # type: ignore[arg-type]
+    assert pbx.replies == [{"id": 1}, {"id": 2}]  # and the next ones go out as the new connection acks
