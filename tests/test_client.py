@@ -286,3 +286,49 @@ def test_a_pbx_refused_by_every_master_for_long_slows_its_rounds_and_finds_a_mas
     assert len(early) >= 10  # fast while a failover may be under way
     assert len(late) <= (healed - OUTAGE_AFTER_S - 5) / (RETRY_OUTAGE_CAP_S / 2) + 1, len(late)  # then at most one round per cap/2
     assert back <= RETRY_OUTAGE_CAP_S + 1.0, back
+
+
+def test_a_connection_lost_in_the_turn_its_re_sync_is_answered_is_made_again(tmp_path: Path) -> None:
+    # On a virtual clock: the master answers the re-sync and closes the connection in the same
+    # instant, so the close reaches the client before its reconnect task resumes. The task must
+    # notice and go on; it ended, having said `reconnected` on a dead connection (a helper's
+    # simulation found it: the PBX was never served again).
+    from licmaster.daemon.config import Config
+    from licmaster.daemon.master import Master
+    from licmaster.testing.simloop import HOST, Inline, VirtualLoop
+
+    (tmp_path / "licenses.toml").write_text(LICENSES)
+
+    async def main(loop: VirtualLoop) -> tuple[bool, bool, list[str]]:
+        master = Master(Config(listen="127.0.0.1:4460", http="", data_dir=tmp_path / "data", licenses=(tmp_path / "licenses.toml",)),
+                        io_executor=Inline())
+        await master.start()
+        HOST.set("10.0.0.5")
+        events: list[str] = []
+        client = MasterClient(["127.0.0.1:4460"], "branch", connect_timeout=2.0,
+                              on_event=lambda event: events.append(str(event.get("event"))))
+        await client.connect()
+        await client.checkout("port", "desk")
+        ops = master.dispatch._ops
+        sync = ops["sync"]
+
+        def sync_then_close(session: Any, rid: int, msg: dict[str, Any]) -> Any:
+            ops["sync"] = sync  # once
+            conn = session.conn
+            loop.call_soon(conn.close)  # after the reply is written, in the same instant
+            return sync(session, rid, msg)
+
+        ops["sync"] = sync_then_close
+        loop.network.reset("10.0.0.5")  # a reset: the client reconnects and re-syncs
+        await asyncio.sleep(30)
+        settled, believed = client.settled, bool(client.believed())
+        await client.close()
+        await master.stop()
+        return settled, believed, events
+
+    loop = VirtualLoop()
+    try:
+        settled, believed, events = loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+    assert settled and believed, events  # connected again, its Port re-synced

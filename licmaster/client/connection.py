@@ -637,6 +637,11 @@ class MasterClient:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, retry_cap(loop.time() - started))
                 continue
+            if self._wire is None:
+                # Lost in the very turn its re-sync was answered: _on_lost saw this task still
+                # running and started no other, so this one goes on (it used to say `reconnected`
+                # on a dead connection and end: the PBX was never served again).
+                continue
             self.ready.set()
             self._emit({"event": "reconnected", "master": f"{self.address[0]}:{self.address[1]}", "epoch": self.epoch})
             return
