@@ -332,3 +332,15 @@ def test_a_connection_lost_in_the_turn_its_re_sync_is_answered_is_made_again(tmp
     finally:
         loop.close()
     assert settled and believed, events  # connected again, its Port re-synced
+
+
+def test_events_nobody_reads_are_not_kept_for_ever() -> None:
+    # A queue nobody read kept every event: a standby master's client, every replica push it got.
+    kept = MasterClient(["127.0.0.1:1"], "pbx1", events_kept=3)
+    for n in range(5):
+        kept._emit({"event": "epoch", "epoch": n})
+    assert [kept.events.get_nowait()["epoch"] for _ in range(kept.events.qsize())] == [2, 3, 4]  # the newest
+    told: list[dict[str, Any]] = []
+    callback_only = MasterClient(["127.0.0.1:1"], "standby-replica", on_event=told.append, events_kept=0)
+    callback_only._emit({"event": "replica", "seq": 1})
+    assert callback_only.events.empty() and told == [{"event": "replica", "seq": 1}]

@@ -172,6 +172,7 @@ async def test_one_read_of_several_pushes_is_acknowledged_once_for_its_last_push
     await asyncio.sleep(0)
     assert sent == [("ack", {"seq": 3})]
     assert sorted(follower.holdings.lease_node) == ["1", "2", "3"]  # every push applied
+    assert follower.client.events.empty()  # and none kept in a queue nobody reads
     follower._on_event({"event": "replica", "v": STREAM_VERSION, "seq": 4, "rows": []})
     await asyncio.sleep(0)
     assert sent[-1] == ("ack", {"seq": 4})  # the next read, its own ack

@@ -24,7 +24,8 @@
 - events (`fenced`, `epoch`, `shutdown`, and the client's own `reconnected`, `lost`,
   `unresponsive`, `lapsed`, `refused` — a hello a master refused, `busy` or `no_quorum`, with
   its code and `retry_ms`; the client tries the next master, and waits that long only when
-  every one refused) go to `client.events` (an asyncio.Queue) and to `on_event` if given;
+  every one refused) go to `on_event` if given, and to `client.events` (an asyncio.Queue of
+  the newest `events_kept`, 1,000 by default; 0 for a caller that never reads it);
 - lease validity: what it holds is the PBX's while a master confirmed it within the master's
   `hold_s` (72 h by default; `confirmed()`, `believed()`): a PBX cut off from every master keeps
   its phones up. Past that, `lapsed` says the PBX must stop using it until a master answers
@@ -134,6 +135,7 @@ class MasterClient:
         connect_timeout: float = 2.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_retry_s: float = 30.0,
+        events_kept: int = 1000,
         follow_named: bool = True,
     ) -> None:
         self.master_list = MasterList(masters, follow_named=follow_named)  # pure state: client/core.py
@@ -156,7 +158,10 @@ class MasterClient:
         self.connect_timeout = connect_timeout
         self.max_frame = max_frame
         self.max_retry_s = max_retry_s
+        # The newest `events_kept` events, for a caller that reads them; older ones are dropped (a
+        # queue nobody read kept every event for ever: a standby master's, every replica push).
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events_kept = events_kept
         self.session: dict[str, Any] = {}
         self.epoch = 0
         self.connected = asyncio.Event()
@@ -546,7 +551,10 @@ class MasterClient:
             self.holdings.held.clear()
 
     def _emit(self, event: dict[str, Any]) -> None:
-        self.events.put_nowait(event)
+        if self.events_kept:
+            if self.events.qsize() >= self.events_kept:
+                self.events.get_nowait()
+            self.events.put_nowait(event)
         if self.on_event is not None:
             self.on_event(event)
 

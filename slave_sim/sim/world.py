@@ -104,7 +104,7 @@ class World:
                 self.note(name, kind, event.get("holder") or event.get("master") or "")
 
         client = MasterClient([m.address for m in self.masters], name, mac=f"00:90:33:00:01:{n:02x}", connect_timeout=2.0,
-                              max_retry_s=30, on_event=seen)
+                              max_retry_s=30, on_event=seen, events_kept=0)
         self.clients[name] = client
         self.in_flight[name] = 0
         return client

@@ -225,7 +225,7 @@ class Follower:
 
     def _new_client(self) -> MasterClient:
         return MasterClient([self.master], f"{self.name}-replica"[:64], role="observer", auth=self.auth, ssl=self.tls,
-                            on_event=self._on_event, reconnect=False, max_frame=self.max_frame,
+                            on_event=self._on_event, events_kept=0, reconnect=False, max_frame=self.max_frame,
                             connect_timeout=max(0.2, min(2.0, self.takeover_after / 2)))
 
     def state(self) -> dict[str, Any]:
