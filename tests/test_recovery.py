@@ -1,6 +1,10 @@
 """Who held what, rebuilt from journal events (restart) or a replication stream (standby)."""
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from licmaster.daemon.ha.recovery import Holdings, holdings_at_end
+from licmaster.wire.events import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, TAKEOVER, Change
 
 
 def test_grants_checkins_and_expiry_replay_to_what_is_held() -> None:
@@ -33,3 +37,18 @@ def test_takeover_moves_holdings_and_counts_nothing_twice() -> None:
 def test_bye_and_unknown_leases_are_harmless() -> None:
     holdings = Holdings().apply_all([("checkin", "a", "port", "x", "99", None), ("bye", "nobody", None, None, None, "0")])
     assert holdings.held() == {}
+
+
+_small = st.sampled_from(["a", "b", "c", None, ""])
+_changes = st.lists(st.builds(Change, st.sampled_from([GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER, "assign"]),
+                              _small, st.sampled_from(["port", None]), _small, st.sampled_from(["1", "2", "3", None]), _small),
+                    max_size=40)
+
+
+@given(_changes)
+def test_a_standby_applying_a_push_at_once_ends_where_applying_it_change_by_change_does(changes: list[Change]) -> None:
+    one_by_one, at_once = Holdings(), Holdings()
+    for change in changes:
+        one_by_one.apply(*change)
+    at_once.apply_many(changes)
+    assert (at_once.by_node, at_once.lease_node, at_once.took) == (one_by_one.by_node, one_by_one.lease_node, one_by_one.took)

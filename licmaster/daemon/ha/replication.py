@@ -366,14 +366,16 @@ class Follower:
                 self.client.abort_connection()  # a new attach, a new snapshot
                 return
             changes: list[tuple[str, str, str, int | None, str]] = []  # (event, user, family, version, node)
-            for row in rows:
-                if row.event in (ASSIGN, UNASSIGN):  # resource = family, holder = user, detail = version
-                    version = int(row.detail) if row.detail and row.detail.isdigit() else None
-                    changes.append((row.event, row.holder or "", row.resource or "", version, row.node or ""))
-                else:
-                    self.holdings.apply(*row)
-            if changes:
+            if any(row.event in (ASSIGN, UNASSIGN) for row in rows):
+                for row in rows:
+                    if row.event in (ASSIGN, UNASSIGN):  # resource = family, holder = user, detail = version
+                        version = int(row.detail) if row.detail and row.detail.isdigit() else None
+                        changes.append((row.event, row.holder or "", row.resource or "", version, row.node or ""))
+                    else:
+                        self.holdings.apply(*row)
                 self.store.apply_assignment_changes(changes)
+            else:
+                self.holdings.apply_many(rows)  # floating leases only: the usual push
             seq = event.get("seq")
             if seq.__class__ is int:  # applied: the master may answer what waited for these rows
                 if self._ack_seq is None:  # one ack per read, for its last push, once every push of it is applied
