@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from licmaster.client import MasterClient
+from licmaster.client import LicenseError, MasterClient
 from licmaster.daemon.ha.etcd import EtcdUnavailable
 from licmaster.daemon.master import Master
 from licmaster.testing.etcd_model import CLUSTER, EtcdModel
@@ -284,3 +284,59 @@ def test_two_masters_acting_at_the_same_epoch_heal_into_one_master_and_its_stand
         loop.close()
     assert sorted(role for _, role, _ in roles) == ["acting", "standby"], roles  # was: both acting for ever
     assert dict((host, role) for host, role, _ in roles)[a_host] == "acting"  # "10.1.0.1" sorts first: the tie is a's
+
+
+def test_a_standby_restarted_while_its_master_is_down_takes_over_with_what_its_journal_knows(tmp_path: Path) -> None:
+    # `slave-sim sim --seed 300`: B took over once (its journal has the branch's Port, adopted),
+    # was killed, A took over and was killed too; B, restarted as A's standby, never attached and
+    # took over with nothing counted: the branch, cut off all along, believed its Port while the
+    # next PBX got it (61 believed of 60).
+    loop = VirtualLoop()
+    one = '[[license]]\ntype = "PBX-Port13"\ncount = 1\n'
+    a_host, b_host = "10.1.0.1", "10.1.0.2"
+    a = SimMaster(tmp_path / "a", a_host, one, peers=(f"{b_host}:{PORT}",), log_level="error")
+    b = SimMaster(tmp_path / "b", b_host, one, standby_of=a.address, peers=(a.address,), log_level="error")
+    branch = MasterClient([a.address, b.address], "branch", connect_timeout=2.0)
+    hq = MasterClient([a.address, b.address], "hq", connect_timeout=2.0, max_retry_s=5)
+
+    async def scenario() -> tuple[bool, object]:
+        HOST.set("10.0.0.1")
+        await a.start()
+        await b.start()
+        await branch.connect()
+        await branch.checkout("port", "desk")
+        await asyncio.sleep(2)  # B in sync
+        loop.network.set_cut("10.0.0.1", a_host)
+        loop.network.set_cut("10.0.0.1", b_host)  # the branch cut off from both, for good
+        a.kill()
+        await asyncio.sleep(10)  # B took over (the branch's Port adopted, in its journal)
+        b.kill()
+        await a.start()  # A alone: it serves
+        await asyncio.sleep(10)
+        a.kill()
+        await b.start()  # B, A's standby, while A is down: it never attaches, and takes over
+        await asyncio.sleep(10)
+        HOST.set("10.0.0.2")
+        await hq.connect()
+        try:
+            outcome: object = (await hq.checkout("port", "phone")).lease
+        except LicenseError as exc:
+            outcome = exc.code
+        return bool(branch.believed()), outcome
+
+    async def stop() -> None:
+        branch.abort()
+        hq.abort()
+        a.kill()
+        b.kill()
+
+    try:
+        with loop.virtual_wall_clock():
+            try:
+                believed, outcome = loop.run_until_complete(scenario())
+            finally:
+                loop.run_until_complete(stop())
+                _settle(loop)
+    finally:
+        loop.close()
+    assert believed and outcome == "exhausted", outcome  # was: a lease id, the branch's Port given twice

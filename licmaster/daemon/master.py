@@ -676,7 +676,8 @@ class Master:
         # before answering without it), or the leader before, back after a clean stop.
         complete = self.leadership.complete if self.follower is not None else self._held_last_complete
         if self.follower is not None:
-            held = self.follower.holdings
+            if self.follower.installed:  # else it never attached: its journal is what it knows (promote)
+                held = self.follower.holdings
             asyncio.get_running_loop().create_task(self.follower.stop())
             self.follower = None
         self.failover.take_over("won the election in etcd", epoch, held, install=self._serve_at, adopt=self.adopt,
@@ -843,6 +844,12 @@ class Master:
         alike: the two-node trade-off, docs/operations.md.)"""
         epoch = max(self.epoch, master_epoch) + 1
         complete = self.follower is not None and self.follower.whole
+        if self.follower is None or not self.follower.installed:
+            # It never attached since it started (the master died meanwhile): the stream told it
+            # nothing, and what it knows is its own journal, the last run's end. (`slave-sim sim
+            # --seed 300`: a standby restarted while its master was being killed took over with
+            # nothing counted, and gave away a cut-off PBX's four Ports: 61 believed of 60.)
+            holdings = self._held_last
         self.failover.take_over("the master is gone: taking over", epoch, holdings, install=self._serve_at, adopt=self.adopt,
                                 announce=self._announce_epoch, detail=f"epoch={epoch}", complete=complete)
         logs.event("promoted", logging.WARNING, master=self.name, epoch=epoch, users=len(self.pool.users),

@@ -207,6 +207,7 @@ class Follower:
         # push since applied (and acknowledged), up to the end of that connection. What a leader
         # elected as an in-sync standby (leadership.py) relies on.
         self.whole = False
+        self.installed = False  # a snapshot installed since it started: `holdings` are the master's, not nothing
         self.name = name
         self.advertise = advertise or name  # how the master names this standby in etcd's in-sync record
         self.client = self._new_client()
@@ -337,6 +338,7 @@ class Follower:
         self.holdings = holdings
         self.store.replace_assignments([(user, family, version, node) for user, family, version, node in snapshot.assignments])
         self.synced = self.whole = True
+        self.installed = True
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if self._stopped:
