@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,16 +138,55 @@ def test_a_master_cut_from_the_model_of_etcd_one_way_renews_without_hearing_it()
     assert renewed_until == 2.0 and now == 2.0  # renewed at 0 though it failed; each failure heard after its 1 s timeout
 
 
+A_HOST, B_HOST = "10.1.0.1", "10.1.0.2"
+
+
+def two_node(tmp_path: Path, licenses: str, *, b_standby: bool = True) -> tuple[SimMaster, SimMaster]:
+    """Masters A and B, each the other's peer; B configured as A's standby unless told not."""
+    a = SimMaster(tmp_path / "a", A_HOST, licenses, peers=(f"{B_HOST}:{PORT}",), log_level="error")
+    b = SimMaster(tmp_path / "b", B_HOST, licenses, peers=(a.address,), log_level="error",
+                  standby_of=a.address if b_standby else "")
+    return a, b
+
+
+def run_scenario(loop: VirtualLoop, scenario: Any, masters: tuple[SimMaster, ...], clients: tuple[MasterClient, ...] = ()) -> Any:
+    """`scenario()` on the loop's virtual clock; then, whatever happened, the clients aborted,
+    the masters killed and every task left ended."""
+    async def stop() -> None:
+        for client in clients:
+            client.abort()
+        for master in masters:
+            master.kill()
+
+    try:
+        with loop.virtual_wall_clock():
+            try:
+                return loop.run_until_complete(scenario())
+            finally:
+                loop.run_until_complete(stop())
+                _settle(loop)
+    finally:
+        loop.close()
+
+
+def _settle(loop: VirtualLoop) -> None:
+    """End every task the scenario left (as the simulation's end does)."""
+    async def cancel_the_rest() -> None:
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    loop.run_until_complete(cancel_the_rest())
+
+
 def test_a_master_that_took_over_below_the_epoch_its_dead_peer_served_at_catches_up_once_that_peer_follows_it(
         tmp_path: Path) -> None:
     # Seed 3 of `slave-sim sim --hours 6 --fault-every 60`: A served at epoch 3 and died; B, started
     # as A's standby meanwhile, never heard of 3 and took over at 2, which the PBXs A served refuse
     # (deposed, to them). A, back, follows B: B must move up to A's epoch, or nobody serves them.
     loop = VirtualLoop()
-    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n'
-    a_host, b_host = "10.1.0.1", "10.1.0.2"
-    a = SimMaster(tmp_path / "a", a_host, licenses, peers=(f"{b_host}:{PORT}",), log_level="error")
-    b = SimMaster(tmp_path / "b", b_host, licenses, standby_of=a.address, peers=(a.address,), log_level="error")
+    a, b = two_node(tmp_path, '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
     pbx = MasterClient([a.address, b.address], "pbx1", connect_timeout=2.0)
 
     async def scenario() -> dict[str, object]:
@@ -157,7 +197,7 @@ def test_a_master_that_took_over_below_the_epoch_its_dead_peer_served_at_catches
         await a.start()
         await pbx.connect()
         await pbx.checkout("port", "alice")
-        seen = {"pbx_epoch": pbx.epoch}
+        seen: dict[str, object] = {"pbx_epoch": pbx.epoch}
         a.kill()
         await b.start()
         await asyncio.sleep(10)
@@ -175,39 +215,12 @@ def test_a_master_that_took_over_below_the_epoch_its_dead_peer_served_at_catches
             seen["bob"] = type(exc).__name__
         return seen
 
-    async def stop() -> None:
-        pbx.abort()
-        a.kill()
-        b.kill()
-        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-
-    try:
-        with loop.virtual_wall_clock():
-            try:
-                seen = loop.run_until_complete(scenario())
-            finally:
-                loop.run_until_complete(stop())
-    finally:
-        loop.close()
+    seen = run_scenario(loop, scenario, (a, b), (pbx,))
     assert seen["pbx_epoch"] == 3 and (seen["b_role"], seen["b_epoch"]) == ("acting", 2)
     assert not seen["settled_while_a_down"]  # the one master alive is below what the PBX saw: no one can serve it
     assert (seen["a_role"], seen["a_epoch"]) == ("standby", 4)
     assert seen["b_epoch_after"] == 4 and seen["client_epoch"] == 4
-    assert seen["settled"] and seen["on"] == (b_host, PORT) and seen["held"] == ["alice"] and seen["bob"] is True
-
-
-def _settle(loop: VirtualLoop) -> None:
-    """End every task the scenario left (as the simulation's end does)."""
-    async def cancel_the_rest() -> None:
-        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-
-    loop.run_until_complete(cancel_the_rest())
+    assert seen["settled"] and seen["on"] == (B_HOST, PORT) and seen["held"] == ["alice"] and seen["bob"] is True
 
 
 def test_a_follower_stopped_in_the_turn_its_connection_is_made_follows_no_more(tmp_path: Path) -> None:
@@ -253,37 +266,22 @@ def test_two_masters_acting_at_the_same_epoch_heal_into_one_master_and_its_stand
     # newer, so neither stepped down: 61 Ports counted for 60 installed, for good. Here the two
     # start cut apart, each acting at epoch 1; healed, one gives way and follows the other.
     loop = VirtualLoop()
-    licenses = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n'
-    a_host, b_host = "10.1.0.1", "10.1.0.2"
-    a = SimMaster(tmp_path / "a", a_host, licenses, peers=(f"{b_host}:{PORT}",), log_level="error")
-    b = SimMaster(tmp_path / "b", b_host, licenses, peers=(a.address,), log_level="error")
+    a, b = two_node(tmp_path, '[[license]]\ntype = "PBX-Port13"\ncount = 3\n', b_standby=False)
 
     async def scenario() -> list[tuple[str, str, int]]:
-        loop.network.set_cut(a_host, b_host)
+        loop.network.set_cut(A_HOST, B_HOST)
         await a.start()
         await b.start()
         assert a.master is not None and b.master is not None
         assert (a.master.role.state.value, b.master.role.state.value) == ("acting", "acting")
         assert a.master.epoch == b.master.epoch
-        loop.network.heal(a_host, b_host)
+        loop.network.heal(A_HOST, B_HOST)
         await asyncio.sleep(10)
         return [(m.host, m.master.role.state.value, m.master.epoch) for m in (a, b) if m.master is not None]
 
-    async def kill_both() -> None:
-        a.kill()
-        b.kill()
-
-    try:
-        with loop.virtual_wall_clock():
-            try:
-                roles = loop.run_until_complete(scenario())
-            finally:
-                loop.run_until_complete(kill_both())
-                _settle(loop)
-    finally:
-        loop.close()
+    roles = run_scenario(loop, scenario, (a, b))
     assert sorted(role for _, role, _ in roles) == ["acting", "standby"], roles  # was: both acting for ever
-    assert dict((host, role) for host, role, _ in roles)[a_host] == "acting"  # "10.1.0.1" sorts first: the tie is a's
+    assert dict((host, role) for host, role, _ in roles)[A_HOST] == "acting"  # "10.1.0.1" sorts first: the tie is a's
 
 
 def test_a_standby_restarted_while_its_master_is_down_takes_over_with_what_its_journal_knows(tmp_path: Path) -> None:
@@ -292,10 +290,7 @@ def test_a_standby_restarted_while_its_master_is_down_takes_over_with_what_its_j
     # took over with nothing counted: the branch, cut off all along, believed its Port while the
     # next PBX got it (61 believed of 60).
     loop = VirtualLoop()
-    one = '[[license]]\ntype = "PBX-Port13"\ncount = 1\n'
-    a_host, b_host = "10.1.0.1", "10.1.0.2"
-    a = SimMaster(tmp_path / "a", a_host, one, peers=(f"{b_host}:{PORT}",), log_level="error")
-    b = SimMaster(tmp_path / "b", b_host, one, standby_of=a.address, peers=(a.address,), log_level="error")
+    a, b = two_node(tmp_path, '[[license]]\ntype = "PBX-Port13"\ncount = 1\n')
     branch = MasterClient([a.address, b.address], "branch", connect_timeout=2.0)
     hq = MasterClient([a.address, b.address], "hq", connect_timeout=2.0, max_retry_s=5)
 
@@ -306,8 +301,8 @@ def test_a_standby_restarted_while_its_master_is_down_takes_over_with_what_its_j
         await branch.connect()
         await branch.checkout("port", "desk")
         await asyncio.sleep(2)  # B in sync
-        loop.network.set_cut("10.0.0.1", a_host)
-        loop.network.set_cut("10.0.0.1", b_host)  # the branch cut off from both, for good
+        loop.network.set_cut("10.0.0.1", A_HOST)
+        loop.network.set_cut("10.0.0.1", B_HOST)  # the branch cut off from both, for good
         a.kill()
         await asyncio.sleep(10)  # B took over (the branch's Port adopted, in its journal)
         b.kill()
@@ -324,19 +319,5 @@ def test_a_standby_restarted_while_its_master_is_down_takes_over_with_what_its_j
             outcome = exc.code
         return bool(branch.believed()), outcome
 
-    async def stop() -> None:
-        branch.abort()
-        hq.abort()
-        a.kill()
-        b.kill()
-
-    try:
-        with loop.virtual_wall_clock():
-            try:
-                believed, outcome = loop.run_until_complete(scenario())
-            finally:
-                loop.run_until_complete(stop())
-                _settle(loop)
-    finally:
-        loop.close()
+    believed, outcome = run_scenario(loop, scenario, (a, b), (branch, hq))
     assert believed and outcome == "exhausted", outcome  # was: a lease id, the branch's Port given twice
