@@ -194,7 +194,7 @@ async def run_worker(address: tuple[str, int], worker: int, connections: int, de
     while True:
         now = time.perf_counter()
         if ops_at_mark is None and now >= measured_from:
-            ops_at_mark, lat_mark = stats["ops"], len(stats["lat"])
+            ops_at_mark, lat_mark, cpu_mark = stats["ops"], len(stats["lat"]), time.process_time()
         if now >= start + warmup + seconds:
             break
         if rate is not None:
@@ -207,13 +207,14 @@ async def run_worker(address: tuple[str, int], worker: int, connections: int, de
                 due -= 1
         await asyncio.sleep(tick)
     end = time.perf_counter()
+    cpu = time.process_time() - cpu_mark if ops_at_mark is not None else 0.0
     ops = stats["ops"] - (ops_at_mark or 0)
     lat = stats["lat"][lat_mark:] if ops_at_mark is not None else stats["lat"]
     for c in conns:
         c.running = False
         if c.transport:
             c.transport.close()
-    return {"ops": ops, "seconds": end - measured_from, "errors": stats["errors"], "lat": lat}
+    return {"ops": ops, "seconds": end - measured_from, "errors": stats["errors"], "lat": lat, "cpu": cpu}
 
 
 def worker_main(args: tuple) -> dict:
@@ -263,7 +264,9 @@ def measure(address: tuple[str, int], workers: int, connections: int, depth: int
     lat = [x for r in results for x in r["lat"]]
     out = {"ops_per_s": round(ops / secs), "errors": sum(r["errors"] for r in results),
            "p50_ms": round(percentile(lat, 0.50) * 1000, 3), "p99_ms": round(percentile(lat, 0.99) * 1000, 3),
-           "samples": len(lat)}
+           "samples": len(lat),
+           # the load generator's share of the cores (it shares them with the master and a standby)
+           "load_cpu_busy": round(sum(r["cpu"] for r in results) / secs, 3)}
     if machine0 and machine1 and machine1[1] > machine0[1]:
         # CPU stolen by the hypervisor during the run: a noisy neighbour shows here
         out["machine_steal_share"] = round((machine1[0] - machine0[0]) / (machine1[1] - machine0[1]), 3)
