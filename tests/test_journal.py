@@ -118,3 +118,20 @@ async def test_a_batch_a_push_packed_reads_back_like_any_other_and_a_restart_rec
     assert [(r["event"], r["holder"]) for r in read_journal(path)][:3] == [("grant", "alice"), ("grant", "bob"), ("checkin", "alice")]
     _, had_run, held = await open_run(path)
     assert had_run and held == {"pbx1": {("port", "bob")}}
+
+
+async def test_only_a_run_that_stopped_while_serving_is_known_whole(tmp_path: Path) -> None:
+    # A standby's run never saw its master's grants: restarted alone after a clean stop, it must
+    # not serve at once as if its journal held every lease a PBX may believe (a review found it did).
+    path = tmp_path / "j.sqlite3"
+    journal, _, _ = await open_run(path)
+    journal.record("stop", detail="stopping")  # a standby's clean stop: no "serving" note
+    await journal.close()
+    journal, had_run, _ = await open_run(path)
+    assert had_run and not journal.last_run_clean
+    journal.record("grant", "pbx1", "port", "alice", "1", "PBX-Port13")
+    journal.record("stop", detail="stopping", note="serving")  # Master.stop of a master that served
+    await journal.close()
+    journal, _, held = await open_run(path)
+    assert journal.last_run_clean and held == {"pbx1": {("port", "alice")}}
+    await journal.close()

@@ -379,6 +379,7 @@ class Master:
 
     async def stop(self, reason: str = "stopping") -> None:
         """The `shutdown` event to every session, then a clean close of everything."""
+        serving = self.role.serving  # the stop row says so: only a run that served knows every grant (Journal.last_run_clean)
         if self._reaper:
             self._reaper.cancel()
         if self.follower:
@@ -401,7 +402,7 @@ class Master:
         if self._server:
             await self._server.wait_closed()
         await asyncio.sleep(0)  # let the transports flush and close
-        self.record(events.STOP, detail=reason)
+        self.record(events.STOP, detail=reason, note=events.STOPPED_SERVING if serving else None)
         await self._close_storage()
         self._release_lock()
         logs.event("stopped", master=self.name, reason=reason)

@@ -87,8 +87,8 @@ class Journal:
     def begin_run(self) -> tuple[bool, list[Change]]:
         """Mark the start of a run. Returns (whether an earlier run exists, the earlier run's
         state-changing events, oldest first). `last_run_clean` says whether that run ended with
-        its `stop` row: then every grant it answered is in those events (a kill -9 loses the
-        batch not yet written)."""
+        its `stop` row while serving: then every grant it answered is in those events (a kill -9
+        loses the batch not yet written; a standby's run never saw its master's grants)."""
         return self._executor.submit(self._begin_run).result()
 
     def _begin_run(self) -> tuple[bool, list[Change]]:
@@ -111,7 +111,12 @@ class Journal:
         if last_run is not None and newest > last_run[1]:
             blob, fmt = self._db.execute("SELECT events, format FROM batches WHERE seq = ?", (newest,)).fetchone()
             last = _decode(blob, fmt)
-            self.last_run_clean = bool(last) and last[-1][events.EVENT] == events.STOP
+            # Whole only if that run stopped cleanly *while serving*: a standby's run, or one that
+            # stepped down before it stopped, saw none of the grants its PBXs may hold (a review
+            # found a standby stopped cleanly, restarted alone, serving at once with nothing counted).
+            stop = last[-1] if last else None
+            self.last_run_clean = stop is not None and stop[events.EVENT] == events.STOP \
+                and len(stop) > events.NOTE and stop[events.NOTE] == events.STOPPED_SERVING
         with self._db:
             self._run = self._db.execute("INSERT INTO runs (after_seq, started) VALUES (?, ?)", (newest, time.time())).lastrowid
         return last_run is not None, rows
