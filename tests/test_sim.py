@@ -321,3 +321,23 @@ def test_a_standby_restarted_while_its_master_is_down_takes_over_with_what_its_j
 
     believed, outcome = run_scenario(loop, scenario, (a, b), (branch, hq))
     assert believed and outcome == "exhausted", outcome  # was: a lease id, the branch's Port given twice
+
+
+def test_a_tie_at_the_same_epoch_is_broken_alike_on_both_sides_whatever_the_peer_strings_say() -> None:
+    # Each side compares the two (name, advertised address) pairs as each master reports itself,
+    # not its own spelling of the peer's address; with etcd there is no tie to break, and a
+    # standby waiting for the election is no acting peer at all.
+    from licmaster.daemon.ha.replication import PeerWatch, acting_epoch
+
+    def watch(name: str, address: str, *, etcd: bool = False) -> PeerWatch:
+        return PeerWatch([], name, auth=None, tls=None, interval_s=1.0, epoch=lambda: 5, acting=lambda: True,
+                         on_newer=lambda *_: None, on_behind=None if etcd else (lambda *_: None), address=address)
+
+    a, b = watch("pbx-master", "0.0.0.0:4460"), watch("pbx-master", "10.1.0.2:4460")
+    a_usage = {"master": "pbx-master", "advertise": "0.0.0.0:4460", "epoch": 5, "role": "acting"}
+    b_usage = {"master": "pbx-master", "advertise": "10.1.0.2:4460", "epoch": 5, "role": "acting"}
+    yields = [a._yields_to("master-b.example:4460", b_usage), b._yields_to("master-a.example:4460", a_usage)]
+    assert sorted(yields) == [False, True]  # exactly one, though each names the other by a host name
+    assert not watch("m", "10.1.0.1:4460", etcd=True)._yields_to("10.1.0.2:4460", b_usage)
+    assert acting_epoch({"epoch": 7, "role": "standby", "standby_of": None}) is None  # etcd: waiting for the election
+    assert acting_epoch({"epoch": 7, "role": "grace", "standby_of": None}) == 7

@@ -583,7 +583,7 @@ class Master:
         return MasterStatus(
             master=self.name, role=self.role.state.value, epoch=self.epoch, following=self.role.following or None,
             grace_ms=dispatch.grace_left_ms(), listen=f"{self.address[0]}:{self.address[1]}" if self.address else None,
-            http=dispatch.console_url,
+            advertise=self._advertised(), http=dispatch.console_url,
             pools=tuple(PoolStatus(b.family, b.version, b.bound, b.installed, b.in_use, b.peak, self._usable(b, firmware), b.to_dict())
                         for b in sorted(pool.buckets(), key=lambda b: (b.family, b.version or 0, b.bound or ""))),
             sessions_by_role=by_role, sessions_connected=sum(s.conn is not None for s in sessions), leases=pool.book.count,

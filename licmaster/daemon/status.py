@@ -51,6 +51,7 @@ class MasterStatus:
     following: str | None  # the master a standby follows
     grace_ms: int
     listen: str | None
+    advertise: str  # the address the other masters reach it at (their tie-break reads it: PeerWatch)
     http: str | None  # this master's console
     pools: tuple[PoolStatus, ...]
     sessions_by_role: dict[str, int]
@@ -87,7 +88,7 @@ class MasterStatus:
         return {"pools": [p.wire for p in self.pools],
                 "summary": {"nodes": self.sessions, "connected": self.sessions_connected, "by_role": self.sessions_by_role,
                             "leases": self.leases},
-                "master": self.master, "grace_ms": self.grace_ms, "standby_of": self.following, "role": self.role,
+                "master": self.master, "advertise": self.advertise, "grace_ms": self.grace_ms, "standby_of": self.following, "role": self.role,
                 "replicas": self.standbys, "replication": {"standbys": self.standbys, "in_sync": self.standbys, "degraded": self.degraded, **self.replica},
                 "http": self.http, "coordination": self.coordination, "last_reload": self.last_reload, "sites": list(self.sites),
                 "absent": self.absent_wire()}

@@ -56,9 +56,15 @@ def observer_of(master: str, node: str, *, auth: dict[str, Any] | None, tls: ssl
                         connect_timeout=connect_timeout)
 
 
+SERVING_ROLES = ("acting", "grace", "suspended")
+
+
 def acting_epoch(usage: dict[str, Any]) -> int | None:
-    """A master's epoch from its `usage`, if it is acting (not a standby that has not taken over)."""
-    return None if usage.get("standby_of") else int(usage["epoch"])
+    """A master's epoch from its `usage`, if it serves (not a standby, following a master or, with
+    etcd, waiting for the election: its epoch is only a local count then)."""
+    if usage.get("standby_of") or usage.get("role", "acting") not in SERVING_ROLES:
+        return None
+    return int(usage["epoch"])
 
 
 async def acting_master(peers: Sequence[str], name: str, *, auth: dict[str, Any] | None,
@@ -108,6 +114,7 @@ class PeerWatch:
         self.interval_s = interval_s
         self.epoch, self.acting, self.on_newer = epoch, acting, on_newer
         self.on_behind, self.address = on_behind, address
+        self.ties = on_behind is not None  # two-node only (with etcd, epochs are never shared)
         self._clients: dict[str, MasterClient] = {}
         self._task: asyncio.Task[None] | None = None
         self._seen: dict[str, dict[str, Any]] = {}
@@ -148,9 +155,18 @@ class PeerWatch:
         other, both counting one up from the same epoch (a takeover, and a restart while the new
         master was paused). Neither is newer, so neither would ever step down (`slave-sim sim
         --seed 102`: both acting at epoch 22, 61 Ports counted for 60 installed, for good). The
-        one whose (name, address) sorts after the other's gives way: each side compares the same
-        two pairs (names are host names by default, so they differ), so exactly one does."""
-        return (self.name, self.address) > (str(usage.get("master") or ""), peer)
+        one whose (name, advertised address) sorts after the other's gives way. Each side
+        compares the same two pairs, each as its master reports it (`usage` carries `advertise`),
+        so exactly one does, unless the two pairs are the same (then neither: said in the log).
+        Only without etcd: there the epoch is etcd's revision, never shared."""
+        if not self.ties:
+            return False
+        peer_pair = (str(usage.get("master") or ""), str(usage.get("advertise") or peer))
+        if peer_pair == (self.name, self.address):
+            logs.event("peer_tie_unbroken", logging.ERROR, peer=peer, master=self.name, address=self.address,
+                       hint="two masters acting at the same epoch with the same name and address: set `name` or `advertise` apart")
+            return False
+        return (self.name, self.address) > peer_pair
 
     async def _usage(self, peer: str) -> dict[str, Any] | None:
         """The peer's `usage`, or None if it cannot be read now."""
