@@ -341,3 +341,16 @@ def test_a_tie_at_the_same_epoch_is_broken_alike_on_both_sides_whatever_the_peer
     assert not watch("m", "10.1.0.1:4460", etcd=True)._yields_to("10.1.0.2:4460", b_usage)
     assert acting_epoch({"epoch": 7, "role": "standby", "standby_of": None}) is None  # etcd: waiting for the election
     assert acting_epoch({"epoch": 7, "role": "grace", "standby_of": None}) == 7
+
+
+def test_a_master_knows_its_own_standby_by_the_address_it_feeds_whatever_name_the_standby_gives_it() -> None:
+    # The epoch catch-up (seed 3) must not depend on the standby spelling this master's address
+    # as this master does: it listens on 0.0.0.0, the standby names it by a host name.
+    from licmaster.daemon.ha.replication import PeerWatch
+
+    fed = PeerWatch([], "master-a", auth=None, tls=None, interval_s=1.0, epoch=lambda: 2, acting=lambda: True,
+                    on_newer=lambda *_: None, on_behind=lambda *_: None, address="0.0.0.0:4460",
+                    standbys=lambda: ["10.1.0.2:4460"])
+    standby = {"advertise": "10.1.0.2:4460", "standby_of": "master-a.example:4460", "role": "standby", "epoch": 4}
+    assert fed._follows_me(standby)
+    assert not fed._follows_me({**standby, "advertise": "10.1.0.3:4460"})  # another master's standby

@@ -221,7 +221,7 @@ class Master:
                                         interval_s=cfg.effective_takeover_after_ms / 1000, epoch=lambda: self.epoch,
                                         acting=lambda: self.role.serving, on_newer=self.step_down,
                                         on_behind=None if cfg.etcd_endpoints else self.catch_up_epoch,
-                                        address=self._advertised())
+                                        address=self._advertised(), standbys=self.feed.in_sync_names)
             self.peer_watch.start()
         warnings = self._verdict_warnings("licenses", loaded)  # `licmaster check`'s, as a reload logs them
         listening = f"{self.address[0]}:{self.address[1]}" if self.address else "-"

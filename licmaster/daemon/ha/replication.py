@@ -108,13 +108,14 @@ class PeerWatch:
     def __init__(self, peers: Sequence[str], name: str, *, auth: dict[str, Any] | None, tls: ssl.SSLContext | None,
                  interval_s: float, epoch: Callable[[], int], acting: Callable[[], bool],
                  on_newer: Callable[[str, int], None], on_behind: Callable[[str, int], None] | None = None,
-                 address: str = "") -> None:
+                 address: str = "", standbys: Callable[[], list[str]] = list) -> None:
         self.peers = list(peers)
         self.name, self.auth, self.tls = name, auth, tls
         self.interval_s = interval_s
         self.epoch, self.acting, self.on_newer = epoch, acting, on_newer
         self.on_behind, self.address = on_behind, address
         self.ties = on_behind is not None  # two-node only (with etcd, epochs are never shared)
+        self.standbys = standbys  # the advertised addresses of the standby masters it feeds
         self._clients: dict[str, MasterClient] = {}
         self._task: asyncio.Task[None] | None = None
         self._seen: dict[str, dict[str, Any]] = {}
@@ -145,10 +146,16 @@ class PeerWatch:
                 if epoch is not None:
                     if epoch > self.epoch() or (epoch == self.epoch() and self._yields_to(peer, usage)):
                         self.on_newer(peer, epoch)
-                elif self.on_behind is not None and self.address and usage.get("standby_of") == self.address:
+                elif self.on_behind is not None and self._follows_me(usage):
                     standby_epoch = int(usage.get("epoch") or 0)
                     if standby_epoch > self.epoch():
                         self.on_behind(peer, standby_epoch)
+
+    def _follows_me(self, usage: dict[str, Any]) -> bool:
+        """The peer is a standby of this master: attached to it (its advertised address among
+        the standbys this master feeds), or naming this master's address as the one it follows
+        (the spellings may differ: a host name, 0.0.0.0)."""
+        return str(usage.get("advertise") or "") in self.standbys() or bool(self.address and usage.get("standby_of") == self.address)
 
     def _yields_to(self, peer: str, usage: dict[str, Any]) -> bool:
         """Two masters acting at the same epoch: each became master while it could not see the
