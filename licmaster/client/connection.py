@@ -161,6 +161,8 @@ class MasterClient:
         # The newest `events_kept` events, for a caller that reads them; older ones are dropped (a
         # queue nobody read kept every event for ever: a standby master's, every replica push).
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        if events_kept < 0:
+            raise ValueError(f"events_kept {events_kept}: 0 (keep none) or more")
         self.events_kept = events_kept
         self.session: dict[str, Any] = {}
         self.epoch = 0
@@ -649,6 +651,8 @@ class MasterClient:
                 # Lost in the very turn its re-sync was answered: _on_lost saw this task still
                 # running and started no other, so this one goes on (it used to say `reconnected`
                 # on a dead connection and end: the PBX was never served again).
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, retry_cap(loop.time() - started))
                 continue
             self.ready.set()
             self._emit({"event": "reconnected", "master": f"{self.address[0]}:{self.address[1]}", "epoch": self.epoch})
@@ -661,7 +665,10 @@ class MasterClient:
         self._last_heard = loop.time()
         while not self._closed:
             interval = self.session.get("heartbeat_ms", 1000) / 1000
-            await asyncio.sleep(interval / 2)
+            # Twice an interval at least (the checks below), and when a heartbeat falls due: never
+            # more than one interval without a word (it went 1.25 when it woke on the half only).
+            due = self._last_sent + interval - loop.time() if self._wire is not None else interval
+            await asyncio.sleep(max(interval / 20, min(interval / 2, due)))
             lapsed = self.holdings.lapse(loop.time(), self.hold_s)  # once per lapse: stop using what it holds
             if lapsed is not None:
                 self._emit(lapsed)
@@ -673,8 +680,8 @@ class MasterClient:
                 self._switch_master(wire)  # connection_lost follows: reconnect and sync
                 self._last_heard = loop.time()
                 continue
-            if loop.time() - self._last_sent < interval * 0.75:
-                continue  # one heartbeat per interval (it wakes twice per interval to send on time)
+            if loop.time() - self._last_sent < interval * 0.95:
+                continue  # one heartbeat per interval, when nothing else was sent
             future = self._request("heartbeat", {})
             future.add_done_callback(_ignore_result)
 
