@@ -158,3 +158,21 @@ def test_a_standby_back_on_a_new_connection_pays_what_its_old_one_owed() -> None
     feed.push()
     feed.ack(again, feed.seq)  # type: ignore[arg-type]
     assert pbx.replies == [{"id": 1}, {"id": 2}]  # and the next ones go out as the new connection acks
+
+
+def test_the_old_connection_of_a_standby_attached_again_leaves_no_debt_whichever_goes_first() -> None:
+    # The other order than above: the new connection attaches before the old one is found lost
+    # (dropped late, or closing while it flushed): the old one must not keep replies waiting.
+    feed = ReplicaFeed(clock=Clock(), schedule=lambda _: None)
+    feed.door = Door()
+    feed.recorded = True
+    rows = feed.door.rows
+    old, pbx = Peer(), Peer()
+    feed.attach(old, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]
+    grant(rows, "7001")
+    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
+    feed.push()
+    again = Peer()
+    feed.attach(again, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]  # its snapshot has 7001
+    feed.detach(old)  # type: ignore[arg-type]
+    assert pbx.replies == [{"id": 1}] and not feed.leaving

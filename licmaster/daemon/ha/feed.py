@@ -110,7 +110,9 @@ class ReplicaFeed:
             return
         acked = self.acked.pop(conn, 0)
         name = self.names.pop(conn, "")
-        if self.recorded:
+        # The same standby attached again on another connection (its snapshot has what this one
+        # owed): nothing to wait for. Else, named in the in-sync record, it keeps replies waiting.
+        if self.recorded and not (name and name in self.names.values()):
             self.leaving[conn] = (name, acked)
         self.syncing = bool(self._replicas) or bool(self.leaving)
         self._release()
