@@ -289,7 +289,7 @@ class Follower:
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         heard = loop.time()  # the last sign of life from the master
-        while True:
+        while not self._stopped:  # (a cancel swallowed by wait_for: docs of stop)
             if not self.client.connected.is_set() and loop.time() >= self._probe_at:
                 self.synced = False  # a new connection starts from a new snapshot
                 heard = max(heard, self.client.last_heard)
@@ -316,7 +316,8 @@ class Follower:
                 logs.event("master_unreachable", logging.WARNING, master=self.master,
                            silent_ms=int((loop.time() - heard) * 1000))
                 await self.client.close(bye=False)
-                self.on_takeover(self.holdings, self.master_epoch)
+                if not self._stopped:  # a master that stopped meanwhile takes nothing over
+                    self.on_takeover(self.holdings, self.master_epoch)
                 return
             await asyncio.sleep(min(0.1, self.takeover_after / 10))
 
