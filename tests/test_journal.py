@@ -47,7 +47,9 @@ async def test_old_history_goes_but_a_restart_still_knows_who_holds_what(tmp_pat
     assert had_run and held == {"pbx1": {("port", "alice")}, "pbx2": {("port", "carol")}}
     await again.close()
     third, _, held_after_a_quiet_run = await open_run(path)
-    assert held_after_a_quiet_run == {}  # the checkpoint belongs to an older run: not replayed
+    # A run that changed nothing (a standby's) leaves what the run before it knew: its checkpoint
+    # and the events after it (a serving run always journals what it adopts, so is never quiet).
+    assert held_after_a_quiet_run == {"pbx1": {("port", "alice")}, "pbx2": {("port", "carol")}}
     await third.close()
 
 
@@ -134,4 +136,21 @@ async def test_only_a_run_that_stopped_while_serving_is_known_whole(tmp_path: Pa
     await journal.close()
     journal, _, held = await open_run(path)
     assert journal.last_run_clean and held == {"pbx1": {("port", "alice")}}
+    await journal.close()
+
+
+async def test_a_run_that_changed_nothing_leaves_what_the_run_before_it_knew(tmp_path: Path) -> None:
+    # A standby's run journals none of its master's rows: restarted again, it must still know
+    # what its last serving run knew (a review found a standby restarted twice with nothing).
+    path = tmp_path / "j.sqlite3"
+    journal, _, _ = await open_run(path)
+    journal.record("grant", "pbx1", "port", "alice", "1", "PBX-Port13")
+    await journal.close()  # killed: no stop row
+    for _ in range(2):  # two standby runs: a start, a stop, nothing else
+        journal, _, held = await open_run(path)
+        assert held == {"pbx1": {("port", "alice")}}
+        journal.record("stop", detail="stopping")
+        await journal.close()
+    journal, _, held = await open_run(path)
+    assert held == {"pbx1": {("port", "alice")}} and not journal.last_run_clean
     await journal.close()

@@ -33,6 +33,8 @@ from licmaster.daemon.storage.door import MARSHAL, MARSHAL_VERSION, MSGPACK, Doo
 from licmaster.wire import events
 from licmaster.wire.events import GRANT, STATE_EVENTS, Change, Row
 
+RUNS_LOOKED_BACK = 20  # runs that changed no state (a standby's) skipped at most, to find what the PBXs held
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY, first_ts REAL NOT NULL, last_ts REAL NOT NULL, count INTEGER NOT NULL, events BLOB NOT NULL,
@@ -93,19 +95,16 @@ class Journal:
 
     def _begin_run(self) -> tuple[bool, list[Change]]:
         assert self._db is not None
-        last_run = self._db.execute("SELECT run, after_seq FROM runs ORDER BY run DESC LIMIT 1").fetchone()
+        runs = self._db.execute(f"SELECT run, after_seq FROM runs ORDER BY run DESC LIMIT {RUNS_LOOKED_BACK}").fetchall()
+        last_run = runs[0] if runs else None
         rows: list[Change] = []
-        if last_run is not None:
-            replay_from = last_run[1]
-            checkpoint = self._db.execute("SELECT seq, leases, format FROM checkpoints WHERE run = ?", (last_run[0],)).fetchone()
-            if checkpoint is not None:  # who held what at that batch; the batches before may be gone
-                replay_from = checkpoint[0]
-                # (checkpoints written before labels were kept have four fields)
-                rows += [Change(GRANT, row[0], row[1], row[2], row[3], row[4] if len(row) > 4 else None)
-                         for row in _decode(*checkpoint[1:])]
-            for row in _events(self._db, after_seq=replay_from):
-                if row[events.EVENT] in STATE_EVENTS:
-                    rows.append(events.change_of(row))
+        # The newest run that changed any state: a standby's run changes none (its master's rows
+        # are not its journal's), and what the PBXs held is then what the run before it knew
+        # (a standby restarted twice while its master was down took over with nothing).
+        for run, after_seq in runs:
+            rows = self._state_of_run(run, after_seq)
+            if rows:
+                break
         newest = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0]
         self.last_run_clean = False
         if last_run is not None and newest > last_run[1]:
@@ -120,6 +119,22 @@ class Journal:
         with self._db:
             self._run = self._db.execute("INSERT INTO runs (after_seq, started) VALUES (?, ?)", (newest, time.time())).lastrowid
         return last_run is not None, rows
+
+    def _state_of_run(self, run: int, after_seq: int) -> list[Change]:
+        """The state-changing events of a run (from its checkpoint, if it has one), oldest first."""
+        assert self._db is not None
+        rows: list[Change] = []
+        replay_from = after_seq
+        checkpoint = self._db.execute("SELECT seq, leases, format FROM checkpoints WHERE run = ?", (run,)).fetchone()
+        if checkpoint is not None:  # who held what at that batch; the batches before may be gone
+            replay_from = checkpoint[0]
+            # (checkpoints written before labels were kept have four fields)
+            rows += [Change(GRANT, row[0], row[1], row[2], row[3], row[4] if len(row) > 4 else None)
+                     for row in _decode(*checkpoint[1:])]
+        for row in _events(self._db, after_seq=replay_from):
+            if row[events.EVENT] in STATE_EVENTS:
+                rows.append(events.change_of(row))
+        return rows
 
     def record(self, event: str, node: str | None = None, resource: str | None = None, holder: str | None = None,
                lease: str | None = None, detail: str | None = None, rule: str | None = None, note: str | None = None) -> None:
