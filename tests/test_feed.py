@@ -176,3 +176,19 @@ def test_the_old_connection_of_a_standby_attached_again_leaves_no_debt_whichever
     feed.attach(again, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]  # its snapshot has 7001
     feed.detach(old)  # type: ignore[arg-type]
     assert pbx.replies == [{"id": 1}] and not feed.leaving
+
+
+def test_a_second_standby_attaching_in_the_turn_of_a_grant_does_not_take_its_rows_from_the_first() -> None:
+    # Three masters: the new standby's snapshot has the grant; the standby already attached must
+    # still be sent it before the reply goes out.
+    feed, rows, first, _ = feed_with_standby()
+    pbx = Peer()
+    grant(rows, "7001")
+    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
+    second = Peer()
+    feed.attach(second, 65536, "10.1.0.3:4460")  # type: ignore[arg-type]  # in the same turn, before the push
+    assert [c.lease for e in first.events() for c in read_replica(e)] == ["7001"]
+    feed.push()  # the turn's own push
+    feed.ack(first, feed.seq)  # type: ignore[arg-type]
+    feed.ack(second, feed.seq)  # type: ignore[arg-type]
+    assert pbx.replies == [{"id": 1}]

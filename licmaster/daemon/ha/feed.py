@@ -86,6 +86,11 @@ class ReplicaFeed:
 
     def attach(self, conn: Endpoint, max_frame: int, name: str = "") -> None:
         """After its snapshot (sent in the same turn): in sync from here on."""
+        if self._replicas and self.door is not None and self.door.unpacked:
+            # Rows the standbys already attached have not been sent yet: to them first, or the
+            # new one's snapshot would mark them sent (found by review: with three masters, a
+            # standby acknowledged an empty push, and the reply of a grant it never got went out).
+            self.push()
         self._replicas[conn] = max_frame
         self.acked[conn] = self.seq
         self.names[conn] = name
