@@ -814,7 +814,7 @@ class Master:
         self.dispatch.resume()  # a suspended master's refusing ops back to the normal ones
         event = {"event": "shutdown", "reason": f"{peer} is the master (epoch {peer_epoch})", "master": peer}
         self._keep_holdings()
-        newer = f"> {self.epoch}" if peer_epoch > self.epoch else "as this one's: the tie goes to it"
+        newer = f"> {self.epoch}" if peer_epoch > self.epoch else "the same as this one's, and the tie goes to it"
         self.failover.give_way(f"{peer} is the master at epoch {peer_epoch} {newer}",
                                end_sessions=lambda: self._end_sessions(event), then="stepped down", following=peer)
         self._follow(peer)

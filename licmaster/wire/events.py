@@ -179,7 +179,8 @@ def read_replica(event: dict[str, Any]) -> list[Change]:
 
     Its `rows` are journal rows as they are (FIELDS, trailing fields may be left off), every row
     of the master's push: packed without a copy or a choice per row, since every grant is pushed
-    to the standby before it is answered (daemon/ha/feed.py). What it carries is checked row by row before anything is applied.
+    to the standby before it is answered (daemon/ha/feed.py). What it carries is checked row by row before anything is applied:
+    exact classes, as decoding gives them (a list or tuple row, str or None fields; subclasses are refused).
     (marshal, which the journal writes, packs them at half the cost; but it allocates what a
     few bytes claim before reading them, so a standby would trust its master with its memory.)"""
     version = event.get("v")
