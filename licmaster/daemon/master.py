@@ -35,7 +35,7 @@ from licmaster.daemon.sessions import End, held_until
 from licmaster.daemon.site_usage import SiteUsage
 from licmaster.daemon.status import ABSENT_SHOWN, AbsentPbx, MasterStatus, PoolStatus, coordination_without_etcd
 from licmaster.daemon.storage.datadir import DataDirBusy, DataDirLock
-from licmaster.daemon.storage.journal import Journal
+from licmaster.daemon.storage.journal import STOPPED_SERVING, Journal
 from licmaster.daemon.storage.store import Store
 from licmaster.licenses.files import LoadResult, load_files
 from licmaster.licenses.files import installed_by_family as files_by_family
@@ -402,7 +402,7 @@ class Master:
         if self._server:
             await self._server.wait_closed()
         await asyncio.sleep(0)  # let the transports flush and close
-        self.record(events.STOP, detail=reason, note=events.STOPPED_SERVING if serving else None)
+        self.record(events.STOP, detail=reason, note=STOPPED_SERVING if serving else None)
         await self._close_storage()
         self._release_lock()
         logs.event("stopped", master=self.name, reason=reason)

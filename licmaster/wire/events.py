@@ -45,7 +45,6 @@ REPLICA_LOST = "replica_lost"  # the last standby master following this one is g
 ABORT = "abort"  # a connection dropped for its behaviour (replies left unread): detail says why
 OPERATOR = "operator"  # an operator took something back by hand: detail says what, and who
 START, STOP, PROMOTE, STEP_DOWN, ROLE = "start", "stop", "promote", "step_down", "role"
-STOPPED_SERVING = "serving"  # a `stop` row's note: the run stopped while it served (it knew every grant)
 RELOAD, RELOAD_REFUSED, SSA_ENDED, LICENSES_REFUSED = "reload", "reload_refused", "ssa_ended", "licenses_refused"
 
 STATE_EVENTS = frozenset({GRANT, CHECKIN, RELEASE, EXPIRE, BYE, TAKEOVER})

@@ -33,6 +33,7 @@ from licmaster.daemon.storage.door import MARSHAL, MARSHAL_VERSION, MSGPACK, Doo
 from licmaster.wire import events
 from licmaster.wire.events import GRANT, STATE_EVENTS, Change, Row
 
+STOPPED_SERVING = "serving"  # a `stop` row's note: the run stopped while it served (it knew every grant)
 RUNS_LOOKED_BACK = 20  # runs that changed no state (a standby's) skipped at most, to find what the PBXs held
 
 SCHEMA = """
@@ -115,7 +116,7 @@ class Journal:
             # found a standby stopped cleanly, restarted alone, serving at once with nothing counted).
             stop = last[-1] if last else None
             self.last_run_clean = stop is not None and stop[events.EVENT] == events.STOP \
-                and len(stop) > events.NOTE and stop[events.NOTE] == events.STOPPED_SERVING
+                and len(stop) > events.NOTE and stop[events.NOTE] == STOPPED_SERVING
         with self._db:
             self._run = self._db.execute("INSERT INTO runs (after_seq, started) VALUES (?, ?)", (newest, time.time())).lastrowid
         return last_run is not None, rows
