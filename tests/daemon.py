@@ -44,3 +44,14 @@ async def next_event(client: Any, name: str, timeout: float = 15.0) -> dict[str,
         event = await asyncio.wait_for(client.events.get(), timeout)
         if event.get("event") == name:
             return event
+
+
+def in_virtual_time(main: Any) -> Any:
+    """`main(loop)` run on a virtual clock of its own (licmaster/testing/simloop.py)."""
+    from licmaster.testing.simloop import VirtualLoop
+
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()

@@ -15,7 +15,7 @@ from licmaster.daemon.master import Master
 from licmaster.testing import free_port
 from licmaster.testing.simloop import HOST, Inline, VirtualLoop
 
-from .daemon import Daemon, next_event, self_signed_cert
+from .daemon import Daemon, in_virtual_time, next_event, self_signed_cert
 
 LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 3\n[[license]]\ntype = "PBX-Standby13"\ncount = 3\n' \
            '[[license]]\ntype = "PBX-Channels13"\ncount = 8\n'
@@ -29,14 +29,6 @@ async def virtual_master(tmp_path: Path, **config: Any) -> Master:
     await master.start()
     return master
 
-
-def in_virtual_time(main: Any) -> Any:
-    """`main(loop)` run on a virtual clock of its own."""
-    loop = VirtualLoop()
-    try:
-        return loop.run_until_complete(main(loop))
-    finally:
-        loop.close()
 
 
 @pytest.fixture

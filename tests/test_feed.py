@@ -55,6 +55,22 @@ def feed_with_standby() -> tuple[ReplicaFeed, list[Any], Peer, Clock]:
     return feed, rows, standby, clock
 
 
+
+def recorded_feed_with_a_reply_held() -> tuple[ReplicaFeed, list[Any], Peer, Peer]:
+    """With etcd (the in-sync record): standby 10.1.0.2 attached, a grant pushed to it, and the
+    PBX's reply held for its ack."""
+    feed = ReplicaFeed(clock=Clock(), schedule=lambda _: None)
+    feed.door = Door()
+    feed.recorded = True
+    rows = feed.door.rows
+    standby, pbx = Peer(), Peer()
+    feed.attach(standby, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]
+    grant(rows, "7001")
+    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
+    feed.push()
+    return feed, rows, standby, pbx
+
+
 def grant(rows: list[Any], lease: str) -> None:
     rows.append((1.0, GRANT, "pbx1", "port", f"holder{lease}", lease, "PBX-Port:1"))
 
@@ -139,15 +155,7 @@ def test_a_standby_back_on_a_new_connection_pays_what_its_old_one_owed() -> None
     # etcd: a standby that left keeps replies waiting until the in-sync record drops its name. The
     # same standby attached again (a new snapshot: everything up to now) is named by the record
     # again, so the old connection's debt must go with the new attach, or every reply waits for good.
-    feed = ReplicaFeed(clock=Clock(), schedule=lambda _: None)
-    feed.door = Door()
-    feed.recorded = True
-    rows = feed.door.rows
-    first, pbx = Peer(), Peer()
-    feed.attach(first, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]
-    grant(rows, "7001")
-    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
-    feed.push()
+    feed, rows, first, pbx = recorded_feed_with_a_reply_held()
     feed.detach(first)  # type: ignore[arg-type]  # gone before its ack: the record still names it
     assert pbx.replies == [] and feed.leaving
     again = Peer()
@@ -163,15 +171,7 @@ def test_a_standby_back_on_a_new_connection_pays_what_its_old_one_owed() -> None
 def test_the_old_connection_of_a_standby_attached_again_leaves_no_debt_whichever_goes_first() -> None:
     # The other order than above: the new connection attaches before the old one is found lost
     # (dropped late, or closing while it flushed): the old one must not keep replies waiting.
-    feed = ReplicaFeed(clock=Clock(), schedule=lambda _: None)
-    feed.door = Door()
-    feed.recorded = True
-    rows = feed.door.rows
-    old, pbx = Peer(), Peer()
-    feed.attach(old, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]
-    grant(rows, "7001")
-    feed.hold(pbx, [{"id": 1}])  # type: ignore[arg-type]
-    feed.push()
+    feed, rows, old, pbx = recorded_feed_with_a_reply_held()
     again = Peer()
     feed.attach(again, 65536, "10.1.0.2:4460")  # type: ignore[arg-type]  # its snapshot has 7001
     feed.detach(old)  # type: ignore[arg-type]

@@ -17,6 +17,8 @@ from licmaster.daemon.config import Config
 from licmaster.daemon.master import Master
 from licmaster.testing.simloop import HOST, WALL_EPOCH, Inline, Stalled, VirtualLoop
 
+from .daemon import in_virtual_time
+
 LICENSES = '[[license]]\ntype = "PBX-Port13"\ncount = 12\n'
 
 
@@ -135,14 +137,6 @@ class Gather(asyncio.Protocol):
         self.data += data
 
 
-def in_a_loop(main: Any) -> Any:
-    loop = VirtualLoop()
-    try:
-        return loop.run_until_complete(main(loop))
-    finally:
-        loop.close()
-
-
 def test_a_paused_host_runs_nothing_its_sockets_queue_in_order_and_its_clock_runs_on() -> None:
     async def main(loop: VirtualLoop) -> tuple[list[tuple[float, bytes]], list[float], bytes, float]:
         got: list[tuple[float, bytes]] = []
@@ -170,7 +164,7 @@ def test_a_paused_host_runs_nothing_its_sockets_queue_in_order_and_its_clock_run
         await asyncio.sleep(0.5)
         return got, ticks, client.data, resumed
 
-    got, ticks, echoed, resumed = in_a_loop(main)
+    got, ticks, echoed, resumed = in_virtual_time(main)
     assert [data for _, data in got] == [b"1", b"2", b"3"] and {at for at, _ in got} == {resumed}  # queued, then all at once
     assert echoed == b"123" and resumed > 6
     assert ticks[0] == resumed  # its timer, overdue, runs at the resume: the clock ran on meanwhile
@@ -192,7 +186,7 @@ def test_bytes_written_in_one_instant_arrive_in_order_among_many_timers() -> Non
         await asyncio.sleep(1.0)
         return client.data
 
-    assert in_a_loop(main) == b"".join(b"%d," % n for n in range(100))
+    assert in_virtual_time(main) == b"".join(b"%d," % n for n in range(100))
 
 
 def test_the_wall_clock_each_host_reads_follows_the_virtual_clock_and_its_own_offset() -> None:
@@ -210,6 +204,6 @@ def test_the_wall_clock_each_host_reads_follows_the_virtual_clock_and_its_own_of
         seen.append(time.time())
         return seen
 
-    ahead, right, after = in_a_loop(main)
+    ahead, right, after = in_virtual_time(main)
     assert (ahead, right) == (WALL_EPOCH + 10 + 3600, WALL_EPOCH + 10)
     assert abs(after - time.time()) < 60  # the real clock is back once the simulation ends
