@@ -210,10 +210,10 @@ class Master:
             self.role.change(Role.STANDBY, "configured as a standby master" if cfg.standby_of else "a peer is the master",
                              following=following)
             self._follow(following)
-        elif had_run:  # after a clean stop, the journal has every grant it answered
+        elif had_run:  # after a clean stop while serving, the journal has every grant it answered
             self.adopt(self._held_last)
             dispatch.grace.open("restarted: PBXs re-take what they held first", self._held_last.held(),
-                                complete=self.journal.last_run_clean, until=loop.time() + cfg.effective_grace_ms / 1000)
+                                complete=self._held_last_complete, until=loop.time() + cfg.effective_grace_ms / 1000)
         else:
             self.role.change(Role.ACTING, "started")
         if cfg.peers:  # with etcd too: a leader cut from etcd learns from its peers that another one won

@@ -99,7 +99,7 @@ class PeerWatch:
     epoch)` is called so that this one steps down, and the two heal into master and standby; at
     the same epoch, one of the two gives way (`_yields_to`).
 
-    A peer that is a standby *of this master* (its `standby_of` is `address`) at a higher epoch
+    A peer that is a standby *of this master* (`_follows_me`) at a higher epoch
     served at epochs up to its own before this master took over without hearing of them (this
     one was down or paused while the peer served, then the peer died): its PBXs refuse any
     master at an epoch lower than one they saw. `on_behind(peer, epoch)` is called so that this
@@ -391,17 +391,13 @@ class Follower:
                 self.synced = self.whole = False
                 self.client.abort_connection()  # a new attach, a new snapshot
                 return
-            changes: list[tuple[str, str, str, int | None, str]] = []  # (event, user, family, version, node)
+            self.holdings.apply_many(rows)  # an assignment row changes no lease: apply leaves it
             if any(row.event in (ASSIGN, UNASSIGN) for row in rows):
-                for row in rows:
-                    if row.event in (ASSIGN, UNASSIGN):  # resource = family, holder = user, detail = version
-                        version = int(row.detail) if row.detail and row.detail.isdigit() else None
-                        changes.append((row.event, row.holder or "", row.resource or "", version, row.node or ""))
-                    else:
-                        self.holdings.apply(*row)
-                self.store.apply_assignment_changes(changes)
-            else:
-                self.holdings.apply_many(rows)  # floating leases only: the usual push
+                # (event, user, family, version, node): resource = family, holder = user, detail = version
+                self.store.apply_assignment_changes([
+                    (row.event, row.holder or "", row.resource or "",
+                     int(row.detail) if row.detail and row.detail.isdigit() else None, row.node or "")
+                    for row in rows if row.event in (ASSIGN, UNASSIGN)])
             seq = event.get("seq")
             if seq.__class__ is int:  # applied: the master may answer what waited for these rows
                 if self._ack_seq is None:  # one ack per read, for its last push, once every push of it is applied
