@@ -342,3 +342,30 @@ def test_events_nobody_reads_are_not_kept_for_ever() -> None:
     callback_only = MasterClient(["127.0.0.1:1"], "standby-replica", on_event=told.append, events_kept=0)
     callback_only._emit({"event": "replica", "seq": 1})
     assert callback_only.events.empty() and told == [{"event": "replica", "seq": 1}]
+
+
+def test_a_connection_lost_in_the_turn_its_hello_is_answered_is_not_taken_for_connected(tmp_path: Path) -> None:
+    # As with the re-sync above, at the hello: the close reaches the client before connect()
+    # resumes. It said `connected` with no connection; a client that does not reconnect by
+    # itself (a master's watch on its peer) then failed every request, for good (seed 901).
+    async def main(loop: VirtualLoop) -> tuple[str, bool]:
+        master = await virtual_master(tmp_path)
+        op_hello = master.dispatch.op_hello
+
+        def hello_then_close(conn: Any, rid: int, msg: dict[str, Any], now: float) -> Any:
+            loop.call_soon(conn.close)  # after the reply is written, in the same instant
+            return op_hello(conn, rid, msg, now)
+
+        master.dispatch.op_hello = hello_then_close  # type: ignore[method-assign]
+        watcher = MasterClient(["127.0.0.1:4460"], "peer-watch", role="observer", reconnect=False, connect_timeout=2.0)
+        try:
+            await watcher.connect()
+            outcome = "connected"
+        except NotConnected:
+            outcome = "not connected"
+        await asyncio.sleep(1)
+        said = watcher.connected.is_set()
+        await master.stop()
+        return outcome, said
+
+    assert in_virtual_time(main) == ("not connected", False)

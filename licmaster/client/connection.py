@@ -273,6 +273,12 @@ class MasterClient:
         if not reply.get("ok"):  # a standby master (`not_master`), `busy`, ...: no session here
             self._drop_wire(f"hello refused ({reply.get('error')}): no session there")
             raise LicenseError(reply)
+        if self._wire is not wire:
+            # Lost in the very turn its hello was answered (_on_lost ran first): not connected.
+            # It went on to say `connected` with no connection, and a client that does not
+            # reconnect by itself (a master's watch on its peer) stayed so for good: `slave-sim sim
+            # --seed 901`, two masters acting apart, 61 counted of 60, for as long as it lasted.
+            raise NotConnected(f"{self.node}: the connection was lost as the hello was answered")
         self._check_epoch(reply)
         self.session = reply
         self.holdings.session_opened(wire)  # with leases to bring, confirmed only once synced
