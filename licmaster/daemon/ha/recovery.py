@@ -11,8 +11,9 @@ master's replication stream (standby).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from licmaster.wire.events import BYE, CHECKIN, EXPIRE, GRANT, RELEASE, TAKEOVER, Change
+from licmaster.wire.events import ASSIGN, BYE, CHECKIN, EXPIRE, GRANT, RELEASE, TAKEOVER, UNASSIGN, Change, replica_change
 
 Key = tuple[str, str]  # (resource, holder)
 
@@ -57,29 +58,56 @@ class Holdings:
                 target[lid] = key
                 self.lease_node[lid] = node
 
-    def apply_many(self, changes: Iterable[Change]) -> None:
-        """Each change in turn, as `apply`; grants and check-ins (nearly all of a busy master's
-        stream) without a call each: a standby applies every row its master journals."""
-        by_node, lease_node, took, apply = self.by_node, self.lease_node, self.took, self.apply
-        for change in changes:
-            event, node, resource, holder, lease, detail = change
-            if event == GRANT and node is not None and lease and resource and holder:
-                held = by_node.get(node)
-                if held is None:
-                    held = by_node[node] = {}
-                held[lease] = (resource, holder)
-                lease_node[lease] = node
-                if detail:
-                    took[lease] = detail
-            elif event == CHECKIN and node is not None and lease:
-                owner = lease_node.pop(lease, None)
-                took.pop(lease, None)
-                if owner is not None:
-                    held = by_node.get(owner)
-                    if held is not None:
-                        held.pop(lease, None)
+    def apply_rows(self, rows: Iterable[Any]) -> list[Change]:
+        """A replica push's journal rows (events.replica_rows), each checked as it is applied:
+        StreamError at the first that is not a journal row, those before it staying applied (a
+        prefix of the master's stream, as if the push had been cut there: the standby attaches
+        again for a new snapshot). Returns the user-assignment changes among them, for the store.
+
+        A busy master's stream is nearly all grants and check-ins of six or seven text fields:
+        those are checked and applied here without a call (~0.2 µs a row, against ~0.75 through
+        replica_change and apply: the standby's main cost, and it shares the machine with its
+        master in a benchmark). Every other row goes through replica_change and apply, the
+        reference: a hypothesis test holds the two equal."""
+        by_node, lease_node, took = self.by_node, self.lease_node, self.took
+        assignments: list[Change] = []
+        for row in rows:
+            size = len(row) if row.__class__ is list or row.__class__ is tuple else 0
+            if size == 7 or size == 6:
+                if size == 7:
+                    _, event, node, resource, holder, lease, detail = row
+                else:
+                    _, event, node, resource, holder, lease = row
+                    detail = None
+                if event.__class__ is str and node.__class__ is str and resource.__class__ is str \
+                        and holder.__class__ is str and lease.__class__ is str and (detail is None or detail.__class__ is str):
+                    if event == GRANT:
+                        if lease and resource and holder:
+                            held = by_node.get(node)
+                            if held is None:
+                                held = by_node[node] = {}
+                            held[lease] = (resource, holder)
+                            lease_node[lease] = node
+                            if detail:
+                                took[lease] = detail
+                        continue
+                    if event == CHECKIN:
+                        if lease:
+                            owner = lease_node.pop(lease, None)
+                            took.pop(lease, None)
+                            if owner is not None:
+                                owned = by_node.get(owner)
+                                if owned is not None:
+                                    owned.pop(lease, None)
+                        continue
+            change = replica_change(row)
+            if change is None:
+                continue
+            if change.event == ASSIGN or change.event == UNASSIGN:
+                assignments.append(change)
             else:
-                apply(event, node, resource, holder, lease, detail)
+                self.apply(*change)
+        return assignments
 
     def apply_all(self, changes: Iterable[Change]) -> Holdings:
         for change in changes:

@@ -36,13 +36,7 @@ from licmaster.daemon import logs
 from licmaster.daemon.ha.recovery import Holdings
 from licmaster.wire import events
 from licmaster.wire.codec import DEFAULT_MAX_FRAME
-from licmaster.wire.events import (
-    ASSIGN,
-    GRANT,
-    STREAM_VERSION,
-    UNASSIGN,
-    StreamError,
-)
+from licmaster.wire.events import GRANT, STREAM_VERSION, StreamError
 
 if TYPE_CHECKING:
     from licmaster.daemon.storage.store import Store
@@ -385,19 +379,18 @@ class Follower:
             if not self.synced:
                 return  # before the snapshot is whole, the stream means nothing
             try:
-                rows = events.read_replica(event)
+                assignments = self.holdings.apply_rows(events.replica_rows(event))
             except StreamError as exc:
                 logs.event("replica_unreadable", logging.ERROR, master=self.master, why=str(exc))
                 self.synced = self.whole = False
                 self.client.abort_connection()  # a new attach, a new snapshot
                 return
-            self.holdings.apply_many(rows)  # an assignment row changes no lease: apply leaves it
-            if any(row.event in (ASSIGN, UNASSIGN) for row in rows):
+            if assignments:
                 # (event, user, family, version, node): resource = family, holder = user, detail = version
                 self.store.apply_assignment_changes([
                     (row.event, row.holder or "", row.resource or "",
                      int(row.detail) if row.detail and row.detail.isdigit() else None, row.node or "")
-                    for row in rows if row.event in (ASSIGN, UNASSIGN)])
+                    for row in assignments])
             seq = event.get("seq")
             if seq.__class__ is int:  # applied: the master may answer what waited for these rows
                 if self._ack_seq is None:  # one ack per read, for its last push, once every push of it is applied
