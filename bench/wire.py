@@ -52,6 +52,11 @@ _header = HEADER.pack
 _CHECKOUT_HEAD = b"\x84" + _pack("op") + _pack("checkout") + _pack("resource") + _pack("port") + _pack("holder")
 _CHECKIN_HEAD = b"\x83" + _pack("op") + _pack("checkin") + _pack("lease")
 _ID_KEY = _pack("id")
+# Holder names, packed once and used in turn: a name comes back only after 65,536 checkouts on its
+# connection, long after its lease was checked in (a connection has at most `depth` requests in
+# flight), so the master grants a new lease each time, as for names never used before.
+_HOLDERS = [_pack(f"h{i}") for i in range(1 << 16)]
+_HOLDER_MASK = (1 << 16) - 1
 
 
 def start_master(workdir: Path, ports: int, **config: Any) -> MasterProcess:
@@ -110,7 +115,7 @@ class LoadConnection(asyncio.Protocol):
         self.ids += 1
         self.holder += 1
         self.sent_at[self.ids] = now
-        payload = b"".join((_CHECKOUT_HEAD, _pack(f"h{self.holder}"), _ID_KEY, _pack(self.ids)))
+        payload = b"".join((_CHECKOUT_HEAD, _HOLDERS[self.holder & _HOLDER_MASK], _ID_KEY, _pack(self.ids)))
         return _header(len(payload)) + payload
 
     def _checkin(self, now: float, lease: str) -> bytes:
@@ -130,22 +135,27 @@ class LoadConnection(asyncio.Protocol):
         self.transport.write(b"".join([self._checkout(now) for _ in range(n)]))
 
     def replies(self, data: bytes) -> list[dict]:
-        """The master's replies; the generator trusts its framing (no validation: keep it cheap)."""
+        """The master's replies; the generator trusts its framing (no validation: keep it cheap).
+        The whole frames of a read are decoded in one call, as one MessagePack array of their
+        payloads (a call per reply cost more than the decoding itself)."""
         buf = self.buf + data if self.buf else data
-        out, pos, end = [], 0, len(buf)
+        payloads, pos, end = [], 0, len(buf)
         while end - pos >= 4:
             stop = pos + 4 + _unpack_len(buf, pos)[0]
             if stop > end:
                 break
-            out.append(_unpackb(buf[pos + 4:stop]))
+            payloads.append(buf[pos + 4:stop])
             pos = stop
         self.buf = buf[pos:]
-        return out
+        if not payloads:
+            return []
+        return _unpackb(b"\xdd" + len(payloads).to_bytes(4, "big") + b"".join(payloads))  # array 32
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
-        out = []
-        latencies = self.stats["lat"]
+        out: list[bytes] = []
+        timed, pop = self.stats["lat"].append, self.sent_at.pop
+        ops = errors = 0
         for reply in self.replies(data):
             rid = reply.get("id")
             if rid is None:  # an event (e.g. shutdown): the run is over for this connection
@@ -154,13 +164,13 @@ class LoadConnection(asyncio.Protocol):
             if rid == 0:
                 self.ready.set_result(reply)
                 continue
-            sent = self.sent_at.pop(rid, None)
+            sent = pop(rid, None)
             if sent is None:
                 continue
-            latencies.append(now - sent)
-            self.stats["ops"] += 1
+            timed(now - sent)
+            ops += 1
             if not reply["ok"]:
-                self.stats["errors"] += 1
+                errors += 1
                 continue
             if not self.running:
                 continue
@@ -169,6 +179,9 @@ class LoadConnection(asyncio.Protocol):
                 out.append(self._checkin(now, lease))
             elif not self.paced:
                 out.append(self._checkout(now))
+        self.stats["ops"] += ops
+        if errors:
+            self.stats["errors"] += errors
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
 
