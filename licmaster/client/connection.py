@@ -671,10 +671,18 @@ class MasterClient:
         self._last_heard = loop.time()
         while not self._closed:
             interval = self.session.get("heartbeat_ms", 1000) / 1000
-            # Twice an interval at least (the checks below), and when a heartbeat falls due: never
-            # more than one interval without a word (it went 1.25 when it woke on the half only).
-            due = self._last_sent + interval - loop.time() if self._wire is not None else interval
-            await asyncio.sleep(max(interval / 20, min(interval / 2, due)))
+            # Woken when something falls due, not more: the next heartbeat (never more than one
+            # interval without a word), the master silent for a whole TTL, the hold running out.
+            # (It woke twice an interval to look: most of an idle client's cost, and of the
+            # simulation's, which runs hundreds of clients' clocks.)
+            now = loop.time()
+            if self._wire is None:
+                wake = now + interval
+            else:
+                wake = min(self._last_sent + interval, self._last_heard + self.session.get("lease_ttl_ms", 3000) / 1000)
+            if self.holdings.held and not self.holdings.lapsed:
+                wake = min(wake, self.holdings.confirmed_at + self.hold_s)
+            await asyncio.sleep(max(interval / 20, wake - now))
             lapsed = self.holdings.lapse(loop.time(), self.hold_s)  # once per lapse: stop using what it holds
             if lapsed is not None:
                 self._emit(lapsed)
