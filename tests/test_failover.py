@@ -95,3 +95,52 @@ def test_giving_way_ends_every_session_and_forgets_what_grace_waited_for() -> No
     assert done == [(events.STEP_DOWN, "m2 is the master at epoch 9 > 8"), ("end", Role.STEPPING_DOWN)]
     assert role.state is Role.STANDBY and role.following == "m2:4460" and grace.held == {}
     assert changes[-2:] == ["grace -> stepping_down: m2 is the master at epoch 9 > 8", "stepping_down -> standby: stepped down"]
+
+
+def test_a_re_sync_bringing_what_the_master_may_not_count_waits_only_in_a_window_that_may_miss_grants() -> None:
+    # A restart after kill -9 or a takeover from a journal: its entries may be stale (checked in
+    # on a master it never heard of). Known whole (an in-sync standby), nothing waits.
+    role, grace, clock, _ = serving()
+    grace.open("restarted", {k: set(v) for k, v in HELD.items()}, complete=False, until=clock.now + 3)
+    assert grace.waits("pbx3") and grace.waits("pbx1")  # others still to re-sync
+    _, whole, whole_clock, _ = serving()
+    whole.open("elected in sync", {k: set(v) for k, v in HELD.items()}, complete=True, until=whole_clock.now + 3)
+    assert not whole.waits("pbx3")
+    role.change(Role.ACTING, "over")
+    assert not grace.waits("pbx3")  # no window, nothing to wait for
+
+
+def test_waiting_re_syncs_are_decided_in_order_on_the_turn_after_the_last_awaited_pbx_re_synced() -> None:
+    role, grace, clock, _ = serving()
+    turns: list[Any] = []
+    decided: list[list[Any]] = []
+    grace.schedule, grace.decide = turns.append, decided.append
+    grace.open("restarted", {k: set(v) for k, v in HELD.items()}, complete=False, until=clock.now + 3)
+    grace.wait(("pbx3", "first"))
+    assert grace.waits("pbx4")
+    grace.wait(("pbx4", "second"))
+    grace.take("pbx1")
+    assert turns == []  # pbx2 may still free a stale entry
+    grace.forget("pbx2")  # its session ended: its entries went back
+    assert decided == [] and len(turns) == 1  # not inside the end that freed them: on the next turn
+    turns.pop()()
+    assert decided == [[("pbx3", "first"), ("pbx4", "second")]] and grace.waiting == []
+    assert role.state is Role.GRACE  # new checkouts still wait out the window
+
+
+def test_at_the_window_s_end_its_waiting_re_syncs_are_decided_before_new_checkouts_may_be() -> None:
+    role, grace, clock, _ = serving()
+    states: list[Role] = []
+    grace.decide = lambda waiting: states.append(role.state)
+    grace.open("restarted", {"absent": {("port", "x")}}, complete=False, until=clock.now + 3)
+    grace.wait(("pbx3", "claim"))
+    clock.now += 3
+    grace.end_if_over(clock.now)  # the absent PBX never re-synced: decided anyway, still in grace
+    assert states == [Role.GRACE] and role.state is Role.ACTING
+    _, giving_way, other_clock, _ = serving()
+    told: list[Any] = []
+    giving_way.decide = told.extend
+    giving_way.open("restarted", {"absent": {("port", "x")}}, complete=False, until=other_clock.now + 3)
+    giving_way.wait(("pbx3", "claim"))
+    giving_way.clear()  # giving way: decided (its session ended with every other), nothing waits
+    assert told == [("pbx3", "claim")] and giving_way.waiting == [] and giving_way.held == {}

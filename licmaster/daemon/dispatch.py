@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from licmaster.daemon.protocol import Connection
 
 Op = Callable[[Session, int, dict[str, Any]], Reply]
+# What a handler returns for a re-sync that waits (Grace.waits): no reply now; it goes out when
+# the re-sync is decided (Dispatcher._decide_waiting). Told apart by identity.
+WAITS: Reply = {"waits": True}
 checkout_fields, checkin_fields = requests.checkout, requests.checkin
 
 
@@ -75,7 +78,9 @@ class Dispatcher:
         self.replies = ReplyEncoder(0)
         self.journal_rows: list[Row] | None = None  # the journal's door (Journal.rows), bound once; None once it is closed
         self.store: Store | None = None
-        self.grace = Grace(role, loop.time)  # the grace window and what it waits for (daemon/ha/failover.py)
+        self.grace = Grace(role, loop.time, loop.call_soon)  # the grace window and what it waits for (daemon/ha/failover.py)
+        self.grace.decide = self._decide_waiting
+        self.waited = False  # a re-sync of the read being answered waits: its place in the replies is left out
         self.sessions = Sessions(self.pool, record, on_end=self.grace.forget)
         self.denials = DenialJournal(record)
         self.timer = BatchTimer()
@@ -175,6 +180,9 @@ class Dispatcher:
         started = perf_counter()
         self.granted = False
         replies = self._answer(conn, batch)
+        if self.waited:
+            self.waited = False
+            replies = [reply for reply in replies if reply is not WAITS]
         feed = self.feed
         if feed.syncing and (self.granted or conn in feed.held):
             replies = feed.hold(conn, replies)
@@ -400,7 +408,33 @@ class Dispatcher:
             return error_reply(rid, entries)
         if msg.get("more") is True:
             return self._sync_pending(session, rid)
+        if self.grace.waits(session.node) and self._brings_unknown(session.node, entries):
+            session.sync_parts = []
+            self.grace.wait((session.node, session, session.conn, rid, entries))
+            self.waited = True
+            return WAITS
         return self._sync(session, rid, entries)
+
+    def _brings_unknown(self, node: str, entries: list[SyncEntry]) -> bool:
+        """A re-sync lists a lease this master does not count for the node (granted by a master
+        it never heard of, or in the last moments before a kill -9)."""
+        held = self.book.held.get(node)
+        by_resource = held.by_resource if held is not None else {}
+        return any(entry.holder not in by_resource.get(entry.resource, ()) for entry in entries)
+
+    def _decide_waiting(self, waiting: list[tuple[Any, ...]]) -> None:
+        """Take the re-syncs that waited (Grace.waits), in the order they came, and answer each on
+        its connection (held for the standbys like any grant). One whose session or connection
+        ended meanwhile is dropped: its PBX re-syncs on its next connection."""
+        for node, waited_session, conn, rid, entries in waiting:
+            session: Session = waited_session
+            if not self.role.serving or conn is None or not conn.open or conn.session is not session \
+                    or self.sessions.get(node) is not session:
+                continue
+            replies = [self._sync(session, rid, entries)]
+            if self.feed.syncing:
+                replies = self.feed.hold(conn, replies)
+            conn.send_replies(replies)
 
     def _sync(self, session: Session, rid: int, entries: list[SyncEntry]) -> Reply:
         session.sync_parts = []
@@ -408,7 +442,9 @@ class Dispatcher:
         # was granted by the one master before (at most installed, all together), so every
         # re-sync fits, even one the journal or the standby never saw (a grant of the master's
         # last moments before kill -9). During grace only *new* checkouts wait, so that the
-        # re-syncs still to come find their capacity. (docs/operations.md, "Failover".)
+        # re-syncs still to come find their capacity. (docs/operations.md, "Failover".) Stale
+        # entries this master adopted fill the pool until their PBXs re-sync: a re-sync bringing
+        # what it does not count waits for those first (Grace.waits, op_sync).
         # What it held before is re-taken past the site policy's limits too (granted under them by
         # the master before); anything over a limit is shown in usage and logged, never revoked.
         held_before = self.grace.take(session.node)  # what it did not re-take is free from now on

@@ -17,6 +17,7 @@ No I/O here: the clock is handed in, and every effect goes through a callable.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from licmaster.daemon.ha.recovery import Holdings
 from licmaster.daemon.role import Role, RoleMachine
@@ -31,7 +32,8 @@ Held = dict[str, set[Key]]  # what each node held before
 class Grace:
     """The grace window: a node may re-take only what it held before; anything new waits."""
 
-    def __init__(self, role: RoleMachine, clock: Callable[[], float]) -> None:
+    def __init__(self, role: RoleMachine, clock: Callable[[], float],
+                 schedule: Callable[[Callable[[], None]], object] | None = None) -> None:
         self.role = role
         self.clock = clock
         self.held: Held = {}
@@ -39,6 +41,12 @@ class Grace:
         # has every grant answered) and for a leader resumed after a suspension (its own book);
         # false after a kill -9 or a takeover (the journal's last batch, a replica a flush behind).
         self.complete = False
+        # Re-syncs that wait (`waits`), in the order they came, each as the dispatcher keeps it
+        # (node first); `decide` answers them (the dispatcher's), `schedule` runs a callable on
+        # the loop's next turn (loop.call_soon).
+        self.waiting: list[tuple[Any, ...]] = []
+        self.decide: Callable[[list[tuple[Any, ...]]], None] = lambda waiting: None
+        self.schedule = schedule or (lambda callback: callback())
 
     def open(self, why: str, held: Held, *, complete: bool, until: float, acting_why: str | None = None) -> None:
         """Serve from now on, in a grace window until `until` (loop time) for what was `held`; with
@@ -72,12 +80,55 @@ class Grace:
         held = self.held.pop(node, None)
         if held is not None:
             self.end_if_nothing_held()
+            self._decide_when_nobody_else()
         return held
 
     def forget(self, node: str) -> None:
         """A node's session ended (bye, expiry, fenced): it re-takes nothing any more."""
         if self.held.pop(node, None) is not None:
             self.end_if_nothing_held()
+            self._decide_when_nobody_else()
+
+    # ------------------------------------------------------------ re-syncs that wait
+
+    def waits(self, node: str) -> bool:
+        """Whether a re-sync of `node` that brings leases this master does not count waits for
+        the others. Only in a window that is not `complete` (a restart after kill -9, a
+        takeover from a journal): the entries this master adopted may be stale, leases checked
+        in on a master it never heard of (both masters killed, the other one served meanwhile),
+        and they fill the pool until their PBXs re-sync. Taken now, such a re-sync could be
+        refused what it really holds; it waits until every other PBX that held leases has
+        re-synced (or its session ended) or the window ends, and is then taken, in order, in
+        that same turn: new checkouts still wait, so what the stale entries freed goes to it.
+        (Taking a stale-looking entry instead would be unsafe: it may be a cut-off PBX's real
+        one; docs/operations.md, "Two clocks".)"""
+        if self.complete or self.role.state is not Role.GRACE:
+            return False
+        return self._others_awaited({node})
+
+    def wait(self, resync: tuple[Any, ...]) -> None:
+        """Keep a re-sync until it is decided (`waits` said so); its first item is its node."""
+        self.waiting.append(resync)
+
+    def _others_awaited(self, besides: set[str]) -> bool:
+        """A PBX that held leases before and has not re-synced, other than `besides` and those waiting."""
+        waiting = besides | {resync[0] for resync in self.waiting}
+        return any(node not in waiting for node in self.held)
+
+    def _decide_when_nobody_else(self) -> None:
+        """Nobody left to wait for: decide the waiting re-syncs on the next turn (after the
+        re-sync or the end that freed the last stale entries is wholly applied)."""
+        if self.waiting and not self._others_awaited(set()):
+            self.schedule(self._decide_if_still_due)
+
+    def _decide_if_still_due(self) -> None:
+        if self.waiting and not self._others_awaited(set()):
+            self._decide_all()
+
+    def _decide_all(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        if waiting:
+            self.decide(waiting)
 
     def move(self, failed: str, standby: str) -> None:
         """A standby PBX took over: what the failed PBX held, the standby may re-take."""
@@ -85,8 +136,10 @@ class Grace:
             self.held.setdefault(standby, set()).update(self.held.pop(failed))
 
     def end_if_over(self, now: float) -> None:
-        """The reaper's tick: a window whose time is over ends."""
+        """The reaper's tick: a window whose time is over ends, its waiting re-syncs decided
+        first (new checkouts still wait while they are)."""
         if self.role.state is Role.GRACE and now >= self.role.grace_until:
+            self._decide_all()
             self.held = {}
             self.role.change(Role.ACTING, "grace over: every PBX had its lease TTL to re-sync")
 
@@ -99,6 +152,9 @@ class Grace:
             self.role.change(Role.ACTING, "every lease held before was re-synced, moved or given back")
 
     def clear(self) -> None:
+        """The master gives way: nothing is waited for; a waiting re-sync is answered `not_master`
+        by `decide` (its session ended with every other)."""
+        self._decide_all()
         self.held = {}
 
 
