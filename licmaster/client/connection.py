@@ -676,20 +676,24 @@ class MasterClient:
             # (It woke twice an interval to look: most of an idle client's cost, and of the
             # simulation's, which runs hundreds of clients' clocks.)
             now = loop.time()
+            ttl = self.session.get("lease_ttl_ms", 3000) / 1000
             if self._wire is None:
                 wake = now + interval
             else:
-                wake = min(self._last_sent + interval, self._last_heard + self.session.get("lease_ttl_ms", 3000) / 1000)
+                wake = min(self._last_sent + interval, self._last_heard + ttl)
             if self.holdings.held and not self.holdings.lapsed:
                 wake = min(wake, self.holdings.confirmed_at + self.hold_s)
-            await asyncio.sleep(max(interval / 20, wake - now))
+            # Each deadline that falls due moves on once acted upon (a heartbeat sent, the master
+            # left, `lapsed` said): a short floor cannot spin. (A session a new master opened with
+            # other timings is seen at the next wake: up to one old interval late.)
+            await asyncio.sleep(max(0.001, wake - now))
             lapsed = self.holdings.lapse(loop.time(), self.hold_s)  # once per lapse: stop using what it holds
             if lapsed is not None:
                 self._emit(lapsed)
             wire = self._wire
             if wire is None:
                 continue
-            if loop.time() - self._last_heard > self.session.get("lease_ttl_ms", 3000) / 1000:
+            if loop.time() >= self._last_heard + self.session.get("lease_ttl_ms", 3000) / 1000:  # as `wake` computes it
                 self._emit({"event": "unresponsive", "master": f"{self.address[0]}:{self.address[1]}"})
                 self._switch_master(wire)  # connection_lost follows: reconnect and sync
                 self._last_heard = loop.time()

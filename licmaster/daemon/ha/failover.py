@@ -51,6 +51,7 @@ class Grace:
     def open(self, why: str, held: Held, *, complete: bool, until: float, acting_why: str | None = None) -> None:
         """Serve from now on, in a grace window until `until` (loop time) for what was `held`; with
         no time left (grace_ms = 0, or the window is already past), acting at once."""
+        self._decide_all()  # any left from an earlier window (their connections closed since): dropped
         self.held, self.complete = held, complete
         if until > self.clock() and (held or not complete):
             self.role.change(Role.GRACE, why, grace_until=until)

@@ -378,19 +378,21 @@ class Follower:
         elif name == "replica":
             if not self.synced:
                 return  # before the snapshot is whole, the stream means nothing
+            assignments: list[events.Change] = []
             try:
-                assignments = self.holdings.apply_rows(events.replica_rows(event))
+                self.holdings.apply_rows(events.replica_rows(event), assignments)
             except StreamError as exc:
                 logs.event("replica_unreadable", logging.ERROR, master=self.master, why=str(exc))
                 self.synced = self.whole = False
                 self.client.abort_connection()  # a new attach, a new snapshot
                 return
-            if assignments:
-                # (event, user, family, version, node): resource = family, holder = user, detail = version
-                self.store.apply_assignment_changes([
-                    (row.event, row.holder or "", row.resource or "",
-                     int(row.detail) if row.detail and row.detail.isdigit() else None, row.node or "")
-                    for row in assignments])
+            finally:
+                if assignments:  # the store at the same prefix of the stream as the holdings
+                    # (event, user, family, version, node): resource = family, holder = user, detail = version
+                    self.store.apply_assignment_changes([
+                        (row.event, row.holder or "", row.resource or "",
+                         int(row.detail) if row.detail and row.detail.isdigit() else None, row.node or "")
+                        for row in assignments])
             seq = event.get("seq")
             if seq.__class__ is int:  # applied: the master may answer what waited for these rows
                 if self._ack_seq is None:  # one ack per read, for its last push, once every push of it is applied
