@@ -144,3 +144,30 @@ def test_at_the_window_s_end_its_waiting_re_syncs_are_decided_before_new_checkou
     giving_way.wait(("pbx3", "claim"))
     giving_way.clear()  # giving way: decided (its session ended with every other), nothing waits
     assert told == [("pbx3", "claim")] and giving_way.waiting == [] and giving_way.held == {}
+
+
+def test_a_re_sync_queues_behind_those_waiting_and_the_last_awaited_pbx_waiting_too_decides() -> None:
+    role, grace, clock, _ = serving()
+    turns: list[Any] = []
+    decided: list[list[Any]] = []
+    grace.schedule, grace.decide = turns.append, decided.append
+    grace.open("restarted", {"pbx1": {("port", "a")}}, complete=False, until=clock.now + 3)
+    grace.wait(("pbx3", "claim"))  # pbx1 awaited
+    assert turns == []
+    grace.wait(("pbx1", "claim too"))  # pbx1 itself brings one it is not counted for: nobody left to wait for
+    assert len(turns) == 1 and grace.waits("pbx4")  # behind them: pbx1's stale entries still count
+    turns.pop()()
+    assert decided == [[("pbx3", "claim"), ("pbx1", "claim too")]]
+
+
+def test_past_the_window_s_time_new_checkouts_wait_until_the_waiting_re_syncs_are_decided() -> None:
+    # Found by review: the window's time up, the reaper's tick not yet come, a checkout took what
+    # a waiting re-sync was to get.
+    role, grace, clock, _ = serving()
+    grace.open("restarted", {"absent": {("port", "x")}}, complete=False, until=clock.now + 3)
+    grace.wait(("pbx3", "claim"))
+    clock.now += 3
+    denial = grace.denial("pbx9", "port", "new")
+    assert denial is not None and denial.code == "grace" and denial.details["retry_ms"] > 0
+    grace.end_if_over(clock.now)
+    assert grace.denial("pbx9", "port", "new") is None

@@ -364,6 +364,56 @@ def test_a_master_back_after_both_were_killed_lets_a_re_sync_wait_for_the_stale_
     assert seen["right"] == ["phone"] and seen["settled"] and seen["left"] == []
 
 
+def test_waiting_re_syncs_first_give_back_what_each_no_longer_holds_then_are_taken_in_order(tmp_path: Path) -> None:
+    # Found by review: two re-syncs waiting, the first refused for want of the Ports that the
+    # second's own stale entries held (they went back only when the second was taken).
+    # Installed 3: A's journal says S holds a and b, T holds t; on B since, S gave a and b back
+    # and took s2, X took x. Back on A, X re-syncs first, S next, T last.
+    loop = VirtualLoop()
+    a, b = two_node(tmp_path, '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
+    lost: list[str] = []
+    hosts = {"s": "10.0.0.1", "t": "10.0.0.2", "x": "10.0.0.3"}
+
+    def pbx(name: str) -> MasterClient:
+        return MasterClient([a.address, b.address], name, connect_timeout=2.0,
+                            on_event=lambda event: lost.append(f"{name}:{event.get('holder')}") if event.get("event") == "lost" else None)
+
+    s, t, x = pbx("s"), pbx("t"), pbx("x")
+
+    async def scenario() -> dict[str, object]:
+        await a.start()
+        for client, holders in ((s, ["a", "b"]), (t, ["t"])):
+            HOST.set(hosts[client.node])
+            await client.connect()
+            for holder in holders:
+                await client.checkout("port", holder)
+        await asyncio.sleep(1)  # in A's journal
+        a.kill()
+        await b.start()  # takes over with nothing counted; S and T re-sync to it
+        await asyncio.sleep(5)
+        await s.checkin("port", "a")
+        await s.checkin("port", "b")
+        await s.checkout("port", "s2")
+        HOST.set(hosts["x"])
+        await x.connect()
+        await x.checkout("port", "x")
+        await asyncio.sleep(1)
+        loop.network.set_cut(hosts["s"], A_HOST)
+        loop.network.set_cut(hosts["t"], A_HOST)
+        b.kill()
+        await a.start()  # its journal: S holds a and b, T holds t
+        await asyncio.sleep(0.5)
+        loop.network.heal(hosts["s"], A_HOST)  # X re-synced first, S next: both wait for T
+        await asyncio.sleep(1)
+        loop.network.heal(hosts["t"], A_HOST)
+        await asyncio.sleep(5)
+        return {client.node: sorted(holder for _, holder in client.leases) for client in (s, t, x)}
+
+    held = run_scenario(loop, scenario, (a, b), (s, t, x))
+    assert lost == [], lost
+    assert held == {"s": ["s2"], "t": ["t"], "x": ["x"]}
+
+
 def test_a_tie_at_the_same_epoch_is_broken_alike_on_both_sides_whatever_the_peer_strings_say() -> None:
     # Each side compares the two (name, advertised address) pairs as each master reports itself,
     # not its own spelling of the peer's address; with etcd there is no tie to break, and a

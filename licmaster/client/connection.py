@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import random
 import ssl as ssl_module
 from collections.abc import Callable, Iterable, Sequence
@@ -681,7 +682,9 @@ class MasterClient:
                 wake = now + interval
             else:
                 wake = min(self._last_sent + interval, self._last_heard + ttl)
-            if self.holdings.held and not self.holdings.lapsed:
+            if self.holdings.held and not self.holdings.lapsed and self.holdings.confirmed_at > -math.inf:
+                # (leases brought from before, never confirmed since this client started, are
+                # looked at on the next wake, not at once: their sync is on its way)
                 wake = min(wake, self.holdings.confirmed_at + self.hold_s)
             # Each deadline that falls due moves on once acted upon (a heartbeat sent, the master
             # left, `lapsed` said): a short floor cannot spin. (A session a new master opened with

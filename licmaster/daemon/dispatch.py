@@ -25,7 +25,7 @@ from licmaster.daemon.config import Config
 from licmaster.daemon.denials import DenialJournal
 from licmaster.daemon.ha.failover import Grace
 from licmaster.daemon.role import RoleMachine
-from licmaster.daemon.sessions import End, Session, Sessions
+from licmaster.daemon.sessions import End, Endpoint, Session, Sessions
 from licmaster.daemon.status import MasterStatus
 from licmaster.daemon.storage.store import Store
 from licmaster.daemon.timing import BatchTimer
@@ -423,15 +423,27 @@ class Dispatcher:
         return any(entry.holder not in by_resource.get(entry.resource, ()) for entry in entries)
 
     def _decide_waiting(self, waiting: list[tuple[Any, ...]]) -> None:
-        """Take the re-syncs that waited (Grace.waits), in the order they came, and answer each on
-        its connection (held for the standbys like any grant). One whose session or connection
-        ended meanwhile is dropped: its PBX re-syncs on its next connection."""
+        """Take the re-syncs that waited (Grace.waits) and answer each on its connection (held
+        for the standbys like any grant). First every one gives back what its node no longer
+        lists (stale entries of a waiting node free capacity for the others: found by review,
+        an earlier one was refused what a later one freed), then each is taken, in the order they
+        came. One whose session or connection ended meanwhile is dropped: its PBX re-syncs on its
+        next connection. A fault answers that one `internal` and spares the others."""
+        current: list[tuple[Session, Endpoint, int, list[SyncEntry]]] = []
         for node, waited_session, conn, rid, entries in waiting:
             session: Session = waited_session
-            if not self.role.serving or conn is None or not conn.open or conn.session is not session \
-                    or self.sessions.get(node) is not session:
-                continue
-            replies = [self._sync(session, rid, entries)]
+            if self.role.serving and conn is not None and conn.open and conn.session is session \
+                    and self.sessions.get(node) is session:
+                current.append((session, conn, rid, entries))
+        for session, _, _, entries in current:
+            for lease in self.pool.book.release_unlisted(session.node, entries):
+                self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
+        for session, conn, rid, entries in current:
+            try:
+                reply = self._sync(session, rid, entries)
+            except Exception:
+                reply = self._internal(rid, "sync", session)
+            replies = [reply]
             if self.feed.syncing:
                 replies = self.feed.hold(conn, replies)
             conn.send_replies(replies)

@@ -341,13 +341,7 @@ class LeaseBook:
         Those in `held_before` (what it held before a restart or failover) are taken past the site
         policy's limits, as they were granted under them (sites.py); never past what is installed."""
         result = SyncResult()
-        wanted = {(e.resource, e.holder) for e in entries}
-        held = self.held.get(node)
-        if held is not None:
-            for lease in list(held.by_id.values()):
-                if (lease.resource, lease.holder) not in wanted:
-                    self._release(held, lease)
-                    result.released.append(lease)
+        result.released = self.release_unlisted(node, entries)
         seen: set[tuple[str, str]] = set()
         for i, entry in enumerate(entries):
             if (entry.resource, entry.holder) in seen:
@@ -363,6 +357,20 @@ class LeaseBook:
             else:
                 result.granted.append(outcome[0])
         return result
+
+    def release_unlisted(self, node: str, entries: Sequence[SyncEntry]) -> list[Lease]:
+        """Check in the node's floating leases that `entries` do not list (a sync's first step);
+        returns them."""
+        held = self.held.get(node)
+        if held is None:
+            return []
+        wanted = {(e.resource, e.holder) for e in entries}
+        released = []
+        for lease in list(held.by_id.values()):
+            if (lease.resource, lease.holder) not in wanted:
+                self._release(held, lease)
+                released.append(lease)
+        return released
 
     def adopt(self, rows: Sequence[tuple[str, str, str, str, str | None]]) -> tuple[list[Lease], list[tuple[str, str, str, Denial]]]:
         """Leases another master granted (the master this one took over from, or this master's

@@ -71,6 +71,11 @@ class Grace:
     def denial(self, node: str, resource: str, holder: str) -> Denial | None:
         """During the window a node may only re-take what it held; a new checkout waits."""
         left = self.left_ms()
+        if not left and self.waiting and self.role.state is Role.GRACE:
+            # The window's time is up, and the reaper's next tick decides the waiting re-syncs:
+            # until then what the stale entries freed is theirs (found by review: a checkout in
+            # that tick took it, and a waiting re-sync was refused).
+            return Denial(E.GRACE, "a new master is taking back what PBXs held; try again", details={"retry_ms": 100})
         if not left or (resource, holder) in self.held.get(node, ()):
             return None
         return Denial(E.GRACE, "a new master is waiting for PBXs to re-sync what they held; try again", details={"retry_ms": left})
@@ -105,11 +110,14 @@ class Grace:
         one; docs/operations.md, "Two clocks".)"""
         if self.complete or self.role.state is not Role.GRACE:
             return False
-        return self._others_awaited({node})
+        # Behind those already waiting too: their nodes' stale entries are still counted.
+        return bool(self.waiting) or self._others_awaited({node})
 
     def wait(self, resync: tuple[Any, ...]) -> None:
-        """Keep a re-sync until it is decided (`waits` said so); its first item is its node."""
+        """Keep a re-sync until it is decided (`waits` said so); its first item is its node. If
+        every PBX still awaited is now waiting, they are decided (on the next turn)."""
         self.waiting.append(resync)
+        self._decide_when_nobody_else()
 
     def _others_awaited(self, besides: set[str]) -> bool:
         """A PBX that held leases before and has not re-synced, other than `besides` and those waiting."""
@@ -153,8 +161,8 @@ class Grace:
             self.role.change(Role.ACTING, "every lease held before was re-synced, moved or given back")
 
     def clear(self) -> None:
-        """The master gives way: nothing is waited for; a waiting re-sync is answered `not_master`
-        by `decide` (its session ended with every other)."""
+        """The master gives way: nothing is waited for; a waiting re-sync is dropped by `decide`
+        (its session ended with every other: its PBX re-syncs with the next master)."""
         self._decide_all()
         self.held = {}
 
