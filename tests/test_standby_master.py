@@ -561,3 +561,52 @@ async def test_every_grant_answered_before_a_kill_9_is_counted_by_the_standby_th
     finally:
         standby.stop()
         master.stop()
+
+
+async def test_a_master_back_on_a_stale_journal_answers_a_re_sync_once_the_stale_entry_is_gone(tmp_path: Path) -> None:
+    # Both masters killed one after the other (`slave-sim sim --seed 701`), with real processes:
+    # A's journal still says the left PBX holds the one Port, which it gave back on B, where the
+    # right PBX took it. Back on A, the right PBX's re-sync waits until the left PBX, restarted
+    # afresh, gives the stale entry back; it was refused `exhausted`, a phone lost.
+    one_port = '[[license]]\ntype = "PBX-Port13"\ncount = 1\n'
+    both = {"grace_ms": 6000}  # room for a busy machine: the left PBX must be back within it
+    a = Daemon(tmp_path / "a", one_port, **both).start()
+    b_address = f"127.0.0.1:{free_port()}"
+    b = Daemon(tmp_path / "b", one_port, standby_of=a.master, listen=b_address, **both)
+    lost: list[str] = []
+    left = MasterClient([a.master, b_address], "left", connect_timeout=0.5)
+    right: MasterClient | None = None
+    try:
+        await left.connect()
+        await left.checkout("port", "desk")
+        await asyncio.sleep(0.3)  # in A's journal
+        a.kill9()
+        b.start()  # A's standby, A dead: it takes over with its own journal (nothing), and the desk re-synced
+        await next_event(left, "reconnected")
+        await left.checkin("port", "desk")
+        right = MasterClient([b_address, a.master], "right", connect_timeout=0.5,
+                             on_event=lambda e: lost.append(str(e.get("holder"))) if e.get("event") == "lost" else None)
+        await right.connect()
+        await right.checkout("port", "phone")  # the one Port, on B
+        await asyncio.sleep(0.3)
+        left.abort()  # the left PBX goes down with it
+        b.kill9()
+        a.restart_same_port()  # alone, on its journal: the left PBX holds the desk
+        for _ in range(40):  # until the right PBX is connected to A (its re-sync sent, waiting)
+            if right.connected.is_set() and right.address == a.address:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        left_again = MasterClient([a.master], "left", connect_timeout=0.5)  # restarted, holding nothing: `fresh`
+        await left_again.connect()
+        await asyncio.sleep(0.5)
+        usage = await left_again.usage()
+        await left_again.close()
+        assert lost == [] and right.settled and [h for _, h in right.leases] == ["phone"]
+        assert in_use(usage, "PBX-Port") == 1
+    finally:
+        for client in (left, right):
+            if client is not None:
+                client.abort()
+        a.stop()
+        b.stop()
