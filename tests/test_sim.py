@@ -364,6 +364,48 @@ def test_a_master_back_after_both_were_killed_lets_a_re_sync_wait_for_the_stale_
     assert seen["right"] == ["phone"] and seen["settled"] and seen["left"] == []
 
 
+def test_a_restarted_pbx_whose_re_sync_waits_does_not_say_its_leases_lapsed_meanwhile(tmp_path: Path) -> None:
+    # Found by review: the right PBX of the story above, its client restarted meanwhile, brings
+    # its phone never confirmed since; its re-sync waits two seconds for the left PBX, and its
+    # client said `lapsed` at its first wake, the phone back only with the reply.
+    loop = VirtualLoop()
+    a, b = two_node(tmp_path, '[[license]]\ntype = "PBX-Port13"\ncount = 1\n')
+    said: list[str] = []
+    left = MasterClient([a.address, b.address], "left", connect_timeout=2.0)
+    right = MasterClient([a.address, b.address], "right", connect_timeout=2.0)
+    restarted = MasterClient([a.address, b.address], "right", connect_timeout=2.0,
+                             on_event=lambda event: said.append(str(event.get("event"))) if event.get("event") in ("lapsed", "lost") else None)
+
+    async def scenario() -> list[str]:
+        HOST.set("10.0.0.1")
+        await a.start()
+        await left.connect()
+        await left.checkout("port", "desk")
+        await asyncio.sleep(1)
+        a.kill()
+        await b.start()
+        await asyncio.sleep(5)
+        await left.checkin("port", "desk")
+        HOST.set("10.0.0.2")
+        await right.connect()
+        await right.checkout("port", "phone")
+        await asyncio.sleep(1)
+        loop.network.set_cut("10.0.0.1", A_HOST)
+        b.kill()
+        right.abort()
+        restarted.adopt(right.leases.values())  # the PBX's client restarted, with what it held
+        await a.start()
+        await restarted.connect()
+        resync = asyncio.ensure_future(restarted.sync())  # waits for the left PBX
+        await asyncio.sleep(2)
+        loop.network.heal("10.0.0.1", A_HOST)
+        await asyncio.wait_for(resync, 10)
+        return sorted(holder for _, holder in restarted.leases)
+
+    held = run_scenario(loop, scenario, (a, b), (left, right, restarted))
+    assert said == [] and held == ["phone"], (said, held)
+
+
 def test_waiting_re_syncs_first_give_back_what_each_no_longer_holds_then_are_taken_in_order(tmp_path: Path) -> None:
     # Found by review: two re-syncs waiting, the first refused for want of the Ports that the
     # second's own stale entries held (they went back only when the second was taken).
@@ -412,6 +454,58 @@ def test_waiting_re_syncs_first_give_back_what_each_no_longer_holds_then_are_tak
     held = run_scenario(loop, scenario, (a, b), (s, t, x))
     assert lost == [], lost
     assert held == {"s": ["s2"], "t": ["t"], "x": ["x"]}
+
+
+def test_a_waiting_re_sync_whose_connection_is_lost_leaves_its_pbx_awaited_again(tmp_path: Path) -> None:
+    # Found by review: S's re-sync waited, its connection dropped, and T's re-sync, coming next,
+    # found nobody left to wait for; taken at once, it was refused t2 while S's stale entries
+    # still counted. Installed 3: A's journal says S holds a and b, T holds t; on B since, S gave
+    # a and b back and took s2, T took t2.
+    loop = VirtualLoop()
+    a, b = two_node(tmp_path, '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
+    lost: list[str] = []
+    hosts = {"s": "10.0.0.1", "t": "10.0.0.2"}
+
+    def pbx(name: str) -> MasterClient:
+        return MasterClient([a.address, b.address], name, connect_timeout=2.0,
+                            on_event=lambda event: lost.append(f"{name}:{event.get('holder')}") if event.get("event") == "lost" else None)
+
+    s, t = pbx("s"), pbx("t")
+
+    async def scenario() -> dict[str, object]:
+        await a.start()
+        for client, holders in ((s, ["a", "b"]), (t, ["t"])):
+            HOST.set(hosts[client.node])
+            await client.connect()
+            for holder in holders:
+                await client.checkout("port", holder)
+        await asyncio.sleep(1)  # in A's journal
+        a.kill()
+        await b.start()
+        await asyncio.sleep(5)
+        await s.checkin("port", "a")
+        await s.checkin("port", "b")
+        await s.checkout("port", "s2")
+        await t.checkout("port", "t2")
+        await asyncio.sleep(1)
+        loop.network.set_cut(hosts["s"], A_HOST)
+        loop.network.set_cut(hosts["t"], A_HOST)
+        b.kill()
+        await a.start()  # its journal: S holds a and b, T holds t
+        await asyncio.sleep(0.3)
+        loop.network.heal(hosts["s"], A_HOST)
+        await asyncio.sleep(0.5)  # S's re-sync waits for T
+        loop.network.reset(hosts["s"])
+        loop.network.set_cut(hosts["s"], A_HOST)  # and S is gone again, for a while
+        loop.network.heal(hosts["t"], A_HOST)
+        await asyncio.sleep(0.5)  # T's re-sync: S is awaited again
+        loop.network.heal(hosts["s"], A_HOST)
+        await asyncio.sleep(5)
+        return {client.node: sorted(holder for _, holder in client.leases) for client in (s, t)}
+
+    held = run_scenario(loop, scenario, (a, b), (s, t))
+    assert lost == [], lost
+    assert held == {"s": ["s2"], "t": ["t", "t2"]}
 
 
 def test_a_tie_at_the_same_epoch_is_broken_alike_on_both_sides_whatever_the_peer_strings_say() -> None:

@@ -183,6 +183,7 @@ class MasterClient:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._last_sent = 0.0
         self._last_heard = 0.0
+        self._syncs_in_flight = 0  # a sync sent and not answered yet (the lapse waits for its reply)
         self.last_heard = 0.0  # loop time any bytes last came from a master, readable or not
         self.unreadable = ""  # why the last connection was dropped for what the master sent, if it was
         self._parts = Parts()
@@ -449,7 +450,11 @@ class MasterClient:
     async def sync(self) -> dict[str, Any]:
         """Make the master's view of this node's leases exactly `self.leases`; from then on each
         lease's id is the one this master answered."""
-        reply = await self._sync_in_parts(self.holdings.sync_entries())
+        self._syncs_in_flight += 1
+        try:
+            reply = await self._sync_in_parts(self.holdings.sync_entries())
+        finally:
+            self._syncs_in_flight -= 1
         for stale in self.holdings.synced_ids(reply):  # checked in while the sync was on its way (a sync the caller made)
             self._request("checkin", {"lease": stale}).add_done_callback(_ignore_result)
         return reply
@@ -690,7 +695,12 @@ class MasterClient:
             # left, `lapsed` said): a short floor cannot spin. (A session a new master opened with
             # other timings is seen at the next wake: up to one old interval late.)
             await asyncio.sleep(max(0.001, wake - now))
-            lapsed = self.holdings.lapse(loop.time(), self.hold_s)  # once per lapse: stop using what it holds
+            # Once per lapse: stop using what it holds. Not while a sync is on its way on a live
+            # connection: the master is deciding (a master back on a stale journal answers it
+            # once the PBXs that could free what it asks for have re-synced, up to grace_ms), and
+            # leases brought from before, never confirmed since this client started, would
+            # lapse in that moment only to come back with its reply.
+            lapsed = None if self._syncs_in_flight and self._wire is not None else self.holdings.lapse(loop.time(), self.hold_s)
             if lapsed is not None:
                 self._emit(lapsed)
             wire = self._wire

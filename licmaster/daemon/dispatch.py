@@ -160,6 +160,8 @@ class Dispatcher:
     def lost(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
         self.feed.detach(conn)
+        if self.grace.waiting:  # its re-sync waits no more: its node is awaited again (found by review)
+            self.grace.waiting = [resync for resync in self.grace.waiting if resync[2] is not conn]
         session = conn.session
         if session is not None and session.conn is conn:
             session.conn = None  # the session waits for a reconnect until its lease TTL runs out
@@ -435,12 +437,16 @@ class Dispatcher:
             if self.role.serving and conn is not None and conn.open and conn.session is session \
                     and self.sessions.get(node) is session:
                 current.append((session, conn, rid, entries))
+        released: dict[str, int] = {}
         for session, _, _, entries in current:
             for lease in self.pool.book.release_unlisted(session.node, entries):
                 self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
+                released[session.node] = released.get(session.node, 0) + 1
         for session, conn, rid, entries in current:
             try:
                 reply = self._sync(session, rid, entries)
+                if isinstance(reply, dict) and reply.get("ok"):
+                    reply["released"] += released.get(session.node, 0)  # given back in the first pass
             except Exception:
                 reply = self._internal(rid, "sync", session)
             replies = [reply]
