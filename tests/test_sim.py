@@ -364,6 +364,40 @@ def test_a_master_back_after_both_were_killed_lets_a_re_sync_wait_for_the_stale_
     assert seen["right"] == ["phone"] and seen["settled"] and seen["left"] == []
 
 
+def pbxs_telling_losses(a: SimMaster, b: SimMaster, names: list[str], lost: list[str]) -> list[MasterClient]:
+    """PBX clients of both masters, each loss they are told added to `lost` as `node:holder`."""
+    def pbx(name: str) -> MasterClient:
+        return MasterClient([a.address, b.address], name, connect_timeout=2.0,
+                            on_event=lambda event: lost.append(f"{name}:{event.get('holder')}") if event.get("event") == "lost" else None)
+    return [pbx(name) for name in names]
+
+
+async def s_and_t_served_by_a_then_by_b(a: SimMaster, b: SimMaster, s: MasterClient, t: MasterClient, hosts: dict[str, str]) -> None:
+    """A's journal: S holds a and b, T holds t. Then A is killed and B takes over with nothing
+    counted (S and T re-sync to it), where S gives a and b back and takes s2."""
+    await a.start()
+    for client, holders in ((s, ["a", "b"]), (t, ["t"])):
+        HOST.set(hosts[client.node])
+        await client.connect()
+        for holder in holders:
+            await client.checkout("port", holder)
+    await asyncio.sleep(1)  # in A's journal
+    a.kill()
+    await b.start()
+    await asyncio.sleep(5)
+    await s.checkin("port", "a")
+    await s.checkin("port", "b")
+    await s.checkout("port", "s2")
+
+
+async def a_back_alone_s_and_t_cut_from_it(loop: VirtualLoop, a: SimMaster, b: SimMaster, hosts: dict[str, str]) -> None:
+    """B killed, A back on its journal (S holds a and b, T holds t), S and T cut from it until healed."""
+    loop.network.set_cut(hosts["s"], A_HOST)
+    loop.network.set_cut(hosts["t"], A_HOST)
+    b.kill()
+    await a.start()
+
+
 def test_a_restarted_pbx_whose_re_sync_waits_does_not_say_its_leases_lapsed_meanwhile(tmp_path: Path) -> None:
     # Found by review: the right PBX of the story above, its client restarted meanwhile, brings
     # its phone never confirmed since; its re-sync waits two seconds for the left PBX, and its
@@ -415,35 +449,15 @@ def test_waiting_re_syncs_first_give_back_what_each_no_longer_holds_then_are_tak
     a, b = two_node(tmp_path, '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
     lost: list[str] = []
     hosts = {"s": "10.0.0.1", "t": "10.0.0.2", "x": "10.0.0.3"}
-
-    def pbx(name: str) -> MasterClient:
-        return MasterClient([a.address, b.address], name, connect_timeout=2.0,
-                            on_event=lambda event: lost.append(f"{name}:{event.get('holder')}") if event.get("event") == "lost" else None)
-
-    s, t, x = pbx("s"), pbx("t"), pbx("x")
+    s, t, x = pbxs_telling_losses(a, b, ["s", "t", "x"], lost)
 
     async def scenario() -> dict[str, object]:
-        await a.start()
-        for client, holders in ((s, ["a", "b"]), (t, ["t"])):
-            HOST.set(hosts[client.node])
-            await client.connect()
-            for holder in holders:
-                await client.checkout("port", holder)
-        await asyncio.sleep(1)  # in A's journal
-        a.kill()
-        await b.start()  # takes over with nothing counted; S and T re-sync to it
-        await asyncio.sleep(5)
-        await s.checkin("port", "a")
-        await s.checkin("port", "b")
-        await s.checkout("port", "s2")
+        await s_and_t_served_by_a_then_by_b(a, b, s, t, hosts)
         HOST.set(hosts["x"])
         await x.connect()
         await x.checkout("port", "x")
         await asyncio.sleep(1)
-        loop.network.set_cut(hosts["s"], A_HOST)
-        loop.network.set_cut(hosts["t"], A_HOST)
-        b.kill()
-        await a.start()  # its journal: S holds a and b, T holds t
+        await a_back_alone_s_and_t_cut_from_it(loop, a, b, hosts)
         await asyncio.sleep(0.5)
         loop.network.heal(hosts["s"], A_HOST)  # X re-synced first, S next: both wait for T
         await asyncio.sleep(1)
@@ -465,33 +479,13 @@ def test_a_waiting_re_sync_whose_connection_is_lost_leaves_its_pbx_awaited_again
     a, b = two_node(tmp_path, '[[license]]\ntype = "PBX-Port13"\ncount = 3\n')
     lost: list[str] = []
     hosts = {"s": "10.0.0.1", "t": "10.0.0.2"}
-
-    def pbx(name: str) -> MasterClient:
-        return MasterClient([a.address, b.address], name, connect_timeout=2.0,
-                            on_event=lambda event: lost.append(f"{name}:{event.get('holder')}") if event.get("event") == "lost" else None)
-
-    s, t = pbx("s"), pbx("t")
+    s, t = pbxs_telling_losses(a, b, ["s", "t"], lost)
 
     async def scenario() -> dict[str, object]:
-        await a.start()
-        for client, holders in ((s, ["a", "b"]), (t, ["t"])):
-            HOST.set(hosts[client.node])
-            await client.connect()
-            for holder in holders:
-                await client.checkout("port", holder)
-        await asyncio.sleep(1)  # in A's journal
-        a.kill()
-        await b.start()
-        await asyncio.sleep(5)
-        await s.checkin("port", "a")
-        await s.checkin("port", "b")
-        await s.checkout("port", "s2")
+        await s_and_t_served_by_a_then_by_b(a, b, s, t, hosts)
         await t.checkout("port", "t2")
         await asyncio.sleep(1)
-        loop.network.set_cut(hosts["s"], A_HOST)
-        loop.network.set_cut(hosts["t"], A_HOST)
-        b.kill()
-        await a.start()  # its journal: S holds a and b, T holds t
+        await a_back_alone_s_and_t_cut_from_it(loop, a, b, hosts)
         await asyncio.sleep(0.3)
         loop.network.heal(hosts["s"], A_HOST)
         await asyncio.sleep(0.5)  # S's re-sync waits for T
