@@ -170,6 +170,48 @@ def test_a_paused_host_runs_nothing_its_sockets_queue_in_order_and_its_clock_run
     assert ticks[0] == resumed  # its timer, overdue, runs at the resume: the clock ran on meanwhile
 
 
+def test_what_a_host_wrote_and_closed_before_it_crashed_still_reaches_a_paused_peer() -> None:
+    # TCP delivers the data and the FIN of a connection closed before its process died. The
+    # network's reset aborted the peer's end too: a standby paused while its master dropped it
+    # (`replica_dropped`, then close), the master then killed, never read why, and took over as
+    # if its stream were whole (`slave-sim sim --seed 1303`, 61 of 60).
+    async def main(loop: VirtualLoop) -> tuple[bytes, bool, bool]:
+        HOST.set("10.1.0.1")
+        ends: list[asyncio.Transport] = []
+
+        class Dropper(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                assert isinstance(transport, asyncio.Transport)
+                ends.append(transport)
+
+        await loop.create_server(Dropper, "10.1.0.1", 4460)
+        HOST.set("10.1.0.2")
+        _, standby = await loop.create_connection(Closing, "10.1.0.1", 4460)
+        assert isinstance(standby, Closing)
+        HOST.set("10.0.0.9")  # this test goes on as another host
+        loop.pause("10.1.0.2")
+        ends[0].write(b"replica_dropped")
+        ends[0].close()
+        await asyncio.sleep(1)
+        ongoing = await loop.create_connection(Closing, "10.1.0.1", 4460)  # open when the host dies
+        loop.network.reset("10.1.0.1")  # the master killed
+        loop.resume("10.1.0.2")
+        await asyncio.sleep(1)
+        return standby.data, standby.lost, ongoing[1].lost  # type: ignore[attr-defined]
+
+    data, lost, ongoing_lost = in_virtual_time(main)
+    assert data == b"replica_dropped" and lost and ongoing_lost  # read, then its end; the open one reset
+
+
+class Closing(Gather):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
 def test_bytes_written_in_one_instant_arrive_in_order_among_many_timers() -> None:
     async def main(loop: VirtualLoop) -> bytes:
         HOST.set("10.1.0.1")
