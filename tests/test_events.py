@@ -12,6 +12,8 @@ from licmaster.wire.codec import PART_MARGIN, FrameDecoder
 from licmaster.wire.events import STREAM_VERSION, Change, StreamError
 from licmaster.wire.requests import MIN_FRAME
 
+from .stream import read_replica
+
 
 def test_rows_are_read_by_name_and_short_rows_are_padded() -> None:
     row = (1.5, events.GRANT, "pbx1", "port", "alice", "7", "PBX-Port13:1")
@@ -37,10 +39,10 @@ def test_the_replica_event_carries_every_row_and_the_standby_reads_only_state_ch
              (1.2, events.ASSIGN, "a", "App(phone)", "ann", None, "13")]
     [event] = frames(pushed(batch))
     assert event["v"] == STREAM_VERSION
-    assert events.read_replica(event) == [Change("grant", "a", "port", "x", "1", "PBX-Port13:1"),
+    assert read_replica(event) == [Change("grant", "a", "port", "x", "1", "PBX-Port13:1"),
                                           Change("assign", "a", "App(phone)", "ann", None, "13")]
     [denial] = frames(pushed([batch[1]]))  # sent as it is (no choice per row on the master)
-    assert events.read_replica(denial) == []  # a denial changes nothing a standby keeps
+    assert read_replica(denial) == []  # a denial changes nothing a standby keeps
 
 
 def test_a_rush_of_grants_in_one_batch_crosses_in_frames_the_standby_can_read() -> None:
@@ -48,7 +50,7 @@ def test_a_rush_of_grants_in_one_batch_crosses_in_frames_the_standby_can_read() 
     data = pushed(batch, 4096)
     read = frames(data, 4096)  # a decoder that refuses any frame over 4096 bytes
     assert len(read) > 1
-    assert [c.lease for e in read for c in events.read_replica(e)] == [str(i) for i in range(5_000)]
+    assert [c.lease for e in read for c in read_replica(e)] == [str(i) for i in range(5_000)]
 
 
 LEASE_ROWS = st.lists(st.tuples(st.text(min_size=1, max_size=64), st.sampled_from(["port", "ipva", "channel"]),
@@ -102,7 +104,7 @@ def test_a_snapshot_part_out_of_order_or_of_another_shape_is_refused(event: dict
 ])
 def test_a_stream_of_another_version_or_shape_is_refused_not_misread(event: dict) -> None:
     with pytest.raises(StreamError):
-        events.read_replica(event)
+        read_replica(event)
 
 
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.binary(max_size=8),
@@ -112,7 +114,7 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() |
 @given(JSONISH)
 def test_any_value_as_replica_rows_is_read_or_refused_with_a_stream_error(rows: object) -> None:
     try:
-        changes = events.read_replica({"event": "replica", "v": STREAM_VERSION, "rows": rows})
+        changes = read_replica({"event": "replica", "v": STREAM_VERSION, "rows": rows})
     except StreamError:
         return
     assert all(isinstance(change, Change) for change in changes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from licmaster.daemon.ha.failover import Failover, Grace
+from licmaster.daemon.ha.failover import Failover, Grace, WaitingResync
 from licmaster.daemon.ha.recovery import Holdings
 from licmaster.daemon.role import Role, RoleMachine
 from licmaster.wire import events
@@ -26,6 +26,11 @@ def serving(state: Role = Role.STANDBY) -> tuple[RoleMachine, Grace, Clock, list
     role.change(state, "start")
     clock = Clock()
     return role, Grace(role, clock), clock, changes
+
+
+def resync(node: str, tag: str) -> WaitingResync:
+    """A waiting re-sync as Grace keeps it; `tag` tells them apart (the dispatcher's session)."""
+    return WaitingResync(node, tag, None, 0, [])
 
 
 HELD = {"pbx1": {("port", "alice")}, "pbx2": {("port", "bob")}}
@@ -116,15 +121,15 @@ def test_waiting_re_syncs_are_decided_in_order_on_the_turn_after_the_last_awaite
     decided: list[list[Any]] = []
     grace.schedule, grace.decide = turns.append, decided.append
     grace.open("restarted", {k: set(v) for k, v in HELD.items()}, complete=False, until=clock.now + 3)
-    grace.wait(("pbx3", "first"))
+    grace.wait(resync("pbx3", "first"))
     assert grace.waits("pbx4")
-    grace.wait(("pbx4", "second"))
+    grace.wait(resync("pbx4", "second"))
     grace.take("pbx1")
     assert turns == []  # pbx2 may still free a stale entry
     grace.forget("pbx2")  # its session ended: its entries went back
     assert decided == [] and len(turns) == 1  # not inside the end that freed them: on the next turn
     turns.pop()()
-    assert decided == [[("pbx3", "first"), ("pbx4", "second")]] and grace.waiting == []
+    assert decided == [[resync("pbx3", "first"), resync("pbx4", "second")]] and grace.waiting == []
     assert role.state is Role.GRACE  # new checkouts still wait out the window
 
 
@@ -133,7 +138,7 @@ def test_at_the_window_s_end_its_waiting_re_syncs_are_decided_before_new_checkou
     states: list[Role] = []
     grace.decide = lambda waiting: states.append(role.state)
     grace.open("restarted", {"absent": {("port", "x")}}, complete=False, until=clock.now + 3)
-    grace.wait(("pbx3", "claim"))
+    grace.wait(resync("pbx3", "claim"))
     clock.now += 3
     grace.end_if_over(clock.now)  # the absent PBX never re-synced: decided anyway, still in grace
     assert states == [Role.GRACE] and role.state is Role.ACTING
@@ -141,9 +146,9 @@ def test_at_the_window_s_end_its_waiting_re_syncs_are_decided_before_new_checkou
     told: list[Any] = []
     giving_way.decide = told.extend
     giving_way.open("restarted", {"absent": {("port", "x")}}, complete=False, until=other_clock.now + 3)
-    giving_way.wait(("pbx3", "claim"))
+    giving_way.wait(resync("pbx3", "claim"))
     giving_way.clear()  # giving way: decided (its session ended with every other), nothing waits
-    assert told == [("pbx3", "claim")] and giving_way.waiting == [] and giving_way.held == {}
+    assert told == [resync("pbx3", "claim")] and giving_way.waiting == [] and giving_way.held == {}
 
 
 def test_a_re_sync_queues_behind_those_waiting_and_the_last_awaited_pbx_waiting_too_decides() -> None:
@@ -152,12 +157,12 @@ def test_a_re_sync_queues_behind_those_waiting_and_the_last_awaited_pbx_waiting_
     decided: list[list[Any]] = []
     grace.schedule, grace.decide = turns.append, decided.append
     grace.open("restarted", {"pbx1": {("port", "a")}}, complete=False, until=clock.now + 3)
-    grace.wait(("pbx3", "claim"))  # pbx1 awaited
+    grace.wait(resync("pbx3", "claim"))  # pbx1 awaited
     assert turns == []
-    grace.wait(("pbx1", "claim too"))  # pbx1 itself brings one it is not counted for: nobody left to wait for
+    grace.wait(resync("pbx1", "claim too"))  # pbx1 itself brings one it is not counted for: nobody left to wait for
     assert len(turns) == 1 and grace.waits("pbx4")  # behind them: pbx1's stale entries still count
     turns.pop()()
-    assert decided == [[("pbx3", "claim"), ("pbx1", "claim too")]]
+    assert decided == [[resync("pbx3", "claim"), resync("pbx1", "claim too")]]
 
 
 def test_past_the_window_s_time_new_checkouts_wait_until_the_waiting_re_syncs_are_decided() -> None:
@@ -165,7 +170,7 @@ def test_past_the_window_s_time_new_checkouts_wait_until_the_waiting_re_syncs_ar
     # a waiting re-sync was to get.
     role, grace, clock, _ = serving()
     grace.open("restarted", {"absent": {("port", "x")}}, complete=False, until=clock.now + 3)
-    grace.wait(("pbx3", "claim"))
+    grace.wait(resync("pbx3", "claim"))
     clock.now += 3
     denial = grace.denial("pbx9", "port", "new")
     assert denial is not None and denial.code == "grace" and denial.details["retry_ms"] > 0

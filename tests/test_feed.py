@@ -8,7 +8,9 @@ from typing import Any
 from licmaster.daemon.ha.feed import ReplicaFeed
 from licmaster.daemon.storage.door import Door
 from licmaster.wire.codec import FrameDecoder
-from licmaster.wire.events import GRANT, read_replica
+from licmaster.wire.events import GRANT
+
+from .stream import read_replica
 
 
 class Peer:

@@ -706,7 +706,7 @@ class MasterClient:
             wire = self._wire
             if wire is None:
                 continue
-            if loop.time() >= self._last_heard + self.session.get("lease_ttl_ms", 3000) / 1000:  # as `wake` computes it
+            if loop.time() >= self._last_heard + ttl:  # as `wake` computes it
                 self._emit({"event": "unresponsive", "master": f"{self.address[0]}:{self.address[1]}"})
                 self._switch_master(wire)  # connection_lost follows: reconnect and sync
                 self._last_heard = loop.time()

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from licmaster.daemon import logs
 from licmaster.daemon.config import Config
 from licmaster.daemon.denials import DenialJournal
-from licmaster.daemon.ha.failover import Grace
+from licmaster.daemon.ha.failover import Grace, WaitingResync
 from licmaster.daemon.role import RoleMachine
-from licmaster.daemon.sessions import End, Endpoint, Session, Sessions
+from licmaster.daemon.sessions import End, Session, Sessions
 from licmaster.daemon.status import MasterStatus
 from licmaster.daemon.storage.store import Store
 from licmaster.daemon.timing import BatchTimer
@@ -160,8 +160,7 @@ class Dispatcher:
     def lost(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
         self.feed.detach(conn)
-        if self.grace.waiting:  # its re-sync waits no more: its node is awaited again (found by review)
-            self.grace.waiting = [resync for resync in self.grace.waiting if resync[2] is not conn]
+        self.grace.connection_lost(conn)
         session = conn.session
         if session is not None and session.conn is conn:
             session.conn = None  # the session waits for a reconnect until its lease TTL runs out
@@ -412,7 +411,7 @@ class Dispatcher:
             return self._sync_pending(session, rid)
         if self.grace.waits(session.node) and self._brings_unknown(session.node, entries):
             session.sync_parts = []
-            self.grace.wait((session.node, session, session.conn, rid, entries))
+            self.grace.wait(WaitingResync(session.node, session, session.conn, rid, entries))
             self.waited = True
             return WAITS
         return self._sync(session, rid, entries)
@@ -424,35 +423,32 @@ class Dispatcher:
         by_resource = held.by_resource if held is not None else {}
         return any(entry.holder not in by_resource.get(entry.resource, ()) for entry in entries)
 
-    def _decide_waiting(self, waiting: list[tuple[Any, ...]]) -> None:
+    def _decide_waiting(self, waiting: list[WaitingResync]) -> None:
         """Take the re-syncs that waited (Grace.waits) and answer each on its connection (held
         for the standbys like any grant). First every one gives back what its node no longer
         lists (stale entries of a waiting node free capacity for the others: found by review,
         an earlier one was refused what a later one freed), then each is taken, in the order they
         came. One whose session or connection ended meanwhile is dropped: its PBX re-syncs on its
         next connection. A fault answers that one `internal` and spares the others."""
-        current: list[tuple[Session, Endpoint, int, list[SyncEntry]]] = []
-        for node, waited_session, conn, rid, entries in waiting:
-            session: Session = waited_session
-            if self.role.serving and conn is not None and conn.open and conn.session is session \
-                    and self.sessions.get(node) is session:
-                current.append((session, conn, rid, entries))
+        current = [resync for resync in waiting
+                   if self.role.serving and resync.conn is not None and resync.conn.open
+                   and resync.conn.session is resync.session and self.sessions.get(resync.node) is resync.session]
         released: dict[str, int] = {}
-        for session, _, _, entries in current:
-            for lease in self.pool.book.release_unlisted(session.node, entries):
-                self.record(RELEASE, session.node, lease.resource, lease.holder, lease.id)
-                released[session.node] = released.get(session.node, 0) + 1
-        for session, conn, rid, entries in current:
+        for resync in current:
+            for lease in self.book.release_unlisted(resync.node, resync.entries):
+                self.record(RELEASE, resync.node, lease.resource, lease.holder, lease.id)
+                released[resync.node] = released.get(resync.node, 0) + 1
+        for resync in current:
             try:
-                reply = self._sync(session, rid, entries)
+                reply = self._sync(resync.session, resync.rid, resync.entries)
                 if isinstance(reply, dict) and reply.get("ok"):
-                    reply["released"] += released.get(session.node, 0)  # given back in the first pass
+                    reply["released"] += released.get(resync.node, 0)  # given back in the first pass
             except Exception:
-                reply = self._internal(rid, "sync", session)
+                reply = self._internal(resync.rid, "sync", resync.session)
             replies = [reply]
             if self.feed.syncing:
-                replies = self.feed.hold(conn, replies)
-            conn.send_replies(replies)
+                replies = self.feed.hold(resync.conn, replies)
+            resync.conn.send_replies(replies)
 
     def _sync(self, session: Session, rid: int, entries: list[SyncEntry]) -> Reply:
         session.sync_parts = []

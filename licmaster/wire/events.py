@@ -174,8 +174,8 @@ class StreamError(ValueError):
 
 
 def replica_rows(event: dict[str, Any]) -> list[Any]:
-    """A `replica` event's rows as they came, not yet checked (`replica_change` checks one, and
-    Holdings.apply_rows checks each as it applies it); StreamError if the event's version is not
+    """A `replica` event's rows as they came, not yet checked (`replica_change` checks one;
+    the standby's Holdings.apply_rows checks each as it applies it); StreamError if the event's version is not
     this one's or it carries no list of rows.
 
     Its `rows` are journal rows as they are (FIELDS, trailing fields may be left off), every row
@@ -203,13 +203,6 @@ def replica_change(row: Any) -> Change | None:
     if row[EVENT] not in REPLICATED:
         return None
     return tuple.__new__(Change, row[EVENT:DETAIL + 1] if len(row) > DETAIL else (*row[EVENT:], None))
-
-
-def read_replica(event: dict[str, Any]) -> list[Change]:
-    """The changes of a `replica` event, every row checked before any is returned; StreamError
-    if its version or shape is not this one's. (The standby applies a push with
-    Holdings.apply_rows, which checks each row as it applies it, at a third of the cost.)"""
-    return [change for row in replica_rows(event) if (change := replica_change(row)) is not None]
 
 
 _TEXT = frozenset({str, type(None)})  # what a row's fields after its timestamp may be

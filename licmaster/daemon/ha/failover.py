@@ -17,7 +17,7 @@ No I/O here: the clock is handed in, and every effect goes through a callable.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from licmaster.daemon.ha.recovery import Holdings
 from licmaster.daemon.role import Role, RoleMachine
@@ -27,6 +27,16 @@ from licmaster.wire import events
 
 Key = tuple[str, str]  # (resource, holder)
 Held = dict[str, set[Key]]  # what each node held before
+
+
+class WaitingResync(NamedTuple):
+    """A re-sync that waits (Grace.waits), as the dispatcher answers it later."""
+
+    node: str
+    session: Any  # daemon/sessions.py's Session (this module imports nothing of the dispatcher's)
+    conn: Any  # the Endpoint it came on, and its reply goes out on
+    rid: int
+    entries: list[Any]  # its SyncEntry list
 
 
 class Grace:
@@ -44,8 +54,8 @@ class Grace:
         # Re-syncs that wait (`waits`), in the order they came, each as the dispatcher keeps it
         # (node first); `decide` answers them (the dispatcher's), `schedule` runs a callable on
         # the loop's next turn (loop.call_soon).
-        self.waiting: list[tuple[Any, ...]] = []
-        self.decide: Callable[[list[tuple[Any, ...]]], None] = lambda waiting: None
+        self.waiting: list[WaitingResync] = []
+        self.decide: Callable[[list[WaitingResync]], None] = lambda waiting: None
         self.schedule = schedule or (lambda callback: callback())
 
     def open(self, why: str, held: Held, *, complete: bool, until: float, acting_why: str | None = None) -> None:
@@ -113,15 +123,21 @@ class Grace:
         # Behind those already waiting too: their nodes' stale entries are still counted.
         return bool(self.waiting) or self._others_awaited({node})
 
-    def wait(self, resync: tuple[Any, ...]) -> None:
-        """Keep a re-sync until it is decided (`waits` said so); its first item is its node. If
-        every PBX still awaited is now waiting, they are decided (on the next turn)."""
+    def wait(self, resync: WaitingResync) -> None:
+        """Keep a re-sync until it is decided (`waits` said so). If every PBX still awaited is
+        now waiting, they are decided (on the next turn)."""
         self.waiting.append(resync)
         self._decide_when_nobody_else()
 
+    def connection_lost(self, conn: object) -> None:
+        """A re-sync that came on `conn` waits no more: its node is awaited again (found by
+        review: the others, no longer waiting for it, were refused what its stale entries held)."""
+        if self.waiting:
+            self.waiting = [resync for resync in self.waiting if resync.conn is not conn]
+
     def _others_awaited(self, besides: set[str]) -> bool:
         """A PBX that held leases before and has not re-synced, other than `besides` and those waiting."""
-        waiting = besides | {resync[0] for resync in self.waiting}
+        waiting = besides | {resync.node for resync in self.waiting}
         return any(node not in waiting for node in self.held)
 
     def _decide_when_nobody_else(self) -> None:
